@@ -1,0 +1,258 @@
+import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
+import type { Envelope } from '../core/envelope.js';
+import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
+import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
+import type { ModelResponse, Usage } from '../core/model.js';
+import type { ActorRuntime } from '../core/runtime.js';
+import type { Tool } from '../core/tool.js';
+import { durableTimer } from './durable-timer.js';
+
+/** Retry policy of the `recovering` state. */
+export interface RetryPolicy {
+  /** Attempts of one step, the first included. Default 3. */
+  maxAttempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  factor: number;
+}
+
+/** Options of {@link agent}. */
+export interface AgentOptions {
+  /** Unique within the crew: `[A-Za-z][A-Za-z0-9_-]*`. */
+  id: string;
+  /** One line on what the agent is for (shown in progress output and inspectors). */
+  role: string;
+  /** The system prompt. */
+  instructions: string;
+  /** Model reference `provider:model` (or `provider` for its default). */
+  model: string;
+  tools?: readonly Tool[];
+  /** Model steps per task before the agent fails with `MAX_STEPS`. Default 10. */
+  maxSteps?: number;
+  retry?: Partial<RetryPolicy>;
+}
+
+/** A fully-defaulted agent definition. */
+export interface AgentDefinition {
+  readonly kind: 'agent';
+  readonly id: string;
+  readonly role: string;
+  readonly instructions: string;
+  readonly model: string;
+  readonly tools: readonly Tool[];
+  readonly maxSteps: number;
+  readonly retry: RetryPolicy;
+}
+
+const ACTOR_ID = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+/** Defines an agent. Throws a `TypeError` when the definition breaks a rule. */
+export function agent(options: AgentOptions): AgentDefinition {
+  if (!ACTOR_ID.test(options?.id ?? '')) throw new TypeError(`agent id "${options?.id}" must match ${ACTOR_ID}`);
+  if (typeof options.model !== 'string' || !options.model) throw new TypeError(`agent "${options.id}" needs a model reference`);
+  const tools = options.tools ?? [];
+  const names = new Set<string>();
+  for (const t of tools) {
+    if (names.has(t.name)) throw new TypeError(`agent "${options.id}" has two tools named "${t.name}"`);
+    names.add(t.name);
+  }
+  const maxSteps = options.maxSteps ?? 10;
+  if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new TypeError(`agent "${options.id}": maxSteps must be a positive integer`);
+  return {
+    kind: 'agent',
+    id: options.id,
+    role: options.role,
+    instructions: options.instructions,
+    model: options.model,
+    tools,
+    maxSteps,
+    retry: { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, ...options.retry },
+  };
+}
+
+/** The task an agent is working on and where its answer goes. */
+interface Task {
+  from: string;
+  corr?: string;
+  replyTo?: string;
+}
+
+/** The persisted context of an agent actor. */
+export interface AgentContext {
+  conversation: Message[];
+  step: number;
+  attempt: number;
+  task: Task | null;
+  pendingCalls: ToolCall[];
+  failedPhase: 'planning' | 'acting';
+  retryAt: number;
+  lastError: SerializedError | null;
+  output: string | null;
+  usage: Usage;
+  tasksDone: number;
+}
+
+/** Events an agent accepts: envelopes delivered by the node's mailbox. */
+export type AgentEvent = { type: 'troupe.envelope'; envelope: Envelope };
+
+const isRetryable = (error: SerializedError | null) => error?.details?.retryable !== false;
+
+/** Builds the XState machine of one agent, bound to the runtime of one run. */
+export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) {
+  const backoff = (attempt: number) =>
+    Math.min(def.retry.maxDelayMs, def.retry.initialDelayMs * def.retry.factor ** Math.max(0, attempt - 1));
+
+  return setup({
+    types: {} as { context: AgentContext; events: AgentEvent },
+    actors: {
+      callModel: fromPromise<ModelResponse, { step: number; messages: Message[] }>(({ input, signal }) =>
+        runtime.callModel(def.id, { model: def.model, step: input.step, messages: input.messages, tools: def.tools }, signal),
+      ),
+      runTools: fromPromise<ToolMessage[], { step: number; calls: ToolCall[] }>(async ({ input, signal }) => {
+        // One at a time and in order: a crash leaves at most one call in doubt.
+        const results: ToolMessage[] = [];
+        for (const call of input.calls) results.push(await runtime.runTool(def.id, { step: input.step, call, tools: def.tools }, signal));
+        return results;
+      }),
+      durableTimer: durableTimer(runtime.clock),
+    },
+    guards: {
+      isTask: ({ event }) => event.envelope.type === 'task',
+      wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
+      stepsExhausted: ({ context }) => context.step >= def.maxSteps,
+      retriesExhausted: ({ context }) => context.attempt > def.retry.maxAttempts || !isRetryable(context.lastError),
+      failedWhileActing: ({ context }) => context.failedPhase === 'acting',
+    },
+    actions: {
+      startTask: assign(({ event, context }) => {
+        const env = event.envelope;
+        const payload = env.payload as { content?: unknown } | undefined;
+        const content = typeof payload?.content === 'string' ? payload.content : JSON.stringify(env.payload);
+        return {
+          conversation: [msg.system(def.instructions), msg.user(content, env.from.split('/').pop())],
+          step: 1,
+          attempt: 0,
+          task: { from: env.from, ...(env.corr ? { corr: env.corr } : {}), ...(env.replyTo ? { replyTo: env.replyTo } : {}) },
+          pendingCalls: [],
+          lastError: null,
+          output: null,
+          tasksDone: context.tasksDone,
+        };
+      }),
+      recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
+        conversation: [...context.conversation, params.response.message],
+        pendingCalls: params.response.message.toolCalls ?? [],
+        attempt: 0,
+        usage: {
+          inputTokens: context.usage.inputTokens + params.response.usage.inputTokens,
+          outputTokens: context.usage.outputTokens + params.response.usage.outputTokens,
+        },
+      })),
+      setOutput: assign(({ context }) => ({ output: [...context.conversation].reverse().find((m) => m.role === 'assistant')?.content ?? '' })),
+      recordToolResults: assign(({ context }, params: { results: ToolMessage[] }) => ({
+        conversation: [...context.conversation, ...params.results],
+        pendingCalls: [],
+        attempt: 0,
+      })),
+      nextStep: assign(({ context }) => ({ step: context.step + 1 })),
+      recordFailure: assign((_, params: { error: unknown; phase: 'planning' | 'acting' }) => ({
+        lastError: serializeError(params.error),
+        failedPhase: params.phase,
+      })),
+      scheduleRetry: assign(({ context }) => ({
+        attempt: context.attempt + 1,
+        retryAt: runtime.clock.now() + backoff(context.attempt + 1),
+      })),
+      failMaxSteps: assign(({ context }) => ({
+        lastError: new TroupeError(ErrorCode.MAX_STEPS, `agent "${def.id}" used its ${def.maxSteps} steps without finishing`, {
+          details: { steps: context.step },
+        }).toJSON(),
+      })),
+      failRetries: assign(({ context }) => ({
+        lastError: isRetryable(context.lastError)
+          ? new TroupeError(ErrorCode.RETRIES_EXHAUSTED, `agent "${def.id}" gave up after ${def.retry.maxAttempts} attempts: ${context.lastError?.message}`, {
+              details: { attempts: def.retry.maxAttempts, last: context.lastError },
+            }).toJSON()
+          : context.lastError,
+      })),
+      replyDone: ({ context }) => {
+        if (!context.task?.replyTo) return;
+        runtime.post(def.id, { to: context.task.replyTo, type: 'result', payload: { output: context.output }, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+      },
+      replyFailed: ({ context }) => {
+        if (!context.task?.replyTo) return;
+        runtime.post(def.id, { to: context.task.replyTo, type: 'failure', payload: { error: context.lastError }, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+      },
+      countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
+    },
+  }).createMachine({
+    id: def.id,
+    context: {
+      conversation: [],
+      step: 0,
+      attempt: 0,
+      task: null,
+      pendingCalls: [],
+      failedPhase: 'planning',
+      retryAt: 0,
+      lastError: null,
+      output: null,
+      usage: { inputTokens: 0, outputTokens: 0 },
+      tasksDone: 0,
+    },
+    initial: 'idle',
+    states: {
+      idle: { on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } } },
+      planning: {
+        invoke: {
+          id: 'model',
+          src: 'callModel',
+          input: ({ context }) => ({ step: context.step, messages: context.conversation }),
+          onDone: [
+            { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
+            { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
+          ],
+          onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'planning' as const }) } },
+        },
+      },
+      acting: {
+        invoke: {
+          id: 'tools',
+          src: 'runTools',
+          input: ({ context }) => ({ step: context.step, calls: context.pendingCalls }),
+          onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
+          onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
+        },
+      },
+      observing: {
+        always: [
+          { guard: 'stepsExhausted', target: 'failed', actions: 'failMaxSteps' },
+          { target: 'planning', actions: 'nextStep' },
+        ],
+      },
+      recovering: {
+        entry: 'scheduleRetry',
+        always: { guard: 'retriesExhausted', target: 'failed', actions: 'failRetries' },
+        invoke: {
+          id: 'backoff',
+          src: 'durableTimer',
+          input: ({ context }) => ({ deadline: context.retryAt }),
+          onDone: [{ guard: 'failedWhileActing', target: 'acting' }, { target: 'planning' }],
+        },
+      },
+      done: {
+        entry: ['countTask', 'replyDone'],
+        on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
+      },
+      failed: {
+        entry: ['countTask', 'replyFailed'],
+        on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
+      },
+    },
+  });
+}
+
+/** The machine type of an agent. */
+export type AgentMachine = ReturnType<typeof createAgentMachine>;
+/** A running agent actor. */
+export type AgentActorRef = ActorRefFrom<AgentMachine>;

@@ -1,0 +1,57 @@
+/**
+ * Time and identity are injected so runs are reproducible: tests pass a manual clock and a
+ * counting id generator, production uses the defaults below.
+ */
+
+/** A source of time and timers. */
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  /** Calls `fn` after `ms`; returns a function that cancels it. */
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+/** Produces unique ids; `prefix` names what the id is for (`run`, `env`, `call`). */
+export type IdGenerator = (prefix: string) => string;
+
+/** The wall clock with real timers. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimer(fn, ms) {
+    const handle = setTimeout(fn, Math.max(0, ms));
+    return () => clearTimeout(handle);
+  },
+};
+
+/** Random, collision-resistant ids (`run_9f2c…`). */
+export const randomIds: IdGenerator = (prefix) =>
+  `${prefix}_${globalThis.crypto.randomUUID().replaceAll('-', '').slice(0, 20)}`;
+
+/** Deterministic ids for tests: `run_1`, `env_2`, … (one counter per generator). */
+export function countingIds(): IdGenerator {
+  const counters = new Map<string, number>();
+  return (prefix) => {
+    const next = (counters.get(prefix) ?? 0) + 1;
+    counters.set(prefix, next);
+    return `${prefix}_${next}`;
+  };
+}
+
+/**
+ * Resolves after `ms` on `clock`, or rejects with the signal's reason when aborted.
+ * Used by durable timers, whose deadline is stored so the remaining time survives a restore.
+ */
+export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      cancel();
+      reject(signal?.reason);
+    };
+    const cancel = clock.setTimer(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,32 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { ErrorCode, TroupeError } from './errors.js';
+
+/** Frames larger than this are refused before decoding (1 MiB, the ws `maxPayload` too). */
+export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+
+// Records and shared structures let a peer define types the decoder then trusts; with
+// untrusted bytes we want plain maps and arrays only, validated by zod afterwards.
+const packr = new Packr({ useRecords: false, structuredClone: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false });
+
+/** Encodes a value with msgpack (plain maps/arrays, no records). */
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/**
+ * Decodes msgpack bytes from a possibly hostile source. Oversized or undecodable input
+ * becomes a {@link TroupeError}; nothing here throws anything else.
+ */
+export function decode(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): unknown {
+  if (bytes.byteLength > maxBytes) {
+    throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`, {
+      details: { size: bytes.byteLength, limit: maxBytes },
+    });
+  }
+  try {
+    return unpackr.unpack(bytes);
+  } catch (cause) {
+    throw new TroupeError(ErrorCode.INVALID_ENVELOPE, 'frame is not valid msgpack', { cause });
+  }
+}

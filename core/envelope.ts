@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { decode, encode, DEFAULT_MAX_FRAME_BYTES } from './codec.js';
+import { ErrorCode, TroupeError } from './errors.js';
+
+/**
+ * An address names one actor: `<runId>/<actorId>` for actors inside a run, or a single
+ * segment for node-level endpoints (ask reply inboxes). Segments are restricted so an
+ * address can be used verbatim inside a storage key.
+ */
+export type Address = string;
+
+const SEGMENT = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** The zod schema of an {@link Address}. */
+export const AddressSchema = z
+  .string()
+  .max(256)
+  .refine((value) => value.split('/').every((part) => SEGMENT.test(part)), {
+    message: 'an address is 1-256 characters of [A-Za-z0-9_.:-] segments joined by "/"',
+  });
+
+/** Builds the address of `actorId` inside run `runId`. */
+export function address(runId: string, actorId: string): Address {
+  return `${runId}/${actorId}`;
+}
+
+/** Splits an address into its run and actor parts (`actor` is the last segment). */
+export function parseAddress(addr: Address): { runId: string | undefined; actorId: string } {
+  const cut = addr.lastIndexOf('/');
+  return cut === -1 ? { runId: undefined, actorId: addr } : { runId: addr.slice(0, cut), actorId: addr.slice(cut + 1) };
+}
+
+/** The zod schema every envelope is checked against when it crosses a boundary. */
+export const EnvelopeSchema = z.strictObject({
+  id: z.string().min(1).max(128),
+  from: AddressSchema,
+  to: AddressSchema,
+  type: z.string().regex(/^[A-Za-z][\w.:-]{0,127}$/, 'a message type starts with a letter, max 128 of [\\w.:-]'),
+  payload: z.unknown(),
+  corr: z.string().min(1).max(128).optional(),
+  replyTo: AddressSchema.optional(),
+  seq: z.number().int().nonnegative(),
+  ts: z.number().int().nonnegative(),
+});
+
+/**
+ * The unit of communication between actors: `tell` sends one, `ask` sends one with
+ * `replyTo` + `corr` and waits for the envelope that answers it.
+ */
+export type Envelope = z.infer<typeof EnvelopeSchema>;
+
+/** Validation limits for untrusted envelopes. */
+export interface EnvelopeLimits {
+  /** Maximum encoded size of one envelope in bytes. Default 1 MiB. */
+  maxBytes?: number;
+}
+
+/**
+ * Validates an untrusted value as an {@link Envelope}. Throws a {@link TroupeError} with code
+ * `INVALID_ENVELOPE` naming the first offending field, or `FRAME_TOO_LARGE`.
+ */
+export function parseEnvelope(value: unknown, limits: EnvelopeLimits = {}): Envelope {
+  const result = EnvelopeSchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue?.path.length ? issue.path.join('.') : 'envelope';
+    throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid envelope: ${where}: ${issue?.message ?? 'malformed'}`, {
+      cause: result.error,
+      details: { path: where },
+    });
+  }
+  const max = limits.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const size = encode(result.data).byteLength;
+  if (size > max) {
+    throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `envelope of ${size} bytes exceeds the limit of ${max}`, {
+      details: { size, limit: max },
+    });
+  }
+  return result.data;
+}
+
+/** Decodes and validates an envelope from msgpack bytes received from an untrusted peer. */
+export function decodeEnvelope(bytes: Uint8Array, limits: EnvelopeLimits = {}): Envelope {
+  return parseEnvelope(decode(bytes, limits.maxBytes ?? DEFAULT_MAX_FRAME_BYTES), limits);
+}
+
+/** Encodes an envelope for the wire or the disk. */
+export function encodeEnvelope(envelope: Envelope): Uint8Array {
+  return encode(envelope);
+}

@@ -1,0 +1,78 @@
+import type { SerializedError } from './errors.js';
+import type { Usage } from './model.js';
+
+/** What a run reports while it works; also what `troupe run` prints. */
+export type RunEvent =
+  | { type: 'run.started'; runId: string; crew: string }
+  | { type: 'run.resumed'; runId: string; crew: string; checkpoint: number }
+  | { type: 'state'; runId: string; actor: string; state: string }
+  | { type: 'message'; runId: string; from: string; to: string; messageType: string }
+  | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; usage: Usage; ms: number; replayed: boolean }
+  | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError }
+  | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }
+  | { type: 'checkpoint'; runId: string; seq: number }
+  | { type: 'run.completed'; runId: string; output: string }
+  | { type: 'run.failed'; runId: string; error: SerializedError };
+
+/** A listener of {@link RunEvent}s. */
+export type RunEventListener = (event: RunEvent) => void;
+
+/**
+ * A small fan-out of events with an async-iterator view. Listener errors are swallowed so a
+ * faulty observer can never break a run.
+ */
+export class EventHub<T> {
+  readonly #listeners = new Set<(event: T) => void>();
+  #ended = false;
+  readonly #onEnd = new Set<() => void>();
+
+  emit(event: T): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // An observer's bug is not the run's failure.
+      }
+    }
+  }
+
+  subscribe(listener: (event: T) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** No more events will come; open iterators finish after draining. */
+  end(): void {
+    this.#ended = true;
+    for (const fn of this.#onEnd) fn();
+    this.#onEnd.clear();
+  }
+
+  /** Events from now on, buffered, until {@link end}. */
+  async *iterate(signal?: AbortSignal): AsyncGenerator<T> {
+    const buffer: T[] = [];
+    let wake: (() => void) | undefined;
+    const unsubscribe = this.subscribe((event) => {
+      buffer.push(event);
+      wake?.();
+    });
+    const onEnd = () => wake?.();
+    this.#onEnd.add(onEnd);
+    signal?.addEventListener('abort', onEnd, { once: true });
+    try {
+      while (true) {
+        if (buffer.length) {
+          yield buffer.shift()!;
+          continue;
+        }
+        if (this.#ended || signal?.aborted) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+    } finally {
+      unsubscribe();
+      this.#onEnd.delete(onEnd);
+      signal?.removeEventListener('abort', onEnd);
+    }
+  }
+}

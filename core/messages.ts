@@ -1,0 +1,53 @@
+import { z } from 'zod';
+
+/**
+ * The provider-neutral conversation format. Conversations are persisted in this shape,
+ * never in a vendor's, so a run can move to another provider (fallback, deprecation)
+ * without rewriting its history.
+ */
+
+/** A request by the model to call one tool. `id` is unique within the assistant message. */
+export const ToolCallSchema = z.strictObject({
+  id: z.string().min(1).max(128),
+  name: z.string().min(1).max(128),
+  args: z.unknown(),
+});
+export type ToolCall = z.infer<typeof ToolCallSchema>;
+
+/** The zod schema of a {@link Message}. */
+export const MessageSchema = z.discriminatedUnion('role', [
+  z.strictObject({ role: z.literal('system'), content: z.string() }),
+  z.strictObject({ role: z.literal('user'), content: z.string(), name: z.string().optional() }),
+  z.strictObject({ role: z.literal('assistant'), content: z.string(), toolCalls: z.array(ToolCallSchema).optional() }),
+  z.strictObject({
+    role: z.literal('tool'),
+    toolCallId: z.string(),
+    name: z.string(),
+    content: z.string(),
+    isError: z.boolean().optional(),
+  }),
+]);
+
+/** One message of a conversation: system, user, assistant (maybe with tool calls) or tool result. */
+export type Message = z.infer<typeof MessageSchema>;
+/** An assistant turn. */
+export type AssistantMessage = Extract<Message, { role: 'assistant' }>;
+/** The result of one tool call, fed back to the model. */
+export type ToolMessage = Extract<Message, { role: 'tool' }>;
+
+/** Builders that keep call sites short and typed. */
+export const msg = {
+  system: (content: string): Message => ({ role: 'system', content }),
+  user: (content: string, name?: string): Message => (name ? { role: 'user', content, name } : { role: 'user', content }),
+  assistant: (content: string, toolCalls?: ToolCall[]): AssistantMessage =>
+    toolCalls?.length ? { role: 'assistant', content, toolCalls } : { role: 'assistant', content },
+  tool: (toolCallId: string, name: string, content: string, isError = false): ToolMessage =>
+    isError ? { role: 'tool', toolCallId, name, content, isError } : { role: 'tool', toolCallId, name, content },
+};
+
+/** Renders any tool output as the text a model reads. */
+export function toolContent(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value === undefined) return '';
+  return JSON.stringify(value);
+}

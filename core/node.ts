@@ -1,0 +1,369 @@
+import type { InspectionEvent, Observer } from 'xstate';
+import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
+import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
+import { decodeEnvelope, parseAddress, parseEnvelope, type Address, type Envelope } from './envelope.js';
+import { ErrorCode, TroupeError } from './errors.js';
+import { EventHub, type RunEvent } from './events.js';
+import type { ModelProviders } from './model.js';
+import { CHECKPOINT_SCHEMA_VERSION, assertRunId, createRunStore, type RunRecord } from './run-store.js';
+import { RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
+import type { RunnableDefinition } from './runtime.js';
+import type { Storage } from './storage.js';
+
+/** Options of {@link createNode}. */
+export interface NodeOptions {
+  storage: Storage;
+  /** Model providers by id; agents name them as `provider:model`. */
+  models?: ModelProviders;
+  /** Definitions this node can resume by id (unfinished runs of them resume on start). */
+  crews?: readonly RunnableDefinition[];
+  /** Resume unfinished runs of registered crews when the node starts. Default `true`. */
+  resume?: boolean;
+  /** fsync every checkpoint (survives power loss, ~5x slower). Default `false`. */
+  sync?: boolean;
+  clock?: Clock;
+  ids?: IdGenerator;
+  /** An XState inspection observer for every actor the node hosts (`@statelyai/inspect`). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Largest envelope accepted from outside, in encoded bytes. Default 1 MiB. */
+  maxEnvelopeBytes?: number;
+  /** Default timeout of {@link TroupeNode.ask}. Default 30 s. */
+  askTimeoutMs?: number;
+}
+
+interface ResolvedNodeOptions {
+  storage: Storage;
+  models: ModelProviders;
+  crews: Map<string, RunnableDefinition>;
+  resume: boolean;
+  sync: boolean;
+  clock: Clock;
+  ids: IdGenerator;
+  inspect: NodeOptions['inspect'];
+  maxEnvelopeBytes: number;
+  askTimeoutMs: number;
+}
+
+/** Options of {@link TroupeNode.run}. */
+export interface RunOptions {
+  input: string;
+  /** Defaults to a fresh id. */
+  runId?: string;
+  /** Module the definition came from, recorded so `troupe resume` can load it again. */
+  source?: string;
+}
+
+/** A run being executed by a node. */
+export interface RunHandle {
+  readonly id: string;
+  readonly status: RunHost['status'];
+  /** Resolves with the outcome when completed; rejects with `RUN_FAILED` when the run fails. */
+  result(): Promise<RunResult>;
+  /** Resolves with the outcome, completed or failed. */
+  settled(): Promise<RunResult>;
+  /** Typed progress events from now until the run ends or stops. */
+  events(signal?: AbortSignal): AsyncIterable<RunEvent>;
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  /** Checkpoints and stops the run here; it stays resumable. */
+  stop(): Promise<void>;
+}
+
+/** Lifecycle of a node. */
+export type NodeStatus = 'running' | 'closing' | 'closed';
+
+/** Options of {@link TroupeNode.tell} and {@link TroupeNode.ask}. */
+export interface SendOptions {
+  from?: Address;
+  corr?: string;
+}
+
+/** One process's host of actors. Create with {@link createNode}. */
+export interface TroupeNode extends AsyncDisposable {
+  readonly status: NodeStatus;
+  /** Every run's events. */
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  run(definition: RunnableDefinition, options: RunOptions): Promise<RunHandle>;
+  /** Resumes an unfinished run from its latest checkpoint. */
+  resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
+  /** The active run `runId`, if this node hosts it. */
+  get(runId: string): RunHandle | undefined;
+  /** The run index, newest first. */
+  runs(): Promise<RunRecord[]>;
+  /** Sends a message to an actor address; resolves once it is durably in the mailbox. */
+  tell(to: Address, type: string, payload: unknown, options?: SendOptions): Promise<void>;
+  /** Sends a message and waits for the envelope that answers it (`corr` matches). */
+  ask(to: Address, type: string, payload: unknown, options?: SendOptions & { timeoutMs?: number }): Promise<Envelope>;
+  /** Accepts an untrusted envelope object: validated, then routed. Throws on bad input. */
+  deliver(value: unknown): Promise<void>;
+  /** Accepts untrusted msgpack bytes holding one envelope. Throws on bad input. */
+  receive(bytes: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+const ASK_INBOX = '_ask';
+
+/**
+ * Creates a node on `storage`. With `crews` registered it resumes their unfinished runs
+ * before resolving. Close it (or `await using`) to checkpoint and stop every run.
+ */
+export async function createNode(options: NodeOptions): Promise<TroupeNode> {
+  if (!options?.storage) throw new TypeError('createNode({ storage }) needs a storage (levelStorage or memoryStorage)');
+  const crews = new Map<string, RunnableDefinition>();
+  for (const def of options.crews ?? []) {
+    if (crews.has(def.id)) throw new TypeError(`two crews registered with id "${def.id}"`);
+    crews.set(def.id, def);
+  }
+  const o: ResolvedNodeOptions = {
+    storage: options.storage,
+    models: options.models ?? {},
+    crews,
+    resume: options.resume ?? true,
+    sync: options.sync ?? false,
+    clock: options.clock ?? systemClock,
+    ids: options.ids ?? randomIds,
+    inspect: options.inspect,
+    maxEnvelopeBytes: options.maxEnvelopeBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    askTimeoutMs: options.askTimeoutMs ?? 30_000,
+  };
+  const store = createRunStore(o.storage);
+  const hosts = new Map<string, RunHost>();
+  const events = new EventHub<RunEvent>();
+  const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
+  let status: NodeStatus = 'running';
+  let closing: Promise<void> | undefined;
+
+  const ensureRunning = () => {
+    if (status !== 'running') throw new TroupeError(ErrorCode.NODE_CLOSED, `node is ${status}`);
+  };
+
+  const handle = (host: RunHost): RunHandle => ({
+    id: host.runId,
+    get status() {
+      return host.status;
+    },
+    result: () => host.result(),
+    settled: () => host.settled(),
+    events: (signal) => host.events.iterate(signal),
+    subscribe: (listener) => host.events.subscribe(listener),
+    stop: () => host.stop(),
+  });
+
+  const finishedHandle = (record: RunRecord): RunHandle => {
+    const result: RunResult = { runId: record.id, status: record.status === 'failed' ? 'failed' : 'completed', output: record.output ?? '', error: record.error ?? null };
+    const ended = new EventHub<RunEvent>();
+    ended.end();
+    return {
+      id: record.id,
+      status: result.status,
+      settled: async () => result,
+      result: async () => {
+        if (result.status === 'failed') {
+          throw new TroupeError(ErrorCode.RUN_FAILED, `run ${record.id} failed: ${result.error?.message ?? 'unknown error'}`, { details: { runId: record.id, error: result.error } });
+        }
+        return result;
+      },
+      events: (signal) => ended.iterate(signal),
+      subscribe: () => () => {},
+      stop: async () => {},
+    };
+  };
+
+  const route = (envelope: Envelope): Promise<void> => {
+    const { runId, actorId } = parseAddress(envelope.to);
+    if (runId === ASK_INBOX) {
+      const pending = asks.get(actorId);
+      if (!pending) return Promise.resolve(); // the asker timed out; a late answer is dropped
+      asks.delete(actorId);
+      pending.cancel();
+      pending.resolve(envelope);
+      return Promise.resolve();
+    }
+    const host = runId === undefined ? undefined : hosts.get(runId);
+    if (!host || host.status !== 'running') {
+      throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
+    }
+    return host.accept(envelope);
+  };
+
+  const track = (host: RunHost) => {
+    hosts.set(host.runId, host);
+    void host.settled().then(() => {
+      if (hosts.get(host.runId) === host) hosts.delete(host.runId);
+    });
+  };
+
+  const newHost = (definition: RunnableDefinition, record: RunRecord) =>
+    new RunHost({
+      definition,
+      record,
+      store,
+      models: o.models,
+      clock: o.clock,
+      ids: o.ids,
+      sync: o.sync,
+      inspect: o.inspect,
+      events,
+      route: (envelope) => {
+        try {
+          void route(envelope).catch(() => {});
+        } catch {
+          // Undeliverable outbound mail is journaled by the sender as sent; nothing to undo.
+        }
+      },
+    });
+
+  const node: TroupeNode = {
+    get status() {
+      return status;
+    },
+    subscribe: (listener) => events.subscribe(listener),
+
+    async run(definition, runOptions) {
+      ensureRunning();
+      if (typeof runOptions?.input !== 'string') throw new TypeError('run(definition, { input }) needs a string input');
+      const runId = runOptions.runId ?? o.ids('run');
+      assertRunId(runId);
+      if (hosts.has(runId) || (await store.getRun(runId))) {
+        throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
+      }
+      const now = o.clock.now();
+      const record: RunRecord = {
+        id: runId,
+        crew: definition.id,
+        version: definition.version,
+        ...(runOptions.source ? { source: runOptions.source } : {}),
+        status: 'running',
+        input: runOptions.input,
+        startedAt: now,
+        updatedAt: now,
+        checkpoint: 0,
+        resumes: 0,
+      };
+      const host = newHost(definition, record);
+      track(host);
+      host.start(runOptions.input);
+      return handle(host);
+    },
+
+    async resume(runId, definition) {
+      ensureRunning();
+      const active = hosts.get(runId);
+      if (active) return handle(active);
+      const record = await store.requireRun(runId);
+      // A finished run resolves at once with its recorded outcome.
+      if (record.status !== 'running') return finishedHandle(record);
+      const def = definition ?? o.crews.get(record.crew);
+      if (!def) {
+        throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
+          details: { runId, crew: record.crew },
+        });
+      }
+      if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
+      const checkpoint = await store.latestCheckpoint(runId);
+      if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
+      if (checkpoint.schemaVersion > CHECKPOINT_SCHEMA_VERSION || checkpoint.machine.version !== def.version) {
+        throw new TroupeError(
+          ErrorCode.SNAPSHOT_VERSION,
+          `run "${runId}" was checkpointed by ${checkpoint.machine.id}@${checkpoint.machine.version} (schema ${checkpoint.schemaVersion}); this code is ${def.id}@${def.version} (schema ${CHECKPOINT_SCHEMA_VERSION})`,
+          { details: { runId, checkpoint: checkpoint.machine, schemaVersion: checkpoint.schemaVersion } },
+        );
+      }
+      const host = newHost(def, record);
+      track(host);
+      await host.restore(checkpoint);
+      return handle(host);
+    },
+
+    get: (runId) => {
+      const host = hosts.get(runId);
+      return host && handle(host);
+    },
+
+    async runs() {
+      const records = await store.listRuns();
+      return records.sort((a, b) => b.startedAt - a.startedAt || b.id.localeCompare(a.id));
+    },
+
+    async tell(to, type, payload, sendOptions = {}) {
+      ensureRunning();
+      const envelope = parseEnvelope(
+        {
+          id: o.ids('env'),
+          from: sendOptions.from ?? `${ASK_INBOX}/node`,
+          to,
+          type,
+          payload,
+          ...(sendOptions.corr ? { corr: sendOptions.corr } : {}),
+          seq: 0,
+          ts: o.clock.now(),
+        },
+        { maxBytes: o.maxEnvelopeBytes },
+      );
+      await route(envelope);
+    },
+
+    async ask(to, type, payload, askOptions = {}) {
+      ensureRunning();
+      const corr = askOptions.corr ?? o.ids('ask');
+      const timeoutMs = askOptions.timeoutMs ?? o.askTimeoutMs;
+      const envelope = parseEnvelope(
+        { id: o.ids('env'), from: askOptions.from ?? `${ASK_INBOX}/${corr}`, to, type, payload, corr, replyTo: `${ASK_INBOX}/${corr}`, seq: 0, ts: o.clock.now() },
+        { maxBytes: o.maxEnvelopeBytes },
+      );
+      const reply = new Promise<Envelope>((resolve, reject) => {
+        const cancel = o.clock.setTimer(() => {
+          asks.delete(corr);
+          reject(new TroupeError(ErrorCode.ASK_TIMEOUT, `no reply from ${to} to "${type}" within ${timeoutMs} ms`, { details: { to, type, timeoutMs } }));
+        }, timeoutMs);
+        asks.set(corr, { resolve, reject, cancel });
+      });
+      try {
+        await route(envelope);
+      } catch (error) {
+        asks.get(corr)?.cancel();
+        asks.delete(corr);
+        throw error;
+      }
+      return reply;
+    },
+
+    async deliver(value) {
+      ensureRunning();
+      await route(parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes }));
+    },
+
+    async receive(bytes) {
+      ensureRunning();
+      await route(decodeEnvelope(bytes, { maxBytes: o.maxEnvelopeBytes }));
+    },
+
+    close() {
+      closing ??= (async () => {
+        status = 'closing';
+        for (const pending of asks.values()) {
+          pending.cancel();
+          pending.reject(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
+        }
+        asks.clear();
+        await Promise.all([...hosts.values()].map((host) => host.stop()));
+        hosts.clear();
+        events.end();
+        // The storage was opened by the caller, who closes it.
+        status = 'closed';
+      })();
+      return closing;
+    },
+    [Symbol.asyncDispose]() {
+      return node.close();
+    },
+  };
+
+  if (o.resume && o.crews.size > 0) {
+    for (const record of await store.listRuns()) {
+      if (record.status === 'running' && o.crews.has(record.crew)) await node.resume(record.id);
+    }
+  }
+  return node;
+}
+
+export { ROOT_ACTOR_ID };

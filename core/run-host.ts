@@ -1,0 +1,442 @@
+import { createActor, type AnyActor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
+import type { Clock, IdGenerator } from './clock.js';
+import { address, parseAddress, type Envelope } from './envelope.js';
+import { ErrorCode, serializeError, TroupeError, type SerializedError } from './errors.js';
+import { EventHub, type RunEvent } from './events.js';
+import { MessageSchema, type AssistantMessage, type ToolMessage } from './messages.js';
+import { resolveModel, type ModelProviders, type ModelResponse } from './model.js';
+import { CHECKPOINT_SCHEMA_VERSION, keys, put, type Checkpoint, type JournalEntry, type JournalKind, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
+import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
+import type { StorageOp } from './storage.js';
+import { executeTool } from './tool-executor.js';
+
+/** The address of the root actor inside every run. */
+export const ROOT_ACTOR_ID = 'crew';
+
+/** Everything a run host needs from its node. */
+export interface RunHostOptions {
+  definition: RunnableDefinition;
+  record: RunRecord;
+  store: RunStore;
+  models: ModelProviders;
+  clock: Clock;
+  ids: IdGenerator;
+  sync: boolean;
+  /** Hands an envelope addressed outside this run back to the node. Called after it is durable. */
+  route(envelope: Envelope): void;
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Node-wide event fan-out. */
+  events: EventHub<RunEvent>;
+}
+
+interface Mailbox {
+  seq: number;
+  cursor: number;
+  queue: Envelope[];
+}
+
+/** What a finished run produced. */
+export interface RunResult {
+  runId: string;
+  status: 'completed' | 'failed';
+  output: string;
+  error: SerializedError | null;
+}
+
+/**
+ * Hosts one run: its root actor, the mailboxes of its actors, its effect ledger and the
+ * checkpoint writer. After every macrostep it captures the root's deep snapshot, mailbox
+ * cursors, new mailbox entries, journal and ledger entries, and writes them in ONE batch.
+ */
+export class RunHost implements ActorRuntime {
+  readonly runId: string;
+  readonly clock: Clock;
+  readonly events = new EventHub<RunEvent>();
+  readonly record: RunRecord;
+  status: 'running' | 'completed' | 'failed' | 'stopped' = 'running';
+
+  readonly #o: RunHostOptions;
+  #actor!: AnyActor;
+  readonly #mailboxes = new Map<string, Mailbox>();
+  readonly #ledger = new Map<string, LedgerEntry>();
+  readonly #lastState = new Map<string, string>();
+  #pendingOps: StorageOp[] = [];
+  #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
+  #outbox: Envelope[] = [];
+  #journalSeq = 0;
+  #checkpointSeq = 0;
+  #captureScheduled = false;
+  #deliveryScheduled = false;
+  #writeChain: Promise<void> = Promise.resolve();
+  #writeError: unknown;
+  #resultPromise: Promise<RunResult>;
+  #settle!: (result: RunResult) => void;
+
+  constructor(options: RunHostOptions) {
+    this.#o = options;
+    this.runId = options.record.id;
+    this.clock = options.clock;
+    this.record = options.record;
+    this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
+  }
+
+  /** Starts a fresh run with `input`. */
+  start(input: string): void {
+    this.#emit({ type: 'run.started', runId: this.runId, crew: this.record.crew });
+    this.#journal('run.started', ROOT_ACTOR_ID, { input, crew: this.record.crew, version: this.record.version });
+    this.#boot(createActor(this.#o.definition.createMachine(this), { input: { input }, systemId: ROOT_ACTOR_ID, inspect: this.#inspect }));
+  }
+
+  /** Restores the run from `checkpoint`, with the ledger and undelivered mail from storage. */
+  async restore(checkpoint: Checkpoint): Promise<void> {
+    const { store } = this.#o;
+    for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry.callId, entry);
+    this.#journalSeq = checkpoint.journalSeq;
+    this.#checkpointSeq = checkpoint.seq;
+    const pending: Array<[string, Envelope[]]> = [];
+    for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
+      const cursor = checkpoint.cursors[actorId] ?? 0;
+      this.#mailboxes.set(actorId, { seq, cursor, queue: [] });
+      if (seq > cursor) pending.push([actorId, await store.mailboxAfter(this.runId, actorId, cursor)]);
+    }
+    this.record.resumes += 1;
+    this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq });
+    this.#journal('run.resumed', ROOT_ACTOR_ID, { checkpoint: checkpoint.seq });
+    const machine = this.#o.definition.createMachine(this);
+    this.#boot(createActor(machine, { snapshot: checkpoint.snapshot as never, systemId: ROOT_ACTOR_ID, inspect: this.#inspect }));
+    for (const [actorId, envelopes] of pending) this.#mailbox(actorId).queue.push(...envelopes.filter((e) => e.seq <= checkpoint.mailboxSeq[actorId]!));
+    this.#scheduleDelivery();
+  }
+
+  #boot(actor: AnyActor): void {
+    this.#actor = actor;
+    actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.status === 'done') this.#finish(snapshot.output as RunOutput);
+      },
+      error: (error) => this.#finish({ status: 'failed', output: '', error: serializeError(error) }),
+    });
+    actor.start();
+    const snapshot = actor.getSnapshot();
+    if (snapshot.status === 'done') this.#finish(snapshot.output as RunOutput);
+    else this.#scheduleCapture();
+  }
+
+  /** Resolves when the run completes; rejects with `RUN_FAILED` when it fails. */
+  async result(): Promise<RunResult> {
+    const result = await this.#resultPromise;
+    if (result.status === 'failed') {
+      throw new TroupeError(ErrorCode.RUN_FAILED, `run ${this.runId} failed: ${result.error?.message ?? 'unknown error'}`, {
+        details: { runId: this.runId, error: result.error },
+      });
+    }
+    return result;
+  }
+
+  /** Resolves with the outcome, whatever it is. */
+  settled(): Promise<RunResult> {
+    return this.#resultPromise;
+  }
+
+  /** The live root actor (for inspection and tests). */
+  get actor(): AnyActorRef {
+    return this.#actor;
+  }
+
+  // ---- ActorRuntime ------------------------------------------------------------------
+
+  newId(prefix: string): string {
+    return this.#o.ids(prefix);
+  }
+
+  post(from: string, message: OutgoingMessage): void {
+    if (this.status !== 'running') return;
+    const qualify = (a: string) => (a.includes('/') ? a : address(this.runId, a));
+    const envelope: Envelope = {
+      id: this.newId('env'),
+      from: qualify(from),
+      to: qualify(message.to),
+      type: message.type,
+      payload: message.payload,
+      ...(message.corr ? { corr: message.corr } : {}),
+      ...(message.replyTo ? { replyTo: qualify(message.replyTo) } : {}),
+      seq: 0,
+      ts: this.clock.now(),
+    };
+    this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
+    this.#emit({ type: 'message', runId: this.runId, from: envelope.from, to: envelope.to, messageType: envelope.type });
+    const target = parseAddress(envelope.to);
+    if (target.runId === this.runId) this.#enqueue(target.actorId, envelope);
+    else this.#outbox.push(envelope);
+    this.#scheduleCapture();
+  }
+
+  /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
+  accept(envelope: Envelope): Promise<void> {
+    this.#enqueue(parseAddress(envelope.to).actorId, envelope);
+    const durable = new Promise<void>((resolve, reject) => this.#durableWaiters.push({ resolve, reject }));
+    this.#scheduleCapture();
+    return durable;
+  }
+
+  async callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
+    const callId = `${agentId}/s${step.step}/model`;
+    const recorded = this.#ledger.get(callId);
+    if (recorded?.status === 'done') {
+      const response = recorded.result as ModelResponse;
+      this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: response.model ?? recorded.name, usage: response.usage, ms: 0, replayed: true });
+      return response;
+    }
+    const { provider, model } = resolveModel(this.#o.models, step.model);
+    const started = this.clock.now();
+    let response: ModelResponse;
+    try {
+      response = await provider.generate(
+        { model, messages: step.messages, tools: step.tools.map((t) => t.spec), agent: agentId, runId: this.runId, step: step.step },
+        { signal },
+      );
+      const parsed = MessageSchema.safeParse(response?.message);
+      if (!parsed.success || parsed.data.role !== 'assistant') {
+        throw new TroupeError(ErrorCode.MODEL_FAILED, `provider "${provider.id}" returned a malformed assistant message`, { cause: parsed.error });
+      }
+      response = { ...response, message: parsed.data as AssistantMessage };
+    } catch (error) {
+      if (this.status === 'running' && !signal.aborted) {
+        const serialized = serializeError(error);
+        this.#journal('model.error', agentId, { callId, model: step.model, error: serialized });
+        this.#emit({ type: 'model.error', runId: this.runId, actor: agentId, callId, model: step.model, error: serialized });
+      }
+      throw error;
+    }
+    const ms = this.clock.now() - started;
+    const served = response.model ?? `${provider.id}:${model}`;
+    this.#record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: this.clock.now() });
+    this.#journal('model.call', agentId, { callId, model: served, usage: response.usage, ms });
+    this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
+    return response;
+  }
+
+  async runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
+    const callId = `${agentId}/s${step.step}/tool/${step.call.id}`;
+    const recorded = this.#ledger.get(callId);
+    if (recorded?.status === 'done') {
+      const message = recorded.result as ToolMessage;
+      this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
+      return message;
+    }
+    const started = this.clock.now();
+    const message = await executeTool({
+      call: step.call,
+      tools: step.tools,
+      callId,
+      runId: this.runId,
+      agentId,
+      signal,
+      previous: recorded,
+      // The intent must be on disk before the tool touches the world.
+      recordIntent: async (entry) => {
+        this.#ledger.set(callId, entry);
+        await this.#enqueueWrite([put(keys.ledger(this.runId, callId), entry)]);
+      },
+      now: () => this.clock.now(),
+    });
+    const ms = this.clock.now() - started;
+    this.#record({ callId, kind: 'tool', status: 'done', name: step.call.name, result: message, ts: this.clock.now() });
+    this.#journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms });
+    this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
+    return message;
+  }
+
+  // ---- mailboxes -----------------------------------------------------------------------
+
+  #mailbox(actorId: string): Mailbox {
+    let mailbox = this.#mailboxes.get(actorId);
+    if (!mailbox) this.#mailboxes.set(actorId, (mailbox = { seq: 0, cursor: 0, queue: [] }));
+    return mailbox;
+  }
+
+  #enqueue(actorId: string, envelope: Envelope): void {
+    const mailbox = this.#mailbox(actorId);
+    const stamped = { ...envelope, seq: ++mailbox.seq };
+    mailbox.queue.push(stamped);
+    this.#pendingOps.push(put(keys.mailbox(this.runId, actorId, stamped.seq), stamped));
+    this.#scheduleDelivery();
+  }
+
+  #scheduleDelivery(): void {
+    if (this.#deliveryScheduled) return;
+    this.#deliveryScheduled = true;
+    // Delivery waits for the sender's macrostep to finish: XState must not be re-entered.
+    queueMicrotask(() => {
+      this.#deliveryScheduled = false;
+      this.#deliver();
+    });
+  }
+
+  #deliver(): void {
+    if (this.status !== 'running') return;
+    for (const [actorId, mailbox] of this.#mailboxes) {
+      while (mailbox.queue.length > 0) {
+        const envelope = mailbox.queue.shift()!;
+        const target = actorId === ROOT_ACTOR_ID ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
+        mailbox.cursor = envelope.seq;
+        if (!target || target.getSnapshot().status !== 'active') {
+          this.#journal('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
+          continue;
+        }
+        target.send({ type: 'troupe.envelope', envelope } as { type: string });
+      }
+    }
+    this.#scheduleCapture();
+  }
+
+  // ---- journal, ledger, checkpoints ---------------------------------------------------
+
+  #emit(event: RunEvent): void {
+    this.events.emit(event);
+    this.#o.events.emit(event);
+  }
+
+  #journal(kind: JournalKind, actor: string, data: Record<string, unknown>): void {
+    const entry: JournalEntry = { seq: ++this.#journalSeq, ts: this.clock.now(), kind, actor, data };
+    this.#pendingOps.push(put(keys.journal(this.runId, entry.seq), entry));
+  }
+
+  #record(entry: LedgerEntry): void {
+    this.#ledger.set(entry.callId, entry);
+    this.#pendingOps.push(put(keys.ledger(this.runId, entry.callId), entry));
+  }
+
+  readonly #inspect = (event: InspectionEvent): void => {
+    if (event.type === '@xstate.snapshot' && this.status === 'running') {
+      const ref = event.actorRef as AnyActorRef;
+      const actorId = ref === this.#actor ? ROOT_ACTOR_ID : ref.id;
+      const value = (event.snapshot as { value?: unknown }).value;
+      if ((actorId === ROOT_ACTOR_ID || this.#o.definition.actorIds.includes(actorId)) && value !== undefined) {
+        const state = typeof value === 'string' ? value : JSON.stringify(value);
+        if (this.#lastState.get(actorId) !== state) {
+          this.#lastState.set(actorId, state);
+          this.#journal('state', actorId, { state });
+          this.#emit({ type: 'state', runId: this.runId, actor: actorId, state });
+        }
+      }
+      this.#scheduleCapture();
+    }
+    const user = this.#o.inspect;
+    if (user) {
+      try {
+        if (typeof user === 'function') user(event);
+        else user.next?.(event);
+      } catch {
+        // An inspector's failure must not break the run.
+      }
+    }
+  };
+
+  #scheduleCapture(): void {
+    if (this.#captureScheduled || this.status !== 'running') return;
+    this.#captureScheduled = true;
+    queueMicrotask(() => {
+      this.#captureScheduled = false;
+      if (this.status === 'running') void this.#capture().catch(() => {});
+    });
+  }
+
+  /** Captures a consistent checkpoint synchronously, then writes it in one batch. */
+  #capture(): Promise<void> {
+    const cursors: Record<string, number> = {};
+    const mailboxSeq: Record<string, number> = {};
+    for (const [actorId, mailbox] of this.#mailboxes) {
+      cursors[actorId] = mailbox.cursor;
+      mailboxSeq[actorId] = mailbox.seq;
+    }
+    const checkpoint: Checkpoint = {
+      seq: ++this.#checkpointSeq,
+      ts: this.clock.now(),
+      schemaVersion: CHECKPOINT_SCHEMA_VERSION,
+      machine: { id: this.#o.definition.id, version: this.#o.definition.version },
+      snapshot: this.#actor.getPersistedSnapshot(),
+      cursors,
+      mailboxSeq,
+      journalSeq: this.#journalSeq,
+    };
+    this.record.checkpoint = checkpoint.seq;
+    this.record.updatedAt = checkpoint.ts;
+    const ops = [...this.#pendingOps, put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint), put(keys.run(this.runId), this.record)];
+    this.#pendingOps = [];
+    const outbox = this.#outbox;
+    this.#outbox = [];
+    const waiters = this.#durableWaiters;
+    this.#durableWaiters = [];
+    return this.#enqueueWrite(ops).then(
+      () => {
+        for (const waiter of waiters) waiter.resolve();
+        this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
+        for (const envelope of outbox) this.#o.route(envelope);
+      },
+      (error: unknown) => {
+        for (const waiter of waiters) waiter.reject(error);
+        throw error;
+      },
+    );
+  }
+
+  #enqueueWrite(ops: StorageOp[]): Promise<void> {
+    const write = this.#writeChain.then(() => {
+      if (this.#writeError) throw this.#writeError;
+      return this.#o.store.storage.write(ops, { sync: this.#o.sync });
+    });
+    this.#writeChain = write.catch((error) => {
+      // A run that cannot persist must stop rather than run ahead of its durable state.
+      if (!this.#writeError) {
+        this.#writeError = error;
+        if (this.status === 'running') {
+          this.status = 'stopped';
+          this.#actor.stop();
+          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(new TroupeError(ErrorCode.STORAGE_FAILED, 'checkpoint write failed; run stopped', { cause: error })) });
+          this.events.end();
+        }
+      }
+    });
+    return write;
+  }
+
+  #finish(output: RunOutput): void {
+    if (this.status !== 'running') return;
+    const failed = output?.status === 'failed';
+    this.record.status = failed ? 'failed' : 'completed';
+    this.record.output = output?.output ?? '';
+    if (output?.error) this.record.error = output.error;
+    if (failed) this.#journal('run.failed', ROOT_ACTOR_ID, { error: output.error });
+    else this.#journal('run.completed', ROOT_ACTOR_ID, { output: this.record.output });
+    const result: RunResult = { runId: this.runId, status: this.record.status as RunResult['status'], output: this.record.output, error: output?.error ?? null };
+    const written = this.#capture();
+    this.status = failed ? 'failed' : 'completed';
+    void written.then(
+      () => {
+        this.#emit(failed ? { type: 'run.failed', runId: this.runId, error: result.error! } : { type: 'run.completed', runId: this.runId, output: result.output });
+        this.#settle(result);
+        this.events.end();
+      },
+      () => {},
+    );
+  }
+
+  /**
+   * Stops the run without finishing it: writes a last checkpoint, then stops the actors
+   * (a stopped actor persists with no children, so the save must come first). The run
+   * stays `running` in the index and resumes on the next node start.
+   */
+  async stop(): Promise<void> {
+    if (this.status !== 'running') {
+      await this.#writeChain;
+      return;
+    }
+    const last = this.#capture();
+    this.status = 'stopped';
+    await last.catch(() => {});
+    await this.#writeChain;
+    this.#actor.stop();
+    this.events.end();
+  }
+}

@@ -1,0 +1,149 @@
+import { decode, encode } from './codec.js';
+import type { Envelope } from './envelope.js';
+import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
+import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js';
+
+/**
+ * The persistent layout of runs on a {@link Storage}. Keys (all sortable strings):
+ * - `run:<runId>`                          run index record
+ * - `ckpt:<runId>:<seq>`                   checkpoints, oldest first (kept: history and fork)
+ * - `jrnl:<runId>:<seq>`                   journal: what happened, in order
+ * - `ledger:<runId>:<callId>`              effect ledger: intent/result of model and tool calls
+ * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
+ */
+
+/** The version of the checkpoint layout written by this code. */
+export const CHECKPOINT_SCHEMA_VERSION = 1;
+
+/** Where a run is in its life. */
+export type RunStatus = 'running' | 'completed' | 'failed';
+
+/** One row of the run index. */
+export interface RunRecord {
+  id: string;
+  /** Id of the crew definition the run executes. */
+  crew: string;
+  /** Version of that crew's machine when the run started. */
+  version: string;
+  /** Module the crew was loaded from (the CLI resumes by importing it again). */
+  source?: string;
+  status: RunStatus;
+  input: string;
+  output?: string;
+  error?: SerializedError;
+  startedAt: number;
+  updatedAt: number;
+  /** Sequence number of the newest checkpoint. */
+  checkpoint: number;
+  /** How many times the run was resumed after its process stopped. */
+  resumes: number;
+}
+
+/** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
+export interface Checkpoint {
+  seq: number;
+  ts: number;
+  schemaVersion: number;
+  machine: { id: string; version: string };
+  snapshot: unknown;
+  /** Per actor: sequence number of the last envelope delivered to it. */
+  cursors: Record<string, number>;
+  /** Per actor: sequence number of the last envelope enqueued for it. */
+  mailboxSeq: Record<string, number>;
+  /** Sequence number of the newest journal entry at this point. */
+  journalSeq: number;
+}
+
+/** What the journal records. */
+export type JournalKind =
+  | 'run.started'
+  | 'run.resumed'
+  | 'run.completed'
+  | 'run.failed'
+  | 'state'
+  | 'message'
+  | 'model.call'
+  | 'model.error'
+  | 'tool.call';
+
+/** One journal entry. */
+export interface JournalEntry {
+  seq: number;
+  ts: number;
+  kind: JournalKind;
+  actor: string;
+  data: Record<string, unknown>;
+}
+
+/** Effect-ledger entry of one model or tool call, keyed by its stable call id. */
+export interface LedgerEntry {
+  callId: string;
+  kind: 'model' | 'tool';
+  status: 'intent' | 'done';
+  name: string;
+  args?: unknown;
+  idempotencyKey?: string;
+  result?: unknown;
+  ts: number;
+}
+
+const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Throws a `TypeError` unless `runId` may be used as a run id. */
+export function assertRunId(runId: string): void {
+  if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
+}
+
+/** Key builders; the single place that knows the layout. */
+export const keys = {
+  run: (runId: string) => `run:${runId}`,
+  checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
+  journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
+  ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
+  mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
+};
+
+/** A put op with a msgpack-encoded value. */
+export function put(key: string, value: unknown): StorageOp {
+  return { type: 'put', key, value: encode(value) };
+}
+
+async function collect<T>(storage: Storage, prefix: string, options: { reverse?: boolean; limit?: number } = {}): Promise<T[]> {
+  const out: T[] = [];
+  for await (const [, value] of storage.entries(prefixRange(prefix, options))) out.push(decode(value, Infinity) as T);
+  return out;
+}
+
+/** Typed reads over the layout above. */
+export function createRunStore(storage: Storage) {
+  return {
+    storage,
+    async getRun(runId: string): Promise<RunRecord | undefined> {
+      const raw = await storage.get(keys.run(runId));
+      return raw && (decode(raw, Infinity) as RunRecord);
+    },
+    async requireRun(runId: string): Promise<RunRecord> {
+      const record = await this.getRun(runId);
+      if (!record) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `no run "${runId}" in ${storage.location}`, { details: { runId } });
+      return record;
+    },
+    listRuns: () => collect<RunRecord>(storage, 'run:'),
+    async latestCheckpoint(runId: string): Promise<Checkpoint | undefined> {
+      const [latest] = await collect<Checkpoint>(storage, `ckpt:${runId}:`, { reverse: true, limit: 1 });
+      return latest;
+    },
+    checkpoints: (runId: string) => collect<Checkpoint>(storage, `ckpt:${runId}:`),
+    journal: (runId: string) => collect<JournalEntry>(storage, `jrnl:${runId}:`),
+    ledger: (runId: string) => collect<LedgerEntry>(storage, `ledger:${runId}:`),
+    /** Envelopes for `actorId` with a sequence number above `after`. */
+    async mailboxAfter(runId: string, actorId: string, after: number): Promise<Envelope[]> {
+      const out: Envelope[] = [];
+      const range = { gte: keys.mailbox(runId, actorId, after + 1), lt: `mbox:${runId}:${actorId}:\uffff` };
+      for await (const [, value] of storage.entries(range)) out.push(decode(value, Infinity) as Envelope);
+      return out;
+    },
+  };
+}
+
+/** The typed view returned by {@link createRunStore}. */
+export type RunStore = ReturnType<typeof createRunStore>;

@@ -1,0 +1,69 @@
+import type { AnyStateMachine } from 'xstate';
+import type { SerializedError } from './errors.js';
+import type { Clock } from './clock.js';
+import type { Address } from './envelope.js';
+import type { Message, ToolCall, ToolMessage } from './messages.js';
+import type { ModelResponse } from './model.js';
+import type { Tool } from './tool.js';
+
+/** A message an actor sends; the runtime stamps id, sender, sequence number and time. */
+export interface OutgoingMessage {
+  /** An actor id inside the same run, or a full address. */
+  to: Address;
+  type: string;
+  payload: unknown;
+  corr?: string;
+  replyTo?: Address;
+}
+
+/** One model step of an agent. */
+export interface ModelStep {
+  model: string;
+  step: number;
+  messages: readonly Message[];
+  tools: readonly Tool[];
+}
+
+/** One tool call of an agent. */
+export interface ToolStep {
+  step: number;
+  call: ToolCall;
+  tools: readonly Tool[];
+}
+
+/**
+ * What the kernel offers the machines of one run. Machines are built per run with this in
+ * their closures, so their logic stays named in `setup` (persistable) while side effects go
+ * through the node: journaled, checkpointed and replayed on resume.
+ */
+export interface ActorRuntime {
+  readonly runId: string;
+  readonly clock: Clock;
+  newId(prefix: string): string;
+  /** Enqueues a message; it is delivered after the current macrostep and persisted with it. */
+  post(from: string, message: OutgoingMessage): void;
+  /** Calls a model, or returns the recorded response when this step already ran. */
+  callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse>;
+  /** Runs a tool under the effect ledger; tool failures come back as error messages. */
+  runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage>;
+}
+
+/** The output contract of a run's root machine. */
+export interface RunOutput {
+  status: 'completed' | 'failed';
+  output: string;
+  error: SerializedError | null;
+}
+
+/**
+ * Anything a node can run: a crew, or any root machine that follows the runtime contract
+ * (its children are addressable by `systemId`, its final output is a {@link RunOutput}).
+ */
+export interface RunnableDefinition {
+  readonly id: string;
+  /** Recorded in every checkpoint; a snapshot of another version needs a migration. */
+  readonly version: string;
+  /** Ids of the actors inside a run (besides the root), for progress and inspection. */
+  readonly actorIds: readonly string[];
+  createMachine(runtime: ActorRuntime): AnyStateMachine;
+}
