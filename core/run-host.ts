@@ -393,7 +393,7 @@ export class RunHost implements ActorRuntime {
         if (this.status === 'running') {
           this.status = 'stopped';
           this.#actor.stop();
-          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(new TroupeError(ErrorCode.STORAGE_FAILED, 'checkpoint write failed; run stopped', { cause: error })) });
+          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error })) });
           this.events.end();
         }
       }
