@@ -58,6 +58,9 @@ export function agent(options: AgentOptions): AgentDefinition {
   }
   const maxSteps = options.maxSteps ?? 10;
   if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new TypeError(`agent "${options.id}": maxSteps must be a positive integer`);
+  const retry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, ...options.retry };
+  if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1) throw new TypeError(`agent "${options.id}": retry.maxAttempts must be a positive integer`);
+  if (retry.initialDelayMs > retry.maxDelayMs) throw new TypeError(`agent "${options.id}": retry.initialDelayMs must not exceed retry.maxDelayMs`);
   return {
     kind: 'agent',
     id: options.id,
@@ -66,7 +69,7 @@ export function agent(options: AgentOptions): AgentDefinition {
     model: options.model,
     tools,
     maxSteps,
-    retry: { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, ...options.retry },
+    retry,
   };
 }
 
@@ -105,13 +108,13 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
   return setup({
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
-      callModel: fromPromise<ModelResponse, { step: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, step: input.step, messages: input.messages, tools: def.tools }, signal),
+      callModel: fromPromise<ModelResponse, { task: number; step: number; messages: Message[] }>(({ input, signal }) =>
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, messages: input.messages, tools: def.tools }, signal),
       ),
-      runTools: fromPromise<ToolMessage[], { step: number; calls: ToolCall[] }>(async ({ input, signal }) => {
+      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[] }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
         const results: ToolMessage[] = [];
-        for (const call of input.calls) results.push(await runtime.runTool(def.id, { step: input.step, call, tools: def.tools }, signal));
+        for (const call of input.calls) results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools }, signal));
         return results;
       }),
       durableTimer: durableTimer(runtime.clock),
@@ -120,7 +123,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       isTask: ({ event }) => event.envelope.type === 'task',
       wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
-      retriesExhausted: ({ context }) => context.attempt > def.retry.maxAttempts || !isRetryable(context.lastError),
+      retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError),
       failedWhileActing: ({ context }) => context.failedPhase === 'acting',
     },
     actions: {
@@ -207,7 +210,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         invoke: {
           id: 'model',
           src: 'callModel',
-          input: ({ context }) => ({ step: context.step, messages: context.conversation }),
+          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, messages: context.conversation }),
           onDone: [
             { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
             { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
@@ -219,7 +222,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         invoke: {
           id: 'tools',
           src: 'runTools',
-          input: ({ context }) => ({ step: context.step, calls: context.pendingCalls }),
+          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls }),
           onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
           onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
         },

@@ -55,3 +55,40 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** A clock that only moves when told to: deterministic timers for tests. */
+export interface ManualClock extends Clock {
+  /** Moves time forward, firing due timers in order. */
+  advance(ms: number): void;
+  /** Timers not yet fired. */
+  readonly pending: number;
+}
+
+/** Creates a {@link ManualClock} starting at `start` ms. */
+export function manualClock(start = 0): ManualClock {
+  let now = start;
+  let nextId = 0;
+  const timers = new Map<number, { at: number; fn: () => void }>();
+  return {
+    now: () => now,
+    get pending() {
+      return timers.size;
+    },
+    setTimer(fn, ms) {
+      const id = nextId++;
+      timers.set(id, { at: now + Math.max(0, ms), fn });
+      return () => timers.delete(id);
+    },
+    advance(ms) {
+      const target = now + ms;
+      while (true) {
+        const due = [...timers.entries()].filter(([, t]) => t.at <= target).sort((a, b) => a[1].at - b[1].at || a[0] - b[0])[0];
+        if (!due) break;
+        timers.delete(due[0]);
+        now = due[1].at;
+        due[1].fn();
+      }
+      now = target;
+    },
+  };
+}

@@ -180,7 +180,7 @@ export class RunHost implements ActorRuntime {
   }
 
   async callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
-    const callId = `${agentId}/s${step.step}/model`;
+    const callId = `${agentId}/t${step.task}/s${step.step}/model`;
     const recorded = this.#ledger.get(callId);
     if (recorded?.status === 'done') {
       const response = recorded.result as ModelResponse;
@@ -217,7 +217,7 @@ export class RunHost implements ActorRuntime {
   }
 
   async runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
-    const callId = `${agentId}/s${step.step}/tool/${step.call.id}`;
+    const callId = `${agentId}/t${step.task}/s${step.step}/tool/${step.call.id}`;
     const recorded = this.#ledger.get(callId);
     if (recorded?.status === 'done') {
       const message = recorded.result as ToolMessage;

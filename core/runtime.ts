@@ -19,6 +19,8 @@ export interface OutgoingMessage {
 /** One model step of an agent. */
 export interface ModelStep {
   model: string;
+  /** Which task of the agent this is (1-based); with `step` it names the call uniquely. */
+  task: number;
   step: number;
   messages: readonly Message[];
   tools: readonly Tool[];
@@ -26,6 +28,7 @@ export interface ModelStep {
 
 /** One tool call of an agent. */
 export interface ToolStep {
+  task: number;
   step: number;
   call: ToolCall;
   tools: readonly Tool[];

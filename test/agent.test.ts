@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agent, createNode, crew, isTroupeError, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
+import { manualClock } from '../core/clock.js';
+import type { Script } from '../models/scripted.js';
+import { twoAgentCrew } from './helpers/fixtures.js';
+
+async function runPair(script: Script, crewOptions: Parameters<typeof twoAgentCrew>[0] = {}) {
+  await using storage = memoryStorage();
+  await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
+  const events: RunEvent[] = [];
+  node.subscribe((e) => events.push(e));
+  const run = await node.run(twoAgentCrew(crewOptions), { input: 'task', runId: 'a1' });
+  return { result: await run.settled(), events };
+}
+
+describe('agent', () => {
+  it('recovers from transient model failures by retrying with backoff', async () => {
+    const { result, events } = await runPair({ researcher: [{ text: 'ok', failFirst: 2 }], writer: ['written'] });
+    expect(result.status).toBe('completed');
+    expect(result.output).toBe('written');
+    const researcher = events.filter((e) => e.type === 'state' && e.actor === 'researcher').map((e) => e.type === 'state' && e.state);
+    expect(researcher).toEqual(['idle', 'planning', 'recovering', 'planning', 'recovering', 'planning', 'done']);
+    expect(events.filter((e) => e.type === 'model.error')).toHaveLength(2);
+  });
+
+  it('fails with RETRIES_EXHAUSTED naming the last error when retries run out', async () => {
+    const { result } = await runPair({ researcher: [{ text: 'never', failFirst: 10 }], writer: ['unused'] });
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ code: 'RETRIES_EXHAUSTED', details: { attempts: 3 } });
+    expect(result.error?.message).toMatch(/gave up after 3 attempts: scripted transient failure 3\/10/);
+  });
+
+  it('fails at once on a non-retryable error (script exhausted)', async () => {
+    const { result, events } = await runPair({ researcher: [], writer: [] });
+    expect(result.error).toMatchObject({ code: 'MODEL_FAILED' });
+    expect(result.error?.message).toMatch(/no turn 1 for agent "researcher"/);
+    expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
+  });
+
+  it('fails with MAX_STEPS when the model keeps calling tools', async () => {
+    const loop = { text: 'again', toolCalls: [{ name: 'lookup', args: { word: 'x' } }] };
+    const { result } = await runPair({ researcher: [loop, loop, loop, loop], writer: [] }, { researcher: { maxSteps: 3 } });
+    expect(result.error).toMatchObject({ code: 'MAX_STEPS' });
+  });
+
+  it('feeds unknown tools and invalid arguments back to the model as tool errors', async () => {
+    const seen: string[] = [];
+    const script: Script = (request) => {
+      if (request.agent === 'writer') return 'done';
+      const last = request.messages.at(-1)!;
+      if (last.role === 'tool') seen.push(last.content);
+      return [
+        { toolCalls: [{ name: 'nope', args: {} }] },
+        { toolCalls: [{ name: 'lookup', args: { word: 42 } }] },
+        'recovered',
+      ][request.messages.filter((m) => m.role === 'assistant').length]!;
+    };
+    const { result } = await runPair(script);
+    expect(result.status).toBe('completed');
+    expect(seen[0]).toMatch(/unknown tool "nope"; available: lookup/);
+    expect(seen[1]).toMatch(/invalid arguments for lookup: word: .*expected string/i);
+  });
+
+  it('passes an abort signal and a stable idempotency key into tools', async () => {
+    const contexts: Array<{ key: string; aborted: boolean; callId: string }> = [];
+    const probe = tool({
+      name: 'probe',
+      description: 'records its context',
+      input: z.object({}),
+      effect: 'idempotent',
+      run: (_args, ctx) => {
+        contexts.push({ key: ctx.idempotencyKey, aborted: ctx.signal.aborted, callId: ctx.callId });
+        return 'ok';
+      },
+    });
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: { solo: [{ toolCalls: [{ name: 'probe', args: {} }] }, 'fin'] } }) } });
+    const run = await node.run(crew({ id: 'one', agents: [agent({ id: 'solo', role: 'r', instructions: 'i', model: 'scripted', tools: [probe] })] }), { input: 'go', runId: 'p1' });
+    expect((await run.result()).output).toBe('fin');
+    expect(contexts).toEqual([{ key: 'p1:solo/t1/s1/tool/call_0_0', aborted: false, callId: 'solo/t1/s1/tool/call_0_0' }]);
+  });
+
+  it('keeps a retry deadline across a restore instead of restarting the backoff', async () => {
+    const clock = manualClock(1_000);
+    await using storage = memoryStorage();
+    const script = { researcher: [{ text: 'late', failFirst: 1 }], writer: ['w'] };
+    const slowRetry = { researcher: { retry: { initialDelayMs: 10_000, maxDelayMs: 10_000 } } };
+    const first = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
+    const reachedRecovering = new Promise<void>((resolve) => first.subscribe((e) => e.type === 'state' && e.state === 'recovering' && resolve()));
+    await first.run(twoAgentCrew(slowRetry), { input: 'x', runId: 't1' });
+    await reachedRecovering;
+    await first.close();
+    clock.advance(9_000); // the process was down for 9 s of the 10 s backoff
+    const models = { scripted: scriptedModel({ script: { researcher: ['late'], writer: ['w'] } }) };
+    await using second = await createNode({ storage, clock, models, crews: [twoAgentCrew(slowRetry)] });
+    const run = second.get('t1')!;
+    // The restored backoff re-arms for the remaining 1 s of its stored deadline, not 10 s.
+    expect(clock.pending).toBe(1);
+    clock.advance(999);
+    expect(clock.pending).toBe(1);
+    expect(run.status).toBe('running');
+    clock.advance(1);
+    expect((await run.result()).output).toBe('w');
+  });
+
+  it('rejects definitions that break the rules with TypeErrors', () => {
+    expect(() => agent({ id: '1x', role: '', instructions: '', model: 'scripted' })).toThrow(/agent id "1x" must match/);
+    const t = tool({ name: 'a', description: '', input: z.object({}), effect: 'read', run: () => 1 });
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', tools: [t, t] })).toThrow(/two tools named "a"/);
+    expect(() => tool({ name: 'u', description: '', input: z.object({}), effect: 'compensatable', run: () => 1 })).toThrow(/must define compensate/);
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { initialDelayMs: 10, maxDelayMs: 5 } })).toThrow(/must not exceed/);
+    expect(() => crew({ id: 'c', agents: [] })).toThrow(/at least one agent/);
+    const a = agent({ id: 'crew', role: '', instructions: '', model: 'scripted' });
+    expect(() => crew({ id: 'c', agents: [a] })).toThrow(/reserved/);
+    expect(isTroupeError(new TypeError('x'))).toBe(false);
+  });
+});

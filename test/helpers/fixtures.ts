@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { agent, crew, tool, type AgentOptions } from '../../index.js';
+import type { Script } from '../../models/scripted.js';
+
+/** Two agents handing work along: `researcher` (uses `lookup`) then `writer`. */
+export function twoAgentCrew(options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[] } = {}) {
+  const lookup = tool({
+    name: 'lookup',
+    description: 'Looks a word up.',
+    input: z.object({ word: z.string() }),
+    effect: 'read',
+    run: ({ word }) => {
+      options.calls?.push(word);
+      return `${word}: a definition`;
+    },
+  });
+  return crew({
+    id: options.id ?? 'pair',
+    agents: [
+      agent({ id: 'researcher', role: 'researches', instructions: 'Research.', model: 'scripted', tools: [lookup], retry: { initialDelayMs: 1 }, ...options.researcher }),
+      agent({ id: 'writer', role: 'writes', instructions: 'Write.', model: 'scripted', retry: { initialDelayMs: 1 }, ...options.writer }),
+    ],
+  });
+}
+
+/** A script for {@link twoAgentCrew}: two lookups, findings, then the writer's answer. */
+export const pairScript: Script = {
+  researcher: [
+    { text: 'looking up actors', toolCalls: [{ name: 'lookup', args: { word: 'actor' } }] },
+    { text: 'looking up states', toolCalls: [{ name: 'lookup', args: { word: 'state' } }] },
+    'findings: actor, state',
+  ],
+  writer: ['final: a brief about actor and state'],
+};
