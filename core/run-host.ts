@@ -234,9 +234,11 @@ export class RunHost implements ActorRuntime {
       signal,
       previous: recorded,
       // The intent must be on disk before the tool touches the world.
+      // Written with a full checkpoint, so everything that led to the call is durable too.
       recordIntent: async (entry) => {
         this.#ledger.set(callId, entry);
-        await this.#enqueueWrite([put(keys.ledger(this.runId, callId), entry)]);
+        this.#pendingOps.push(put(keys.ledger(this.runId, callId), entry));
+        await this.#capture();
       },
       now: () => this.clock.now(),
     });
