@@ -108,8 +108,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
   return setup({
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
-      callModel: fromPromise<ModelResponse, { task: number; step: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, messages: input.messages, tools: def.tools }, signal),
+      callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: def.tools }, signal),
       ),
       runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[] }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
@@ -210,7 +210,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         invoke: {
           id: 'model',
           src: 'callModel',
-          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, messages: context.conversation }),
+          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, messages: context.conversation }),
           onDone: [
             { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
             { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },

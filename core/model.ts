@@ -18,6 +18,13 @@ export interface ModelRequest {
   agent: string;
   runId: string;
   step: number;
+  /**
+   * Why the agent is calling: `plan` for a normal step, `recover` for a retry after a
+   * failure. Routers may send recovery to other models.
+   */
+  phase: 'plan' | 'recover';
+  /** 0 for the first attempt of this step, then 1, 2, … */
+  attempt: number;
 }
 
 /** Token counts of one call. */
@@ -33,6 +40,13 @@ export interface ModelResponse {
   /** The model that actually served the call, when the provider reports it. */
   model?: string;
   finishReason?: 'stop' | 'tool_calls' | 'length' | 'error';
+  /** Cost of the call in US dollars, when the provider knows its prices. */
+  cost?: number;
+  /**
+   * Facts about how the call was served (route, fallbacks taken, deprecation switches);
+   * recorded verbatim in the run's journal. Must be serialisable.
+   */
+  meta?: Record<string, unknown>;
 }
 
 /** Per-call context handed to a provider. */

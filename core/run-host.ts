@@ -192,7 +192,16 @@ export class RunHost implements ActorRuntime {
     let response: ModelResponse;
     try {
       response = await provider.generate(
-        { model, messages: step.messages, tools: step.tools.map((t) => t.spec), agent: agentId, runId: this.runId, step: step.step },
+        {
+          model,
+          messages: step.messages,
+          tools: step.tools.map((t) => t.spec),
+          agent: agentId,
+          runId: this.runId,
+          step: step.step,
+          phase: step.attempt > 0 ? 'recover' : 'plan',
+          attempt: step.attempt,
+        },
         { signal },
       );
       const parsed = MessageSchema.safeParse(response?.message);
@@ -211,7 +220,15 @@ export class RunHost implements ActorRuntime {
     const ms = this.clock.now() - started;
     const served = response.model ?? `${provider.id}:${model}`;
     this.#record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: this.clock.now() });
-    this.#journal('model.call', agentId, { callId, model: served, usage: response.usage, ms });
+    this.#journal('model.call', agentId, {
+      callId,
+      model: served,
+      requested: step.model,
+      usage: response.usage,
+      ms,
+      ...(response.cost !== undefined ? { cost: response.cost } : {}),
+      ...(response.meta ? { meta: response.meta } : {}),
+    });
     this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
     return response;
   }

@@ -22,6 +22,8 @@ export interface ModelStep {
   /** Which task of the agent this is (1-based); with `step` it names the call uniquely. */
   task: number;
   step: number;
+  /** 0 on the first attempt of the step; retries from `recovering` count up. */
+  attempt: number;
   messages: readonly Message[];
   tools: readonly Tool[];
 }
