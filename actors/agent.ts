@@ -1,5 +1,6 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
-import type { Envelope } from '../core/envelope.js';
+import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalDecisionPayload, type ApprovalRequest } from '../core/approvals.js';
+import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
@@ -93,6 +94,10 @@ export interface AgentContext {
   output: string | null;
   usage: Usage;
   tasksDone: number;
+  /** The human decision this agent waits for, while in `awaitingApproval`. */
+  approval: ApprovalRequest | null;
+  /** Decisions received during the current task, by call id. */
+  decisions: Record<string, ApprovalDecision>;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -111,10 +116,12 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
         runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: def.tools }, signal),
       ),
-      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[] }>(async ({ input, signal }) => {
+      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, ApprovalDecision> }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
         const results: ToolMessage[] = [];
-        for (const call of input.calls) results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools }, signal));
+        for (const call of input.calls) {
+          results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools, decisions: input.decisions }, signal));
+        }
         return results;
       }),
       durableTimer: durableTimer(runtime.clock),
@@ -125,6 +132,9 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
       retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError),
       failedWhileActing: ({ context }) => context.failedPhase === 'acting',
+      needsApproval: (_, params: { error: unknown }) => (params.error as { code?: string })?.code === 'APPROVAL_REQUIRED',
+      isPendingDecision: ({ context, event }) =>
+        event.envelope.type === APPROVAL_DECISION && (event.envelope.payload as ApprovalDecisionPayload)?.approvalId === context.approval?.id,
     },
     actions: {
       startTask: assign(({ event, context }) => {
@@ -132,7 +142,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         const payload = env.payload as { content?: unknown } | undefined;
         const content = typeof payload?.content === 'string' ? payload.content : JSON.stringify(env.payload);
         return {
-          conversation: [msg.system(def.instructions), msg.user(content, env.from.split('/').pop())],
+          conversation: [msg.system(def.instructions), msg.user(content, parseAddress(env.from).actorId)],
           step: 1,
           attempt: 0,
           task: { from: env.from, ...(env.corr ? { corr: env.corr } : {}), ...(env.replyTo ? { replyTo: env.replyTo } : {}) },
@@ -140,6 +150,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
           lastError: null,
           output: null,
           tasksDone: context.tasksDone,
+          approval: null,
+          decisions: {},
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
@@ -186,6 +198,26 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         if (!context.task?.replyTo) return;
         runtime.post(def.id, { to: context.task.replyTo, type: 'failure', payload: { error: context.lastError }, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
+      setApproval: assign((_, params: { error: unknown }) => {
+        const details = (params.error as { details?: Record<string, unknown> }).details ?? {};
+        return {
+          approval: {
+            id: runtime.newId('approval'),
+            callId: String(details.callId),
+            tool: String(details.tool),
+            args: details.args,
+            reason: details.reason === 'policy' ? ('policy' as const) : ('outcome-unknown' as const),
+            message: (params.error as Error).message,
+          },
+        };
+      }),
+      announceApproval: ({ context }) => {
+        if (context.approval) runtime.requestApproval(def.id, context.approval);
+      },
+      recordDecision: assign(({ context, event }) => {
+        const payload = event.envelope.payload as ApprovalDecisionPayload;
+        return { approval: null, decisions: { ...context.decisions, [payload.callId]: payload.decision } };
+      }),
       countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
     },
   }).createMachine({
@@ -202,6 +234,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       output: null,
       usage: { inputTokens: 0, outputTokens: 0 },
       tasksDone: 0,
+      approval: null,
+      decisions: {},
     },
     initial: 'idle',
     states: {
@@ -222,10 +256,21 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         invoke: {
           id: 'tools',
           src: 'runTools',
-          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls }),
+          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions }),
           onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
-          onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
+          onError: [
+            {
+              guard: { type: 'needsApproval', params: ({ event }) => ({ error: event.error }) },
+              target: 'awaitingApproval',
+              actions: { type: 'setApproval', params: ({ event }) => ({ error: event.error }) },
+            },
+            { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
+          ],
         },
+      },
+      awaitingApproval: {
+        entry: 'announceApproval',
+        on: { 'troupe.envelope': { guard: 'isPendingDecision', target: 'acting', actions: 'recordDecision' } },
       },
       observing: {
         always: [

@@ -1,5 +1,5 @@
 import { and, assign, setup, type AnyStateMachine } from 'xstate';
-import type { Envelope } from '../core/envelope.js';
+import { parseAddress, type Envelope } from '../core/envelope.js';
 import type { SerializedError } from '../core/errors.js';
 import type { ActorRuntime, RunnableDefinition } from '../core/runtime.js';
 import { createAgentMachine, type AgentDefinition } from './agent.js';
@@ -93,7 +93,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime): A
   const agentLogic = Object.fromEntries(def.agents.map((a) => [`agent:${a.id}`, createAgentMachine(a, runtime)]));
 
   const isReplyFor = (context: CrewContext, envelope: Envelope, type: string) =>
-    envelope.type === type && envelope.corr === context.corr && envelope.from.endsWith(`/${order[context.index]}`);
+    envelope.type === type && envelope.corr === context.corr && parseAddress(envelope.from).actorId === order[context.index];
 
   const dispatch = (context: CrewContext) => {
     const agentDef = def.agents[context.index]!;

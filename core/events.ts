@@ -10,6 +10,8 @@ export type RunEvent =
   | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; usage: Usage; ms: number; replayed: boolean }
   | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError }
   | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }
+  | { type: 'approval.requested'; runId: string; actor: string; approvalId: string; tool: string; reason: 'outcome-unknown' | 'policy'; message: string }
+  | { type: 'approval.decided'; runId: string; actor: string; approvalId: string; decision: 'approve' | 'reject' }
   | { type: 'checkpoint'; runId: string; seq: number }
   | { type: 'run.completed'; runId: string; output: string }
   | { type: 'run.failed'; runId: string; error: SerializedError };

@@ -1,4 +1,5 @@
 import type { InspectionEvent, Observer } from 'xstate';
+import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
 import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { decodeEnvelope, parseAddress, parseEnvelope, type Address, type Envelope } from './envelope.js';
@@ -83,12 +84,27 @@ export interface TroupeNode extends AsyncDisposable {
   /** Every run's events. */
   subscribe(listener: (event: RunEvent) => void): () => void;
   run(definition: RunnableDefinition, options: RunOptions): Promise<RunHandle>;
+  /**
+   * Resumes every unfinished run of the registered crews (what `createNode` does unless
+   * `resume: false`); subscribe first to see their events from the start.
+   */
+  resumeAll(): Promise<RunHandle[]>;
   /** Resumes an unfinished run from its latest checkpoint. */
   resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
   /** The active run `runId`, if this node hosts it. */
   get(runId: string): RunHandle | undefined;
   /** The run index, newest first. */
   runs(): Promise<RunRecord[]>;
+  /** Approvals across all runs in this storage (pending first, oldest first). */
+  approvals(filter?: { status?: ApprovalRecord['status']; runId?: string }): Promise<ApprovalRecord[]>;
+  /**
+   * Approves a waiting tool call: it runs (with `args` if given), or, with `result`, is
+   * recorded as having happened without running. The run must be active on this node, or
+   * resumable from a registered crew.
+   */
+  approve(approvalId: string, options?: { args?: unknown; result?: unknown; reason?: string }): Promise<void>;
+  /** Rejects a waiting tool call; the model is told it was not executed and why. */
+  reject(approvalId: string, reason: string): Promise<void>;
   /** Sends a message to an actor address; resolves once it is durably in the mailbox. */
   tell(to: Address, type: string, payload: unknown, options?: SendOptions): Promise<void>;
   /** Sends a message and waits for the envelope that answers it (`corr` matches). */
@@ -212,6 +228,25 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       },
     });
 
+  const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
+    ensureRunning();
+    const decision = ApprovalDecisionSchema.parse(raw);
+    const record = await store.getApproval(approvalId);
+    if (!record) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${o.storage.location}`, { details: { approvalId } });
+    if (record.status !== 'pending') {
+      throw new TroupeError(ErrorCode.APPROVAL_DECIDED, `approval ${approvalId} was already ${record.status}`, { details: { approvalId, status: record.status } });
+    }
+    let host = hosts.get(record.runId);
+    if (!host && o.crews.has((await store.requireRun(record.runId)).crew)) {
+      await node.resume(record.runId);
+      host = hosts.get(record.runId);
+    }
+    if (!host || host.status !== 'running') {
+      throw new TroupeError(ErrorCode.RUN_NOT_ACTIVE, `run ${record.runId} is not active on this node; resume it first`, { details: { runId: record.runId } });
+    }
+    await host.decide(approvalId, decision);
+  };
+
   const node: TroupeNode = {
     get status() {
       return status;
@@ -251,7 +286,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (active) return handle(active);
       const record = await store.requireRun(runId);
       // A finished run resolves at once with its recorded outcome.
-      if (record.status !== 'running') return finishedHandle(record);
+      if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record);
       const def = definition ?? o.crews.get(record.crew);
       if (!def) {
         throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
@@ -274,6 +309,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(host);
     },
 
+    async resumeAll() {
+      const resumed: RunHandle[] = [];
+      for (const record of await store.listRuns()) {
+        if ((record.status === 'running' || record.status === 'waiting') && o.crews.has(record.crew)) resumed.push(await node.resume(record.id));
+      }
+      return resumed;
+    },
+
     get: (runId) => {
       const host = hosts.get(runId);
       return host && handle(host);
@@ -282,6 +325,20 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     async runs() {
       const records = await store.listRuns();
       return records.sort((a, b) => b.startedAt - a.startedAt || b.id.localeCompare(a.id));
+    },
+
+    async approvals(filter = {}) {
+      const all = await store.listApprovals();
+      return all
+        .filter((a) => (filter.status === undefined || a.status === filter.status) && (filter.runId === undefined || a.runId === filter.runId))
+        .sort((a, b) => Number(b.status === 'pending') - Number(a.status === 'pending') || a.createdAt - b.createdAt);
+    },
+
+    approve: (approvalId, approveOptions = {}) => decide(approvalId, { decision: 'approve', ...approveOptions }),
+
+    reject(approvalId, reason) {
+      if (typeof reason !== 'string' || !reason) throw new TypeError('reject(approvalId, reason) needs a reason for the model and the audit trail');
+      return decide(approvalId, { decision: 'reject', reason });
     },
 
     async tell(to, type, payload, sendOptions = {}) {
@@ -358,11 +415,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
   };
 
-  if (o.resume && o.crews.size > 0) {
-    for (const record of await store.listRuns()) {
-      if (record.status === 'running' && o.crews.has(record.crew)) await node.resume(record.id);
-    }
-  }
+  if (o.resume) await node.resumeAll();
   return node;
 }
 

@@ -1,4 +1,5 @@
 import { createActor, type AnyActor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
+import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest } from './approvals.js';
 import type { Clock, IdGenerator } from './clock.js';
 import { address, parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from './errors.js';
@@ -60,8 +61,10 @@ export class RunHost implements ActorRuntime {
   readonly #mailboxes = new Map<string, Mailbox>();
   readonly #ledger = new Map<string, LedgerEntry>();
   readonly #lastState = new Map<string, string>();
+  readonly #waiting = new Map<string, ApprovalRecord>();
   #pendingOps: StorageOp[] = [];
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
+  #afterWrite: Array<() => void> = [];
   #outbox: Envelope[] = [];
   #journalSeq = 0;
   #checkpointSeq = 0;
@@ -91,6 +94,9 @@ export class RunHost implements ActorRuntime {
   async restore(checkpoint: Checkpoint): Promise<void> {
     const { store } = this.#o;
     for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry.callId, entry);
+    for (const approval of await store.listApprovals()) {
+      if (approval.runId === this.runId && approval.status === 'pending') this.#waiting.set(approval.id, approval);
+    }
     this.#journalSeq = checkpoint.journalSeq;
     this.#checkpointSeq = checkpoint.seq;
     const pending: Array<[string, Envelope[]]> = [];
@@ -151,24 +157,39 @@ export class RunHost implements ActorRuntime {
 
   post(from: string, message: OutgoingMessage): void {
     if (this.status !== 'running') return;
-    const qualify = (a: string) => (a.includes('/') ? a : address(this.runId, a));
+    // Inside a run, addresses stay relative (`writer`, not `<runId>/writer`): snapshots then
+    // hold no run id, so a checkpoint can be forked into a new run unchanged.
+    const local = (a: string) => {
+      const { runId, actorId } = parseAddress(a);
+      return runId === undefined || runId === this.runId ? actorId : a;
+    };
     const envelope: Envelope = {
       id: this.newId('env'),
-      from: qualify(from),
-      to: qualify(message.to),
+      from: local(from),
+      to: local(message.to),
       type: message.type,
       payload: message.payload,
       ...(message.corr ? { corr: message.corr } : {}),
-      ...(message.replyTo ? { replyTo: qualify(message.replyTo) } : {}),
+      ...(message.replyTo ? { replyTo: local(message.replyTo) } : {}),
       seq: 0,
       ts: this.clock.now(),
     };
     this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
-    this.#emit({ type: 'message', runId: this.runId, from: envelope.from, to: envelope.to, messageType: envelope.type });
-    const target = parseAddress(envelope.to);
-    if (target.runId === this.runId) this.#enqueue(target.actorId, envelope);
-    else this.#outbox.push(envelope);
+    this.#emit({ type: 'message', runId: this.runId, from: this.#qualify(envelope.from), to: this.#qualify(envelope.to), messageType: envelope.type });
+    if (!envelope.to.includes('/')) this.#enqueue(envelope.to, envelope);
+    else {
+      // Leaving the run: the receiver needs full addresses to answer.
+      this.#outbox.push({
+        ...envelope,
+        from: this.#qualify(envelope.from),
+        ...(envelope.replyTo ? { replyTo: this.#qualify(envelope.replyTo) } : {}),
+      });
+    }
     this.#scheduleCapture();
+  }
+
+  #qualify(a: string): string {
+    return a.includes('/') ? a : address(this.runId, a);
   }
 
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
@@ -250,11 +271,11 @@ export class RunHost implements ActorRuntime {
       agentId,
       signal,
       previous: recorded,
+      decision: step.decisions[callId],
       // The intent must be on disk before the tool touches the world.
       // Written with a full checkpoint, so everything that led to the call is durable too.
       recordIntent: async (entry) => {
-        this.#ledger.set(callId, entry);
-        this.#pendingOps.push(put(keys.ledger(this.runId, callId), entry));
+        this.#record(entry);
         await this.#capture();
       },
       now: () => this.clock.now(),
@@ -264,6 +285,46 @@ export class RunHost implements ActorRuntime {
     this.#journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms });
     this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
     return message;
+  }
+
+  requestApproval(agentId: string, request: ApprovalRequest): void {
+    const record: ApprovalRecord = { ...request, runId: this.runId, agentId, status: 'pending', createdAt: this.clock.now() };
+    this.#waiting.set(record.id, record);
+    this.#pendingOps.push(put(keys.approval(record.id), record));
+    this.#journal('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason });
+    // Announced once durable, so whoever reacts to the event can already decide on it.
+    this.#afterWrite.push(() =>
+      this.#emit({ type: 'approval.requested', runId: this.runId, actor: agentId, approvalId: record.id, tool: record.tool, reason: record.reason, message: record.message }),
+    );
+    this.#scheduleCapture();
+  }
+
+  /** Approvals this run waits for. */
+  get pendingApprovals(): ApprovalRecord[] {
+    return [...this.#waiting.values()];
+  }
+
+  /**
+   * Delivers a human decision to the waiting agent. The decided record and the envelope
+   * carrying it are written in the same batch; resolves once durable.
+   */
+  decide(approvalId: string, decision: ApprovalDecision): Promise<void> {
+    const record = this.#waiting.get(approvalId);
+    if (!record) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `run ${this.runId} is not waiting for approval ${approvalId}`, { details: { approvalId } });
+    this.#waiting.delete(approvalId);
+    const decided: ApprovalRecord = { ...record, status: decision.decision === 'approve' ? 'approved' : 'rejected', decidedAt: this.clock.now(), decision };
+    this.#pendingOps.push(put(keys.approval(approvalId), decided));
+    this.#journal('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
+    this.#emit({ type: 'approval.decided', runId: this.runId, actor: record.agentId, approvalId, decision: decision.decision });
+    return this.accept({
+      id: this.newId('env'),
+      from: 'human',
+      to: record.agentId,
+      type: APPROVAL_DECISION,
+      payload: { approvalId, callId: record.callId, decision },
+      seq: 0,
+      ts: this.clock.now(),
+    });
   }
 
   // ---- mailboxes -----------------------------------------------------------------------
@@ -322,6 +383,8 @@ export class RunHost implements ActorRuntime {
   }
 
   #record(entry: LedgerEntry): void {
+    // Stamped with the checkpoint that will carry it, so a fork knows what it may replay.
+    entry.checkpoint = this.#checkpointSeq + 1;
     this.#ledger.set(entry.callId, entry);
     this.#pendingOps.push(put(keys.ledger(this.runId, entry.callId), entry));
   }
@@ -380,6 +443,7 @@ export class RunHost implements ActorRuntime {
       journalSeq: this.#journalSeq,
     };
     this.record.checkpoint = checkpoint.seq;
+    if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';
     this.record.updatedAt = checkpoint.ts;
     const ops = [...this.#pendingOps, put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint), put(keys.run(this.runId), this.record)];
     this.#pendingOps = [];
@@ -387,10 +451,13 @@ export class RunHost implements ActorRuntime {
     this.#outbox = [];
     const waiters = this.#durableWaiters;
     this.#durableWaiters = [];
+    const afterWrite = this.#afterWrite;
+    this.#afterWrite = [];
     return this.#enqueueWrite(ops).then(
       () => {
         for (const waiter of waiters) waiter.resolve();
         this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
+        for (const fn of afterWrite) fn();
         for (const envelope of outbox) this.#o.route(envelope);
       },
       (error: unknown) => {

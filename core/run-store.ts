@@ -1,3 +1,4 @@
+import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
@@ -10,13 +11,14 @@ import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js'
  * - `jrnl:<runId>:<seq>`                   journal: what happened, in order
  * - `ledger:<runId>:<callId>`              effect ledger: intent/result of model and tool calls
  * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
+ * - `approval:<approvalId>`                human approvals, across runs
  */
 
 /** The version of the checkpoint layout written by this code. */
 export const CHECKPOINT_SCHEMA_VERSION = 1;
 
 /** Where a run is in its life. */
-export type RunStatus = 'running' | 'completed' | 'failed';
+export type RunStatus = 'running' | 'waiting' | 'completed' | 'failed';
 
 /** One row of the run index. */
 export interface RunRecord {
@@ -64,7 +66,9 @@ export type JournalKind =
   | 'message'
   | 'model.call'
   | 'model.error'
-  | 'tool.call';
+  | 'tool.call'
+  | 'approval.requested'
+  | 'approval.decided';
 
 /** One journal entry. */
 export interface JournalEntry {
@@ -85,6 +89,8 @@ export interface LedgerEntry {
   idempotencyKey?: string;
   result?: unknown;
   ts: number;
+  /** The checkpoint whose batch wrote this entry. */
+  checkpoint?: number;
 }
 
 const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -101,6 +107,7 @@ export const keys = {
   journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
   ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
   mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
+  approval: (approvalId: string) => `approval:${approvalId}`,
 };
 
 /** A put op with a msgpack-encoded value. */
@@ -128,6 +135,11 @@ export function createRunStore(storage: Storage) {
       return record;
     },
     listRuns: () => collect<RunRecord>(storage, 'run:'),
+    listApprovals: () => collect<ApprovalRecord>(storage, 'approval:'),
+    async getApproval(approvalId: string): Promise<ApprovalRecord | undefined> {
+      const raw = await storage.get(keys.approval(approvalId));
+      return raw && (decode(raw, Infinity) as ApprovalRecord);
+    },
     async latestCheckpoint(runId: string): Promise<Checkpoint | undefined> {
       const [latest] = await collect<Checkpoint>(storage, `ckpt:${runId}:`, { reverse: true, limit: 1 });
       return latest;

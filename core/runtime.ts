@@ -1,5 +1,6 @@
 import type { AnyStateMachine } from 'xstate';
 import type { SerializedError } from './errors.js';
+import type { ApprovalDecision, ApprovalRequest } from './approvals.js';
 import type { Clock } from './clock.js';
 import type { Address } from './envelope.js';
 import type { Message, ToolCall, ToolMessage } from './messages.js';
@@ -34,6 +35,8 @@ export interface ToolStep {
   step: number;
   call: ToolCall;
   tools: readonly Tool[];
+  /** Human decisions of this task, by call id. */
+  decisions: Readonly<Record<string, ApprovalDecision>>;
 }
 
 /**
@@ -51,6 +54,8 @@ export interface ActorRuntime {
   callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse>;
   /** Runs a tool under the effect ledger; tool failures come back as error messages. */
   runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage>;
+  /** Records that `agentId` now waits for a human on `request` (persisted, listed, announced). */
+  requestApproval(agentId: string, request: ApprovalRequest): void;
 }
 
 /** The output contract of a run's root machine. */

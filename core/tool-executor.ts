@@ -1,3 +1,4 @@
+import type { ApprovalDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
@@ -13,6 +14,8 @@ export interface ExecuteToolOptions {
   signal: AbortSignal;
   /** The ledger entry left by an earlier attempt of this call (an intent without result). */
   previous: LedgerEntry | undefined;
+  /** A human's decision on this exact call, when it waited for one. */
+  decision?: ApprovalDecision | undefined;
   /** Durably records the intent; resolves once it is on disk. */
   recordIntent(entry: LedgerEntry): Promise<void>;
   now(): number;
@@ -30,7 +33,15 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
   const found = options.tools.find((t) => t.name === call.name);
   if (!found) return refuse(`error: unknown tool "${call.name}"; available: ${options.tools.map((t) => t.name).join(', ') || 'none'}`);
 
-  const parsed = found.input.safeParse(call.args);
+  const decision = options.decision;
+  if (decision?.decision === 'reject') {
+    return refuse(`error: not executed: rejected by a human${decision.reason ? `: ${decision.reason}` : ''}`);
+  }
+  if (decision && 'result' in decision && decision.result !== undefined) {
+    // The human confirmed the interrupted call did take effect, with this result.
+    return msg.tool(call.id, call.name, toolContent(decision.result));
+  }
+  const parsed = found.input.safeParse(decision && decision.args !== undefined ? decision.args : call.args);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
     return refuse(`error: invalid arguments for ${found.name}: ${issues}`);
@@ -45,11 +56,11 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     agentId: options.agentId,
   };
 
-  if (previous?.status === 'intent') {
+  if (previous?.status === 'intent' && !decision) {
     // The process died while this call was in flight: its outcome is unknown.
     if (found.effect === 'irreversible') {
-      throw new TroupeError(ErrorCode.TOOL_FAILED, `irreversible tool "${found.name}" was interrupted; its outcome is unknown and it will not run again`, {
-        details: { callId, tool: found.name, outcomeUnknown: true, retryable: false },
+      throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `irreversible tool "${found.name}" was interrupted; its outcome is unknown, so it waits for a human`, {
+        details: { callId, tool: found.name, args: parsed.data, reason: 'outcome-unknown', retryable: false },
       });
     }
     if (found.effect === 'compensatable') await found.compensate!(parsed.data, context);
