@@ -1,6 +1,7 @@
 import { and, assign, setup, type AnyStateMachine } from 'xstate';
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import type { SerializedError } from '../core/errors.js';
+import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { ActorRuntime, RunnableDefinition } from '../core/runtime.js';
 import { createAgentMachine, type AgentDefinition } from './agent.js';
 
@@ -23,6 +24,8 @@ export interface CrewOptions {
    */
   version?: string;
   taskTemplate?: TaskTemplate;
+  /** Upgrades persisted snapshots of older versions to `version` when a run resumes. */
+  migrations?: readonly Migration[];
 }
 
 /** A fully-defaulted crew definition. */
@@ -33,6 +36,7 @@ export interface CrewDefinition extends RunnableDefinition {
   readonly process: CrewProcess;
   readonly version: string;
   readonly taskTemplate: TaskTemplate;
+  readonly migrations: readonly Migration[];
 }
 
 /** The address of a crew's root actor inside its run. */
@@ -51,6 +55,7 @@ export function crew(options: CrewOptions): CrewDefinition {
     if (ids.has(a.id)) throw new TypeError(`crew "${options.id}" has two agents with id "${a.id}"`);
     ids.add(a.id);
   }
+  assertMigrations(`crew "${options.id}"`, options.migrations ?? []);
   const process = options.process ?? 'sequential';
   if (process !== 'sequential') throw new TypeError(`crew "${options.id}": unknown process "${process as string}"`);
   const def: CrewDefinition = {
@@ -61,6 +66,7 @@ export function crew(options: CrewOptions): CrewDefinition {
     process,
     version: options.version ?? '1',
     taskTemplate: options.taskTemplate ?? defaultTemplate,
+    migrations: [...(options.migrations ?? [])],
     createMachine: (runtime) => createCrewMachine(def, runtime),
   };
   return def;

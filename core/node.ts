@@ -6,7 +6,9 @@ import { decodeEnvelope, parseAddress, parseEnvelope, type Address, type Envelop
 import { ErrorCode, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import type { ModelProviders } from './model.js';
-import { CHECKPOINT_SCHEMA_VERSION, assertRunId, createRunStore, type RunRecord } from './run-store.js';
+import { runHistory, writeFork, type HistoryEntry } from './history.js';
+import { upgradeCheckpoint } from './migrations.js';
+import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { Storage } from './storage.js';
@@ -91,6 +93,13 @@ export interface TroupeNode extends AsyncDisposable {
   resumeAll(): Promise<RunHandle[]>;
   /** Resumes an unfinished run from its latest checkpoint. */
   resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
+  /** Every checkpoint of a run with the state of each actor at it, oldest first. */
+  history(runId: string): Promise<HistoryEntry[]>;
+  /**
+   * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
+   * replayed from the journal, not redone; the original run is not touched.
+   */
+  fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
   /** The active run `runId`, if this node hosts it. */
   get(runId: string): RunHandle | undefined;
   /** The run index, newest first. */
@@ -296,17 +305,30 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
       const checkpoint = await store.latestCheckpoint(runId);
       if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
-      if (checkpoint.schemaVersion > CHECKPOINT_SCHEMA_VERSION || checkpoint.machine.version !== def.version) {
-        throw new TroupeError(
-          ErrorCode.SNAPSHOT_VERSION,
-          `run "${runId}" was checkpointed by ${checkpoint.machine.id}@${checkpoint.machine.version} (schema ${checkpoint.schemaVersion}); this code is ${def.id}@${def.version} (schema ${CHECKPOINT_SCHEMA_VERSION})`,
-          { details: { runId, checkpoint: checkpoint.machine, schemaVersion: checkpoint.schemaVersion } },
-        );
-      }
+      // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
+      const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
+      record.version = def.version;
       const host = newHost(def, record);
       track(host);
-      await host.restore(checkpoint);
+      await host.restore(upgraded);
       return handle(host);
+    },
+
+    history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
+
+    async fork(runId, forkOptions) {
+      ensureRunning();
+      if (!Number.isInteger(forkOptions?.at) || forkOptions.at < 1) throw new TypeError('fork(runId, { at }) needs a checkpoint number (see history())');
+      const source = await store.requireRun(runId);
+      const checkpoint = await store.checkpoint(runId, forkOptions.at);
+      if (!checkpoint) {
+        throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint ${forkOptions.at} (it has ${source.checkpoint})`, { details: { runId, at: forkOptions.at } });
+      }
+      const forkId = forkOptions.runId ?? o.ids('run');
+      assertRunId(forkId);
+      if (hosts.has(forkId) || (await store.getRun(forkId))) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
+      await writeFork(store, source, checkpoint, { runId: forkId, now: o.clock.now() });
+      return node.resume(forkId, forkOptions.definition);
     },
 
     async resumeAll() {

@@ -39,6 +39,8 @@ export interface RunRecord {
   checkpoint: number;
   /** How many times the run was resumed after its process stopped. */
   resumes: number;
+  /** Set on a fork: the run and checkpoint it started from. */
+  forkedFrom?: { runId: string; checkpoint: number };
 }
 
 /** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
@@ -139,6 +141,10 @@ export function createRunStore(storage: Storage) {
     async getApproval(approvalId: string): Promise<ApprovalRecord | undefined> {
       const raw = await storage.get(keys.approval(approvalId));
       return raw && (decode(raw, Infinity) as ApprovalRecord);
+    },
+    async checkpoint(runId: string, seq: number): Promise<Checkpoint | undefined> {
+      const raw = await storage.get(keys.checkpoint(runId, seq));
+      return raw && (decode(raw, Infinity) as Checkpoint);
     },
     async latestCheckpoint(runId: string): Promise<Checkpoint | undefined> {
       const [latest] = await collect<Checkpoint>(storage, `ckpt:${runId}:`, { reverse: true, limit: 1 });

@@ -1,5 +1,6 @@
 import type { AnyStateMachine } from 'xstate';
 import type { SerializedError } from './errors.js';
+import type { Migration } from './migrations.js';
 import type { ApprovalDecision, ApprovalRequest } from './approvals.js';
 import type { Clock } from './clock.js';
 import type { Address } from './envelope.js';
@@ -75,5 +76,7 @@ export interface RunnableDefinition {
   readonly version: string;
   /** Ids of the actors inside a run (besides the root), for progress and inspection. */
   readonly actorIds: readonly string[];
+  /** Upgrades for snapshots written by older versions, oldest first. */
+  readonly migrations?: readonly Migration[];
   createMachine(runtime: ActorRuntime): AnyStateMachine;
 }
