@@ -1,0 +1,260 @@
+import { systemClock, type Clock } from '../core/clock.js';
+import { ErrorCode, TroupeError, isTroupeError } from '../core/errors.js';
+import type { ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
+
+/** Ordered candidates (`provider:model`) of a route, optionally different when recovering. */
+export type RouteSpec = readonly string[] | { plan: readonly string[]; recover?: readonly string[] };
+
+/** A model being retired: once `after` (ISO date) has passed, calls go to `replacedBy`. */
+export interface Deprecation {
+  replacedBy: string;
+  /** Switch from this instant on; without it the switch is immediate. */
+  after?: string;
+}
+
+/** Circuit-breaker settings, per provider id. */
+export interface BreakerOptions {
+  /** Consecutive retryable failures that open the circuit. Default 5. */
+  failureThreshold?: number;
+  /** How long an open circuit refuses calls before one trial is let through. Default 30 000 ms. */
+  cooldownMs?: number;
+}
+
+/** Options of {@link createRouter}. */
+export interface RouterOptions {
+  /** Registry id, the part before `:` in `router:planner`. Default `router`. */
+  id?: string;
+  /** The providers candidates name; the router is not one of them. */
+  providers: ModelProviders;
+  /** Routes by name: agents ask for `router:<name>`. */
+  routes: Readonly<Record<string, RouteSpec>>;
+  /** `provider:model` → its replacement; chains are followed, cycles are refused. */
+  deprecations?: Readonly<Record<string, Deprecation>>;
+  breaker?: BreakerOptions;
+  /** Abandon a candidate after this long and try the next. Default: no limit of the router's own. */
+  attemptTimeoutMs?: number;
+  /** Time source of deprecation dates, cooldowns and attempt timeouts. */
+  clock?: Clock;
+}
+
+/** One try of a candidate, as recorded in `meta.attempts`. */
+export interface RouteAttempt {
+  candidate: string;
+  error?: string;
+  /** Set when the candidate was not called because its provider's circuit is open. */
+  skipped?: true;
+}
+
+/** Fallback is for transient trouble; anything marked `retryable: false` is final. */
+const retryable = (error: unknown) => !(isTroupeError(error) && error.details.retryable === false);
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/** Splits `provider:model`; a bare provider means its `default` model, as in `resolveModel`. */
+function split(ref: string): { provider: string; model: string } {
+  const cut = ref.indexOf(':');
+  return cut === -1 ? { provider: ref, model: 'default' } : { provider: ref.slice(0, cut), model: ref.slice(cut + 1) };
+}
+
+/**
+ * Per-provider circuit breaker: closed → open after `failureThreshold` consecutive retryable
+ * failures → half-open after `cooldownMs`, when exactly one trial call decides between
+ * closed and open again. Any answer, even a 4xx, proves the provider is up.
+ */
+function createBreaker(threshold: number, cooldownMs: number, clock: Clock) {
+  let state: 'closed' | 'open' | 'half-open' = 'closed';
+  let failures = 0;
+  let openedAt = 0;
+  let trial = false;
+  return {
+    get state() {
+      return state === 'open' && clock.now() - openedAt >= cooldownMs ? 'half-open' : state;
+    },
+    /** Ms until a trial may run, when refusing. */
+    retryInMs: () => Math.max(0, openedAt + cooldownMs - clock.now()),
+    /** Whether a call may go through now; a half-open breaker admits one caller. */
+    acquire(): boolean {
+      if (state === 'open' && clock.now() - openedAt >= cooldownMs) state = 'half-open';
+      if (state === 'closed') return true;
+      if (state === 'half-open' && !trial) return (trial = true);
+      return false;
+    },
+    succeeded() {
+      state = 'closed';
+      failures = 0;
+      trial = false;
+    },
+    failed() {
+      failures += 1;
+      if (state === 'half-open' || failures >= threshold) {
+        state = 'open';
+        openedAt = clock.now();
+      }
+      trial = false;
+    },
+    /** The call was aborted by its caller: it proves nothing either way. */
+    released() {
+      trial = false;
+    },
+  };
+}
+
+/** A breaker as seen from outside, for tests and dashboards. */
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+/** A router is a provider with a view of its breakers. */
+export interface ModelRouter extends ModelProvider {
+  /** The breaker state of each provider id the routes use. */
+  breakers(): Record<string, BreakerState>;
+}
+
+/**
+ * A provider that serves `router:<route>` by trying the route's candidates in order, mapping
+ * retired models to their replacements, skipping providers whose circuit is open, and
+ * falling back on transient failures. How each call was served lands in `response.meta`,
+ * which the run host journals.
+ */
+export function createRouter(options: RouterOptions): ModelRouter {
+  if (!options || typeof options.providers !== 'object' || typeof options.routes !== 'object') {
+    throw new TypeError('createRouter({ providers, routes }) needs providers and routes');
+  }
+  const id = options.id ?? 'router';
+  const o = {
+    id,
+    providers: { ...options.providers },
+    routes: new Map<string, { plan: string[]; recover: string[] }>(),
+    deprecations: new Map<string, { replacedBy: string; after: number }>(),
+    failureThreshold: options.breaker?.failureThreshold ?? 5,
+    cooldownMs: options.breaker?.cooldownMs ?? 30_000,
+    attemptTimeoutMs: options.attemptTimeoutMs,
+    clock: options.clock ?? systemClock,
+  };
+  if (!Number.isInteger(o.failureThreshold) || o.failureThreshold < 1) throw new TypeError(`router "${id}": breaker.failureThreshold must be a positive integer`);
+  if (!(o.cooldownMs >= 0)) throw new TypeError(`router "${id}": breaker.cooldownMs must be a non-negative number`);
+  if (o.attemptTimeoutMs !== undefined && !(o.attemptTimeoutMs > 0)) throw new TypeError(`router "${id}": attemptTimeoutMs must be positive`);
+
+  const checkRef = (ref: unknown, where: string): string => {
+    if (typeof ref !== 'string' || ref === '') throw new TypeError(`router "${id}": ${where} must be a "provider:model" string`);
+    const { provider } = split(ref);
+    if (provider === id) throw new TypeError(`router "${id}": ${where} "${ref}" names the router itself`);
+    if (!o.providers[provider]) {
+      throw new TypeError(`router "${id}": ${where} "${ref}" names unknown provider "${provider}"; known: ${Object.keys(o.providers).join(', ') || 'none'}`);
+    }
+    return ref;
+  };
+  for (const [name, spec] of Object.entries(options.routes)) {
+    const plan: unknown = Array.isArray(spec) ? spec : (spec as { plan?: unknown } | null)?.plan;
+    const recover: unknown = Array.isArray(spec) ? spec : ((spec as { recover?: unknown } | null)?.recover ?? plan);
+    if (!Array.isArray(plan) || plan.length === 0 || !Array.isArray(recover) || recover.length === 0) {
+      throw new TypeError(`router "${id}": route "${name}" needs at least one candidate (an array, or { plan, recover? })`);
+    }
+    o.routes.set(name, {
+      plan: plan.map((r: unknown, i) => checkRef(r, `route "${name}" candidate ${i + 1}`)),
+      recover: recover.map((r: unknown, i) => checkRef(r, `route "${name}" recover candidate ${i + 1}`)),
+    });
+  }
+  if (o.routes.size === 0) throw new TypeError(`router "${id}": routes must name at least one route`);
+  for (const [from, d] of Object.entries(options.deprecations ?? {})) {
+    checkRef(from, 'deprecated model');
+    checkRef(d?.replacedBy, `replacement of "${from}"`);
+    const after = d.after === undefined ? -Infinity : Date.parse(d.after);
+    if (Number.isNaN(after)) throw new TypeError(`router "${id}": deprecation of "${from}" has an unreadable date "${d.after}" (use ISO 8601)`);
+    o.deprecations.set(from, { replacedBy: d.replacedBy, after });
+  }
+  // Cycles are refused regardless of dates: once every date passed, the chain would never end.
+  for (const start of o.deprecations.keys()) {
+    const seen = [start];
+    for (let next = o.deprecations.get(start)?.replacedBy; next !== undefined; next = o.deprecations.get(next)?.replacedBy) {
+      if (seen.includes(next)) throw new TypeError(`router "${id}": deprecations form a cycle: ${[...seen, next].join(' → ')}`);
+      seen.push(next);
+    }
+  }
+
+  const breakers = new Map<string, ReturnType<typeof createBreaker>>();
+  const breakerOf = (provider: string) => {
+    let breaker = breakers.get(provider);
+    if (!breaker) breakers.set(provider, (breaker = createBreaker(o.failureThreshold, o.cooldownMs, o.clock)));
+    return breaker;
+  };
+
+  /** Follows the deprecation chain as far as its dates allow. */
+  const current = (ref: string): string => {
+    let served = ref;
+    for (let d = o.deprecations.get(served); d && o.clock.now() >= d.after; d = o.deprecations.get(served)) served = d.replacedBy;
+    return served;
+  };
+
+  /** One candidate's call, abandoned after `attemptTimeoutMs` on the router's clock. */
+  const attempt = async (provider: ModelProvider, request: ModelRequest, signal: AbortSignal): Promise<ModelResponse> => {
+    if (o.attemptTimeoutMs === undefined) return provider.generate(request, { signal });
+    const limit = o.attemptTimeoutMs;
+    const controller = new AbortController();
+    const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { retryable: true, reason: 'timeout' } })), limit);
+    const call = provider.generate(request, { signal: AbortSignal.any([signal, controller.signal]) });
+    const timedOut = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    try {
+      return await Promise.race([call, timedOut]);
+    } finally {
+      stopTimer();
+      call.catch(() => undefined); // the loser of the race must not surface as unhandled
+    }
+  };
+
+  return {
+    id,
+    breakers: () => Object.fromEntries([...new Set([...o.routes.values()].flatMap((r) => [...r.plan, ...r.recover]).map((r) => split(r).provider))].map((p) => [p, breakers.get(p)?.state ?? 'closed'])),
+    async generate(request, context): Promise<ModelResponse> {
+      const route = o.routes.get(request.model);
+      if (!route) {
+        throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, `router "${id}" has no route "${request.model}"; routes: ${[...o.routes.keys()].join(', ')}`, {
+          details: { router: id, route: request.model, retryable: false },
+        });
+      }
+      const planned = request.phase === 'recover' ? route.recover : route.plan;
+      const attempts: RouteAttempt[] = [];
+      const tried = new Set<string>();
+      let waitMs: number | undefined;
+      const wait = (ms: unknown) => {
+        if (typeof ms === 'number' && Number.isFinite(ms)) waitMs = Math.min(waitMs ?? ms, ms);
+      };
+      for (const original of planned) {
+        const candidate = current(original);
+        if (tried.has(candidate)) continue; // two retired models may share a replacement
+        tried.add(candidate);
+        if (context.signal.aborted) throw context.signal.reason;
+        const target = split(candidate);
+        const breaker = breakerOf(target.provider);
+        if (!breaker.acquire()) {
+          attempts.push({ candidate, error: `circuit open for provider "${target.provider}"`, skipped: true });
+          wait(breaker.retryInMs());
+          continue;
+        }
+        try {
+          const response = await attempt(o.providers[target.provider]!, { ...request, model: target.model }, context.signal);
+          breaker.succeeded();
+          attempts.push({ candidate });
+          const meta: Record<string, unknown> = { route: request.model, requested: planned[0], served: candidate, attempts };
+          if (candidate !== original) meta.deprecated = { from: original, to: candidate };
+          if (response.model !== undefined && response.model !== candidate) meta.reported = response.model;
+          if (response.meta !== undefined) meta.inner = response.meta;
+          return { ...response, model: candidate, meta };
+        } catch (error) {
+          if (context.signal.aborted) {
+            breaker.released();
+            throw error;
+          }
+          if (!retryable(error)) {
+            breaker.succeeded();
+            throw error;
+          }
+          breaker.failed();
+          attempts.push({ candidate, error: messageOf(error) });
+          if (isTroupeError(error)) wait(error.details.retryAfterMs);
+        }
+      }
+      const summary = attempts.map((a) => `${a.candidate}: ${a.error}`).join('; ');
+      throw new TroupeError(ErrorCode.MODEL_FAILED, `router "${id}" route "${request.model}": every candidate failed (${summary})`, {
+        details: { retryable: true, router: id, route: request.model, attempts, ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}) },
+      });
+    },
+  };
+}

@@ -1,0 +1,267 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agent, createNode, crew, ErrorCode, isTroupeError, memoryStorage, msg, tool, TroupeError, type ModelProvider, type ModelRequest, type ModelResponse } from '../index.js';
+import { manualClock } from '../core/clock.js';
+import { createRunStore } from '../core/run-store.js';
+import { createRouter, openAICompatible, type RouterOptions } from '../models/index.js';
+import { openai, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+
+/** An in-process provider whose behaviour per call is a function; it records what it was asked. */
+function stub(id: string, behave: (request: ModelRequest, signal: AbortSignal) => string | Error | Promise<string>) {
+  const calls: string[] = [];
+  const provider: ModelProvider = {
+    id,
+    async generate(request, { signal }): Promise<ModelResponse> {
+      calls.push(`${id}:${request.model}`);
+      const outcome = await behave(request, signal);
+      if (outcome instanceof Error) throw outcome;
+      return { message: msg.assistant(outcome), usage: { inputTokens: 1, outputTokens: 1 }, model: `${id}:${request.model}` };
+    },
+  };
+  return Object.assign(provider, { calls });
+}
+
+const transient = (text = 'HTTP 503: unavailable') => new TroupeError(ErrorCode.MODEL_FAILED, text, { details: { retryable: true, status: 503 } });
+const final = (text = 'HTTP 400: bad request') => new TroupeError(ErrorCode.MODEL_FAILED, text, { details: { retryable: false, status: 400 } });
+
+const request = (model: string, extra: Partial<ModelRequest> = {}): ModelRequest => ({ model, messages: [msg.user('hi')], tools: [], agent: 'a', runId: 'r', step: 1, phase: 'plan', attempt: 0, ...extra });
+const ctx = () => ({ signal: new AbortController().signal });
+
+async function failure(promise: Promise<unknown>): Promise<TroupeError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!isTroupeError(error)) throw new Error(`expected a TroupeError, got ${String(error)}`);
+  return error;
+}
+
+describe('createRouter', () => {
+  it('validates its configuration eagerly', () => {
+    const providers = { a: stub('a', () => 'x') };
+    const make = (extra: Partial<RouterOptions>) => () => createRouter({ providers, routes: { r: ['a:m'] }, ...extra });
+    expect(make({ routes: { r: ['a:m', 'nope:m'] } })).toThrow(/route "r" candidate 2 "nope:m" names unknown provider "nope"; known: a/);
+    expect(make({ routes: { r: [] } })).toThrow(/route "r" needs at least one candidate/);
+    expect(make({ routes: { r: { plan: ['a:m'], recover: ['ghost:m'] } } })).toThrow(/unknown provider "ghost"/);
+    expect(make({ routes: { r: ['router:other'] } })).toThrow(/names the router itself/);
+    expect(make({ deprecations: { 'a:x': { replacedBy: 'b:y' } } })).toThrow(/replacement of "a:x" "b:y" names unknown provider "b"/);
+    expect(make({ deprecations: { 'a:x': { replacedBy: 'a:y', after: 'next tuesday' } } })).toThrow(/unreadable date/);
+    expect(make({ deprecations: { 'a:x': { replacedBy: 'a:y' }, 'a:y': { replacedBy: 'a:z', after: '2030-01-01' }, 'a:z': { replacedBy: 'a:x' } } })).toThrow(
+      /deprecations form a cycle: a:x → a:y → a:z → a:x/,
+    );
+    expect(make({ breaker: { failureThreshold: 0 } })).toThrow(/failureThreshold must be a positive integer/);
+  });
+
+  it('falls back in order on retryable failures and records every attempt', async () => {
+    const a = stub('a', () => transient('HTTP 429: slow down'));
+    const b = stub('b', () => new Error('socket hang up'));
+    const c = stub('c', () => 'from c');
+    const router = createRouter({ providers: { a, b, c }, routes: { writer: ['a:big', 'b:mid', 'c:small'] } });
+    const response = await router.generate(request('writer'), ctx());
+    expect([...a.calls, ...b.calls, ...c.calls]).toEqual(['a:big', 'b:mid', 'c:small']);
+    expect(response.message.content).toBe('from c');
+    expect(response.model).toBe('c:small');
+    expect(response.meta).toEqual({
+      route: 'writer',
+      requested: 'a:big',
+      served: 'c:small',
+      attempts: [{ candidate: 'a:big', error: 'HTTP 429: slow down' }, { candidate: 'b:mid', error: 'socket hang up' }, { candidate: 'c:small' }],
+    });
+  });
+
+  it('stops at the first non-retryable error and propagates it unchanged', async () => {
+    const error = final();
+    const a = stub('a', () => error);
+    const b = stub('b', () => 'unused');
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] } });
+    await expect(router.generate(request('writer'), ctx())).rejects.toBe(error);
+    expect(b.calls).toEqual([]);
+  });
+
+  it('fails retryably, listing every candidate, when all of them fail', async () => {
+    const a = stub('a', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: later', { details: { retryable: true, retryAfterMs: 4000 } }));
+    const b = stub('b', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: much later', { details: { retryable: true, retryAfterMs: 9000 } }));
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] } });
+    const error = await failure(router.generate(request('writer'), ctx()));
+    expect(error.code).toBe('MODEL_FAILED');
+    expect(error.message).toBe('router "router" route "writer": every candidate failed (a:m: HTTP 429: later; b:m: HTTP 429: much later)');
+    expect(error.details).toMatchObject({ retryable: true, route: 'writer', retryAfterMs: 4000, attempts: [{ candidate: 'a:m' }, { candidate: 'b:m' }] });
+  });
+
+  it('routes by phase: recovery goes to its own candidates, arrays serve both phases', async () => {
+    const big = stub('big', () => 'planned');
+    const small = stub('small', () => 'recovered');
+    const router = createRouter({ providers: { big, small }, routes: { planner: { plan: ['big:m'], recover: ['small:m', 'big:m'] }, plain: ['small:x'] } });
+    expect((await router.generate(request('planner'), ctx())).model).toBe('big:m');
+    expect((await router.generate(request('planner', { phase: 'recover', attempt: 1 }), ctx())).model).toBe('small:m');
+    expect((await router.generate(request('plain', { phase: 'recover' }), ctx())).model).toBe('small:x');
+    expect(big.calls).toEqual(['big:m']);
+    const unknown = await failure(router.generate(request('nope'), ctx()));
+    expect(unknown.code).toBe('MODEL_NOT_FOUND');
+    expect(unknown.details).toMatchObject({ retryable: false });
+  });
+
+  it('switches deprecated models once their date passes on the clock, following chains', async () => {
+    const clock = manualClock(Date.parse('2025-05-31T23:59:59Z'));
+    let bDown = false;
+    const a = stub('a', () => 'a');
+    const b = stub('b', () => (bDown ? transient() : 'b'));
+    const router = createRouter({
+      providers: { a, b },
+      routes: { writer: ['a:old', 'a:new'] },
+      deprecations: { 'a:old': { replacedBy: 'a:new', after: '2025-06-01T00:00:00Z' }, 'a:new': { replacedBy: 'b:newer', after: '2025-07-01T00:00:00Z' } },
+      clock,
+    });
+    const before = await router.generate(request('writer'), ctx());
+    expect(before.model).toBe('a:old');
+    expect(before.meta?.deprecated).toBeUndefined();
+
+    clock.advance(1000);
+    const after = await router.generate(request('writer'), ctx());
+    expect(after.model).toBe('a:new');
+    expect(after.meta).toMatchObject({ requested: 'a:old', served: 'a:new', deprecated: { from: 'a:old', to: 'a:new' } });
+
+    clock.advance(30 * 24 * 3600_000);
+    const chained = await router.generate(request('writer'), ctx());
+    expect(chained.model).toBe('b:newer');
+    expect(chained.meta).toMatchObject({ deprecated: { from: 'a:old', to: 'b:newer' }, attempts: [{ candidate: 'b:newer' }] });
+    expect([...a.calls, ...b.calls]).toEqual(['a:old', 'a:new', 'b:newer']);
+
+    // Both candidates now map to b:newer, which is tried once, not twice.
+    bDown = true;
+    const error = await failure(router.generate(request('writer'), ctx()));
+    expect(error.details.attempts).toEqual([{ candidate: 'b:newer', error: 'HTTP 503: unavailable' }]);
+  });
+
+  it('opens a provider circuit after consecutive failures and closes it after a half-open trial', async () => {
+    const clock = manualClock(0);
+    let aUp = false;
+    const a = stub('a', () => (aUp ? 'a is back' : transient()));
+    const b = stub('b', () => 'b');
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] }, breaker: { failureThreshold: 2, cooldownMs: 1000 }, clock });
+
+    await router.generate(request('writer'), ctx());
+    expect(router.breakers()).toEqual({ a: 'closed', b: 'closed' });
+    await router.generate(request('writer'), ctx());
+    expect(router.breakers()).toEqual({ a: 'open', b: 'closed' });
+
+    const skipped = await router.generate(request('writer'), ctx());
+    expect(a.calls).toHaveLength(2); // not called while open
+    expect(skipped.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true }, { candidate: 'b:m' }]);
+
+    clock.advance(1000);
+    expect(router.breakers().a).toBe('half-open');
+    const trialFailed = await router.generate(request('writer'), ctx());
+    expect(trialFailed.model).toBe('b:m');
+    expect(a.calls).toHaveLength(3);
+    expect(router.breakers().a).toBe('open'); // one failed trial reopens at once
+
+    clock.advance(1000);
+    aUp = true;
+    const recovered = await router.generate(request('writer'), ctx());
+    expect(recovered.model).toBe('a:m');
+    expect(router.breakers().a).toBe('closed');
+  });
+
+  it('lets exactly one trial through a half-open circuit', async () => {
+    const clock = manualClock(0);
+    let release!: (text: string) => void;
+    let mode: 'fail' | 'hold' = 'fail';
+    const a = stub('a', () => (mode === 'fail' ? transient() : new Promise<string>((resolve) => (release = resolve))));
+    const b = stub('b', () => 'b');
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] }, breaker: { failureThreshold: 1, cooldownMs: 50 }, clock });
+    await router.generate(request('writer'), ctx());
+    clock.advance(50);
+    mode = 'hold';
+    const trial = router.generate(request('writer'), ctx());
+    const other = await router.generate(request('writer'), ctx());
+    expect(other.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true }, { candidate: 'b:m' }]);
+    release('trial ok');
+    expect((await trial).model).toBe('a:m');
+    expect(router.breakers().a).toBe('closed');
+  });
+
+  it('does not count non-retryable answers against a provider', async () => {
+    let calls = 0;
+    const a = stub('a', () => (++calls % 2 ? transient() : final()));
+    const router = createRouter({ providers: { a }, routes: { r: ['a:m'] }, breaker: { failureThreshold: 2 } });
+    for (let i = 0; i < 4; i++) await router.generate(request('r'), ctx()).catch(() => undefined);
+    expect(router.breakers().a).toBe('closed');
+  });
+
+  it('abandons a slow candidate after attemptTimeoutMs and stops at once when the caller aborts', async () => {
+    const clock = manualClock(0);
+    const hang = (_: ModelRequest, signal: AbortSignal) => new Promise<string>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+    const a = stub('a', hang);
+    const b = stub('b', () => 'b');
+    const router = createRouter({ providers: { a, b }, routes: { r: ['a:m', 'b:m'] }, attemptTimeoutMs: 5000, clock });
+    const pending = router.generate(request('r'), ctx());
+    clock.advance(5000);
+    const response = await pending;
+    expect(response.model).toBe('b:m');
+    expect(response.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'no answer within 5000 ms' }, { candidate: 'b:m' }]);
+
+    const controller = new AbortController();
+    const stopping = router.generate(request('r'), { signal: controller.signal });
+    const reason = new Error('run stopping');
+    controller.abort(reason);
+    await expect(stopping).rejects.toBe(reason);
+    expect(b.calls).toHaveLength(1);
+  });
+});
+
+describe('router over real HTTP', () => {
+  let server: FakeLLMServer;
+  beforeAll(async () => {
+    server = await startFakeLLMServer();
+  });
+  afterAll(() => server.close());
+
+  it('runs a crew on router:writer, falling back from a failing endpoint, and journals the served model', async () => {
+    const KEY = 'sk-e2e-SECRET';
+    server.fallback('/flaky/chat/completions', openai.error(503, 'upstream overloaded', { 'retry-after': '1' }));
+    server.enqueue(
+      '/v1/chat/completions',
+      openai.completion({ content: 'Looking it up.', toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{"word":"actor"}' }] }),
+      openai.completion({ content: 'Brief: actors talk by messages.' }),
+    );
+    const providers = {
+      flaky: openAICompatible({ id: 'flaky', baseURL: `${server.url}/flaky`, apiKey: KEY }),
+      openai: openAICompatible({ baseURL: `${server.url}/v1`, apiKey: KEY }),
+    };
+    const router = createRouter({ providers, routes: { writer: ['flaky:gpt-big', 'openai:gpt-test'] } });
+    const lookup = tool({ name: 'lookup', description: 'Looks a word up.', input: z.object({ word: z.string() }), effect: 'read', run: ({ word }) => `${word}: sends messages` });
+    const writers = crew({ id: 'writers', agents: [agent({ id: 'writer', role: 'writes', instructions: 'Write a brief.', model: 'router:writer', tools: [lookup] })] });
+
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, models: { ...providers, router } });
+    const run = await node.run(writers, { input: 'brief on actors', runId: 'e2e-1' });
+    const result = await run.result();
+    expect(result).toMatchObject({ status: 'completed', output: 'Brief: actors talk by messages.' });
+
+    // The tool result went back over the wire in OpenAI's format.
+    const second = server.on('/v1/chat/completions')[1]!.body;
+    expect(second.messages.slice(-2)).toEqual([
+      { role: 'assistant', content: 'Looking it up.', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"word":"actor"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'actor: sends messages' },
+    ]);
+    expect(server.on('/flaky/chat/completions').map((r) => r.body.model)).toEqual(['gpt-big', 'gpt-big']);
+
+    const calls = (await createRunStore(storage).journal('e2e-1')).filter((e) => e.kind === 'model.call');
+    expect(calls).toHaveLength(2);
+    for (const entry of calls) {
+      expect(entry.data).toMatchObject({
+        model: 'openai:gpt-test',
+        requested: 'router:writer',
+        meta: {
+          route: 'writer',
+          requested: 'flaky:gpt-big',
+          served: 'openai:gpt-test',
+          reported: 'openai:gpt-test-0001',
+          attempts: [{ candidate: 'flaky:gpt-big', error: 'flaky: HTTP 503: upstream overloaded' }, { candidate: 'openai:gpt-test' }],
+        },
+      });
+    }
+    expect(JSON.stringify(await createRunStore(storage).journal('e2e-1'))).not.toContain(KEY);
+  });
+});
