@@ -94,12 +94,12 @@ export interface PostOptions {
 }
 
 /**
- * POSTs JSON and returns the response once it is 2xx, with a signal the caller keeps using
- * while it reads the body (so the timeout covers streaming too). Failures become
+ * POSTs JSON and returns the 2xx response with `guard`, which the caller wraps around reading
+ * the body so the timeout and error mapping cover streaming too. Failures become
  * `MODEL_FAILED` with `retryable`, `status` and `retryAfterMs`; a caller abort is rethrown
  * as the signal's reason, because a stopping run is not a model failure.
  */
-export async function postJson(options: PostOptions): Promise<{ response: Response; signal: AbortSignal; guard: <T>(work: () => Promise<T>) => Promise<T> }> {
+export async function postJson(options: PostOptions): Promise<{ response: Response; guard: <T>(work: () => Promise<T>) => Promise<T> }> {
   const timeout = AbortSignal.timeout(options.timeoutMs);
   const signal = AbortSignal.any([options.signal, timeout]);
   const guard = async <T>(work: () => Promise<T>): Promise<T> => {
@@ -130,7 +130,7 @@ export async function postJson(options: PostOptions): Promise<{ response: Respon
     const text = redact(errorText(body), options.apiKey);
     throw modelError(options.provider, `HTTP ${response.status}: ${text}`, { retryable, status: response.status, retryAfterMs, reason: 'http' });
   }
-  return { response, signal, guard };
+  return { response, guard };
 }
 
 /** One Server-Sent Event. */
