@@ -1,6 +1,9 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
-import { isTroupeError, type SerializedError } from '../core/errors.js';
+import { ErrorCode, isTroupeError, TroupeError, type SerializedError } from '../core/errors.js';
+import type { RunEvent } from '../core/events.js';
+import { runHistory } from '../core/history.js';
+import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
 import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
@@ -34,9 +37,28 @@ function watch(node: TroupeNode, json: boolean): void {
   node.subscribe(json ? (event) => process.stdout.write(`${JSON.stringify(event)}\n`) : createProgressPrinter(process.stdout));
 }
 
+/** Exit code of a run that stopped to wait for a human. */
+const EXIT_WAITING = 3;
+
 async function follow(run: RunHandle, json: boolean): Promise<number> {
   const started = Date.now();
-  const result: RunResult = await run.settled();
+  // A run waiting for a human has nothing to do here: park it (it is checkpointed) and say how to go on.
+  const parked = new Promise<Extract<RunEvent, { type: 'approval.requested' }>>((resolve) =>
+    run.subscribe((event) => event.type === 'approval.requested' && resolve(event)),
+  );
+  const outcome = await Promise.race([run.settled(), parked]);
+  if ('type' in outcome) {
+    await run.stop();
+    if (json) process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: run.id, approvalId: outcome.approvalId })}\n`);
+    else {
+      process.stdout.write(
+        `\nwaiting for approval ${outcome.approvalId}: ${outcome.actor} wants to run ${outcome.tool} (${outcome.reason})\n  ${outcome.message}\n` +
+          `  troupe approve ${outcome.approvalId} [--result JSON | --edit-args JSON]   or   troupe reject ${outcome.approvalId} --reason TEXT\n`,
+      );
+    }
+    return EXIT_WAITING;
+  }
+  const result: RunResult = outcome;
   const seconds = ((Date.now() - started) / 1000).toFixed(2);
   if (json) {
     process.stdout.write(`${JSON.stringify({ type: 'result', ...result })}\n`);
@@ -46,6 +68,45 @@ async function follow(run: RunHandle, json: boolean): Promise<number> {
     process.stdout.write(`\nfailed after ${seconds} s: ${describe(result.error)}\n`);
   }
   return result.status === 'completed' ? 0 : 1;
+}
+
+/** Loads the module a stored run was started from (read before the node takes the database). */
+async function moduleOfRun(db: string, runId: string) {
+  const source = await (async () => {
+    await using storage = await levelStorage({ path: db });
+    const record = await createRunStore(storage).requireRun(runId);
+    if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; use the API`);
+    return record.source;
+  })();
+  return loadCrewModule(source);
+}
+
+/** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
+async function continueRun(db: string, runId: string, json: boolean, act: (node: TroupeNode) => Promise<unknown> = async () => {}) {
+  const mod = await moduleOfRun(db, runId);
+  return withNode(db, mod.models, async (node) => {
+    watch(node, json);
+    const run = await node.resume(runId, mod.definition);
+    if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
+    const following = follow(run, json);
+    await act(node);
+    return following;
+  });
+}
+
+const parseJson = (label: string) => (value: string) => {
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    throw new InvalidArgumentError(`${label} must be JSON`);
+  }
+};
+
+async function runOfApproval(db: string, approvalId: string): Promise<string> {
+  await using storage = await levelStorage({ path: db });
+  const approval = await createRunStore(storage).getApproval(approvalId);
+  if (!approval) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${db}`);
+  return approval.runId;
 }
 
 const describe = (error: SerializedError | null) => (error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error');
@@ -76,18 +137,90 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: { db: string; json?: boolean }) => {
-    // The run record names the module to load; read it before the node takes the database.
-    const source = await (async () => {
-      await using storage = await levelStorage({ path: opts.db });
-      const record = await createRunStore(storage).requireRun(runId);
-      if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; resume it through the API`);
-      return record.source;
-    })();
-    const mod = await loadCrewModule(source);
+    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false);
+  });
+
+program
+  .command('approvals')
+  .description('list tool calls waiting for a human (and decided ones with --all)')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--all', 'include decided approvals')
+  .option('--json', 'print JSON')
+  .action(async (opts: { db: string; all?: boolean; json?: boolean }) => {
+    await using storage = await levelStorage({ path: opts.db });
+    const approvals = (await createRunStore(storage).listApprovals()).filter((a) => opts.all || a.status === 'pending');
+    if (opts.json) return void process.stdout.write(`${JSON.stringify(approvals, null, 2)}\n`);
+    if (approvals.length === 0) return void process.stdout.write('no approvals waiting\n');
+    for (const a of approvals) {
+      process.stdout.write(`${a.id}  ${a.status.padEnd(8)} run ${a.runId}  ${a.agentId} → ${a.tool}(${JSON.stringify(a.args)})  ${a.reason}\n`);
+    }
+  });
+
+program
+  .command('approve')
+  .description('approve a waiting tool call, then continue its run here')
+  .argument('<approval-id>')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--edit-args <json>', 'run the tool with these arguments instead', parseJson('--edit-args'))
+  .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
+  .option('--reason <text>', 'why (kept in the journal)')
+  .option('--json', 'print events and the result as JSON lines')
+  .action(async (approvalId: string, opts: { db: string; editArgs?: unknown; result?: unknown; reason?: string; json?: boolean }) => {
+    const runId = await runOfApproval(opts.db, approvalId);
+    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, (node) =>
+      node.approve(approvalId, {
+        ...(opts.editArgs !== undefined ? { args: opts.editArgs } : {}),
+        ...(opts.result !== undefined ? { result: opts.result } : {}),
+        ...(opts.reason ? { reason: opts.reason } : {}),
+      }),
+    );
+  });
+
+program
+  .command('reject')
+  .description('reject a waiting tool call (the model is told why), then continue its run here')
+  .argument('<approval-id>')
+  .requiredOption('--reason <text>', 'why; shown to the model')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--json', 'print events and the result as JSON lines')
+  .action(async (approvalId: string, opts: { db: string; reason: string; json?: boolean }) => {
+    const runId = await runOfApproval(opts.db, approvalId);
+    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, (node) => node.reject(approvalId, opts.reason));
+  });
+
+program
+  .command('history')
+  .description("list a run's checkpoints with each actor's state")
+  .argument('<run-id>')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--json', 'print JSON')
+  .action(async (runId: string, opts: { db: string; json?: boolean }) => {
+    await using storage = await levelStorage({ path: opts.db });
+    const history = await runHistory(createRunStore(storage), runId, ROOT_ACTOR_ID);
+    if (opts.json) return void process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
+    for (const h of history) {
+      const states = Object.entries(h.states).map(([actor, state]) => `${actor}:${state}`).join('  ');
+      process.stdout.write(`${String(h.seq).padStart(4)}  ${new Date(h.ts).toISOString()}  v${h.version}  ${states}\n`);
+    }
+  });
+
+program
+  .command('fork')
+  .description('start a new run from a checkpoint of another (see `troupe history`)')
+  .argument('<run-id>')
+  .requiredOption('--at <checkpoint>', 'checkpoint number', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--at takes a checkpoint number');
+    return n;
+  })
+  .option('--run-id <id>', 'id of the new run')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--json', 'print events and the result as JSON lines')
+  .action(async (runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }) => {
+    const mod = await moduleOfRun(opts.db, runId);
     process.exitCode = await withNode(opts.db, mod.models, async (node) => {
       watch(node, opts.json ?? false);
-      const run = await node.resume(runId, mod.definition);
-      if (run.status !== 'running') process.stdout.write(opts.json ? '' : `run ${run.id} had already ${run.status}\n`);
+      const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
       return follow(run, opts.json ?? false);
     });
   });
