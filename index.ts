@@ -16,5 +16,29 @@ export type { RunEvent, RunEventListener } from './core/events.js';
 export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage } from './core/runtime.js';
 export { agent, type AgentOptions, type AgentDefinition, type RetryPolicy, type AgentContext } from './actors/agent.js';
 export { crew, type CrewOptions, type CrewDefinition, type CrewProcess, type CrewOutput, type TaskTemplate } from './actors/crew.js';
-export { scriptedModel, type ScriptedModelOptions, type ScriptedTurn, type Script } from './models/scripted.js';
+export {
+  scriptedModel,
+  openAICompatible,
+  anthropic,
+  createRouter,
+  parseRetryAfter,
+  type ScriptedModelOptions,
+  type ScriptedTurn,
+  type Script,
+  type OpenAICompatibleOptions,
+  type AnthropicOptions,
+  type RouterOptions,
+  type RouteSpec,
+  type Deprecation,
+  type BreakerOptions,
+  type BreakerState,
+  type ModelRouter,
+  type RouteAttempt,
+  type TokenListener,
+  type ModelPrice,
+} from './models/index.js';
+export { manualClock, type ManualClock } from './core/clock.js';
+export { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest, type ApprovalReason } from './core/approvals.js';
+export type { Migration } from './core/migrations.js';
+export type { HistoryEntry } from './core/history.js';
 export { memoryStorage } from './storage/memory.js';

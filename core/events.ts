@@ -8,6 +8,7 @@ export type RunEvent =
   | { type: 'state'; runId: string; actor: string; state: string }
   | { type: 'message'; runId: string; from: string; to: string; messageType: string }
   | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; usage: Usage; ms: number; replayed: boolean }
+  | { type: 'model.token'; runId: string; actor: string; callId: string; text: string }
   | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError }
   | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }
   | { type: 'approval.requested'; runId: string; actor: string; approvalId: string; tool: string; reason: 'outcome-unknown' | 'policy'; message: string }

@@ -53,6 +53,8 @@ export interface ModelResponse {
 export interface ModelCallContext {
   /** Aborted when the run stops or the agent leaves the calling state. */
   signal: AbortSignal;
+  /** Streaming providers report text as it arrives; live progress only, never persisted. */
+  onToken?: (text: string) => void;
 }
 
 /**

@@ -223,7 +223,7 @@ export class RunHost implements ActorRuntime {
           phase: step.attempt > 0 ? 'recover' : 'plan',
           attempt: step.attempt,
         },
-        { signal },
+        { signal, onToken: (text) => this.#emit({ type: 'model.token', runId: this.runId, actor: agentId, callId, text }) },
       );
       const parsed = MessageSchema.safeParse(response?.message);
       if (!parsed.success || parsed.data.role !== 'assistant') {

@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { ErrorCode, TroupeError, isTroupeError } from '../core/errors.js';
-import type { ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
+import type { ModelCallContext, ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
 
 /** Ordered candidates (`provider:model`) of a route, optionally different when recovering. */
 export type RouteSpec = readonly string[] | { plan: readonly string[]; recover?: readonly string[] };
@@ -184,12 +184,13 @@ export function createRouter(options: RouterOptions): ModelRouter {
   };
 
   /** One candidate's call, abandoned after `attemptTimeoutMs` on the router's clock. */
-  const attempt = async (provider: ModelProvider, request: ModelRequest, signal: AbortSignal): Promise<ModelResponse> => {
-    if (o.attemptTimeoutMs === undefined) return provider.generate(request, { signal });
+  const attempt = async (provider: ModelProvider, request: ModelRequest, context: ModelCallContext): Promise<ModelResponse> => {
+    const { signal } = context;
+    if (o.attemptTimeoutMs === undefined) return provider.generate(request, context);
     const limit = o.attemptTimeoutMs;
     const controller = new AbortController();
     const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { retryable: true, reason: 'timeout' } })), limit);
-    const call = provider.generate(request, { signal: AbortSignal.any([signal, controller.signal]) });
+    const call = provider.generate(request, { ...context, signal: AbortSignal.any([signal, controller.signal]) });
     const timedOut = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     try {
       return await Promise.race([call, timedOut]);
@@ -229,7 +230,7 @@ export function createRouter(options: RouterOptions): ModelRouter {
           continue;
         }
         try {
-          const response = await attempt(o.providers[target.provider]!, { ...request, model: target.model }, context.signal);
+          const response = await attempt(o.providers[target.provider]!, { ...request, model: target.model }, context);
           breaker.succeeded();
           attempts.push({ candidate });
           const meta: Record<string, unknown> = { route: request.model, requested: planned[0], served: candidate, attempts };

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { isTroupeError, msg, serializeError, type Message, type ModelRequest, type TroupeError } from '../index.js';
+import { agent, createNode, crew, isTroupeError, memoryStorage, msg, serializeError, type Message, type ModelRequest, type TroupeError } from '../index.js';
+import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse } from '../models/index.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 
@@ -131,6 +132,20 @@ describe('openAICompatible', () => {
       model: 'openai:gpt-test-0001',
       finishReason: 'tool_calls',
     });
+  });
+
+  it('streams tokens of a run into its live events without persisting them', async () => {
+    server.enqueue(PATH, openai.stream({ deltas: [{ role: 'assistant', content: '' }, { content: 'Hello ' }, { content: 'crew.' }], finish: 'stop', usage: [5, 2] }));
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, models: { openai: provider({ stream: true }) } });
+    const solo = crew({ id: 'solo', agents: [agent({ id: 'speaker', role: 'speaks', instructions: 'Speak.', model: 'openai:gpt-test' })] });
+    const run = await node.run(solo, { input: 'hi', runId: 'tok-1' });
+    const tokens: string[] = [];
+    run.subscribe((e) => e.type === 'model.token' && tokens.push(`${e.actor}:${e.text}`));
+    expect((await run.result()).output).toBe('Hello crew.');
+    expect(tokens).toEqual(['speaker:Hello ', 'speaker:crew.']);
+    const journal = await createRunStore(storage).journal('tok-1');
+    expect(journal.some((e) => JSON.stringify(e).includes('model.token'))).toBe(false);
   });
 
   it('treats a stream cut off before its end as a retryable failure', async () => {
