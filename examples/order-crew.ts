@@ -43,8 +43,18 @@ function record(effect: Effect): void {
   }
 }
 
-/** Tools take a little time, so a kill can land in the middle of one. */
-const work = (ctx: ToolContext) => (toolLatency > 0 ? delay(toolLatency, undefined, { signal: ctx.signal }) : Promise.resolve());
+/**
+ * Tools take a little time, so a kill can land in the middle of one. `TROUPE_SLOW_TOOL=name`
+ * makes that tool announce itself and never finish (until the run stops): tests use it to
+ * kill a process inside one specific call, after its intent is on disk.
+ */
+const work = (ctx: ToolContext, name: string): Promise<unknown> => {
+  if (process.env.TROUPE_SLOW_TOOL === name) {
+    process.stdout.write(`slow tool ${name} started\n`);
+    return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+  }
+  return toolLatency > 0 ? delay(toolLatency, undefined, { signal: ctx.signal }) : Promise.resolve();
+};
 
 const stock: Record<string, number> = { 'blue-mug': 12, 'red-mug': 0 };
 
@@ -53,7 +63,7 @@ const checkStock = tool({
   description: 'How many of an item are in stock.',
   input: z.object({ item: z.string() }),
   effect: 'read',
-  run: async ({ item }, ctx) => (await work(ctx), { item, available: stock[item] ?? 0 }),
+  run: async ({ item }, ctx) => (await work(ctx, 'check_stock'), { item, available: stock[item] ?? 0 }),
 });
 
 const reserveStock = tool({
@@ -62,7 +72,7 @@ const reserveStock = tool({
   input: z.object({ item: z.string(), qty: z.number().int().positive() }),
   effect: 'idempotent',
   run: async ({ item, qty }, ctx) => {
-    await work(ctx);
+    await work(ctx, 'reserve_stock');
     const existing = readEffects().find((e) => e.kind === 'reserve' && e.key === ctx.idempotencyKey);
     if (!existing) record({ kind: 'reserve', key: ctx.idempotencyKey, detail: { item, qty } });
     return { reserved: qty, item };
@@ -75,7 +85,7 @@ const holdPayment = tool({
   input: z.object({ cents: z.number().int().positive() }),
   effect: 'compensatable',
   run: async ({ cents }, ctx) => {
-    await work(ctx);
+    await work(ctx, 'hold_payment');
     record({ kind: 'hold', key: ctx.idempotencyKey, detail: { cents } });
     return { held: cents };
   },
@@ -92,7 +102,7 @@ const sendConfirmation = tool({
   input: z.object({ to: z.string(), text: z.string() }),
   effect: 'irreversible',
   run: async ({ to, text }, ctx) => {
-    await work(ctx);
+    await work(ctx, 'send_confirmation');
     record({ kind: 'email', key: ctx.idempotencyKey, detail: { to, text } });
     return { sent: true, to };
   },
