@@ -5,7 +5,7 @@
  *   npx troupe run examples/research-crew.ts
  */
 import { z } from 'zod';
-import { agent, crew, scriptedModel, tool } from 'troupe';
+import { agent, anthropic, createRouter, crew, openAICompatible, scriptedModel, tool } from 'troupe';
 
 const corpus: Record<string, string> = {
   'actor model': 'The actor model (Hewitt, 1973) treats actors as the unit of computation: they hold private state, process one message at a time and communicate only by messages.',
@@ -47,9 +47,22 @@ const script = {
   ],
 };
 
-/** The models this crew runs on; latency makes progress visible (and crashes land mid-run). */
+const scripted = scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 120) });
+const openai = openAICompatible({ baseURL: process.env.OPENAI_BASE_URL ?? 'https://api.openai.com/v1' });
+const claude = anthropic({});
+/** `TROUPE_MODEL=openai:gpt-4o-mini` (or `anthropic:claude-…`) runs the crew on a real model. */
+const target = process.env.TROUPE_MODEL ?? 'scripted:default';
+
+/**
+ * The models this crew runs on. Agents ask the router for a role; the router maps it to the
+ * scripted model (offline, the default; latency makes progress visible and lets crashes land
+ * mid-run) or to the real provider named by `TROUPE_MODEL`.
+ */
 export const models = {
-  scripted: scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 120) }),
+  scripted,
+  openai,
+  anthropic: claude,
+  router: createRouter({ providers: { scripted, openai, anthropic: claude }, routes: { researcher: [target], writer: [target] } }),
 };
 
 /** The task used when `troupe run` is given no `--input`. */
@@ -62,14 +75,14 @@ export default crew({
       id: 'researcher',
       role: 'Finds facts',
       instructions: 'You research the task with the search tool and report numbered findings.',
-      model: 'scripted',
+      model: 'router:researcher',
       tools: [search],
     }),
     agent({
       id: 'writer',
       role: 'Writes the brief',
       instructions: 'You turn findings into a brief of three sentences.',
-      model: 'scripted',
+      model: 'router:writer',
       tools: [countWords],
     }),
   ],
