@@ -15,7 +15,13 @@ export type { RunRecord, RunStatus, Checkpoint, JournalEntry, LedgerEntry } from
 export type { RunEvent, RunEventListener } from './core/events.js';
 export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage } from './core/runtime.js';
 export { agent, type AgentOptions, type AgentDefinition, type RetryPolicy, type AgentContext } from './actors/agent.js';
-export { crew, type CrewOptions, type CrewDefinition, type CrewProcess, type CrewOutput, type TaskTemplate } from './actors/crew.js';
+export { crew, CREW_ACTOR_ID, type CrewOptions, type CrewDefinition, type CrewProcess } from './actors/crew.js';
+export type { CrewOutput, CrewContext } from './actors/crew-machine.js';
+export type { TaskTemplate, ChatLine, SpeakerSelector } from './actors/processes.js';
+export { DEFAULT_SUPERVISION, type SupervisionPolicy, type FailureRecord } from './actors/supervision.js';
+export { blackboardTools, type BlackboardEntry } from './actors/blackboard.js';
+export type { Budget } from './core/runtime.js';
+export type { BlackboardAccess } from './core/tool.js';
 export {
   scriptedModel,
   openAICompatible,

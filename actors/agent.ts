@@ -4,8 +4,10 @@ import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
-import type { ActorRuntime } from '../core/runtime.js';
+import type { ActorRuntime, Budget } from '../core/runtime.js';
+import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
+import type { ControlTool } from './controls.js';
 import { durableTimer } from './durable-timer.js';
 
 /** Retry policy of the `recovering` state. */
@@ -31,6 +33,10 @@ export interface AgentOptions {
   /** Model steps per task before the agent fails with `MAX_STEPS`. Default 10. */
   maxSteps?: number;
   retry?: Partial<RetryPolicy>;
+  /** Overrides the crew's supervision policy for this agent. */
+  supervision?: Partial<SupervisionPolicy>;
+  /** Limits for this agent within a run. */
+  budget?: Budget;
 }
 
 /** A fully-defaulted agent definition. */
@@ -43,6 +49,8 @@ export interface AgentDefinition {
   readonly tools: readonly Tool[];
   readonly maxSteps: number;
   readonly retry: RetryPolicy;
+  readonly supervision?: Partial<SupervisionPolicy>;
+  readonly budget?: Budget;
 }
 
 const ACTOR_ID = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
@@ -71,6 +79,8 @@ export function agent(options: AgentOptions): AgentDefinition {
     tools,
     maxSteps,
     retry,
+    ...(options.supervision ? { supervision: options.supervision } : {}),
+    ...(options.budget ? { budget: options.budget } : {}),
   };
 }
 
@@ -98,6 +108,10 @@ export interface AgentContext {
   approval: ApprovalRequest | null;
   /** Decisions received during the current task, by call id. */
   decisions: Record<string, ApprovalDecision>;
+  /** The delegation this agent waits on, while in `delegating`. */
+  delegation: { corr: string; toolCallId: string; agent: string } | null;
+  /** Set when the agent's turn ended by handing off; sent with its result. */
+  handoff: { to: string; context: string } | null;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -106,7 +120,12 @@ export type AgentEvent = { type: 'troupe.envelope'; envelope: Envelope };
 const isRetryable = (error: SerializedError | null) => error?.details?.retryable !== false;
 
 /** Builds the XState machine of one agent, bound to the runtime of one run. */
-export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) {
+export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
+  const offered: readonly Tool[] = [...def.tools, ...controls];
+  const controlOf = (response: ModelResponse) => {
+    const call = response.message.toolCalls?.find((c) => controls.some((t) => t.name === c.name));
+    return call ? { call, kind: controls.find((t) => t.name === call.name)!.control } : undefined;
+  };
   const backoff = (attempt: number) =>
     Math.min(def.retry.maxDelayMs, def.retry.initialDelayMs * def.retry.factor ** Math.max(0, attempt - 1));
 
@@ -114,7 +133,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: def.tools }, signal),
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: offered }, signal),
       ),
       runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, ApprovalDecision> }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
@@ -128,6 +147,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
     },
     guards: {
       isTask: ({ event }) => event.envelope.type === 'task',
+      isReset: ({ event }) => event.envelope.type === 'reset',
+      wantsDelegation: (_, params: { response: ModelResponse }) => controlOf(params.response)?.kind === 'delegate',
+      wantsHandoff: (_, params: { response: ModelResponse }) => controlOf(params.response)?.kind === 'handoff',
+      isDelegationReply: ({ context, event }) =>
+        (event.envelope.type === 'result' || event.envelope.type === 'failure') && event.envelope.corr !== undefined && event.envelope.corr === context.delegation?.corr,
       wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
       retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError),
@@ -152,6 +176,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
           tasksDone: context.tasksDone,
           approval: null,
           decisions: {},
+          delegation: null,
+          handoff: null,
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
@@ -192,7 +218,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       })),
       replyDone: ({ context }) => {
         if (!context.task?.replyTo) return;
-        runtime.post(def.id, { to: context.task.replyTo, type: 'result', payload: { output: context.output }, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+        const payload = context.handoff ? { output: context.output, handoff: context.handoff } : { output: context.output };
+        runtime.post(def.id, { to: context.task.replyTo, type: 'result', payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
       replyFailed: ({ context }) => {
         if (!context.task?.replyTo) return;
@@ -218,6 +245,44 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
         const payload = event.envelope.payload as ApprovalDecisionPayload;
         return { approval: null, decisions: { ...context.decisions, [payload.callId]: payload.decision } };
       }),
+      startDelegation: assign(({ context }, params: { response: ModelResponse }) => {
+        const { call } = controlOf(params.response)!;
+        const args = call.args as { agent?: unknown; task?: unknown };
+        const corr = `${def.id}.t${context.tasksDone + 1}.s${context.step}.${call.id}`;
+        // Other calls of the same turn are answered as not run: control changes who acts next.
+        const skipped = (params.response.message.toolCalls ?? []).filter((c) => c.id !== call.id).map((c) => msg.tool(c.id, c.name, 'error: not executed: a delegation in the same turn takes precedence', true));
+        runtime.post(def.id, { to: 'crew', type: 'delegate', payload: { agent: String(args.agent), task: String(args.task) }, corr, replyTo: def.id });
+        return { delegation: { corr, toolCallId: call.id, agent: String(args.agent) }, conversation: [...context.conversation, ...skipped] };
+      }),
+      recordDelegationReply: assign(({ context, event }) => {
+        const d = context.delegation!;
+        const payload = event.envelope.payload as { output?: unknown; error?: SerializedError };
+        const message =
+          event.envelope.type === 'result'
+            ? msg.tool(d.toolCallId, 'delegate', typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output))
+            : msg.tool(d.toolCallId, 'delegate', `error: ${d.agent} failed: ${payload.error?.message ?? 'unknown error'}`, true);
+        return { delegation: null, conversation: [...context.conversation, message] };
+      }),
+      setHandoff: assign((_, params: { response: ModelResponse }) => {
+        const { call } = controlOf(params.response)!;
+        const args = call.args as { to?: unknown; context?: unknown };
+        return { handoff: { to: String(args.to), context: String(args.context ?? '') }, output: params.response.message.content };
+      }),
+      reset: assign(({ context }) => ({
+        conversation: [],
+        step: 0,
+        attempt: 0,
+        task: null,
+        pendingCalls: [],
+        lastError: null,
+        output: null,
+        approval: null,
+        decisions: {},
+        delegation: null,
+        handoff: null,
+        // A new task number, so a restarted agent does not replay the failed attempt's calls.
+        tasksDone: context.tasksDone + 1,
+      })),
       countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
     },
   }).createMachine({
@@ -236,7 +301,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
       tasksDone: 0,
       approval: null,
       decisions: {},
+      delegation: null,
+      handoff: null,
     },
+    // A supervisor's reset works in any state: invocations of the left state are cancelled.
+    on: { 'troupe.envelope': { guard: 'isReset', target: '.idle', actions: 'reset' } },
     initial: 'idle',
     states: {
       idle: { on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } } },
@@ -246,6 +315,16 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
           src: 'callModel',
           input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, messages: context.conversation }),
           onDone: [
+            {
+              guard: { type: 'wantsDelegation', params: ({ event }) => ({ response: event.output }) },
+              target: 'delegating',
+              actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'startDelegation', params: ({ event }) => ({ response: event.output }) }],
+            },
+            {
+              guard: { type: 'wantsHandoff', params: ({ event }) => ({ response: event.output }) },
+              target: 'done',
+              actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'setHandoff', params: ({ event }) => ({ response: event.output }) }],
+            },
             { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
             { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
           ],
@@ -267,6 +346,9 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime) 
             { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
           ],
         },
+      },
+      delegating: {
+        on: { 'troupe.envelope': { guard: 'isDelegationReply', target: 'observing', actions: 'recordDelegationReply' } },
       },
       awaitingApproval: {
         entry: 'announceApproval',

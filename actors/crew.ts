@@ -1,15 +1,29 @@
-import { and, assign, setup, type AnyStateMachine } from 'xstate';
-import { parseAddress, type Envelope } from '../core/envelope.js';
-import type { SerializedError } from '../core/errors.js';
+import type { AgentDefinition } from './agent.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
-import type { ActorRuntime, RunnableDefinition } from '../core/runtime.js';
-import { createAgentMachine, type AgentDefinition } from './agent.js';
+import type { Budget, RunnableDefinition } from '../core/runtime.js';
+import { CONTROL_NAMES } from './controls.js';
+import { createCrewMachine } from './crew-machine.js';
+import type { ChatLine, ProcessConfig, SpeakerSelector, TaskTemplate } from './processes.js';
+import { resolveSupervision, type SupervisionPolicy } from './supervision.js';
 
 /** How a crew's agents share the work. */
-export type CrewProcess = 'sequential';
-
-/** What the next agent of a sequential crew is asked, given the crew input and the previous output. */
-export type TaskTemplate = (args: { input: string; previous: { agent: string; output: string } | null; agent: AgentDefinition }) => string;
+export type CrewProcess =
+  | 'sequential'
+  | { type: 'sequential'; taskTemplate?: TaskTemplate }
+  /** A manager agent delegates tasks to the others (its `delegate` tool) and reviews the answers. */
+  | { type: 'hierarchical'; manager: string }
+  /** The `entry` agent starts; any agent may hand the conversation to another (its `handoff` tool). */
+  | { type: 'handoff'; entry: string; maxHandoffs?: number; routes?: Record<string, readonly string[]> }
+  /** Agents take turns on a shared transcript; a selector picks the next speaker. */
+  | {
+      type: 'groupChat';
+      /** `roundRobin` (default), a function of the transcript, or `{ agent }`: an agent asked who speaks next. */
+      selector?: 'roundRobin' | SpeakerSelector | { agent: string };
+      /** Lines before the chat ends. Default 10. */
+      maxRounds?: number;
+      /** Ends the chat when a line contains this text, matches this pattern, or satisfies this test. */
+      terminateOn?: string | RegExp | ((line: ChatLine) => boolean);
+    };
 
 /** Options of {@link crew}. */
 export interface CrewOptions {
@@ -23,142 +37,98 @@ export interface CrewOptions {
    * would make old snapshots mean something else. Default `1`.
    */
   version?: string;
+  /** For `sequential`: what each agent is asked. */
   taskTemplate?: TaskTemplate;
   /** Upgrades persisted snapshots of older versions to `version` when a run resumes. */
   migrations?: readonly Migration[];
+  /** How the crew restarts failing agents (agents may override it). */
+  supervision?: Partial<SupervisionPolicy>;
+  /** A shared blackboard (an `@xstate/store` child), with `read_blackboard`/`write_blackboard` tools for every agent. */
+  blackboard?: boolean | { initial?: Record<string, unknown> };
+  /** Limits for the whole run, enforced before each model call and persisted. */
+  budget?: Budget;
 }
 
 /** A fully-defaulted crew definition. */
 export interface CrewDefinition extends RunnableDefinition {
   readonly kind: 'crew';
-  readonly id: string;
   readonly agents: readonly AgentDefinition[];
-  readonly process: CrewProcess;
-  readonly version: string;
-  readonly taskTemplate: TaskTemplate;
+  readonly process: ProcessConfig;
   readonly migrations: readonly Migration[];
+  readonly supervision: SupervisionPolicy;
+  /** Per agent, its own policy or the crew's. */
+  readonly supervisionOf: Readonly<Record<string, SupervisionPolicy>>;
+  readonly blackboard: { initial: Record<string, unknown> } | null;
 }
 
 /** The address of a crew's root actor inside its run. */
 export const CREW_ACTOR_ID = 'crew';
 
-const defaultTemplate: TaskTemplate = ({ input, previous }) =>
-  previous ? `${input}\n\nOutput of ${previous.agent}:\n${previous.output}` : input;
+const defaultTemplate: TaskTemplate = ({ input, previous }) => (previous ? `${input}\n\nOutput of ${previous.agent}:\n${previous.output}` : input);
+
+function resolveProcess(id: string, process: CrewProcess | undefined, ids: readonly string[], taskTemplate: TaskTemplate | undefined): ProcessConfig {
+  const p = typeof process === 'string' ? { type: process } : (process ?? { type: 'sequential' as const });
+  const known = (agent: string, what: string) => {
+    if (!ids.includes(agent)) throw new TypeError(`crew "${id}": ${what} "${agent}" is not one of its agents (${ids.join(', ')})`);
+  };
+  switch (p.type) {
+    case 'sequential':
+      return { kind: 'sequential', taskTemplate: ('taskTemplate' in p && p.taskTemplate) || taskTemplate || defaultTemplate };
+    case 'hierarchical':
+      known(p.manager, 'manager');
+      if (ids.length < 2) throw new TypeError(`crew "${id}": a hierarchical crew needs a manager and at least one worker`);
+      return { kind: 'hierarchical', manager: p.manager };
+    case 'handoff': {
+      known(p.entry, 'entry agent');
+      const routes = Object.fromEntries(ids.map((a) => [a, p.routes?.[a] ?? ids.filter((b) => b !== a)]));
+      for (const [from, targets] of Object.entries(routes)) targets.forEach((t) => known(t, `handoff target of ${from}`));
+      return { kind: 'handoff', entry: p.entry, maxHandoffs: p.maxHandoffs ?? 5, routes };
+    }
+    case 'groupChat': {
+      const selector = p.selector ?? 'roundRobin';
+      if (typeof selector === 'object') known(selector.agent, 'selector agent');
+      const speakers = typeof selector === 'object' ? ids.filter((a) => a !== selector.agent) : [...ids];
+      const t = p.terminateOn;
+      const terminate =
+        t === undefined ? () => false : typeof t === 'string' ? (l: ChatLine) => l.content.includes(t) : t instanceof RegExp ? (l: ChatLine) => t.test(l.content) : t;
+      return { kind: 'groupChat', selector, maxRounds: p.maxRounds ?? 10, terminate, speakers };
+    }
+    default:
+      throw new TypeError(`crew "${id}": unknown process "${(p as { type?: string }).type}"`);
+  }
+}
 
 /** Defines a crew. Throws a `TypeError` when the definition breaks a rule. */
 export function crew(options: CrewOptions): CrewDefinition {
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(options?.id ?? '')) throw new TypeError(`crew id "${options?.id}" must match /^[A-Za-z][A-Za-z0-9_-]{0,63}$/`);
   if (!options.agents?.length) throw new TypeError(`crew "${options.id}" needs at least one agent`);
-  const ids = new Set<string>();
+  const ids: string[] = [];
   for (const a of options.agents) {
-    if (a.id === CREW_ACTOR_ID) throw new TypeError(`agent id "${CREW_ACTOR_ID}" is reserved for the crew's root actor`);
-    if (ids.has(a.id)) throw new TypeError(`crew "${options.id}" has two agents with id "${a.id}"`);
-    ids.add(a.id);
+    if (a.id === CREW_ACTOR_ID || a.id === 'blackboard') throw new TypeError(`agent id "${a.id}" is reserved for the crew's own actors`);
+    if (ids.includes(a.id)) throw new TypeError(`crew "${options.id}" has two agents with id "${a.id}"`);
+    const clash = a.tools.find((t) => CONTROL_NAMES.includes(t.name) || (options.blackboard && t.name.endsWith('_blackboard')));
+    if (clash) throw new TypeError(`agent "${a.id}": tool name "${clash.name}" is reserved`);
+    ids.push(a.id);
   }
   assertMigrations(`crew "${options.id}"`, options.migrations ?? []);
-  const process = options.process ?? 'sequential';
-  if (process !== 'sequential') throw new TypeError(`crew "${options.id}": unknown process "${process as string}"`);
+  const supervision = resolveSupervision(`crew "${options.id}"`, options.supervision);
+  const bb = options.blackboard;
   const def: CrewDefinition = {
     kind: 'crew',
     id: options.id,
     agents: [...options.agents],
-    actorIds: options.agents.map((a) => a.id),
-    process,
+    actorIds: options.blackboard ? [...ids, 'blackboard'] : ids,
+    process: resolveProcess(options.id, options.process, ids, options.taskTemplate),
     version: options.version ?? '1',
-    taskTemplate: options.taskTemplate ?? defaultTemplate,
     migrations: [...(options.migrations ?? [])],
+    supervision,
+    supervisionOf: Object.fromEntries(options.agents.map((a) => [a.id, resolveSupervision(`agent "${a.id}"`, a.supervision, supervision)])),
+    blackboard: bb ? { initial: typeof bb === 'object' ? (bb.initial ?? {}) : {} } : null,
+    budgets: {
+      ...(options.budget ? { run: options.budget } : {}),
+      agents: Object.fromEntries(options.agents.filter((a) => a.budget).map((a) => [a.id, a.budget!])),
+    },
     createMachine: (runtime) => createCrewMachine(def, runtime),
   };
   return def;
-}
-
-/** The persisted context of a sequential crew's root actor. */
-export interface CrewContext {
-  input: string;
-  index: number;
-  corr: string;
-  outputs: Record<string, string>;
-  error: SerializedError | null;
-}
-
-/** The final output of a crew run. */
-export interface CrewOutput {
-  status: 'completed' | 'failed';
-  output: string;
-  outputs: Record<string, string>;
-  error: SerializedError | null;
-}
-
-/**
- * Builds the root machine of one run of `def`: a coordinator whose children are the
- * agents, invoked with explicit `id` and `systemId`, so one deep persisted snapshot holds
- * the whole crew at a consistent point.
- */
-export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime): AnyStateMachine {
-  const order = def.agents.map((a) => a.id);
-  const agentLogic = Object.fromEntries(def.agents.map((a) => [`agent:${a.id}`, createAgentMachine(a, runtime)]));
-
-  const isReplyFor = (context: CrewContext, envelope: Envelope, type: string) =>
-    envelope.type === type && envelope.corr === context.corr && parseAddress(envelope.from).actorId === order[context.index];
-
-  const dispatch = (context: CrewContext) => {
-    const agentDef = def.agents[context.index]!;
-    const prevId = context.index > 0 ? order[context.index - 1]! : undefined;
-    const previous = prevId ? { agent: prevId, output: context.outputs[prevId] ?? '' } : null;
-    runtime.post(CREW_ACTOR_ID, {
-      to: agentDef.id,
-      type: 'task',
-      payload: { content: def.taskTemplate({ input: context.input, previous, agent: agentDef }) },
-      corr: context.corr,
-      replyTo: CREW_ACTOR_ID,
-    });
-  };
-
-  return setup({
-    types: {} as { context: CrewContext; events: { type: 'troupe.envelope'; envelope: Envelope }; input: { input: string } },
-    actors: agentLogic,
-    guards: {
-      resultFromCurrent: ({ context, event }) => isReplyFor(context, event.envelope, 'result'),
-      failureFromCurrent: ({ context, event }) => isReplyFor(context, event.envelope, 'failure'),
-      isLast: ({ context }) => context.index === order.length - 1,
-    },
-    actions: {
-      dispatch: ({ context }) => dispatch(context),
-      recordOutput: assign(({ context, event }) => {
-        const output = (event.envelope.payload as { output?: unknown })?.output;
-        return { outputs: { ...context.outputs, [order[context.index]!]: typeof output === 'string' ? output : JSON.stringify(output) } };
-      }),
-      advance: assign(({ context }) => ({ index: context.index + 1, corr: runtime.newId('task') })),
-      recordFailure: assign(({ event }) => ({ error: (event.envelope.payload as { error?: SerializedError })?.error ?? { name: 'Error', message: 'agent failed' } })),
-    },
-  }).createMachine({
-    id: def.id,
-    context: ({ input }) => ({ input: input.input, index: 0, corr: runtime.newId('task'), outputs: {}, error: null }),
-    invoke: def.agents.map((a) => ({ id: a.id, systemId: a.id, src: `agent:${a.id}` })) as never,
-    initial: 'working',
-    states: {
-      working: {
-        entry: 'dispatch',
-        on: {
-          'troupe.envelope': [
-            { guard: and(['resultFromCurrent', 'isLast']), target: 'done', actions: 'recordOutput' },
-            { guard: 'resultFromCurrent', actions: ['recordOutput', 'advance', 'dispatch'] },
-            { guard: 'failureFromCurrent', target: 'failed', actions: 'recordFailure' },
-          ],
-        },
-      },
-      done: { type: 'final' },
-      failed: { type: 'final' },
-    },
-    output: ({ context }): CrewOutput => {
-      const last = order[order.length - 1]!;
-      const failed = context.error !== null;
-      return {
-        status: failed ? 'failed' : 'completed',
-        output: failed ? '' : (context.outputs[last] ?? ''),
-        outputs: context.outputs,
-        error: context.error,
-      };
-    },
-  });
 }

@@ -13,7 +13,18 @@ export interface HistoryEntry {
 
 type PersistedActor = { value?: unknown; children?: Record<string, { snapshot?: PersistedActor }> };
 
-const show = (value: unknown) => (typeof value === 'string' ? value : JSON.stringify(value));
+/** An XState state value as a dotted path: `running.backingOff` (parallel regions joined by `,`). */
+export function stateString(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object') {
+    return Object.entries(value as Record<string, unknown>)
+      .map(([key, child]) => (child && (typeof child === 'string' || Object.keys(child as object).length) ? `${key}.${stateString(child)}` : key))
+      .join(',');
+  }
+  return String(value);
+}
+
+const show = stateString;
 
 /** Reads actor states out of a persisted root snapshot. */
 export function statesOf(snapshot: unknown, rootId: string): Record<string, string> {

@@ -9,6 +9,7 @@ import { resolveModel, type ModelProviders, type ModelResponse } from './model.j
 import { CHECKPOINT_SCHEMA_VERSION, keys, put, type Checkpoint, type JournalEntry, type JournalKind, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
 import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
 import type { StorageOp } from './storage.js';
+import { stateString } from './history.js';
 import { executeTool } from './tool-executor.js';
 
 /** The address of the root actor inside every run. */
@@ -395,7 +396,7 @@ export class RunHost implements ActorRuntime {
       const actorId = ref === this.#actor ? ROOT_ACTOR_ID : ref.id;
       const value = (event.snapshot as { value?: unknown }).value;
       if ((actorId === ROOT_ACTOR_ID || this.#o.definition.actorIds.includes(actorId)) && value !== undefined) {
-        const state = typeof value === 'string' ? value : JSON.stringify(value);
+        const state = stateString(value);
         if (this.#lastState.get(actorId) !== state) {
           this.#lastState.set(actorId, state);
           this.#journal('state', actorId, { state });

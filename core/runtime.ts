@@ -59,6 +59,14 @@ export interface ActorRuntime {
   requestApproval(agentId: string, request: ApprovalRequest): void;
 }
 
+/** Limits on model use. Each is checked (and one step reserved) before every model call. */
+export interface Budget {
+  maxSteps?: number;
+  maxTokens?: number;
+  /** US dollars, from providers that report cost. */
+  maxCost?: number;
+}
+
 /** The output contract of a run's root machine. */
 export interface RunOutput {
   status: 'completed' | 'failed';
@@ -78,5 +86,7 @@ export interface RunnableDefinition {
   readonly actorIds: readonly string[];
   /** Upgrades for snapshots written by older versions, oldest first. */
   readonly migrations?: readonly Migration[];
+  /** Limits for the run and per actor, enforced by the node before each model call. */
+  readonly budgets?: { run?: Budget; agents?: Readonly<Record<string, Budget>> };
   createMachine(runtime: ActorRuntime): AnyStateMachine;
 }

@@ -20,6 +20,15 @@ export interface ToolContext {
   idempotencyKey: string;
   runId: string;
   agentId: string;
+  /** The crew's shared blackboard, when it has one. */
+  blackboard?: BlackboardAccess;
+}
+
+/** Read/write access to a crew's blackboard from inside a tool. */
+export interface BlackboardAccess {
+  /** Current values by key. */
+  read(): Record<string, unknown>;
+  write(key: string, value: unknown): void;
 }
 
 /** Options of {@link tool}. */

@@ -27,13 +27,13 @@ describe('agent', () => {
   it('fails with RETRIES_EXHAUSTED naming the last error when retries run out', async () => {
     const { result } = await runPair({ researcher: [{ text: 'never', failFirst: 10 }], writer: ['unused'] });
     expect(result.status).toBe('failed');
-    expect(result.error).toMatchObject({ code: 'RETRIES_EXHAUSTED', details: { attempts: 3 } });
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'researcher', cause: { code: 'RETRIES_EXHAUSTED', details: { attempts: 3 } } } });
     expect(result.error?.message).toMatch(/gave up after 3 attempts: scripted transient failure 3\/10/);
   });
 
   it('fails at once on a non-retryable error (script exhausted)', async () => {
     const { result, events } = await runPair({ researcher: [], writer: [] });
-    expect(result.error).toMatchObject({ code: 'MODEL_FAILED' });
+    expect(result.error).toMatchObject({ details: { cause: { code: 'MODEL_FAILED' } } });
     expect(result.error?.message).toMatch(/no turn 1 for agent "researcher"/);
     expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
   });
@@ -41,7 +41,7 @@ describe('agent', () => {
   it('fails with MAX_STEPS when the model keeps calling tools', async () => {
     const loop = { text: 'again', toolCalls: [{ name: 'lookup', args: { word: 'x' } }] };
     const { result } = await runPair({ researcher: [loop, loop, loop, loop], writer: [] }, { researcher: { maxSteps: 3 } });
-    expect(result.error).toMatchObject({ code: 'MAX_STEPS' });
+    expect(result.error).toMatchObject({ details: { cause: { code: 'MAX_STEPS' } } });
   });
 
   it('feeds unknown tools and invalid arguments back to the model as tool errors', async () => {

@@ -18,7 +18,7 @@ describe('history and fork', () => {
 
     const history = await node.history('orig');
     expect(history.map((h) => h.seq)).toEqual(history.map((_, i) => i + 1));
-    expect(history[0]!.states).toMatchObject({ crew: 'working', writer: 'idle' });
+    expect(history[0]!.states).toMatchObject({ crew: 'running.active', writer: 'idle' });
     expect(history.some((h) => h.states.researcher === 'planning')).toBe(true);
     expect(history.at(-1)!.states).toMatchObject({ crew: 'done' });
     // Fork at the researcher's last tool step: its first two model calls are behind it.

@@ -1,9 +1,11 @@
 import { z } from 'zod';
-import { agent, crew, tool, type AgentOptions } from '../../index.js';
+import { agent, crew, tool, type AgentOptions, type CrewOptions } from '../../index.js';
 import type { Script } from '../../models/scripted.js';
 
 /** Two agents handing work along: `researcher` (uses `lookup`) then `writer`. */
-export function twoAgentCrew(options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[] } = {}) {
+export function twoAgentCrew(
+  options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[]; crew?: Partial<CrewOptions> } = {},
+) {
   const lookup = tool({
     name: 'lookup',
     description: 'Looks a word up.',
@@ -16,6 +18,9 @@ export function twoAgentCrew(options: { id?: string; researcher?: Partial<AgentO
   });
   return crew({
     id: options.id ?? 'pair',
+    // No restarts unless a test asks: failures surface as they are.
+    supervision: { maxRestarts: 0 },
+    ...options.crew,
     agents: [
       agent({ id: 'researcher', role: 'researches', instructions: 'Research.', model: 'scripted', tools: [lookup], retry: { initialDelayMs: 1 }, ...options.researcher }),
       agent({ id: 'writer', role: 'writes', instructions: 'Write.', model: 'scripted', retry: { initialDelayMs: 1 }, ...options.writer }),

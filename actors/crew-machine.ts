@@ -1,0 +1,235 @@
+import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 'xstate';
+import { parseAddress, type Envelope } from '../core/envelope.js';
+import type { SerializedError } from '../core/errors.js';
+import type { ActorRuntime } from '../core/runtime.js';
+import type { Tool } from '../core/tool.js';
+import { createAgentMachine } from './agent.js';
+import { BLACKBOARD_ID, blackboardTools, createBlackboardLogic } from './blackboard.js';
+import { delegateTool, handoffTool, type ControlTool } from './controls.js';
+import type { CrewDefinition } from './crew.js';
+import { durableTimer } from './durable-timer.js';
+import { advanceProcess, initialProcessState, startProcess, type ChatLine, type Decision, type ProcessState } from './processes.js';
+import { supervise, type FailureRecord } from './supervision.js';
+
+/** Work the crew handed to an agent, and who is waiting for the answer. */
+interface Assignment {
+  agent: string;
+  content: string;
+  purpose: 'work' | 'select';
+  /** `crew` for the process's own work; a manager's id for a delegation. */
+  requester: string;
+  requesterCorr?: string;
+}
+
+/** A restart waiting for its backoff deadline (stored, so it survives a restore). */
+interface PendingRestart {
+  deadline: number;
+  kind: 'restart' | 'restartAll';
+  assignment: Assignment;
+}
+
+/** The persisted context of a crew's root actor. */
+export interface CrewContext {
+  proc: ProcessState;
+  assignments: Record<string, Assignment>;
+  restarts: Record<string, number[]>;
+  failures: FailureRecord[];
+  pending: PendingRestart | null;
+  result: { status: 'completed' | 'failed'; output: string; error: SerializedError | null } | null;
+}
+
+/** The final output of a crew run. */
+export interface CrewOutput {
+  status: 'completed' | 'failed';
+  output: string;
+  outputs: Record<string, string>;
+  transcript: ChatLine[];
+  failures: FailureRecord[];
+  error: SerializedError | null;
+}
+
+type CrewEvent = { type: 'troupe.envelope'; envelope: Envelope };
+type Enqueue = { assign(update: Partial<CrewContext>): void } & ((fn: () => void) => void);
+
+/**
+ * Builds the root machine of one run of `def`: a coordinator whose children are the agents
+ * (and the blackboard), invoked with explicit `id` and `systemId`, so one deep persisted
+ * snapshot holds the whole crew at a consistent point. What to do next comes from the pure
+ * process functions; supervision decides on failures.
+ */
+export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime): AnyStateMachine {
+  const process = def.process;
+  const shared: Tool[] = def.blackboard ? blackboardTools() : [];
+  const controlsOf = (id: string): ControlTool[] => {
+    if (process.kind === 'hierarchical' && id === process.manager) return [delegateTool(def.agents.map((a) => a.id).filter((a) => a !== id))];
+    if (process.kind === 'handoff' && process.routes[id]!.length > 0) return [handoffTool(process.routes[id]!)];
+    return [];
+  };
+  const actors: Record<string, unknown> = Object.fromEntries(
+    def.agents.map((a) => [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared] }, runtime, controlsOf(a.id))]),
+  );
+  actors.durableTimer = durableTimer(runtime.clock);
+  if (def.blackboard) actors[BLACKBOARD_ID] = createBlackboardLogic(def.blackboard.initial);
+  const invoke = [
+    ...(def.blackboard ? [{ id: BLACKBOARD_ID, systemId: BLACKBOARD_ID, src: BLACKBOARD_ID }] : []),
+    ...def.agents.map((a) => ({ id: a.id, systemId: a.id, src: `agent:${a.id}` })),
+  ];
+
+  /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
+  const assign = (context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
+    const corr = runtime.newId('task');
+    enqueue(() => runtime.post('crew', { to: a.agent, type: 'task', payload: { content: a.content }, corr, replyTo: 'crew' }));
+    return { ...context.assignments, [corr]: a };
+  };
+
+  /** Applies a process decision: more work, or the end of the run. */
+  const apply = (context: CrewContext, proc: ProcessState, decision: Decision, enqueue: Enqueue) => {
+    if (decision.type === 'dispatch') {
+      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: 'crew' }, enqueue);
+      enqueue.assign({ proc, assignments });
+    } else if (decision.type === 'done') {
+      enqueue.assign({ proc, result: { status: 'completed', output: decision.output, error: null } });
+    } else {
+      enqueue.assign({ proc, result: { status: 'failed', output: '', error: decision.error } });
+    }
+  };
+
+  const pick = (context: CrewContext, envelope: Envelope) => {
+    const assignment = envelope.corr ? context.assignments[envelope.corr] : undefined;
+    if (!assignment || parseAddress(envelope.from).actorId !== assignment.agent) return undefined;
+    const { [envelope.corr!]: _done, ...rest } = context.assignments;
+    return { assignment, rest };
+  };
+
+  return setup({
+    types: {} as { context: CrewContext; events: CrewEvent; input: { input: string } },
+    actors: actors as Record<string, AnyActorLogic>,
+    guards: {
+      isAssignmentReply: ({ context, event }) => (event.envelope.type === 'result' || event.envelope.type === 'failure') && pick(context, event.envelope) !== undefined,
+      isDelegation: ({ event }) => event.envelope.type === 'delegate',
+      hasPending: ({ context }) => context.pending !== null,
+      completed: ({ context }) => context.result?.status === 'completed',
+      hasFailed: ({ context }) => context.result?.status === 'failed',
+    },
+    actions: {
+      begin: enqueueActions(({ context, enqueue }) => apply(context, context.proc, startProcess(process, def.agents, context.proc), enqueue as unknown as Enqueue)),
+
+      onReply: enqueueActions(({ context, event, enqueue }) => {
+        const q = enqueue as unknown as Enqueue;
+        const { assignment, rest } = pick(context, event.envelope)!;
+        const base = { ...context, assignments: rest };
+        q.assign({ assignments: rest });
+        if (event.envelope.type === 'result') {
+          const payload = event.envelope.payload as { output?: unknown; handoff?: { to: string; context: string } };
+          const output = typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output ?? '');
+          if (assignment.requester !== 'crew') {
+            q(() => runtime.post('crew', { to: assignment.requester, type: 'result', payload: { output }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+            return;
+          }
+          const advanced = advanceProcess(process, def.agents, context.proc, {
+            agent: assignment.agent,
+            output,
+            purpose: assignment.purpose,
+            ...(payload.handoff ? { handoff: payload.handoff } : {}),
+          });
+          apply(base, advanced.state, advanced.decision, q);
+          return;
+        }
+        // A failure: the crew, as the agent's parent, supervises it.
+        const error = (event.envelope.payload as { error?: SerializedError }).error ?? { name: 'Error', message: 'agent failed' };
+        const policy = def.supervisionOf[assignment.agent] ?? def.supervision;
+        const key = policy.strategy === 'oneForAll' ? '*' : assignment.agent;
+        const now = runtime.clock.now();
+        const decision = supervise(policy, error, context.restarts[key] ?? [], now);
+        const failures = [...context.failures, { agent: assignment.agent, at: now, error, action: decision.action }];
+        if (decision.action === 'escalate') {
+          const escalated: SerializedError = {
+            name: 'TroupeError',
+            code: error.code === 'BUDGET_EXCEEDED' ? 'BUDGET_EXCEEDED' : 'SUPERVISION_ESCALATED',
+            message: `${assignment.agent} failed and was not restarted (${decision.reason}): ${error.message}`,
+            details: { agent: assignment.agent, cause: error },
+          };
+          if (assignment.requester !== 'crew') {
+            // Escalate to the manager that asked: its model sees the failure as the tool's answer.
+            q(() => runtime.post('crew', { to: assignment.requester, type: 'failure', payload: { error: escalated }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+            q.assign({ failures });
+          } else {
+            q.assign({ failures, result: { status: 'failed', output: '', error: escalated } });
+          }
+          return;
+        }
+        q.assign({
+          failures,
+          restarts: { ...context.restarts, [key]: decision.restarts },
+          pending: { deadline: now + decision.delayMs, kind: decision.action, assignment },
+        });
+      }),
+
+      onDelegation: enqueueActions(({ context, event, enqueue }) => {
+        const q = enqueue as unknown as Enqueue;
+        const from = parseAddress(event.envelope.from).actorId;
+        const { agent, task } = (event.envelope.payload ?? {}) as { agent?: string; task?: string };
+        const valid = typeof agent === 'string' && agent !== from && def.agents.some((a) => a.id === agent) && typeof task === 'string';
+        if (!valid) {
+          const error = { name: 'TroupeError', code: 'INVALID_DELEGATION', message: `cannot delegate to "${agent}"` };
+          q(() => runtime.post('crew', { to: from, type: 'failure', payload: { error }, ...(event.envelope.corr ? { corr: event.envelope.corr } : {}) }));
+          return;
+        }
+        const assignment: Assignment = { agent, content: task, purpose: 'work', requester: from, ...(event.envelope.corr ? { requesterCorr: event.envelope.corr } : {}) };
+        q.assign({ assignments: assign(context, assignment, q) });
+      }),
+
+      restart: enqueueActions(({ context, enqueue }) => {
+        const q = enqueue as unknown as Enqueue;
+        const pending = context.pending!;
+        if (pending.kind === 'restart') {
+          q.assign({ pending: null, assignments: assign(context, pending.assignment, q) });
+          return;
+        }
+        // One for all: every agent back to a clean state, and the process from the start.
+        for (const a of def.agents) q(() => runtime.post('crew', { to: a.id, type: 'reset', payload: {} }));
+        const proc = initialProcessState(context.proc.input);
+        const cleared = { ...context, assignments: {}, pending: null };
+        q.assign({ pending: null, assignments: {} });
+        apply(cleared, proc, startProcess(process, def.agents, proc), q);
+      }),
+    },
+  }).createMachine({
+    id: def.id,
+    context: ({ input }) => ({ proc: initialProcessState(input.input), assignments: {}, restarts: {}, failures: [], pending: null, result: null }),
+    invoke: invoke as never,
+    initial: 'running',
+    states: {
+      running: {
+        entry: 'begin',
+        always: [
+          { guard: 'completed', target: 'done' },
+          { guard: 'hasFailed', target: 'failed' },
+        ],
+        on: {
+          'troupe.envelope': [
+            { guard: 'isAssignmentReply', actions: 'onReply' },
+            { guard: 'isDelegation', actions: 'onDelegation' },
+          ],
+        },
+        initial: 'active',
+        states: {
+          active: { always: { guard: 'hasPending', target: 'backingOff' } },
+          backingOff: {
+            invoke: { id: 'restartTimer', src: 'durableTimer', input: ({ context }) => ({ deadline: context.pending!.deadline }), onDone: { target: 'active', actions: 'restart' } },
+          },
+        },
+      },
+      done: { type: 'final' },
+      failed: { type: 'final' },
+    },
+    output: ({ context }): CrewOutput => ({
+      status: context.result?.status ?? 'failed',
+      output: context.result?.output ?? '',
+      outputs: context.proc.outputs,
+      transcript: context.proc.transcript,
+      failures: context.failures,
+      error: context.result?.error ?? null,
+    }),
+  });
+}
