@@ -6,9 +6,22 @@ import { ErrorCode, serializeError, TroupeError, type SerializedError } from './
 import { EventHub, type RunEvent } from './events.js';
 import { MessageSchema, type AssistantMessage, type ToolMessage } from './messages.js';
 import { resolveModel, type ModelProviders, type ModelResponse } from './model.js';
-import { CHECKPOINT_SCHEMA_VERSION, keys, put, type Checkpoint, type JournalEntry, type JournalKind, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
-import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
+import {
+  CHECKPOINT_SCHEMA_VERSION,
+  keys,
+  put,
+  type Checkpoint,
+  type JournalEntry,
+  type JournalKind,
+  type LedgerEntry,
+  type RunRecord,
+  type RunStore,
+  type UsageLedger,
+  type UsageTotals,
+} from './run-store.js';
+import type { ActorRuntime, Budget, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
 import type { StorageOp } from './storage.js';
+import type { BlackboardAccess } from './tool.js';
 import { stateString } from './history.js';
 import { executeTool } from './tool-executor.js';
 
@@ -63,6 +76,7 @@ export class RunHost implements ActorRuntime {
   readonly #ledger = new Map<string, LedgerEntry>();
   readonly #lastState = new Map<string, string>();
   readonly #waiting = new Map<string, ApprovalRecord>();
+  #usage: UsageLedger = { total: { steps: 0, tokens: 0, cost: 0 }, agents: {} };
   #pendingOps: StorageOp[] = [];
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   #afterWrite: Array<() => void> = [];
@@ -100,6 +114,7 @@ export class RunHost implements ActorRuntime {
     }
     this.#journalSeq = checkpoint.journalSeq;
     this.#checkpointSeq = checkpoint.seq;
+    if (checkpoint.usage) this.#usage = structuredClone(checkpoint.usage);
     const pending: Array<[string, Envelope[]]> = [];
     for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
       const cursor = checkpoint.cursors[actorId] ?? 0;
@@ -210,6 +225,7 @@ export class RunHost implements ActorRuntime {
       return response;
     }
     const { provider, model } = resolveModel(this.#o.models, step.model);
+    const spent = this.#reserveStep(agentId);
     const started = this.clock.now();
     let response: ModelResponse;
     try {
@@ -240,6 +256,11 @@ export class RunHost implements ActorRuntime {
       throw error;
     }
     const ms = this.clock.now() - started;
+    const tokens = response.usage.inputTokens + response.usage.outputTokens;
+    for (const totals of spent) {
+      totals.tokens += tokens;
+      totals.cost += response.cost ?? 0;
+    }
     const served = response.model ?? `${provider.id}:${model}`;
     this.#record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: this.clock.now() });
     this.#journal('model.call', agentId, {
@@ -253,6 +274,44 @@ export class RunHost implements ActorRuntime {
     });
     this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
     return response;
+  }
+
+  /**
+   * Checks the run's and the agent's budgets and reserves one step in both, before the
+   * call is made. The reservation is part of the next checkpoint, so a restart does not
+   * hand the run a fresh budget.
+   */
+  #reserveStep(agentId: string): UsageTotals[] {
+    const budgets = this.#o.definition.budgets;
+    const agentTotals = (this.#usage.agents[agentId] ??= { steps: 0, tokens: 0, cost: 0 });
+    const checks: Array<[string, Budget | undefined, UsageTotals]> = [
+      ['run', budgets?.run, this.#usage.total],
+      [`agent ${agentId}`, budgets?.agents?.[agentId], agentTotals],
+    ];
+    for (const [scope, budget, used] of checks) {
+      if (!budget) continue;
+      const over =
+        budget.maxSteps !== undefined && used.steps + 1 > budget.maxSteps
+          ? `${budget.maxSteps} model steps`
+          : budget.maxTokens !== undefined && used.tokens >= budget.maxTokens
+            ? `${budget.maxTokens} tokens (used ${used.tokens})`
+            : budget.maxCost !== undefined && used.cost >= budget.maxCost
+              ? `$${budget.maxCost} (spent $${used.cost.toFixed(4)})`
+              : undefined;
+      if (over) {
+        throw new TroupeError(ErrorCode.BUDGET_EXCEEDED, `budget of the ${scope} exhausted: ${over}`, {
+          details: { scope, budget, used: { ...used }, retryable: false },
+        });
+      }
+    }
+    this.#usage.total.steps += 1;
+    agentTotals.steps += 1;
+    return [this.#usage.total, agentTotals];
+  }
+
+  /** Model use so far, in total and per agent. */
+  get usage(): UsageLedger {
+    return structuredClone(this.#usage);
   }
 
   async runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
@@ -273,6 +332,7 @@ export class RunHost implements ActorRuntime {
       signal,
       previous: recorded,
       decision: step.decisions[callId],
+      blackboard: this.#blackboard(agentId),
       // The intent must be on disk before the tool touches the world.
       // Written with a full checkpoint, so everything that led to the call is durable too.
       recordIntent: async (entry) => {
@@ -326,6 +386,18 @@ export class RunHost implements ActorRuntime {
       seq: 0,
       ts: this.clock.now(),
     });
+  }
+
+  #blackboard(agentId: string): BlackboardAccess | undefined {
+    const ref = this.#actor.system.get('blackboard') as AnyActorRef | undefined;
+    if (!ref) return undefined;
+    return {
+      read: () => {
+        const entries = (ref.getSnapshot() as { context: { entries: Record<string, { value: unknown }> } }).context.entries;
+        return Object.fromEntries(Object.entries(entries).map(([key, entry]) => [key, entry.value]));
+      },
+      write: (key, value) => ref.send({ type: 'write', key, value, by: agentId, at: this.clock.now() } as { type: string }),
+    };
   }
 
   // ---- mailboxes -----------------------------------------------------------------------
@@ -442,6 +514,7 @@ export class RunHost implements ActorRuntime {
       cursors,
       mailboxSeq,
       journalSeq: this.#journalSeq,
+      usage: this.#usage,
     };
     this.record.checkpoint = checkpoint.seq;
     if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';

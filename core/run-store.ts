@@ -56,6 +56,21 @@ export interface Checkpoint {
   mailboxSeq: Record<string, number>;
   /** Sequence number of the newest journal entry at this point. */
   journalSeq: number;
+  /** Model use so far (steps reserved, tokens, cost), for budgets that survive restarts. */
+  usage?: UsageLedger;
+}
+
+/** Model use of a run, in total and per agent. */
+export interface UsageTotals {
+  steps: number;
+  tokens: number;
+  cost: number;
+}
+
+/** What {@link Checkpoint.usage} holds. */
+export interface UsageLedger {
+  total: UsageTotals;
+  agents: Record<string, UsageTotals>;
 }
 
 /** What the journal records. */

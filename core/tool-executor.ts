@@ -2,7 +2,7 @@ import type { ApprovalDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
-import type { Tool, ToolContext } from './tool.js';
+import type { BlackboardAccess, Tool, ToolContext } from './tool.js';
 
 /** Inputs of {@link executeTool}. */
 export interface ExecuteToolOptions {
@@ -16,6 +16,7 @@ export interface ExecuteToolOptions {
   previous: LedgerEntry | undefined;
   /** A human's decision on this exact call, when it waited for one. */
   decision?: ApprovalDecision | undefined;
+  blackboard?: BlackboardAccess | undefined;
   /** Durably records the intent; resolves once it is on disk. */
   recordIntent(entry: LedgerEntry): Promise<void>;
   now(): number;
@@ -54,6 +55,7 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     idempotencyKey: previous?.idempotencyKey ?? `${options.runId}:${callId}`,
     runId: options.runId,
     agentId: options.agentId,
+    ...(options.blackboard ? { blackboard: options.blackboard } : {}),
   };
 
   if (previous?.status === 'intent' && !decision) {
