@@ -9,6 +9,7 @@ import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import { levelStorage } from '../storage/level.js';
 import { loadCrewModule } from './load.js';
+import { createLiveView } from './live-view.js';
 import { createProgressPrinter } from './progress.js';
 
 const DEFAULT_DB = './.troupe';
@@ -16,6 +17,7 @@ const DEFAULT_DB = './.troupe';
 const program = new Command()
   .name('troupe')
   .description('Durable multi-agent crews on XState: run, resume and inspect them.')
+  .option('--plain', 'one line per event even on a terminal (no live view)')
   .showHelpAfterError();
 
 /** Opens the node, runs `work`, and on SIGINT/SIGTERM checkpoints before exiting. */
@@ -32,9 +34,18 @@ async function withNode(db: string, models: ModelProviders, work: (node: TroupeN
   return await work(node);
 }
 
-/** Prints every event of the node; the first line is always the run id (from run.started/resumed). */
+let live: ReturnType<typeof createLiveView> | undefined;
+
+/**
+ * Prints every event of the node: JSON lines, a live in-place view on a terminal (`--live`,
+ * the default on a TTY), or one line per event (the first is always the run id).
+ */
 function watch(node: TroupeNode, json: boolean): void {
-  node.subscribe(json ? (event) => process.stdout.write(`${JSON.stringify(event)}\n`) : createProgressPrinter(process.stdout));
+  if (json) node.subscribe((event) => process.stdout.write(`${JSON.stringify(event)}\n`));
+  else if (process.stdout.isTTY && !program.opts().plain) {
+    live = createLiveView(process.stdout);
+    node.subscribe(live.listener);
+  } else node.subscribe(createProgressPrinter(process.stdout));
 }
 
 /** Exit code of a run that stopped to wait for a human. */
@@ -47,6 +58,7 @@ async function follow(run: RunHandle, json: boolean): Promise<number> {
     run.subscribe((event) => event.type === 'approval.requested' && resolve(event)),
   );
   const outcome = await Promise.race([run.settled(), parked]);
+  live?.stop();
   if ('type' in outcome) {
     await run.stop();
     if (json) process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: run.id, approvalId: outcome.approvalId })}\n`);

@@ -563,6 +563,12 @@ export class RunHost implements ActorRuntime {
 
   #finish(output: RunOutput): void {
     if (this.status !== 'running') return;
+    const finalState = stateString((this.#actor.getSnapshot() as { value?: unknown }).value);
+    if (this.#lastState.get(ROOT_ACTOR_ID) !== finalState) {
+      this.#lastState.set(ROOT_ACTOR_ID, finalState);
+      this.#journal('state', ROOT_ACTOR_ID, { state: finalState });
+      this.#emit({ type: 'state', runId: this.runId, actor: ROOT_ACTOR_ID, state: finalState });
+    }
     const failed = output?.status === 'failed';
     this.record.status = failed ? 'failed' : 'completed';
     this.record.output = output?.output ?? '';
