@@ -1,0 +1,203 @@
+/**
+ * Cold-resume time of a run stopped mid-conversation, next to its baseline measured in the
+ * same process (open the same LevelDB and read its latest checkpoint, nothing else).
+ *
+ * A seed run is started on a fresh LevelDB and the node is closed once the run has made K
+ * checkpoints (the scripted model has latency, so the run is still going); the storage is
+ * closed too. Each trial then works on a fresh copy of that directory: open `levelStorage`,
+ * `createNode({ storage, models, crews })` (which resumes unfinished runs), and time
+ *   - until the run handle exists (`node.get(runId)`),
+ *   - until the first `checkpoint` event after the resume.
+ * "Cold" means a closed database and a node that has never seen the run; the process, its
+ * modules and the OS page cache are warm. One unmeasured trial comes first.
+ *
+ *   npx tsx bench/resume-time.ts [--quick]
+ *
+ * Prints one JSON object. Not a test: nothing is asserted.
+ */
+import { cp, open, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createNode, scriptedModel, type CrewDefinition, type RunEvent, type Script } from '../index.js';
+import { createRunStore, keys } from '../core/run-store.js';
+import { levelStorage } from '../storage/level.js';
+import { machineInfo, round, stepCrew, summarize, tempDir } from './durable-step.js';
+
+/** Latency of the scripted model: keeps the seed run going while we stop it. */
+const LATENCY_MS = 2;
+
+interface Variant {
+  name: string;
+  def: CrewDefinition;
+  script: Script;
+  runId: string;
+}
+
+async function dirKB(dir: string): Promise<number> {
+  let bytes = 0;
+  for (const name of await readdir(dir)) bytes += (await stat(join(dir, name))).size;
+  return round(bytes / 1024);
+}
+
+/**
+ * Copies the database and fsyncs the copy, so that LevelDB's own fsyncs on open do not wait
+ * for the write-back of the copy (which made the open time of the first trials jump).
+ */
+async function durableCopy(from: string, to: string): Promise<void> {
+  await cp(from, to, { recursive: true });
+  for (const name of await readdir(to)) {
+    const file = await open(join(to, name), 'r');
+    try {
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+  }
+  const dir = await open(to, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+const models = (script: Script) => ({ scripted: scriptedModel({ script, latencyMs: LATENCY_MS }) });
+
+/** Runs `variant` on a fresh LevelDB at `dir` until it has made `k` checkpoints, then stops it. */
+async function seed(dir: string, variant: Variant, k: number) {
+  const storage = await levelStorage({ path: dir });
+  const node = await createNode({ storage, models: models(variant.script), crews: [variant.def] });
+  let count = 0;
+  let reached!: () => void;
+  const enough = new Promise<void>((resolve) => (reached = resolve));
+  node.subscribe((event: RunEvent) => {
+    if (event.type === 'checkpoint' && event.runId === variant.runId && ++count >= k) reached();
+  });
+  const run = await node.run(variant.def, { input: 'go', runId: variant.runId });
+  await Promise.race([enough, run.settled().then(() => Promise.reject(new Error(`seed run of ${variant.name} ended before ${k} checkpoints`)))]);
+  await node.close();
+  const store = createRunStore(storage);
+  const record = await store.requireRun(variant.runId);
+  const raw = await storage.get(keys.checkpoint(variant.runId, record.checkpoint));
+  await storage.close();
+  if (record.status !== 'running') throw new Error(`seed run of ${variant.name} is ${record.status}, not resumable`);
+  return { checkpointsSeen: count, resumesFromCheckpoint: record.checkpoint, checkpointKB: round((raw?.byteLength ?? 0) / 1024), dbKB: await dirKB(dir) };
+}
+
+/** Baseline: open the LevelDB copy and read (decode) its latest checkpoint. */
+async function baselineTrial(dir: string, runId: string) {
+  const t0 = performance.now();
+  const storage = await levelStorage({ path: dir });
+  const opened = performance.now();
+  const checkpoint = await createRunStore(storage).latestCheckpoint(runId);
+  const read = performance.now();
+  await storage.close();
+  if (!checkpoint) throw new Error('baseline found no checkpoint');
+  return { openMs: opened - t0, openAndReadMs: read - t0 };
+}
+
+/** Cold resume of the run in the LevelDB copy at `dir`. */
+async function resumeTrial(dir: string, variant: Variant, expectSeq: number) {
+  const t0 = performance.now();
+  const storage = await levelStorage({ path: dir });
+  const opened = performance.now();
+  const node = await createNode({ storage, models: models(variant.script), crews: [variant.def] });
+  // Subscribed before anything else can run: the resume's first checkpoint is written by
+  // LevelDB on its thread pool and reported from a later turn of the event loop.
+  let firstCheckpoint!: (seq: number) => void;
+  const checkpointed = new Promise<number>((resolve) => (firstCheckpoint = resolve));
+  const unsubscribe = node.subscribe((event: RunEvent) => {
+    if (event.type === 'checkpoint' && event.runId === variant.runId) firstCheckpoint(event.seq);
+  });
+  const handle = node.get(variant.runId);
+  const handled = performance.now();
+  if (!handle) throw new Error(`createNode did not resume ${variant.runId}`);
+  const seq = await checkpointed;
+  const done = performance.now();
+  unsubscribe();
+  await node.close();
+  await storage.close();
+  return { openMs: opened - t0, createNodeMs: handled - opened, handleMs: handled - t0, firstCheckpointMs: done - t0, seqOk: seq === expectSeq };
+}
+
+async function benchVariant(root: string, variant: Variant, k: number, trials: number) {
+  const seedDir = join(root, `${variant.name}-seed`);
+  const seeded = await seed(seedDir, variant, k);
+  const baseline: Array<Awaited<ReturnType<typeof baselineTrial>>> = [];
+  const resumed: Array<Awaited<ReturnType<typeof resumeTrial>>> = [];
+  // Every trial gets its own fresh, fsynced copy, made before any trial runs; they are removed
+  // with the temp root afterwards.
+  const copies: Array<[string, string]> = [];
+  for (let i = 0; i <= trials; i++) {
+    const pair: [string, string] = [join(root, `${variant.name}-base-${i}`), join(root, `${variant.name}-resume-${i}`)];
+    await durableCopy(seedDir, pair[0]);
+    await durableCopy(seedDir, pair[1]);
+    copies.push(pair);
+  }
+  // Trial 0 is a warm-up and is discarded; baseline and resume alternate.
+  for (let i = 0; i <= trials; i++) {
+    const [a, b] = copies[i]!;
+    const base = await baselineTrial(a, variant.runId);
+    const res = await resumeTrial(b, variant, seeded.resumesFromCheckpoint + 1);
+    if (i > 0) {
+      baseline.push(base);
+      resumed.push(res);
+    }
+  }
+  const pick = <T, K extends keyof T>(rows: T[], key: K) => rows.map((r) => r[key] as number);
+  const handle = summarize(pick(resumed, 'handleMs'));
+  const first = summarize(pick(resumed, 'firstCheckpointMs'));
+  const base = summarize(pick(baseline, 'openAndReadMs'));
+  return {
+    agents: variant.def.agents.length,
+    k,
+    seed: seeded,
+    trials,
+    warmupTrialsDiscarded: 1,
+    baseline: {
+      what: 'levelStorage open + read latest checkpoint',
+      levelOpen: summarize(pick(baseline, 'openMs')),
+      levelOpenAndReadCheckpoint: base,
+    },
+    coldResume: {
+      levelOpen: summarize(pick(resumed, 'openMs')),
+      createNode: summarize(pick(resumed, 'createNodeMs')),
+      untilRunHandle: handle,
+      untilFirstCheckpoint: first,
+      firstCheckpointSeqOk: resumed.every((r) => r.seqOk),
+    },
+    ratios: {
+      runHandleP50VsBaselineP50: round(handle.p50Ms / base.p50Ms),
+      firstCheckpointP50VsBaselineP50: round(first.p50Ms / base.p50Ms),
+    },
+  };
+}
+
+export interface ResumeOptions {
+  k?: number;
+  trials?: number;
+}
+
+export async function benchResume(options: ResumeOptions = {}) {
+  const k = options.k ?? 50;
+  const trials = options.trials ?? 10;
+  const root = await tempDir('resume');
+  try {
+    // One agent with far more steps than K checkpoints cover.
+    const one = stepCrew('resume-one', 200);
+    // Ten agents, each with its own script of 5 steps: K checkpoints end inside the 3rd or 4th.
+    const tenIds = Array.from({ length: 10 }, (_, i) => `agent${i + 1}`);
+    const ten = stepCrew('resume-ten', 5, tenIds);
+    const oneAgent = await benchVariant(root, { name: 'one', def: one.def, script: one.script, runId: 'resume-one' }, k, trials);
+    const tenAgents = await benchVariant(root, { name: 'ten', def: ten.def, script: ten.script, runId: 'resume-ten' }, k, trials);
+    return { scriptedLatencyMs: LATENCY_MS, oneAgent, tenAgents };
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const quick = process.argv.includes('--quick');
+  const resume = await benchResume(quick ? { k: 20, trials: 3 } : {});
+  console.log(JSON.stringify({ machine: await machineInfo(), resume }, null, 2));
+}
