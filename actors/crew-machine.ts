@@ -1,7 +1,7 @@
 import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 'xstate';
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import type { SerializedError } from '../core/errors.js';
-import type { ActorRuntime } from '../core/runtime.js';
+import type { ActorRuntime, MachineScope } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
 import { createAgentMachine } from './agent.js';
 import { BLACKBOARD_ID, blackboardTools, createBlackboardLogic } from './blackboard.js';
@@ -51,28 +51,57 @@ export interface CrewOutput {
 type CrewEvent = { type: 'troupe.envelope'; envelope: Envelope };
 type Enqueue = { assign(update: Partial<CrewContext>): void } & ((fn: () => void) => void);
 
+/** The agents' machines, with their control tools and the crew's shared tools, by `src` name. */
+function agentLogic(def: CrewDefinition, runtime: ActorRuntime): Record<string, AnyActorLogic> {
+  const process = def.process;
+  // Remote agents cannot reach the crew's blackboard, which lives with the crew root.
+  const shared: Tool[] = def.blackboard && !def.placement ? blackboardTools() : [];
+  const controlsOf = (id: string): ControlTool[] => {
+    if (process.kind === 'hierarchical' && id === process.manager) return [delegateTool(def.agents.map((a) => a.id).filter((a) => a !== id))];
+    if (process.kind === 'handoff' && process.routes[id]!.length > 0) return [handoffTool(process.routes[id]!)];
+    return [];
+  };
+  return Object.fromEntries(def.agents.map((a) => [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared] }, runtime, controlsOf(a.id))]));
+}
+
+/**
+ * The root of a run part: hosts the agents a crew placed on this node, as children with
+ * their own `systemId`, until the crew root (on its origin node) says the run ended.
+ */
+export function createCrewPartMachine(def: CrewDefinition, runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine {
+  const actors = agentLogic(def, runtime);
+  return setup({
+    types: {} as { events: { type: 'troupe.envelope'; envelope: Envelope } },
+    actors,
+    guards: { isEnd: ({ event }) => event.envelope.type === 'troupe.end' },
+  }).createMachine({
+    id: `${def.id}-part`,
+    invoke: actorIds.map((id) => ({ id, systemId: id, src: `agent:${id}` })) as never,
+    initial: 'hosting',
+    states: {
+      hosting: { on: { 'troupe.envelope': { guard: 'isEnd', target: 'ended' } } },
+      ended: { type: 'final' },
+    },
+    output: () => ({ status: 'completed', output: '', error: null }),
+  });
+}
+
 /**
  * Builds the root machine of one run of `def`: a coordinator whose children are the agents
  * (and the blackboard), invoked with explicit `id` and `systemId`, so one deep persisted
  * snapshot holds the whole crew at a consistent point. What to do next comes from the pure
  * process functions; supervision decides on failures.
  */
-export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime): AnyStateMachine {
+export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine {
   const process = def.process;
-  const shared: Tool[] = def.blackboard ? blackboardTools() : [];
-  const controlsOf = (id: string): ControlTool[] => {
-    if (process.kind === 'hierarchical' && id === process.manager) return [delegateTool(def.agents.map((a) => a.id).filter((a) => a !== id))];
-    if (process.kind === 'handoff' && process.routes[id]!.length > 0) return [handoffTool(process.routes[id]!)];
-    return [];
-  };
-  const actors: Record<string, unknown> = Object.fromEntries(
-    def.agents.map((a) => [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared] }, runtime, controlsOf(a.id))]),
-  );
+  const actors = agentLogic(def, runtime);
   actors.durableTimer = durableTimer(runtime.clock);
   if (def.blackboard) actors[BLACKBOARD_ID] = createBlackboardLogic(def.blackboard.initial);
+  // Agents placed on other nodes are not children here: they are reached by envelope.
+  const local = def.agents.filter((a) => scope?.isLocal(a.id) ?? true);
   const invoke = [
     ...(def.blackboard ? [{ id: BLACKBOARD_ID, systemId: BLACKBOARD_ID, src: BLACKBOARD_ID }] : []),
-    ...def.agents.map((a) => ({ id: a.id, systemId: a.id, src: `agent:${a.id}` })),
+    ...local.map((a) => ({ id: a.id, systemId: a.id, src: `agent:${a.id}` })),
   ];
 
   /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
@@ -103,7 +132,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime): A
 
   return setup({
     types: {} as { context: CrewContext; events: CrewEvent; input: { input: string } },
-    actors: actors as Record<string, AnyActorLogic>,
+    actors,
     guards: {
       isAssignmentReply: ({ context, event }) => (event.envelope.type === 'result' || event.envelope.type === 'failure') && pick(context, event.envelope) !== undefined,
       isDelegation: ({ event }) => event.envelope.type === 'delegate',

@@ -2,7 +2,7 @@ import type { AgentDefinition } from './agent.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
 import { CONTROL_NAMES } from './controls.js';
-import { createCrewMachine } from './crew-machine.js';
+import { createCrewMachine, createCrewPartMachine } from './crew-machine.js';
 import type { ChatLine, ProcessConfig, SpeakerSelector, TaskTemplate } from './processes.js';
 import { resolveSupervision, type SupervisionPolicy } from './supervision.js';
 
@@ -47,6 +47,11 @@ export interface CrewOptions {
   blackboard?: boolean | { initial?: Record<string, unknown> };
   /** Limits for the whole run, enforced before each model call and persisted. */
   budget?: Budget;
+  /**
+   * Agents to run on other nodes, by node id (`{ writer: 'node-b' }`). Those nodes must
+   * register this crew too; they host and persist their agents and resume them on restart.
+   */
+  placement?: Record<string, string>;
 }
 
 /** A fully-defaulted crew definition. */
@@ -111,6 +116,10 @@ export function crew(options: CrewOptions): CrewDefinition {
     ids.push(a.id);
   }
   assertMigrations(`crew "${options.id}"`, options.migrations ?? []);
+  for (const [agentId, node] of Object.entries(options.placement ?? {})) {
+    if (!ids.includes(agentId)) throw new TypeError(`crew "${options.id}": placement names "${agentId}", which is not one of its agents`);
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(node)) throw new TypeError(`crew "${options.id}": node id "${node}" must match /^[A-Za-z0-9_-]{1,64}$/`);
+  }
   const supervision = resolveSupervision(`crew "${options.id}"`, options.supervision);
   const bb = options.blackboard;
   const def: CrewDefinition = {
@@ -128,7 +137,9 @@ export function crew(options: CrewOptions): CrewDefinition {
       ...(options.budget ? { run: options.budget } : {}),
       agents: Object.fromEntries(options.agents.filter((a) => a.budget).map((a) => [a.id, a.budget!])),
     },
-    createMachine: (runtime) => createCrewMachine(def, runtime),
+    ...(options.placement && Object.keys(options.placement).length ? { placement: { ...options.placement } } : {}),
+    createMachine: (runtime, scope) => createCrewMachine(def, runtime, scope),
+    createPartMachine: (runtime, actorIds) => createCrewPartMachine(def, runtime, actorIds),
   };
   return def;
 }

@@ -9,7 +9,8 @@ import type { ModelProviders } from './model.js';
 import { runHistory, writeFork, type HistoryEntry } from './history.js';
 import { upgradeCheckpoint } from './migrations.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
-import { RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
+import { ASK_PREFIX, partActorId, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
+import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type SpawnPayload, type TransportFactory } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { Storage } from './storage.js';
 
@@ -32,6 +33,13 @@ export interface NodeOptions {
   maxEnvelopeBytes?: number;
   /** Default timeout of {@link TroupeNode.ask}. Default 30 s. */
   askTimeoutMs?: number;
+  /**
+   * This node's name among its peers (`[A-Za-z0-9_-]`, default `local`). Crews place actors
+   * on nodes by this name.
+   */
+  nodeId?: string;
+  /** How this node reaches its peers (e.g. `wsTransport({...})` from `troupe/transports/ws`). */
+  transport?: TransportFactory;
 }
 
 interface ResolvedNodeOptions {
@@ -45,6 +53,7 @@ interface ResolvedNodeOptions {
   inspect: NodeOptions['inspect'];
   maxEnvelopeBytes: number;
   askTimeoutMs: number;
+  nodeId: string;
 }
 
 /** Options of {@link TroupeNode.run}. */
@@ -100,6 +109,8 @@ export interface TroupeNode extends AsyncDisposable {
    * replayed from the journal, not redone; the original run is not touched.
    */
   fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
+  /** This node's name among its peers. */
+  readonly nodeId: string;
   /** The active run `runId`, if this node hosts it. */
   get(runId: string): RunHandle | undefined;
   /** The run index, newest first. */
@@ -125,7 +136,6 @@ export interface TroupeNode extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-const ASK_INBOX = '_ask';
 
 /**
  * Creates a node on `storage`. With `crews` registered it resumes their unfinished runs
@@ -149,7 +159,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     inspect: options.inspect,
     maxEnvelopeBytes: options.maxEnvelopeBytes ?? DEFAULT_MAX_FRAME_BYTES,
     askTimeoutMs: options.askTimeoutMs ?? 30_000,
+    nodeId: options.nodeId ?? 'local',
   };
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
+  // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
+  const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
+  let transport: NodeTransport | undefined;
   const store = createRunStore(o.storage);
   const hosts = new Map<string, RunHost>();
   const events = new EventHub<RunEvent>();
@@ -193,21 +208,70 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     };
   };
 
-  const route = (envelope: Envelope): Promise<void> => {
+  const sendRemote = (toNode: string, envelope: Envelope): Promise<void> => {
+    if (toNode === o.nodeId) throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
+    if (!transport) {
+      throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `${envelope.to} lives on node "${toNode}", and this node has no transport`, { details: { to: envelope.to, node: toNode } });
+    }
+    return transport.send(toNode, envelope);
+  };
+
+  /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
+  const route = async (envelope: Envelope): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
-    if (runId === ASK_INBOX) {
+    if (runId?.startsWith(`${ASK_PREFIX}.`)) {
+      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope);
       const pending = asks.get(actorId);
-      if (!pending) return Promise.resolve(); // the asker timed out; a late answer is dropped
+      if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
       pending.cancel();
       pending.resolve(envelope);
-      return Promise.resolve();
+      return;
+    }
+    if (runId !== undefined && actorId.startsWith(`${PART_ACTOR_ID}.`)) {
+      const target = actorId.slice(PART_ACTOR_ID.length + 1);
+      if (target !== o.nodeId) return sendRemote(target, envelope);
+      if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
+      const part = hosts.get(runId);
+      if (part && part.status === 'running') return part.accept(envelope);
+      return; // the part already ended here: nothing to do
     }
     const host = runId === undefined ? undefined : hosts.get(runId);
-    if (!host || host.status !== 'running') {
-      throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
+    if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope);
+    if (host && host.status === 'running') return host.accept(envelope);
+    throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
+  };
+
+  /** Starts hosting the actors a peer placed on this node for one of its runs. */
+  const spawnPart = async (runId: string, envelope: Envelope): Promise<void> => {
+    const spawn = envelope.payload as SpawnPayload;
+    const existing = await store.getRun(runId);
+    if (existing) return; // a redelivered spawn: the part exists (maybe resumed, maybe done)
+    const definition = o.crews.get(spawn.crew);
+    if (!definition) {
+      throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `node "${o.nodeId}" was asked to host ${spawn.actors.join(', ')} of crew "${spawn.crew}", which it does not know`, {
+        details: { runId, crew: spawn.crew },
+      });
     }
-    return host.accept(envelope);
+    const now = o.clock.now();
+    const record: RunRecord = {
+      id: runId,
+      crew: spawn.crew,
+      version: spawn.version,
+      ...(spawn.source ? { source: spawn.source } : {}),
+      status: 'running',
+      input: spawn.input,
+      startedAt: now,
+      updatedAt: now,
+      checkpoint: 0,
+      resumes: 0,
+      part: { origin: spawn.origin, actors: spawn.actors },
+    };
+    const host = newHost(definition, record);
+    track(host);
+    host.start(spawn.input);
+    // Acknowledged only once the part is on disk: a crash now resumes it, never loses it.
+    await host.checkpointNow();
   };
 
   const track = (host: RunHost) => {
@@ -228,13 +292,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       sync: o.sync,
       inspect: o.inspect,
       events,
-      route: (envelope) => {
-        try {
-          void route(envelope).catch(() => {});
-        } catch {
-          // Undeliverable outbound mail is journaled by the sender as sent; nothing to undo.
-        }
-      },
+      nodeId: o.nodeId,
+      route,
     });
 
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
@@ -260,6 +319,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     get status() {
       return status;
     },
+    nodeId: o.nodeId,
     subscribe: (listener) => events.subscribe(listener),
 
     async run(definition, runOptions) {
@@ -368,7 +428,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const envelope = parseEnvelope(
         {
           id: o.ids('env'),
-          from: sendOptions.from ?? `${ASK_INBOX}/node`,
+          from: sendOptions.from ?? `${askInbox}/node`,
           to,
           type,
           payload,
@@ -386,7 +446,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const corr = askOptions.corr ?? o.ids('ask');
       const timeoutMs = askOptions.timeoutMs ?? o.askTimeoutMs;
       const envelope = parseEnvelope(
-        { id: o.ids('env'), from: askOptions.from ?? `${ASK_INBOX}/${corr}`, to, type, payload, corr, replyTo: `${ASK_INBOX}/${corr}`, seq: 0, ts: o.clock.now() },
+        { id: o.ids('env'), from: askOptions.from ?? `${askInbox}/${corr}`, to, type, payload, corr, replyTo: `${askInbox}/${corr}`, seq: 0, ts: o.clock.now() },
         { maxBytes: o.maxEnvelopeBytes },
       );
       const reply = new Promise<Envelope>((resolve, reject) => {
@@ -426,6 +486,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         asks.clear();
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
+        await transport?.close();
         events.end();
         // The storage was opened by the caller, who closes it.
         status = 'closed';
@@ -437,6 +498,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
   };
 
+  if (options.transport) {
+    transport = await options.transport({
+      nodeId: o.nodeId,
+      storage: o.storage,
+      // Peers' envelopes are untrusted: validated and bounded like any other input.
+      deliver: (envelope) => {
+        ensureRunning();
+        return route(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+      },
+    });
+  }
   if (o.resume) await node.resumeAll();
   return node;
 }

@@ -24,9 +24,16 @@ import type { StorageOp } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
 import { stateString } from './history.js';
 import { executeTool } from './tool-executor.js';
+import { PART_ACTOR_ID, SystemMessage, type SpawnPayload } from './transport.js';
 
 /** The address of the root actor inside every run. */
 export const ROOT_ACTOR_ID = 'crew';
+
+/** Addresses starting with this are a node's ephemeral `ask` inboxes (`_ask.<node>/<corr>`). */
+export const ASK_PREFIX = '_ask';
+
+/** The root of a run part hosted by `nodeId`. */
+export const partActorId = (nodeId: string) => `${PART_ACTOR_ID}.${nodeId}`;
 
 /** Everything a run host needs from its node. */
 export interface RunHostOptions {
@@ -37,8 +44,10 @@ export interface RunHostOptions {
   clock: Clock;
   ids: IdGenerator;
   sync: boolean;
-  /** Hands an envelope addressed outside this run back to the node. Called after it is durable. */
-  route(envelope: Envelope): void;
+  /** Hands an envelope leaving this node's part of the run to the node; called once it is durable. */
+  route(envelope: Envelope): Promise<void>;
+  /** This node's id (where unplaced actors of runs started here live). */
+  nodeId: string;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Node-wide event fan-out. */
   events: EventHub<RunEvent>;
@@ -81,6 +90,11 @@ export class RunHost implements ActorRuntime {
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   #afterWrite: Array<() => void> = [];
   #outbox: Envelope[] = [];
+  /** The root actor's address inside the run: `crew`, or `_part.<node>` on a remote part. */
+  readonly rootId: string;
+  readonly #locals: Set<string>;
+  readonly #seen: string[] = [];
+  readonly #seenSet = new Set<string>();
   #journalSeq = 0;
   #checkpointSeq = 0;
   #captureScheduled = false;
@@ -96,13 +110,57 @@ export class RunHost implements ActorRuntime {
     this.clock = options.clock;
     this.record = options.record;
     this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
+    const part = options.record.part;
+    const def = options.definition;
+    this.rootId = part ? partActorId(options.nodeId) : ROOT_ACTOR_ID;
+    this.#locals = new Set(
+      part ? [...part.actors, this.rootId] : [ROOT_ACTOR_ID, ...def.actorIds.filter((a) => (def.placement?.[a] ?? options.nodeId) === options.nodeId)],
+    );
+  }
+
+  /** Whether `actorId` of this run lives on this node. */
+  isLocal(actorId: string): boolean {
+    return this.#locals.has(actorId);
+  }
+
+  /** The node that hosts `actorId` of this run. */
+  nodeOf(actorId: string): string {
+    if (this.#locals.has(actorId)) return this.#o.nodeId;
+    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) return actorId.slice(PART_ACTOR_ID.length + 1);
+    const placed = this.#o.definition.placement?.[actorId];
+    return placed ?? this.record.part?.origin ?? this.#o.nodeId;
+  }
+
+  /** Nodes other than this one that host actors of the run. */
+  #remoteNodes(): string[] {
+    if (this.record.part) return [this.record.part.origin];
+    return [...new Set(Object.values(this.#o.definition.placement ?? {}))].filter((n) => n !== this.#o.nodeId);
+  }
+
+  #createMachine() {
+    const part = this.record.part;
+    if (!part) return this.#o.definition.createMachine(this, { isLocal: (a) => this.isLocal(a) });
+    if (!this.#o.definition.createPartMachine) throw new TypeError(`crew "${this.#o.definition.id}" cannot host a part of a run on another node`);
+    return this.#o.definition.createPartMachine(this, part.actors);
   }
 
   /** Starts a fresh run with `input`. */
   start(input: string): void {
     this.#emit({ type: 'run.started', runId: this.runId, crew: this.record.crew });
-    this.#journal('run.started', ROOT_ACTOR_ID, { input, crew: this.record.crew, version: this.record.version });
-    this.#boot(createActor(this.#o.definition.createMachine(this), { input: { input }, systemId: ROOT_ACTOR_ID, inspect: this.#inspect }));
+    this.#journal('run.started', this.rootId, { input, crew: this.record.crew, version: this.record.version, ...(this.record.part ? { part: this.record.part } : {}) });
+    if (!this.record.part) {
+      // Remote nodes are told first: per-pair order puts the spawn before any task for them.
+      for (const node of this.#remoteNodes()) {
+        const actors = this.#o.definition.actorIds.filter((a) => this.#o.definition.placement?.[a] === node);
+        const payload: SpawnPayload = { crew: this.record.crew, version: this.record.version, input, origin: this.#o.nodeId, actors, ...(this.record.source ? { source: this.record.source } : {}) };
+        this.#outbox.push(this.#systemEnvelope(node, SystemMessage.spawn, payload));
+      }
+    }
+    this.#boot(createActor(this.#createMachine(), { input: { input }, systemId: this.rootId, inspect: this.#inspect }));
+  }
+
+  #systemEnvelope(node: string, type: string, payload: unknown): Envelope {
+    return { id: this.newId('env'), from: address(this.runId, this.rootId), to: address(this.runId, partActorId(node)), type, payload, seq: 0, ts: this.clock.now() };
   }
 
   /** Restores the run from `checkpoint`, with the ledger and undelivered mail from storage. */
@@ -115,6 +173,8 @@ export class RunHost implements ActorRuntime {
     this.#journalSeq = checkpoint.journalSeq;
     this.#checkpointSeq = checkpoint.seq;
     if (checkpoint.usage) this.#usage = structuredClone(checkpoint.usage);
+    for (const id of checkpoint.seen ?? []) this.#remember(id);
+    const unrouted = await store.outbox(this.runId);
     const pending: Array<[string, Envelope[]]> = [];
     for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
       const cursor = checkpoint.cursors[actorId] ?? 0;
@@ -123,11 +183,12 @@ export class RunHost implements ActorRuntime {
     }
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq });
-    this.#journal('run.resumed', ROOT_ACTOR_ID, { checkpoint: checkpoint.seq });
-    const machine = this.#o.definition.createMachine(this);
-    this.#boot(createActor(machine, { snapshot: checkpoint.snapshot as never, systemId: ROOT_ACTOR_ID, inspect: this.#inspect }));
+    this.#journal('run.resumed', this.rootId, { checkpoint: checkpoint.seq });
+    this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
     for (const [actorId, envelopes] of pending) this.#mailbox(actorId).queue.push(...envelopes.filter((e) => e.seq <= checkpoint.mailboxSeq[actorId]!));
     this.#scheduleDelivery();
+    // Mail that was durable but not yet handed on when the process stopped (at least once).
+    for (const envelope of unrouted) this.#routeOut(envelope);
   }
 
   #boot(actor: AnyActor): void {
@@ -153,6 +214,11 @@ export class RunHost implements ActorRuntime {
       });
     }
     return result;
+  }
+
+  /** Writes a checkpoint now; resolves once it is durable. */
+  checkpointNow(): Promise<void> {
+    return this.status === 'running' ? this.#capture() : this.#writeChain;
   }
 
   /** Resolves with the outcome, whatever it is. */
@@ -192,11 +258,12 @@ export class RunHost implements ActorRuntime {
     };
     this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
     this.#emit({ type: 'message', runId: this.runId, from: this.#qualify(envelope.from), to: this.#qualify(envelope.to), messageType: envelope.type });
-    if (!envelope.to.includes('/')) this.#enqueue(envelope.to, envelope);
+    if (this.isLocal(envelope.to)) this.#enqueue(envelope.to, envelope);
     else {
       // Leaving the run: the receiver needs full addresses to answer.
       this.#outbox.push({
         ...envelope,
+        to: this.#qualify(envelope.to),
         from: this.#qualify(envelope.from),
         ...(envelope.replyTo ? { replyTo: this.#qualify(envelope.replyTo) } : {}),
       });
@@ -210,10 +277,36 @@ export class RunHost implements ActorRuntime {
 
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
   accept(envelope: Envelope): Promise<void> {
+    // A redelivery (at-least-once transports, a re-sent outbox) is acknowledged, not processed.
+    if (this.#seenSet.has(envelope.id)) return this.#writeChain;
+    this.#remember(envelope.id);
     this.#enqueue(parseAddress(envelope.to).actorId, envelope);
     const durable = new Promise<void>((resolve, reject) => this.#durableWaiters.push({ resolve, reject }));
     this.#scheduleCapture();
     return durable;
+  }
+
+  #remember(id: string): void {
+    this.#seen.push(id);
+    this.#seenSet.add(id);
+    if (this.#seen.length > 4096) this.#seenSet.delete(this.#seen.shift()!);
+  }
+
+  /** Hands an envelope to the node; once it is, its durable outbox copy is dropped. */
+  #routeOut(envelope: Envelope): void {
+    void this.#o.route(envelope).then(
+      () => {
+        if (envelope.to.startsWith(`${ASK_PREFIX}`)) return;
+        this.#pendingOps.push({ type: 'del', key: keys.outbox(this.runId, envelope.id) });
+        this.#scheduleCapture();
+      },
+      () => {
+        // Undeliverable (no such actor or node): journaled, and not retried forever.
+        this.#journal('message', this.rootId, { deadLetter: true, id: envelope.id, to: envelope.to, type: envelope.type });
+        this.#pendingOps.push({ type: 'del', key: keys.outbox(this.runId, envelope.id) });
+        this.#scheduleCapture();
+      },
+    );
   }
 
   async callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
@@ -431,7 +524,7 @@ export class RunHost implements ActorRuntime {
     for (const [actorId, mailbox] of this.#mailboxes) {
       while (mailbox.queue.length > 0) {
         const envelope = mailbox.queue.shift()!;
-        const target = actorId === ROOT_ACTOR_ID ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
+        const target = actorId === this.rootId ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
         mailbox.cursor = envelope.seq;
         if (!target || target.getSnapshot().status !== 'active') {
           this.#journal('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
@@ -465,9 +558,9 @@ export class RunHost implements ActorRuntime {
   readonly #inspect = (event: InspectionEvent): void => {
     if (event.type === '@xstate.snapshot' && this.status === 'running') {
       const ref = event.actorRef as AnyActorRef;
-      const actorId = ref === this.#actor ? ROOT_ACTOR_ID : ref.id;
+      const actorId = ref === this.#actor ? this.rootId : ref.id;
       const value = (event.snapshot as { value?: unknown }).value;
-      if ((actorId === ROOT_ACTOR_ID || this.#o.definition.actorIds.includes(actorId)) && value !== undefined) {
+      if ((actorId === this.rootId || this.#o.definition.actorIds.includes(actorId)) && value !== undefined) {
         const state = stateString(value);
         if (this.#lastState.get(actorId) !== state) {
           this.#lastState.set(actorId, state);
@@ -515,14 +608,16 @@ export class RunHost implements ActorRuntime {
       mailboxSeq,
       journalSeq: this.#journalSeq,
       usage: this.#usage,
+      seen: this.#seen.slice(-1024),
     };
     this.record.checkpoint = checkpoint.seq;
     if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';
     this.record.updatedAt = checkpoint.ts;
-    const ops = [...this.#pendingOps, put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint), put(keys.run(this.runId), this.record)];
+    const ops: StorageOp[] = [...this.#pendingOps, put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint), put(keys.run(this.runId), this.record)];
     this.#pendingOps = [];
     const outbox = this.#outbox;
     this.#outbox = [];
+    for (const envelope of outbox) if (!envelope.to.startsWith(ASK_PREFIX)) ops.push(put(keys.outbox(this.runId, envelope.id), envelope));
     const waiters = this.#durableWaiters;
     this.#durableWaiters = [];
     const afterWrite = this.#afterWrite;
@@ -532,7 +627,7 @@ export class RunHost implements ActorRuntime {
         for (const waiter of waiters) waiter.resolve();
         this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
         for (const fn of afterWrite) fn();
-        for (const envelope of outbox) this.#o.route(envelope);
+        for (const envelope of outbox) this.#routeOut(envelope);
       },
       (error: unknown) => {
         for (const waiter of waiters) waiter.reject(error);
@@ -564,17 +659,18 @@ export class RunHost implements ActorRuntime {
   #finish(output: RunOutput): void {
     if (this.status !== 'running') return;
     const finalState = stateString((this.#actor.getSnapshot() as { value?: unknown }).value);
-    if (this.#lastState.get(ROOT_ACTOR_ID) !== finalState) {
-      this.#lastState.set(ROOT_ACTOR_ID, finalState);
-      this.#journal('state', ROOT_ACTOR_ID, { state: finalState });
-      this.#emit({ type: 'state', runId: this.runId, actor: ROOT_ACTOR_ID, state: finalState });
+    if (this.#lastState.get(this.rootId) !== finalState) {
+      this.#lastState.set(this.rootId, finalState);
+      this.#journal('state', this.rootId, { state: finalState });
+      this.#emit({ type: 'state', runId: this.runId, actor: this.rootId, state: finalState });
     }
     const failed = output?.status === 'failed';
     this.record.status = failed ? 'failed' : 'completed';
     this.record.output = output?.output ?? '';
     if (output?.error) this.record.error = output.error;
-    if (failed) this.#journal('run.failed', ROOT_ACTOR_ID, { error: output.error });
-    else this.#journal('run.completed', ROOT_ACTOR_ID, { output: this.record.output });
+    if (failed) this.#journal('run.failed', this.rootId, { error: output.error });
+    else this.#journal('run.completed', this.rootId, { output: this.record.output });
+    if (!this.record.part) for (const node of this.#remoteNodes()) this.#outbox.push(this.#systemEnvelope(node, SystemMessage.end, { status: this.record.status }));
     const result: RunResult = { runId: this.runId, status: this.record.status as RunResult['status'], output: this.record.output, error: output?.error ?? null };
     const written = this.#capture();
     this.status = failed ? 'failed' : 'completed';

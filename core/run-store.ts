@@ -12,6 +12,7 @@ import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js'
  * - `ledger:<runId>:<callId>`              effect ledger: intent/result of model and tool calls
  * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
  * - `approval:<approvalId>`                human approvals, across runs
+ * - `rout:<runId>:<envelopeId>`            envelopes leaving the run, until the node routed them
  */
 
 /** The version of the checkpoint layout written by this code. */
@@ -41,6 +42,8 @@ export interface RunRecord {
   resumes: number;
   /** Set on a fork: the run and checkpoint it started from. */
   forkedFrom?: { runId: string; checkpoint: number };
+  /** Set when this node hosts only some actors of a run whose root is on `origin`. */
+  part?: { origin: string; actors: string[] };
 }
 
 /** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
@@ -58,6 +61,8 @@ export interface Checkpoint {
   journalSeq: number;
   /** Model use so far (steps reserved, tokens, cost), for budgets that survive restarts. */
   usage?: UsageLedger;
+  /** Ids of the latest envelopes accepted from outside the run, to drop redeliveries. */
+  seen?: string[];
 }
 
 /** Model use of a run, in total and per agent. */
@@ -125,6 +130,7 @@ export const keys = {
   ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
   mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
   approval: (approvalId: string) => `approval:${approvalId}`,
+  outbox: (runId: string, envelopeId: string) => `rout:${runId}:${envelopeId}`,
 };
 
 /** A put op with a msgpack-encoded value. */
@@ -168,6 +174,7 @@ export function createRunStore(storage: Storage) {
     checkpoints: (runId: string) => collect<Checkpoint>(storage, `ckpt:${runId}:`),
     journal: (runId: string) => collect<JournalEntry>(storage, `jrnl:${runId}:`),
     ledger: (runId: string) => collect<LedgerEntry>(storage, `ledger:${runId}:`),
+    outbox: (runId: string) => collect<Envelope>(storage, `rout:${runId}:`),
     /** Envelopes for `actorId` with a sequence number above `after`. */
     async mailboxAfter(runId: string, actorId: string, after: number): Promise<Envelope[]> {
       const out: Envelope[] = [];

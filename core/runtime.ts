@@ -59,6 +59,11 @@ export interface ActorRuntime {
   requestApproval(agentId: string, request: ApprovalRequest): void;
 }
 
+/** Which actors of a run the building node hosts. */
+export interface MachineScope {
+  isLocal(actorId: string): boolean;
+}
+
 /** Limits on model use. Each is checked (and one step reserved) before every model call. */
 export interface Budget {
   maxSteps?: number;
@@ -88,5 +93,13 @@ export interface RunnableDefinition {
   readonly migrations?: readonly Migration[];
   /** Limits for the run and per actor, enforced by the node before each model call. */
   readonly budgets?: { run?: Budget; agents?: Readonly<Record<string, Budget>> };
-  createMachine(runtime: ActorRuntime): AnyStateMachine;
+  /** Actors that run on other nodes, by node id; the rest run where the run started. */
+  readonly placement?: Readonly<Record<string, string>>;
+  /**
+   * The run's root machine. `scope.isLocal(actorId)` says which actors this node hosts; the
+   * others are reached by envelope through the node's transport.
+   */
+  createMachine(runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine;
+  /** A machine hosting just `actorIds` on a remote node (a run part). */
+  createPartMachine?(runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine;
 }

@@ -1,0 +1,55 @@
+import type { Envelope } from './envelope.js';
+import type { Storage } from './storage.js';
+
+/**
+ * The transport plug-in point: how a node reaches the nodes that host the rest of a run.
+ * Delivery is at-least-once with per-pair order; receivers deduplicate (the transport by
+ * sequence number, the run by envelope id), so processing is effectively once.
+ */
+export interface NodeTransport {
+  /**
+   * Queues `envelope` for `toNode`. Resolves once the transport has it durably (it will be
+   * delivered, retried across reconnects and restarts, until the peer acknowledges it).
+   */
+  send(toNode: string, envelope: Envelope): Promise<void>;
+  /** Idempotent; closes the sockets and servers the transport opened. */
+  close(): Promise<void>;
+}
+
+/** What a node hands its transport when it creates it. */
+export interface TransportBindings {
+  nodeId: string;
+  /** The node's storage, for the transport's own outbox and inbox positions. */
+  storage: Storage;
+  /**
+   * Delivers an envelope from `fromNode` to this node. Resolves once it is durably accepted;
+   * only then may the transport acknowledge it. Rejects when the envelope is refused.
+   */
+  deliver(envelope: Envelope, fromNode: string): Promise<void>;
+}
+
+/** Creates the node's transport (called once by `createNode`). */
+export type TransportFactory = (bindings: TransportBindings) => Promise<NodeTransport>;
+
+/** The address of a node's endpoint that spawns run parts. */
+export const PART_ACTOR_ID = '_part';
+
+/** Message types the runtime itself sends between nodes. */
+export const SystemMessage = {
+  /** Start hosting actors of a run on this node. */
+  spawn: 'troupe.spawn',
+  /** The run ended: finish the part. */
+  end: 'troupe.end',
+} as const;
+
+/** Payload of a {@link SystemMessage.spawn} envelope. */
+export interface SpawnPayload {
+  crew: string;
+  version: string;
+  input: string;
+  /** The node that hosts the run's root. */
+  origin: string;
+  /** The actors this node is to host. */
+  actors: string[];
+  source?: string;
+}
