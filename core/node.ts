@@ -242,6 +242,23 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
 
+  const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part'> & { source: string | undefined }): RunRecord => {
+    const now = o.clock.now();
+    return {
+      id: r.id,
+      crew: r.crew,
+      version: r.version,
+      ...(r.source ? { source: r.source } : {}),
+      status: 'running',
+      input: r.input,
+      startedAt: now,
+      updatedAt: now,
+      checkpoint: 0,
+      resumes: 0,
+      ...(r.part ? { part: r.part } : {}),
+    };
+  };
+
   /** Starts hosting the actors a peer placed on this node for one of its runs. */
   const spawnPart = async (runId: string, envelope: Envelope): Promise<void> => {
     const spawn = envelope.payload as SpawnPayload;
@@ -253,20 +270,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         details: { runId, crew: spawn.crew },
       });
     }
-    const now = o.clock.now();
-    const record: RunRecord = {
-      id: runId,
-      crew: spawn.crew,
-      version: spawn.version,
-      ...(spawn.source ? { source: spawn.source } : {}),
-      status: 'running',
-      input: spawn.input,
-      startedAt: now,
-      updatedAt: now,
-      checkpoint: 0,
-      resumes: 0,
-      part: { origin: spawn.origin, actors: spawn.actors },
-    };
+    const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part: { origin: spawn.origin, actors: spawn.actors } });
     const host = newHost(definition, record);
     track(host);
     host.start(spawn.input);
@@ -330,19 +334,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (hosts.has(runId) || (await store.getRun(runId))) {
         throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
       }
-      const now = o.clock.now();
-      const record: RunRecord = {
-        id: runId,
-        crew: definition.id,
-        version: definition.version,
-        ...(runOptions.source ? { source: runOptions.source } : {}),
-        status: 'running',
-        input: runOptions.input,
-        startedAt: now,
-        updatedAt: now,
-        checkpoint: 0,
-        resumes: 0,
-      };
+      const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input });
       const host = newHost(definition, record);
       track(host);
       host.start(runOptions.input);
