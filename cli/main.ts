@@ -11,6 +11,7 @@ import { levelStorage } from '../storage/level.js';
 import { loadCrewModule } from './load.js';
 import { createLiveView } from './live-view.js';
 import { createProgressPrinter } from './progress.js';
+import { registerInspectCommand } from './inspect-command.js';
 
 const DEFAULT_DB = './.troupe';
 
@@ -257,6 +258,8 @@ program
       process.stdout.write(`${r.id.padEnd(28)} ${r.status.padEnd(10)} ${r.crew.padEnd(16)} started ${new Date(r.startedAt).toISOString()}  updated ${new Date(r.updatedAt).toISOString()}  checkpoints ${r.checkpoint}\n`);
     }
   });
+
+registerInspectCommand(program);
 
 try {
   await program.parseAsync(process.argv);
