@@ -1,0 +1,150 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Envelope } from '../core/envelope.js';
+import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
+import type { DeliverFn, DeliveryReceipt, Transport } from '../transports/index.js';
+
+/** One envelope as a receiver saw it. */
+export interface Received {
+  envelope: Envelope;
+  from: string;
+  seq: number;
+}
+
+/** A deliver function that records what it gets and lets a test wait for a count. */
+export interface Recorder {
+  deliver: DeliverFn;
+  received: Received[];
+  /** Resolves once `count` envelopes arrived in total. */
+  until(count: number): Promise<void>;
+  /** Replaces the behaviour of the next calls (throw to refuse); return `undefined` to accept. */
+  intercept?: (envelope: Envelope, receipt: DeliveryReceipt) => Promise<void> | void;
+}
+
+/** Creates a {@link Recorder}. */
+export function recorder(): Recorder {
+  const waiters: Array<{ count: number; resolve(): void }> = [];
+  const rec: Recorder = {
+    received: [],
+    async deliver(envelope, from, receipt) {
+      await rec.intercept?.(envelope, receipt);
+      rec.received.push({ envelope, from, seq: receipt.seq });
+      for (const w of [...waiters]) {
+        if (rec.received.length >= w.count) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }
+    },
+    until(count) {
+      if (rec.received.length >= count) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ count, resolve }));
+    },
+  };
+  return rec;
+}
+
+/** A test envelope; `i` makes id and payload unique. */
+export function testEnvelope(i: number, overrides: Partial<Envelope> = {}): Envelope {
+  return { id: `env_${i}`, from: 'run_a/sender', to: 'run_b/receiver', type: 'note', payload: { i, text: `message ${i}` }, seq: 0, ts: 1_700_000_000_000 + i, ...overrides };
+}
+
+/** Two connected transports `a` and `b`, each delivering into the given functions. */
+export interface TransportPair {
+  a: Transport;
+  b: Transport;
+  /** Closes both transports and whatever else the factory opened. */
+  close(): Promise<void>;
+}
+
+/** Opens a fresh pair; `a` and `b` must be able to send to each other by node id. */
+export type TransportPairFactory = (deliver: { a: DeliverFn; b: DeliverFn }) => Promise<TransportPair>;
+
+/**
+ * The behaviour every {@link Transport} must have: durable send, per-pair order, delivery
+ * with the authenticated sender, retries on transient refusals, dead letters on permanent
+ * ones, and a clean close.
+ */
+export function transportConformance(name: string, open: TransportPairFactory) {
+  describe(`${name} transport conformance`, () => {
+    let pair: TransportPair | undefined;
+    let atA: Recorder;
+    let atB: Recorder;
+    const start = async () => {
+      atA = recorder();
+      atB = recorder();
+      pair = await open({ a: atA.deliver, b: atB.deliver });
+      return pair;
+    };
+    afterEach(async () => {
+      await pair?.close();
+      pair = undefined;
+    });
+
+    it('delivers in both directions with the sender node and resolves acked/flushed after delivery', async () => {
+      const { a, b } = await start();
+      const seq = await a.send(b.nodeId, testEnvelope(1));
+      expect(seq).toBe(1);
+      await a.acked(b.nodeId, seq);
+      expect(atB.received).toEqual([{ envelope: testEnvelope(1), from: a.nodeId, seq: 1 }]);
+      await b.send(a.nodeId, testEnvelope(2, { from: 'run_b/receiver', to: 'run_a/sender' }));
+      await b.flushed(a.nodeId);
+      expect(atA.received.map((r) => [r.envelope.id, r.from])).toEqual([['env_2', b.nodeId]]);
+      expect(a.peers().find((p) => p.nodeId === b.nodeId)).toMatchObject({ unacked: 0, assigned: 1, acked: 1 });
+    });
+
+    it('keeps per-pair order of 500 envelopes sent at once, numbering them 1..500', async () => {
+      const { a, b } = await start();
+      const seqs = await Promise.all(Array.from({ length: 500 }, (_, i) => a.send(b.nodeId, testEnvelope(i))));
+      expect(seqs).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
+      await a.flushed(b.nodeId);
+      expect(atB.received.map((r) => r.envelope.id)).toEqual(Array.from({ length: 500 }, (_, i) => `env_${i}`));
+      expect(atB.received.map((r) => r.seq)).toEqual(seqs);
+    });
+
+    it('retries after a transient refusal and still delivers each envelope once, in order', async () => {
+      const { a, b } = await start();
+      let failures = 0;
+      atB.intercept = (envelope) => {
+        if (envelope.id === 'env_3' && failures++ < 2) throw new Error('mailbox busy');
+      };
+      for (let i = 0; i < 6; i++) await a.send(b.nodeId, testEnvelope(i));
+      await a.flushed(b.nodeId);
+      expect(failures).toBe(3);
+      expect(atB.received.map((r) => r.envelope.id)).toEqual(['env_0', 'env_1', 'env_2', 'env_3', 'env_4', 'env_5']);
+    });
+
+    it('drops an envelope refused for good (UNKNOWN_ACTOR) without stalling the ones after it', async () => {
+      const { a, b } = await start();
+      atB.intercept = (envelope) => {
+        if (envelope.id === 'env_1') throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, 'no such actor');
+      };
+      for (let i = 0; i < 3; i++) await a.send(b.nodeId, testEnvelope(i));
+      await a.flushed(b.nodeId);
+      expect(atB.received.map((r) => r.envelope.id)).toEqual(['env_0', 'env_2']);
+    });
+
+    it('refuses invalid envelopes and sending to itself before persisting anything', async () => {
+      const { a, b } = await start();
+      await expect(a.send(b.nodeId, { ...testEnvelope(1), type: '1bad type' })).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE') && /type/.test((e as Error).message));
+      await expect(a.send(b.nodeId, { ...testEnvelope(1), extra: true } as Envelope)).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
+      await expect(a.send(a.nodeId, testEnvelope(1))).rejects.toThrow(TypeError);
+      await expect(a.send('bad/node', testEnvelope(1))).rejects.toThrow(TypeError);
+      expect(await a.send(b.nodeId, testEnvelope(2))).toBe(1);
+    });
+
+    it('closes idempotently; afterwards sends fail with NODE_CLOSED and waiters are released', async () => {
+      const { a, b } = await start();
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      atB.intercept = () => gate; // holds the envelope: nothing is acknowledged yet
+      const seq = await a.send(b.nodeId, testEnvelope(1));
+      const waiting = a.acked(b.nodeId, seq);
+      const closing = Promise.all([a.close(), a.close()]);
+      await expect(waiting).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
+      await closing;
+      expect(a.status).toBe('closed');
+      await expect(a.send(b.nodeId, testEnvelope(2))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
+      release(); // a transport's close waits for the delivery it has in flight
+    });
+  });
+}

@@ -1,0 +1,128 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+
+/**
+ * Mutual authentication of a WebSocket handshake with a shared secret. The dialling node
+ * signs who it is, whom it dials, when and a fresh nonce; the listener checks that in its
+ * HTTP `upgrade` handler before any WebSocket exists, then proves in its 101 response that
+ * it knows the secret too (bound to the client's nonce, so the proof cannot be replayed).
+ */
+
+/** The WebSocket subprotocol both ends must speak. */
+export const PROTOCOL = 'troupe.v1';
+
+/** Header names of the handshake. */
+export const HEADERS = {
+  node: 'x-troupe-node',
+  ts: 'x-troupe-ts',
+  nonce: 'x-troupe-nonce',
+  sig: 'x-troupe-sig',
+  proof: 'x-troupe-proof',
+} as const;
+
+/** Node ids: safe inside storage keys (`outbox:<node>:…`), header values and log lines. */
+export const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+const NONCE = /^[0-9a-f]{32}$/;
+const SIG = /^[0-9a-f]{64}$/;
+const TS = /^[0-9]{1,16}$/;
+
+/** Throws a `TypeError` unless `id` may be used as a node id. */
+export function assertNodeId(id: unknown, what = 'node id'): asserts id is string {
+  if (typeof id !== 'string' || !NODE_ID.test(id)) throw new TypeError(`${what} "${String(id)}" must match ${NODE_ID}`);
+}
+
+/** Normalises the shared secret; short secrets are refused because HMAC is only as strong as its key. */
+export function secretKey(secret: string | Uint8Array): Buffer {
+  const key = typeof secret === 'string' ? Buffer.from(secret, 'utf8') : secret instanceof Uint8Array ? Buffer.from(secret) : undefined;
+  if (!key || key.byteLength < 16) throw new TypeError('secret must be a string or Uint8Array of at least 16 bytes');
+  return key;
+}
+
+const mac = (key: Buffer, text: string) => createHmac('sha256', key).update(text).digest('hex');
+
+// The target node is signed too, so a captured handshake cannot be replayed to another
+// listener (nonces are remembered per listener only). Client and server strings differ in
+// their second line, so one can never stand in for the other.
+const clientText = (from: string, to: string, ts: string, nonce: string) => `${PROTOCOL}\nclient\n${from}\n${to}\n${ts}\n${nonce}`;
+const serverText = (server: string, client: string, nonce: string) => `${PROTOCOL}\nserver\n${server}\n${client}\n${nonce}`;
+
+function equalHex(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'));
+}
+
+/** The headers a node sends when dialling `to`. */
+export function clientHandshake(key: Buffer, from: string, to: string, now: number, nonce = randomBytes(16).toString('hex')): Record<string, string> {
+  const ts = String(Math.trunc(now));
+  return { [HEADERS.node]: from, [HEADERS.ts]: ts, [HEADERS.nonce]: nonce, [HEADERS.sig]: mac(key, clientText(from, to, ts, nonce)) };
+}
+
+/** The proof a listener returns in its 101 response to the client that sent `nonce`. */
+export function serverProof(key: Buffer, server: string, client: string, nonce: string): string {
+  return mac(key, serverText(server, client, nonce));
+}
+
+/** Whether a 101 response came from `expected`, a holder of the secret answering our `nonce`. */
+export function verifyServerProof(key: Buffer, headers: IncomingHttpHeaders, expected: string, client: string, nonce: string): boolean {
+  const node = headers[HEADERS.node];
+  const proof = headers[HEADERS.proof];
+  return node === expected && typeof proof === 'string' && SIG.test(proof) && equalHex(proof, serverProof(key, expected, client, nonce));
+}
+
+/** The outcome of checking a client handshake. */
+export type HandshakeVerdict =
+  | { ok: true; node: string; nonce: string }
+  /** `busy` means the replay cache is full: refuse for now rather than forget nonces. */
+  | { ok: false; reason: 'missing' | 'malformed' | 'self' | 'stale' | 'signature' | 'replay' | 'busy' };
+
+/** Options of {@link createHandshakeVerifier}. */
+export interface HandshakeVerifierOptions {
+  key: Buffer;
+  /** The listening node: handshakes must be addressed to it. */
+  nodeId: string;
+  now(): number;
+  /** Accepted distance between the client's timestamp and ours. Default 60 s. */
+  maxSkewMs?: number;
+  /** Most nonces remembered at once. Default 100 000. */
+  maxNonces?: number;
+}
+
+/** Checks client handshakes and remembers their nonces long enough to refuse replays. */
+export interface HandshakeVerifier {
+  verify(headers: IncomingHttpHeaders): HandshakeVerdict;
+}
+
+/** Creates a {@link HandshakeVerifier} for the listener `nodeId`. */
+export function createHandshakeVerifier(options: HandshakeVerifierOptions): HandshakeVerifier {
+  const skew = options.maxSkewMs ?? 60_000;
+  const maxNonces = options.maxNonces ?? 100_000;
+  // Insertion order is expiry order (expiry = arrival + 2 skew), so pruning pops from the head.
+  const seen = new Map<string, number>();
+  const prune = (now: number) => {
+    for (const [nonce, expires] of seen) {
+      if (expires > now) break;
+      seen.delete(nonce);
+    }
+  };
+  return {
+    verify(headers) {
+      const node = headers[HEADERS.node];
+      const ts = headers[HEADERS.ts];
+      const nonce = headers[HEADERS.nonce];
+      const sig = headers[HEADERS.sig];
+      if (node === undefined || ts === undefined || nonce === undefined || sig === undefined) return { ok: false, reason: 'missing' };
+      if (typeof node !== 'string' || !NODE_ID.test(node) || typeof ts !== 'string' || !TS.test(ts)) return { ok: false, reason: 'malformed' };
+      if (typeof nonce !== 'string' || !NONCE.test(nonce) || typeof sig !== 'string' || !SIG.test(sig)) return { ok: false, reason: 'malformed' };
+      if (node === options.nodeId) return { ok: false, reason: 'self' };
+      if (!equalHex(sig, mac(options.key, clientText(node, options.nodeId, ts, nonce)))) return { ok: false, reason: 'signature' };
+      const now = options.now();
+      if (Math.abs(now - Number(ts)) > skew) return { ok: false, reason: 'stale' };
+      // Only signed handshakes reach the cache, so strangers cannot fill it.
+      prune(now);
+      if (seen.has(nonce)) return { ok: false, reason: 'replay' };
+      if (seen.size >= maxNonces) return { ok: false, reason: 'busy' };
+      seen.set(nonce, now + 2 * skew);
+      return { ok: true, node, nonce };
+    },
+  };
+}

@@ -1,0 +1,124 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { z } from 'zod';
+import { EnvelopeSchema } from '../core/envelope.js';
+import { ErrorCode, TroupeError } from '../core/errors.js';
+
+/**
+ * The wire format between two nodes: one msgpack map per WebSocket binary message.
+ * - `{ t: 'batch', epoch, items: [{ seq, envelope }, …] }` envelopes in sender order
+ * - `{ t: 'ack', epoch, upTo }` the receiver durably holds every seq ≤ `upTo` of `epoch`
+ * The sender's identity is not in the frame: it is the node authenticated at the handshake.
+ */
+
+/** Most items one batch may carry, whatever the sender's `batchMaxEnvelopes`. */
+export const MAX_BATCH_ITEMS = 1000;
+
+/** Bytes a batch adds around its envelopes, at most (map keys, epoch, seq numbers). */
+export const BATCH_OVERHEAD_BYTES = 128;
+/** Bytes each item adds around its envelope, at most. */
+export const ITEM_OVERHEAD_BYTES = 24;
+
+/** An outbox incarnation: random hex, new whenever a sender's storage starts empty. */
+export const EpochSchema = z.string().regex(/^[0-9a-f]{16,64}$/);
+
+const SeqSchema = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+
+/** A batch of envelopes with their per-pair sequence numbers, strictly increasing. */
+export const BatchFrameSchema = z.strictObject({
+  t: z.literal('batch'),
+  epoch: EpochSchema,
+  items: z.array(z.strictObject({ seq: SeqSchema, envelope: EnvelopeSchema })).min(1).max(MAX_BATCH_ITEMS),
+});
+
+/** The receiver's cumulative acknowledgement. */
+export const AckFrameSchema = z.strictObject({
+  t: z.literal('ack'),
+  epoch: EpochSchema,
+  upTo: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+});
+
+/** Every frame a peer may send. */
+export const FrameSchema = z.discriminatedUnion('t', [BatchFrameSchema, AckFrameSchema]);
+
+/** A decoded, validated frame. */
+export type Frame = z.infer<typeof FrameSchema>;
+/** A decoded, validated batch. */
+export type BatchFrame = z.infer<typeof BatchFrameSchema>;
+
+// Untrusted bytes: plain maps and arrays only, never records or shared structures.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false });
+const packr = new Packr({ useRecords: false, structuredClone: false, variableMapSize: true });
+
+/**
+ * Decodes and validates one frame from a peer. Anything else becomes a `TroupeError`
+ * (`FRAME_TOO_LARGE` or `INVALID_ENVELOPE`); nothing here throws otherwise.
+ */
+export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
+  if (bytes.byteLength > maxBytes) {
+    throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`, {
+      details: { size: bytes.byteLength, limit: maxBytes },
+    });
+  }
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (cause) {
+    throw new TroupeError(ErrorCode.INVALID_ENVELOPE, 'frame is not valid msgpack', { cause });
+  }
+  const result = FrameSchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue?.path.length ? issue.path.join('.') : 'frame';
+    throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: ${where}: ${issue?.message ?? 'malformed'}`, { cause: result.error, details: { path: where } });
+  }
+  const frame = result.data;
+  if (frame.t === 'batch') {
+    for (let i = 1; i < frame.items.length; i++) {
+      if (frame.items[i]!.seq <= frame.items[i - 1]!.seq) {
+        throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: items.${i}.seq: sequence numbers must increase`, { details: { path: `items.${i}.seq` } });
+      }
+    }
+  }
+  return frame;
+}
+
+/** One outbox entry as it goes on the wire: the envelope stays in its stored msgpack bytes. */
+export interface BatchItem {
+  seq: number;
+  bytes: Uint8Array;
+}
+
+const K_T = packr.pack('t');
+const V_BATCH = packr.pack('batch');
+const K_EPOCH = packr.pack('epoch');
+const K_ITEMS = packr.pack('items');
+const K_SEQ = packr.pack('seq');
+const K_ENVELOPE = packr.pack('envelope');
+const MAP2 = Uint8Array.of(0x82);
+const MAP3 = Uint8Array.of(0x83);
+
+function arrayHeader(n: number): Uint8Array {
+  if (n < 16) return Uint8Array.of(0x90 | n);
+  return Uint8Array.of(0xdc, n >> 8, n & 0xff); // array16; MAX_BATCH_ITEMS fits
+}
+
+/**
+ * Encodes a batch by splicing the stored envelope bytes into the frame (a msgpack map
+ * value is just the next encoded value), so envelopes are encoded once, when sent.
+ */
+export function encodeBatch(epoch: string, items: readonly BatchItem[]): Uint8Array {
+  if (items.length === 0 || items.length > MAX_BATCH_ITEMS) throw new TypeError(`a batch holds 1-${MAX_BATCH_ITEMS} items, not ${items.length}`);
+  const parts: Uint8Array[] = [MAP3, K_T, V_BATCH, K_EPOCH, packr.pack(epoch), K_ITEMS, arrayHeader(items.length)];
+  for (const item of items) parts.push(MAP2, K_SEQ, packr.pack(item.seq), K_ENVELOPE, item.bytes);
+  return Buffer.concat(parts);
+}
+
+/** Encodes an acknowledgement. */
+export function encodeAck(epoch: string, upTo: number): Uint8Array {
+  return packr.pack({ t: 'ack', epoch, upTo });
+}
+
+/** Encodes any frame object as it is (tests use this to build well-formed and hostile frames). */
+export function encodeFrame(frame: Frame | Record<string, unknown>): Uint8Array {
+  return packr.pack(frame);
+}

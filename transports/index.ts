@@ -1,0 +1,74 @@
+import type { Envelope } from '../core/envelope.js';
+import type { StorageOp } from '../core/storage.js';
+
+/**
+ * Transports carry envelopes between nodes. The contract below is what a node relies on
+ * (and what `test/transport-conformance.ts` checks): `send` is durable before it resolves,
+ * `deliver` is called in per-pair order, one envelope at a time per sender, at least once;
+ * the receiver's persisted cursor turns that into effectively-once processing.
+ */
+
+/** Lifecycle of a transport. */
+export type TransportStatus = 'open' | 'closing' | 'closed';
+
+/** What a receiving transport tells `deliver` besides the envelope. */
+export interface DeliveryReceipt {
+  /** The sender's per-pair sequence number of this envelope. */
+  readonly seq: number;
+  /**
+   * Returns the storage write that records this envelope as delivered. A deliverer sharing
+   * the transport's storage may include it in the same atomic batch that makes the envelope
+   * durable; the transport then does not write it itself, and a crash can never deliver the
+   * envelope twice. Without this the transport writes the cursor right after `deliver`
+   * resolves, and a crash in between redelivers that one envelope.
+   */
+  takeCursorOps(): StorageOp[];
+}
+
+/**
+ * Hands an envelope from `fromNode` (authenticated) to the local node. Resolve once it is
+ * durably accepted: only then is it acknowledged. Throw a `TroupeError` with code
+ * `UNKNOWN_ACTOR`, `INVALID_ENVELOPE` or `FRAME_TOO_LARGE` to refuse it for good (it is
+ * counted as a dead letter and acknowledged); any other error means "try again later".
+ */
+export type DeliverFn = (envelope: Envelope, fromNode: string, receipt: DeliveryReceipt) => Promise<void>;
+
+/** What a transport knows about one remote node. */
+export interface PeerStatus {
+  nodeId: string;
+  /** Where this node dials it; absent for peers that only dial in. */
+  url?: string;
+  /** `waiting`: no url and no inbound connection, so mail waits for the peer to dial in. */
+  state: 'connecting' | 'open' | 'backoff' | 'waiting' | 'closed';
+  /** Authenticated connections the peer opened to us. */
+  inbound: number;
+  /** Envelopes persisted for it but not yet acknowledged. */
+  unacked: number;
+  /** Highest sequence number assigned to it, and the highest it acknowledged. */
+  assigned: number;
+  acked: number;
+  lastError?: string;
+}
+
+/** A node's link to other nodes. */
+export interface Transport extends AsyncDisposable {
+  readonly nodeId: string;
+  readonly status: TransportStatus;
+  /**
+   * Validates `envelope`, appends it durably to the outbox for `toNode` and resolves with
+   * its sequence number once persisted (not when acknowledged; see {@link Transport.acked}).
+   */
+  send(toNode: string, envelope: Envelope): Promise<number>;
+  /** Resolves once `toNode` acknowledged `seq`; rejects with `NODE_CLOSED` on close. */
+  acked(toNode: string, seq: number): Promise<void>;
+  /** Resolves once `toNode` acknowledged everything sent to it so far. */
+  flushed(toNode: string): Promise<void>;
+  peers(): PeerStatus[];
+  /** Idempotent: stops delivering, closes every socket and server it opened, waits for writes. */
+  close(): Promise<void>;
+}
+
+export { createWsTransport, type WsTransport, type WsTransportOptions, type WsTransportStats } from './ws.js';
+export { createOutbox, createInbox, transportKeys, type Outbox, type Inbox, type OutboxEntry, type InboxCursor } from './outbox.js';
+export { decodeFrame, encodeBatch, encodeAck, encodeFrame, FrameSchema, BatchFrameSchema, AckFrameSchema, MAX_BATCH_ITEMS, type Frame, type BatchFrame, type BatchItem } from './frames.js';
+export { PROTOCOL, HEADERS, NODE_ID, assertNodeId, secretKey, clientHandshake, serverProof, verifyServerProof, createHandshakeVerifier, type HandshakeVerdict, type HandshakeVerifier } from './auth.js';

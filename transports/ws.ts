@@ -1,0 +1,626 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { systemClock, type Clock } from '../core/clock.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../core/codec.js';
+import { encodeEnvelope, EnvelopeSchema, parseEnvelope, type Envelope } from '../core/envelope.js';
+import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
+import type { Storage } from '../core/storage.js';
+import { assertNodeId, clientHandshake, createHandshakeVerifier, HEADERS, PROTOCOL, secretKey, serverProof, verifyServerProof, type HandshakeVerdict } from './auth.js';
+import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
+import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
+import { createInbox, createOutbox, type InboxCursor, type OutboxEntry } from './outbox.js';
+
+/** Options of {@link createWsTransport}. */
+export interface WsTransportOptions {
+  /** This node's id ([A-Za-z0-9_.-], 1-64): what peers see as the sender. */
+  nodeId: string;
+  /** Accept connections here. Port 0 picks a free port (see {@link WsTransport.address}). */
+  listen?: { host?: string; port: number };
+  /** Nodes this one dials, by node id: `ws://host:port` (or `wss://`). */
+  peers?: Record<string, string>;
+  /** Shared HMAC secret of the cluster, at least 16 bytes. */
+  secret: string | Uint8Array;
+  /** Where the outbox and inbox cursors live (the node's own storage makes receipts atomic). */
+  storage: Storage;
+  /** Hands a received envelope to the local node; see {@link DeliverFn}. */
+  deliver: DeliverFn;
+  /** Told about envelopes `deliver` refused for good (they are acknowledged and dropped). */
+  onDeadLetter?: (envelope: Envelope, fromNode: string, error: unknown) => void;
+  /** Largest WebSocket message in either direction. Default 1 MiB; must agree across nodes. */
+  maxPayload?: number;
+  /** Most envelopes per batch frame. Default 100 (at most 1000). */
+  batchMaxEnvelopes?: number;
+  /** Ping interval; a peer silent for two intervals is cut off. Default 15 s. */
+  heartbeatMs?: number;
+  /** Stop sending above this many unsent bytes, stop reading above this many undelivered. Default 4 MiB. */
+  maxBufferedBytes?: number;
+  /** Accepted clock difference in handshakes. Default 60 s. */
+  maxClockSkewMs?: number;
+  /** Reconnect backoff bounds. Defaults 100 ms and 5 s. */
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** fsync outbox and inbox writes. Default `false` (survives SIGKILL, not power loss). */
+  sync?: boolean;
+  clock?: Clock;
+}
+
+type Resolved = Required<Omit<WsTransportOptions, 'listen' | 'onDeadLetter' | 'secret'>> & {
+  listen: { host: string; port: number } | undefined;
+  onDeadLetter: WsTransportOptions['onDeadLetter'];
+  key: Buffer;
+};
+
+/** Counters of everything a hostile or broken peer can cause, and of normal traffic. */
+export interface WsTransportStats {
+  /** Inbound connections that passed the handshake. */
+  accepted: number;
+  rejected: { unauthorized: number; badProtocol: number; badRequest: number };
+  closed: { malformed: number; oversized: number; fragmented: number; protocol: number; deadPeer: number; impostor: number; superseded: number; deliverFailed: number };
+  framesIn: number;
+  framesOut: number;
+  delivered: number;
+  duplicates: number;
+  deadLetters: number;
+  epochResets: number;
+  reconnects: number;
+}
+
+/** A {@link Transport} over WebSocket. Create with {@link createWsTransport}. */
+export interface WsTransport extends Transport {
+  /** Where it listens, when it does. */
+  readonly address: { host: string; port: number; url: string } | undefined;
+  /**
+   * Dials `nodeId` at `url` from now on (a peer learnt after start, or one that moved).
+   * Mail for it then travels on this node's own connection rather than on the peer's.
+   */
+  addPeer(nodeId: string, url: string): void;
+  stats(): WsTransportStats;
+}
+
+interface Conn {
+  ws: WebSocket;
+  remote: string;
+  outbound: boolean;
+  alive: boolean;
+  lastBuffered: number;
+  /** Bytes of received batches not yet delivered (reading pauses above the limit). */
+  backlog: number;
+  /** Highest seq sent on this connection while it is the peer's channel. */
+  sentUpTo: number;
+  blocked: boolean;
+  closed: boolean;
+}
+
+interface Peer {
+  nodeId: string;
+  url: string | undefined;
+  out: Conn | undefined;
+  dialing: WebSocket | undefined;
+  inbound: Conn[];
+  backoffMs: number;
+  cancelRetry: (() => void) | undefined;
+  pumpScheduled: boolean;
+  lastError: string | undefined;
+}
+
+// ws ≥ 8.21 bounds fragments per message and receive-buffer chunks; legitimate peers send
+// every message as one frame, so a handful of fragments is already suspicious.
+const MAX_FRAGMENTS = 64;
+const MAX_BUFFERED_CHUNKS = 8192;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const CLOSE_GRACE_MS = 1_000;
+const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE];
+const WS_ERRORS: Record<string, keyof WsTransportStats['closed']> = {
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 'oversized',
+  WS_ERR_TOO_MANY_BUFFERED_PARTS: 'fragmented',
+};
+
+function assertPeer(self: string, id: string, url: unknown): asserts url is string {
+  assertNodeId(id, 'peer id');
+  if (id === self) throw new TypeError(`peer "${id}" is this node; local envelopes are routed by the node, not the transport`);
+  if (typeof url !== 'string' || !/^wss?:\/\/[^\s]+$/.test(url)) throw new TypeError(`peer "${id}" needs a ws:// or wss:// url, not "${String(url)}"`);
+}
+
+function resolve(options: WsTransportOptions): Resolved {
+  if (!options || typeof options !== 'object') throw new TypeError('createWsTransport(options) needs { nodeId, secret, storage, deliver }');
+  assertNodeId(options.nodeId);
+  const key = secretKey(options.secret);
+  if (typeof options.storage?.write !== 'function') throw new TypeError('createWsTransport({ storage }) needs a Storage for the outbox');
+  if (typeof options.deliver !== 'function') throw new TypeError('createWsTransport({ deliver }) needs a function handing envelopes to the node');
+  const peers = options.peers ?? {};
+  for (const [id, url] of Object.entries(peers)) assertPeer(options.nodeId, id, url);
+  const int = (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const v = value ?? fallback;
+    if (!Number.isInteger(v) || v < min || v > max) throw new TypeError(`${name} must be an integer in [${min}, ${max}], not ${String(v)}`);
+    return v;
+  };
+  const listen = options.listen && { host: options.listen.host ?? '127.0.0.1', port: int('listen.port', options.listen.port, 0, 0, 65535) };
+  const reconnectMinMs = int('reconnectMinMs', options.reconnectMinMs, 100, 1);
+  return {
+    nodeId: options.nodeId,
+    key,
+    listen,
+    peers: { ...peers },
+    storage: options.storage,
+    deliver: options.deliver,
+    onDeadLetter: options.onDeadLetter,
+    maxPayload: int('maxPayload', options.maxPayload, DEFAULT_MAX_FRAME_BYTES, 4096),
+    batchMaxEnvelopes: int('batchMaxEnvelopes', options.batchMaxEnvelopes, 100, 1, MAX_BATCH_ITEMS),
+    heartbeatMs: int('heartbeatMs', options.heartbeatMs, 15_000, 10),
+    maxBufferedBytes: int('maxBufferedBytes', options.maxBufferedBytes, 4 * 1024 * 1024, 1),
+    maxClockSkewMs: int('maxClockSkewMs', options.maxClockSkewMs, 60_000, 1),
+    reconnectMinMs,
+    reconnectMaxMs: int('reconnectMaxMs', options.reconnectMaxMs, 5_000, reconnectMinMs),
+    sync: options.sync ?? false,
+    clock: options.clock ?? systemClock,
+  };
+}
+
+/**
+ * Starts a WebSocket transport: listens (when `listen` is given), dials every peer, and
+ * resends whatever a previous process left unacknowledged in the outbox.
+ */
+export async function createWsTransport(options: WsTransportOptions): Promise<WsTransport> {
+  const o = resolve(options);
+  const { clock, nodeId } = o;
+  let status: TransportStatus = 'open';
+  let closing: Promise<void> | undefined;
+  const stats: WsTransportStats = {
+    accepted: 0,
+    rejected: { unauthorized: 0, badProtocol: 0, badRequest: 0 },
+    closed: { malformed: 0, oversized: 0, fragmented: 0, protocol: 0, deadPeer: 0, impostor: 0, superseded: 0, deliverFailed: 0 },
+    framesIn: 0,
+    framesOut: 0,
+    delivered: 0,
+    duplicates: 0,
+    deadLetters: 0,
+    epochResets: 0,
+    reconnects: 0,
+  };
+  const peers = new Map<string, Peer>();
+  const conns = new Set<Conn>();
+  const chains = new Map<string, Promise<void>>();
+  const inbox = createInbox(o.storage, o.sync);
+  const outbox = await createOutbox({ storage: o.storage, sync: o.sync, onDurable: (to) => schedulePump(peerOf(to)) });
+  const verifier = createHandshakeVerifier({ key: o.key, nodeId, now: () => clock.now(), maxSkewMs: o.maxClockSkewMs });
+  const wsLimits = { maxPayload: o.maxPayload, maxFragments: MAX_FRAGMENTS, maxBufferedChunks: MAX_BUFFERED_CHUNKS, perMessageDeflate: false } as const;
+
+  function peerOf(id: string): Peer {
+    let peer = peers.get(id);
+    if (!peer) {
+      peer = { nodeId: id, url: o.peers[id], out: undefined, dialing: undefined, inbound: [], backoffMs: 0, cancelRetry: undefined, pumpScheduled: false, lastError: undefined };
+      peers.set(id, peer);
+    }
+    return peer;
+  }
+
+  // ---- sending ----------------------------------------------------------------------
+
+  // One channel per direction keeps per-pair order: our own dialled connection when we
+  // know the peer's url, otherwise the newest connection it opened to us.
+  const channel = (peer: Peer) => (peer.url ? peer.out : peer.inbound.at(-1));
+
+  function useAsChannel(peer: Peer, conn: Conn) {
+    conn.sentUpTo = outbox.ackedUpTo(peer.nodeId); // resend everything not acknowledged
+    schedulePump(peer);
+  }
+
+  function schedulePump(peer: Peer) {
+    if (peer.pumpScheduled) return;
+    peer.pumpScheduled = true;
+    // One tick gathers every envelope made durable meanwhile into as few frames as possible.
+    setImmediate(() => {
+      peer.pumpScheduled = false;
+      pump(peer);
+    });
+  }
+
+  function pump(peer: Peer) {
+    const conn = channel(peer);
+    if (!conn || conn.closed || status !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return;
+    const entries = outbox.unacked(peer.nodeId);
+    let i = firstAbove(entries, conn.sentUpTo);
+    while (i < entries.length) {
+      if (conn.ws.bufferedAmount > o.maxBufferedBytes) {
+        conn.blocked = true; // resumed by the send callback of a frame that got out
+        return;
+      }
+      const items: OutboxEntry[] = [];
+      let size = BATCH_OVERHEAD_BYTES;
+      while (i < entries.length && items.length < o.batchMaxEnvelopes) {
+        const next = entries[i]!.bytes.byteLength + ITEM_OVERHEAD_BYTES;
+        if (items.length > 0 && size + next > o.maxPayload) break;
+        items.push(entries[i++]!);
+        size += next;
+      }
+      conn.ws.send(encodeBatch(outbox.epoch, items), (error) => {
+        if (!error && conn.blocked) {
+          conn.blocked = false;
+          schedulePump(peer);
+        }
+      });
+      conn.sentUpTo = items.at(-1)!.seq;
+      stats.framesOut++;
+    }
+  }
+
+  function onAck(conn: Conn, frame: Extract<Frame, { t: 'ack' }>) {
+    if (frame.epoch !== outbox.epoch) return; // for an earlier incarnation of our outbox
+    if (frame.upTo > outbox.durable(conn.remote)) return violate(conn, 1008, 'ack beyond what was sent', 'malformed');
+    outbox.ack(conn.remote, frame.upTo);
+  }
+
+  // ---- receiving --------------------------------------------------------------------
+
+  function onMessage(conn: Conn, data: RawData, isBinary: boolean) {
+    conn.alive = true;
+    if (conn.closed) return;
+    stats.framesIn++;
+    const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+    if (!isBinary) return violate(conn, 1003, 'binary frames only', 'malformed');
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes, o.maxPayload);
+    } catch (error) {
+      return isTroupeError(error, ErrorCode.FRAME_TOO_LARGE) ? violate(conn, 1009, 'frame too large', 'oversized') : violate(conn, 1008, 'malformed frame', 'malformed');
+    }
+    if (frame.t === 'ack') return onAck(conn, frame);
+    conn.backlog += bytes.byteLength;
+    if (conn.backlog > o.maxBufferedBytes && !conn.ws.isPaused) conn.ws.pause();
+    // Batches of one sender are delivered strictly one after another, across connections.
+    const chain = (chains.get(conn.remote) ?? Promise.resolve())
+      .then(() => deliverBatch(conn, frame))
+      .catch(() => {})
+      .finally(() => {
+        conn.backlog -= bytes.byteLength;
+        if (conn.ws.isPaused && conn.backlog <= o.maxBufferedBytes / 2) conn.ws.resume();
+        if (chains.get(conn.remote) === chain) chains.delete(conn.remote);
+      });
+    chains.set(conn.remote, chain);
+  }
+
+  async function deliverBatch(conn: Conn, frame: BatchFrame) {
+    const from = conn.remote;
+    if (conn.closed || status !== 'open') return; // these come again on the next connection
+    let cursor: InboxCursor;
+    try {
+      cursor = await inbox.cursor(from);
+    } catch (error) {
+      return deliveryFailed(conn, error, undefined);
+    }
+    if (cursor.epoch !== frame.epoch) {
+      // The sender's outbox storage started over: its numbering restarts at 1.
+      if (cursor.epoch !== '') stats.epochResets++;
+      cursor = { epoch: frame.epoch, seq: 0 };
+    }
+    for (const item of frame.items) {
+      if (status !== 'open') return;
+      if (item.seq <= cursor.seq) {
+        stats.duplicates++;
+        continue;
+      }
+      const next = { epoch: frame.epoch, seq: item.seq };
+      let taken = false;
+      const receipt = { seq: item.seq, takeCursorOps: () => ((taken = true), inbox.ops(from, next)) };
+      try {
+        await o.deliver(item.envelope, from, receipt);
+        stats.delivered++;
+      } catch (error) {
+        if (!isTroupeError(error) || !PERMANENT.includes(error.code)) return deliveryFailed(conn, error, cursor);
+        taken = false;
+        stats.deadLetters++;
+        try {
+          o.onDeadLetter?.(item.envelope, from, error);
+        } catch {
+          // an observer's failure must not stall the stream
+        }
+      }
+      try {
+        await inbox.advance(from, next, taken);
+      } catch (error) {
+        return deliveryFailed(conn, error, cursor);
+      }
+      cursor = next;
+    }
+    sendAck(conn, cursor);
+  }
+
+  function deliveryFailed(conn: Conn, error: unknown, cursor: InboxCursor | undefined) {
+    peerOf(conn.remote).lastError = `deliver failed: ${(error as Error)?.message ?? String(error)}`;
+    if (cursor) sendAck(conn, cursor);
+    // Closing makes the sender reconnect with backoff and resend from what we acknowledged.
+    if (status === 'open') violate(conn, 1011, 'delivery failed, retry later', 'deliverFailed');
+  }
+
+  function sendAck(conn: Conn, cursor: InboxCursor) {
+    if (conn.ws.readyState !== WebSocket.OPEN) return;
+    conn.ws.send(encodeAck(cursor.epoch, cursor.seq));
+    stats.framesOut++;
+  }
+
+  // ---- connections ------------------------------------------------------------------
+
+  function violate(conn: Conn, code: number, reason: string, kind: keyof WsTransportStats['closed']) {
+    if (conn.closed) return;
+    stats.closed[kind]++;
+    closeConn(conn, code, reason);
+  }
+
+  function closeConn(conn: Conn, code: number, reason: string) {
+    conn.closed = true;
+    if (conn.ws.readyState === WebSocket.CLOSED) return;
+    conn.ws.close(code, reason);
+    // A peer that never answers the close handshake is cut off instead of waited for.
+    const cancel = clock.setTimer(() => conn.ws.terminate(), CLOSE_GRACE_MS);
+    conn.ws.once('close', cancel);
+  }
+
+  function attach(ws: WebSocket, remote: string, outbound: boolean): Conn {
+    const conn: Conn = { ws, remote, outbound, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
+    conns.add(conn);
+    const peer = peerOf(remote);
+    ws.on('message', (data, isBinary) => onMessage(conn, data, isBinary));
+    ws.on('pong', () => (conn.alive = true));
+    ws.on('error', (error: Error & { code?: string }) => {
+      // ws already answers a protocol violation with 1002/1008/1009 and closes; count it.
+      const kind = error.code ? (WS_ERRORS[error.code] ?? (error.code.startsWith('WS_ERR_') ? 'protocol' : undefined)) : undefined;
+      if (kind) violate(conn, 1008, error.message, kind);
+      else peer.lastError = error.message;
+    });
+    ws.on('close', () => {
+      conn.closed = true;
+      conns.delete(conn);
+      if (outbound) {
+        if (peer.out === conn) peer.out = undefined;
+        scheduleReconnect(peer);
+      } else {
+        peer.inbound = peer.inbound.filter((c) => c !== conn);
+        const now = channel(peer);
+        if (now && !peer.url) useAsChannel(peer, now);
+      }
+    });
+    if (outbound) {
+      peer.out = conn;
+      peer.backoffMs = 0;
+      peer.lastError = undefined;
+      useAsChannel(peer, conn);
+    } else {
+      stats.accepted++;
+      // A node keeps one connection to us; an older one is a leftover of a dead process.
+      for (const old of peer.inbound) violate(old, 4000, 'superseded by a newer connection', 'superseded');
+      peer.inbound.push(conn);
+      if (!peer.url) useAsChannel(peer, conn);
+    }
+    return conn;
+  }
+
+  function dial(peer: Peer) {
+    if (status !== 'open' || !peer.url || peer.out || peer.dialing) return;
+    const headers = clientHandshake(o.key, nodeId, peer.nodeId, clock.now());
+    const nonce = headers[HEADERS.nonce]!;
+    const ws = new WebSocket(peer.url, [PROTOCOL], { ...wsLimits, headers, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, followRedirects: false });
+    peer.dialing = ws;
+    let impostor = false;
+    ws.once('upgrade', (response) => {
+      if (verifyServerProof(o.key, response.headers, peer.nodeId, nodeId, nonce)) return;
+      impostor = true;
+      stats.closed.impostor++;
+      peer.lastError = `${peer.url} did not prove to be node "${peer.nodeId}" holding the shared secret`;
+      ws.terminate();
+    });
+    ws.once('open', () => {
+      peer.dialing = undefined;
+      attach(ws, peer.nodeId, true);
+    });
+    ws.on('error', (error) => {
+      if (!impostor && peer.dialing === ws) peer.lastError = error.message;
+    });
+    ws.once('close', () => {
+      if (peer.dialing !== ws) return;
+      peer.dialing = undefined;
+      scheduleReconnect(peer);
+    });
+  }
+
+  function scheduleReconnect(peer: Peer) {
+    if (status !== 'open' || peer.cancelRetry || !peer.url) return;
+    stats.reconnects++;
+    peer.backoffMs = peer.backoffMs === 0 ? o.reconnectMinMs : Math.min(peer.backoffMs * 2, o.reconnectMaxMs);
+    // Jitter keeps a cluster restarting together from dialling in lockstep.
+    const delay = peer.backoffMs / 2 + Math.random() * (peer.backoffMs / 2);
+    peer.cancelRetry = clock.setTimer(() => {
+      peer.cancelRetry = undefined;
+      dial(peer);
+    }, delay);
+  }
+
+  // ---- listening --------------------------------------------------------------------
+
+  const handshakes = new WeakMap<IncomingMessage, Extract<HandshakeVerdict, { ok: true }>>();
+  let server: Server | undefined;
+  let wss: WebSocketServer | undefined;
+
+  function refuse(socket: Duplex, code: number, text: string) {
+    socket.once('finish', () => socket.destroy());
+    socket.end(`HTTP/1.1 ${code} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  }
+
+  // Authentication happens here, before ws allocates anything for the connection.
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+    socket.on('error', () => socket.destroy());
+    if (status !== 'open' || !wss) return refuse(socket, 503, 'Service Unavailable');
+    const verdict = verifier.verify(req.headers);
+    if (!verdict.ok) {
+      stats.rejected.unauthorized++;
+      return verdict.reason === 'busy' ? refuse(socket, 503, 'Service Unavailable') : refuse(socket, 401, 'Unauthorized');
+    }
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!offered.includes(PROTOCOL)) {
+      stats.rejected.badProtocol++;
+      return refuse(socket, 400, 'Bad Request');
+    }
+    handshakes.set(req, verdict);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (status !== 'open') return ws.terminate();
+      attach(ws, verdict.node, false);
+    });
+  }
+
+  if (o.listen) {
+    wss = new WebSocketServer({ noServer: true, clientTracking: false, ...wsLimits, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
+    wss.on('headers', (headers, req) => {
+      const verdict = handshakes.get(req);
+      if (verdict) headers.push(`${HEADERS.node}: ${nodeId}`, `${HEADERS.proof}: ${serverProof(o.key, nodeId, verdict.node, verdict.nonce)}`);
+    });
+    wss.on('wsClientError', (_error, socket) => {
+      stats.rejected.badRequest++;
+      refuse(socket, 400, 'Bad Request');
+    });
+    const http = createServer({ headersTimeout: HANDSHAKE_TIMEOUT_MS, requestTimeout: HANDSHAKE_TIMEOUT_MS }, (_req, res) => {
+      res.writeHead(426, { connection: 'close', 'content-length': 0 }).end();
+    });
+    http.on('upgrade', onUpgrade);
+    http.on('clientError', (_error, socket) => socket.destroy());
+    const { host, port } = o.listen;
+    await new Promise<void>((ok, fail) => {
+      http.once('error', fail);
+      http.listen(port, host, () => {
+        http.off('error', fail);
+        ok();
+      });
+    });
+    server = http;
+  }
+  const bound = server && (server.address() as AddressInfo);
+  const address = bound && { host: bound.address, port: bound.port, url: `ws://${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}` };
+
+  // ---- liveness ---------------------------------------------------------------------
+
+  let cancelBeat = clock.setTimer(function beat() {
+    for (const conn of conns) {
+      if (conn.ws.readyState !== WebSocket.OPEN) continue;
+      // Paused reading hides pongs, and a peer draining our data is alive anyway.
+      const draining = conn.ws.bufferedAmount < conn.lastBuffered;
+      conn.lastBuffered = conn.ws.bufferedAmount;
+      if (!conn.alive && !draining && !conn.ws.isPaused) {
+        stats.closed.deadPeer++;
+        conn.closed = true;
+        conn.ws.terminate();
+        continue;
+      }
+      conn.alive = false;
+      conn.ws.ping();
+    }
+    cancelBeat = clock.setTimer(beat, o.heartbeatMs);
+  }, o.heartbeatMs);
+
+  // ---- the transport ----------------------------------------------------------------
+
+  for (const id of Object.keys(o.peers)) dial(peerOf(id));
+  for (const id of outbox.destinations()) if (outbox.unacked(id).length > 0) peerOf(id);
+
+  const maxEnvelopeBytes = o.maxPayload - BATCH_OVERHEAD_BYTES - ITEM_OVERHEAD_BYTES;
+  const closedError = () => new TroupeError(ErrorCode.NODE_CLOSED, `transport of node "${nodeId}" is ${status}`);
+
+  const transport: WsTransport = {
+    nodeId,
+    get status() {
+      return status;
+    },
+    address,
+    async send(toNode, envelope) {
+      if (status !== 'open') throw closedError();
+      assertNodeId(toNode, 'destination node');
+      if (toNode === nodeId) throw new TypeError(`send(toNode) targets this node "${nodeId}"; local envelopes are routed by the node`);
+      const checked = EnvelopeSchema.safeParse(envelope);
+      const valid = checked.success ? checked.data : parseEnvelope(envelope); // throws INVALID_ENVELOPE naming the field
+      const bytes = encodeEnvelope(valid);
+      if (bytes.byteLength > maxEnvelopeBytes) {
+        // It could never fit a frame; refusing now beats an outbox entry stuck forever.
+        throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `envelope of ${bytes.byteLength} bytes exceeds the transport limit of ${maxEnvelopeBytes}`, {
+          details: { size: bytes.byteLength, limit: maxEnvelopeBytes },
+        });
+      }
+      peerOf(toNode);
+      return outbox.append(toNode, bytes);
+    },
+    addPeer(id, url) {
+      assertPeer(nodeId, id, url);
+      if (status !== 'open') throw closedError();
+      const peer = peerOf(id);
+      if (peer.url === url) return;
+      o.peers[id] = peer.url = url;
+      // A live or half-open connection to the old url is dropped; its close handler redials.
+      if (peer.out) closeConn(peer.out, 1001, 'peer moved');
+      else if (peer.dialing) peer.dialing.terminate();
+      else {
+        peer.cancelRetry?.();
+        peer.cancelRetry = undefined;
+        dial(peer);
+      }
+    },
+    acked: (toNode, seq) => outbox.acked(toNode, seq),
+    flushed: (toNode) => outbox.flushed(toNode),
+    peers(): PeerStatus[] {
+      return [...peers.values()].map((peer) => {
+        const state: PeerStatus['state'] =
+          status !== 'open' ? 'closed' : peer.url ? (peer.out ? 'open' : peer.dialing ? 'connecting' : 'backoff') : peer.inbound.length > 0 ? 'open' : 'waiting';
+        return {
+          nodeId: peer.nodeId,
+          ...(peer.url ? { url: peer.url } : {}),
+          state,
+          inbound: peer.inbound.length,
+          unacked: outbox.unacked(peer.nodeId).length,
+          assigned: outbox.durable(peer.nodeId),
+          acked: outbox.ackedUpTo(peer.nodeId),
+          ...(peer.lastError ? { lastError: peer.lastError } : {}),
+        };
+      });
+    },
+    stats: () => structuredClone(stats),
+    close() {
+      closing ??= (async () => {
+        status = 'closing';
+        cancelBeat();
+        for (const peer of peers.values()) {
+          peer.cancelRetry?.();
+          peer.cancelRetry = undefined;
+          peer.dialing?.terminate();
+        }
+        const gone = [...conns].map((c) => new Promise<void>((ok) => (c.ws.readyState === WebSocket.CLOSED ? ok() : c.ws.once('close', () => ok()))));
+        for (const conn of conns) closeConn(conn, 1001, 'node closing');
+        if (server) {
+          const http = server;
+          await new Promise<void>((ok) => {
+            http.close(() => ok());
+            http.closeAllConnections();
+          });
+        }
+        wss?.close();
+        await Promise.all(gone);
+        await Promise.all(chains.values());
+        await outbox.close(closedError());
+        status = 'closed';
+      })();
+      return closing;
+    },
+    [Symbol.asyncDispose]() {
+      return transport.close();
+    },
+  };
+  return transport;
+}
+
+/** Index of the first entry with a seq above `seq` (entries are sorted). */
+function firstAbove(entries: readonly OutboxEntry[], seq: number): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (entries[mid]!.seq <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
