@@ -143,3 +143,168 @@ transportConformance('WebSocket (only b dials, memory)', async (deliver) => {
   const b = await ws('b', memoryStorage(), deliver.b, { peers: { a: a.address!.url } });
   return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
 });
+
+/** A `ws-peer.ts` child process with its stdout lines. */
+function spawnPeer(args: Record<string, unknown>) {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FIXTURE, JSON.stringify({ secret: SECRET, ...args })], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters: Array<{ pattern: RegExp; resolve(): void }> = [];
+  let stderr = '';
+  let partial = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n');
+    partial = parts.pop()!;
+    for (const line of parts) {
+      lines.push(line);
+      for (const w of [...waiters]) if (w.pattern.test(line)) waiters.splice(waiters.indexOf(w), 1), w.resolve();
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    child,
+    exit,
+    waitFor(pattern: RegExp): Promise<void> {
+      if (lines.some((l) => pattern.test(l))) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        waiters.push({ pattern, resolve });
+        void exit.then(({ code, signal }) => reject(new Error(`peer exited (${code ?? signal}) before ${pattern}\n${lines.join('\n')}\n${stderr}`)));
+      });
+    },
+  };
+}
+
+describe('delivery over real sockets and LevelDB', () => {
+  it('round-trips an envelope and orders 1000 envelopes in few frames', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using storeB = await levelStorage({ path: dirB.path });
+    const atA = recorder();
+    const atB = recorder();
+    await using a = await ws('a', storeA, atA, { listen });
+    await using b = await ws('b', storeB, atB, { peers: { a: a.address!.url } });
+    await b.send('a', testEnvelope(0));
+    await atA.until(1);
+    await a.send('b', testEnvelope(1, { to: 'run_a/sender', from: 'run_b/receiver' }));
+    await atB.until(1);
+    expect([atA.received[0]!.from, atB.received[0]!.from]).toEqual(['b', 'a']);
+
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => b.send('a', testEnvelope(i + 10))));
+    await b.flushed('a');
+    await b.close(); // deletes of acknowledged entries are written after the ack; close waits for them
+    expect(atA.received.slice(1).map((r) => r.envelope.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 10}`));
+    expect(atA.received.slice(1).map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 2));
+    expect(b.stats().framesOut).toBeLessThan(100); // batched, not one frame per envelope
+    expect(await keys(storeB, 'outbox:')).toEqual([]); // acknowledged entries are deleted
+  });
+
+  it('keeps the outbox across a sender restart and resends what was never acknowledged', async () => {
+    await using dir = await tempDir();
+    const nowhere = { b: 'ws://127.0.0.1:1' }; // nothing listens: every send stays in the outbox
+    let store = await levelStorage({ path: dir.path });
+    const first = await ws('a', store, recorder(), { peers: nowhere });
+    for (let i = 0; i < 30; i++) expect(await first.send('b', testEnvelope(i))).toBe(i + 1);
+    expect(first.peers()).toEqual([expect.objectContaining({ nodeId: 'b', unacked: 30, acked: 0, state: expect.stringMatching(/connecting|backoff/) })]);
+    await first.close();
+    await store.close();
+
+    store = await levelStorage({ path: dir.path });
+    expect(await keys(store, 'outbox:b:')).toHaveLength(30);
+    const atB = recorder();
+    await using b = await ws('b', memoryStorage(), atB, { listen });
+    await using second = await ws('a', store, recorder(), { peers: { b: b.address!.url } });
+    expect(await second.send('b', testEnvelope(30))).toBe(31); // numbering continues
+    await second.flushed('b');
+    expect(atB.received.map((r) => r.seq)).toEqual(Array.from({ length: 31 }, (_, i) => i + 1));
+    expect(atB.received.map((r) => r.envelope.id)).toEqual(Array.from({ length: 31 }, (_, i) => `env_${i}`));
+    await second.close();
+    expect(await keys(store, 'outbox:')).toEqual([]);
+    await store.close();
+  });
+
+  it('drops duplicates after a receiver restart: each seq is delivered exactly once', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using a = await ws('a', storeA, recorder(), { listen });
+    const counts = new Map<number, number>();
+    const order: number[] = [];
+    let first: WsTransport | undefined;
+    let stop!: (closing: Promise<void>) => void;
+    const stopped = new Promise<Promise<void>>((resolve) => (stop = resolve));
+    const deliver: WsTransportOptions['deliver'] = async (_envelope, _from, { seq }) => {
+      counts.set(seq, (counts.get(seq) ?? 0) + 1);
+      order.push(seq);
+      // Stop mid-batch: 101..120 are delivered and recorded but never acknowledged.
+      if (seq === 120 && first?.status === 'open') stop(first.close());
+    };
+    let storeB = await levelStorage({ path: dirB.path });
+    first = await ws('b', storeB, deliver, { peers: { a: a.address!.url } });
+    await Promise.all(Array.from({ length: 200 }, (_, i) => a.send('b', testEnvelope(i))));
+    await (await stopped);
+    expect(order).toHaveLength(120);
+    expect(a.peers()[0]!.acked).toBe(100);
+    await storeB.close();
+
+    storeB = await levelStorage({ path: dirB.path });
+    const second = await ws('b', storeB, deliver, { peers: { a: a.address!.url } });
+    await a.flushed('b');
+    expect(second.stats().duplicates).toBeGreaterThan(0);
+    expect(order).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+    await second.close();
+    await storeB.close();
+  });
+
+  it('survives a receiver SIGKILLed mid-stream: after restart every envelope is delivered exactly once, in order', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using a = await ws('a', storeA, recorder(), { listen });
+    const peer = { role: 'receiver', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url } };
+    const first = spawnPeer({ ...peer, throttleMs: 1 });
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => a.send('b', testEnvelope(i + 1))));
+    await first.waitFor(/^delivered 200$/);
+    first.child.kill('SIGKILL');
+    expect((await first.exit).signal).toBe('SIGKILL');
+    expect(a.peers()[0]!.acked).toBeLessThan(1000);
+
+    const second = spawnPeer(peer);
+    await a.flushed('b');
+    second.child.kill('SIGTERM');
+    expect((await second.exit).code).toBe(0);
+    await using storeB = await levelStorage({ path: dirB.path });
+    const log: Array<{ seq: number; id: string }> = [];
+    for await (const [, value] of storeB.entries(prefixRange('log:'))) log.push(decode(value, Infinity) as { seq: number; id: string });
+    expect(log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
+  });
+
+  it('survives a sender SIGKILLed mid-stream: its outbox is resent on restart, duplicates dropped', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    const atA = recorder();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    atA.intercept = (_envelope, { seq }) => (seq > 500 ? gate : undefined); // holds the stream at 500
+    await using a = await ws('a', storeA, atA, { listen });
+    const peer = { role: 'sender', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url } };
+    const first = spawnPeer({ ...peer, count: 1500 });
+    await first.waitFor(/^sent$/);
+    await atA.until(500);
+    first.child.kill('SIGKILL');
+    expect((await first.exit).signal).toBe('SIGKILL');
+    release();
+
+    const second = spawnPeer(peer);
+    await atA.until(1500);
+    await second.waitFor(/^ready$/);
+    expect(atA.received.map((r) => r.seq)).toEqual(Array.from({ length: 1500 }, (_, i) => i + 1));
+    expect(atA.received.map((r) => r.envelope.id)).toEqual(Array.from({ length: 1500 }, (_, i) => `env_${i + 1}`));
+    expect(a.stats().duplicates).toBeGreaterThan(0);
+    second.child.kill('SIGTERM');
+    expect((await second.exit).code).toBe(0);
+  });
+});
