@@ -9,7 +9,8 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import type { RunEvent } from '../core/events.js';
 import { ROOT_ACTOR_ID, type TroupeNode } from '../core/node.js';
-import { createRunStore, type JournalEntry, type RunRecord } from '../core/run-store.js';
+import { decode } from '../core/codec.js';
+import { createRunStore, keys, type JournalEntry, type RunRecord } from '../core/run-store.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import type { Storage } from '../core/storage.js';
 import { defaultGraphs, graphsOf, type MachineGraph } from './graph.js';
@@ -139,29 +140,18 @@ export function fromRunEvent(event: RunEvent, ts: number): TimelineEvent | undef
   }
 }
 
-const identity = (e: TimelineEvent) => JSON.stringify({ ...e, ts: 0 });
-
 /**
- * Joins a journal read with the live events seen since: the longest end of `head` that
- * `tail` starts with is counted once. Only for runs the inspector joined mid-way, where the
- * two overlap by the few steps not yet checkpointed when the journal was read.
+ * What the inspector knows of a run its node hosts: what happened before it was watched
+ * (`head`, from the journal), then what happened since (`tail`). A run seen starting or
+ * resuming takes its tail from live events. A run joined mid-way takes it from the journal
+ * too, read on each checkpoint: live events before the join cannot be told apart from
+ * their journal copies (a loop of steps repeats identical events), journal seqs can.
  */
-export function splice(head: readonly TimelineEvent[], tail: readonly TimelineEvent[]): TimelineEvent[] {
-  const h = head.map(identity);
-  const t = tail.map(identity);
-  for (let k = Math.min(h.length, t.length, 2_000); k > 0; k--) {
-    let same = true;
-    for (let i = 0; i < k && same; i++) same = h[h.length - k + i] === t[i];
-    if (same) return [...head, ...tail.slice(k)];
-  }
-  return [...head, ...tail];
-}
-
-/** What the inspector knows of a run its node hosts: the journal part, then live events. */
 interface Feed {
   head: Promise<TimelineEvent[]>;
   tail: TimelineEvent[];
-  joined: boolean;
+  /** For a joined run: the last journal entry read, and the reads in order. */
+  journal?: { seq: number; reads: Promise<unknown> };
 }
 
 interface Session {
@@ -211,8 +201,15 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     ws.send(JSON.stringify(message));
   };
 
-  const readTimeline = async (runId: string, upTo = Infinity) =>
-    (await store.journal(runId)).filter((e) => e.seq <= upTo).flatMap((e) => fromJournal(e, runId) ?? []);
+  /** Journal entries of `runId` after seq `after` (up to `upTo`), as the page shows them. */
+  const readJournal = async (runId: string, after = 0, upTo = Infinity) => {
+    const entries: JournalEntry[] = [];
+    // A range read: a long run is not decoded whole on every checkpoint.
+    const range = { gte: keys.journal(runId, after + 1), lt: Number.isFinite(upTo) ? keys.journal(runId, upTo + 1) : `jrnl:${runId}:\uffff` };
+    for await (const [, value] of options.storage.entries(range)) entries.push(decode(value, Infinity) as JournalEntry);
+    return { last: entries.at(-1)?.seq ?? after, timeline: entries.flatMap((e) => fromJournal(e, runId) ?? []) };
+  };
+  const readTimeline = async (runId: string, upTo = Infinity) => (await readJournal(runId, 0, upTo)).timeline;
 
   const summarize = (r: RunRecord): RunSummary => ({
     id: r.id,
@@ -266,34 +263,60 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     let timeline = feed ? await feed.head : await readTimeline(runId);
     if (token !== session.token) return;
     // The tail is read after the await and before sending, so no live event falls between.
-    if (feed) timeline = feed.joined ? splice(timeline, feed.tail) : [...timeline, ...feed.tail];
+    if (feed) timeline = [...timeline, ...feed.tail];
     session.loading = false;
     send(session.ws, { type: 'run', runId, run: record && summarize(record), live: node?.get(runId) !== undefined, graphs: graphsFor(record?.crew, timeline), timeline: timeline.slice(-MAX_TIMELINE) });
+  };
+
+  const publish = (runId: string, feed: Feed, item: TimelineEvent) => {
+    feed.tail.push(item);
+    if (feed.tail.length > MAX_TIMELINE) feed.tail.shift();
+    for (const s of sessions) if (s.runId === runId && !s.loading) send(s.ws, { type: 'event', runId, event: item });
+  };
+
+  const join = (runId: string): Feed => {
+    const feed: Feed = { head: Promise.resolve([]), tail: [], journal: { seq: 0, reads: Promise.resolve() } };
+    const read = readJournal(runId).then(({ last, timeline }) => {
+      feed.journal!.seq = last;
+      return timeline;
+    });
+    read.catch(() => {});
+    feed.head = read;
+    feed.journal!.reads = read;
+    return feed;
   };
 
   const onEvent = (event: RunEvent) => {
     const { runId } = event;
     let feed = feeds.get(runId);
-    if (event.type === 'run.started') feeds.set(runId, (feed = { head: Promise.resolve([]), tail: [], joined: false }));
+    if (event.type === 'run.started') feeds.set(runId, (feed = { head: Promise.resolve([]), tail: [] }));
     else if (event.type === 'run.resumed') {
       // The journal up to the checkpoint it resumed from is exactly what came before.
       const head = store.checkpoint(runId, event.checkpoint).then((c) => readTimeline(runId, c?.journalSeq ?? 0));
       head.catch(() => {});
-      feeds.set(runId, (feed = { head, tail: [], joined: false }));
-    } else if (!feed) {
-      const head = readTimeline(runId);
-      head.catch(() => {});
-      feeds.set(runId, (feed = { head, tail: [], joined: true }));
-    }
-    const item = fromRunEvent(event, Date.now());
-    if (item) {
-      feed.tail.push(item);
-      if (feed.tail.length > MAX_TIMELINE) feed.tail.shift();
-      for (const s of sessions) if (s.runId === runId && !s.loading) send(s.ws, { type: 'event', runId, event: item });
+      feeds.set(runId, (feed = { head, tail: [] }));
+    } else if (!feed) feeds.set(runId, (feed = join(runId)));
+    const { journal } = feed;
+    if (!journal) {
+      const item = fromRunEvent(event, Date.now());
+      if (item) publish(runId, feed, item);
+    } else if (event.type === 'checkpoint') {
+      // Reads run one after another, so entries reach the page once and in order.
+      const joined = feed;
+      journal.reads = journal.reads
+        .then(() => readJournal(runId, journal.seq))
+        .then(({ last, timeline }) => {
+          journal.seq = last;
+          for (const item of timeline) publish(runId, joined, item);
+        })
+        .catch(() => {});
     }
     if (event.type.startsWith('run.') || event.type.startsWith('approval.')) announceRuns();
     // Once a run has ended its journal is complete and durable: replays read it from there.
-    if (event.type === 'run.completed' || event.type === 'run.failed') feeds.delete(runId);
+    if (event.type === 'run.completed' || event.type === 'run.failed') {
+      const ended = feed;
+      void (journal?.reads ?? Promise.resolve()).then(() => feeds.get(runId) === ended && feeds.delete(runId));
+    }
   };
 
   const unsubscribe = node?.subscribe(onEvent);
