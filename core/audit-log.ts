@@ -1,0 +1,383 @@
+import { createHash } from 'node:crypto';
+import { systemClock, type Clock } from './clock.js';
+import { decode, encode } from './codec.js';
+import { ErrorCode, serializeError, TroupeError } from './errors.js';
+import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js';
+
+/**
+ * The audit log: one append-only, hash-chained sequence of records per database (node),
+ * stored under `audit:<seq, 12 digits>`. Each record carries the hash of the one before,
+ * so editing, removing or reordering a stored record breaks the chain and {@link AuditLog.verify}
+ * names the first bad one. Records are built synchronously ({@link AuditLog.append}) so a
+ * caller can write them in the same batch as the checkpoint they describe.
+ */
+
+/** What a record is about; the listed kinds are the runtime's, others are free-form. */
+export type AuditKind =
+  | 'model.call' | 'tool.call' | 'permission' | 'approval.requested' | 'approval.decided' | 'message'
+  | 'run.started' | 'run.resumed' | 'run.completed' | 'run.failed'
+  | (string & {});
+
+/** What a caller appends. `data` must be JSON-like; it is normalized (see {@link toJsonValue}). */
+export interface AuditEntry {
+  kind: AuditKind;
+  runId: string;
+  actor: string;
+  data?: Record<string, unknown>;
+  /** Defaults to the log's clock. */
+  ts?: number;
+}
+
+/** One stored record. `hash` is the sha256 of the canonical JSON of every other field. */
+export interface AuditRecord {
+  seq: number;
+  ts: number;
+  kind: AuditKind;
+  runId: string;
+  actor: string;
+  data: Record<string, unknown>;
+  /** `hash` of the previous record; {@link GENESIS} for the first. */
+  prev: string;
+  hash: string;
+}
+
+/** The newest record's position: what to anchor outside the database to detect truncation. */
+export interface AuditHead {
+  seq: number;
+  hash: string;
+}
+
+/** Why verification failed: a record's content changed, a record is missing, one sits at another's place, or a link does not match. */
+export type AuditFailure = 'altered' | 'removed' | 'reordered' | 'broken-chain';
+
+/** The outcome of {@link AuditLog.verify}. */
+export type AuditVerification =
+  | { ok: true; count: number; head: AuditHead }
+  | { ok: false; firstBad: number; reason: AuditFailure; message: string };
+
+/** `prev` of the first record. */
+export const GENESIS = '0'.repeat(64);
+
+/** Key of the record with sequence number `seq`. */
+export const auditKey = (seq: number) => `audit:${seqKey(seq)}`;
+
+/** JSON with object keys sorted and no whitespace: equal values always give equal text. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    return typeof value === 'number' && !Number.isFinite(value) ? 'null' : (JSON.stringify(value) ?? 'null');
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  const fields = Object.keys(value)
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`);
+  return `{${fields.join(',')}}`;
+}
+
+/** The hash a record must carry: sha256 (hex) of the canonical JSON of all fields but `hash`. */
+export function hashRecord(record: Omit<AuditRecord, 'hash'> & { hash?: string }): string {
+  const { hash: _ignored, ...rest } = record;
+  return createHash('sha256').update(canonicalJson(rest)).digest('hex');
+}
+
+/**
+ * A JSON value equal to `value` after a msgpack round trip, so a record hashes the same
+ * when written and when read back: bytes become `{ $base64 }`, dates ISO strings, bigints
+ * strings, errors their serialized form, maps objects, sets arrays; functions are dropped.
+ */
+export function toJsonValue(value: unknown, seen: Set<object> = new Set()): unknown {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'number') return Number.isFinite(value) ? value + 0 : null; // +0 turns -0 into 0
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value !== 'object') return undefined;
+  if (value instanceof Uint8Array) return { $base64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
+  if (value instanceof Error) return toJsonValue(serializeError(value), seen);
+  if (seen.has(value)) throw new TypeError('audit data must not contain cycles');
+  seen.add(value);
+  try {
+    if (Array.isArray(value) || value instanceof Set) return [...value].map((v) => toJsonValue(v, seen) ?? null);
+    const pairs = value instanceof Map ? [...value].map(([k, v]) => [String(k), v] as const) : Object.entries(value);
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of pairs) {
+      const json = toJsonValue(v, seen);
+      if (json !== undefined) out[k] = json;
+    }
+    return out;
+  } finally {
+    seen.delete(value);
+  }
+}
+
+/** Records as JSON Lines in canonical form, so an export can be re-hashed line by line. */
+export function toJsonl(records: readonly AuditRecord[]): string {
+  return records.map((r) => `${canonicalJson(r)}\n`).join('');
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function isRecord(value: unknown): value is AuditRecord {
+  const r = value as AuditRecord;
+  return typeof r === 'object' && r !== null && Number.isSafeInteger(r.seq) && typeof r.ts === 'number'
+    && typeof r.kind === 'string' && typeof r.runId === 'string' && typeof r.actor === 'string'
+    && typeof r.data === 'object' && r.data !== null && !Array.isArray(r.data)
+    && typeof r.prev === 'string' && HEX64.test(r.prev) && typeof r.hash === 'string';
+}
+
+/**
+ * Checks records one by one in key order. `anchors` are heads known to have been written
+ * (a truncated or rewritten log shows against them); see {@link AuditLog.verify}.
+ */
+export function createChainChecker(anchors: readonly AuditHead[] = []) {
+  let last: AuditHead = { seq: 0, hash: GENESIS };
+  let count = 0;
+  const wanted = new Set(anchors.map((a) => a.seq));
+  const seen = new Map<number, string>();
+  const fail = (firstBad: number, reason: AuditFailure, message: string): AuditVerification => ({ ok: false, firstBad, reason, message });
+  return {
+    /** Feeds the next record: the sequence number it is stored under and its decoded value. */
+    next(keySeq: number, record: unknown): AuditVerification | undefined {
+      const expected = last.seq + 1;
+      if (!Number.isSafeInteger(keySeq) || keySeq < 1) return fail(expected, 'altered', `a record is stored under a key that is not a sequence number`);
+      if (!isRecord(record)) return fail(keySeq, 'altered', `record ${keySeq} is not a readable audit record`);
+      const selfConsistent = hashRecord(record) === record.hash;
+      if (record.seq !== keySeq) {
+        return selfConsistent
+          ? fail(keySeq, 'reordered', `record ${record.seq} is stored at position ${keySeq}`)
+          : fail(keySeq, 'altered', `record at position ${keySeq} claims seq ${record.seq} and its hash does not match`);
+      }
+      if (keySeq > expected) return fail(expected, 'removed', `record${keySeq - expected > 1 ? `s ${expected}-${keySeq - 1} are` : ` ${expected} is`} missing`);
+      if (!selfConsistent) return fail(keySeq, 'altered', `record ${keySeq} does not match its hash`);
+      if (record.prev !== last.hash) return fail(keySeq, 'broken-chain', `record ${keySeq} does not link to record ${last.seq}`);
+      last = { seq: record.seq, hash: record.hash };
+      if (wanted.has(record.seq)) seen.set(record.seq, record.hash);
+      count++;
+      return undefined;
+    },
+    /** Ends the check once every record was fed. */
+    finish(): AuditVerification {
+      for (const anchor of anchors) {
+        if (anchor.seq === 0) continue;
+        if (anchor.seq > last.seq) return fail(last.seq + 1, 'removed', `the log ends at ${last.seq} but record ${anchor.seq} was written`);
+        if (seen.get(anchor.seq) !== anchor.hash) return fail(anchor.seq, 'altered', `record ${anchor.seq} is not the one that was written (the chain was rewritten)`);
+      }
+      return { ok: true, count, head: last };
+    },
+  };
+}
+
+/** Options of {@link createAuditLog}. */
+export interface AuditLogOptions {
+  /** Stamps records without `ts`. Default the system clock. */
+  clock?: Pick<Clock, 'now'>;
+  /** Applied to each entry's `data` before it is hashed, e.g. a secrets redactor. */
+  redact?: (data: Record<string, unknown>) => Record<string, unknown>;
+}
+
+/** Filter of {@link AuditLog.read}. */
+export interface AuditQuery {
+  runId?: string;
+  kind?: AuditKind;
+  /** Only records with a greater `seq` (incremental export). */
+  after?: number;
+}
+
+/** An audit log on a {@link Storage}; see {@link createAuditLog}. */
+export interface AuditLog {
+  /** The newest record appended (written or not); `{ seq: 0, hash: GENESIS }` when empty. */
+  readonly head: AuditHead;
+  /** Reads the newest stored record to continue the chain. Required before the first append. */
+  open(): Promise<void>;
+  /**
+   * Builds the records and their put ops and advances the head at once, so consecutive
+   * appends chain even before anything is written. The caller writes the ops (in the same
+   * batch as its checkpoint), then calls {@link commit} on success or {@link rollback} on failure.
+   */
+  append(entries: readonly AuditEntry[]): StorageOp[];
+  /** Marks the ops of an append as durable (lets {@link verify} detect their later removal). */
+  commit(ops: readonly StorageOp[]): void;
+  /**
+   * Undoes an append whose batch failed. When nothing was appended after it the head moves
+   * back; otherwise later records already link to it, so its records are written on their
+   * own (they did happen) to keep the chain whole. If that write fails too the log refuses
+   * appends until {@link open} is called again.
+   */
+  rollback(ops: readonly StorageOp[]): Promise<void>;
+  /** Appends and writes in one batch, together with `with` (e.g. a checkpoint's ops). */
+  write(entries: readonly AuditEntry[], options?: { with?: readonly StorageOp[]; sync?: boolean }): Promise<AuditRecord[]>;
+  /** Stored records in order, optionally filtered. Throws when a record does not decode. */
+  read(query?: AuditQuery): Promise<AuditRecord[]>;
+  /**
+   * Re-hashes every stored record and checks the links. `anchor` is a head saved elsewhere
+   * (another machine, a signed receipt): without one, removing the newest records is only
+   * detectable back to what this log object has seen committed.
+   */
+  verify(options?: { anchor?: AuditHead }): Promise<AuditVerification>;
+}
+
+const MAX_LABEL = 256;
+
+function assertEntry(entry: AuditEntry): void {
+  const label = (name: string, value: unknown, min: number) => {
+    if (typeof value !== 'string' || value.length < min || value.length > MAX_LABEL) {
+      throw new TypeError(`audit entry ${name} must be a string of ${min} to ${MAX_LABEL} characters, got ${JSON.stringify(value)}`);
+    }
+  };
+  label('kind', entry?.kind, 1);
+  label('runId', entry.runId, 0);
+  label('actor', entry.actor, 0);
+  if (entry.data !== undefined && (typeof entry.data !== 'object' || entry.data === null || Array.isArray(entry.data))) {
+    throw new TypeError('audit entry data must be a plain object');
+  }
+  if (entry.ts !== undefined && !Number.isFinite(entry.ts)) throw new TypeError('audit entry ts must be a finite number');
+}
+
+const seqOfKey = (key: string) => Number(key.slice('audit:'.length));
+
+/**
+ * Creates the audit log of `storage`. Call `open()` once before appending; one log object
+ * per database, since two would hand out the same sequence numbers.
+ */
+export function createAuditLog(storage: Storage, options: AuditLogOptions = {}): AuditLog {
+  const clock = options.clock ?? systemClock;
+  const redact = options.redact ?? ((data) => data);
+  let opened = false;
+  let broken: unknown;
+  let head: AuditHead = { seq: 0, hash: GENESIS };
+  // Appended, not yet committed, in seq order; `durable` is the newest head below all of them.
+  let pending: { record: AuditRecord; committed: boolean }[] = [];
+  let durable: AuditHead = head;
+
+  const settle = () => {
+    while (pending[0]?.committed) {
+      const { record } = pending.shift()!;
+      durable = { seq: record.seq, hash: record.hash };
+    }
+  };
+  const pendingOf = (ops: readonly StorageOp[], use: string) => {
+    const seqs = new Set(ops.map((op) => op.key).filter((k) => k.startsWith('audit:')).map(seqOfKey));
+    const found = pending.filter((p) => seqs.has(p.record.seq) && !p.committed);
+    if (found.length !== seqs.size || seqs.size === 0) throw new TypeError(`${use}() takes the ops of an append() not yet committed or rolled back`);
+    return found;
+  };
+
+  const log: AuditLog = {
+    get head() {
+      return head;
+    },
+    async open() {
+      if (pending.length > 0) throw new TypeError('open() while appended records are neither committed nor rolled back');
+      head = { seq: 0, hash: GENESIS };
+      for await (const [key, value] of storage.entries(prefixRange('audit:', { reverse: true, limit: 1 }))) {
+        let record: unknown;
+        try {
+          record = decode(value, Infinity);
+        } catch {
+          record = undefined;
+        }
+        // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
+        const hash = isRecord(record) ? record.hash : createHash('sha256').update(value).digest('hex');
+        head = { seq: seqOfKey(key), hash };
+      }
+      durable = head;
+      broken = undefined;
+      opened = true;
+    },
+    append(entries) {
+      if (!opened) throw new TypeError('audit log: call open() before append(), or sequence numbers would restart at 1');
+      if (broken) {
+        throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log is out of sync with storage after a failed write; call open() again', { cause: broken });
+      }
+      for (const entry of entries) assertEntry(entry);
+      const ops: StorageOp[] = [];
+      let last = head;
+      const built: AuditRecord[] = [];
+      for (const entry of entries) {
+        const body = {
+          seq: last.seq + 1,
+          ts: entry.ts ?? clock.now(),
+          kind: entry.kind,
+          runId: entry.runId,
+          actor: entry.actor,
+          data: toJsonValue(redact(entry.data ?? {})) as Record<string, unknown>,
+          prev: last.hash,
+        };
+        const record: AuditRecord = { ...body, hash: hashRecord(body) };
+        built.push(record);
+        ops.push({ type: 'put', key: auditKey(record.seq), value: encode(record) });
+        last = { seq: record.seq, hash: record.hash };
+      }
+      // Only after every entry was built: a throwing entry leaves the log untouched.
+      head = last;
+      for (const record of built) pending.push({ record, committed: false });
+      return ops;
+    },
+    commit(ops) {
+      if (ops.length === 0) return;
+      for (const p of pendingOf(ops, 'commit')) p.committed = true;
+      settle();
+    },
+    async rollback(ops) {
+      if (ops.length === 0) return;
+      const failed = pendingOf(ops, 'rollback');
+      const newest = pending[pending.length - 1]!;
+      if (failed.includes(newest)) {
+        pending = pending.filter((p) => !failed.includes(p));
+        head = { seq: failed[0]!.record.seq - 1, hash: failed[0]!.record.prev };
+        return;
+      }
+      try {
+        await storage.write(ops.filter((op) => op.key.startsWith('audit:')));
+        for (const p of failed) p.committed = true;
+        settle();
+      } catch (error) {
+        broken = error;
+        pending = [];
+        throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log could not restore records later ones link to; call open() again', { cause: error });
+      }
+    },
+    async write(entries, writeOptions = {}) {
+      const ops = log.append(entries);
+      try {
+        await storage.write([...(writeOptions.with ?? []), ...ops], writeOptions.sync === undefined ? {} : { sync: writeOptions.sync });
+      } catch (error) {
+        await log.rollback(ops).catch(() => {});
+        throw error;
+      }
+      log.commit(ops);
+      return ops.map((op) => decode((op as { value: Uint8Array }).value, Infinity) as AuditRecord);
+    },
+    async read(query = {}) {
+      const out: AuditRecord[] = [];
+      const range = query.after === undefined ? prefixRange('audit:') : { gte: auditKey(query.after + 1), lt: 'audit:\uffff' };
+      for await (const [key, value] of storage.entries(range)) {
+        let record: unknown;
+        try {
+          record = decode(value, Infinity);
+        } catch {
+          record = undefined;
+        }
+        if (!isRecord(record)) {
+          throw new TroupeError(ErrorCode.STORAGE_FAILED, `audit record ${seqOfKey(key)} is unreadable; run verify()`, { details: { seq: seqOfKey(key) } });
+        }
+        if ((query.runId === undefined || record.runId === query.runId) && (query.kind === undefined || record.kind === query.kind)) out.push(record);
+      }
+      return out;
+    },
+    async verify(verifyOptions = {}) {
+      const checker = createChainChecker(verifyOptions.anchor ? [durable, verifyOptions.anchor] : [durable]);
+      for await (const [key, value] of storage.entries(prefixRange('audit:'))) {
+        let record: unknown;
+        try {
+          record = decode(value, Infinity);
+        } catch {
+          record = undefined;
+        }
+        const failure = checker.next(seqOfKey(key), record);
+        if (failure) return failure;
+      }
+      return checker.finish();
+    },
+  };
+  return log;
+}

@@ -1,0 +1,398 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
+import { manualClock } from '../core/clock.js';
+import { decode, encode } from '../core/codec.js';
+import { isTroupeError } from '../core/errors.js';
+import { createRedactor } from '../core/secrets.js';
+import type { Storage, StorageOp } from '../core/storage.js';
+import { levelStorage } from '../storage/level.js';
+import { memoryStorage } from '../storage/memory.js';
+import { grepDirectory } from './helpers/grep-dir.js';
+import { tempDir } from './helpers/temp.js';
+
+const entry = (n: number, runId = 'run_1'): AuditEntry => ({ kind: 'tool.call', runId, actor: 'researcher', data: { callId: `c${n}`, tool: 'lookup', ok: true } });
+const entries = (from: number, count: number, runId?: string) => Array.from({ length: count }, (_, i) => entry(from + i, runId));
+
+/** A database that can be closed and opened again, as after a process restart. */
+interface Backend {
+  storage: Storage;
+  restart(): Promise<Storage>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const backends: [string, () => Promise<Backend>][] = [
+  [
+    'memory',
+    async () => {
+      const storage = memoryStorage();
+      // The memory storage cannot survive its object; a "restart" is a new log on the same data.
+      return { storage, restart: async () => storage, [Symbol.asyncDispose]: async () => {} };
+    },
+  ],
+  [
+    'LevelDB',
+    async () => {
+      const dir = await tempDir('troupe-audit-');
+      const backend: Backend = {
+        storage: await levelStorage({ path: dir.path }),
+        async restart() {
+          await backend.storage.close();
+          backend.storage = await levelStorage({ path: dir.path });
+          return backend.storage;
+        },
+        async [Symbol.asyncDispose]() {
+          await backend.storage.close();
+          await dir[Symbol.asyncDispose]();
+        },
+      };
+      return backend;
+    },
+  ],
+];
+
+async function raw(storage: Storage, seq: number): Promise<AuditRecord> {
+  return decode((await storage.get(auditKey(seq)))!, Infinity) as AuditRecord;
+}
+
+async function putRaw(storage: Storage, seq: number, value: unknown): Promise<void> {
+  await storage.write([{ type: 'put', key: auditKey(seq), value: value instanceof Uint8Array ? value : encode(value) }]);
+}
+
+async function openLog(storage: Storage, clock = manualClock(1_000)) {
+  const log = createAuditLog(storage, { clock });
+  await log.open();
+  return log;
+}
+
+describe.each(backends)('audit log on %s', (_name, makeBackend) => {
+  it('chains records from the genesis hash and verifies them', async () => {
+    await using backend = await makeBackend();
+    const log = await openLog(backend.storage);
+    const written = await log.write(entries(1, 3));
+    const records = await log.read();
+    expect(records).toEqual(written);
+    expect(records.map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect(records[0]!.prev).toBe(GENESIS);
+    for (const [i, r] of records.entries()) {
+      expect(r.hash).toBe(createHash('sha256').update(canonicalJson({ ...r, hash: undefined })).digest('hex'));
+      if (i > 0) expect(r.prev).toBe(records[i - 1]!.hash);
+    }
+    expect(records[0]).toMatchObject({ ts: 1_000, kind: 'tool.call', runId: 'run_1', actor: 'researcher', data: { callId: 'c1', tool: 'lookup', ok: true } });
+    expect(log.head).toEqual({ seq: 3, hash: records[2]!.hash });
+    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head });
+  });
+
+  it('continues the chain after a restart', async () => {
+    await using backend = await makeBackend();
+    const first = await openLog(backend.storage);
+    await first.write(entries(1, 3));
+    const head = first.head;
+
+    const log = await openLog(await backend.restart());
+    expect(log.head).toEqual(head);
+    await log.write(entries(4, 2));
+    const records = await log.read();
+    expect(records.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(records[3]!.prev).toBe(head.hash);
+    expect(await log.verify({ anchor: head })).toMatchObject({ ok: true, count: 5 });
+  });
+
+  it('writes appended ops in the caller\'s own batch, atomically with its checkpoint', async () => {
+    await using backend = await makeBackend();
+    const log = await openLog(backend.storage);
+    const ops = log.append(entries(1, 2));
+    expect(ops.map((op) => op.key)).toEqual(['audit:000000000001', 'audit:000000000002']);
+    await backend.storage.write([{ type: 'put', key: 'ckpt:run_1:000000000001', value: encode({ seq: 1 }) }, ...ops]);
+    log.commit(ops);
+    expect(await log.verify()).toMatchObject({ ok: true, count: 2 });
+    await log.write(entries(3, 1), { with: [{ type: 'put', key: 'ckpt:run_1:000000000002', value: encode({ seq: 2 }) }] });
+    expect(await backend.storage.get('ckpt:run_1:000000000002')).toBeDefined();
+    expect(await log.verify()).toMatchObject({ ok: true, count: 3 });
+  });
+
+  it('normalizes data so a record hashes the same after a round trip through storage', async () => {
+    await using backend = await makeBackend();
+    const log = await openLog(backend.storage);
+    const data = {
+      text: 'ünïcødé ✓', float: 0.1, big: 2 ** 53 + 2, huge: 1e300, negZero: -0, nan: Number.NaN, int: 42,
+      bytes: new Uint8Array([0, 1, 255]), when: new Date(0), count: 10n, missing: undefined, fn: () => 1,
+      nested: { list: [1, undefined, 'x'], map: new Map([['k', 1]]), set: new Set([2]) }, error: new Error('boom'),
+    };
+    await log.write([{ kind: 'model.call', runId: 'run_1', actor: 'writer', data }]);
+    const [record] = await log.read();
+    expect(record!.data).toEqual({
+      text: 'ünïcødé ✓', float: 0.1, big: 2 ** 53 + 2, huge: 1e300, negZero: 0, nan: null, int: 42,
+      bytes: { $base64: 'AAH/' }, when: '1970-01-01T00:00:00.000Z', count: '10',
+      nested: { list: [1, null, 'x'], map: { k: 1 }, set: [2] }, error: { name: 'Error', message: 'boom' },
+    });
+    expect(hashRecord(record!)).toBe(record!.hash);
+    expect(await log.verify()).toMatchObject({ ok: true });
+  });
+
+  describe('tamper detection', () => {
+    async function fiveRecords(backend: Backend) {
+      const log = await openLog(backend.storage);
+      await log.write(entries(1, 5));
+      // A fresh log object, as after a restart: it knows only what open() reads.
+      return { writer: log, log: await openLog(backend.storage) };
+    }
+
+    it('detects a record whose content was rewritten', async () => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      const r = await raw(backend.storage, 3);
+      await putRaw(backend.storage, 3, { ...r, data: { ...r.data, ok: false } });
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 3, reason: 'altered' });
+    });
+
+    it('detects a rewritten record whose hash was recomputed, at the next link', async () => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      const r = await raw(backend.storage, 3);
+      const forged = { ...r, actor: 'someone-else' };
+      await putRaw(backend.storage, 3, { ...forged, hash: hashRecord(forged) });
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'broken-chain' });
+    });
+
+    it('detects bytes that are not a record', async () => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      await putRaw(backend.storage, 2, new Uint8Array([0xc1, 0xff, 0x00]));
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 2, reason: 'altered' });
+      await expect(log.read()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'STORAGE_FAILED') && /audit record 2 is unreadable/.test(String(e)));
+    });
+
+    it.each([[1], [3]])('detects removed record %i', async (seq) => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      await backend.storage.write([{ type: 'del', key: auditKey(seq) }]);
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: seq, reason: 'removed' });
+    });
+
+    it('detects two records swapped', async () => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      const [two, three] = [await raw(backend.storage, 2), await raw(backend.storage, 3)];
+      await storageSwap(backend.storage, two, three);
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 2, reason: 'reordered' });
+    });
+
+    it('detects a removed record renumbered into the gap, at the broken link', async () => {
+      await using backend = await makeBackend();
+      const { log } = await fiveRecords(backend);
+      const ops: StorageOp[] = [{ type: 'del', key: auditKey(5) }];
+      for (const seq of [4, 5]) {
+        const moved = { ...(await raw(backend.storage, seq)), seq: seq - 1 };
+        ops.push({ type: 'put', key: auditKey(seq - 1), value: encode({ ...moved, hash: hashRecord(moved) }) });
+      }
+      await backend.storage.write(ops);
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 3, reason: 'broken-chain' });
+    });
+
+    it('detects removed newest records against what it committed, or against an anchor after a restart', async () => {
+      await using backend = await makeBackend();
+      const { writer, log } = await fiveRecords(backend);
+      const anchor = writer.head;
+      await backend.storage.write([{ type: 'del', key: auditKey(5) }, { type: 'del', key: auditKey(4) }]);
+      expect(await writer.verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'removed' });
+      expect(await log.verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'removed' });
+
+      // The limit: a log opened after the truncation cannot tell without an anchor.
+      const reopened = await openLog(backend.storage);
+      expect(await reopened.verify()).toMatchObject({ ok: true, count: 3 });
+      expect(await reopened.verify({ anchor })).toMatchObject({ ok: false, firstBad: 4, reason: 'removed' });
+    });
+
+    it('detects a whole chain rewritten consistently, against an anchor', async () => {
+      await using backend = await makeBackend();
+      const { writer } = await fiveRecords(backend);
+      const anchor = writer.head;
+      let prev = GENESIS;
+      for (const r of await writer.read()) {
+        const forged = { ...r, prev, data: { ...r.data, ok: false } };
+        const hash = hashRecord(forged);
+        await putRaw(backend.storage, r.seq, { ...forged, hash });
+        prev = hash;
+      }
+      expect(await openLog(backend.storage).then((l) => l.verify())).toMatchObject({ ok: true, count: 5 });
+      expect(await openLog(backend.storage).then((l) => l.verify({ anchor }))).toMatchObject({ ok: false, firstBad: 5, reason: 'altered' });
+    });
+  });
+});
+
+async function storageSwap(storage: Storage, a: AuditRecord, b: AuditRecord) {
+  await storage.write([
+    { type: 'put', key: auditKey(a.seq), value: encode(b) },
+    { type: 'put', key: auditKey(b.seq), value: encode(a) },
+  ]);
+}
+
+/** Memory storage whose next writes fail, like a full disk. */
+function flakyStorage() {
+  const inner = memoryStorage();
+  let failures = 0;
+  const storage: Storage & { failNext(n?: number): void } = {
+    get location() {
+      return inner.location;
+    },
+    get status() {
+      return inner.status;
+    },
+    get: (key) => inner.get(key),
+    entries: (range) => inner.entries(range),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+    async write(ops, options) {
+      if (failures > 0) {
+        failures--;
+        throw new Error('disk full');
+      }
+      return inner.write(ops, options);
+    },
+    failNext(n = 1) {
+      failures = n;
+    },
+  };
+  return storage;
+}
+
+describe('failed batches', () => {
+  it('rewinds the head when the newest append\'s batch fails, so the next append reuses its seq', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    await log.write(entries(1, 2));
+    const before = log.head;
+    const ops = log.append(entries(3, 2));
+    storage.failNext();
+    await expect(storage.write(ops)).rejects.toThrow('disk full');
+    await log.rollback(ops);
+    expect(log.head).toEqual(before);
+    await log.write(entries(5, 1));
+    expect((await log.read()).map((r) => [r.seq, r.data.callId])).toEqual([[1, 'c1'], [2, 'c2'], [3, 'c5']]);
+    expect(await log.verify()).toMatchObject({ ok: true, count: 3 });
+  });
+
+  it('write() rolls back by itself and rethrows', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    storage.failNext();
+    await expect(log.write(entries(1, 1), { with: [{ type: 'put', key: 'ckpt:x', value: encode(1) }] })).rejects.toThrow('disk full');
+    expect(log.head).toEqual({ seq: 0, hash: GENESIS });
+    expect(await storage.get('ckpt:x')).toBeUndefined();
+    await log.write(entries(2, 1));
+    expect(await log.verify()).toMatchObject({ ok: true, count: 1 });
+  });
+
+  it('writes a failed append\'s records on their own when a later append already links to them', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    const runA = log.append(entries(1, 2, 'run_a'));
+    const runB = log.append(entries(3, 1, 'run_b'));
+    await storage.write(runB); // run B's checkpoint lands first
+    log.commit(runB);
+    storage.failNext();
+    await expect(storage.write(runA)).rejects.toThrow('disk full');
+    await log.rollback(runA);
+    expect(await log.verify()).toMatchObject({ ok: true, count: 3 });
+    expect(log.head.seq).toBe(3);
+  });
+
+  it('refuses appends after it could not restore the chain, until reopened', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    const runA = log.append(entries(1, 1));
+    log.append(entries(2, 1));
+    storage.failNext(2);
+    await expect(storage.write(runA)).rejects.toThrow('disk full');
+    await expect(log.rollback(runA)).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'STORAGE_FAILED'));
+    expect(() => log.append(entries(3, 1))).toThrow(/call open\(\) again/);
+    await log.open();
+    await log.write(entries(3, 1));
+    expect(await log.verify()).toMatchObject({ ok: true, count: 1 });
+  });
+
+  it('accepts batches committed out of order and verifies once all landed', async () => {
+    const storage = memoryStorage();
+    const log = await openLog(storage);
+    const a = log.append(entries(1, 1));
+    const b = log.append(entries(2, 1));
+    await storage.write(b);
+    log.commit(b);
+    await storage.write(a);
+    log.commit(a);
+    expect(await log.verify()).toMatchObject({ ok: true, count: 2 });
+  });
+});
+
+describe('misuse', () => {
+  it('refuses to append before open(), which would restart sequence numbers', () => {
+    expect(() => createAuditLog(memoryStorage()).append(entries(1, 1))).toThrow(/call open\(\) before append\(\)/);
+  });
+
+  it('refuses bad entries with a TypeError and leaves the log untouched', async () => {
+    const log = await openLog(memoryStorage());
+    expect(() => log.append([entry(1), { kind: '', runId: 'r', actor: 'a' }])).toThrow(/kind must be a string of 1 to 256/);
+    expect(() => log.append([{ kind: 'x', runId: 'r', actor: 'a', data: [] as unknown as Record<string, unknown> }])).toThrow(/data must be a plain object/);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(() => log.append([{ kind: 'x', runId: 'r', actor: 'a', data: cyclic }])).toThrow(/cycles/);
+    expect(log.head.seq).toBe(0);
+  });
+
+  it('refuses to commit or roll back ops it did not hand out, or twice', async () => {
+    const log = await openLog(memoryStorage());
+    const ops = log.append(entries(1, 1));
+    log.commit(ops);
+    expect(() => log.commit(ops)).toThrow(/not yet committed/);
+    await expect(log.rollback(ops)).rejects.toThrow(TypeError);
+    expect(() => log.commit([{ type: 'put', key: 'ckpt:x', value: new Uint8Array() }])).toThrow(TypeError);
+  });
+});
+
+describe('reading and export', () => {
+  it('filters by run, kind and position', async () => {
+    const log = await openLog(memoryStorage());
+    await log.write([...entries(1, 2, 'run_a'), { kind: 'permission', runId: 'run_b', actor: 'writer', data: { decision: 'deny' } }, ...entries(4, 1, 'run_b')]);
+    expect((await log.read({ runId: 'run_b' })).map((r) => r.seq)).toEqual([3, 4]);
+    expect((await log.read({ kind: 'permission' })).map((r) => r.seq)).toEqual([3]);
+    expect((await log.read({ after: 2 })).map((r) => r.seq)).toEqual([3, 4]);
+  });
+
+  it('exports canonical JSON Lines that re-hash line by line', async () => {
+    const log = await openLog(memoryStorage());
+    await log.write(entries(1, 3));
+    const jsonl = toJsonl(await log.read());
+    const lines = jsonl.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(jsonl.endsWith('\n')).toBe(true);
+    expect(lines[0]!.startsWith('{"actor":"researcher","data":{"callId":"c1","ok":true,"tool":"lookup"},"hash":')).toBe(true);
+    for (const line of lines) {
+      const { hash, ...rest } = JSON.parse(line) as AuditRecord;
+      expect(createHash('sha256').update(canonicalJson(rest)).digest('hex')).toBe(hash);
+    }
+    expect(toJsonl([])).toBe('');
+  });
+});
+
+describe('secrets', () => {
+  it('keeps a planted secret off the disk when given a redactor', async () => {
+    const secret = 'sk-PLANTED-q7Xv2LmR9tWb4KzN8cYd';
+    await using plain = await tempDir('troupe-audit-plain-');
+    await using redacted = await tempDir('troupe-audit-redacted-');
+    const data = { args: { authorization: `Bearer ${secret}` } };
+    {
+      await using storage = await levelStorage({ path: plain.path });
+      await (await openLog(storage)).write([{ kind: 'tool.call', runId: 'r', actor: 'a', data }]);
+    }
+    {
+      await using storage = await levelStorage({ path: redacted.path });
+      const log = createAuditLog(storage, { redact: createRedactor([secret]) });
+      await log.open();
+      await log.write([{ kind: 'tool.call', runId: 'r', actor: 'a', data }]);
+      expect((await log.read())[0]!.data).toEqual({ args: { authorization: 'Bearer [redacted]' } });
+    }
+    expect(await grepDirectory(plain.path, secret)).not.toEqual([]); // positive control
+    expect(await grepDirectory(redacted.path, secret)).toEqual([]);
+  });
+});
