@@ -308,3 +308,181 @@ describe('delivery over real sockets and LevelDB', () => {
     expect((await second.exit).code).toBe(0);
   });
 });
+
+describe('handshake security', () => {
+  it('answers missing, badly signed, misaddressed, stale and replayed handshakes with 401 before upgrading', async () => {
+    await using a = await ws('a', memoryStorage(), recorder(), { listen });
+    const port = a.address!.port;
+    const wrongKey = secretKey('not-the-cluster-secret-0123456789');
+    expect(await upgrade(port, { 'sec-websocket-protocol': PROTOCOL })).toBe(401);
+    expect(await upgrade(port, { ...clientHandshake(wrongKey, 'x', 'a', Date.now()), 'sec-websocket-protocol': PROTOCOL })).toBe(401);
+    expect(await upgrade(port, { ...signed('x', 'a'), [HEADERS.node]: 'y' })).toBe(401); // tampered identity
+    expect(await upgrade(port, signed('x', 'elsewhere'))).toBe(401); // signed for another listener
+    expect(await upgrade(port, signed('a', 'a'))).toBe(401); // claims to be the listener itself
+    expect(await upgrade(port, signed('x', 'a', Date.now() - 61_000))).toBe(401); // stale
+    expect(await upgrade(port, signed('x', 'a', Date.now() + 61_000))).toBe(401); // from the future
+    const fresh = signed('x', 'a');
+    expect(await upgrade(port, fresh)).toBe(101);
+    expect(await upgrade(port, fresh)).toBe(401); // replayed nonce
+    expect(a.stats()).toMatchObject({ accepted: 1, rejected: { unauthorized: 8, badProtocol: 0 } });
+  });
+
+  it('answers a wrong or missing subprotocol with 400 and plain HTTP with 426', async () => {
+    await using a = await ws('a', memoryStorage(), recorder(), { listen });
+    const port = a.address!.port;
+    expect(await upgrade(port, { ...signed('x', 'a'), 'sec-websocket-protocol': 'chat, troupe.v2' })).toBe(400);
+    const { 'sec-websocket-protocol': _omitted, ...bare } = signed('x', 'a');
+    expect(await upgrade(port, bare)).toBe(400);
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(426);
+    expect(a.stats().rejected).toEqual({ unauthorized: 0, badProtocol: 2, badRequest: 0 });
+  });
+
+  it('refuses a listener that cannot prove it holds the secret, sending it nothing', async () => {
+    const fake = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => PROTOCOL });
+    await once(fake, 'listening');
+    const received: unknown[] = [];
+    const hungUp = new Promise<void>((resolve) =>
+      fake.on('connection', (socket) => {
+        socket.on('message', (data) => received.push(data));
+        socket.on('close', () => resolve());
+      }),
+    );
+    try {
+      await using a = await ws('a', memoryStorage(), recorder(), { peers: { b: `ws://127.0.0.1:${(fake.address() as { port: number }).port}` } });
+      await a.send('b', testEnvelope(1));
+      await hungUp;
+      expect(a.stats().closed.impostor).toBeGreaterThanOrEqual(1);
+      expect(a.peers()[0]).toMatchObject({ nodeId: 'b', unacked: 1, lastError: expect.stringMatching(/did not prove/) });
+      expect(received).toEqual([]);
+    } finally {
+      fake.close();
+    }
+  });
+});
+
+describe('hostile peers cost their own connection only', () => {
+  async function target(extra: Extra = {}) {
+    const at = recorder();
+    const a = await ws('a', memoryStorage(), at, { listen, maxPayload: 64 * 1024, ...extra });
+    const good = await ws('good', memoryStorage(), recorder(), { peers: { a: a.address!.url } });
+    /** Proves `a` still serves a well-behaved peer. */
+    const stillServes = async (i: number) => {
+      await good.send('a', testEnvelope(i));
+      await good.flushed('a');
+      expect(at.received.at(-1)).toMatchObject({ from: 'good', envelope: { id: `env_${i}` } });
+    };
+    return { a, at, port: a.address!.port, stillServes, [Symbol.asyncDispose]: () => Promise.all([good.close(), a.close()]).then(() => {}) };
+  }
+
+  it('closes with 1009 on an oversized message and 1008/1003 on malformed frames', async () => {
+    await using t = await target();
+    await t.stillServes(1);
+    const closeOf = async (client: WebSocket, data: Uint8Array | string) => {
+      const closed = once(client, 'close');
+      client.send(data);
+      return (await closed)[0] as number;
+    };
+    expect(await closeOf(await rawClient(t.port, 'big', 'a'), Buffer.alloc(100 * 1024))).toBe(1009);
+    expect(await closeOf(await rawClient(t.port, 'junk', 'a'), Uint8Array.of(0xc1, 0xff, 0x00))).toBe(1008);
+    expect(await closeOf(await rawClient(t.port, 'chatty', 'a'), 'hello')).toBe(1003);
+    const forged = encodeFrame({ t: 'batch', epoch: 'ab'.repeat(8), items: [{ seq: 1, envelope: { ...testEnvelope(9), to: 'run b/actor' } }] });
+    expect(await closeOf(await rawClient(t.port, 'forger', 'a'), forged)).toBe(1008);
+    const unordered = encodeBatch('cd'.repeat(8), [
+      { seq: 2, bytes: encodeEnvelope(testEnvelope(2)) },
+      { seq: 1, bytes: encodeEnvelope(testEnvelope(1)) },
+    ]);
+    expect(await closeOf(await rawClient(t.port, 'shuffler', 'a'), unordered)).toBe(1008);
+    await t.stillServes(2);
+    expect(t.a.stats().closed).toMatchObject({ oversized: 1, malformed: 4 });
+    expect(t.at.received.map((r) => r.from)).toEqual(['good', 'good']);
+  });
+
+  it('closes a peer that acknowledges more than it was sent', async () => {
+    await using t = await target();
+    const liar = await rawClient(t.port, 'liar', 'a');
+    const batch = once(liar, 'message');
+    await t.a.send('liar', testEnvelope(1));
+    const { epoch } = decode((await batch)[0] as Buffer) as { epoch: string };
+    const closed = once(liar, 'close');
+    liar.send(encodeFrame({ t: 'ack', epoch, upTo: 5 }));
+    expect((await closed)[0]).toBe(1008);
+    expect(t.a.peers().find((p) => p.nodeId === 'liar')).toMatchObject({ unacked: 1, acked: 0 });
+    await t.stillServes(1);
+  });
+
+  it('closes a connection flooding continuation frames after a valid upgrade', async () => {
+    await using t = await target();
+    const socket = await rawSocket(t.port, 'flood', 'a');
+    socket.on('error', () => {}); // the server may hang up while we still write
+    const code = closeCode(socket);
+    socket.write(Buffer.concat([frame(0x2, false, Uint8Array.of(1)), ...Array.from({ length: 500 }, () => frame(0x0, false, Uint8Array.of(1)))]));
+    expect(await code).toBe(1008);
+    expect(t.a.stats().closed.fragmented).toBe(1);
+    await t.stillServes(1);
+  });
+
+  it('cuts off a peer that stops answering pings', async () => {
+    await using t = await target({ heartbeatMs: 50 });
+    const socket = await rawSocket(t.port, 'mute', 'a'); // reads nothing, answers nothing
+    socket.on('error', () => {});
+    await once(socket, 'close');
+    expect(t.a.stats().closed.deadPeer).toBe(1);
+    await t.stillServes(1);
+  });
+});
+
+describe('protocol behaviour', () => {
+  it('restarts the receiver cursor when a sender returns with a fresh outbox (new epoch)', async () => {
+    const at = recorder();
+    await using b = await ws('b', memoryStorage(), at, { listen });
+    const first = await ws('a', memoryStorage(), recorder(), { peers: { b: b.address!.url } });
+    await first.send('b', testEnvelope(1));
+    await first.send('b', testEnvelope(2));
+    await first.flushed('b');
+    await first.close();
+    await using second = await ws('a', memoryStorage(), recorder(), { peers: { b: b.address!.url } });
+    await second.send('b', testEnvelope(3));
+    await second.flushed('b');
+    expect(at.received.map((r) => [r.envelope.id, r.seq])).toEqual([['env_1', 1], ['env_2', 2], ['env_3', 1]]);
+    expect(b.stats().epochResets).toBe(1);
+  });
+
+  it('reports dead letters and keeps going', async () => {
+    const dead: Array<[string, string, string]> = [];
+    const at = recorder();
+    at.intercept = (envelope) => {
+      if (envelope.id === 'env_2') throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`);
+    };
+    await using a = await ws('a', memoryStorage(), at, { listen, onDeadLetter: (e, from, error) => dead.push([e.id, from, (error as TroupeError).code]) });
+    await using b = await ws('b', memoryStorage(), recorder(), { peers: { a: a.address!.url } });
+    for (let i = 1; i <= 3; i++) await b.send('a', testEnvelope(i));
+    await b.flushed('a');
+    expect(dead).toEqual([['env_2', 'b', 'UNKNOWN_ACTOR']]);
+    expect(at.received.map((r) => r.envelope.id)).toEqual(['env_1', 'env_3']);
+    expect(a.stats().deadLetters).toBe(1);
+  });
+
+  it('keeps order under backpressure with tiny buffers and a slow receiver', async () => {
+    const at = recorder();
+    at.intercept = () => new Promise<void>((resolve) => setImmediate(resolve));
+    await using a = await ws('a', memoryStorage(), at, { listen, maxBufferedBytes: 4096 });
+    await using b = await ws('b', memoryStorage(), recorder(), { peers: { a: a.address!.url }, maxBufferedBytes: 4096, batchMaxEnvelopes: 10 });
+    const text = 'x'.repeat(2000);
+    await Promise.all(Array.from({ length: 400 }, (_, i) => b.send('a', testEnvelope(i, { payload: { i, text } }))));
+    await b.flushed('a');
+    expect(at.received.map((r) => r.seq)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+  });
+
+  it('refuses misuse with TypeErrors and envelopes that can never fit a frame with FRAME_TOO_LARGE', async () => {
+    const base = { nodeId: 'a', storage: memoryStorage(), secret: SECRET, deliver: async () => {} };
+    await expect(createWsTransport({ ...base, secret: 'short' })).rejects.toThrow(/at least 16 bytes/);
+    await expect(createWsTransport({ ...base, nodeId: 'a:1' })).rejects.toThrow(TypeError);
+    await expect(createWsTransport({ ...base, peers: { a: 'ws://127.0.0.1:1' } })).rejects.toThrow(/is this node/);
+    await expect(createWsTransport({ ...base, peers: { b: 'http://127.0.0.1:1' } })).rejects.toThrow(/ws:\/\//);
+    await expect(createWsTransport({ ...base, batchMaxEnvelopes: 5000 })).rejects.toThrow(/batchMaxEnvelopes/);
+    await using t = await createWsTransport(base);
+    await expect(t.send('b', testEnvelope(1, { payload: 'x'.repeat(1024 * 1024) }))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'FRAME_TOO_LARGE'));
+    expect(() => t.addPeer('b', 'nope')).toThrow(TypeError);
+    expect(t.peers()).toEqual([]);
+  });
+});
