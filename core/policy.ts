@@ -90,6 +90,12 @@ function covers(outer: string, inner: string): boolean {
   return inner.startsWith(prefix) && inner.length > prefix.length;
 }
 
+/** Throws a `TypeError` unless `scope` is a valid concrete scope (for `tool({ scopes })`). */
+export function assertScope(scope: string): void {
+  const problem = typeof scope === 'string' ? scopeProblem(scope, false) : 'must be a string';
+  if (problem) throw new TypeError(`scope "${String(scope)}": ${problem}`);
+}
+
 /** Whether `pattern` matches the concrete `scope`. */
 export function matches(pattern: string, scope: string): boolean {
   return covers(pattern, scope);
@@ -111,8 +117,7 @@ export function decide(policy: Policy, scopes: readonly string[]): PolicyDecisio
   const p = checked(policy);
   let worst: PolicyDecision = { decision: 'allow' };
   for (const scope of scopes) {
-    const problem = scopeProblem(scope, false);
-    if (problem) throw new TypeError(`scope "${scope}": ${problem}`);
+    assertScope(scope);
     const one = decideOne(p, scope);
     if (RANK[one.decision] > RANK[worst.decision]) worst = one;
     if (worst.decision === 'deny') break;

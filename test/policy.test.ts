@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decide, definePolicy, describeDecision, findWidening, isNarrowerOrEqual, matches, narrow, type Decision, type Policy } from '../core/policy.js';
+import { assertScope, decide, definePolicy, describeDecision, findWidening, isNarrowerOrEqual, matches, narrow, type Decision, type Policy } from '../core/policy.js';
 
 describe('patterns', () => {
   it.each([
@@ -35,6 +35,8 @@ describe('patterns', () => {
 
   it('refuses a tool scope with a wildcard: a tool must name what it needs', () => {
     expect(() => decide({ allow: ['*'] }, ['fs:*'])).toThrow(/scope "fs:\*": a scope may not contain "\*"/);
+    expect(() => assertScope('net:a b')).toThrow(/scope "net:a b": segments must be non-empty, without whitespace/);
+    expect(() => assertScope('net:api.example.com')).not.toThrow();
   });
 
   it('returns a frozen copy', () => {
