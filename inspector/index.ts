@@ -254,18 +254,22 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     const token = ++session.token;
     session.runId = runId;
     session.loading = true;
-    const record = await store.getRun(runId);
-    const feed = feeds.get(runId);
-    if (!record && !feed) {
-      session.runId = undefined;
-      return send(session.ws, { type: 'error', message: `no run "${runId}" in ${clean(options.storage.location)}` });
+    try {
+      const record = await store.getRun(runId);
+      const feed = feeds.get(runId);
+      if (!record && !feed) {
+        session.runId = undefined;
+        return send(session.ws, { type: 'error', message: `no run "${runId}" in ${clean(options.storage.location)}` });
+      }
+      let timeline = feed ? await feed.head : await readTimeline(runId);
+      if (token !== session.token) return;
+      // The tail is read after the await and before sending, so no live event falls between.
+      if (feed) timeline = [...timeline, ...feed.tail];
+      send(session.ws, { type: 'run', runId, run: record && summarize(record), live: node?.get(runId) !== undefined, graphs: graphsFor(record?.crew, timeline), timeline: timeline.slice(-MAX_TIMELINE) });
+    } finally {
+      // Live events flow from here on; a superseded selection leaves the newer one loading.
+      if (token === session.token) session.loading = false;
     }
-    let timeline = feed ? await feed.head : await readTimeline(runId);
-    if (token !== session.token) return;
-    // The tail is read after the await and before sending, so no live event falls between.
-    if (feed) timeline = [...timeline, ...feed.tail];
-    session.loading = false;
-    send(session.ws, { type: 'run', runId, run: record && summarize(record), live: node?.get(runId) !== undefined, graphs: graphsFor(record?.crew, timeline), timeline: timeline.slice(-MAX_TIMELINE) });
   };
 
   const publish = (runId: string, feed: Feed, item: TimelineEvent) => {
@@ -319,56 +323,57 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     }
   };
 
+  /** One client request; a malformed one is answered with an error, the socket stays. */
+  const handle = (session: Session, data: unknown, isBinary: boolean) => {
+    let parsed: unknown;
+    try {
+      parsed = isBinary ? undefined : JSON.parse(String(data));
+    } catch {
+      parsed = undefined;
+    }
+    const request = Request.safeParse(parsed);
+    if (!request.success) return send(session.ws, { type: 'error', message: 'bad request: expected {"type":"runs"|"select"|"unselect"}' });
+    const r = request.data;
+    if (r.type === 'unselect') return void (session.runId = undefined);
+    const work = r.type === 'runs' ? sendRuns([session]) : select(session, r.runId);
+    void work.catch((error: unknown) => send(session.ws, { type: 'error', message: clean((error as Error)?.message) }));
+  };
+
   const unsubscribe = node?.subscribe(onEvent);
-  let server;
-  try {
-    server = await startInspectorServer({
-      host,
-      port,
-      maxPayload: 4 * 1024,
-      page: inspectorPage,
-      onConnection(ws) {
-        const session: Session = { ws, runId: undefined, token: 0, loading: false };
-        sessions.add(session);
-        ws.on('close', () => sessions.delete(session));
-        ws.on('error', () => {});
-        ws.on('message', (data, isBinary) => {
-          let request;
-          try {
-            request = Request.safeParse(isBinary ? undefined : JSON.parse(String(data)));
-          } catch {
-            request = undefined;
-          }
-          if (!request?.success) return send(ws, { type: 'error', message: 'bad request: expected {"type":"runs"|"select"|"unselect"}' });
-          const r = request.data;
-          const done = r.type === 'runs' ? sendRuns([session]) : r.type === 'select' ? select(session, r.runId) : ((session.runId = undefined), Promise.resolve());
-          void done.catch((error: unknown) => send(ws, { type: 'error', message: clean((error as Error)?.message) }));
-        });
-        send(ws, { type: 'hello', version: 1, follows: node !== undefined, previewChars: PREVIEW_CHARS });
-        void sendRuns([session]).catch(() => {});
-      },
-    });
-  } catch (error) {
+  const server = await startInspectorServer({
+    host,
+    port,
+    maxPayload: 4 * 1024,
+    page: inspectorPage,
+    onConnection(ws) {
+      const session: Session = { ws, runId: undefined, token: 0, loading: false };
+      sessions.add(session);
+      ws.on('close', () => sessions.delete(session));
+      ws.on('error', () => {});
+      ws.on('message', (data, isBinary) => handle(session, data, isBinary));
+      send(ws, { type: 'hello', version: 1, follows: node !== undefined, previewChars: PREVIEW_CHARS });
+      void sendRuns([session]).catch(() => {});
+    },
+  }).catch((error: unknown) => {
     unsubscribe?.();
     throw error;
-  }
-  const listening = server;
+  });
 
   let closing: Promise<void> | undefined;
   const inspector: Inspector = {
-    url: listening.url,
+    url: server.url,
     get status() {
       return status;
     },
     get clients() {
-      return listening.sockets.size;
+      return server.sockets.size;
     },
     close() {
       closing ??= (async () => {
         status = 'closing';
         unsubscribe?.();
         clearTimeout(runsTimer);
-        await listening.close();
+        await server.close();
         sessions.clear();
         feeds.clear();
         status = 'closed';
