@@ -162,7 +162,7 @@ interface Session {
   loading: boolean;
 }
 
-const Request = z.discriminatedUnion('type', [
+const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('runs') }),
   z.object({ type: z.literal('select'), runId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/) }),
   z.object({ type: z.literal('unselect') }),
@@ -331,7 +331,7 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     } catch {
       parsed = undefined;
     }
-    const request = Request.safeParse(parsed);
+    const request = ClientMessage.safeParse(parsed);
     if (!request.success) return send(session.ws, { type: 'error', message: 'bad request: expected {"type":"runs"|"select"|"unselect"}' });
     const r = request.data;
     if (r.type === 'unselect') return void (session.runId = undefined);
