@@ -1,11 +1,14 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 
 /**
- * Mutual authentication of a WebSocket handshake with a shared secret. The dialling node
- * signs who it is, whom it dials, when and a fresh nonce; the listener checks that in its
- * HTTP `upgrade` handler before any WebSocket exists, then proves in its 101 response that
- * it knows the secret too (bound to the client's nonce, so the proof cannot be replayed).
+ * Mutual authentication of a WebSocket handshake with a shared secret, both ends. The
+ * dialling node signs who it is, whom it dials, when and a fresh nonce; the listener checks
+ * that in its HTTP `upgrade` handler before any WebSocket exists, then proves in its 101
+ * response that it knows the secret too (bound to the client's nonce, so it cannot be replayed).
  */
 
 /** The WebSocket subprotocol both ends must speak. */
@@ -125,4 +128,119 @@ export function createHandshakeVerifier(options: HandshakeVerifierOptions): Hand
       return { ok: true, node, nonce };
     },
   };
+}
+
+/** ws limits applied to both ends of every connection. */
+export type WsLimits = Pick<ServerOptions, 'maxPayload' | 'maxFragments' | 'maxBufferedChunks'> & { perMessageDeflate: false };
+
+/** Options of {@link listenAuthenticated}. */
+export interface AuthenticatedListenerOptions {
+  host: string;
+  port: number;
+  key: Buffer;
+  nodeId: string;
+  now(): number;
+  maxSkewMs: number;
+  limits: WsLimits;
+  /** Whether new connections are still welcome (503 otherwise). */
+  isOpen(): boolean;
+  /** A connection from `node` passed the handshake. */
+  onConnection(ws: WebSocket, node: string): void;
+  onRejected(kind: 'unauthorized' | 'badProtocol' | 'badRequest'): void;
+  handshakeTimeoutMs: number;
+}
+
+/** A listening HTTP server that upgrades only authenticated `troupe.v1` handshakes. */
+export interface AuthenticatedListener {
+  readonly address: { host: string; port: number; url: string };
+  /** Stops listening and drops connections still in their handshake. */
+  close(): Promise<void>;
+}
+
+function refuse(socket: Duplex, code: number, text: string) {
+  socket.once('finish', () => socket.destroy());
+  socket.end(`HTTP/1.1 ${code} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/**
+ * Listens on `host:port`. Authentication happens in the HTTP `upgrade` handler, before ws
+ * allocates anything for the connection; the 101 response carries the listener's proof.
+ */
+export async function listenAuthenticated(o: AuthenticatedListenerOptions): Promise<AuthenticatedListener> {
+  const verifier = createHandshakeVerifier({ key: o.key, nodeId: o.nodeId, now: o.now, maxSkewMs: o.maxSkewMs });
+  const verdicts = new WeakMap<IncomingMessage, Extract<HandshakeVerdict, { ok: true }>>();
+  const wss = new WebSocketServer({ noServer: true, clientTracking: false, ...o.limits, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
+  wss.on('headers', (headers, req) => {
+    const verdict = verdicts.get(req);
+    if (verdict) headers.push(`${HEADERS.node}: ${o.nodeId}`, `${HEADERS.proof}: ${serverProof(o.key, o.nodeId, verdict.node, verdict.nonce)}`);
+  });
+  wss.on('wsClientError', (_error, socket) => {
+    o.onRejected('badRequest');
+    refuse(socket, 400, 'Bad Request');
+  });
+  const http = createServer({ headersTimeout: o.handshakeTimeoutMs, requestTimeout: o.handshakeTimeoutMs }, (_req, res) => {
+    res.writeHead(426, { connection: 'close', 'content-length': 0 }).end();
+  });
+  http.on('clientError', (_error, socket) => socket.destroy());
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    if (!o.isOpen()) return refuse(socket, 503, 'Service Unavailable');
+    const verdict = verifier.verify(req.headers);
+    if (!verdict.ok) {
+      o.onRejected('unauthorized');
+      return verdict.reason === 'busy' ? refuse(socket, 503, 'Service Unavailable') : refuse(socket, 401, 'Unauthorized');
+    }
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!offered.includes(PROTOCOL)) {
+      o.onRejected('badProtocol');
+      return refuse(socket, 400, 'Bad Request');
+    }
+    verdicts.set(req, verdict);
+    wss.handleUpgrade(req, socket, head, (ws) => (o.isOpen() ? o.onConnection(ws, verdict.node) : ws.terminate()));
+  });
+  await new Promise<void>((ok, fail) => {
+    http.once('error', fail);
+    http.listen(o.port, o.host, () => {
+      http.off('error', fail);
+      ok();
+    });
+  });
+  const bound = http.address() as AddressInfo;
+  const host = bound.address.includes(':') ? `[${bound.address}]` : bound.address;
+  return {
+    address: { host: bound.address, port: bound.port, url: `ws://${host}:${bound.port}` },
+    async close() {
+      await new Promise<void>((ok) => {
+        http.close(() => ok());
+        http.closeAllConnections();
+      });
+      wss.close();
+    },
+  };
+}
+
+/** Options of {@link dialAuthenticated}. */
+export interface DialOptions {
+  url: string;
+  key: Buffer;
+  from: string;
+  to: string;
+  now: number;
+  limits: WsLimits;
+  handshakeTimeoutMs: number;
+  /** The listener could not prove it is `to` holding the secret; the socket is already dropped. */
+  onImpostor(): void;
+}
+
+/** Dials `to` at `url` with a signed handshake and hangs up unless the listener proves itself. */
+export function dialAuthenticated(o: DialOptions): WebSocket {
+  const headers = clientHandshake(o.key, o.from, o.to, o.now);
+  const nonce = headers[HEADERS.nonce]!;
+  const ws = new WebSocket(o.url, [PROTOCOL], { ...o.limits, headers, handshakeTimeout: o.handshakeTimeoutMs, followRedirects: false });
+  ws.once('upgrade', (response) => {
+    if (verifyServerProof(o.key, response.headers, o.to, o.from, nonce)) return;
+    ws.terminate(); // still CONNECTING: 'open' never fires, 'error' and 'close' do
+    o.onImpostor();
+  });
+  return ws;
 }

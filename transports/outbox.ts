@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { decode, encode } from '../core/codec.js';
-import { ErrorCode, TroupeError } from '../core/errors.js';
+import type { Envelope } from '../core/envelope.js';
+import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import { prefixRange, seqKey, type Storage, type StorageOp } from '../core/storage.js';
+import type { DeliverFn } from './index.js';
 
 /**
  * Both ends of the durable sequence protocol between two nodes, on a {@link Storage}. Keys:
@@ -216,33 +218,97 @@ export interface InboxCursor {
   seq: number;
 }
 
+/** What {@link Inbox.receive} did with one batch. */
+export interface ReceiveOutcome {
+  /** The cursor to acknowledge. */
+  cursor: InboxCursor;
+  delivered: number;
+  duplicates: number;
+  deadLetters: number;
+  /** The sender came back with a new epoch: its numbering restarted. */
+  epochReset: boolean;
+  /** Delivery stopped on a transient failure; the rest of the batch comes again. */
+  failure?: unknown;
+  /** Delivery stopped because `proceed()` said so; nothing should be acknowledged. */
+  stopped?: boolean;
+}
+
+/** How {@link Inbox.receive} hands envelopes over. */
+export interface ReceiveHandlers {
+  deliver: DeliverFn;
+  onDeadLetter?: ((envelope: Envelope, fromNode: string, error: unknown) => void) | undefined;
+  /** Checked before each envelope (false while the transport closes). */
+  proceed(): boolean;
+}
+
+// Refusals that no retry can fix: the envelope becomes a dead letter instead of blocking the pair.
+const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE];
+
 /** The receiver's side: per sender, the highest seq delivered, so duplicates are dropped. */
 export interface Inbox {
   cursor(from: string): Promise<InboxCursor>;
-  /** The write that records `cursor` for `from` (for callers committing it with their own batch). */
-  ops(from: string, cursor: InboxCursor): StorageOp[];
-  /** Moves the cursor; writes it unless the caller already did (`persisted`). */
-  advance(from: string, cursor: InboxCursor, persisted: boolean): Promise<void>;
+  /**
+   * Delivers the new envelopes of a batch from `from` one by one, moving the cursor after
+   * each. Callers run batches of one sender strictly one after another.
+   */
+  receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }> }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
 }
 
 /** Creates the {@link Inbox} on `storage`; cursors are read once, then cached. */
 export function createInbox(storage: Storage, sync: boolean): Inbox {
   const cache = new Map<string, InboxCursor>();
   const ops = (from: string, cursor: InboxCursor): StorageOp[] => [{ type: 'put', key: transportKeys.inbox(from), value: encode(cursor) }];
+  const cursorOf = async (from: string): Promise<InboxCursor> => {
+    let c = cache.get(from);
+    if (!c) {
+      const raw = await storage.get(transportKeys.inbox(from));
+      c = raw ? (decode(raw, Infinity) as InboxCursor) : { epoch: '', seq: 0 };
+      cache.set(from, c);
+    }
+    return { ...c };
+  };
   return {
-    async cursor(from) {
-      let c = cache.get(from);
-      if (!c) {
-        const raw = await storage.get(transportKeys.inbox(from));
-        c = raw ? (decode(raw, Infinity) as InboxCursor) : { epoch: '', seq: 0 };
-        cache.set(from, c);
+    cursor: cursorOf,
+    async receive(from, batch, handlers) {
+      const outcome: ReceiveOutcome = { cursor: { epoch: batch.epoch, seq: 0 }, delivered: 0, duplicates: 0, deadLetters: 0, epochReset: false };
+      try {
+        const stored = await cursorOf(from);
+        // A new epoch means the sender's outbox storage started over, numbering from 1.
+        if (stored.epoch === batch.epoch) outcome.cursor = stored;
+        else outcome.epochReset = stored.epoch !== '';
+      } catch (error) {
+        return { ...outcome, failure: error };
       }
-      return { ...c };
-    },
-    ops,
-    async advance(from, cursor, persisted) {
-      if (!persisted) await storage.write(ops(from, cursor), { sync });
-      cache.set(from, { ...cursor });
+      for (const { seq, envelope } of batch.items) {
+        if (!handlers.proceed()) return { ...outcome, stopped: true };
+        if (seq <= outcome.cursor.seq) {
+          outcome.duplicates++;
+          continue;
+        }
+        const next = { epoch: batch.epoch, seq };
+        let taken = false;
+        try {
+          await handlers.deliver(envelope, from, { seq, takeCursorOps: () => ((taken = true), ops(from, next)) });
+          outcome.delivered++;
+        } catch (error) {
+          if (!isTroupeError(error) || !PERMANENT.includes(error.code)) return { ...outcome, failure: error };
+          taken = false;
+          outcome.deadLetters++;
+          try {
+            handlers.onDeadLetter?.(envelope, from, error);
+          } catch {
+            // an observer's failure must not stall the stream
+          }
+        }
+        try {
+          if (!taken) await storage.write(ops(from, next), { sync });
+        } catch (error) {
+          return { ...outcome, failure: error };
+        }
+        cache.set(from, next);
+        outcome.cursor = next;
+      }
+      return outcome;
     },
   };
 }

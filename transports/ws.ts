@@ -1,13 +1,10 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { WebSocket, type RawData } from 'ws';
 import { systemClock, type Clock } from '../core/clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../core/codec.js';
 import { encodeEnvelope, EnvelopeSchema, parseEnvelope, type Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
-import { assertNodeId, clientHandshake, createHandshakeVerifier, HEADERS, PROTOCOL, secretKey, serverProof, verifyServerProof, type HandshakeVerdict } from './auth.js';
+import { assertNodeId, dialAuthenticated, listenAuthenticated, secretKey, type AuthenticatedListener, type WsLimits } from './auth.js';
 import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
 import { createInbox, createOutbox, type InboxCursor, type OutboxEntry } from './outbox.js';
@@ -43,10 +40,12 @@ export interface WsTransportOptions {
   reconnectMaxMs?: number;
   /** fsync outbox and inbox writes. Default `false` (survives SIGKILL, not power loss). */
   sync?: boolean;
+  /** Time for handshake timestamps, heartbeats, backoff and close grace. Default the wall clock. */
   clock?: Clock;
 }
 
-type Resolved = Required<Omit<WsTransportOptions, 'listen' | 'onDeadLetter' | 'secret'>> & {
+/** {@link WsTransportOptions} with every default applied and the secret turned into a key. */
+type ResolvedWsTransportOptions = Required<Omit<WsTransportOptions, 'listen' | 'onDeadLetter' | 'secret'>> & {
   listen: { host: string; port: number } | undefined;
   onDeadLetter: WsTransportOptions['onDeadLetter'];
   key: Buffer;
@@ -82,7 +81,7 @@ export interface WsTransport extends Transport {
 interface Conn {
   ws: WebSocket;
   remote: string;
-  outbound: boolean;
+  /** Got a pong or a message since the last ping. */
   alive: boolean;
   lastBuffered: number;
   /** Bytes of received batches not yet delivered (reading pauses above the limit). */
@@ -111,7 +110,6 @@ const MAX_FRAGMENTS = 64;
 const MAX_BUFFERED_CHUNKS = 8192;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const CLOSE_GRACE_MS = 1_000;
-const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE];
 const WS_ERRORS: Record<string, keyof WsTransportStats['closed']> = {
   WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 'oversized',
   WS_ERR_TOO_MANY_BUFFERED_PARTS: 'fragmented',
@@ -123,7 +121,7 @@ function assertPeer(self: string, id: string, url: unknown): asserts url is stri
   if (typeof url !== 'string' || !/^wss?:\/\/[^\s]+$/.test(url)) throw new TypeError(`peer "${id}" needs a ws:// or wss:// url, not "${String(url)}"`);
 }
 
-function resolve(options: WsTransportOptions): Resolved {
+function resolve(options: WsTransportOptions): ResolvedWsTransportOptions {
   if (!options || typeof options !== 'object') throw new TypeError('createWsTransport(options) needs { nodeId, secret, storage, deliver }');
   assertNodeId(options.nodeId);
   const key = secretKey(options.secret);
@@ -184,8 +182,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   const chains = new Map<string, Promise<void>>();
   const inbox = createInbox(o.storage, o.sync);
   const outbox = await createOutbox({ storage: o.storage, sync: o.sync, onDurable: (to) => schedulePump(peerOf(to)) });
-  const verifier = createHandshakeVerifier({ key: o.key, nodeId, now: () => clock.now(), maxSkewMs: o.maxClockSkewMs });
-  const wsLimits = { maxPayload: o.maxPayload, maxFragments: MAX_FRAGMENTS, maxBufferedChunks: MAX_BUFFERED_CHUNKS, perMessageDeflate: false } as const;
+  const limits: WsLimits = { maxPayload: o.maxPayload, maxFragments: MAX_FRAGMENTS, maxBufferedChunks: MAX_BUFFERED_CHUNKS, perMessageDeflate: false };
 
   function peerOf(id: string): Peer {
     let peer = peers.get(id);
@@ -282,54 +279,16 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   }
 
   async function deliverBatch(conn: Conn, frame: BatchFrame) {
-    const from = conn.remote;
     if (conn.closed || status !== 'open') return; // these come again on the next connection
-    let cursor: InboxCursor;
-    try {
-      cursor = await inbox.cursor(from);
-    } catch (error) {
-      return deliveryFailed(conn, error, undefined);
-    }
-    if (cursor.epoch !== frame.epoch) {
-      // The sender's outbox storage started over: its numbering restarts at 1.
-      if (cursor.epoch !== '') stats.epochResets++;
-      cursor = { epoch: frame.epoch, seq: 0 };
-    }
-    for (const item of frame.items) {
-      if (status !== 'open') return;
-      if (item.seq <= cursor.seq) {
-        stats.duplicates++;
-        continue;
-      }
-      const next = { epoch: frame.epoch, seq: item.seq };
-      let taken = false;
-      const receipt = { seq: item.seq, takeCursorOps: () => ((taken = true), inbox.ops(from, next)) };
-      try {
-        await o.deliver(item.envelope, from, receipt);
-        stats.delivered++;
-      } catch (error) {
-        if (!isTroupeError(error) || !PERMANENT.includes(error.code)) return deliveryFailed(conn, error, cursor);
-        taken = false;
-        stats.deadLetters++;
-        try {
-          o.onDeadLetter?.(item.envelope, from, error);
-        } catch {
-          // an observer's failure must not stall the stream
-        }
-      }
-      try {
-        await inbox.advance(from, next, taken);
-      } catch (error) {
-        return deliveryFailed(conn, error, cursor);
-      }
-      cursor = next;
-    }
-    sendAck(conn, cursor);
-  }
-
-  function deliveryFailed(conn: Conn, error: unknown, cursor: InboxCursor | undefined) {
-    peerOf(conn.remote).lastError = `deliver failed: ${(error as Error)?.message ?? String(error)}`;
-    if (cursor) sendAck(conn, cursor);
+    const outcome = await inbox.receive(conn.remote, frame, { deliver: o.deliver, onDeadLetter: o.onDeadLetter, proceed: () => status === 'open' });
+    stats.delivered += outcome.delivered;
+    stats.duplicates += outcome.duplicates;
+    stats.deadLetters += outcome.deadLetters;
+    if (outcome.epochReset) stats.epochResets++;
+    if (outcome.stopped) return;
+    sendAck(conn, outcome.cursor);
+    if (outcome.failure === undefined) return;
+    peerOf(conn.remote).lastError = `deliver failed: ${(outcome.failure as Error)?.message ?? String(outcome.failure)}`;
     // Closing makes the sender reconnect with backoff and resend from what we acknowledged.
     if (status === 'open') violate(conn, 1011, 'delivery failed, retry later', 'deliverFailed');
   }
@@ -358,7 +317,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   }
 
   function attach(ws: WebSocket, remote: string, outbound: boolean): Conn {
-    const conn: Conn = { ws, remote, outbound, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
+    const conn: Conn = { ws, remote, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
     conns.add(conn);
     const peer = peerOf(remote);
     ws.on('message', (data, isBinary) => onMessage(conn, data, isBinary));
@@ -398,18 +357,22 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
 
   function dial(peer: Peer) {
     if (status !== 'open' || !peer.url || peer.out || peer.dialing) return;
-    const headers = clientHandshake(o.key, nodeId, peer.nodeId, clock.now());
-    const nonce = headers[HEADERS.nonce]!;
-    const ws = new WebSocket(peer.url, [PROTOCOL], { ...wsLimits, headers, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, followRedirects: false });
-    peer.dialing = ws;
     let impostor = false;
-    ws.once('upgrade', (response) => {
-      if (verifyServerProof(o.key, response.headers, peer.nodeId, nodeId, nonce)) return;
-      impostor = true;
-      stats.closed.impostor++;
-      peer.lastError = `${peer.url} did not prove to be node "${peer.nodeId}" holding the shared secret`;
-      ws.terminate();
+    const ws = dialAuthenticated({
+      url: peer.url,
+      key: o.key,
+      from: nodeId,
+      to: peer.nodeId,
+      now: clock.now(),
+      limits,
+      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+      onImpostor() {
+        impostor = true;
+        stats.closed.impostor++;
+        peer.lastError = `${peer.url} did not prove to be node "${peer.nodeId}" holding the shared secret`;
+      },
     });
+    peer.dialing = ws;
     ws.once('open', () => {
       peer.dialing = undefined;
       attach(ws, peer.nodeId, true);
@@ -438,63 +401,21 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
 
   // ---- listening --------------------------------------------------------------------
 
-  const handshakes = new WeakMap<IncomingMessage, Extract<HandshakeVerdict, { ok: true }>>();
-  let server: Server | undefined;
-  let wss: WebSocketServer | undefined;
-
-  function refuse(socket: Duplex, code: number, text: string) {
-    socket.once('finish', () => socket.destroy());
-    socket.end(`HTTP/1.1 ${code} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  }
-
-  // Authentication happens here, before ws allocates anything for the connection.
-  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
-    socket.on('error', () => socket.destroy());
-    if (status !== 'open' || !wss) return refuse(socket, 503, 'Service Unavailable');
-    const verdict = verifier.verify(req.headers);
-    if (!verdict.ok) {
-      stats.rejected.unauthorized++;
-      return verdict.reason === 'busy' ? refuse(socket, 503, 'Service Unavailable') : refuse(socket, 401, 'Unauthorized');
-    }
-    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
-    if (!offered.includes(PROTOCOL)) {
-      stats.rejected.badProtocol++;
-      return refuse(socket, 400, 'Bad Request');
-    }
-    handshakes.set(req, verdict);
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      if (status !== 'open') return ws.terminate();
-      attach(ws, verdict.node, false);
-    });
-  }
-
+  let listener: AuthenticatedListener | undefined;
   if (o.listen) {
-    wss = new WebSocketServer({ noServer: true, clientTracking: false, ...wsLimits, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
-    wss.on('headers', (headers, req) => {
-      const verdict = handshakes.get(req);
-      if (verdict) headers.push(`${HEADERS.node}: ${nodeId}`, `${HEADERS.proof}: ${serverProof(o.key, nodeId, verdict.node, verdict.nonce)}`);
+    listener = await listenAuthenticated({
+      ...o.listen,
+      key: o.key,
+      nodeId,
+      now: () => clock.now(),
+      maxSkewMs: o.maxClockSkewMs,
+      limits,
+      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+      isOpen: () => status === 'open',
+      onConnection: (ws, node) => attach(ws, node, false),
+      onRejected: (kind) => stats.rejected[kind]++,
     });
-    wss.on('wsClientError', (_error, socket) => {
-      stats.rejected.badRequest++;
-      refuse(socket, 400, 'Bad Request');
-    });
-    const http = createServer({ headersTimeout: HANDSHAKE_TIMEOUT_MS, requestTimeout: HANDSHAKE_TIMEOUT_MS }, (_req, res) => {
-      res.writeHead(426, { connection: 'close', 'content-length': 0 }).end();
-    });
-    http.on('upgrade', onUpgrade);
-    http.on('clientError', (_error, socket) => socket.destroy());
-    const { host, port } = o.listen;
-    await new Promise<void>((ok, fail) => {
-      http.once('error', fail);
-      http.listen(port, host, () => {
-        http.off('error', fail);
-        ok();
-      });
-    });
-    server = http;
   }
-  const bound = server && (server.address() as AddressInfo);
-  const address = bound && { host: bound.address, port: bound.port, url: `ws://${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}` };
 
   // ---- liveness ---------------------------------------------------------------------
 
@@ -529,7 +450,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     get status() {
       return status;
     },
-    address,
+    address: listener?.address,
     async send(toNode, envelope) {
       if (status !== 'open') throw closedError();
       assertNodeId(toNode, 'destination node');
@@ -591,14 +512,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
         }
         const gone = [...conns].map((c) => new Promise<void>((ok) => (c.ws.readyState === WebSocket.CLOSED ? ok() : c.ws.once('close', () => ok()))));
         for (const conn of conns) closeConn(conn, 1001, 'node closing');
-        if (server) {
-          const http = server;
-          await new Promise<void>((ok) => {
-            http.close(() => ok());
-            http.closeAllConnections();
-          });
-        }
-        wss?.close();
+        await listener?.close();
         await Promise.all(gone);
         await Promise.all(chains.values());
         await outbox.close(closedError());
