@@ -11,7 +11,7 @@ import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import { prefixRange, type Storage } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
-import { clientHandshake, encodeBatch, encodeFrame, HEADERS, PROTOCOL, secretKey } from '../transports/index.js';
+import { clientHandshake, createHandshakeVerifier, encodeBatch, encodeFrame, HEADERS, PROTOCOL, secretKey } from '../transports/index.js';
 import { encodeEnvelope } from '../core/envelope.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { tempDir } from './helpers/temp.js';
@@ -310,6 +310,19 @@ describe('delivery over real sockets and LevelDB', () => {
 });
 
 describe('handshake security', () => {
+  it('remembers nonces for twice the skew window and refuses handshakes while the cache is full', () => {
+    let now = 1_000_000;
+    const verifier = createHandshakeVerifier({ key: KEY, nodeId: 'a', now: () => now, maxSkewMs: 1_000, maxNonces: 2 });
+    const first = clientHandshake(KEY, 'x', 'a', now);
+    expect(verifier.verify(first)).toMatchObject({ ok: true, node: 'x' });
+    expect(verifier.verify(first)).toEqual({ ok: false, reason: 'replay' });
+    expect(verifier.verify(clientHandshake(KEY, 'y', 'a', now))).toMatchObject({ ok: true });
+    expect(verifier.verify(clientHandshake(KEY, 'z', 'a', now))).toEqual({ ok: false, reason: 'busy' });
+    now += 2_001;
+    expect(verifier.verify(clientHandshake(KEY, 'z', 'a', now))).toMatchObject({ ok: true, node: 'z' });
+    expect(verifier.verify(first)).toEqual({ ok: false, reason: 'stale' });
+  });
+
   it('answers missing, badly signed, misaddressed, stale and replayed handshakes with 401 before upgrading', async () => {
     await using a = await ws('a', memoryStorage(), recorder(), { listen });
     const port = a.address!.port;
