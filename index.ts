@@ -48,3 +48,7 @@ export { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord, typ
 export type { Migration } from './core/migrations.js';
 export type { HistoryEntry } from './core/history.js';
 export { memoryStorage } from './storage/memory.js';
+export { definePolicy, decide, narrow, isNarrowerOrEqual, describeDecision, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
+export { envSecrets, staticSecrets, resolveSecrets, createRedactor, redact, REDACTED, type SecretsProvider, type Redactor } from './core/secrets.js';
+export { createAuditLog, toJsonl, type AuditLog, type AuditRecord, type AuditEntry, type AuditHead, type AuditVerification } from './core/audit-log.js';
+export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';

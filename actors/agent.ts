@@ -8,6 +8,7 @@ import type { ActorRuntime, Budget } from '../core/runtime.js';
 import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
+import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
 import { durableTimer } from './durable-timer.js';
 
 /** Retry policy of the `recovering` state. */
@@ -37,6 +38,8 @@ export interface AgentOptions {
   supervision?: Partial<SupervisionPolicy>;
   /** Limits for this agent within a run. */
   budget?: Budget;
+  /** Which tool scopes the agent may use (`allow`), must ask a human for (`ask`) or may not (`deny`). */
+  policy?: Policy;
 }
 
 /** A fully-defaulted agent definition. */
@@ -51,6 +54,7 @@ export interface AgentDefinition {
   readonly retry: RetryPolicy;
   readonly supervision?: Partial<SupervisionPolicy>;
   readonly budget?: Budget;
+  readonly policy?: Policy;
 }
 
 const ACTOR_ID = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
@@ -81,6 +85,7 @@ export function agent(options: AgentOptions): AgentDefinition {
     retry,
     ...(options.supervision ? { supervision: options.supervision } : {}),
     ...(options.budget ? { budget: options.budget } : {}),
+    ...(options.policy ? { policy: definePolicy(options.policy) } : {}),
   };
 }
 
@@ -111,7 +116,9 @@ export interface AgentContext {
   /** The delegation this agent waits on, while in `delegating`. */
   delegation: { corr: string; toolCallId: string; agent: string } | null;
   /** Set when the agent's turn ended by handing off; sent with its result. */
-  handoff: { to: string; context: string } | null;
+  handoff: { to: string; context: string; policy?: Policy } | null;
+  /** A policy that came with the task (from a handoff): it can only narrow the agent's own. */
+  taskPolicy: Policy | null;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -122,6 +129,8 @@ const isRetryable = (error: SerializedError | null) => error?.details?.retryable
 /** Builds the XState machine of one agent, bound to the runtime of one run. */
 export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
   const offered: readonly Tool[] = [...def.tools, ...controls];
+  const effectivePolicy = (context: AgentContext): Policy | undefined =>
+    def.policy && context.taskPolicy ? narrow(def.policy, context.taskPolicy) : (context.taskPolicy ?? def.policy);
   const controlOf = (response: ModelResponse) => {
     const call = response.message.toolCalls?.find((c) => controls.some((t) => t.name === c.name));
     return call ? { call, kind: controls.find((t) => t.name === call.name)!.control } : undefined;
@@ -135,11 +144,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
         runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: offered }, signal),
       ),
-      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, ApprovalDecision> }>(async ({ input, signal }) => {
+      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, ApprovalDecision>; policy?: Policy }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
         const results: ToolMessage[] = [];
         for (const call of input.calls) {
-          results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools, decisions: input.decisions }, signal));
+          results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools, decisions: input.decisions, policy: input.policy }, signal));
         }
         return results;
       }),
@@ -163,8 +172,9 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
     actions: {
       startTask: assign(({ event, context }) => {
         const env = event.envelope;
-        const payload = env.payload as { content?: unknown } | undefined;
+        const payload = env.payload as { content?: unknown; policy?: unknown } | undefined;
         const content = typeof payload?.content === 'string' ? payload.content : JSON.stringify(env.payload);
+        const passed = payload?.policy === undefined ? undefined : PolicySchema.safeParse(payload.policy);
         return {
           conversation: [msg.system(def.instructions), msg.user(content, parseAddress(env.from).actorId)],
           step: 1,
@@ -178,6 +188,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           decisions: {},
           delegation: null,
           handoff: null,
+          // A malformed policy denies everything rather than widening anything.
+          taskPolicy: passed === undefined ? null : passed.success ? (passed.data as Policy) : { deny: ['*'] },
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
@@ -263,10 +275,12 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
             : msg.tool(d.toolCallId, 'delegate', `error: ${d.agent} failed: ${payload.error?.message ?? 'unknown error'}`, true);
         return { delegation: null, conversation: [...context.conversation, message] };
       }),
-      setHandoff: assign((_, params: { response: ModelResponse }) => {
+      setHandoff: assign(({ context }, params: { response: ModelResponse }) => {
         const { call } = controlOf(params.response)!;
         const args = call.args as { to?: unknown; context?: unknown };
-        return { handoff: { to: String(args.to), context: String(args.context ?? '') }, output: params.response.message.content };
+        // The next agent gets at most this agent's permissions: a handoff only narrows.
+        const policy = effectivePolicy(context);
+        return { handoff: { to: String(args.to), context: String(args.context ?? ''), ...(policy ? { policy } : {}) }, output: params.response.message.content };
       }),
       reset: assign(({ context }) => ({
         conversation: [],
@@ -280,6 +294,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         decisions: {},
         delegation: null,
         handoff: null,
+        taskPolicy: null,
         // A new task number, so a restarted agent does not replay the failed attempt's calls.
         tasksDone: context.tasksDone + 1,
       })),
@@ -303,6 +318,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       decisions: {},
       delegation: null,
       handoff: null,
+      taskPolicy: null,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { 'troupe.envelope': { guard: 'isReset', target: '.idle', actions: 'reset' } },
@@ -335,7 +351,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         invoke: {
           id: 'tools',
           src: 'runTools',
-          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions }),
+          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions, policy: effectivePolicy(context) }),
           onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
           onError: [
             {

@@ -3,7 +3,8 @@ import { parseAddress, type Envelope } from '../core/envelope.js';
 import type { SerializedError } from '../core/errors.js';
 import type { ActorRuntime, MachineScope } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
-import { createAgentMachine } from './agent.js';
+import { narrow, type Policy } from '../core/policy.js';
+import { createAgentMachine, type AgentDefinition } from './agent.js';
 import { BLACKBOARD_ID, blackboardTools, createBlackboardLogic } from './blackboard.js';
 import { delegateTool, handoffTool, type ControlTool } from './controls.js';
 import type { CrewDefinition } from './crew.js';
@@ -15,6 +16,8 @@ import { supervise, type FailureRecord } from './supervision.js';
 interface Assignment {
   agent: string;
   content: string;
+  /** Passed on by a handoff: the most the agent may do for this task. */
+  policy?: Policy;
   purpose: 'work' | 'select';
   /** `crew` for the process's own work; a manager's id for a delegation. */
   requester: string;
@@ -61,7 +64,14 @@ function agentLogic(def: CrewDefinition, runtime: ActorRuntime): Record<string, 
     if (process.kind === 'handoff' && process.routes[id]!.length > 0) return [handoffTool(process.routes[id]!)];
     return [];
   };
-  return Object.fromEntries(def.agents.map((a) => [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared] }, runtime, controlsOf(a.id))]));
+  // The crew narrows each agent's policy: an agent never gets more than the crew allows.
+  const policyOf = (a: AgentDefinition): Policy | undefined => (def.policy && a.policy ? narrow(def.policy, a.policy) : (a.policy ?? def.policy));
+  return Object.fromEntries(
+    def.agents.map((a) => {
+      const policy = policyOf(a);
+      return [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared], ...(policy ? { policy } : {}) }, runtime, controlsOf(a.id))];
+    }),
+  );
 }
 
 /**
@@ -107,14 +117,14 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
   /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
   const assign = (context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
     const corr = runtime.newId('task');
-    enqueue(() => runtime.post('crew', { to: a.agent, type: 'task', payload: { content: a.content }, corr, replyTo: 'crew' }));
+    enqueue(() => runtime.post('crew', { to: a.agent, type: 'task', payload: a.policy ? { content: a.content, policy: a.policy } : { content: a.content }, corr, replyTo: 'crew' }));
     return { ...context.assignments, [corr]: a };
   };
 
   /** Applies a process decision: more work, or the end of the run. */
   const apply = (context: CrewContext, proc: ProcessState, decision: Decision, enqueue: Enqueue) => {
     if (decision.type === 'dispatch') {
-      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: 'crew' }, enqueue);
+      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: 'crew', ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
       enqueue.assign({ proc, assignments });
     } else if (decision.type === 'done') {
       enqueue.assign({ proc, result: { status: 'completed', output: decision.output, error: null } });
@@ -149,7 +159,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         const base = { ...context, assignments: rest };
         q.assign({ assignments: rest });
         if (event.envelope.type === 'result') {
-          const payload = event.envelope.payload as { output?: unknown; handoff?: { to: string; context: string } };
+          const payload = event.envelope.payload as { output?: unknown; handoff?: { to: string; context: string; policy?: Policy } };
           const output = typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output ?? '');
           if (assignment.requester !== 'crew') {
             q(() => runtime.post('crew', { to: assignment.requester, type: 'result', payload: { output }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));

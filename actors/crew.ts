@@ -2,6 +2,7 @@ import type { AgentDefinition } from './agent.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
 import { CONTROL_NAMES } from './controls.js';
+import { definePolicy, type Policy } from '../core/policy.js';
 import { createCrewMachine, createCrewPartMachine } from './crew-machine.js';
 import type { ChatLine, ProcessConfig, SpeakerSelector, TaskTemplate } from './processes.js';
 import { resolveSupervision, type SupervisionPolicy } from './supervision.js';
@@ -52,6 +53,8 @@ export interface CrewOptions {
    * register this crew too; they host and persist their agents and resume them on restart.
    */
   placement?: Record<string, string>;
+  /** Narrows every agent's tool permissions (an agent gets the stricter of both). */
+  policy?: Policy;
 }
 
 /** A fully-defaulted crew definition. */
@@ -64,6 +67,7 @@ export interface CrewDefinition extends RunnableDefinition {
   /** Per agent, its own policy or the crew's. */
   readonly supervisionOf: Readonly<Record<string, SupervisionPolicy>>;
   readonly blackboard: { initial: Record<string, unknown> } | null;
+  readonly policy?: Policy;
 }
 
 /** The address of a crew's root actor inside its run. */
@@ -137,6 +141,7 @@ export function crew(options: CrewOptions): CrewDefinition {
       ...(options.budget ? { run: options.budget } : {}),
       agents: Object.fromEntries(options.agents.filter((a) => a.budget).map((a) => [a.id, a.budget!])),
     },
+    ...(options.policy ? { policy: definePolicy(options.policy) } : {}),
     ...(options.placement && Object.keys(options.placement).length ? { placement: { ...options.placement } } : {}),
     createMachine: (runtime, scope) => createCrewMachine(def, runtime, scope),
     createPartMachine: (runtime, actorIds) => createCrewPartMachine(def, runtime, actorIds),

@@ -1,4 +1,5 @@
 import type { SerializedError } from '../core/errors.js';
+import type { Policy } from '../core/policy.js';
 import type { AgentDefinition } from './agent.js';
 
 /**
@@ -46,7 +47,7 @@ export interface ProcessState {
 
 /** What the crew should do next. */
 export type Decision =
-  | { type: 'dispatch'; agent: string; content: string; purpose: 'work' | 'select' }
+  | { type: 'dispatch'; agent: string; content: string; purpose: 'work' | 'select'; policy?: Policy }
   | { type: 'done'; output: string }
   | { type: 'fail'; error: SerializedError };
 
@@ -55,7 +56,7 @@ export interface Reply {
   agent: string;
   output: string;
   purpose: 'work' | 'select';
-  handoff?: { to: string; context: string };
+  handoff?: { to: string; context: string; policy?: Policy };
 }
 
 export function initialProcessState(input: string): ProcessState {
@@ -120,7 +121,8 @@ export function advanceProcess(config: ProcessConfig, agents: readonly AgentDefi
         return { state: next, decision: { type: 'fail', error: { name: 'TroupeError', code: 'MAX_HANDOFFS', message: `more than ${config.maxHandoffs} handoffs; last from ${reply.agent} to ${reply.handoff.to}` } } };
       }
       const content = `${state.input}\n\nHanded off by ${reply.agent}: ${reply.handoff.context}`;
-      return { state: next, decision: { type: 'dispatch', agent: reply.handoff.to, purpose: 'work', content } };
+      const policy = reply.handoff.policy;
+      return { state: next, decision: { type: 'dispatch', agent: reply.handoff.to, purpose: 'work', content, ...(policy ? { policy } : {}) } };
     }
     case 'groupChat': {
       if (reply.purpose === 'select') {

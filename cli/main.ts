@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { ErrorCode, isTroupeError, TroupeError, type SerializedError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
+import { createAuditLog, toJsonl } from '../core/audit-log.js';
 import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
@@ -14,6 +15,12 @@ import { createProgressPrinter } from './progress.js';
 import { registerInspectCommand } from './inspect-command.js';
 
 const DEFAULT_DB = './.troupe';
+
+// `troupe audit … | head` closes the pipe early: that is the reader's choice, not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 
 const program = new Command()
   .name('troupe')
@@ -115,6 +122,12 @@ const parseJson = (label: string) => (value: string) => {
   }
 };
 
+function parseAnchor(value: string): { seq: number; hash: string } {
+  const [seq, hash] = value.split(':');
+  if (!seq || !hash || !/^\d+$/.test(seq) || !/^[0-9a-f]{64}$/.test(hash)) throw new InvalidArgumentError('--anchor is <seq>:<64 hex hash>');
+  return { seq: Number(seq), hash };
+}
+
 async function runOfApproval(db: string, approvalId: string): Promise<string> {
   await using storage = await levelStorage({ path: db });
   const approval = await createRunStore(storage).getApproval(approvalId);
@@ -199,6 +212,36 @@ program
   .action(async (approvalId: string, opts: { db: string; reason: string; json?: boolean }) => {
     const runId = await runOfApproval(opts.db, approvalId);
     process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, (node) => node.reject(approvalId, opts.reason));
+  });
+
+program
+  .command('audit')
+  .description("print a run's audit trail, or `troupe audit verify` to check the whole log's hash chain")
+  .argument('<run-id|verify>', 'a run id, or `verify`')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--json', 'export as JSON lines (one record a line)')
+  .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
+  .action(async (target: string, opts: { db: string; json?: boolean; anchor?: string }) => {
+    await using storage = await levelStorage({ path: opts.db });
+    const audit = createAuditLog(storage);
+    if (target === 'verify') {
+      const anchor = opts.anchor ? parseAnchor(opts.anchor) : undefined;
+      const verdict = await audit.verify(anchor ? { anchor } : {});
+      if (verdict.ok) {
+        process.stdout.write(`audit log intact: ${verdict.count} records, head ${verdict.head.seq}:${verdict.head.hash}\n`);
+        return;
+      }
+      process.stdout.write(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    const records = await audit.read({ runId: target });
+    if (records.length === 0 && !(await createRunStore(storage).getRun(target))) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `no run "${target}" in ${opts.db}`);
+    if (opts.json) return void process.stdout.write(toJsonl(records));
+    for (const r of records) {
+      const data = JSON.stringify(r.data);
+      process.stdout.write(`${String(r.seq).padStart(6)}  ${new Date(r.ts).toISOString()}  ${r.kind.padEnd(18)} ${r.actor.padEnd(12)} ${data.length > 140 ? `${data.slice(0, 137)}...` : data}\n`);
+    }
   });
 
 program

@@ -1,4 +1,8 @@
 import type { InspectionEvent, Observer } from 'xstate';
+import type { AuditLog } from './audit-log.js';
+import { envSecrets, type SecretsProvider } from './secrets.js';
+import { createSecurityContext } from './security.js';
+import { createWriteQueue } from './write-queue.js';
 import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
 import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
@@ -40,6 +44,8 @@ export interface NodeOptions {
   nodeId?: string;
   /** How this node reaches its peers (e.g. `wsTransport({...})` from `troupe/transports/ws`). */
   transport?: TransportFactory;
+  /** Where tools' declared secrets are resolved at call time. Default: environment variables. */
+  secrets?: SecretsProvider;
 }
 
 interface ResolvedNodeOptions {
@@ -111,6 +117,8 @@ export interface TroupeNode extends AsyncDisposable {
   fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
   /** This node's name among its peers. */
   readonly nodeId: string;
+  /** The node's append-only, hash-chained audit log (model and tool calls, permissions, approvals, messages). */
+  readonly audit: AuditLog;
   /** The active run `runId`, if this node hosts it. */
   get(runId: string): RunHandle | undefined;
   /** The run index, newest first. */
@@ -166,6 +174,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: NodeTransport | undefined;
   const store = createRunStore(o.storage);
+  const writes = createWriteQueue(o.storage, { sync: o.sync });
+  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
   const events = new EventHub<RunEvent>();
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
@@ -298,6 +308,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       events,
       nodeId: o.nodeId,
       route,
+      writes,
+      security,
     });
 
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
@@ -324,6 +336,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return status;
     },
     nodeId: o.nodeId,
+    audit: security.audit,
     subscribe: (listener) => events.subscribe(listener),
 
     async run(definition, runOptions) {

@@ -22,6 +22,9 @@ import {
 import type { ActorRuntime, Budget, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
 import type { StorageOp } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
+import type { AuditEntry } from './audit-log.js';
+import type { SecurityContext } from './security.js';
+import type { WriteQueue } from './write-queue.js';
 import { stateString } from './history.js';
 import { executeTool } from './tool-executor.js';
 import { PART_ACTOR_ID, SystemMessage, type SpawnPayload } from './transport.js';
@@ -48,6 +51,10 @@ export interface RunHostOptions {
   route(envelope: Envelope): Promise<void>;
   /** This node's id (where unplaced actors of runs started here live). */
   nodeId: string;
+  /** The node's single, ordered write path (group commit). */
+  writes: WriteQueue;
+  /** Secrets, redaction and the audit log, shared by the node's runs. */
+  security: SecurityContext;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Node-wide event fan-out. */
   events: EventHub<RunEvent>;
@@ -89,6 +96,7 @@ export class RunHost implements ActorRuntime {
   #pendingOps: StorageOp[] = [];
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   #afterWrite: Array<() => void> = [];
+  #pendingAudit: AuditEntry[] = [];
   #outbox: Envelope[] = [];
   /** The root actor's address inside the run: `crew`, or `_part.<node>` on a remote part. */
   readonly rootId: string;
@@ -286,6 +294,11 @@ export class RunHost implements ActorRuntime {
     return durable;
   }
 
+  /** A put op whose value is scrubbed of every known secret first. */
+  #put(key: string, value: unknown): StorageOp {
+    return put(key, this.#o.security.redact(value));
+  }
+
   #remember(id: string): void {
     this.#seen.push(id);
     this.#seenSet.add(id);
@@ -416,7 +429,19 @@ export class RunHost implements ActorRuntime {
       return message;
     }
     const started = this.clock.now();
+    let refusal: string | undefined;
+    const security = this.#o.security;
     const message = await executeTool({
+      policy: step.policy,
+      onPermission: (v) =>
+        this.#pendingAudit.push({ kind: 'permission', runId: this.runId, actor: agentId, data: { callId, tool: v.tool, scopes: [...v.scopes], decision: v.decision, ...(v.scope ? { scope: v.scope } : {}), ...(v.rule ? { rule: v.rule } : {}) } }),
+      onToolError: (error) => {
+        const reason = (error as { details?: { reason?: unknown } })?.details?.reason;
+        if (typeof reason === 'string') refusal = reason;
+      },
+      secrets: security.secrets,
+      learnSecrets: (values) => security.learn(values),
+      redact: security.redact,
       call: step.call,
       tools: step.tools,
       callId,
@@ -436,7 +461,7 @@ export class RunHost implements ActorRuntime {
     });
     const ms = this.clock.now() - started;
     this.#record({ callId, kind: 'tool', status: 'done', name: step.call.name, result: message, ts: this.clock.now() });
-    this.#journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms });
+    this.#journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}) });
     this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
     return message;
   }
@@ -444,7 +469,7 @@ export class RunHost implements ActorRuntime {
   requestApproval(agentId: string, request: ApprovalRequest): void {
     const record: ApprovalRecord = { ...request, runId: this.runId, agentId, status: 'pending', createdAt: this.clock.now() };
     this.#waiting.set(record.id, record);
-    this.#pendingOps.push(put(keys.approval(record.id), record));
+    this.#pendingOps.push(this.#put(keys.approval(record.id), record));
     this.#journal('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason });
     // Announced once durable, so whoever reacts to the event can already decide on it.
     this.#afterWrite.push(() =>
@@ -467,7 +492,7 @@ export class RunHost implements ActorRuntime {
     if (!record) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `run ${this.runId} is not waiting for approval ${approvalId}`, { details: { approvalId } });
     this.#waiting.delete(approvalId);
     const decided: ApprovalRecord = { ...record, status: decision.decision === 'approve' ? 'approved' : 'rejected', decidedAt: this.clock.now(), decision };
-    this.#pendingOps.push(put(keys.approval(approvalId), decided));
+    this.#pendingOps.push(this.#put(keys.approval(approvalId), decided));
     this.#journal('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
     this.#emit({ type: 'approval.decided', runId: this.runId, actor: record.agentId, approvalId, decision: decision.decision });
     return this.accept({
@@ -505,7 +530,7 @@ export class RunHost implements ActorRuntime {
     const mailbox = this.#mailbox(actorId);
     const stamped = { ...envelope, seq: ++mailbox.seq };
     mailbox.queue.push(stamped);
-    this.#pendingOps.push(put(keys.mailbox(this.runId, actorId, stamped.seq), stamped));
+    this.#pendingOps.push(this.#put(keys.mailbox(this.runId, actorId, stamped.seq), stamped));
     this.#scheduleDelivery();
   }
 
@@ -545,14 +570,15 @@ export class RunHost implements ActorRuntime {
 
   #journal(kind: JournalKind, actor: string, data: Record<string, unknown>): void {
     const entry: JournalEntry = { seq: ++this.#journalSeq, ts: this.clock.now(), kind, actor, data };
-    this.#pendingOps.push(put(keys.journal(this.runId, entry.seq), entry));
+    if (kind !== 'state' && kind !== 'model.error') this.#pendingAudit.push({ kind, runId: this.runId, actor, data, ts: entry.ts });
+    this.#pendingOps.push(this.#put(keys.journal(this.runId, entry.seq), entry));
   }
 
   #record(entry: LedgerEntry): void {
     // Stamped with the checkpoint that will carry it, so a fork knows what it may replay.
     entry.checkpoint = this.#checkpointSeq + 1;
     this.#ledger.set(entry.callId, entry);
-    this.#pendingOps.push(put(keys.ledger(this.runId, entry.callId), entry));
+    this.#pendingOps.push(this.#put(keys.ledger(this.runId, entry.callId), entry));
   }
 
   readonly #inspect = (event: InspectionEvent): void => {
@@ -613,23 +639,33 @@ export class RunHost implements ActorRuntime {
     this.record.checkpoint = checkpoint.seq;
     if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';
     this.record.updatedAt = checkpoint.ts;
-    const ops: StorageOp[] = [...this.#pendingOps, put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint), put(keys.run(this.runId), this.record)];
+    // Audit records go in the same batch as the checkpoint they describe.
+    const auditOps = this.#pendingAudit.length > 0 ? this.#o.security.audit.append(this.#pendingAudit) : [];
+    this.#pendingAudit = [];
+    const ops: StorageOp[] = [
+      ...this.#pendingOps,
+      ...auditOps,
+      this.#put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint),
+      this.#put(keys.run(this.runId), this.record),
+    ];
     this.#pendingOps = [];
     const outbox = this.#outbox;
     this.#outbox = [];
-    for (const envelope of outbox) if (!envelope.to.startsWith(ASK_PREFIX)) ops.push(put(keys.outbox(this.runId, envelope.id), envelope));
+    for (const envelope of outbox) if (!envelope.to.startsWith(ASK_PREFIX)) ops.push(this.#put(keys.outbox(this.runId, envelope.id), envelope));
     const waiters = this.#durableWaiters;
     this.#durableWaiters = [];
     const afterWrite = this.#afterWrite;
     this.#afterWrite = [];
     return this.#enqueueWrite(ops).then(
       () => {
+        this.#o.security.audit.commit(auditOps);
         for (const waiter of waiters) waiter.resolve();
         this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
         for (const fn of afterWrite) fn();
         for (const envelope of outbox) this.#routeOut(envelope);
       },
-      (error: unknown) => {
+      async (error: unknown) => {
+        await this.#o.security.audit.rollback(auditOps).catch(() => {});
         for (const waiter of waiters) waiter.reject(error);
         throw error;
       },
@@ -639,7 +675,7 @@ export class RunHost implements ActorRuntime {
   #enqueueWrite(ops: StorageOp[]): Promise<void> {
     const write = this.#writeChain.then(() => {
       if (this.#writeError) throw this.#writeError;
-      return this.#o.store.storage.write(ops, { sync: this.#o.sync });
+      return this.#o.writes.write(ops);
     });
     this.#writeChain = write.catch((error) => {
       // A run that cannot persist must stop rather than run ahead of its durable state.

@@ -1,6 +1,7 @@
 import type { AnyStateMachine } from 'xstate';
 import type { SerializedError } from './errors.js';
 import type { Migration } from './migrations.js';
+import type { Policy } from './policy.js';
 import type { ApprovalDecision, ApprovalRequest } from './approvals.js';
 import type { Clock } from './clock.js';
 import type { Address } from './envelope.js';
@@ -38,6 +39,8 @@ export interface ToolStep {
   tools: readonly Tool[];
   /** Human decisions of this task, by call id. */
   decisions: Readonly<Record<string, ApprovalDecision>>;
+  /** The agent's effective permission policy for this task (none: all tools allowed). */
+  policy?: Policy | undefined;
 }
 
 /**

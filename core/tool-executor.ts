@@ -2,6 +2,8 @@ import type { ApprovalDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
+import { decide, describeDecision, type Policy, type PolicyDecision } from './policy.js';
+import { resolveSecrets, type Redactor, type SecretsProvider } from './secrets.js';
 import type { BlackboardAccess, Tool, ToolContext } from './tool.js';
 
 /** Inputs of {@link executeTool}. */
@@ -17,6 +19,17 @@ export interface ExecuteToolOptions {
   /** A human's decision on this exact call, when it waited for one. */
   decision?: ApprovalDecision | undefined;
   blackboard?: BlackboardAccess | undefined;
+  /** The agent's effective permission policy; without one every tool is allowed. */
+  policy?: Policy | undefined;
+  /** Told every permission decision (for the audit log). */
+  onPermission?(decision: PolicyDecision & { tool: string; scopes: readonly string[] }): void;
+  secrets?: SecretsProvider | undefined;
+  /** Told the secret values resolved for this call, before the tool runs. */
+  learnSecrets?(values: string[]): void;
+  /** Told when the tool threw (its `details.reason`, e.g. a refused path, is worth auditing). */
+  onToolError?(error: unknown): void;
+  /** Scrubs known secrets out of what the tool returns. */
+  redact?: Redactor;
   /** Durably records the intent; resolves once it is on disk. */
   recordIntent(entry: LedgerEntry): Promise<void>;
   now(): number;
@@ -48,6 +61,17 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     return refuse(`error: invalid arguments for ${found.name}: ${issues}`);
   }
 
+  if (options.policy) {
+    const verdict = decide(options.policy, found.scopes);
+    options.onPermission?.({ ...verdict, tool: found.name, scopes: found.scopes });
+    if (verdict.decision === 'deny') return refuse(`error: not permitted: ${describeDecision(verdict)}`);
+    if (verdict.decision === 'ask' && !decision) {
+      throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `tool "${found.name}" ${describeDecision(verdict)}`, {
+        details: { callId, tool: found.name, args: parsed.data, reason: 'policy', scope: verdict.scope, rule: verdict.rule, retryable: false },
+      });
+    }
+  }
+
   const context: ToolContext = {
     signal: options.signal,
     callId,
@@ -56,7 +80,9 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     runId: options.runId,
     agentId: options.agentId,
     ...(options.blackboard ? { blackboard: options.blackboard } : {}),
+    secrets: {},
   };
+  const redact = options.redact ?? (<T>(v: T) => v);
 
   if (previous?.status === 'intent' && !decision) {
     // The process died while this call was in flight: its outcome is unknown.
@@ -79,11 +105,19 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
   });
 
   try {
+    if (found.secrets.length > 0) {
+      if (!options.secrets) throw new TroupeError(ErrorCode.TOOL_FAILED, `tool "${found.name}" needs secrets but the node has no secrets provider`, { details: { reason: 'secret-missing' } });
+      context.secrets = await resolveSecrets(options.secrets, found.secrets, options.signal);
+      options.learnSecrets?.(Object.values(context.secrets));
+    }
     const value = await found.run(parsed.data, context);
-    return msg.tool(call.id, call.name, toolContent(value));
+    // Secrets never enter the conversation: the model would otherwise see them, and a
+    // resumed run (which only has the scrubbed copy) would diverge from this one.
+    return redact(msg.tool(call.id, call.name, toolContent(value)));
   } catch (error) {
     // A stopping run is not a tool failure: let the invocation die and re-run on resume.
     if (options.signal.aborted) throw error;
-    return refuse(`error: ${error instanceof Error ? error.message : String(error)}`);
+    options.onToolError?.(error);
+    return redact(refuse(`error: ${error instanceof Error ? error.message : String(error)}`));
   }
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { ToolSpec } from './model.js';
+import { assertScope } from './policy.js';
 
 /**
  * How a tool's side effect behaves when it must be retried after a crash:
@@ -22,6 +23,11 @@ export interface ToolContext {
   agentId: string;
   /** The crew's shared blackboard, when it has one. */
   blackboard?: BlackboardAccess;
+  /**
+   * The secrets the tool declared, resolved by name at call time. They are never persisted:
+   * anything the runtime writes (journal, ledger, snapshots, audit) is scrubbed of them.
+   */
+  secrets: Readonly<Record<string, string>>;
 }
 
 /** Read/write access to a crew's blackboard from inside a tool. */
@@ -40,6 +46,8 @@ export interface ToolOptions<S extends z.ZodType, R> {
   effect: ToolEffect;
   /** Permission scopes the tool needs (`fs:read`, `net`); checked against the agent's policy. */
   scopes?: readonly string[];
+  /** Names of secrets the tool needs, resolved from the node's secrets provider per call. */
+  secrets?: readonly string[];
   run(args: z.infer<S>, context: ToolContext): Promise<R> | R;
   /** Undoes a call whose outcome is unknown; required when `effect` is `compensatable`. */
   compensate?(args: z.infer<S>, context: ToolContext): Promise<void> | void;
@@ -53,6 +61,7 @@ export interface Tool<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly input: S;
   readonly effect: ToolEffect;
   readonly scopes: readonly string[];
+  readonly secrets: readonly string[];
   readonly spec: ToolSpec;
   run(args: z.infer<S>, context: ToolContext): Promise<R> | R;
   compensate?(args: z.infer<S>, context: ToolContext): Promise<void> | void;
@@ -72,6 +81,7 @@ export function tool<S extends z.ZodType, R>(options: ToolOptions<S, R>): Tool<S
   if (options.effect === 'compensatable' && typeof options.compensate !== 'function') {
     throw new TypeError(`tool "${options.name}" is compensatable and must define compensate()`);
   }
+  for (const scope of options.scopes ?? []) assertScope(scope);
   const inputSchema = z.toJSONSchema(options.input, { unrepresentable: 'any' }) as Record<string, unknown>;
   delete inputSchema.$schema;
   return {
@@ -81,6 +91,7 @@ export function tool<S extends z.ZodType, R>(options: ToolOptions<S, R>): Tool<S
     input: options.input,
     effect: options.effect,
     scopes: [...(options.scopes ?? [])],
+    secrets: [...(options.secrets ?? [])],
     spec: { name: options.name, description: options.description, inputSchema },
     run: options.run,
     ...(options.compensate ? { compensate: options.compensate } : {}),

@@ -1,0 +1,35 @@
+import { createAuditLog, type AuditLog } from './audit-log.js';
+import type { Clock } from './clock.js';
+import { createRedactor, type Redactor, type SecretsProvider } from './secrets.js';
+import type { Storage } from './storage.js';
+
+/**
+ * A node's security state, shared by its runs: where secrets come from, the values seen so
+ * far (everything persisted or logged is scrubbed of them), and the node's audit log.
+ */
+export interface SecurityContext {
+  readonly secrets: SecretsProvider | undefined;
+  readonly audit: AuditLog;
+  /** Scrubs every known secret value out of a value (identity while none is known). */
+  redact: Redactor;
+  /** Adds secret values resolved for a tool call; later writes scrub them too. */
+  learn(values: Iterable<string>): void;
+}
+
+/** Opens the audit log of `storage` and returns the node's security context. */
+export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock }): Promise<SecurityContext> {
+  const known = new Set<string>();
+  let redactor: Redactor = createRedactor(known);
+  const audit = createAuditLog(storage, { clock: options.clock, redact: (data) => redactor(data) });
+  await audit.open();
+  return {
+    secrets: options.secrets,
+    audit,
+    redact: <T>(value: T) => redactor(value),
+    learn(values) {
+      const before = known.size;
+      for (const v of values) if (v) known.add(v);
+      if (known.size !== before) redactor = createRedactor(known);
+    },
+  };
+}
