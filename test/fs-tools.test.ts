@@ -8,7 +8,7 @@ import { executeTool } from '../core/tool-executor.js';
 import { DEFAULT_MAX_READ_BYTES, fsTools, listDirTool, readFileTool, writeFileTool } from '../tools/index.js';
 import { tempDir } from './helpers/temp.js';
 
-const context = (signal = new AbortController().signal): ToolContext => ({ signal, callId: 'c1', idempotencyKey: 'r:c1', runId: 'r', agentId: 'a' });
+const context = (signal = new AbortController().signal): ToolContext => ({ signal, callId: 'c1', idempotencyKey: 'r:c1', runId: 'r', agentId: 'a', secrets: {} });
 const call = (t: Tool, args: unknown, signal?: AbortSignal) => Promise.resolve(t.run(t.input.parse(args), context(signal)));
 
 /**
