@@ -13,7 +13,10 @@ import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { clientHandshake, createHandshakeVerifier, encodeBatch, encodeFrame, HEADERS, PROTOCOL, secretKey } from '../transports/index.js';
 import { encodeEnvelope } from '../core/envelope.js';
-import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
+import { createWsTransport, wsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
+import { createNode } from '../core/node.js';
+import { scriptedModel } from '../models/scripted.js';
+import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
 import { recorder, testEnvelope, transportConformance, type Recorder } from './transport-conformance.js';
 
@@ -204,7 +207,7 @@ describe('delivery over real sockets and LevelDB', () => {
     const nowhere = { b: 'ws://127.0.0.1:1' }; // nothing listens: every send stays in the outbox
     let store = await levelStorage({ path: dir.path });
     const first = await ws('a', store, recorder(), { peers: nowhere });
-    for (let i = 0; i < 30; i++) expect(await first.send('b', testEnvelope(i))).toBe(i + 1);
+    for (let i = 0; i < 30; i++) await first.send('b', testEnvelope(i));
     expect(first.peers()).toEqual([expect.objectContaining({ nodeId: 'b', unacked: 30, acked: 0, state: expect.stringMatching(/connecting|backoff/) })]);
     await first.close();
     await store.close();
@@ -214,7 +217,7 @@ describe('delivery over real sockets and LevelDB', () => {
     const atB = recorder();
     await using b = await ws('b', memoryStorage(), atB, { listen });
     await using second = await ws('a', store, recorder(), { peers: { b: b.address!.url } });
-    expect(await second.send('b', testEnvelope(30))).toBe(31); // numbering continues
+    await second.send('b', testEnvelope(30)); // numbering continues at 31
     await second.flushed('b');
     expect(atB.received.map((r) => r.seq)).toEqual(Array.from({ length: 31 }, (_, i) => i + 1));
     expect(atB.received.map((r) => r.envelope.id)).toEqual(Array.from({ length: 31 }, (_, i) => `env_${i}`));
@@ -497,5 +500,30 @@ describe('protocol behaviour', () => {
     await expect(t.send('b', testEnvelope(1, { payload: 'x'.repeat(1024 * 1024) }))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'FRAME_TOO_LARGE'));
     expect(() => t.addPeer('b', 'nope')).toThrow(TypeError);
     expect(t.peers()).toEqual([]);
+  });
+});
+
+describe('plugged into createNode', () => {
+  it('runs a crew whose writer lives on another node, over real sockets and LevelDB', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using storeB = await levelStorage({ path: dirB.path });
+    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
+    const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
+    const atA = wsTransport({ secret: SECRET, listen });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
+    // b has no listener: it dials a, and a's mail for b travels back on that connection.
+    const atB = wsTransport({ secret: SECRET, peers: { a: (await atA.created).address!.url }, reconnectMinMs: 10 });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placed()], models: models() });
+    const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 'w1' && resolve()));
+    const run = await a.run(placed(), { input: 'brief me', runId: 'w1' });
+    expect((await run.result()).output).toBe('final: a brief about actor and state');
+    await partDone;
+    expect((await b.runs())[0]).toMatchObject({ id: 'w1', status: 'completed', part: { origin: 'a', actors: ['writer'] } });
+    const [tA, tB] = [await atA.created, await atB.created];
+    expect(tA.stats().delivered).toBeGreaterThan(0);
+    expect(tB.stats().delivered).toBeGreaterThan(0);
+    await expect(atA({ nodeId: 'c', storage: storeA, deliver: async () => {} })).rejects.toThrow(TypeError);
   });
 });

@@ -1,11 +1,12 @@
 import type { Envelope } from '../core/envelope.js';
 import type { StorageOp } from '../core/storage.js';
+import type { NodeTransport } from '../core/transport.js';
 
 /**
- * Transports carry envelopes between nodes. The contract below is what a node relies on
- * (and what `test/transport-conformance.ts` checks): `send` is durable before it resolves,
- * `deliver` is called in per-pair order, one envelope at a time per sender, at least once;
- * the receiver's persisted cursor turns that into effectively-once processing.
+ * Transports carry envelopes between nodes. The contract below extends core's
+ * `NodeTransport` (and is what `test/transport-conformance.ts` checks): `send` is durable
+ * before it resolves, `deliver` is called in per-pair order, one envelope at a time per
+ * sender, at least once; the receiver's persisted cursor makes processing effectively once.
  */
 
 /** Lifecycle of a transport. */
@@ -50,25 +51,28 @@ export interface PeerStatus {
   lastError?: string;
 }
 
-/** A node's link to other nodes. */
-export interface Transport extends AsyncDisposable {
+/**
+ * A node's link to other nodes: core's {@link NodeTransport} (what `createNode` needs) plus
+ * what operators and tests look at.
+ */
+export interface Transport extends NodeTransport, AsyncDisposable {
   readonly nodeId: string;
   readonly status: TransportStatus;
   /**
-   * Validates `envelope`, appends it durably to the outbox for `toNode` and resolves with
-   * its sequence number once persisted (not when acknowledged; see {@link Transport.acked}).
+   * Validates `envelope`, numbers it for the pair and appends it durably to the outbox for
+   * `toNode`; resolves once persisted, not when acknowledged (see {@link Transport.flushed}).
+   * Misuse (sending to itself, a bad node id) throws a `TypeError`; a closed transport
+   * rejects with `NODE_CLOSED`, an invalid envelope with `INVALID_ENVELOPE`.
    */
-  send(toNode: string, envelope: Envelope): Promise<number>;
-  /** Resolves once `toNode` acknowledged `seq`; rejects with `NODE_CLOSED` on close. */
-  acked(toNode: string, seq: number): Promise<void>;
-  /** Resolves once `toNode` acknowledged everything sent to it so far. */
+  send(toNode: string, envelope: Envelope): Promise<void>;
+  /** Resolves once `toNode` acknowledged everything sent to it so far; rejects with `NODE_CLOSED` on close. */
   flushed(toNode: string): Promise<void>;
   peers(): PeerStatus[];
   /** Idempotent: stops delivering, closes every socket and server it opened, waits for writes. */
   close(): Promise<void>;
 }
 
-export { createWsTransport, type WsTransport, type WsTransportOptions, type WsTransportStats } from './ws.js';
+export { createWsTransport, wsTransport, type WsTransport, type WsTransportOptions, type WsTransportFactoryOptions, type WsTransportStats } from './ws.js';
 export { createOutbox, createInbox, transportKeys, type Outbox, type Inbox, type OutboxEntry, type InboxCursor } from './outbox.js';
 export { decodeFrame, encodeBatch, encodeAck, encodeFrame, FrameSchema, BatchFrameSchema, AckFrameSchema, MAX_BATCH_ITEMS, type Frame, type BatchFrame, type BatchItem } from './frames.js';
 export { PROTOCOL, HEADERS, NODE_ID, assertNodeId, secretKey, clientHandshake, serverProof, verifyServerProof, createHandshakeVerifier, type HandshakeVerdict, type HandshakeVerifier } from './auth.js';

@@ -4,6 +4,7 @@ import { DEFAULT_MAX_FRAME_BYTES } from '../core/codec.js';
 import { encodeEnvelope, EnvelopeSchema, parseEnvelope, type Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
+import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { assertNodeId, dialAuthenticated, listenAuthenticated, secretKey, type AuthenticatedListener, type WsLimits } from './auth.js';
 import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
@@ -465,7 +466,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
         });
       }
       peerOf(toNode);
-      return outbox.append(toNode, bytes);
+      await outbox.append(toNode, bytes);
     },
     addPeer(id, url) {
       assertPeer(nodeId, id, url);
@@ -482,7 +483,6 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
         dial(peer);
       }
     },
-    acked: (toNode, seq) => outbox.acked(toNode, seq),
     flushed: (toNode) => outbox.flushed(toNode),
     peers(): PeerStatus[] {
       return [...peers.values()].map((peer) => {
@@ -525,6 +525,35 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     },
   };
   return transport;
+}
+
+/** Options of {@link wsTransport}: those of {@link WsTransportOptions} the node does not supply. */
+export type WsTransportFactoryOptions = Omit<WsTransportOptions, 'nodeId' | 'storage' | 'deliver'>;
+
+/**
+ * The WebSocket transport as `createNode({ transport: wsTransport({ secret, listen, peers }) })`
+ * expects it: the node supplies its id, its storage (so outbox and cursors live beside the
+ * runs) and its `deliver`. `created` resolves with the transport (for `address`, `peers()`,
+ * `stats()`) once the node made it; one factory serves one node.
+ */
+export function wsTransport(options: WsTransportFactoryOptions): TransportFactory & { readonly created: Promise<WsTransport> } {
+  let settle!: { resolve(t: WsTransport): void; reject(e: unknown): void };
+  const created = new Promise<WsTransport>((resolve, reject) => (settle = { resolve, reject }));
+  created.catch(() => {}); // the node's createNode already reports a failure
+  let used = false;
+  const factory = async (bindings: TransportBindings): Promise<WsTransport> => {
+    if (used) throw new TypeError('a wsTransport(...) factory serves one node; call wsTransport(...) again for another');
+    used = true;
+    try {
+      const transport = await createWsTransport({ ...options, nodeId: bindings.nodeId, storage: bindings.storage, deliver: (envelope, fromNode) => bindings.deliver(envelope, fromNode) });
+      settle.resolve(transport);
+      return transport;
+    } catch (error) {
+      settle.reject(error);
+      throw error;
+    }
+  };
+  return Object.assign(factory, { created });
 }
 
 /** Index of the first entry with a seq above `seq` (entries are sorted). */
