@@ -36,8 +36,7 @@ export interface InspectorServer {
 /** The path of the WebSocket endpoint. */
 export const WS_PATH = '/ws';
 
-// Until core/errors.ts has a code for it: the port is taken or the host cannot be bound.
-const LISTEN_FAILED = 'LISTEN_FAILED' as ErrorCode;
+const LISTEN_FAILED = ErrorCode.LISTEN_FAILED;
 
 /**
  * Serves the page on `/` and upgrades `/ws`. Every request must name this server in its
