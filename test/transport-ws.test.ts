@@ -500,6 +500,10 @@ describe('protocol behaviour', () => {
     await expect(t.send('b', testEnvelope(1, { payload: 'x'.repeat(1024 * 1024) }))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'FRAME_TOO_LARGE'));
     expect(() => t.addPeer('b', 'nope')).toThrow(TypeError);
     expect(t.peers()).toEqual([]);
+    await using taken = await ws('c', memoryStorage(), recorder(), { listen });
+    await expect(ws('d', memoryStorage(), recorder(), { listen: { port: taken.address!.port } })).rejects.toSatisfy(
+      (e: unknown) => isTroupeError(e, 'LISTEN_FAILED') && /port is in use/.test((e as Error).message),
+    );
   });
 });
 

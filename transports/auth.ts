@@ -3,6 +3,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'no
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import { ErrorCode, TroupeError } from '../core/errors.js';
 
 /**
  * Mutual authentication of a WebSocket handshake with a shared secret, both ends. The
@@ -163,8 +164,9 @@ function refuse(socket: Duplex, code: number, text: string) {
 }
 
 /**
- * Listens on `host:port`. Authentication happens in the HTTP `upgrade` handler, before ws
- * allocates anything for the connection; the 101 response carries the listener's proof.
+ * Listens on `host:port` (failing with `LISTEN_FAILED`). Authentication happens in the HTTP
+ * `upgrade` handler, before ws allocates anything for the connection; the 101 response
+ * carries the listener's proof.
  */
 export async function listenAuthenticated(o: AuthenticatedListenerOptions): Promise<AuthenticatedListener> {
   const verifier = createHandshakeVerifier({ key: o.key, nodeId: o.nodeId, now: o.now, maxSkewMs: o.maxSkewMs });
@@ -199,9 +201,13 @@ export async function listenAuthenticated(o: AuthenticatedListenerOptions): Prom
     wss.handleUpgrade(req, socket, head, (ws) => (o.isOpen() ? o.onConnection(ws, verdict.node) : ws.terminate()));
   });
   await new Promise<void>((ok, fail) => {
-    http.once('error', fail);
+    const onError = (cause: NodeJS.ErrnoException) => {
+      const why = cause.code === 'EADDRINUSE' ? 'the port is in use (port 0 picks a free one)' : cause.message;
+      fail(new TroupeError(ErrorCode.LISTEN_FAILED, `transport cannot listen on ${o.host}:${o.port}: ${why}`, { cause, details: { host: o.host, port: o.port } }));
+    };
+    http.once('error', onError);
     http.listen(o.port, o.host, () => {
-      http.off('error', fail);
+      http.off('error', onError);
       ok();
     });
   });
