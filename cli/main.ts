@@ -6,10 +6,12 @@ import { createAuditLog, toJsonl } from '../core/audit-log.js';
 import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
+import type { RunnableDefinition } from '../core/runtime.js';
 import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import { levelStorage } from '../storage/level.js';
 import { loadCrewModule } from './load.js';
+import { transportFromFlags, withNetworkOptions, type NetworkFlags } from './network.js';
 import { createLiveView } from './live-view.js';
 import { createProgressPrinter } from './progress.js';
 import { registerInspectCommand } from './inspect-command.js';
@@ -29,9 +31,23 @@ const program = new Command()
   .showHelpAfterError();
 
 /** Opens the node, runs `work`, and on SIGINT/SIGTERM checkpoints before exiting. */
-async function withNode(db: string, models: ModelProviders, work: (node: TroupeNode) => Promise<number>): Promise<number> {
+interface NodeSetup {
+  models: ModelProviders;
+  crews?: RunnableDefinition[];
+  flags?: NetworkFlags;
+}
+
+async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode) => Promise<number>): Promise<number> {
   await using storage = await levelStorage({ path: db });
-  await using node = await createNode({ storage, models, resume: false });
+  const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
+  await using node = await createNode({
+    storage,
+    models: setup.models,
+    resume: false,
+    crews: setup.crews ?? [],
+    ...(setup.flags?.nodeId ? { nodeId: setup.flags.nodeId } : {}),
+    ...(transport ? { transport } : {}),
+  });
   const interrupt = (signal: NodeJS.Signals) => {
     process.stderr.write(`\n${signal}: checkpointing; continue later with \`troupe resume\`\n`);
     void node.close().then(() => storage.close()).then(() => process.exit(130));
@@ -102,9 +118,9 @@ async function moduleOfRun(db: string, runId: string) {
 }
 
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
-async function continueRun(db: string, runId: string, json: boolean, act: (node: TroupeNode) => Promise<unknown> = async () => {}) {
+async function continueRun(db: string, runId: string, json: boolean, act: (node: TroupeNode) => Promise<unknown> = async () => {}, flags?: NetworkFlags) {
   const mod = await moduleOfRun(db, runId);
-  return withNode(db, mod.models, async (node) => {
+  return withNode(db, { models: mod.models, crews: [mod.definition], ...(flags ? { flags } : {}) }, async (node) => {
     watch(node, json);
     const run = await node.resume(runId, mod.definition);
     if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
@@ -137,33 +153,62 @@ async function runOfApproval(db: string, approvalId: string): Promise<string> {
 
 const describe = (error: SerializedError | null) => (error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error');
 
-program
-  .command('run')
+withNetworkOptions(program
+  .command('run'))
   .description('run a crew module (its default export) to completion, printing progress')
   .argument('<file>', 'crew module, e.g. examples/research-crew.ts')
   .option('--db <dir>', 'LevelDB directory for runs and checkpoints', DEFAULT_DB)
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (file: string, opts: { db: string; runId?: string; input?: string; json?: boolean }) => {
+  .action(async (file: string, opts: { db: string; runId?: string; input?: string; json?: boolean } & NetworkFlags) => {
     const mod = await loadCrewModule(file);
     const input = opts.input ?? mod.input;
     if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
-    process.exitCode = await withNode(opts.db, mod.models, async (node) => {
+    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
       return follow(run, opts.json ?? false);
     });
   });
 
-program
-  .command('resume')
+withNetworkOptions(program
+  .command('resume'))
   .description('resume an unfinished run from its last checkpoint')
   .argument('<run-id>')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (runId: string, opts: { db: string; json?: boolean }) => {
-    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false);
+  .action(async (runId: string, opts: { db: string; json?: boolean } & NetworkFlags) => {
+    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, undefined, opts);
+  });
+
+withNetworkOptions(program
+  .command('node'))
+  .description('run a long-lived node: host actors that peers place here, resume them after a restart')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .action(async (opts: { db: string; crew?: string[] } & NetworkFlags) => {
+    if (!opts.listen && !opts.peer?.length) throw new InvalidArgumentError('a node needs --listen and/or --peer');
+    const modules = await Promise.all((opts.crew ?? []).map((f) => loadCrewModule(f)));
+    const models = Object.assign({}, ...modules.map((m) => m.models)) as ModelProviders;
+    await using storage = await levelStorage({ path: opts.db });
+    const transport = transportFromFlags(opts, (url) => process.stdout.write(`node ${opts.nodeId ?? 'local'} listening on ${url}\n`));
+    await using node = await createNode({
+      storage,
+      models,
+      crews: modules.map((m) => m.definition),
+      resume: false,
+      ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
+      ...(transport ? { transport } : {}),
+    });
+    node.subscribe(createProgressPrinter(process.stdout));
+    const resumed = await node.resumeAll();
+    process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    process.stdout.write('stopping: checkpointing hosted runs\n');
   });
 
 program
@@ -274,7 +319,7 @@ program
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }) => {
     const mod = await moduleOfRun(opts.db, runId);
-    process.exitCode = await withNode(opts.db, mod.models, async (node) => {
+    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition] }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
       return follow(run, opts.json ?? false);

@@ -13,6 +13,9 @@ import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js'
  * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
  * - `approval:<approvalId>`                human approvals, across runs
  * - `rout:<runId>:<envelopeId>`            envelopes leaving the run, until the node routed them
+ * - `audit:<seq>`                          the node's hash-chained audit log (core/audit-log.ts)
+ * - `outbox:<node>:<seq>`, `outseq:<node>`, `inbox:<node>`, `transport:epoch`
+ *                                          the WebSocket transport's delivery state
  */
 
 /** The version of the checkpoint layout written by this code. */
