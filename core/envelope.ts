@@ -9,7 +9,8 @@ import { ErrorCode, TroupeError } from './errors.js';
  */
 export type Address = string;
 
-const SEGMENT = /^[A-Za-z0-9_.:-]{1,128}$/;
+// A segment of dots only (`..`) is refused: addresses must never read as relative paths.
+const SEGMENT = /^(?!\.+$)[A-Za-z0-9_.:-]{1,128}$/;
 
 /** The zod schema of an {@link Address}. */
 export const AddressSchema = z

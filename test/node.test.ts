@@ -56,6 +56,7 @@ describe('node', () => {
       [null, /invalid envelope: envelope/],
       [{ id: 'e', from: 'a', to: 'r3/researcher', type: 'task', payload: {}, seq: -1, ts: 0 }, /seq/],
       [{ id: 'e', from: 'bad address!', to: 'r3/researcher', type: 'task', payload: {}, seq: 0, ts: 0 }, /from/],
+      [{ id: 'e', from: 'a', to: '../../etc', type: 'task', payload: {}, seq: 0, ts: 0 }, /to/],
       [{ id: 'e', from: 'a', to: 'r3/researcher', type: 'task', payload: {}, seq: 0, ts: 0, extra: 1 }, /unrecognized/i],
       [{ id: 'e', from: 'a', to: 'r3/researcher', type: '9bad', payload: {}, seq: 0, ts: 0 }, /type/],
     ];
