@@ -9,7 +9,7 @@ import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
 import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
-import { durableTimer } from './durable-timer.js';
+import { durableDeadline, durableTimer } from './durable-timer.js';
 
 /** Retry policy of the `recovering` state. */
 export interface RetryPolicy {
@@ -34,6 +34,11 @@ export interface AgentOptions {
   /** Model steps per task before the agent fails with `MAX_STEPS`. Default 10. */
   maxSteps?: number;
   retry?: Partial<RetryPolicy>;
+  /**
+   * Longest a model call or a step's tool calls may take before the step fails (and is
+   * retried from `recovering`). The deadline is stored, so it holds across a restore.
+   */
+  timeoutMs?: number;
   /** Overrides the crew's supervision policy for this agent. */
   supervision?: Partial<SupervisionPolicy>;
   /** Limits for this agent within a run. */
@@ -52,6 +57,7 @@ export interface AgentDefinition {
   readonly tools: readonly Tool[];
   readonly maxSteps: number;
   readonly retry: RetryPolicy;
+  readonly timeoutMs: number | null;
   readonly supervision?: Partial<SupervisionPolicy>;
   readonly budget?: Budget;
   readonly policy?: Policy;
@@ -69,6 +75,7 @@ export function agent(options: AgentOptions): AgentDefinition {
     if (names.has(t.name)) throw new TypeError(`agent "${options.id}" has two tools named "${t.name}"`);
     names.add(t.name);
   }
+  if (options.timeoutMs !== undefined && !(Number.isFinite(options.timeoutMs) && options.timeoutMs > 0)) throw new TypeError(`agent "${options.id}": timeoutMs must be a positive number`);
   const maxSteps = options.maxSteps ?? 10;
   if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new TypeError(`agent "${options.id}": maxSteps must be a positive integer`);
   const retry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, ...options.retry };
@@ -83,6 +90,7 @@ export function agent(options: AgentOptions): AgentDefinition {
     tools,
     maxSteps,
     retry,
+    timeoutMs: options.timeoutMs ?? null,
     ...(options.supervision ? { supervision: options.supervision } : {}),
     ...(options.budget ? { budget: options.budget } : {}),
     ...(options.policy ? { policy: definePolicy(options.policy) } : {}),
@@ -119,6 +127,8 @@ export interface AgentContext {
   handoff: { to: string; context: string; policy?: Policy } | null;
   /** A policy that came with the task (from a handoff): it can only narrow the agent's own. */
   taskPolicy: Policy | null;
+  /** When the current model call or tool step times out (`timeoutMs`), if it can. */
+  deadline: number | null;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -153,6 +163,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         return results;
       }),
       durableTimer: durableTimer(runtime.clock),
+      stepTimer: durableDeadline(runtime.clock),
     },
     guards: {
       isTask: ({ event }) => event.envelope.type === 'task',
@@ -208,6 +219,13 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         attempt: 0,
       })),
       nextStep: assign(({ context }) => ({ step: context.step + 1 })),
+      armDeadline: assign(() => ({ deadline: def.timeoutMs === null ? null : runtime.clock.now() + def.timeoutMs })),
+      recordTimeout: assign((_, params: { phase: 'planning' | 'acting' }) => ({
+        lastError: new TroupeError(ErrorCode.TIMEOUT, `${params.phase === 'planning' ? 'model call' : 'tool calls'} of agent "${def.id}" took longer than ${def.timeoutMs} ms`, {
+          details: { retryable: true, timeoutMs: def.timeoutMs },
+        }).toJSON(),
+        failedPhase: params.phase,
+      })),
       recordFailure: assign((_, params: { error: unknown; phase: 'planning' | 'acting' }) => ({
         lastError: serializeError(params.error),
         failedPhase: params.phase,
@@ -319,6 +337,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       delegation: null,
       handoff: null,
       taskPolicy: null,
+      deadline: null,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { 'troupe.envelope': { guard: 'isReset', target: '.idle', actions: 'reset' } },
@@ -326,42 +345,60 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
     states: {
       idle: { on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } } },
       planning: {
-        invoke: {
-          id: 'model',
-          src: 'callModel',
-          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, messages: context.conversation }),
-          onDone: [
-            {
-              guard: { type: 'wantsDelegation', params: ({ event }) => ({ response: event.output }) },
-              target: 'delegating',
-              actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'startDelegation', params: ({ event }) => ({ response: event.output }) }],
-            },
-            {
-              guard: { type: 'wantsHandoff', params: ({ event }) => ({ response: event.output }) },
-              target: 'done',
-              actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'setHandoff', params: ({ event }) => ({ response: event.output }) }],
-            },
-            { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
-            { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
-          ],
-          onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'planning' as const }) } },
-        },
+        entry: 'armDeadline',
+        invoke: [
+          {
+            id: 'deadline',
+            src: 'stepTimer',
+            input: ({ context }) => ({ deadline: context.deadline }),
+            onDone: { target: 'recovering', actions: { type: 'recordTimeout', params: { phase: 'planning' as const } } },
+          },
+          {
+            id: 'model',
+            src: 'callModel',
+            input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, messages: context.conversation }),
+            onDone: [
+              {
+                guard: { type: 'wantsDelegation', params: ({ event }) => ({ response: event.output }) },
+                target: 'delegating',
+                actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'startDelegation', params: ({ event }) => ({ response: event.output }) }],
+              },
+              {
+                guard: { type: 'wantsHandoff', params: ({ event }) => ({ response: event.output }) },
+                target: 'done',
+                actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'setHandoff', params: ({ event }) => ({ response: event.output }) }],
+              },
+              { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
+              { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
+            ],
+            onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'planning' as const }) } },
+          },
+        ],
       },
       acting: {
-        invoke: {
-          id: 'tools',
-          src: 'runTools',
-          input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions, policy: effectivePolicy(context) }),
-          onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
-          onError: [
-            {
-              guard: { type: 'needsApproval', params: ({ event }) => ({ error: event.error }) },
-              target: 'awaitingApproval',
-              actions: { type: 'setApproval', params: ({ event }) => ({ error: event.error }) },
-            },
-            { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
-          ],
-        },
+        entry: 'armDeadline',
+        invoke: [
+          {
+            id: 'deadline',
+            src: 'stepTimer',
+            input: ({ context }) => ({ deadline: context.deadline }),
+            onDone: { target: 'recovering', actions: { type: 'recordTimeout', params: { phase: 'acting' as const } } },
+          },
+          {
+            id: 'tools',
+            src: 'runTools',
+            input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions, policy: effectivePolicy(context) }),
+            onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
+            onError: [
+              {
+                guard: { type: 'needsApproval', params: ({ event }) => ({ error: event.error }) },
+                target: 'awaitingApproval',
+                actions: { type: 'setApproval', params: ({ event }) => ({ error: event.error }) },
+              },
+              { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'acting' as const }) } },
+            ],
+          },
+        ],
       },
       delegating: {
         on: { 'troupe.envelope': { guard: 'isDelegationReply', target: 'observing', actions: 'recordDelegationReply' } },

@@ -9,3 +9,15 @@ import { sleep, type Clock } from '../core/clock.js';
 export function durableTimer(clock: Clock) {
   return fromPromise<void, { deadline: number }>(({ input, signal }) => sleep(clock, input.deadline - clock.now(), signal));
 }
+
+/**
+ * Like {@link durableTimer}, for an optional deadline: with `null` it never fires (it just
+ * waits until its state is left, which aborts it).
+ */
+export function durableDeadline(clock: Clock) {
+  return fromPromise<void, { deadline: number | null }>(({ input, signal }) =>
+    input.deadline === null
+      ? new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }))
+      : sleep(clock, input.deadline - clock.now(), signal),
+  );
+}

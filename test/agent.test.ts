@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { agent, createNode, crew, isTroupeError, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import type { Script } from '../models/scripted.js';
-import { twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 
 async function runPair(script: Script, crewOptions: Parameters<typeof twoAgentCrew>[0] = {}) {
   await using storage = memoryStorage();
@@ -102,6 +102,46 @@ describe('agent', () => {
     expect(run.status).toBe('running');
     clock.advance(1);
     expect((await run.result()).output).toBe('w');
+  });
+
+  it('times a slow model call out, retries it, and keeps the deadline across a restore', async () => {
+    const clock = manualClock(0);
+    await using storage = memoryStorage();
+    const def = () => twoAgentCrew({ researcher: { timeoutMs: 5_000, retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 } } });
+    // The model answers after 60 s of clock time: the 5 s timeout fires first.
+    const slow = { scripted: scriptedModel({ script: pairScript, latencyMs: 60_000, clock }) };
+    const first = await createNode({ storage, clock, models: slow });
+    await first.run(def(), { input: 'x', runId: 'to1' });
+    await new Promise<void>((resolve) => first.subscribe((e) => e.type === 'checkpoint' && resolve()));
+    clock.advance(3_000);
+    await first.close();
+    // Down for 1 s; 1 s of the 5 s deadline is left after the restart, not 5.
+    clock.advance(1_000);
+    const events: RunEvent[] = [];
+    await using second = await createNode({ storage, clock, models: slow, crews: [def()], resume: false });
+    second.subscribe((e) => events.push(e));
+    await second.resumeAll();
+    // States of the researcher after its first `recovering`, in order.
+    const after = () => {
+      const states = events.filter((e) => e.type === 'state' && e.actor === 'researcher').map((e) => (e as { state: string }).state);
+      return states.slice(states.indexOf('recovering'));
+    };
+    const reached = (state: string, count: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => after().filter((x) => x === state).length >= count && after()[0] === 'recovering' && resolve();
+        check();
+        second.subscribe(check);
+      });
+    clock.advance(999);
+    expect(events.some((e) => e.type === 'state' && e.state === 'recovering')).toBe(false);
+    clock.advance(1);
+    await reached('recovering', 1);
+    // The retry (after a 1 ms backoff) times out too: the agent gives up, the timeout as the reason.
+    clock.advance(1);
+    await reached('planning', 1);
+    clock.advance(5_000);
+    const result = await second.get('to1')!.settled();
+    expect(result.error).toMatchObject({ details: { cause: { code: 'RETRIES_EXHAUSTED', details: { last: { code: 'TIMEOUT' } } } } });
   });
 
   it('rejects definitions that break the rules with TypeErrors', () => {
