@@ -673,11 +673,10 @@ export class RunHost implements ActorRuntime {
   }
 
   #enqueueWrite(ops: StorageOp[]): Promise<void> {
-    const write = this.#writeChain.then(() => {
-      if (this.#writeError) throw this.#writeError;
-      return this.#o.writes.write(ops);
-    });
-    this.#writeChain = write.catch((error) => {
+    // Queued now, in capture order: the node's queue is FIFO across runs, which keeps this
+    // run's batches in order and the audit chain's records in the order they were chained.
+    const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops);
+    this.#writeChain = Promise.all([this.#writeChain, write]).then(() => {}).catch((error) => {
       // A run that cannot persist must stop rather than run ahead of its durable state.
       if (!this.#writeError) {
         this.#writeError = error;

@@ -9,6 +9,9 @@ import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEv
 function ledgerFixture(effect: ToolEffect) {
   const log: string[] = [];
   let hang = true;
+  // The tool only starts once its intent is durable: its start is the moment to "crash".
+  let started!: () => void;
+  const toolStarted = new Promise<void>((resolve) => (started = resolve));
   const charge = tool({
     name: 'charge',
     description: 'Charges a card.',
@@ -16,7 +19,10 @@ function ledgerFixture(effect: ToolEffect) {
     effect,
     run: ({ cents }, ctx) => {
       log.push(`run ${cents} key=${ctx.idempotencyKey}`);
-      if (hang) return new Promise<never>(() => {});
+      if (hang) {
+        started();
+        return new Promise<never>(() => {});
+      }
       return { charged: cents };
     },
     ...(effect === 'compensatable' ? { compensate: ({ cents }: { cents: number }) => void log.push(`compensate ${cents}`) } : {}),
@@ -45,9 +51,8 @@ function ledgerFixture(effect: ToolEffect) {
     models,
     async crashMidCall(storage: Storage) {
       const first = await createNode({ storage, models });
-      const running = new Promise<void>((resolve) => first.subscribe((e) => e.type === 'checkpoint' && log.length === 1 && resolve()));
       await first.run(definition, { input: 'sell', runId: 'buy-1' });
-      await running;
+      await toolStarted;
       hang = false;
       // `first` is abandoned, not closed: its tool call never returns, like a killed process.
     },

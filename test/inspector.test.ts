@@ -98,7 +98,7 @@ describe('machine graphs', () => {
     expect(edge(g, 'recovering', 'failed')[0]).toMatchObject({ event: 'always', guard: 'retriesExhausted' });
     // The supervisor's reset is declared on the machine: it leaves any state.
     expect(edge(g, ANY_STATE, 'idle')).toEqual([{ from: ANY_STATE, to: 'idle', event: 'envelope', guard: 'isReset' }]);
-    expect(g.nodes.find((n) => n.id === 'planning')?.invokes).toEqual(['model']);
+    expect(g.nodes.find((n) => n.id === 'planning')?.invokes).toEqual(['deadline', 'model']);
     expect(JSON.parse(JSON.stringify(g))).toEqual(g);
     const boxes = g.nodes.map((n) => `${n.x},${n.y}`);
     expect(new Set(boxes).size).toBe(boxes.length);
