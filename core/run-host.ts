@@ -17,9 +17,10 @@ import {
   type RunRecord,
   type RunStore,
   type UsageLedger,
-  type UsageTotals,
 } from './run-store.js';
-import type { ActorRuntime, Budget, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
+import { UsageTracker } from './budget.js';
+import { Mailboxes } from './mailbox.js';
+import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
 import type { StorageOp } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
 import type { AuditEntry } from './audit-log.js';
@@ -60,11 +61,6 @@ export interface RunHostOptions {
   events: EventHub<RunEvent>;
 }
 
-interface Mailbox {
-  seq: number;
-  cursor: number;
-  queue: Envelope[];
-}
 
 /** What a finished run produced. */
 export interface RunResult {
@@ -88,11 +84,11 @@ export class RunHost implements ActorRuntime {
 
   readonly #o: RunHostOptions;
   #actor!: AnyActor;
-  readonly #mailboxes = new Map<string, Mailbox>();
+  readonly #mailboxes = new Mailboxes();
   readonly #ledger = new Map<string, LedgerEntry>();
   readonly #lastState = new Map<string, string>();
   readonly #waiting = new Map<string, ApprovalRecord>();
-  #usage: UsageLedger = { total: { steps: 0, tokens: 0, cost: 0 }, agents: {} };
+  readonly #usage: UsageTracker;
   #pendingOps: StorageOp[] = [];
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   #afterWrite: Array<() => void> = [];
@@ -118,6 +114,7 @@ export class RunHost implements ActorRuntime {
     this.clock = options.clock;
     this.record = options.record;
     this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
+    this.#usage = new UsageTracker(options.definition.budgets);
     const part = options.record.part;
     const def = options.definition;
     this.rootId = part ? partActorId(options.nodeId) : ROOT_ACTOR_ID;
@@ -180,20 +177,19 @@ export class RunHost implements ActorRuntime {
     }
     this.#journalSeq = checkpoint.journalSeq;
     this.#checkpointSeq = checkpoint.seq;
-    if (checkpoint.usage) this.#usage = structuredClone(checkpoint.usage);
+    this.#usage.restore(checkpoint.usage);
     for (const id of checkpoint.seen ?? []) this.#remember(id);
     const unrouted = await store.outbox(this.runId);
-    const pending: Array<[string, Envelope[]]> = [];
+    const pending: Record<string, Envelope[]> = {};
     for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
       const cursor = checkpoint.cursors[actorId] ?? 0;
-      this.#mailboxes.set(actorId, { seq, cursor, queue: [] });
-      if (seq > cursor) pending.push([actorId, await store.mailboxAfter(this.runId, actorId, cursor)]);
+      if (seq > cursor) pending[actorId] = await store.mailboxAfter(this.runId, actorId, cursor);
     }
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq });
     this.#journal('run.resumed', this.rootId, { checkpoint: checkpoint.seq });
     this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
-    for (const [actorId, envelopes] of pending) this.#mailbox(actorId).queue.push(...envelopes.filter((e) => e.seq <= checkpoint.mailboxSeq[actorId]!));
+    this.#mailboxes.restore(checkpoint, pending);
     this.#scheduleDelivery();
     // Mail that was durable but not yet handed on when the process stopped (at least once).
     for (const envelope of unrouted) this.#routeOut(envelope);
@@ -331,7 +327,7 @@ export class RunHost implements ActorRuntime {
       return response;
     }
     const { provider, model } = resolveModel(this.#o.models, step.model);
-    const spent = this.#reserveStep(agentId);
+    const spent = this.#usage.reserve(agentId);
     const started = this.clock.now();
     let response: ModelResponse;
     try {
@@ -362,11 +358,7 @@ export class RunHost implements ActorRuntime {
       throw error;
     }
     const ms = this.clock.now() - started;
-    const tokens = response.usage.inputTokens + response.usage.outputTokens;
-    for (const totals of spent) {
-      totals.tokens += tokens;
-      totals.cost += response.cost ?? 0;
-    }
+    this.#usage.charge(spent, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
     const served = response.model ?? `${provider.id}:${model}`;
     this.#record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: this.clock.now() });
     this.#journal('model.call', agentId, {
@@ -382,42 +374,9 @@ export class RunHost implements ActorRuntime {
     return response;
   }
 
-  /**
-   * Checks the run's and the agent's budgets and reserves one step in both, before the
-   * call is made. The reservation is part of the next checkpoint, so a restart does not
-   * hand the run a fresh budget.
-   */
-  #reserveStep(agentId: string): UsageTotals[] {
-    const budgets = this.#o.definition.budgets;
-    const agentTotals = (this.#usage.agents[agentId] ??= { steps: 0, tokens: 0, cost: 0 });
-    const checks: Array<[string, Budget | undefined, UsageTotals]> = [
-      ['run', budgets?.run, this.#usage.total],
-      [`agent ${agentId}`, budgets?.agents?.[agentId], agentTotals],
-    ];
-    for (const [scope, budget, used] of checks) {
-      if (!budget) continue;
-      const over =
-        budget.maxSteps !== undefined && used.steps + 1 > budget.maxSteps
-          ? `${budget.maxSteps} model steps`
-          : budget.maxTokens !== undefined && used.tokens >= budget.maxTokens
-            ? `${budget.maxTokens} tokens (used ${used.tokens})`
-            : budget.maxCost !== undefined && used.cost >= budget.maxCost
-              ? `$${budget.maxCost} (spent $${used.cost.toFixed(4)})`
-              : undefined;
-      if (over) {
-        throw new TroupeError(ErrorCode.BUDGET_EXCEEDED, `budget of the ${scope} exhausted: ${over}`, {
-          details: { scope, budget, used: { ...used }, retryable: false },
-        });
-      }
-    }
-    this.#usage.total.steps += 1;
-    agentTotals.steps += 1;
-    return [this.#usage.total, agentTotals];
-  }
-
   /** Model use so far, in total and per agent. */
   get usage(): UsageLedger {
-    return structuredClone(this.#usage);
+    return structuredClone(this.#usage.ledger);
   }
 
   async runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
@@ -520,16 +479,8 @@ export class RunHost implements ActorRuntime {
 
   // ---- mailboxes -----------------------------------------------------------------------
 
-  #mailbox(actorId: string): Mailbox {
-    let mailbox = this.#mailboxes.get(actorId);
-    if (!mailbox) this.#mailboxes.set(actorId, (mailbox = { seq: 0, cursor: 0, queue: [] }));
-    return mailbox;
-  }
-
   #enqueue(actorId: string, envelope: Envelope): void {
-    const mailbox = this.#mailbox(actorId);
-    const stamped = { ...envelope, seq: ++mailbox.seq };
-    mailbox.queue.push(stamped);
+    const stamped = this.#mailboxes.enqueue(actorId, envelope);
     this.#pendingOps.push(this.#put(keys.mailbox(this.runId, actorId, stamped.seq), stamped));
     this.#scheduleDelivery();
   }
@@ -546,18 +497,14 @@ export class RunHost implements ActorRuntime {
 
   #deliver(): void {
     if (this.status !== 'running') return;
-    for (const [actorId, mailbox] of this.#mailboxes) {
-      while (mailbox.queue.length > 0) {
-        const envelope = mailbox.queue.shift()!;
-        const target = actorId === this.rootId ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
-        mailbox.cursor = envelope.seq;
-        if (!target || target.getSnapshot().status !== 'active') {
-          this.#journal('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
-          continue;
-        }
-        target.send({ type: 'troupe.envelope', envelope } as { type: string });
+    this.#mailboxes.drain((actorId, envelope) => {
+      const target = actorId === this.rootId ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
+      if (!target || target.getSnapshot().status !== 'active') {
+        this.#journal('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
+        return;
       }
-    }
+      target.send({ type: 'troupe.envelope', envelope } as { type: string });
+    });
     this.#scheduleCapture();
   }
 
@@ -618,12 +565,7 @@ export class RunHost implements ActorRuntime {
 
   /** Captures a consistent checkpoint synchronously, then writes it in one batch. */
   #capture(): Promise<void> {
-    const cursors: Record<string, number> = {};
-    const mailboxSeq: Record<string, number> = {};
-    for (const [actorId, mailbox] of this.#mailboxes) {
-      cursors[actorId] = mailbox.cursor;
-      mailboxSeq[actorId] = mailbox.seq;
-    }
+    const { cursors, mailboxSeq } = this.#mailboxes.positions();
     const checkpoint: Checkpoint = {
       seq: ++this.#checkpointSeq,
       ts: this.clock.now(),
@@ -633,7 +575,7 @@ export class RunHost implements ActorRuntime {
       cursors,
       mailboxSeq,
       journalSeq: this.#journalSeq,
-      usage: this.#usage,
+      usage: this.#usage.ledger,
       seen: this.#seen.slice(-1024),
     };
     this.record.checkpoint = checkpoint.seq;
