@@ -13,7 +13,7 @@
  * Prints one JSON object. Not a test: nothing is asserted.
  */
 import { mkdtemp, rm, statfs } from 'node:fs/promises';
-import { availableParallelism, cpus, platform, release, tmpdir } from 'node:os';
+import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { assign, createActor, setup } from 'xstate';
@@ -57,6 +57,7 @@ export const benchBase = process.env.TROUPE_BENCH_DIR || tmpdir();
 
 const FS_TYPES: Record<number, string> = { 0xef53: 'ext4', 0x01021994: 'tmpfs', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x794c7630: 'overlayfs', 0x6969: 'nfs', 0x65735546: 'fuse' };
 
+/** What the figures were measured on (cores, CPU, memory, Node, OS, the temp dir's file system). */
 export async function machineInfo() {
   let fs = 'unknown';
   try {
@@ -65,7 +66,7 @@ export async function machineInfo() {
   } catch {
     // statfs is not available everywhere; the figure is informative only.
   }
-  return { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${platform()} ${release()}`, arch: process.arch, benchDir: { path: benchBase, fs } };
+  return { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', memGiB: round(totalmem() / 1024 ** 3), node: process.version, platform: `${platform()} ${release()}`, arch: process.arch, benchDir: { path: benchBase, fs } };
 }
 
 export async function tempDir(prefix: string): Promise<string> {
