@@ -13,7 +13,7 @@ import type { ModelProviders } from './model.js';
 import { runHistory, writeFork, type HistoryEntry } from './history.js';
 import { upgradeCheckpoint } from './migrations.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
-import { ASK_PREFIX, partActorId, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
+import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type SpawnPayload, type TransportFactory } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { Storage } from './storage.js';

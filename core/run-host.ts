@@ -4,8 +4,8 @@ import type { Clock, IdGenerator } from './clock.js';
 import { address, parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
-import { MessageSchema, type AssistantMessage, type ToolMessage } from './messages.js';
-import { resolveModel, type ModelProviders, type ModelResponse } from './model.js';
+import type { ToolMessage } from './messages.js';
+import type { ModelProviders, ModelResponse } from './model.js';
 import {
   CHECKPOINT_SCHEMA_VERSION,
   keys,
@@ -27,7 +27,7 @@ import type { AuditEntry } from './audit-log.js';
 import type { SecurityContext } from './security.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './history.js';
-import { executeTool } from './tool-executor.js';
+import { performModelCall, performToolCall, type CallDeps } from './calls.js';
 import { PART_ACTOR_ID, SystemMessage, type SpawnPayload } from './transport.js';
 
 /** The address of the root actor inside every run. */
@@ -89,6 +89,7 @@ export class RunHost implements ActorRuntime {
   readonly #lastState = new Map<string, string>();
   readonly #waiting = new Map<string, ApprovalRecord>();
   readonly #usage: UsageTracker;
+  readonly #calls: CallDeps;
   #pendingOps: StorageOp[] = [];
   #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   #afterWrite: Array<() => void> = [];
@@ -115,6 +116,21 @@ export class RunHost implements ActorRuntime {
     this.record = options.record;
     this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
     this.#usage = new UsageTracker(options.definition.budgets);
+    this.#calls = {
+      runId: this.runId,
+      clock: this.clock,
+      models: options.models,
+      usage: this.#usage,
+      security: options.security,
+      ledger: this.#ledger,
+      running: () => this.status === 'running',
+      record: (entry) => this.#record(entry),
+      journal: (kind, actor, data) => this.#journal(kind, actor, data),
+      audit: (entry) => this.#pendingAudit.push(entry),
+      emit: (event) => this.#emit(event),
+      checkpoint: () => this.#capture(),
+      blackboard: (agentId) => this.#blackboard(agentId),
+    };
     const part = options.record.part;
     const def = options.definition;
     this.rootId = part ? partActorId(options.nodeId) : ROOT_ACTOR_ID;
@@ -318,60 +334,8 @@ export class RunHost implements ActorRuntime {
     );
   }
 
-  async callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
-    const callId = `${agentId}/t${step.task}/s${step.step}/model`;
-    const recorded = this.#ledger.get(callId);
-    if (recorded?.status === 'done') {
-      const response = recorded.result as ModelResponse;
-      this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: response.model ?? recorded.name, usage: response.usage, ms: 0, replayed: true });
-      return response;
-    }
-    const { provider, model } = resolveModel(this.#o.models, step.model);
-    const spent = this.#usage.reserve(agentId);
-    const started = this.clock.now();
-    let response: ModelResponse;
-    try {
-      response = await provider.generate(
-        {
-          model,
-          messages: step.messages,
-          tools: step.tools.map((t) => t.spec),
-          agent: agentId,
-          runId: this.runId,
-          step: step.step,
-          phase: step.attempt > 0 ? 'recover' : 'plan',
-          attempt: step.attempt,
-        },
-        { signal, onToken: (text) => this.#emit({ type: 'model.token', runId: this.runId, actor: agentId, callId, text }) },
-      );
-      const parsed = MessageSchema.safeParse(response?.message);
-      if (!parsed.success || parsed.data.role !== 'assistant') {
-        throw new TroupeError(ErrorCode.MODEL_FAILED, `provider "${provider.id}" returned a malformed assistant message`, { cause: parsed.error });
-      }
-      response = { ...response, message: parsed.data as AssistantMessage };
-    } catch (error) {
-      if (this.status === 'running' && !signal.aborted) {
-        const serialized = serializeError(error);
-        this.#journal('model.error', agentId, { callId, model: step.model, error: serialized });
-        this.#emit({ type: 'model.error', runId: this.runId, actor: agentId, callId, model: step.model, error: serialized });
-      }
-      throw error;
-    }
-    const ms = this.clock.now() - started;
-    this.#usage.charge(spent, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
-    const served = response.model ?? `${provider.id}:${model}`;
-    this.#record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: this.clock.now() });
-    this.#journal('model.call', agentId, {
-      callId,
-      model: served,
-      requested: step.model,
-      usage: response.usage,
-      ms,
-      ...(response.cost !== undefined ? { cost: response.cost } : {}),
-      ...(response.meta ? { meta: response.meta } : {}),
-    });
-    this.#emit({ type: 'model.call', runId: this.runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
-    return response;
+  callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
+    return performModelCall(this.#calls, agentId, step, signal);
   }
 
   /** Model use so far, in total and per agent. */
@@ -379,50 +343,8 @@ export class RunHost implements ActorRuntime {
     return structuredClone(this.#usage.ledger);
   }
 
-  async runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
-    const callId = `${agentId}/t${step.task}/s${step.step}/tool/${step.call.id}`;
-    const recorded = this.#ledger.get(callId);
-    if (recorded?.status === 'done') {
-      const message = recorded.result as ToolMessage;
-      this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
-      return message;
-    }
-    const started = this.clock.now();
-    let refusal: string | undefined;
-    const security = this.#o.security;
-    const message = await executeTool({
-      policy: step.policy,
-      onPermission: (v) =>
-        this.#pendingAudit.push({ kind: 'permission', runId: this.runId, actor: agentId, data: { callId, tool: v.tool, scopes: [...v.scopes], decision: v.decision, ...(v.scope ? { scope: v.scope } : {}), ...(v.rule ? { rule: v.rule } : {}) } }),
-      onToolError: (error) => {
-        const reason = (error as { details?: { reason?: unknown } })?.details?.reason;
-        if (typeof reason === 'string') refusal = reason;
-      },
-      secrets: security.secrets,
-      learnSecrets: (values) => security.learn(values),
-      redact: security.redact,
-      call: step.call,
-      tools: step.tools,
-      callId,
-      runId: this.runId,
-      agentId,
-      signal,
-      previous: recorded,
-      decision: step.decisions[callId],
-      blackboard: this.#blackboard(agentId),
-      // The intent must be on disk before the tool touches the world.
-      // Written with a full checkpoint, so everything that led to the call is durable too.
-      recordIntent: async (entry) => {
-        this.#record(entry);
-        await this.#capture();
-      },
-      now: () => this.clock.now(),
-    });
-    const ms = this.clock.now() - started;
-    this.#record({ callId, kind: 'tool', status: 'done', name: step.call.name, result: message, ts: this.clock.now() });
-    this.#journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}) });
-    this.#emit({ type: 'tool.call', runId: this.runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
-    return message;
+  runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
+    return performToolCall(this.#calls, agentId, step, signal);
   }
 
   requestApproval(agentId: string, request: ApprovalRequest): void {

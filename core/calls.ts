@@ -1,0 +1,141 @@
+import type { AuditEntry } from './audit-log.js';
+import type { UsageTracker } from './budget.js';
+import type { Clock } from './clock.js';
+import { ErrorCode, serializeError, TroupeError } from './errors.js';
+import type { RunEvent } from './events.js';
+import { MessageSchema, type AssistantMessage, type ToolMessage } from './messages.js';
+import { resolveModel, type ModelProviders, type ModelResponse } from './model.js';
+import type { JournalKind, LedgerEntry } from './run-store.js';
+import type { ModelStep, ToolStep } from './runtime.js';
+import type { SecurityContext } from './security.js';
+import type { BlackboardAccess } from './tool.js';
+import { executeTool } from './tool-executor.js';
+
+/** What a run lends its model and tool calls: its ledger, journal and events. */
+export interface CallDeps {
+  runId: string;
+  clock: Clock;
+  models: ModelProviders;
+  usage: UsageTracker;
+  security: SecurityContext;
+  ledger: ReadonlyMap<string, LedgerEntry>;
+  running(): boolean;
+  record(entry: LedgerEntry): void;
+  journal(kind: JournalKind, actor: string, data: Record<string, unknown>): void;
+  audit(entry: AuditEntry): void;
+  emit(event: RunEvent): void;
+  /** Writes a checkpoint now; resolves once it is durable. */
+  checkpoint(): Promise<void>;
+  blackboard(agentId: string): BlackboardAccess | undefined;
+}
+
+/** Calls a model for one step of an agent, or replays the recorded answer of that step. */
+export async function performModelCall(deps: CallDeps, agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
+  const { runId, clock } = deps;
+  const callId = `${agentId}/t${step.task}/s${step.step}/model`;
+  const recorded = deps.ledger.get(callId);
+  if (recorded?.status === 'done') {
+    const response = recorded.result as ModelResponse;
+    deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, usage: response.usage, ms: 0, replayed: true });
+    return response;
+  }
+  const { provider, model } = resolveModel(deps.models, step.model);
+  const reserved = deps.usage.reserve(agentId);
+  const started = clock.now();
+  let response: ModelResponse;
+  try {
+    response = await provider.generate(
+      {
+        model,
+        messages: step.messages,
+        tools: step.tools.map((t) => t.spec),
+        agent: agentId,
+        runId,
+        step: step.step,
+        phase: step.attempt > 0 ? 'recover' : 'plan',
+        attempt: step.attempt,
+      },
+      { signal, onToken: (text) => deps.emit({ type: 'model.token', runId, actor: agentId, callId, text }) },
+    );
+    // A provider is outside the trust boundary too: its answer must be a well-formed turn.
+    const parsed = MessageSchema.safeParse(response?.message);
+    if (!parsed.success || parsed.data.role !== 'assistant') {
+      throw new TroupeError(ErrorCode.MODEL_FAILED, `provider "${provider.id}" returned a malformed assistant message`, { cause: parsed.error });
+    }
+    response = { ...response, message: parsed.data as AssistantMessage };
+  } catch (error) {
+    if (deps.running() && !signal.aborted) {
+      const serialized = serializeError(error);
+      deps.journal('model.error', agentId, { callId, model: step.model, error: serialized });
+      deps.emit({ type: 'model.error', runId, actor: agentId, callId, model: step.model, error: serialized });
+    }
+    throw error;
+  }
+  const ms = clock.now() - started;
+  deps.usage.charge(reserved, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
+  const served = response.model ?? `${provider.id}:${model}`;
+  deps.record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: clock.now() });
+  deps.journal('model.call', agentId, {
+    callId,
+    model: served,
+    requested: step.model,
+    usage: response.usage,
+    ms,
+    ...(response.cost !== undefined ? { cost: response.cost } : {}),
+    ...(response.meta ? { meta: response.meta } : {}),
+  });
+  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
+  return response;
+}
+
+/** Runs one tool call of an agent under the effect ledger, or replays its recorded result. */
+export async function performToolCall(deps: CallDeps, agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
+  const { runId, clock, security } = deps;
+  const callId = `${agentId}/t${step.task}/s${step.step}/tool/${step.call.id}`;
+  const recorded = deps.ledger.get(callId);
+  if (recorded?.status === 'done') {
+    const message = recorded.result as ToolMessage;
+    deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
+    return message;
+  }
+  const started = clock.now();
+  let refusal: string | undefined;
+  const message = await executeTool({
+    call: step.call,
+    tools: step.tools,
+    callId,
+    runId,
+    agentId,
+    signal,
+    previous: recorded,
+    decision: step.decisions[callId],
+    blackboard: deps.blackboard(agentId),
+    policy: step.policy,
+    onPermission: (v) =>
+      deps.audit({
+        kind: 'permission',
+        runId,
+        actor: agentId,
+        data: { callId, tool: v.tool, scopes: [...v.scopes], decision: v.decision, ...(v.scope ? { scope: v.scope } : {}), ...(v.rule ? { rule: v.rule } : {}) },
+      }),
+    onToolError: (error) => {
+      const reason = (error as { details?: { reason?: unknown } })?.details?.reason;
+      if (typeof reason === 'string') refusal = reason;
+    },
+    secrets: security.secrets,
+    learnSecrets: (values) => security.learn(values),
+    redact: security.redact,
+    // The intent must be on disk before the tool touches the world; it is written with a
+    // full checkpoint, so everything that led to the call is durable too.
+    recordIntent: async (entry) => {
+      deps.record(entry);
+      await deps.checkpoint();
+    },
+    now: () => clock.now(),
+  });
+  const ms = clock.now() - started;
+  deps.record({ callId, kind: 'tool', status: 'done', name: step.call.name, result: message, ts: clock.now() });
+  deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}) });
+  deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
+  return message;
+}
