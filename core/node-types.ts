@@ -1,0 +1,131 @@
+import type { InspectionEvent, Observer } from 'xstate';
+import type { ApprovalRecord } from './approvals.js';
+import type { AuditLog } from './audit-log.js';
+import type { Clock, IdGenerator } from './clock.js';
+import type { Address, Envelope } from './envelope.js';
+import type { RunEvent } from './events.js';
+import type { HistoryEntry } from './history.js';
+import type { ModelProviders } from './model.js';
+import type { RunRecord } from './run-store.js';
+import type { RunHost, RunResult } from './run-host.js';
+import type { RunnableDefinition } from './runtime.js';
+import type { SecretsProvider } from './secrets.js';
+import type { Storage } from './storage.js';
+import type { TransportFactory } from './transport.js';
+
+/** The public shape of a node and its runs; `createNode` in core/node.ts builds them. */
+
+/** Options of {@link createNode}. */
+export interface NodeOptions {
+  storage: Storage;
+  /** Model providers by id; agents name them as `provider:model`. */
+  models?: ModelProviders;
+  /** Definitions this node can resume by id (unfinished runs of them resume on start). */
+  crews?: readonly RunnableDefinition[];
+  /** Resume unfinished runs of registered crews when the node starts. Default `true`. */
+  resume?: boolean;
+  /** fsync every checkpoint (survives power loss, ~5x slower). Default `false`. */
+  sync?: boolean;
+  clock?: Clock;
+  ids?: IdGenerator;
+  /** An XState inspection observer for every actor the node hosts (`@statelyai/inspect`). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Largest envelope accepted from outside, in encoded bytes. Default 1 MiB. */
+  maxEnvelopeBytes?: number;
+  /** Default timeout of {@link TroupeNode.ask}. Default 30 s. */
+  askTimeoutMs?: number;
+  /**
+   * This node's name among its peers (`[A-Za-z0-9_-]`, default `local`). Crews place actors
+   * on nodes by this name.
+   */
+  nodeId?: string;
+  /** How this node reaches its peers (e.g. `wsTransport({...})` from `troupe/transports/ws`). */
+  transport?: TransportFactory;
+  /** Where tools' declared secrets are resolved at call time. Default: environment variables. */
+  secrets?: SecretsProvider;
+}
+
+
+/** Options of {@link TroupeNode.run}. */
+export interface RunOptions {
+  input: string;
+  /** Defaults to a fresh id. */
+  runId?: string;
+  /** Module the definition came from, recorded so `troupe resume` can load it again. */
+  source?: string;
+}
+
+/** A run being executed by a node. */
+export interface RunHandle {
+  readonly id: string;
+  readonly status: RunHost['status'];
+  /** Resolves with the outcome when completed; rejects with `RUN_FAILED` when the run fails. */
+  result(): Promise<RunResult>;
+  /** Resolves with the outcome, completed or failed. */
+  settled(): Promise<RunResult>;
+  /** Typed progress events from now until the run ends or stops. */
+  events(signal?: AbortSignal): AsyncIterable<RunEvent>;
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  /** Checkpoints and stops the run here; it stays resumable. */
+  stop(): Promise<void>;
+}
+
+/** Lifecycle of a node. */
+export type NodeStatus = 'running' | 'closing' | 'closed';
+
+/** Options of {@link TroupeNode.tell} and {@link TroupeNode.ask}. */
+export interface SendOptions {
+  from?: Address;
+  corr?: string;
+}
+
+/** One process's host of actors. Create with {@link createNode}. */
+export interface TroupeNode extends AsyncDisposable {
+  readonly status: NodeStatus;
+  /** Every run's events. */
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  run(definition: RunnableDefinition, options: RunOptions): Promise<RunHandle>;
+  /**
+   * Resumes every unfinished run of the registered crews (what `createNode` does unless
+   * `resume: false`); subscribe first to see their events from the start.
+   */
+  resumeAll(): Promise<RunHandle[]>;
+  /** Resumes an unfinished run from its latest checkpoint. */
+  resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
+  /** Every checkpoint of a run with the state of each actor at it, oldest first. */
+  history(runId: string): Promise<HistoryEntry[]>;
+  /**
+   * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
+   * replayed from the journal, not redone; the original run is not touched.
+   */
+  fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
+  /** This node's name among its peers. */
+  readonly nodeId: string;
+  /** The node's append-only, hash-chained audit log (model and tool calls, permissions, approvals, messages). */
+  readonly audit: AuditLog;
+  /** The active run `runId`, if this node hosts it. */
+  get(runId: string): RunHandle | undefined;
+  /** The run index, newest first. */
+  runs(): Promise<RunRecord[]>;
+  /** Approvals across all runs in this storage (pending first, oldest first). */
+  approvals(filter?: { status?: ApprovalRecord['status']; runId?: string }): Promise<ApprovalRecord[]>;
+  /**
+   * Approves a waiting tool call: it runs (with `args` if given), or, with `result`, is
+   * recorded as having happened without running. The run must be active on this node, or
+   * resumable from a registered crew.
+   */
+  approve(approvalId: string, options?: { args?: unknown; result?: unknown; reason?: string }): Promise<void>;
+  /** Rejects a waiting tool call; the model is told it was not executed and why. */
+  reject(approvalId: string, reason: string): Promise<void>;
+  /** Sends a message to an actor address; resolves once it is durably in the mailbox. */
+  tell(to: Address, type: string, payload: unknown, options?: SendOptions): Promise<void>;
+  /** Sends a message and waits for the envelope that answers it (`corr` matches). */
+  ask(to: Address, type: string, payload: unknown, options?: SendOptions & { timeoutMs?: number }): Promise<Envelope>;
+  /** Accepts an untrusted envelope object: validated, then routed. Throws on bad input. */
+  deliver(value: unknown): Promise<void>;
+  /** Accepts untrusted msgpack bytes holding one envelope. Throws on bad input. */
+  receive(bytes: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+
