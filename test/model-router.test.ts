@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, ErrorCode, isTroupeError, memoryStorage, msg, tool, TroupeError, type ModelProvider, type ModelRequest, type ModelResponse } from '../index.js';
+import { agent, createNode, crew, ErrorCode, memoryStorage, msg, tool, TroupeError, type ModelProvider, type ModelRequest, type ModelResponse } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import { createRunStore } from '../core/run-store.js';
 import { createRouter, openAICompatible, type RouterOptions } from '../models/index.js';
 import { openai, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { failure } from './helpers/failure.js';
 
 /** An in-process provider whose behaviour per call is a function; it records what it was asked. */
 function stub(id: string, behave: (request: ModelRequest, signal: AbortSignal) => string | Error | Promise<string>) {
@@ -27,14 +28,6 @@ const final = (text = 'HTTP 400: bad request') => new TroupeError(ErrorCode.MODE
 const request = (model: string, extra: Partial<ModelRequest> = {}): ModelRequest => ({ model, messages: [msg.user('hi')], tools: [], agent: 'a', runId: 'r', step: 1, phase: 'plan', attempt: 0, ...extra });
 const ctx = () => ({ signal: new AbortController().signal });
 
-async function failure(promise: Promise<unknown>): Promise<TroupeError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!isTroupeError(error)) throw new Error(`expected a TroupeError, got ${String(error)}`);
-  return error;
-}
 
 describe('createRouter', () => {
   it('validates its configuration eagerly', () => {

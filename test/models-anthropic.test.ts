@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { isTroupeError, msg, serializeError, type Message, type ModelRequest, type TroupeError } from '../index.js';
+import { msg, serializeError, type Message, type ModelRequest } from '../index.js';
 import { anthropic } from '../models/index.js';
 import { anthropicReply, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { failure } from './helpers/failure.js';
 
 const PATH = '/v1/messages';
 const KEY = 'sk-ant-test-SECRET-77';
@@ -30,14 +31,6 @@ const request = (messages: Message[], extra: Partial<ModelRequest> = {}): ModelR
 const signal = () => ({ signal: new AbortController().signal });
 const provider = (extra: Parameters<typeof anthropic>[0] = {}) => anthropic({ baseURL: server.url, apiKey: KEY, ...extra });
 
-async function failure(promise: Promise<unknown>): Promise<TroupeError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!isTroupeError(error)) throw new Error(`expected a TroupeError, got ${String(error)}`);
-  return error;
-}
 
 describe('anthropic', () => {
   it('round-trips a tool-calling conversation through the Messages wire format', async () => {

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { agent, createNode, crew, isTroupeError, memoryStorage, msg, serializeError, type Message, type ModelRequest, type TroupeError } from '../index.js';
+import { agent, createNode, crew, memoryStorage, msg, serializeError, type Message, type ModelRequest } from '../index.js';
 import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse } from '../models/index.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { failure } from './helpers/failure.js';
 
 const PATH = '/v1/chat/completions';
 const KEY = 'sk-test-SECRET-4242';
@@ -33,14 +34,6 @@ const signal = () => ({ signal: new AbortController().signal });
 const provider = (extra: Partial<Parameters<typeof openAICompatible>[0]> = {}) => openAICompatible({ baseURL: `${server.url}/v1/`, apiKey: KEY, ...extra });
 
 /** Runs a call expected to fail and returns its error. */
-async function failure(promise: Promise<unknown>): Promise<TroupeError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!isTroupeError(error)) throw new Error(`expected a TroupeError, got ${String(error)}`);
-  return error;
-}
 
 describe('openAICompatible', () => {
   it('round-trips a tool-calling conversation through the Chat Completions wire format', async () => {
