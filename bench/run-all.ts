@@ -1,7 +1,7 @@
 /**
  * Runs every benchmark in one process and prints one JSON document:
  *
- *   npm run bench [-- --quick] [-- --only messaging,transport]
+ *   npm run bench [-- [--quick] [--only messaging,transport]]
  *
  * - `messaging`: two actors of one run bouncing envelopes, and `node.tell`, next to raw
  *   XState `sendTo` (bench/messaging.ts);
