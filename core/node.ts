@@ -12,7 +12,7 @@ import { runHistory, writeFork } from './history.js';
 import { upgradeCheckpoint } from './migrations.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type SpawnPayload } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, RunHandle, TroupeNode } from './node-types.js';
@@ -115,7 +115,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
       if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope);
@@ -131,12 +131,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (target !== o.nodeId) return sendRemote(target, envelope);
       if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
       const part = hosts.get(runId);
-      if (part && part.status === 'running') return part.accept(envelope);
+      if (part && part.status === 'running') return part.accept(envelope, receipt);
       return; // the part already ended here: nothing to do
     }
     const host = runId === undefined ? undefined : hosts.get(runId);
     if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope);
-    if (host && host.status === 'running') return host.accept(envelope);
+    if (host && host.status === 'running') return host.accept(envelope, receipt);
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
 
@@ -396,9 +396,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       nodeId: o.nodeId,
       storage: o.storage,
       // Peers' envelopes are untrusted: validated and bounded like any other input.
-      deliver: (envelope) => {
+      deliver: (envelope, _fromNode, receipt) => {
         ensureRunning();
-        return route(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+        return route(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }), receipt);
       },
     });
   }

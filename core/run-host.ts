@@ -28,7 +28,7 @@ import type { SecurityContext } from './security.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './history.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
-import { PART_ACTOR_ID, SystemMessage, type SpawnPayload } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
 
 /** The address of the root actor inside every run. */
 export const ROOT_ACTOR_ID = 'crew';
@@ -296,11 +296,16 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
-  accept(envelope: Envelope): Promise<void> {
+  accept(envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> {
+    // The transport's "delivered up to here" goes in the batch that makes the envelope durable.
+    if (receipt) this.#pendingOps.push(...receipt.takeCursorOps());
     // A redelivery (at-least-once transports, a re-sent outbox) is acknowledged, not processed.
-    if (this.#seenSet.has(envelope.id)) return this.#writeChain;
-    this.#remember(envelope.id);
-    this.#enqueue(parseAddress(envelope.to).actorId, envelope);
+    if (this.#seenSet.has(envelope.id)) {
+      if (!receipt) return this.#writeChain;
+    } else {
+      this.#remember(envelope.id);
+      this.#enqueue(parseAddress(envelope.to).actorId, envelope);
+    }
     const durable = new Promise<void>((resolve, reject) => this.#durableWaiters.push({ resolve, reject }));
     this.#scheduleCapture();
     return durable;

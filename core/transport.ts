@@ -1,5 +1,5 @@
 import type { Envelope } from './envelope.js';
-import type { Storage } from './storage.js';
+import type { Storage, StorageOp } from './storage.js';
 
 /**
  * The transport plug-in point: how a node reaches the nodes that host the rest of a run.
@@ -25,7 +25,16 @@ export interface TransportBindings {
    * Delivers an envelope from `fromNode` to this node. Resolves once it is durably accepted;
    * only then may the transport acknowledge it. Rejects when the envelope is refused.
    */
-  deliver(envelope: Envelope, fromNode: string): Promise<void>;
+  deliver(envelope: Envelope, fromNode: string, receipt?: DeliveryReceiptLike): Promise<void>;
+}
+
+/**
+ * What a transport may hand along with an envelope: the storage write that records it as
+ * delivered. A run that accepts the envelope puts that write in the same batch as the
+ * envelope itself, so a crash can never leave one without the other.
+ */
+export interface DeliveryReceiptLike {
+  takeCursorOps(): StorageOp[];
 }
 
 /** Creates the node's transport (called once by `createNode`). */

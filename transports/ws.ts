@@ -545,7 +545,7 @@ export function wsTransport(options: WsTransportFactoryOptions): TransportFactor
     if (used) throw new TypeError('a wsTransport(...) factory serves one node; call wsTransport(...) again for another');
     used = true;
     try {
-      const transport = await createWsTransport({ ...options, nodeId: bindings.nodeId, storage: bindings.storage, deliver: (envelope, fromNode) => bindings.deliver(envelope, fromNode) });
+      const transport = await createWsTransport({ ...options, nodeId: bindings.nodeId, storage: bindings.storage, deliver: (envelope, fromNode, receipt) => bindings.deliver(envelope, fromNode, receipt) });
       settle.resolve(transport);
       return transport;
     } catch (error) {
