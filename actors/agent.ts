@@ -148,7 +148,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
   const backoff = (attempt: number) =>
     Math.min(def.retry.maxDelayMs, def.retry.initialDelayMs * def.retry.factor ** Math.max(0, attempt - 1));
 
-  return setup({
+  const machineSetup = setup({
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
@@ -318,7 +318,18 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       })),
       countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
     },
-  }).createMachine({
+  });
+
+  /** The step timeout that runs beside a model call or a tool step (a no-op without `timeoutMs`). */
+  const deadlineOf = (phase: 'planning' | 'acting') =>
+    ({
+      id: 'deadline',
+      src: 'stepTimer',
+      input: ({ context }: { context: AgentContext }) => ({ deadline: context.deadline }),
+      onDone: { target: 'recovering', actions: { type: 'recordTimeout', params: { phase } } },
+    }) as const;
+
+  return machineSetup.createMachine({
     id: def.id,
     context: {
       conversation: [],
@@ -347,12 +358,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       planning: {
         entry: 'armDeadline',
         invoke: [
-          {
-            id: 'deadline',
-            src: 'stepTimer',
-            input: ({ context }) => ({ deadline: context.deadline }),
-            onDone: { target: 'recovering', actions: { type: 'recordTimeout', params: { phase: 'planning' as const } } },
-          },
+          deadlineOf('planning'),
           {
             id: 'model',
             src: 'callModel',
@@ -378,12 +384,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       acting: {
         entry: 'armDeadline',
         invoke: [
-          {
-            id: 'deadline',
-            src: 'stepTimer',
-            input: ({ context }) => ({ deadline: context.deadline }),
-            onDone: { target: 'recovering', actions: { type: 'recordTimeout', params: { phase: 'acting' as const } } },
-          },
+          deadlineOf('acting'),
           {
             id: 'tools',
             src: 'runTools',
