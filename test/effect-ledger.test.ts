@@ -56,6 +56,13 @@ function ledgerFixture(effect: ToolEffect) {
       hang = false;
       // `first` is abandoned, not closed: its tool call never returns, like a killed process.
     },
+    /** A node restarted on `storage`, and the approval its resumed run parks the call on. */
+    async resumeUntilParked(storage: Storage) {
+      const node = await createNode({ storage, models, crews: [definition], resume: false });
+      const asked = new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
+      await node.resumeAll();
+      return { node, approvalId: await asked };
+    },
   };
 }
 
@@ -107,10 +114,9 @@ describe('effect ledger', () => {
     const fx = ledgerFixture('irreversible');
     await using storage = memoryStorage();
     await fx.crashMidCall(storage);
-    await using node = await createNode({ storage, models: fx.models, crews: [fx.definition], resume: false });
-    const asked = new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
-    await node.resumeAll();
-    await node.reject(await asked, 'charged twice last week');
+    const { node, approvalId } = await fx.resumeUntilParked(storage);
+    await using _node = node;
+    await node.reject(approvalId, 'charged twice last week');
     expect((await node.get('buy-1')!.result()).output).toBe('done: error: not executed: rejected by a human: charged twice last week');
     expect(fx.log).toHaveLength(1);
   });
@@ -119,10 +125,9 @@ describe('effect ledger', () => {
     const fx = ledgerFixture('irreversible');
     await using storage = memoryStorage();
     await fx.crashMidCall(storage);
-    await using node = await createNode({ storage, models: fx.models, crews: [fx.definition], resume: false });
-    const asked = new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
-    await node.resumeAll();
-    await node.approve(await asked, { args: { cents: 450 } });
+    const { node, approvalId } = await fx.resumeUntilParked(storage);
+    await using _node = node;
+    await node.approve(approvalId, { args: { cents: 450 } });
     expect((await node.get('buy-1')!.result()).output).toBe('done: {"charged":450}');
     expect(fx.log.map((l) => l.split(' key=')[0])).toEqual(['run 500', 'run 450']);
   });
