@@ -1,6 +1,7 @@
 import { envSecrets } from './secrets.js';
 import { createSecurityContext } from './security.js';
 import { createWriteQueue } from './write-queue.js';
+import { createBlobWriter } from './blobs.js';
 import { ApprovalDecisionSchema, type ApprovalDecision } from './approvals.js';
 import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
@@ -63,6 +64,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   let transport: NodeTransport | undefined;
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync });
+  const blobs = createBlobWriter();
   const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
   const events = new EventHub<RunEvent>();
@@ -198,6 +200,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       route,
       writes,
       security,
+      blobs,
     });
 
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {

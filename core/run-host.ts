@@ -25,6 +25,7 @@ import type { StorageOp } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
 import type { AuditEntry } from './audit-log.js';
 import type { SecurityContext } from './security.js';
+import type { BlobWriter } from './blobs.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './history.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
@@ -56,6 +57,8 @@ export interface RunHostOptions {
   writes: WriteQueue;
   /** Secrets, redaction and the audit log, shared by the node's runs. */
   security: SecurityContext;
+  /** Moves large strings of snapshots to content-addressed keys. */
+  blobs: BlobWriter;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Node-wide event fan-out. */
   events: EventHub<RunEvent>;
@@ -498,7 +501,7 @@ export class RunHost implements ActorRuntime {
       ts: this.clock.now(),
       schemaVersion: CHECKPOINT_SCHEMA_VERSION,
       machine: { id: this.#o.definition.id, version: this.#o.definition.version },
-      snapshot: this.#actor.getPersistedSnapshot(),
+      snapshot: null as unknown,
       cursors,
       mailboxSeq,
       journalSeq: this.#journalSeq,
@@ -508,11 +511,15 @@ export class RunHost implements ActorRuntime {
     this.record.checkpoint = checkpoint.seq;
     if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';
     this.record.updatedAt = checkpoint.ts;
+    // Message bodies go under their own keys; the checkpoint keeps references (core/blobs.ts).
+    const { value: snapshot, ops: blobOps } = this.#o.blobs.dehydrate(this.#o.security.redact(this.#actor.getPersistedSnapshot()));
+    checkpoint.snapshot = snapshot;
     // Audit records go in the same batch as the checkpoint they describe.
     const auditOps = this.#pendingAudit.length > 0 ? this.#o.security.audit.append(this.#pendingAudit) : [];
     this.#pendingAudit = [];
     const ops: StorageOp[] = [
       ...this.#pendingOps,
+      ...blobOps,
       ...auditOps,
       this.#put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint),
       this.#put(keys.run(this.runId), this.record),
@@ -528,6 +535,7 @@ export class RunHost implements ActorRuntime {
     return this.#enqueueWrite(ops).then(
       () => {
         this.#o.security.audit.commit(auditOps);
+        this.#o.blobs.commit(blobOps);
         for (const waiter of waiters) waiter.resolve();
         this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
         for (const fn of afterWrite) fn();

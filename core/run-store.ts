@@ -1,4 +1,5 @@
 import type { ApprovalRecord } from './approvals.js';
+import { hydrate } from './blobs.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
@@ -12,6 +13,7 @@ import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js'
  * - `ledger:<runId>:<callId>`              effect ledger: intent/result of model and tool calls
  * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
  * - `approval:<approvalId>`                human approvals, across runs
+ * - `blob:<sha256>`                        long strings of snapshots, content-addressed (core/blobs.ts)
  * - `rout:<runId>:<envelopeId>`            envelopes leaving the run, until the node routed them
  * - `audit:<seq>`                          the node's hash-chained audit log (core/audit-log.ts)
  * - `outbox:<node>:<seq>`, `outseq:<node>`, `inbox:<node>`, `transport:epoch`
@@ -149,6 +151,7 @@ async function collect<T>(storage: Storage, prefix: string, options: { reverse?:
 
 /** Typed reads over the layout above. */
 export function createRunStore(storage: Storage) {
+  const withBodies = async (checkpoint: Checkpoint): Promise<Checkpoint> => ({ ...checkpoint, snapshot: await hydrate(storage, checkpoint.snapshot) });
   return {
     storage,
     async getRun(runId: string): Promise<RunRecord | undefined> {
@@ -166,14 +169,17 @@ export function createRunStore(storage: Storage) {
       const raw = await storage.get(keys.approval(approvalId));
       return raw && (decode(raw, Infinity) as ApprovalRecord);
     },
+    /** Checkpoint `seq` of a run, message bodies in place. */
     async checkpoint(runId: string, seq: number): Promise<Checkpoint | undefined> {
       const raw = await storage.get(keys.checkpoint(runId, seq));
-      return raw && (decode(raw, Infinity) as Checkpoint);
+      return raw && withBodies(decode(raw, Infinity) as Checkpoint);
     },
+    /** The newest checkpoint of a run, message bodies in place. */
     async latestCheckpoint(runId: string): Promise<Checkpoint | undefined> {
       const [latest] = await collect<Checkpoint>(storage, `ckpt:${runId}:`, { reverse: true, limit: 1 });
-      return latest;
+      return latest && withBodies(latest);
     },
+    /** Every checkpoint of a run, oldest first; long strings stay blob references (states and ids are inline). */
     checkpoints: (runId: string) => collect<Checkpoint>(storage, `ckpt:${runId}:`),
     journal: (runId: string) => collect<JournalEntry>(storage, `jrnl:${runId}:`),
     ledger: (runId: string) => collect<LedgerEntry>(storage, `ledger:${runId}:`),
