@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { seededRandom } from '../core/clock.js';
 import { createRunStore } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
 import { readEffects, type Effect } from '../examples/order-crew.js';
@@ -27,18 +28,8 @@ const opts = new Command()
   .parse()
   .opts<{ trials: number; seed: number; maxKills: number }>();
 
-/** mulberry32: a small seeded PRNG so a failing schedule can be replayed with --seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = prng(opts.seed);
+// Seeded, so a failing kill schedule can be replayed with --seed.
+const random = seededRandom(opts.seed);
 
 interface Step {
   code: number | null;

@@ -21,7 +21,6 @@
  */
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { agent, createNode, crew, msg, TroupeError, ErrorCode, type ModelProvider, type RunEvent } from '../index.js';
 import { createRunStore, keys } from '../core/run-store.js';

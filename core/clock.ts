@@ -56,6 +56,21 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
   });
 }
 
+/**
+ * A seeded pseudo-random source in [0, 1) (mulberry32): reproducible schedules and inputs
+ * for tests, fuzzing and crash trials, replayable from the seed.
+ */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** A clock that only moves when told to: deterministic timers for tests. */
 export interface ManualClock extends Clock {
   /** Moves time forward, firing due timers in order. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { assertScope, decide, definePolicy, describeDecision, findWidening, isNarrowerOrEqual, matches, narrow, type Decision, type Policy } from '../core/policy.js';
+import { seededRandom } from '../core/clock.js';
 
 describe('patterns', () => {
   it.each([
@@ -86,17 +87,6 @@ describe('decide', () => {
   });
 });
 
-/** A deterministic PRNG so the property tests are reproducible. */
-function prng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEGMENTS = [['fs', 'net', 'db'], ['read', 'write', 'a.example'], ['/tmp', '/etc']];
 
@@ -136,7 +126,7 @@ const stricter = (a: Decision, b: Decision): Decision => (RANK[a] >= RANK[b] ? a
 
 describe('narrow', () => {
   it('decides each scope as the stricter of outer and inner (500 random policy pairs)', () => {
-    const rand = prng(7);
+    const rand = seededRandom(7);
     for (let n = 0; n < 500; n++) {
       const outer = randomPolicy(rand);
       const inner = randomPolicy(rand);
@@ -183,7 +173,7 @@ describe('isNarrowerOrEqual', () => {
   });
 
   it('agrees with a brute-force comparison over every scope (500 random pairs)', () => {
-    const rand = prng(11);
+    const rand = seededRandom(11);
     const outcomes = new Set<boolean>();
     for (let n = 0; n < 500; n++) {
       const a = randomPolicy(rand);

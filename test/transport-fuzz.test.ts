@@ -7,6 +7,7 @@ import { memoryStorage } from '../storage/memory.js';
 import { clientHandshake, encodeAck, encodeBatch, PROTOCOL, secretKey } from '../transports/index.js';
 import { createWsTransport } from '../transports/ws.js';
 import { recorder, testEnvelope } from './transport-conformance.js';
+import { seededRandom } from '../core/clock.js';
 
 /**
  * Feeds a bounded number of random and mutated frames (seeded, reproducible with
@@ -28,16 +29,9 @@ const pack = (value: unknown) => {
   }
 };
 
-/** mulberry32: small, fast, good enough to pick mutations. */
+/** A seeded source with the helpers the mutations need. */
 function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededRandom(seed);
   const int = (n: number) => Math.floor(next() * n);
   return { next, int, pick: <T>(items: readonly T[]): T => items[int(items.length)]! };
 }
