@@ -25,13 +25,20 @@ export const blobKey = (hash: string) => `blob:${hash}`;
  */
 export function createBlobWriter(minChars = BLOB_MIN_CHARS) {
   const durable = new Set<string>();
+  // Each checkpoint sees the same long strings again; remembering their hashes avoids
+  // re-hashing them, within a bound on the text kept alive for it.
   const hashes = new Map<string, string>();
+  let cachedChars = 0;
   const hashOf = (text: string) => {
     let hash = hashes.get(text);
     if (!hash) {
       hash = createHash('sha256').update(text).digest('hex').slice(0, 40);
-      if (hashes.size > 10_000) hashes.clear();
+      if (cachedChars + text.length > 16_000_000) {
+        hashes.clear();
+        cachedChars = 0;
+      }
       hashes.set(text, hash);
+      cachedChars += text.length;
     }
     return hash;
   };
