@@ -4,6 +4,7 @@ import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
+import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ActorRuntime, Budget } from '../core/runtime.js';
 import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
@@ -281,7 +282,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         const corr = `${def.id}.t${context.tasksDone + 1}.s${context.step}.${call.id}`;
         // Other calls of the same turn are answered as not run: control changes who acts next.
         const skipped = (params.response.message.toolCalls ?? []).filter((c) => c.id !== call.id).map((c) => msg.tool(c.id, c.name, 'error: not executed: a delegation in the same turn takes precedence', true));
-        runtime.post(def.id, { to: 'crew', type: 'delegate', payload: { agent: String(args.agent), task: String(args.task) }, corr, replyTo: def.id });
+        runtime.post(def.id, { to: ROOT_ACTOR_ID, type: 'delegate', payload: { agent: String(args.agent), task: String(args.task) }, corr, replyTo: def.id });
         return { delegation: { corr, toolCallId: call.id, agent: String(args.agent) }, conversation: [...context.conversation, ...skipped] };
       }),
       recordDelegationReply: assign(({ context, event }) => {

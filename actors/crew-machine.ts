@@ -1,6 +1,7 @@
 import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 'xstate';
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import type { SerializedError } from '../core/errors.js';
+import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ActorRuntime, MachineScope } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
 import { narrow, type Policy } from '../core/policy.js';
@@ -117,14 +118,14 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
   /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
   const assign = (context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
     const corr = runtime.newId('task');
-    enqueue(() => runtime.post('crew', { to: a.agent, type: 'task', payload: a.policy ? { content: a.content, policy: a.policy } : { content: a.content }, corr, replyTo: 'crew' }));
+    enqueue(() => runtime.post(ROOT_ACTOR_ID, { to: a.agent, type: 'task', payload: a.policy ? { content: a.content, policy: a.policy } : { content: a.content }, corr, replyTo: ROOT_ACTOR_ID }));
     return { ...context.assignments, [corr]: a };
   };
 
   /** Applies a process decision: more work, or the end of the run. */
   const apply = (context: CrewContext, proc: ProcessState, decision: Decision, enqueue: Enqueue) => {
     if (decision.type === 'dispatch') {
-      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: 'crew', ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
+      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: ROOT_ACTOR_ID, ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
       enqueue.assign({ proc, assignments });
     } else if (decision.type === 'done') {
       enqueue.assign({ proc, result: { status: 'completed', output: decision.output, error: null } });
@@ -161,8 +162,8 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         if (event.envelope.type === 'result') {
           const payload = event.envelope.payload as { output?: unknown; handoff?: { to: string; context: string; policy?: Policy } };
           const output = typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output ?? '');
-          if (assignment.requester !== 'crew') {
-            q(() => runtime.post('crew', { to: assignment.requester, type: 'result', payload: { output }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+          if (assignment.requester !== ROOT_ACTOR_ID) {
+            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: 'result', payload: { output }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
             return;
           }
           const advanced = advanceProcess(process, def.agents, context.proc, {
@@ -188,9 +189,9 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
             message: `${assignment.agent} failed and was not restarted (${decision.reason}): ${error.message}`,
             details: { agent: assignment.agent, cause: error },
           };
-          if (assignment.requester !== 'crew') {
+          if (assignment.requester !== ROOT_ACTOR_ID) {
             // Escalate to the manager that asked: its model sees the failure as the tool's answer.
-            q(() => runtime.post('crew', { to: assignment.requester, type: 'failure', payload: { error: escalated }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: 'failure', payload: { error: escalated }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
             q.assign({ failures });
           } else {
             q.assign({ failures, result: { status: 'failed', output: '', error: escalated } });
@@ -211,7 +212,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         const valid = typeof agent === 'string' && agent !== from && def.agents.some((a) => a.id === agent) && typeof task === 'string';
         if (!valid) {
           const error = { name: 'TroupeError', code: 'INVALID_DELEGATION', message: `cannot delegate to "${agent}"` };
-          q(() => runtime.post('crew', { to: from, type: 'failure', payload: { error }, ...(event.envelope.corr ? { corr: event.envelope.corr } : {}) }));
+          q(() => runtime.post(ROOT_ACTOR_ID, { to: from, type: 'failure', payload: { error }, ...(event.envelope.corr ? { corr: event.envelope.corr } : {}) }));
           return;
         }
         const assignment: Assignment = { agent, content: task, purpose: 'work', requester: from, ...(event.envelope.corr ? { requesterCorr: event.envelope.corr } : {}) };
@@ -226,7 +227,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
           return;
         }
         // One for all: every agent back to a clean state, and the process from the start.
-        for (const a of def.agents) q(() => runtime.post('crew', { to: a.id, type: 'reset', payload: {} }));
+        for (const a of def.agents) q(() => runtime.post(ROOT_ACTOR_ID, { to: a.id, type: 'reset', payload: {} }));
         const proc = initialProcessState(context.proc.input);
         const cleared = { ...context, assignments: {}, pending: null };
         q.assign({ pending: null, assignments: {} });

@@ -1,6 +1,8 @@
 import type { AgentDefinition } from './agent.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
+import { ROOT_ACTOR_ID } from '../core/run-host.js';
+import { BLACKBOARD_ID } from './blackboard.js';
 import { CONTROL_NAMES } from './controls.js';
 import { definePolicy, type Policy } from '../core/policy.js';
 import { createCrewMachine, createCrewPartMachine } from './crew-machine.js';
@@ -70,8 +72,8 @@ export interface CrewDefinition extends RunnableDefinition {
   readonly policy?: Policy;
 }
 
-/** The address of a crew's root actor inside its run. */
-export const CREW_ACTOR_ID = 'crew';
+/** The address of a crew's root actor inside its run (the kernel's root actor id). */
+export const CREW_ACTOR_ID = ROOT_ACTOR_ID;
 
 const defaultTemplate: TaskTemplate = ({ input, previous }) => (previous ? `${input}\n\nOutput of ${previous.agent}:\n${previous.output}` : input);
 
@@ -113,7 +115,7 @@ export function crew(options: CrewOptions): CrewDefinition {
   if (!options.agents?.length) throw new TypeError(`crew "${options.id}" needs at least one agent`);
   const ids: string[] = [];
   for (const a of options.agents) {
-    if (a.id === CREW_ACTOR_ID || a.id === 'blackboard') throw new TypeError(`agent id "${a.id}" is reserved for the crew's own actors`);
+    if (a.id === CREW_ACTOR_ID || a.id === BLACKBOARD_ID) throw new TypeError(`agent id "${a.id}" is reserved for the crew's own actors`);
     if (ids.includes(a.id)) throw new TypeError(`crew "${options.id}" has two agents with id "${a.id}"`);
     const clash = a.tools.find((t) => CONTROL_NAMES.includes(t.name) || (options.blackboard && t.name.endsWith('_blackboard')));
     if (clash) throw new TypeError(`agent "${a.id}": tool name "${clash.name}" is reserved`);
