@@ -1,5 +1,5 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
-import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalDecisionPayload, type ApprovalRequest } from '../core/approvals.js';
+import { APPROVAL_DECISION, type ApprovalDecisionPayload, type ApprovalRequest, type RecordedDecision } from '../core/approvals.js';
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
@@ -120,8 +120,8 @@ export interface AgentContext {
   tasksDone: number;
   /** The human decision this agent waits for, while in `awaitingApproval`. */
   approval: ApprovalRequest | null;
-  /** Decisions received during the current task, by call id. */
-  decisions: Record<string, ApprovalDecision>;
+  /** Decisions received during the current task, by call id, each bound to its approval. */
+  decisions: Record<string, RecordedDecision>;
   /** The delegation this agent waits on, while in `delegating`. */
   delegation: { corr: string; toolCallId: string; agent: string } | null;
   /** Set when the agent's turn ended by handing off; sent with its result. */
@@ -130,10 +130,25 @@ export interface AgentContext {
   taskPolicy: Policy | null;
   /** When the current model call or tool step times out (`timeoutMs`), if it can. */
   deadline: number | null;
+  /**
+   * Earlier tasks of this agent that failed or were reset: their recorded effects are owed
+   * to later attempts and never executed again (core/effect-inheritance.ts). Absent in
+   * snapshots written before the rule existed.
+   */
+  inherits?: number[];
+  /** The first task since the last reset: a reset hands every task from here on to the next attempt. */
+  generation?: number;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
 export type AgentEvent = { type: 'troupe.envelope'; envelope: Envelope };
+
+/** `tasks` plus every task number from `from` to `to`, sorted and without repeats. */
+const withTasks = (tasks: readonly number[] | undefined, from: number, to: number): number[] => {
+  const all = new Set(tasks ?? []);
+  for (let t = from; t <= to; t++) all.add(t);
+  return [...all].sort((a, b) => a - b);
+};
 
 const isRetryable = (error: SerializedError | null) => error?.details?.retryable !== false;
 
@@ -155,11 +170,13 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
         runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: offered }, signal),
       ),
-      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, ApprovalDecision>; policy?: Policy }>(async ({ input, signal }) => {
+      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
         const results: ToolMessage[] = [];
         for (const call of input.calls) {
-          results.push(await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools, decisions: input.decisions, policy: input.policy }, signal));
+          results.push(
+            await runtime.runTool(def.id, { task: input.task, step: input.step, call, tools: def.tools, decisions: input.decisions, inherits: input.inherits, policy: input.policy }, signal),
+          );
         }
         return results;
       }),
@@ -274,7 +291,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       },
       recordDecision: assign(({ context, event }) => {
         const payload = event.envelope.payload as ApprovalDecisionPayload;
-        return { approval: null, decisions: { ...context.decisions, [payload.callId]: payload.decision } };
+        return { approval: null, decisions: { ...context.decisions, [payload.callId]: { ...payload.decision, approvalId: payload.approvalId } } };
       }),
       startDelegation: assign(({ context }, params: { response: ModelResponse }) => {
         const { call } = controlOf(params.response)!;
@@ -302,6 +319,10 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         return { handoff: { to: String(args.to), context: String(args.context ?? ''), ...(policy ? { policy } : {}) }, output: params.response.message.content };
       }),
       reset: assign(({ context }) => ({
+        // Everything this generation did is undone only in the crew's process, not in the
+        // world: the next attempts inherit its effects instead of repeating them.
+        inherits: withTasks(context.inherits, context.generation ?? 1, context.tasksDone + 1),
+        generation: context.tasksDone + 2,
         conversation: [],
         step: 0,
         attempt: 0,
@@ -318,6 +339,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         tasksDone: context.tasksDone + 1,
       })),
       countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
+      // A failed task's effects are owed to whoever does the work next (a restart, a re-delegation).
+      releaseTask: assign(({ context }) => ({ inherits: withTasks(context.inherits, context.tasksDone + 1, context.tasksDone + 1) })),
     },
   });
 
@@ -350,6 +373,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       handoff: null,
       taskPolicy: null,
       deadline: null,
+      inherits: [],
+      generation: 1,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { 'troupe.envelope': { guard: 'isReset', target: '.idle', actions: 'reset' } },
@@ -389,7 +414,14 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           {
             id: 'tools',
             src: 'runTools',
-            input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, calls: context.pendingCalls, decisions: context.decisions, policy: effectivePolicy(context) }),
+            input: ({ context }) => ({
+              task: context.tasksDone + 1,
+              step: context.step,
+              calls: context.pendingCalls,
+              decisions: context.decisions,
+              inherits: context.inherits ?? [],
+              policy: effectivePolicy(context),
+            }),
             onDone: { target: 'observing', actions: { type: 'recordToolResults', params: ({ event }) => ({ results: event.output }) } },
             onError: [
               {
@@ -430,7 +462,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
       },
       failed: {
-        entry: ['countTask', 'replyFailed'],
+        entry: ['releaseTask', 'countTask', 'replyFailed'],
         on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
       },
     },

@@ -46,6 +46,14 @@ export const ApprovalDecisionSchema = z.strictObject({
 /** A human's answer to an {@link ApprovalRequest}. */
 export type ApprovalDecision = z.infer<typeof ApprovalDecisionSchema>;
 
+/**
+ * A decision as the agent keeps it: bound to the approval that carried it. A tool intent
+ * written under a decision records that approval's id, so a crash while the approved call
+ * runs is seen on resume as "this decision was already used" and the call is parked again
+ * instead of being run a second time.
+ */
+export type RecordedDecision = ApprovalDecision & { approvalId?: string };
+
 /** The message type that carries a decision to the waiting agent. */
 export const APPROVAL_DECISION = 'approval.decision';
 

@@ -10,6 +10,8 @@ import type { ModelStep, ToolStep } from './runtime.js';
 import type { SecurityContext } from './security.js';
 import type { BlackboardAccess } from './tool.js';
 import { executeTool } from './tool-executor.js';
+import { modelCallId, toolCallId } from './call-id.js';
+import { findInheritedEffect } from './effect-inheritance.js';
 
 /** What a run lends its model and tool calls: its ledger, journal and events. */
 export interface CallDeps {
@@ -21,9 +23,10 @@ export interface CallDeps {
   ledger: ReadonlyMap<string, LedgerEntry>;
   running(): boolean;
   record(entry: LedgerEntry): void;
-  journal(kind: JournalKind, actor: string, data: Record<string, unknown>): void;
+  /** Journals a fact; returns its sequence number (for the event that mirrors it). */
+  journal(kind: JournalKind, actor: string, data: Record<string, unknown>): number;
   audit(entry: AuditEntry): void;
-  emit(event: RunEvent): void;
+  emit(event: RunEvent, seq?: number): void;
   /** Writes a checkpoint now; resolves once it is durable. */
   checkpoint(): Promise<void>;
   blackboard(agentId: string): BlackboardAccess | undefined;
@@ -32,7 +35,7 @@ export interface CallDeps {
 /** Calls a model for one step of an agent, or replays the recorded answer of that step. */
 export async function performModelCall(deps: CallDeps, agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
   const { runId, clock } = deps;
-  const callId = `${agentId}/t${step.task}/s${step.step}/model`;
+  const callId = modelCallId(agentId, step.task, step.step);
   const recorded = deps.ledger.get(callId);
   if (recorded?.status === 'done') {
     const response = recorded.result as ModelResponse;
@@ -66,8 +69,8 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   } catch (error) {
     if (deps.running() && !signal.aborted) {
       const serialized = serializeError(error);
-      deps.journal('model.error', agentId, { callId, model: step.model, error: serialized });
-      deps.emit({ type: 'model.error', runId, actor: agentId, callId, model: step.model, error: serialized });
+      const seq = deps.journal('model.error', agentId, { callId, model: step.model, error: serialized });
+      deps.emit({ type: 'model.error', runId, actor: agentId, callId, model: step.model, error: serialized }, seq);
     }
     throw error;
   }
@@ -75,7 +78,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   deps.usage.charge(reserved, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
   const served = response.model ?? `${provider.id}:${model}`;
   deps.record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: clock.now() });
-  deps.journal('model.call', agentId, {
+  const seq = deps.journal('model.call', agentId, {
     callId,
     model: served,
     requested: step.model,
@@ -84,22 +87,44 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     ...(response.cost !== undefined ? { cost: response.cost } : {}),
     ...(response.meta ? { meta: response.meta } : {}),
   });
-  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false });
+  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false }, seq);
   return response;
+}
+
+/** The earlier attempt's recorded effect this call takes over, if any (see core/effect-inheritance.ts). */
+function inheritedEffect(deps: CallDeps, agentId: string, step: ToolStep, callId: string): LedgerEntry | undefined {
+  if (!step.inherits?.length) return undefined;
+  const found = step.tools.find((t) => t.name === step.call.name);
+  if (!found) return undefined;
+  const decision = step.decisions[callId];
+  const parsed = found.input.safeParse(decision?.args !== undefined ? decision.args : step.call.args);
+  return parsed.success ? findInheritedEffect(deps.ledger, agentId, step.inherits, found.name, parsed.data) : undefined;
 }
 
 /** Runs one tool call of an agent under the effect ledger, or replays its recorded result. */
 export async function performToolCall(deps: CallDeps, agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
   const { runId, clock, security } = deps;
-  const callId = `${agentId}/t${step.task}/s${step.step}/tool/${step.call.id}`;
+  const callId = toolCallId(agentId, step.task, step.step, step.call.id);
   const recorded = deps.ledger.get(callId);
   if (recorded?.status === 'done') {
     const message = recorded.result as ToolMessage;
     deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
     return message;
   }
+  // A restarted attempt asking for what a failed attempt already did gets that outcome.
+  const inherited = recorded ? undefined : inheritedEffect(deps, agentId, step, callId);
+  const lineage = inherited ? { inheritedFrom: inherited.callId } : {};
+  if (inherited?.status === 'done') {
+    const message: ToolMessage = { ...(inherited.result as ToolMessage), toolCallId: step.call.id, name: step.call.name };
+    const { checkpoint: _c, callId: _id, ts: _ts, ...carried } = inherited;
+    deps.record({ ...carried, callId, result: message, ts: clock.now(), ...lineage });
+    const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms: 0, ...lineage });
+    deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 }, seq);
+    return message;
+  }
   const started = clock.now();
   let refusal: string | undefined;
+  let intent: LedgerEntry | undefined;
   const message = await executeTool({
     call: step.call,
     tools: step.tools,
@@ -107,7 +132,7 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     runId,
     agentId,
     signal,
-    previous: recorded,
+    previous: recorded ?? inherited,
     decision: step.decisions[callId],
     blackboard: deps.blackboard(agentId),
     policy: step.policy,
@@ -128,14 +153,18 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     // The intent must be on disk before the tool touches the world; it is written with a
     // full checkpoint, so everything that led to the call is durable too.
     recordIntent: async (entry) => {
-      deps.record(entry);
+      intent = { ...entry, ...lineage };
+      deps.record(intent);
       await deps.checkpoint();
     },
     now: () => clock.now(),
   });
   const ms = clock.now() - started;
-  deps.record({ callId, kind: 'tool', status: 'done', name: step.call.name, result: message, ts: clock.now() });
-  deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}) });
-  deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms });
+  // The done entry keeps what the intent knew (arguments, effect, key, secrets): a later
+  // attempt may inherit it, and a resumed run re-resolves its secrets to redact them.
+  const { status: _s, ts: _t, checkpoint: _c, ...known } = intent ?? { status: 'done', ts: 0, callId, kind: 'tool' as const, name: step.call.name, ...lineage };
+  deps.record({ ...known, status: 'done', result: message, ts: clock.now() });
+  const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}), ...lineage });
+  deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms }, seq);
   return message;
 }

@@ -45,6 +45,39 @@ export const msg = {
     isError ? { role: 'tool', toolCallId, name, content, isError } : { role: 'tool', toolCallId, name, content },
 };
 
+/**
+ * What makes `value` not JSON (`"a function"`, `"a symbol at .to[0]"`, `"a cyclic
+ * structure at .self"`), or `undefined` when `JSON.stringify` renders it faithfully.
+ * `JSON.stringify` would silently drop or null such parts, or throw on bigints and cycles.
+ */
+export function describeNonJson(value: unknown): string | undefined {
+  const path: string[] = [];
+  const open = new Set<object>();
+  const at = () => (path.length ? ` at ${path.join('')}` : '');
+  const walk = (v: unknown): string | undefined => {
+    if (typeof v === 'function') return `a function${at()}`;
+    if (typeof v === 'symbol') return `a symbol${at()}`;
+    if (typeof v === 'bigint') return `a bigint${at()}`;
+    if (v === null || typeof v !== 'object') return undefined;
+    if (typeof (v as { toJSON?: unknown }).toJSON === 'function') return undefined;
+    if (open.has(v)) return `a cyclic structure${at()}`;
+    open.add(v);
+    try {
+      const entries: Array<[string, unknown]> = Array.isArray(v) ? v.map((item, i) => [`[${i}]`, item]) : Object.entries(v).map(([k, item]) => [`.${k}`, item]);
+      for (const [step, item] of entries) {
+        path.push(step);
+        const found = walk(item);
+        path.pop();
+        if (found) return found;
+      }
+      return undefined;
+    } finally {
+      open.delete(v);
+    }
+  };
+  return walk(value);
+}
+
 /** Renders any tool output as the text a model reads. */
 export function toolContent(value: unknown): string {
   if (typeof value === 'string') return value;

@@ -4,6 +4,7 @@ import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
 import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js';
+import type { ToolEffect } from './tool.js';
 
 /**
  * The persistent layout of runs on a {@link Storage}. Keys (all sortable strings):
@@ -118,6 +119,14 @@ export interface LedgerEntry {
   ts: number;
   /** The checkpoint whose batch wrote this entry. */
   checkpoint?: number;
+  /** A tool call's declared effect, set once its intent was written (it touched the world). */
+  effect?: ToolEffect;
+  /** The approval under which this intent was written: a crash then parks the call again. */
+  approvalId?: string;
+  /** The earlier attempt's call whose recorded effect this call took over. */
+  inheritedFrom?: string;
+  /** Names of the secrets the call resolved; a resumed run resolves them again to redact. */
+  secrets?: string[];
 }
 
 const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;

@@ -2,7 +2,7 @@ import type { AnyStateMachine } from 'xstate';
 import type { SerializedError } from './errors.js';
 import type { Migration } from './migrations.js';
 import type { Policy } from './policy.js';
-import type { ApprovalDecision, ApprovalRequest } from './approvals.js';
+import type { ApprovalRequest, RecordedDecision } from './approvals.js';
 import type { Clock } from './clock.js';
 import type { Address } from './envelope.js';
 import type { Message, ToolCall, ToolMessage } from './messages.js';
@@ -38,7 +38,13 @@ export interface ToolStep {
   call: ToolCall;
   tools: readonly Tool[];
   /** Human decisions of this task, by call id. */
-  decisions: Readonly<Record<string, ApprovalDecision>>;
+  decisions: Readonly<Record<string, RecordedDecision>>;
+  /**
+   * Earlier tasks of this agent that failed or were reset. Effects they recorded are owed
+   * to this attempt: a call of the same tool with the same arguments reuses the recorded
+   * outcome instead of touching the world again (see `core/effect-inheritance.ts`).
+   */
+  inherits?: readonly number[];
   /** The agent's effective permission policy for this task (none: all tools allowed). */
   policy?: Policy | undefined;
 }

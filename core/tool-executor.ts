@@ -1,6 +1,6 @@
-import type { ApprovalDecision } from './approvals.js';
+import type { RecordedDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
-import { msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
+import { describeNonJson, msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
 import { decide, describeDecision, type Policy, type PolicyDecision } from './policy.js';
 import { resolveSecrets, type Redactor, type SecretsProvider } from './secrets.js';
@@ -14,10 +14,13 @@ export interface ExecuteToolOptions {
   runId: string;
   agentId: string;
   signal: AbortSignal;
-  /** The ledger entry left by an earlier attempt of this call (an intent without result). */
+  /**
+   * The ledger entry left by an earlier attempt of this call (an intent without result), or
+   * the interrupted intent of a failed attempt that this call inherits.
+   */
   previous: LedgerEntry | undefined;
   /** A human's decision on this exact call, when it waited for one. */
-  decision?: ApprovalDecision | undefined;
+  decision?: RecordedDecision | undefined;
   blackboard?: BlackboardAccess | undefined;
   /** The agent's effective permission policy; without one every tool is allowed. */
   policy?: Policy | undefined;
@@ -84,7 +87,10 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
   };
   const redact = options.redact ?? (<T>(v: T) => v);
 
-  if (previous?.status === 'intent' && !decision) {
+  // An intent written under this very decision means the approved call was already started
+  // once and its process died: the decision is used up, and the outcome is unknown again.
+  const decisionUsed = decision !== undefined && previous?.status === 'intent' && previous.approvalId === decision.approvalId;
+  if (previous?.status === 'intent' && (!decision || decisionUsed)) {
     // The process died while this call was in flight: its outcome is unknown.
     if (found.effect === 'irreversible') {
       throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `irreversible tool "${found.name}" was interrupted; its outcome is unknown, so it waits for a human`, {
@@ -100,7 +106,10 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     status: 'intent',
     name: found.name,
     args: parsed.data,
+    effect: found.effect,
     idempotencyKey: context.idempotencyKey,
+    ...(decision?.approvalId !== undefined ? { approvalId: decision.approvalId } : {}),
+    ...(found.secrets.length > 0 ? { secrets: [...found.secrets] } : {}),
     ts: options.now(),
   });
 
@@ -111,6 +120,9 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
       options.learnSecrets?.(Object.values(context.secrets));
     }
     const value = await found.run(parsed.data, context);
+    // A result that is not JSON cannot be shown to the model nor persisted faithfully.
+    const problem = describeNonJson(value);
+    if (problem) return redact(refuse(`error: tool "${found.name}" returned ${problem}, which is not JSON; a tool must return a string or a JSON value`));
     // Secrets never enter the conversation: the model would otherwise see them, and a
     // resumed run (which only has the scrubbed copy) would diverge from this one.
     return redact(msg.tool(call.id, call.name, toolContent(value)));
