@@ -1,8 +1,15 @@
 import type { SerializedError } from './errors.js';
 import type { Usage } from './model.js';
 
-/** What a run reports while it works; also what `troupe run` prints. */
-export type RunEvent =
+/**
+ * What a run reports while it works; also what `troupe run` prints. An event that has a
+ * journal entry carries its journal sequence number `journalSeq`, so a reader can join the
+ * journal (what happened before it looked) with the live stream without doubles.
+ */
+export type RunEvent = RunEventBody & { journalSeq?: number };
+
+/** The {@link RunEvent} variants, without the journal sequence number. */
+export type RunEventBody =
   | { type: 'run.started'; runId: string; crew: string }
   | { type: 'run.resumed'; runId: string; crew: string; checkpoint: number }
   | { type: 'state'; runId: string; actor: string; state: string }
@@ -51,8 +58,11 @@ export class EventHub<T> {
     this.#onEnd.clear();
   }
 
-  /** Events from now on, buffered, until {@link end}. */
-  async *iterate(signal?: AbortSignal): AsyncGenerator<T> {
+  /**
+   * Events from this call on (the subscription starts now, not at the first `next()`),
+   * buffered, until {@link end}.
+   */
+  iterate(signal?: AbortSignal): AsyncGenerator<T> {
     const buffer: T[] = [];
     let wake: (() => void) | undefined;
     const unsubscribe = this.subscribe((event) => {
@@ -62,20 +72,26 @@ export class EventHub<T> {
     const onEnd = () => wake?.();
     this.#onEnd.add(onEnd);
     signal?.addEventListener('abort', onEnd, { once: true });
-    try {
-      while (true) {
-        if (buffer.length) {
-          yield buffer.shift()!;
-          continue;
-        }
-        if (this.#ended || signal?.aborted) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-      }
-    } finally {
+    const ended = () => this.#ended;
+    const cleanup = () => {
       unsubscribe();
       this.#onEnd.delete(onEnd);
       signal?.removeEventListener('abort', onEnd);
-    }
+    };
+    return (async function* drain(): AsyncGenerator<T> {
+      try {
+        while (true) {
+          if (buffer.length) {
+            yield buffer.shift()!;
+            continue;
+          }
+          if (ended() || signal?.aborted) return;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+      } finally {
+        cleanup();
+      }
+    })();
   }
 }

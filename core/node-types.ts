@@ -4,6 +4,7 @@ import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { Address, Envelope } from './envelope.js';
 import type { RunEvent } from './events.js';
+import type { RunEventsOptions } from './facts.js';
 import type { HistoryEntry } from './history.js';
 import type { ModelProviders } from './model.js';
 import type { RunRecord } from './run-store.js';
@@ -63,8 +64,15 @@ export interface RunHandle {
   result(): Promise<RunResult>;
   /** Resolves with the outcome, completed or failed. */
   settled(): Promise<RunResult>;
-  /** Typed progress events from now until the run ends or stops. */
-  events(signal?: AbortSignal): AsyncIterable<RunEvent>;
+  /**
+   * Typed progress events until the run ends or stops: by default from the run's start (its
+   * journal first, then live), or `{ from: 'now' }` for what happens from this call on.
+   * Passing an `AbortSignal` alone is the same as `{ signal }`.
+   *
+   * @example
+   * for await (const event of run.events()) if (event.type === 'state') console.log(event.actor, event.state);
+   */
+  events(options?: RunEventsOptions | AbortSignal): AsyncIterable<RunEvent>;
   subscribe(listener: (event: RunEvent) => void): () => void;
   /** Checkpoints and stops the run here; it stays resumable. */
   stop(): Promise<void>;

@@ -8,6 +8,7 @@ import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
+import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ModelProviders } from './model.js';
 import { runHistory, writeFork } from './history.js';
 import { upgradeCheckpoint } from './migrations.js';
@@ -19,6 +20,10 @@ import type { Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, RunHandle, TroupeNode } from './node-types.js';
 
 export type { NodeOptions, NodeStatus, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
+
+/** `events(signal)` is the older form of `events({ signal })`. */
+const eventsOptions = (options: AbortSignal | RunEventsOptions | undefined): RunEventsOptions =>
+  options instanceof AbortSignal ? { signal: options } : (options ?? {});
 
 interface ResolvedNodeOptions {
   storage: Storage;
@@ -83,8 +88,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
     result: () => host.result(),
     settled: () => host.settled(),
-    events: (signal) => host.events.iterate(signal),
-    subscribe: (listener) => host.events.subscribe(listener),
+    events: (options) => host.events(eventsOptions(options)),
+    subscribe: (listener) => host.liveEvents.subscribe(listener),
     stop: () => host.stop(),
   });
 
@@ -92,6 +97,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const result: RunResult = { runId: record.id, status: record.status === 'failed' ? 'failed' : 'completed', output: record.output ?? '', error: record.error ?? null };
     const ended = new EventHub<RunEvent>();
     ended.end();
+    const redact = security.redact;
     return {
       id: record.id,
       status: result.status,
@@ -102,7 +108,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
         return result;
       },
-      events: (signal) => ended.iterate(signal),
+      // A finished run's events are its journal.
+      events: (options) =>
+        eventsOptions(options).from === 'now'
+          ? ended.iterate()
+          : joinJournalAndLive((entry) => redact(eventOfJournal(record.id, record.crew, entry)), () => store.journal(record.id), ended.iterate()),
       subscribe: () => () => {},
       stop: async () => {},
     };

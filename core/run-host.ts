@@ -4,6 +4,7 @@ import type { Clock, IdGenerator } from './clock.js';
 import { address, parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, serializeError, TroupeError, type SerializedError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
+import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
 import {
@@ -81,7 +82,8 @@ export interface RunResult {
 export class RunHost implements ActorRuntime {
   readonly runId: string;
   readonly clock: Clock;
-  readonly events = new EventHub<RunEvent>();
+  /** Live events of this run (see {@link events} for the journal-joined view). */
+  readonly liveEvents = new EventHub<RunEvent>();
   readonly record: RunRecord;
   status: 'running' | 'completed' | 'failed' | 'stopped' = 'running';
 
@@ -91,6 +93,10 @@ export class RunHost implements ActorRuntime {
   readonly #ledger = new Map<string, LedgerEntry>();
   readonly #lastState = new Map<string, string>();
   readonly #waiting = new Map<string, ApprovalRecord>();
+  /** Approvals this host decided (or found decided), so a second decision is told so. */
+  readonly #decided = new Map<string, ApprovalRecord['status']>();
+  /** Journal entries whose batch is not durable yet: `events()` joins them with storage. */
+  #recent: JournalEntry[] = [];
   readonly #usage: UsageTracker;
   readonly #calls: CallDeps;
   #pendingOps: StorageOp[] = [];
@@ -130,7 +136,7 @@ export class RunHost implements ActorRuntime {
       record: (entry) => this.#record(entry),
       journal: (kind, actor, data) => this.#journal(kind, actor, data),
       audit: (entry) => this.#pendingAudit.push(entry),
-      emit: (event) => this.#emit(event),
+      emit: (event, seq) => this.#emit(event, seq),
       checkpoint: () => this.#capture(),
       blackboard: (agentId) => this.#blackboard(agentId),
     };
@@ -170,14 +176,16 @@ export class RunHost implements ActorRuntime {
 
   /** Starts a fresh run with `input`. */
   start(input: string): void {
-    this.#emit({ type: 'run.started', runId: this.runId, crew: this.record.crew });
-    this.#journal('run.started', this.rootId, { input, crew: this.record.crew, version: this.record.version, ...(this.record.part ? { part: this.record.part } : {}) });
+    this.#emit(
+      { type: 'run.started', runId: this.runId, crew: this.record.crew },
+      this.#journal('run.started', this.rootId, { input, crew: this.record.crew, version: this.record.version, ...(this.record.part ? { part: this.record.part } : {}) }),
+    );
     if (!this.record.part) {
       // Remote nodes are told first: per-pair order puts the spawn before any task for them.
       for (const node of this.#remoteNodes()) {
         const actors = this.#o.definition.actorIds.filter((a) => this.#o.definition.placement?.[a] === node);
         const payload: SpawnPayload = { crew: this.record.crew, version: this.record.version, input, origin: this.#o.nodeId, actors, ...(this.record.source ? { source: this.record.source } : {}) };
-        this.#outbox.push(this.#systemEnvelope(node, SystemMessage.spawn, payload));
+        this.#leave(this.#systemEnvelope(node, SystemMessage.spawn, payload));
       }
     }
     this.#boot(createActor(this.#createMachine(), { input: { input }, systemId: this.rootId, inspect: this.#inspect }));
@@ -192,8 +200,15 @@ export class RunHost implements ActorRuntime {
     const { store } = this.#o;
     for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry.callId, entry);
     for (const approval of await store.listApprovals()) {
-      if (approval.runId === this.runId && approval.status === 'pending') this.#waiting.set(approval.id, approval);
+      if (approval.runId !== this.runId) continue;
+      if (approval.status === 'pending') this.#waiting.set(approval.id, approval);
+      else this.#decided.set(approval.id, approval.status);
     }
+    // Replayed results never resolve their secrets again, so this process's redactor would
+    // not know them: resolve every secret the run used before anything is written.
+    const names = new Set<string>();
+    for (const entry of this.#ledger.values()) for (const name of entry.secrets ?? []) names.add(name);
+    const unavailable = names.size > 0 ? await this.#o.security.recall(names) : [];
     this.#journalSeq = checkpoint.journalSeq;
     this.#checkpointSeq = checkpoint.seq;
     this.#usage.restore(checkpoint.usage);
@@ -205,8 +220,7 @@ export class RunHost implements ActorRuntime {
       if (seq > cursor) pending[actorId] = await store.mailboxAfter(this.runId, actorId, cursor);
     }
     this.record.resumes += 1;
-    this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq });
-    this.#journal('run.resumed', this.rootId, { checkpoint: checkpoint.seq });
+    this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#journal('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
     this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
     this.#mailboxes.restore(checkpoint, pending);
     this.#scheduleDelivery();
@@ -226,6 +240,23 @@ export class RunHost implements ActorRuntime {
     const snapshot = actor.getSnapshot();
     if (snapshot.status === 'done') this.#finish(snapshot.output as RunOutput);
     else this.#scheduleCapture();
+  }
+
+  /**
+   * The run's events: by default from its start (the journal first, then live), or with
+   * `from: 'now'` only what happens from this call on. Ends when the run ends or stops.
+   */
+  events(options: RunEventsOptions = {}): AsyncGenerator<RunEvent> {
+    const live = this.liveEvents.iterate(options.signal);
+    if (options.from === 'now') return live;
+    // Copied now, before the read: an entry leaves `#recent` only once it is in storage.
+    const recent = [...this.#recent];
+    const redact = this.#o.security.redact;
+    return joinJournalAndLive(
+      (entry) => redact(eventOfJournal(this.runId, this.record.crew, entry)),
+      async () => [...(await this.#o.store.journal(this.runId)), ...recent],
+      live,
+    );
   }
 
   /** Resolves when the run completes; rejects with `RUN_FAILED` when it fails. */
@@ -279,12 +310,12 @@ export class RunHost implements ActorRuntime {
       seq: 0,
       ts: this.clock.now(),
     };
-    this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
-    this.#emit({ type: 'message', runId: this.runId, from: this.#qualify(envelope.from), to: this.#qualify(envelope.to), messageType: envelope.type });
+    const seq = this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
+    this.#emit({ type: 'message', runId: this.runId, from: this.#qualify(envelope.from), to: this.#qualify(envelope.to), messageType: envelope.type }, seq);
     if (this.isLocal(envelope.to)) this.#enqueue(envelope.to, envelope);
     else {
       // Leaving the run: the receiver needs full addresses to answer.
-      this.#outbox.push({
+      this.#leave({
         ...envelope,
         to: this.#qualify(envelope.to),
         from: this.#qualify(envelope.from),
@@ -292,6 +323,14 @@ export class RunHost implements ActorRuntime {
       });
     }
     this.#scheduleCapture();
+  }
+
+  /**
+   * Queues an envelope that leaves this node's part of the run. It is scrubbed here, on the
+   * node that resolved the secrets: the receiving node never learnt them and could not.
+   */
+  #leave(envelope: Envelope): void {
+    this.#outbox.push(this.#o.security.redact(envelope));
   }
 
   #qualify(a: string): string {
@@ -359,10 +398,10 @@ export class RunHost implements ActorRuntime {
     const record: ApprovalRecord = { ...request, runId: this.runId, agentId, status: 'pending', createdAt: this.clock.now() };
     this.#waiting.set(record.id, record);
     this.#pendingOps.push(this.#put(keys.approval(record.id), record));
-    this.#journal('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason });
+    const seq = this.#journal('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason, message: record.message });
     // Announced once durable, so whoever reacts to the event can already decide on it.
     this.#afterWrite.push(() =>
-      this.#emit({ type: 'approval.requested', runId: this.runId, actor: agentId, approvalId: record.id, tool: record.tool, reason: record.reason, message: record.message }),
+      this.#emit({ type: 'approval.requested', runId: this.runId, actor: agentId, approvalId: record.id, tool: record.tool, reason: record.reason, message: record.message }, seq),
     );
     this.#scheduleCapture();
   }
@@ -378,12 +417,18 @@ export class RunHost implements ActorRuntime {
    */
   decide(approvalId: string, decision: ApprovalDecision): Promise<void> {
     const record = this.#waiting.get(approvalId);
-    if (!record) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `run ${this.runId} is not waiting for approval ${approvalId}`, { details: { approvalId } });
+    if (!record) {
+      const status = this.#decided.get(approvalId);
+      // Two decisions racing: the first one won, and the second is told that, not "not found".
+      if (status) throw new TroupeError(ErrorCode.APPROVAL_DECIDED, `approval ${approvalId} was already ${status}`, { details: { approvalId, status } });
+      throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `run ${this.runId} is not waiting for approval ${approvalId}`, { details: { approvalId } });
+    }
     this.#waiting.delete(approvalId);
     const decided: ApprovalRecord = { ...record, status: decision.decision === 'approve' ? 'approved' : 'rejected', decidedAt: this.clock.now(), decision };
+    this.#decided.set(approvalId, decided.status);
     this.#pendingOps.push(this.#put(keys.approval(approvalId), decided));
-    this.#journal('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
-    this.#emit({ type: 'approval.decided', runId: this.runId, actor: record.agentId, approvalId, decision: decision.decision });
+    const seq = this.#journal('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
+    this.#emit({ type: 'approval.decided', runId: this.runId, actor: record.agentId, approvalId, decision: decision.decision }, seq);
     return this.accept({
       id: this.newId('env'),
       from: 'human',
@@ -440,15 +485,20 @@ export class RunHost implements ActorRuntime {
 
   // ---- journal, ledger, checkpoints ---------------------------------------------------
 
-  #emit(event: RunEvent): void {
-    this.events.emit(event);
-    this.#o.events.emit(event);
+  /** Emits a live event (scrubbed of secrets), tagged with the journal entry it mirrors. */
+  #emit(event: RunEvent, seq?: number): void {
+    const safe = this.#o.security.redact(seq === undefined ? event : { ...event, journalSeq: seq });
+    this.liveEvents.emit(safe);
+    this.#o.events.emit(safe);
   }
 
-  #journal(kind: JournalKind, actor: string, data: Record<string, unknown>): void {
+  /** Journals a fact; returns its sequence number. */
+  #journal(kind: JournalKind, actor: string, data: Record<string, unknown>): number {
     const entry: JournalEntry = { seq: ++this.#journalSeq, ts: this.clock.now(), kind, actor, data };
     if (kind !== 'state' && kind !== 'model.error') this.#pendingAudit.push({ kind, runId: this.runId, actor, data, ts: entry.ts });
     this.#pendingOps.push(this.#put(keys.journal(this.runId, entry.seq), entry));
+    this.#recent.push(entry);
+    return entry.seq;
   }
 
   #record(entry: LedgerEntry): void {
@@ -467,8 +517,7 @@ export class RunHost implements ActorRuntime {
         const state = stateString(value);
         if (this.#lastState.get(actorId) !== state) {
           this.#lastState.set(actorId, state);
-          this.#journal('state', actorId, { state });
-          this.#emit({ type: 'state', runId: this.runId, actor: actorId, state });
+          this.#emit({ type: 'state', runId: this.runId, actor: actorId, state }, this.#journal('state', actorId, { state }));
         }
       }
       this.#scheduleCapture();
@@ -532,8 +581,10 @@ export class RunHost implements ActorRuntime {
     this.#durableWaiters = [];
     const afterWrite = this.#afterWrite;
     this.#afterWrite = [];
+    const durableUpTo = checkpoint.journalSeq;
     return this.#enqueueWrite(ops).then(
       () => {
+        this.#recent = this.#recent.filter((entry) => entry.seq > durableUpTo);
         this.#o.security.audit.commit(auditOps);
         this.#o.blobs.commit(blobOps);
         for (const waiter of waiters) waiter.resolve();
@@ -561,7 +612,7 @@ export class RunHost implements ActorRuntime {
           this.status = 'stopped';
           this.#actor.stop();
           this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error })) });
-          this.events.end();
+          this.liveEvents.end();
         }
       }
     });
@@ -573,24 +624,22 @@ export class RunHost implements ActorRuntime {
     const finalState = stateString((this.#actor.getSnapshot() as { value?: unknown }).value);
     if (this.#lastState.get(this.rootId) !== finalState) {
       this.#lastState.set(this.rootId, finalState);
-      this.#journal('state', this.rootId, { state: finalState });
-      this.#emit({ type: 'state', runId: this.runId, actor: this.rootId, state: finalState });
+      this.#emit({ type: 'state', runId: this.runId, actor: this.rootId, state: finalState }, this.#journal('state', this.rootId, { state: finalState }));
     }
     const failed = output?.status === 'failed';
     this.record.status = failed ? 'failed' : 'completed';
     this.record.output = output?.output ?? '';
     if (output?.error) this.record.error = output.error;
-    if (failed) this.#journal('run.failed', this.rootId, { error: output.error });
-    else this.#journal('run.completed', this.rootId, { output: this.record.output });
-    if (!this.record.part) for (const node of this.#remoteNodes()) this.#outbox.push(this.#systemEnvelope(node, SystemMessage.end, { status: this.record.status }));
-    const result: RunResult = { runId: this.runId, status: this.record.status as RunResult['status'], output: this.record.output, error: output?.error ?? null };
+    const endSeq = failed ? this.#journal('run.failed', this.rootId, { error: output.error }) : this.#journal('run.completed', this.rootId, { output: this.record.output });
+    if (!this.record.part) for (const node of this.#remoteNodes()) this.#leave(this.#systemEnvelope(node, SystemMessage.end, { status: this.record.status }));
+    const result: RunResult = this.#o.security.redact({ runId: this.runId, status: this.record.status as RunResult['status'], output: this.record.output, error: output?.error ?? null });
     const written = this.#capture();
     this.status = failed ? 'failed' : 'completed';
     void written.then(
       () => {
-        this.#emit(failed ? { type: 'run.failed', runId: this.runId, error: result.error! } : { type: 'run.completed', runId: this.runId, output: result.output });
+        this.#emit(failed ? { type: 'run.failed', runId: this.runId, error: result.error! } : { type: 'run.completed', runId: this.runId, output: result.output }, endSeq);
         this.#settle(result);
-        this.events.end();
+        this.liveEvents.end();
       },
       () => {},
     );
@@ -611,6 +660,6 @@ export class RunHost implements ActorRuntime {
     await last.catch(() => {});
     await this.#writeChain;
     this.#actor.stop();
-    this.events.end();
+    this.liveEvents.end();
   }
 }

@@ -98,6 +98,17 @@ export async function resolveSecrets(provider: SecretsProvider, names: readonly 
   return out;
 }
 
+/**
+ * A secret and the encodings in which a tool or a model most often passes it on unnoticed:
+ * base64 (padded, unpadded, URL-safe) and hex (lower and upper case).
+ */
+function encodedForms(secret: string): string[] {
+  const bytes = Buffer.from(secret, 'utf8');
+  const base64 = bytes.toString('base64');
+  const hex = bytes.toString('hex');
+  return [secret, base64, base64.replace(/=+$/, ''), bytes.toString('base64url'), hex, hex.toUpperCase()];
+}
+
 /** What replaces a secret value. */
 export const REDACTED = '[redacted]';
 
@@ -107,15 +118,15 @@ export type Redactor = <T>(value: T) => T;
 const encoder = new TextEncoder();
 
 /**
- * A function that deep-copies a value with every occurrence of each secret (in strings,
- * object keys and byte arrays) replaced by `[redacted]`. Longer secrets are replaced first,
+ * A function that deep-copies a value with every occurrence of each secret, and of its base64
+ * and hex forms (in strings, object keys and byte arrays), replaced by `[redacted]`. Longer secrets are replaced first,
  * so one secret containing another is scrubbed whole. Errors become their serialized form
  * (what gets persisted anyway), other class instances plain objects of their own fields;
  * dates and functions pass through.
  * Empty secrets are ignored; very short ones would scrub ordinary text, so keep them long.
  */
 export function createRedactor(secrets: Iterable<string>): Redactor {
-  const list = [...new Set(secrets)].filter((s) => typeof s === 'string' && s.length > 0).sort((a, b) => b.length - a.length);
+  const list = [...new Set([...secrets].filter((s) => typeof s === 'string' && s.length > 0).flatMap(encodedForms))].sort((a, b) => b.length - a.length);
   if (list.length === 0) return <T>(value: T) => value;
   const bytes = list.map((s) => Buffer.from(encoder.encode(s)));
   const replacement = Buffer.from(REDACTED);

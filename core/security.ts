@@ -14,7 +14,16 @@ export interface SecurityContext {
   redact: Redactor;
   /** Adds secret values resolved for a tool call; later writes scrub them too. */
   learn(values: Iterable<string>): void;
+  /**
+   * Resolves secrets by name and learns their values, for a run resumed in a process that
+   * never resolved them itself. Returns the names the provider could not give (they cannot
+   * be scrubbed, and the caller records that).
+   */
+  recall(names: Iterable<string>): Promise<string[]>;
 }
+
+/** How long a resumed run waits for the secrets provider to answer for one name. */
+const RECALL_TIMEOUT_MS = 10_000;
 
 /** Opens the audit log of `storage` and returns the node's security context. */
 export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock }): Promise<SecurityContext> {
@@ -22,7 +31,7 @@ export async function createSecurityContext(storage: Storage, options: { secrets
   let redactor: Redactor = createRedactor(known);
   const audit = createAuditLog(storage, { clock: options.clock, redact: (data) => redactor(data) });
   await audit.open();
-  return {
+  const context: SecurityContext = {
     secrets: options.secrets,
     audit,
     redact: <T>(value: T) => redactor(value),
@@ -31,5 +40,21 @@ export async function createSecurityContext(storage: Storage, options: { secrets
       for (const v of values) if (v) known.add(v);
       if (known.size !== before) redactor = createRedactor(known);
     },
+    async recall(names) {
+      const missing: string[] = [];
+      const values: string[] = [];
+      for (const name of names) {
+        try {
+          const value = options.secrets ? await options.secrets.get(name, { signal: AbortSignal.timeout(RECALL_TIMEOUT_MS) }) : undefined;
+          if (value) values.push(value);
+          else missing.push(name);
+        } catch {
+          missing.push(name);
+        }
+      }
+      context.learn(values);
+      return missing;
+    },
   };
+  return context;
 }
