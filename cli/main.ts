@@ -144,10 +144,16 @@ function parseAnchor(value: string): { seq: number; hash: string } {
   return { seq: Number(seq), hash };
 }
 
+/** The run a pending approval belongs to; a decided one is refused before its run is touched. */
 async function runOfApproval(db: string, approvalId: string): Promise<string> {
   await using storage = await levelStorage({ path: db });
   const approval = await createRunStore(storage).getApproval(approvalId);
   if (!approval) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${db}`);
+  // Continuing the run first would print its (finished) output, as if the call ran again.
+  if (approval.status !== 'pending') {
+    const when = approval.decidedAt === undefined ? '' : ` at ${new Date(approval.decidedAt).toISOString()}`;
+    throw new TroupeError(ErrorCode.APPROVAL_DECIDED, `approval ${approvalId} was already ${approval.status}${when}; nothing to do`, { details: { approvalId, status: approval.status } });
+  }
   return approval.runId;
 }
 

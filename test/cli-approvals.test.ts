@@ -55,6 +55,8 @@ describe('CLI: approvals, history and fork', () => {
     const again = await runTroupe(['approve', approval!.id, '--db', db.path], env);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/\[APPROVAL_DECIDED\] approval \S+ was already rejected/);
+    // Nothing but the refusal: no resumed run, no output that looks as if the call ran again.
+    expect(again.stdout).toBe('');
     expect((await runTroupe(['approvals', '--db', db.path])).stdout).toBe('no approvals waiting');
   });
 });
