@@ -12,6 +12,8 @@ const zero = (): UsageTotals => ({ steps: 0, tokens: 0, cost: 0 });
 export class UsageTracker {
   #ledger: UsageLedger = { total: zero(), agents: {} };
   readonly #budgets: RunnableDefinition['budgets'];
+  /** Agents whose totals changed since {@link takeChanged}: a checkpoint writes only those. */
+  #changed = new Set<string>();
 
   constructor(budgets: RunnableDefinition['budgets']) {
     this.#budgets = budgets;
@@ -55,11 +57,20 @@ export class UsageTracker {
     }
     this.#ledger.total.steps += 1;
     agentTotals.steps += 1;
+    this.#changed.add(agentId);
     return [this.#ledger.total, agentTotals];
   }
 
+  /** The agents whose totals changed since the last call (and forgets them). */
+  takeChanged(): Set<string> {
+    const changed = this.#changed;
+    this.#changed = new Set();
+    return changed;
+  }
+
   /** Charges what a reserved call used. */
-  charge(reserved: UsageTotals[], tokens: number, cost: number): void {
+  charge(agentId: string, reserved: UsageTotals[], tokens: number, cost: number): void {
+    this.#changed.add(agentId);
     for (const totals of reserved) {
       totals.tokens += tokens;
       totals.cost += cost;

@@ -1,4 +1,3 @@
-import type { AuditEntry } from './audit-log.js';
 import type { UsageTracker } from './budget.js';
 import type { Clock } from './clock.js';
 import { ErrorCode, serializeError, TroupeError } from './errors.js';
@@ -25,7 +24,6 @@ export interface CallDeps {
   record(entry: LedgerEntry): void;
   /** Journals a fact; returns its sequence number (for the event that mirrors it). */
   journal(kind: JournalKind, actor: string, data: Record<string, unknown>): number;
-  audit(entry: AuditEntry): void;
   emit(event: RunEvent, seq?: number): void;
   /** Writes a checkpoint now; resolves once it is durable. */
   checkpoint(): Promise<void>;
@@ -75,7 +73,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     throw error;
   }
   const ms = clock.now() - started;
-  deps.usage.charge(reserved, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
+  deps.usage.charge(agentId, reserved, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
   const served = response.model ?? `${provider.id}:${model}`;
   deps.record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: clock.now() });
   const seq = deps.journal('model.call', agentId, {
@@ -136,13 +134,10 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     decision: step.decisions[callId],
     blackboard: deps.blackboard(agentId),
     policy: step.policy,
-    onPermission: (v) =>
-      deps.audit({
-        kind: 'permission',
-        runId,
-        actor: agentId,
-        data: { callId, tool: v.tool, scopes: [...v.scopes], decision: v.decision, ...(v.scope ? { scope: v.scope } : {}), ...(v.rule ? { rule: v.rule } : {}) },
-      }),
+    onPermission: (v) => {
+      const seq = deps.journal('permission', agentId, { callId, tool: v.tool, scopes: [...v.scopes], decision: v.decision, ...(v.scope ? { scope: v.scope } : {}), ...(v.rule ? { rule: v.rule } : {}) });
+      deps.emit({ type: 'permission', runId, actor: agentId, callId, tool: v.tool, decision: v.decision }, seq);
+    },
     onToolError: (error) => {
       const reason = (error as { details?: { reason?: unknown } })?.details?.reason;
       if (typeof reason === 'string') refusal = reason;

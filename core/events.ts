@@ -20,6 +20,7 @@ export type RunEventBody =
   | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }
   | { type: 'approval.requested'; runId: string; actor: string; approvalId: string; tool: string; reason: 'outcome-unknown' | 'policy'; message: string }
   | { type: 'approval.decided'; runId: string; actor: string; approvalId: string; decision: 'approve' | 'reject' }
+  | { type: 'permission'; runId: string; actor: string; callId: string; tool: string; decision: 'allow' | 'ask' | 'deny' }
   | { type: 'checkpoint'; runId: string; seq: number }
   | { type: 'run.completed'; runId: string; output: string }
   | { type: 'run.failed'; runId: string; error: SerializedError };

@@ -2,7 +2,7 @@ import { address } from './envelope.js';
 import type { SerializedError } from './errors.js';
 import type { RunEvent } from './events.js';
 import type { Usage } from './model.js';
-import type { JournalEntry } from './run-store.js';
+import type { JournalEntry, JournalKind } from './run-store.js';
 
 /**
  * The journal and the live event stream describe the same facts; this is the one
@@ -45,11 +45,30 @@ export function eventOfJournal(runId: string, crew: string, entry: JournalEntry)
         message: String(d.message ?? ''),
         journalSeq,
       };
+    case 'permission':
+      return {
+        type: 'permission',
+        runId,
+        actor: entry.actor,
+        callId: String(d.callId),
+        tool: String(d.tool),
+        decision: d.decision === 'deny' ? 'deny' : d.decision === 'ask' ? 'ask' : 'allow',
+        journalSeq,
+      };
     case 'approval.decided':
       return { type: 'approval.decided', runId, actor: entry.actor, approvalId: String(d.approvalId), decision: d.decision === 'reject' ? 'reject' : 'approve', journalSeq };
     default:
       return undefined;
   }
+}
+
+/**
+ * Which facts the audit log records: all but state changes and model errors (the model call
+ * that eventually succeeds, or the run's failure, is what an auditor needs). The audit log
+ * is this projection of the journal, nothing written beside it.
+ */
+export function isAuditable(kind: JournalKind): boolean {
+  return kind !== 'state' && kind !== 'model.error';
 }
 
 /** Options of a run handle's `events()`. */

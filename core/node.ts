@@ -10,7 +10,8 @@ import { ErrorCode, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ModelProviders } from './model.js';
-import { runHistory, writeFork } from './history.js';
+import { runHistory } from './history.js';
+import { forkOps } from './fork.js';
 import { upgradeCheckpoint } from './migrations.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
@@ -293,7 +294,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const forkId = forkOptions.runId ?? o.ids('run');
       assertRunId(forkId);
       if (hosts.has(forkId) || (await store.getRun(forkId))) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
-      await writeFork(store, source, checkpoint, { runId: forkId, now: o.clock.now() });
+      // Through the node's one write path, like every other write.
+      await writes.write((await forkOps(store, source, checkpoint, { runId: forkId, now: o.clock.now() })).ops);
       return node.resume(forkId, forkOptions.definition);
     },
 

@@ -7,39 +7,24 @@ import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
-import {
-  CHECKPOINT_SCHEMA_VERSION,
-  keys,
-  put,
-  type Checkpoint,
-  type JournalEntry,
-  type JournalKind,
-  type LedgerEntry,
-  type RunRecord,
-  type RunStore,
-  type UsageLedger,
-} from './run-store.js';
+import type { JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
+import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
+import { layout } from './layout.js';
+import { createRunJournal, type RunJournal } from './run-journal.js';
+import { ASK_PREFIX, isAskAddress, partActorId, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
 import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
-import type { StorageOp } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
-import type { AuditEntry } from './audit-log.js';
 import type { SecurityContext } from './security.js';
 import type { BlobWriter } from './blobs.js';
+import type { StorageOp } from './storage.js';
 import type { WriteQueue } from './write-queue.js';
-import { stateString } from './history.js';
+import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
 import { PART_ACTOR_ID, SystemMessage, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
 
-/** The address of the root actor inside every run. */
-export const ROOT_ACTOR_ID = 'crew';
-
-/** Addresses starting with this are a node's ephemeral `ask` inboxes (`_ask.<node>/<corr>`). */
-export const ASK_PREFIX = '_ask';
-
-/** The root of a run part hosted by `nodeId`. */
-export const partActorId = (nodeId: string) => `${PART_ACTOR_ID}.${nodeId}`;
+export { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
 
 /** Everything a run host needs from its node. */
 export interface RunHostOptions {
@@ -75,9 +60,11 @@ export interface RunResult {
 }
 
 /**
- * Hosts one run: its root actor, the mailboxes of its actors, its effect ledger and the
- * checkpoint writer. After every macrostep it captures the root's deep snapshot, mailbox
- * cursors, new mailbox entries, journal and ledger entries, and writes them in ONE batch.
+ * Hosts one run: its lifecycle (start, restore, finish, stop), its root actor and the
+ * mailboxes of its actors, and the kernel's side of the actors' runtime. What a macrostep
+ * produces goes into the run's journal (core/run-journal.ts); after the macrostep the
+ * checkpointer (core/checkpoints.ts) adds the records of the actors that changed, and the
+ * journal seals it all into ONE batch.
  */
 export class RunHost implements ActorRuntime {
   readonly runId: string;
@@ -95,21 +82,18 @@ export class RunHost implements ActorRuntime {
   readonly #waiting = new Map<string, ApprovalRecord>();
   /** Approvals this host decided (or found decided), so a second decision is told so. */
   readonly #decided = new Map<string, ApprovalRecord['status']>();
-  /** Journal entries whose batch is not durable yet: `events()` joins them with storage. */
-  #recent: JournalEntry[] = [];
   readonly #usage: UsageTracker;
   readonly #calls: CallDeps;
-  #pendingOps: StorageOp[] = [];
-  #durableWaiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
-  #afterWrite: Array<() => void> = [];
-  #pendingAudit: AuditEntry[] = [];
-  #outbox: Envelope[] = [];
+  #journal: RunJournal;
+  readonly #checkpointer: Checkpointer;
   /** The root actor's address inside the run: `crew`, or `_part.<node>` on a remote part. */
   readonly rootId: string;
   readonly #locals: Set<string>;
   readonly #seen: string[] = [];
   readonly #seenSet = new Set<string>();
-  #journalSeq = 0;
+  /** Ids accepted since the last checkpoint, with their index in the persisted ring. */
+  #seenNew: Array<{ index: number; id: string }> = [];
+  #seenCount = 0;
   #checkpointSeq = 0;
   #captureScheduled = false;
   #deliveryScheduled = false;
@@ -134,18 +118,23 @@ export class RunHost implements ActorRuntime {
       ledger: this.#ledger,
       running: () => this.status === 'running',
       record: (entry) => this.#record(entry),
-      journal: (kind, actor, data) => this.#journal(kind, actor, data),
-      audit: (entry) => this.#pendingAudit.push(entry),
+      journal: (kind, actor, data) => this.#fact(kind, actor, data),
       emit: (event, seq) => this.#emit(event, seq),
-      checkpoint: () => this.#capture(),
+      checkpoint: () => this.#durableSoon(),
       blackboard: (agentId) => this.#blackboard(agentId),
     };
     const part = options.record.part;
     const def = options.definition;
     this.rootId = part ? partActorId(options.nodeId) : ROOT_ACTOR_ID;
+    this.#journal = this.#newJournal(0);
+    this.#checkpointer = createCheckpointer({ runId: this.runId, rootId: this.rootId, machine: { id: def.id, version: def.version }, blobs: options.blobs, redact: options.security.redact });
     this.#locals = new Set(
       part ? [...part.actors, this.rootId] : [ROOT_ACTOR_ID, ...def.actorIds.filter((a) => (def.placement?.[a] ?? options.nodeId) === options.nodeId)],
     );
+  }
+
+  #newJournal(journalSeq: number): RunJournal {
+    return createRunJournal({ runId: this.runId, clock: this.clock, redact: this.#o.security.redact, audit: this.#o.security.audit, journalSeq });
   }
 
   /** Whether `actorId` of this run lives on this node. */
@@ -178,14 +167,14 @@ export class RunHost implements ActorRuntime {
   start(input: string): void {
     this.#emit(
       { type: 'run.started', runId: this.runId, crew: this.record.crew },
-      this.#journal('run.started', this.rootId, { input, crew: this.record.crew, version: this.record.version, ...(this.record.part ? { part: this.record.part } : {}) }),
+      this.#fact('run.started', this.rootId, { input, crew: this.record.crew, version: this.record.version, ...(this.record.part ? { part: this.record.part } : {}) }),
     );
     if (!this.record.part) {
       // Remote nodes are told first: per-pair order puts the spawn before any task for them.
       for (const node of this.#remoteNodes()) {
         const actors = this.#o.definition.actorIds.filter((a) => this.#o.definition.placement?.[a] === node);
         const payload: SpawnPayload = { crew: this.record.crew, version: this.record.version, input, origin: this.#o.nodeId, actors, ...(this.record.source ? { source: this.record.source } : {}) };
-        this.#leave(this.#systemEnvelope(node, SystemMessage.spawn, payload));
+        this.#journal.leave(this.#systemEnvelope(node, SystemMessage.spawn, payload));
       }
     }
     this.#boot(createActor(this.#createMachine(), { input: { input }, systemId: this.rootId, inspect: this.#inspect }));
@@ -209,10 +198,13 @@ export class RunHost implements ActorRuntime {
     const names = new Set<string>();
     for (const entry of this.#ledger.values()) for (const name of entry.secrets ?? []) names.add(name);
     const unavailable = names.size > 0 ? await this.#o.security.recall(names) : [];
-    this.#journalSeq = checkpoint.journalSeq;
+    this.#journal = this.#newJournal(checkpoint.journalSeq);
     this.#checkpointSeq = checkpoint.seq;
     this.#usage.restore(checkpoint.usage);
     for (const id of checkpoint.seen ?? []) this.#remember(id);
+    this.#seenCount = this.#seen.length;
+    // The arrays rebuilt from logs are not written again; every record is, once.
+    this.#checkpointer.seed(checkpoint);
     const unrouted = await store.outbox(this.runId);
     const pending: Record<string, Envelope[]> = {};
     for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
@@ -220,7 +212,7 @@ export class RunHost implements ActorRuntime {
       if (seq > cursor) pending[actorId] = await store.mailboxAfter(this.runId, actorId, cursor);
     }
     this.record.resumes += 1;
-    this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#journal('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
+    this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
     this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
     this.#mailboxes.restore(checkpoint, pending);
     this.#scheduleDelivery();
@@ -250,7 +242,7 @@ export class RunHost implements ActorRuntime {
     const live = this.liveEvents.iterate(options.signal);
     if (options.from === 'now') return live;
     // Copied now, before the read: an entry leaves `#recent` only once it is in storage.
-    const recent = [...this.#recent];
+    const recent = [...this.#journal.recent];
     const redact = this.#o.security.redact;
     return joinJournalAndLive(
       (entry) => redact(eventOfJournal(this.runId, this.record.crew, entry)),
@@ -310,12 +302,12 @@ export class RunHost implements ActorRuntime {
       seq: 0,
       ts: this.clock.now(),
     };
-    const seq = this.#journal('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
+    const seq = this.#fact('message', from, { id: envelope.id, to: envelope.to, type: envelope.type, corr: envelope.corr });
     this.#emit({ type: 'message', runId: this.runId, from: this.#qualify(envelope.from), to: this.#qualify(envelope.to), messageType: envelope.type }, seq);
     if (this.isLocal(envelope.to)) this.#enqueue(envelope.to, envelope);
     else {
       // Leaving the run: the receiver needs full addresses to answer.
-      this.#leave({
+      this.#journal.leave({
         ...envelope,
         to: this.#qualify(envelope.to),
         from: this.#qualify(envelope.from),
@@ -325,14 +317,6 @@ export class RunHost implements ActorRuntime {
     this.#scheduleCapture();
   }
 
-  /**
-   * Queues an envelope that leaves this node's part of the run. It is scrubbed here, on the
-   * node that resolved the secrets: the receiving node never learnt them and could not.
-   */
-  #leave(envelope: Envelope): void {
-    this.#outbox.push(this.#o.security.redact(envelope));
-  }
-
   #qualify(a: string): string {
     return a.includes('/') ? a : address(this.runId, a);
   }
@@ -340,42 +324,44 @@ export class RunHost implements ActorRuntime {
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
   accept(envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> {
     // The transport's "delivered up to here" goes in the batch that makes the envelope durable.
-    if (receipt) this.#pendingOps.push(...receipt.takeCursorOps());
+    if (receipt) this.#journal.raw(receipt.takeCursorOps());
     // A redelivery (at-least-once transports, a re-sent outbox) is acknowledged, not processed.
     if (this.#seenSet.has(envelope.id)) {
       if (!receipt) return this.#writeChain;
     } else {
       this.#remember(envelope.id);
+      this.#seenNew.push({ index: this.#seenCount++, id: envelope.id });
       this.#enqueue(parseAddress(envelope.to).actorId, envelope);
     }
-    const durable = new Promise<void>((resolve, reject) => this.#durableWaiters.push({ resolve, reject }));
-    this.#scheduleCapture();
-    return durable;
+    return this.#durableSoon();
   }
 
-  /** A put op whose value is scrubbed of every known secret first. */
-  #put(key: string, value: unknown): StorageOp {
-    return put(key, this.#o.security.redact(value));
+  /** Resolves once everything recorded so far is durable: it joins the capture of this macrostep. */
+  #durableSoon(): Promise<void> {
+    const durable = this.#journal.durable();
+    this.#scheduleCapture();
+    return durable;
   }
 
   #remember(id: string): void {
     this.#seen.push(id);
     this.#seenSet.add(id);
-    if (this.#seen.length > 4096) this.#seenSet.delete(this.#seen.shift()!);
+    // The same bound as the persisted ring, so a restart forgets nothing it deduplicated.
+    if (this.#seen.length > SEEN_RING) this.#seenSet.delete(this.#seen.shift()!);
   }
 
   /** Hands an envelope to the node; once it is, its durable outbox copy is dropped. */
   #routeOut(envelope: Envelope): void {
     void this.#o.route(envelope).then(
       () => {
-        if (envelope.to.startsWith(`${ASK_PREFIX}`)) return;
-        this.#pendingOps.push({ type: 'del', key: keys.outbox(this.runId, envelope.id) });
+        if (isAskAddress(envelope.to)) return;
+        this.#journal.raw([{ type: 'del', key: layout.routed(this.runId, envelope.id) }]);
         this.#scheduleCapture();
       },
       () => {
         // Undeliverable (no such actor or node): journaled, and not retried forever.
-        this.#journal('message', this.rootId, { deadLetter: true, id: envelope.id, to: envelope.to, type: envelope.type });
-        this.#pendingOps.push({ type: 'del', key: keys.outbox(this.runId, envelope.id) });
+        this.#fact('message', this.rootId, { deadLetter: true, id: envelope.id, to: envelope.to, type: envelope.type });
+        this.#journal.raw([{ type: 'del', key: layout.routed(this.runId, envelope.id) }]);
         this.#scheduleCapture();
       },
     );
@@ -397,10 +383,10 @@ export class RunHost implements ActorRuntime {
   requestApproval(agentId: string, request: ApprovalRequest): void {
     const record: ApprovalRecord = { ...request, runId: this.runId, agentId, status: 'pending', createdAt: this.clock.now() };
     this.#waiting.set(record.id, record);
-    this.#pendingOps.push(this.#put(keys.approval(record.id), record));
-    const seq = this.#journal('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason, message: record.message });
+    this.#journal.put(layout.approval(record.id), record);
+    const seq = this.#fact('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason, message: record.message });
     // Announced once durable, so whoever reacts to the event can already decide on it.
-    this.#afterWrite.push(() =>
+    this.#journal.afterCommit(() =>
       this.#emit({ type: 'approval.requested', runId: this.runId, actor: agentId, approvalId: record.id, tool: record.tool, reason: record.reason, message: record.message }, seq),
     );
     this.#scheduleCapture();
@@ -426,8 +412,8 @@ export class RunHost implements ActorRuntime {
     this.#waiting.delete(approvalId);
     const decided: ApprovalRecord = { ...record, status: decision.decision === 'approve' ? 'approved' : 'rejected', decidedAt: this.clock.now(), decision };
     this.#decided.set(approvalId, decided.status);
-    this.#pendingOps.push(this.#put(keys.approval(approvalId), decided));
-    const seq = this.#journal('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
+    this.#journal.put(layout.approval(approvalId), decided);
+    const seq = this.#fact('approval.decided', record.agentId, { approvalId, callId: record.callId, decision: decision.decision, reason: decision.reason });
     this.#emit({ type: 'approval.decided', runId: this.runId, actor: record.agentId, approvalId, decision: decision.decision }, seq);
     return this.accept({
       id: this.newId('env'),
@@ -455,8 +441,7 @@ export class RunHost implements ActorRuntime {
   // ---- mailboxes -----------------------------------------------------------------------
 
   #enqueue(actorId: string, envelope: Envelope): void {
-    const stamped = this.#mailboxes.enqueue(actorId, envelope);
-    this.#pendingOps.push(this.#put(keys.mailbox(this.runId, actorId, stamped.seq), stamped));
+    this.#journal.mail(actorId, this.#mailboxes.enqueue(actorId, envelope));
     this.#scheduleDelivery();
   }
 
@@ -475,7 +460,7 @@ export class RunHost implements ActorRuntime {
     this.#mailboxes.drain((actorId, envelope) => {
       const target = actorId === this.rootId ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
       if (!target || target.getSnapshot().status !== 'active') {
-        this.#journal('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
+        this.#fact('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
         return;
       }
       target.send({ type: 'troupe.envelope', envelope } as { type: string });
@@ -493,19 +478,15 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Journals a fact; returns its sequence number. */
-  #journal(kind: JournalKind, actor: string, data: Record<string, unknown>): number {
-    const entry: JournalEntry = { seq: ++this.#journalSeq, ts: this.clock.now(), kind, actor, data };
-    if (kind !== 'state' && kind !== 'model.error') this.#pendingAudit.push({ kind, runId: this.runId, actor, data, ts: entry.ts });
-    this.#pendingOps.push(this.#put(keys.journal(this.runId, entry.seq), entry));
-    this.#recent.push(entry);
-    return entry.seq;
+  #fact(kind: JournalKind, actor: string, data: Record<string, unknown>): number {
+    return this.#journal.fact(kind, actor, data);
   }
 
   #record(entry: LedgerEntry): void {
     // Stamped with the checkpoint that will carry it, so a fork knows what it may replay.
     entry.checkpoint = this.#checkpointSeq + 1;
     this.#ledger.set(entry.callId, entry);
-    this.#pendingOps.push(this.#put(keys.ledger(this.runId, entry.callId), entry));
+    this.#journal.ledger(entry);
   }
 
   readonly #inspect = (event: InspectionEvent): void => {
@@ -517,7 +498,7 @@ export class RunHost implements ActorRuntime {
         const state = stateString(value);
         if (this.#lastState.get(actorId) !== state) {
           this.#lastState.set(actorId, state);
-          this.#emit({ type: 'state', runId: this.runId, actor: actorId, state }, this.#journal('state', actorId, { state }));
+          this.#emit({ type: 'state', runId: this.runId, actor: actorId, state }, this.#fact('state', actorId, { state }));
         }
       }
       this.#scheduleCapture();
@@ -542,65 +523,49 @@ export class RunHost implements ActorRuntime {
     });
   }
 
-  /** Captures a consistent checkpoint synchronously, then writes it in one batch. */
+  /**
+   * Captures what changed since the last checkpoint, synchronously, and writes it with
+   * everything the journal collected in one batch. Nothing changed and nothing collected:
+   * nothing is written.
+   */
   #capture(): Promise<void> {
-    const { cursors, mailboxSeq } = this.#mailboxes.positions();
-    const checkpoint: Checkpoint = {
-      seq: ++this.#checkpointSeq,
-      ts: this.clock.now(),
-      schemaVersion: CHECKPOINT_SCHEMA_VERSION,
-      machine: { id: this.#o.definition.id, version: this.#o.definition.version },
-      snapshot: null as unknown,
-      cursors,
-      mailboxSeq,
-      journalSeq: this.#journalSeq,
-      usage: this.#usage.ledger,
-      seen: this.#seen.slice(-1024),
-    };
-    this.record.checkpoint = checkpoint.seq;
-    if (this.record.status === 'running' || this.record.status === 'waiting') this.record.status = this.#waiting.size > 0 ? 'waiting' : 'running';
-    this.record.updatedAt = checkpoint.ts;
-    // Message bodies go under their own keys; the checkpoint keeps references (core/blobs.ts).
-    const { value: snapshot, ops: blobOps } = this.#o.blobs.dehydrate(this.#o.security.redact(this.#actor.getPersistedSnapshot()));
-    checkpoint.snapshot = snapshot;
-    // Audit records go in the same batch as the checkpoint they describe.
-    const auditOps = this.#pendingAudit.length > 0 ? this.#o.security.audit.append(this.#pendingAudit) : [];
-    this.#pendingAudit = [];
-    const ops: StorageOp[] = [
-      ...this.#pendingOps,
-      ...blobOps,
-      ...auditOps,
-      this.#put(keys.checkpoint(this.runId, checkpoint.seq), checkpoint),
-      this.#put(keys.run(this.runId), this.record),
-    ];
-    this.#pendingOps = [];
-    const outbox = this.#outbox;
-    this.#outbox = [];
-    for (const envelope of outbox) if (!envelope.to.startsWith(ASK_PREFIX)) ops.push(this.#put(keys.outbox(this.runId, envelope.id), envelope));
-    const waiters = this.#durableWaiters;
-    this.#durableWaiters = [];
-    const afterWrite = this.#afterWrite;
-    this.#afterWrite = [];
-    const durableUpTo = checkpoint.journalSeq;
-    return this.#enqueueWrite(ops).then(
+    const seq = this.#checkpointSeq + 1;
+    const ts = this.clock.now();
+    const changed = this.#usage.takeChanged();
+    const usage = this.#usage.ledger;
+    const seen = this.#seenNew;
+    this.#seenNew = [];
+    const captured = this.#checkpointer.capture(this.#actor, {
+      seq,
+      ts,
+      journalSeq: this.#journal.journalSeq,
+      positions: this.#mailboxes.positions(),
+      usage: { total: usage.total, agents: usage.agents, changed },
+      seen,
+    });
+    const status = this.record.status === 'running' || this.record.status === 'waiting' ? (this.#waiting.size > 0 ? 'waiting' : 'running') : this.record.status;
+    if (captured.empty && !this.#journal.dirty && status === this.record.status) return this.#writeChain;
+    this.#checkpointSeq = seq;
+    this.record.checkpoint = seq;
+    this.record.status = status;
+    this.record.updatedAt = ts;
+    this.#journal.put(layout.run(this.runId), this.record);
+    const batch = this.#journal.seal([...captured.blobOps, ...captured.ops]);
+    return this.#enqueueWrite(batch.ops).then(
       () => {
-        this.#recent = this.#recent.filter((entry) => entry.seq > durableUpTo);
-        this.#o.security.audit.commit(auditOps);
-        this.#o.blobs.commit(blobOps);
-        for (const waiter of waiters) waiter.resolve();
-        this.#emit({ type: 'checkpoint', runId: this.runId, seq: checkpoint.seq });
-        for (const fn of afterWrite) fn();
-        for (const envelope of outbox) this.#routeOut(envelope);
+        this.#o.blobs.commit(captured.blobOps);
+        batch.committed();
+        this.#emit({ type: 'checkpoint', runId: this.runId, seq });
+        for (const envelope of batch.leaving) this.#routeOut(envelope);
       },
       async (error: unknown) => {
-        await this.#o.security.audit.rollback(auditOps).catch(() => {});
-        for (const waiter of waiters) waiter.reject(error);
+        await batch.failed(error);
         throw error;
       },
     );
   }
 
-  #enqueueWrite(ops: StorageOp[]): Promise<void> {
+  #enqueueWrite(ops: readonly StorageOp[]): Promise<void> {
     // Queued now, in capture order: the node's queue is FIFO across runs, which keeps this
     // run's batches in order and the audit chain's records in the order they were chained.
     const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops);
@@ -624,14 +589,14 @@ export class RunHost implements ActorRuntime {
     const finalState = stateString((this.#actor.getSnapshot() as { value?: unknown }).value);
     if (this.#lastState.get(this.rootId) !== finalState) {
       this.#lastState.set(this.rootId, finalState);
-      this.#emit({ type: 'state', runId: this.runId, actor: this.rootId, state: finalState }, this.#journal('state', this.rootId, { state: finalState }));
+      this.#emit({ type: 'state', runId: this.runId, actor: this.rootId, state: finalState }, this.#fact('state', this.rootId, { state: finalState }));
     }
     const failed = output?.status === 'failed';
     this.record.status = failed ? 'failed' : 'completed';
     this.record.output = output?.output ?? '';
     if (output?.error) this.record.error = output.error;
-    const endSeq = failed ? this.#journal('run.failed', this.rootId, { error: output.error }) : this.#journal('run.completed', this.rootId, { output: this.record.output });
-    if (!this.record.part) for (const node of this.#remoteNodes()) this.#leave(this.#systemEnvelope(node, SystemMessage.end, { status: this.record.status }));
+    const endSeq = failed ? this.#fact('run.failed', this.rootId, { error: output.error }) : this.#fact('run.completed', this.rootId, { output: this.record.output });
+    if (!this.record.part) for (const node of this.#remoteNodes()) this.#journal.leave(this.#systemEnvelope(node, SystemMessage.end, { status: this.record.status }));
     const result: RunResult = this.#o.security.redact({ runId: this.runId, status: this.record.status as RunResult['status'], output: this.record.output, error: output?.error ?? null });
     const written = this.#capture();
     this.status = failed ? 'failed' : 'completed';

@@ -1,28 +1,19 @@
 import type { ApprovalRecord } from './approvals.js';
-import { hydrate } from './blobs.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js';
+import { checkpointStates, readCheckpoint, type Checkpoint } from './checkpoints.js';
+import { layout } from './layout.js';
+import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
 
 /**
- * The persistent layout of runs on a {@link Storage}. Keys (all sortable strings):
- * - `run:<runId>`                          run index record
- * - `ckpt:<runId>:<seq>`                   checkpoints, oldest first (kept: history and fork)
- * - `jrnl:<runId>:<seq>`                   journal: what happened, in order
- * - `ledger:<runId>:<callId>`              effect ledger: intent/result of model and tool calls
- * - `mbox:<runId>:<actorId>:<seq>`         mailbox entries (delivered up to the checkpoint cursor)
- * - `approval:<approvalId>`                human approvals, across runs
- * - `blob:<sha256>`                        long strings of snapshots, content-addressed (core/blobs.ts)
- * - `rout:<runId>:<envelopeId>`            envelopes leaving the run, until the node routed them
- * - `audit:<seq>`                          the node's hash-chained audit log (core/audit-log.ts)
- * - `outbox:<node>:<seq>`, `outseq:<node>`, `inbox:<node>`, `transport:epoch`
- *                                          the WebSocket transport's delivery state
+ * Typed records of a run and typed reads over the storage layout (core/layout.ts owns the
+ * keys; core/checkpoints.ts owns how a checkpoint is taken apart and rebuilt).
  */
 
-/** The version of the checkpoint layout written by this code. */
-export const CHECKPOINT_SCHEMA_VERSION = 1;
+export { CHECKPOINT_SCHEMA_VERSION, type Checkpoint } from './checkpoints.js';
+export { assertRunId } from './layout.js';
 
 /** Where a run is in its life. */
 export type RunStatus = 'running' | 'waiting' | 'completed' | 'failed';
@@ -52,25 +43,6 @@ export interface RunRecord {
   part?: { origin: string; actors: string[] };
 }
 
-/** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
-export interface Checkpoint {
-  seq: number;
-  ts: number;
-  schemaVersion: number;
-  machine: { id: string; version: string };
-  snapshot: unknown;
-  /** Per actor: sequence number of the last envelope delivered to it. */
-  cursors: Record<string, number>;
-  /** Per actor: sequence number of the last envelope enqueued for it. */
-  mailboxSeq: Record<string, number>;
-  /** Sequence number of the newest journal entry at this point. */
-  journalSeq: number;
-  /** Model use so far (steps reserved, tokens, cost), for budgets that survive restarts. */
-  usage?: UsageLedger;
-  /** Ids of the latest envelopes accepted from outside the run, to drop redeliveries. */
-  seen?: string[];
-}
-
 /** Model use of a run, in total and per agent. */
 export interface UsageTotals {
   steps: number;
@@ -96,7 +68,8 @@ export type JournalKind =
   | 'model.error'
   | 'tool.call'
   | 'approval.requested'
-  | 'approval.decided';
+  | 'approval.decided'
+  | 'permission';
 
 /** One journal entry. */
 export interface JournalEntry {
@@ -129,22 +102,18 @@ export interface LedgerEntry {
   secrets?: string[];
 }
 
-const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** Throws a `TypeError` unless `runId` may be used as a run id. */
-export function assertRunId(runId: string): void {
-  if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
-}
-
-/** Key builders; the single place that knows the layout. */
+/**
+ * Key builders of the layout 1 names, kept for callers outside the kernel.
+ * @deprecated use `layout` from core/layout.ts.
+ */
 export const keys = {
-  run: (runId: string) => `run:${runId}`,
-  checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
-  journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
-  ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
-  mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
-  approval: (approvalId: string) => `approval:${approvalId}`,
-  outbox: (runId: string, envelopeId: string) => `rout:${runId}:${envelopeId}`,
+  run: layout.run,
+  checkpoint: layout.checkpoint,
+  journal: layout.journal,
+  ledger: layout.ledger,
+  mailbox: layout.mailbox,
+  approval: layout.approval,
+  outbox: layout.routed,
 };
 
 /** A put op with a msgpack-encoded value. */
@@ -152,19 +121,18 @@ export function put(key: string, value: unknown): StorageOp {
   return { type: 'put', key, value: encode(value) };
 }
 
-async function collect<T>(storage: Storage, prefix: string, options: { reverse?: boolean; limit?: number } = {}): Promise<T[]> {
+async function collect<T>(storage: Storage, range: KeyRange): Promise<T[]> {
   const out: T[] = [];
-  for await (const [, value] of storage.entries(prefixRange(prefix, options))) out.push(decode(value, Infinity) as T);
+  for await (const [, value] of storage.entries(range)) out.push(decode(value, Infinity) as T);
   return out;
 }
 
-/** Typed reads over the layout above. */
+/** Typed reads over the layout. */
 export function createRunStore(storage: Storage) {
-  const withBodies = async (checkpoint: Checkpoint): Promise<Checkpoint> => ({ ...checkpoint, snapshot: await hydrate(storage, checkpoint.snapshot) });
   return {
     storage,
     async getRun(runId: string): Promise<RunRecord | undefined> {
-      const raw = await storage.get(keys.run(runId));
+      const raw = await storage.get(layout.run(runId));
       return raw && (decode(raw, Infinity) as RunRecord);
     },
     async requireRun(runId: string): Promise<RunRecord> {
@@ -172,34 +140,26 @@ export function createRunStore(storage: Storage) {
       if (!record) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `no run "${runId}" in ${storage.location}`, { details: { runId } });
       return record;
     },
-    listRuns: () => collect<RunRecord>(storage, 'run:'),
-    listApprovals: () => collect<ApprovalRecord>(storage, 'approval:'),
+    listRuns: () => collect<RunRecord>(storage, layout.runs()),
+    listApprovals: () => collect<ApprovalRecord>(storage, layout.approvals()),
     async getApproval(approvalId: string): Promise<ApprovalRecord | undefined> {
-      const raw = await storage.get(keys.approval(approvalId));
+      const raw = await storage.get(layout.approval(approvalId));
       return raw && (decode(raw, Infinity) as ApprovalRecord);
     },
-    /** Checkpoint `seq` of a run, message bodies in place. */
-    async checkpoint(runId: string, seq: number): Promise<Checkpoint | undefined> {
-      const raw = await storage.get(keys.checkpoint(runId, seq));
-      return raw && withBodies(decode(raw, Infinity) as Checkpoint);
-    },
-    /** The newest checkpoint of a run, message bodies in place. */
-    async latestCheckpoint(runId: string): Promise<Checkpoint | undefined> {
-      const [latest] = await collect<Checkpoint>(storage, `ckpt:${runId}:`, { reverse: true, limit: 1 });
-      return latest && withBodies(latest);
-    },
-    /** Every checkpoint of a run, oldest first; long strings stay blob references (states and ids are inline). */
-    checkpoints: (runId: string) => collect<Checkpoint>(storage, `ckpt:${runId}:`),
-    journal: (runId: string) => collect<JournalEntry>(storage, `jrnl:${runId}:`),
-    ledger: (runId: string) => collect<LedgerEntry>(storage, `ledger:${runId}:`),
-    outbox: (runId: string) => collect<Envelope>(storage, `rout:${runId}:`),
+    /** Checkpoint `seq` of a run, rebuilt whole (message bodies in place). */
+    checkpoint: (runId: string, seq: number): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, seq),
+    /** The newest checkpoint of a run, rebuilt whole. */
+    latestCheckpoint: (runId: string): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest'),
+    /** Each checkpoint of a run with the state of every actor at it, oldest first. */
+    checkpointStates: (runId: string, legacyRootId: string) => checkpointStates(storage, runId, legacyRootId),
+    journal: (runId: string) => collect<JournalEntry>(storage, layout.journals(runId)),
+    /** Journal entries with a sequence number in `after < seq <= upTo`. */
+    journalBetween: (runId: string, after: number, upTo = Infinity) =>
+      collect<JournalEntry>(storage, { gte: layout.journal(runId, after + 1), lt: Number.isFinite(upTo) ? layout.journal(runId, upTo + 1) : layout.journals(runId).lt! }),
+    ledger: (runId: string) => collect<LedgerEntry>(storage, layout.ledgers(runId)),
+    outbox: (runId: string) => collect<Envelope>(storage, layout.routeds(runId)),
     /** Envelopes for `actorId` with a sequence number above `after`. */
-    async mailboxAfter(runId: string, actorId: string, after: number): Promise<Envelope[]> {
-      const out: Envelope[] = [];
-      const range = { gte: keys.mailbox(runId, actorId, after + 1), lt: `mbox:${runId}:${actorId}:\uffff` };
-      for await (const [, value] of storage.entries(range)) out.push(decode(value, Infinity) as Envelope);
-      return out;
-    },
+    mailboxAfter: (runId: string, actorId: string, after: number) => collect<Envelope>(storage, layout.mailboxAfter(runId, actorId, after)),
   };
 }
 

@@ -17,7 +17,16 @@ describe('resume', () => {
     await using dir = await tempDir();
     const tools: string[] = [];
 
-    const first = counting(scriptedModel({ script: pairScript, latencyMs: 20 }));
+    const scripted = scriptedModel({ script: pairScript });
+    // The researcher's third call never answers: the node closes while it is in flight.
+    const hanging: ModelProvider = {
+      id: 'scripted',
+      generate: (req, ctx) =>
+        req.agent === 'researcher' && req.step === 3
+          ? new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }))
+          : scripted.generate(req, ctx),
+    };
+    const first = counting(hanging);
     {
       await using storage = await levelStorage({ path: dir.path });
       await using node = await createNode({ storage, models: { scripted: first.wrapped } });
@@ -49,9 +58,9 @@ describe('resume', () => {
     const store = createRunStore(storage);
     const record = await store.requireRun('res-1');
     expect(record).toMatchObject({ status: 'completed', resumes: 1 });
-    const checkpoints = await store.checkpoints('res-1');
+    const checkpoints = await store.checkpointStates('res-1', 'crew');
     expect(checkpoints.map((c) => c.seq)).toEqual(checkpoints.map((_, i) => i + 1));
-    expect(checkpoints.at(-1)).toMatchObject({ schemaVersion: 1, machine: { id: 'pair', version: '1' } });
+    expect(await store.latestCheckpoint('res-1')).toMatchObject({ schemaVersion: 2, machine: { id: 'pair', version: '1' } });
   });
 
   it('refuses to resume a run checkpointed by another machine version, leaving it untouched', async () => {

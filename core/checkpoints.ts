@@ -1,0 +1,271 @@
+import type { AnyActor } from 'xstate';
+import { hydrate, type BlobWriter } from './blobs.js';
+import { decode } from './codec.js';
+import { ErrorCode, TroupeError } from './errors.js';
+import { layout } from './layout.js';
+import { put, type UsageLedger, type UsageTotals } from './run-store.js';
+import type { Redactor } from './secrets.js';
+import { createSnapshotSplitter, reassemble, type ActorRecord, type LogRef, type SnapshotSplitter } from './snapshot-parts.js';
+import type { Storage, StorageOp } from './storage.js';
+import { statesOf } from './state-string.js';
+
+/**
+ * Checkpoints that cost what a step changed. A checkpoint is a small manifest
+ * (`ckpt:<run>:<seq>`); the state lives in per-actor records (`actor:<run>:<actor>:<seq>`,
+ * written only by checkpoints where the actor changed, valid until its next record) and in
+ * append-only logs (core/snapshot-parts.ts). Any checkpoint is rebuilt from its manifest,
+ * the newest record of each actor at or before it, and the logs those records refer to.
+ * Databases of layout 1 hold whole snapshots in `ckpt:` and are read as they are.
+ */
+
+/** The checkpoint layout this code writes. */
+export const CHECKPOINT_SCHEMA_VERSION = 2;
+
+/** What `ckpt:<run>:<seq>` holds in layout 2. */
+export interface Manifest {
+  seq: number;
+  ts: number;
+  schemaVersion: 2;
+  machine: { id: string; version: string };
+  /** The root actor's id in the run (`crew`, or `_part.<node>` on a remote part). */
+  rootId: string;
+  /** The newest journal entry at this point. */
+  journalSeq: number;
+  /** The highest log entry number used so far. */
+  logSeq: number;
+  /** Actors (and kernel records) this checkpoint wrote a record of. */
+  changed: string[];
+}
+
+/** A whole checkpoint, whatever layout wrote it: what restore, migrations and fork use. */
+export interface Checkpoint {
+  seq: number;
+  ts: number;
+  schemaVersion: number;
+  machine: { id: string; version: string };
+  /** The root's deep persisted snapshot (children included), message bodies in place. */
+  snapshot: unknown;
+  /** Per actor: sequence number of the last envelope delivered to it. */
+  cursors: Record<string, number>;
+  /** Per actor: sequence number of the last envelope enqueued for it. */
+  mailboxSeq: Record<string, number>;
+  journalSeq: number;
+  usage?: UsageLedger;
+  /** Ids of the latest envelopes accepted from outside the run, oldest first. */
+  seen?: string[];
+  /** Layout 2: the highest log entry number used, and the arrays rebuilt from logs. */
+  logSeq?: number;
+  arrays?: Array<[unknown[], LogRef]>;
+}
+
+/** An actor record with the actor's mailbox position. */
+interface StoredActor extends ActorRecord {
+  mailbox?: { seq: number; cursor: number };
+}
+
+/** Kernel records live beside actor records; `$` never starts an actor id. */
+const USAGE_TOTAL = '$usage';
+const usageOf = (agentId: string) => `$usage.${agentId}`;
+
+/** The ring of accepted envelope ids: this many are remembered, across restarts too. */
+export const SEEN_RING = 4096;
+
+/** What one {@link Checkpointer.capture} needs besides the root actor. */
+export interface CaptureInput {
+  seq: number;
+  ts: number;
+  journalSeq: number;
+  positions: { cursors: Record<string, number>; mailboxSeq: Record<string, number> };
+  /** Usage totals that changed since the last capture (`undefined` key: the run's total). */
+  usage: { total: UsageTotals; agents: Record<string, UsageTotals>; changed: ReadonlySet<string> };
+  /** Envelope ids accepted since the last capture, with their ring index. */
+  seen: ReadonlyArray<{ index: number; id: string }>;
+}
+
+/** The checkpoint writer of one run. */
+export interface Checkpointer {
+  /**
+   * Builds the ops of checkpoint `input.seq`: the records of what changed, new log entries,
+   * blobs, the manifest. `empty` when nothing but the manifest would be written.
+   */
+  capture(root: AnyActor, input: CaptureInput): { ops: StorageOp[]; blobOps: StorageOp[]; manifest: Manifest; empty: boolean };
+  /** Continues after a restore: the arrays that came back from logs are not written again. */
+  seed(checkpoint: Checkpoint): void;
+}
+
+/** Creates the checkpoint writer of one run. */
+export function createCheckpointer(options: { runId: string; rootId: string; machine: { id: string; version: string }; blobs: BlobWriter; redact: Redactor }): Checkpointer {
+  const { runId, rootId, machine, blobs, redact } = options;
+  let splitter: SnapshotSplitter = createSnapshotSplitter();
+  const positions = new Map<string, string>();
+  return {
+    capture(root, input) {
+      // An actor whose mailbox moved is written even when its own state did not change.
+      const force = new Set<string>();
+      const now = new Map<string, { seq: number; cursor: number }>();
+      for (const [actorId, seq] of Object.entries(input.positions.mailboxSeq)) {
+        const position = { seq, cursor: input.positions.cursors[actorId] ?? 0 };
+        now.set(actorId, position);
+        if (positions.get(actorId) !== `${position.seq}/${position.cursor}`) force.add(actorId);
+      }
+      const capture = splitter.capture(root, rootId, force);
+      const ops: StorageOp[] = [];
+      const blobOps: StorageOp[] = [];
+      const changed: string[] = [];
+      for (const [actorId, record] of capture.records) {
+        const position = now.get(actorId);
+        const stored: StoredActor = position ? { ...record, mailbox: position } : record;
+        // Long strings of a record (tool arguments, outputs) go to blobs: a record is
+        // rewritten whenever its actor changes, a blob once.
+        const { value, ops: more } = blobs.dehydrate(redact(stored));
+        blobOps.push(...more);
+        ops.push(put(layout.actor(runId, actorId, input.seq), value));
+        if (position) positions.set(actorId, `${position.seq}/${position.cursor}`);
+        changed.push(actorId);
+      }
+      for (const entry of capture.entries) ops.push(put(layout.log(runId, entry.log, entry.n), redact(entry.value)));
+      for (const agentId of input.usage.changed) {
+        ops.push(put(layout.actor(runId, usageOf(agentId), input.seq), input.usage.agents[agentId]));
+        changed.push(usageOf(agentId));
+      }
+      if (input.usage.changed.size > 0) {
+        ops.push(put(layout.actor(runId, USAGE_TOTAL, input.seq), input.usage.total));
+        changed.push(USAGE_TOTAL);
+      }
+      for (const { index, id } of input.seen) ops.push(put(layout.seen(runId, index % SEEN_RING), { index, id }));
+      const manifest: Manifest = { seq: input.seq, ts: input.ts, schemaVersion: 2, machine, rootId, journalSeq: input.journalSeq, logSeq: capture.logSeq, changed };
+      ops.push(put(layout.checkpoint(runId, input.seq), manifest));
+      return { ops, blobOps, manifest, empty: changed.length === 0 && capture.entries.length === 0 && input.seen.length === 0 };
+    },
+    seed(checkpoint) {
+      splitter = createSnapshotSplitter({ logSeq: checkpoint.logSeq ?? 0 });
+      splitter.seed(checkpoint.arrays ?? []);
+      positions.clear();
+    },
+  };
+}
+
+const corrupt = (runId: string, seq: number, cause: unknown) =>
+  new TroupeError(ErrorCode.STORAGE_CORRUPT, `checkpoint ${seq} of run ${runId} cannot be rebuilt: ${(cause as Error)?.message ?? String(cause)}`, {
+    cause,
+    details: { runId, seq },
+  });
+
+/** The newest value in `range`, decoded. */
+async function newest<T>(storage: Storage, range: Parameters<Storage['entries']>[0]): Promise<T | undefined> {
+  for await (const [, value] of storage.entries({ ...range, reverse: true, limit: 1 })) return decode(value, Infinity) as T;
+  return undefined;
+}
+
+/**
+ * Reads checkpoint `seq` of a run (the newest with `'latest'`) and rebuilds it whole, or
+ * `undefined` when there is none. A checkpoint whose records or logs are missing fails with
+ * `STORAGE_CORRUPT`.
+ */
+export async function readCheckpoint(storage: Storage, runId: string, seq: number | 'latest'): Promise<Checkpoint | undefined> {
+  const raw =
+    seq === 'latest'
+      ? await newest<Manifest | Checkpoint>(storage, layout.checkpoints(runId))
+      : await (async () => {
+          const bytes = await storage.get(layout.checkpoint(runId, seq));
+          return bytes && (decode(bytes, Infinity) as Manifest | Checkpoint);
+        })();
+  if (!raw) return undefined;
+  if (raw.schemaVersion !== 2) {
+    // Layout 1: the whole snapshot is in the checkpoint, long strings in blobs.
+    const v1 = raw as Checkpoint;
+    return { ...v1, snapshot: await hydrate(storage, v1.snapshot) };
+  }
+  const manifest = raw as Manifest;
+  try {
+    const records = new Map<string, StoredActor | undefined>();
+    const recordOf = async (actorId: string) => {
+      if (!records.has(actorId)) {
+        const found = await newest<StoredActor>(storage, layout.actorUpTo(runId, actorId, manifest.seq));
+        records.set(actorId, found === undefined ? undefined : ((await hydrate(storage, found)) as StoredActor));
+      }
+      return records.get(actorId);
+    };
+    const { snapshot, arrays } = await reassemble(
+      {
+        actor: recordOf,
+        log: async (ref) => {
+          const out: unknown[] = [];
+          for await (const [, value] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) out.push(decode(value, Infinity));
+          return out;
+        },
+      },
+      manifest.rootId,
+    );
+    const cursors: Record<string, number> = {};
+    const mailboxSeq: Record<string, number> = {};
+    const agents: Record<string, UsageTotals> = {};
+    const actorIds = [manifest.rootId, ...Object.keys((snapshot as { children?: object }).children ?? {})];
+    for (const actorId of actorIds) {
+      const position = (await recordOf(actorId))?.mailbox;
+      if (position) {
+        mailboxSeq[actorId] = position.seq;
+        cursors[actorId] = position.cursor;
+      }
+      const used = await newest<UsageTotals>(storage, layout.actorUpTo(runId, usageOf(actorId), manifest.seq));
+      if (used) agents[actorId] = used;
+    }
+    const total = await newest<UsageTotals>(storage, layout.actorUpTo(runId, USAGE_TOTAL, manifest.seq));
+    const ring: Array<{ index: number; id: string }> = [];
+    for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
+    return {
+      seq: manifest.seq,
+      ts: manifest.ts,
+      schemaVersion: 2,
+      machine: manifest.machine,
+      snapshot,
+      cursors,
+      mailboxSeq,
+      journalSeq: manifest.journalSeq,
+      usage: { total: total ?? { steps: 0, tokens: 0, cost: 0 }, agents },
+      seen: ring.sort((a, b) => a.index - b.index).map((r) => r.id),
+      logSeq: manifest.logSeq,
+      arrays,
+    };
+  } catch (error) {
+    if (error instanceof TroupeError) throw error;
+    throw corrupt(runId, manifest.seq, error);
+  }
+}
+
+/**
+ * The states of a run's actors at each of its checkpoints, oldest first, without rebuilding
+ * snapshots. `legacyRootId` names the root in layout-1 checkpoints, which do not record it.
+ */
+export async function checkpointStates(storage: Storage, runId: string, legacyRootId: string): Promise<Array<{ seq: number; ts: number; version: string; states: Record<string, string> }>> {
+  const manifests: Array<Manifest | Checkpoint> = [];
+  for await (const [, value] of storage.entries(layout.checkpoints(runId))) manifests.push(decode(value, Infinity) as Manifest | Checkpoint);
+  // Every record's state (and a root's children), by actor, in write order: a checkpoint
+  // sees the newest record at or before it, of the actors its root had then.
+  const byActor = new Map<string, Array<{ seq: number; state: string | undefined; children?: string[] }>>();
+  for await (const [key, value] of storage.entries(layout.actors(runId))) {
+    const [actorId, seq] = layout.parseActor(runId, key);
+    if (actorId.startsWith('$')) continue;
+    const record = decode(value, Infinity) as StoredActor;
+    const children = (record.snapshot as { children?: Record<string, unknown> } | undefined)?.children;
+    const list = byActor.get(actorId) ?? [];
+    list.push({ seq, state: record.state, ...(children ? { children: Object.keys(children) } : {}) });
+    byActor.set(actorId, list);
+  }
+  const at = (actorId: string, seq: number) => {
+    let found: { state: string | undefined; children?: string[] } | undefined;
+    for (const r of byActor.get(actorId) ?? []) if (r.seq <= seq) found = r;
+    return found;
+  };
+  return manifests.map((m) => {
+    if (m.schemaVersion !== 2) return { seq: m.seq, ts: m.ts, version: m.machine.version, states: statesOf((m as Checkpoint).snapshot, legacyRootId) };
+    const manifest = m as Manifest;
+    const states: Record<string, string> = {};
+    const root = at(manifest.rootId, manifest.seq);
+    for (const actorId of [manifest.rootId, ...(root?.children ?? [])]) {
+      const state = actorId === manifest.rootId ? root?.state : at(actorId, manifest.seq)?.state;
+      if (state !== undefined) states[actorId] = state;
+    }
+    return { seq: m.seq, ts: m.ts, version: m.machine.version, states };
+  });
+}

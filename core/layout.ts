@@ -1,0 +1,122 @@
+import { prefixRange, seqKey, type KeyRange } from './storage.js';
+
+/**
+ * The storage layout: every key Troupe writes, built and parsed here and nowhere else.
+ * All keys are sortable strings; numbers are zero-padded ({@link seqKey}).
+ *
+ * Per run (`<run>` is the run id):
+ * - `run:<run>`                       the run index record
+ * - `ckpt:<run>:<seq>`                a checkpoint: a small manifest (layout 2), or a whole
+ *                                     deep snapshot in databases of layout 1
+ * - `actor:<run>:<actor>:<seq>`       one actor's persisted state, written by checkpoint `seq`
+ *                                     and valid until the actor's next record (layout 2)
+ * - `log:<run>:<log>:<n>`             entry `n` of an append-only log (a conversation): each
+ *                                     message is written once; actor records refer to ranges
+ * - `jrnl:<run>:<seq>`                the journal: one fact per entry, in order
+ * - `ledger:<run>:<callId>`           the effect ledger: intent and result of each call
+ * - `mbox:<run>:<actor>:<seq>`        mailbox entries (undelivered beyond the actor's cursor)
+ * - `seen:<run>:<slot>`               a ring of ids of envelopes accepted from outside the run
+ * - `rout:<run>:<envelope>`           envelopes leaving the run, until the node routed them
+ * - `claim:<run>`                     which node owns the run, with its fencing epoch
+ * Shared:
+ * - `approval:<id>`                   human approvals
+ * - `blob:<hash>`                     long strings of actor records, content-addressed
+ * - `audit:<seq>`                     the hash-chained audit log
+ * - `meta:layout`                     the layout version of this database
+ * - `outbox:`, `outseq:`, `inbox:`, `transport:` the WebSocket transport's delivery state
+ */
+
+/** The layout this code writes. */
+export const LAYOUT_VERSION = 2;
+
+const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Throws a `TypeError` unless `runId` may be used as a run id. */
+export function assertRunId(runId: string): void {
+  if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
+}
+
+/** Everything after `prefix` in `key`. */
+const after = (key: string, prefix: string) => key.slice(prefix.length);
+
+/** The number at the end of `key` (after its last `:`). */
+export const seqOf = (key: string): number => Number(key.slice(key.lastIndexOf(':') + 1));
+
+/** Key builders and ranges, by concept. */
+export const layout = {
+  meta: 'meta:layout',
+
+  run: (runId: string) => `run:${runId}`,
+  runs: (): KeyRange => prefixRange('run:'),
+
+  checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
+  checkpoints: (runId: string, options?: { reverse?: boolean; limit?: number }): KeyRange => prefixRange(`ckpt:${runId}:`, options),
+
+  actor: (runId: string, actorId: string, seq: number) => `actor:${runId}:${actorId}:${seqKey(seq)}`,
+  /** Records of one actor written at or before checkpoint `seq`, newest first when `reverse`. */
+  actorUpTo: (runId: string, actorId: string, seq: number, options?: { reverse?: boolean; limit?: number }): KeyRange => ({
+    gte: `actor:${runId}:${actorId}:`,
+    lt: `actor:${runId}:${actorId}:${seqKey(seq + 1)}`,
+    ...options,
+  }),
+  actors: (runId: string): KeyRange => prefixRange(`actor:${runId}:`),
+  /** `[actorId, seq]` of an actor record key. */
+  parseActor: (runId: string, key: string): [string, number] => {
+    const rest = after(key, `actor:${runId}:`);
+    const cut = rest.lastIndexOf(':');
+    return [rest.slice(0, cut), Number(rest.slice(cut + 1))];
+  },
+
+  log: (runId: string, logId: string, n: number) => `log:${runId}:${logId}:${seqKey(n)}`,
+  /** Entries `from` (inclusive) to `to` (exclusive) of a log. */
+  logRange: (runId: string, logId: string, from: number, to: number): KeyRange => ({ gte: layout.log(runId, logId, from), lt: layout.log(runId, logId, to) }),
+  logs: (runId: string): KeyRange => prefixRange(`log:${runId}:`),
+
+  journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
+  journals: (runId: string): KeyRange => prefixRange(`jrnl:${runId}:`),
+
+  ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
+  ledgers: (runId: string): KeyRange => prefixRange(`ledger:${runId}:`),
+
+  mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
+  /** Mail of `actorId` with a sequence number above `cursor`, up to `last` when given. */
+  mailboxAfter: (runId: string, actorId: string, cursor: number, last?: number): KeyRange => ({
+    gte: layout.mailbox(runId, actorId, cursor + 1),
+    lt: last === undefined ? `mbox:${runId}:${actorId}:\uffff` : layout.mailbox(runId, actorId, last + 1),
+  }),
+  mailboxes: (runId: string): KeyRange => prefixRange(`mbox:${runId}:`),
+
+  seen: (runId: string, slot: number) => `seen:${runId}:${seqKey(slot)}`,
+  seens: (runId: string): KeyRange => prefixRange(`seen:${runId}:`),
+
+  routed: (runId: string, envelopeId: string) => `rout:${runId}:${envelopeId}`,
+  routeds: (runId: string): KeyRange => prefixRange(`rout:${runId}:`),
+
+  claim: (runId: string) => `claim:${runId}`,
+
+  approval: (approvalId: string) => `approval:${approvalId}`,
+  approvals: (): KeyRange => prefixRange('approval:'),
+
+  blob: (hash: string) => `blob:${hash}`,
+  /** The hash of a blob key, or `undefined` for any other key. */
+  blobHash: (key: string): string | undefined => (key.startsWith('blob:') ? after(key, 'blob:') : undefined),
+
+  audit: (seq: number) => `audit:${seqKey(seq)}`,
+  audits: (): KeyRange => prefixRange('audit:'),
+  auditsAfter: (seq: number): KeyRange => ({ gte: layout.audit(seq + 1), lt: 'audit:\uffff' }),
+  isAudit: (key: string) => key.startsWith('audit:'),
+  /** The sequence number of an audit key, or `undefined` when the key is not strictly `audit:<12 digits>`. */
+  auditSeq: (key: string): number | undefined => (/^audit:\d{12}$/.test(key) ? Number(after(key, 'audit:')) : undefined),
+
+  /** Every per-run range: what a fork copies from and what deleting a run removes. */
+  perRun: (runId: string): KeyRange[] => [
+    prefixRange(`ckpt:${runId}:`),
+    prefixRange(`actor:${runId}:`),
+    prefixRange(`log:${runId}:`),
+    prefixRange(`jrnl:${runId}:`),
+    prefixRange(`ledger:${runId}:`),
+    prefixRange(`mbox:${runId}:`),
+    prefixRange(`seen:${runId}:`),
+    prefixRange(`rout:${runId}:`),
+  ],
+} as const;

@@ -1,0 +1,154 @@
+import { isAskAddress } from './address.js';
+import type { AuditEntry, AuditLog } from './audit-log.js';
+import type { Clock } from './clock.js';
+import type { Envelope } from './envelope.js';
+import { isAuditable } from './facts.js';
+import { layout } from './layout.js';
+import { put, type JournalEntry, type JournalKind, type LedgerEntry } from './run-store.js';
+import type { Redactor } from './secrets.js';
+import type { StorageOp } from './storage.js';
+
+/**
+ * The unit of work of one run. Everything a macrostep produces that must reach disk (facts,
+ * effect-ledger entries, mail, envelopes leaving the run, approvals, the transport's
+ * receipts) is collected here and sealed into ONE batch with the checkpoint that describes
+ * it; the batch commits or fails as a whole. This is the only place a run's ops are built,
+ * so redaction happens here once, and the audit log is a declared projection of the facts
+ * ({@link isAuditable}) rather than a second thing callers remember to write.
+ */
+export interface RunJournalOptions {
+  runId: string;
+  clock: Clock;
+  redact: Redactor;
+  audit: AuditLog;
+  /** The sequence number of the newest journal entry already durable. */
+  journalSeq?: number;
+}
+
+/** A sealed batch: its ops, and what to do once they are on disk or have failed. */
+export interface SealedBatch {
+  readonly ops: readonly StorageOp[];
+  /** Envelopes that leave the run once the batch is durable. */
+  readonly leaving: readonly Envelope[];
+  /** The batch is durable: commit the audit records, wake the waiters, run the after-commit work. */
+  committed(): void;
+  /** The batch failed: roll the audit log back and reject the waiters. */
+  failed(error: unknown): Promise<void>;
+}
+
+/** Creates the journal of one run. */
+export function createRunJournal(options: RunJournalOptions) {
+  const { runId, clock, redact, audit } = options;
+  let journalSeq = options.journalSeq ?? 0;
+  let ops: StorageOp[] = [];
+  let facts: AuditEntry[] = [];
+  let leaving: Envelope[] = [];
+  let after: Array<() => void> = [];
+  let waiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
+  // Journal entries not yet durable: a reader joining the journal with live events needs them.
+  let recent: JournalEntry[] = [];
+
+  const putRedacted = (key: string, value: unknown) => ops.push(put(key, redact(value)));
+
+  return {
+    /** The sequence number of the newest fact. */
+    get journalSeq() {
+      return journalSeq;
+    },
+
+    /** Whether anything waits to be sealed. */
+    get dirty(): boolean {
+      return ops.length > 0 || facts.length > 0 || leaving.length > 0 || after.length > 0 || waiters.length > 0;
+    },
+
+    /** Facts journaled but not yet durable, oldest first. */
+    get recent(): readonly JournalEntry[] {
+      return recent;
+    },
+
+    /** Journals a fact (audited when {@link isAuditable}); returns its sequence number. */
+    fact(kind: JournalKind, actor: string, data: Record<string, unknown>): number {
+      const entry: JournalEntry = { seq: ++journalSeq, ts: clock.now(), kind, actor, data };
+      if (isAuditable(kind)) facts.push({ kind, runId, actor, data, ts: entry.ts });
+      putRedacted(layout.journal(runId, entry.seq), entry);
+      recent.push(entry);
+      return entry.seq;
+    },
+
+    /** Writes an effect-ledger entry. */
+    ledger(entry: LedgerEntry): void {
+      putRedacted(layout.ledger(runId, entry.callId), entry);
+    },
+
+    /** Writes a mailbox entry (already stamped with its mailbox sequence number). */
+    mail(actorId: string, envelope: Envelope): void {
+      putRedacted(layout.mailbox(runId, actorId, envelope.seq), envelope);
+    },
+
+    /** Writes any other value of the run's layout (approvals, the run record, seen ids). */
+    put(key: string, value: unknown): void {
+      putRedacted(key, value);
+    },
+
+    /** Adds ops built elsewhere, already encoded (a transport's receipt, a deletion). */
+    raw(extra: readonly StorageOp[]): void {
+      ops.push(...extra);
+    },
+
+    /**
+     * Queues an envelope that leaves the run: it is persisted with the batch (until routed)
+     * and handed on once the batch is durable. Scrubbed here, on the node that resolved the
+     * secrets: the receiving node never learnt them and could not scrub them.
+     */
+    leave(envelope: Envelope): void {
+      const safe = redact(envelope);
+      leaving.push(safe);
+      if (!isAskAddress(safe.to)) ops.push(put(layout.routed(runId, safe.id), safe));
+    },
+
+    /** Runs `fn` once the next sealed batch is durable. */
+    afterCommit(fn: () => void): void {
+      after.push(fn);
+    },
+
+    /** Resolves once the next sealed batch is durable; rejects if it fails. */
+    durable(): Promise<void> {
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    },
+
+    /**
+     * Seals everything collected with `checkpoint` (the ops of the checkpoint itself) into
+     * one batch, and starts collecting the next one.
+     */
+    seal(checkpoint: readonly StorageOp[]): SealedBatch {
+      const auditOps = facts.length > 0 ? audit.append(facts) : [];
+      const batch: StorageOp[] = [...ops, ...auditOps, ...checkpoint];
+      const out = leaving;
+      const todo = after;
+      const wake = waiters;
+      const upTo = journalSeq;
+      ops = [];
+      facts = [];
+      leaving = [];
+      after = [];
+      waiters = [];
+      return {
+        ops: batch,
+        leaving: out,
+        committed() {
+          audit.commit(auditOps);
+          recent = recent.filter((entry) => entry.seq > upTo);
+          for (const waiter of wake) waiter.resolve();
+          for (const fn of todo) fn();
+        },
+        async failed(error) {
+          await audit.rollback(auditOps).catch(() => {});
+          for (const waiter of wake) waiter.reject(error);
+        },
+      };
+    },
+  };
+}
+
+/** The journal type returned by {@link createRunJournal}. */
+export type RunJournal = ReturnType<typeof createRunJournal>;

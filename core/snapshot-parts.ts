@@ -1,0 +1,234 @@
+import type { AnyActor, AnyActorRef } from 'xstate';
+import { stateString } from './state-string.js';
+
+/**
+ * A run's deep XState snapshot, taken apart so that a checkpoint costs what the step
+ * changed. XState persists a root actor with all its children in one object; writing that
+ * object at every step makes the bytes of a step grow with the conversation and with the
+ * crew. Here the root and each of its direct children (the agents, the blackboard, timers)
+ * become one record each, written only in a checkpoint where that actor changed, and arrays
+ * that only grow (a conversation) become append-only logs: each element is written once and
+ * a record refers to a range of the log. Restore reads the records and logs back and
+ * reassembles exactly the object `getPersistedSnapshot()` would have returned.
+ *
+ * Change detection relies on XState's immutability: a transition replaces an actor's
+ * snapshot object, and `assign` builds new arrays around the same element objects, so
+ * identity tells what changed without comparing contents.
+ */
+
+// A key no XState snapshot produces by itself: context, input and output are JSON-like data.
+const LOG_REF = '\u0000log';
+
+/** A range of an append-only log: entries `from` ≤ n < `to` of `log`, `length` of them. */
+export interface LogRef {
+  log: string;
+  from: number;
+  to: number;
+  length: number;
+}
+
+/** What a checkpoint writes of one actor. */
+export interface ActorRecord {
+  /** Its persisted snapshot; the root's lists its children without their snapshots. */
+  snapshot: unknown;
+  /** Its state as a dotted path (for history and inspectors, without the snapshot). */
+  state?: string;
+}
+
+/** One new log entry. */
+export interface LogEntry {
+  log: string;
+  n: number;
+  value: unknown;
+}
+
+/** What one capture produced: the records of changed actors, new log entries and the log counter. */
+export interface Capture {
+  records: Map<string, ActorRecord>;
+  entries: LogEntry[];
+  /** The highest log entry number used so far in the run (persisted in the manifest). */
+  logSeq: number;
+  /** Direct children of the root at this point (with the root, the run's actors). */
+  actorIds: string[];
+}
+
+/** Options of {@link createSnapshotSplitter}. */
+export interface SnapshotSplitterOptions {
+  /** Arrays with at least this many elements become logs. Default 8. */
+  minLogLength?: number;
+  /** The highest log entry number already used (a restored run continues after it). Default 0. */
+  logSeq?: number;
+}
+
+type Live = { getSnapshot(): unknown };
+
+/** The snapshot objects of `ref` and all its descendants: equal lists mean nothing changed. */
+function identities(ref: Live): unknown[] {
+  const out: unknown[] = [];
+  const walk = (r: Live) => {
+    const snapshot = r.getSnapshot() as { children?: Record<string, Live> } | undefined;
+    out.push(snapshot);
+    const children = snapshot?.children;
+    if (children && typeof children === 'object') for (const id of Object.keys(children)) walk(children[id]!);
+  };
+  walk(ref);
+  return out;
+}
+
+const sameList = (a: readonly unknown[] | undefined, b: readonly unknown[]) => a !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Log ids are key segments: no `:` (the layout's separator). */
+const logIdOf = (actorId: string, path: readonly string[]) => [actorId, ...path].join('.').replace(/:/g, '_');
+
+/**
+ * Splits the live root actor of one run into records and logs, remembering what it wrote so
+ * the next capture writes only what changed. One splitter per run host.
+ */
+export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
+  const minLog = options.minLogLength ?? 8;
+  let logSeq = options.logSeq ?? 0;
+  const refOf = new WeakMap<readonly unknown[], LogRef>();
+  const latest = new Map<string, { array: readonly unknown[]; ref: LogRef }>();
+  const seen = new Map<string, unknown[]>();
+
+  /** Replaces growing arrays of `value` by log references, collecting the new entries. */
+  const extract = (actorId: string, value: unknown, entries: LogEntry[]): unknown => {
+    const walk = (v: unknown, path: string[]): unknown => {
+      if (Array.isArray(v)) {
+        if (v.length >= minLog) return { [LOG_REF]: logged(logIdOf(actorId, path), v, entries) };
+        return v.map((item, i) => walk(item, [...path, String(i)]));
+      }
+      if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+        const out: Record<string, unknown> = {};
+        for (const [k, child] of Object.entries(v)) out[k] = walk(child, [...path, k]);
+        return out;
+      }
+      return v;
+    };
+    return walk(value, []);
+  };
+
+  const logged = (log: string, array: readonly unknown[], entries: LogEntry[]): LogRef => {
+    const known = refOf.get(array);
+    if (known) return known;
+    const last = latest.get(log);
+    let ref: LogRef;
+    if (last && array.length >= last.array.length && last.array.every((item, i) => item === array[i])) {
+      // The same array with elements appended: only the new ones are written.
+      const added = array.length - last.array.length;
+      for (let i = last.array.length; i < array.length; i++) entries.push({ log, n: ++logSeq, value: array[i] });
+      ref = { log, from: last.ref.from, to: added > 0 ? logSeq + 1 : last.ref.to, length: array.length };
+    } else {
+      // A new array (a new task's conversation): a new segment, after every entry so far.
+      const from = logSeq + 1;
+      for (const item of array) entries.push({ log, n: ++logSeq, value: item });
+      ref = { log, from, to: logSeq + 1, length: array.length };
+    }
+    refOf.set(array, ref);
+    latest.set(log, { array, ref });
+    return ref;
+  };
+
+  return {
+    /**
+     * Captures `root` (the run's root actor, addressed as `rootId`): records of the actors
+     * that changed since the last capture (all of them the first time) and of those in
+     * `force` (their mailbox moved), and new log entries.
+     */
+    capture(root: AnyActor, rootId: string, force: ReadonlySet<string> = new Set()): Capture {
+      const records = new Map<string, ActorRecord>();
+      const entries: LogEntry[] = [];
+      const snapshot = root.getSnapshot() as { children: Record<string, AnyActorRef>; value?: unknown };
+      const children = snapshot.children ?? {};
+      const actorIds = Object.keys(children);
+      const rootIdentity = [snapshot];
+      if (force.has(rootId) || !sameList(seen.get(rootId), rootIdentity)) {
+        // The root without its children's snapshots: those are records of their own.
+        const own = root.logic.getPersistedSnapshot({ ...snapshot, children: {} } as never) as Record<string, unknown>;
+        const stubs: Record<string, unknown> = {};
+        for (const id of actorIds) {
+          const child = children[id] as AnyActorRef & { src?: unknown; systemId?: string; _syncSnapshot?: unknown };
+          stubs[id] = { src: child.src, systemId: child.systemId, syncSnapshot: child._syncSnapshot };
+        }
+        records.set(rootId, { snapshot: extract(rootId, { ...own, children: stubs }, entries), state: stateString(snapshot.value) });
+        seen.set(rootId, rootIdentity);
+      }
+      for (const id of actorIds) {
+        const child = children[id]!;
+        const identity = identities(child);
+        if (!force.has(id) && sameList(seen.get(id), identity)) continue;
+        const persisted = child.getPersistedSnapshot() as { value?: unknown };
+        records.set(id, { snapshot: extract(id, persisted, entries), ...(persisted?.value !== undefined ? { state: stateString(persisted.value) } : {}) });
+        seen.set(id, identity);
+      }
+      for (const id of seen.keys()) if (id !== rootId && !(id in children)) seen.delete(id);
+      return { records, entries, logSeq, actorIds };
+    },
+
+    /** Makes every actor count as changed: the next capture writes all records. */
+    forget(): void {
+      seen.clear();
+    },
+
+    /** Teaches the splitter the arrays a restore rebuilt, so unchanged logs are not written again. */
+    seed(arrays: Iterable<readonly [readonly unknown[], LogRef]>): void {
+      for (const [array, ref] of arrays) {
+        refOf.set(array, ref);
+        const last = latest.get(ref.log);
+        if (!last || last.ref.to <= ref.to) latest.set(ref.log, { array, ref });
+      }
+    },
+  };
+}
+
+/** The splitter type returned by {@link createSnapshotSplitter}. */
+export type SnapshotSplitter = ReturnType<typeof createSnapshotSplitter>;
+
+/** Where {@link reassemble} reads from. */
+export interface PartReader {
+  /** The record of `actorId` as of the checkpoint being restored. */
+  actor(actorId: string): Promise<ActorRecord | undefined>;
+  /** The entries of a log range, in order. */
+  log(ref: LogRef): Promise<unknown[]>;
+}
+
+/**
+ * Rebuilds the deep persisted snapshot of a run's root from its records and logs. Returns
+ * the arrays it rebuilt with their references, for {@link SnapshotSplitter.seed}. A missing
+ * record or a log range of the wrong length throws: the database is damaged.
+ */
+export async function reassemble(reader: PartReader, rootId: string): Promise<{ snapshot: unknown; arrays: Array<[unknown[], LogRef]> }> {
+  const arrays: Array<[unknown[], LogRef]> = [];
+  const cache = new Map<string, unknown[]>();
+  const resolve = async (v: unknown): Promise<unknown> => {
+    if (Array.isArray(v)) return Promise.all(v.map(resolve));
+    if (v && typeof v === 'object') {
+      const ref = (v as Record<string, unknown>)[LOG_REF] as LogRef | undefined;
+      if (ref) {
+        const key = `${ref.log}:${ref.from}:${ref.to}`;
+        let array = cache.get(key);
+        if (!array) {
+          array = await reader.log(ref);
+          if (array.length !== ref.length) throw new RangeError(`log ${ref.log} holds ${array.length} of the ${ref.length} entries ${ref.from}..${ref.to - 1} a record refers to`);
+          cache.set(key, array);
+          arrays.push([array, ref]);
+        }
+        // The same range read twice is the same array, as it was in the live actor.
+        return array;
+      }
+      const out: Record<string, unknown> = {};
+      for (const [k, child] of Object.entries(v)) out[k] = await resolve(child);
+      return out;
+    }
+    return v;
+  };
+  const root = await reader.actor(rootId);
+  if (!root) throw new RangeError(`the record of the run's root "${rootId}" is missing`);
+  const snapshot = (await resolve(root.snapshot)) as { children?: Record<string, Record<string, unknown>> };
+  for (const [id, stub] of Object.entries(snapshot.children ?? {})) {
+    const record = await reader.actor(id);
+    if (!record) throw new RangeError(`the record of actor "${id}" is missing`);
+    stub.snapshot = await resolve(record.snapshot);
+  }
+  return { snapshot, arrays };
+}
