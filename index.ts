@@ -4,7 +4,7 @@
  */
 export { createNode, type NodeOptions, type NodeStatus, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
 export type { RunResult } from './core/run-host.js';
-export { TroupeError, ErrorCode, isTroupeError, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
+export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, decodeEnvelope, encodeEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
 export { msg, MessageSchema, ToolCallSchema, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
 export { resolveModel, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';

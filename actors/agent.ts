@@ -1,7 +1,7 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
 import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalDecisionPayload, type ApprovalRequest } from '../core/approvals.js';
 import { parseAddress, type Envelope } from '../core/envelope.js';
-import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
+import { ErrorCode, isRetryable as retryableError, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
@@ -135,7 +135,8 @@ export interface AgentContext {
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
 export type AgentEvent = { type: 'troupe.envelope'; envelope: Envelope };
 
-const isRetryable = (error: SerializedError | null) => error?.details?.retryable !== false;
+/** Whether the last failure is worth another attempt (unknown errors are: most are blips). */
+const isRetryable = (error: SerializedError | null) => error === null || retryableError(error);
 
 /** Builds the XState machine of one agent, bound to the runtime of one run. */
 export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
@@ -223,7 +224,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       armDeadline: assign(() => ({ deadline: def.timeoutMs === null ? null : runtime.clock.now() + def.timeoutMs })),
       recordTimeout: assign((_, params: { phase: 'planning' | 'acting' }) => ({
         lastError: new TroupeError(ErrorCode.TIMEOUT, `${params.phase === 'planning' ? 'model call' : 'tool calls'} of agent "${def.id}" took longer than ${def.timeoutMs} ms`, {
-          details: { retryable: true, timeoutMs: def.timeoutMs },
+          details: { timeoutMs: def.timeoutMs },
+          retryable: true,
         }).toJSON(),
         failedPhase: params.phase,
       })),

@@ -1,4 +1,4 @@
-import type { SerializedError } from '../core/errors.js';
+import { isRetryable, type SerializedError } from '../core/errors.js';
 
 /**
  * Erlang/Akka-style supervision of a crew's agents. When an agent fails its task the crew
@@ -36,8 +36,6 @@ export function resolveSupervision(owner: string, partial: Partial<SupervisionPo
   return policy;
 }
 
-/** Errors no restart can fix: they end the run instead. */
-const FATAL = new Set(['BUDGET_EXCEEDED', 'SNAPSHOT_VERSION']);
 
 /** A failure, kept in the crew's snapshot. */
 export interface FailureRecord {
@@ -55,7 +53,9 @@ export type SupervisionDecision = { action: 'restart' | 'restartAll'; delayMs: n
  * one-for-one, of the crew for one-for-all). Pure, so the decision replays identically.
  */
 export function supervise(policy: SupervisionPolicy, error: SerializedError, earlier: readonly number[], now: number): SupervisionDecision {
-  if (error.code && FATAL.has(error.code)) return { action: 'escalate', reason: `${error.code} cannot be fixed by a restart` };
+  // A restart repeats the task; what cannot succeed on a retry cannot succeed on it either
+  // (a 404, a missing route, an exhausted budget), so it escalates at once, saying why.
+  if (!isRetryable(error)) return { action: 'escalate', reason: `${error.code ?? error.name} is not retryable, so a restart cannot fix it` };
   const recent = earlier.filter((t) => now - t < policy.withinMs);
   if (recent.length >= policy.maxRestarts) {
     return { action: 'escalate', reason: `restart intensity exceeded: ${recent.length} restarts within ${policy.withinMs} ms` };

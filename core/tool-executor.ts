@@ -67,7 +67,8 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     if (verdict.decision === 'deny') return refuse(`error: not permitted: ${describeDecision(verdict)}`);
     if (verdict.decision === 'ask' && !decision) {
       throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `tool "${found.name}" ${describeDecision(verdict)}`, {
-        details: { callId, tool: found.name, args: parsed.data, reason: 'policy', scope: verdict.scope, rule: verdict.rule, retryable: false },
+        details: { callId, tool: found.name, args: parsed.data, reason: 'policy', scope: verdict.scope, rule: verdict.rule },
+        retryable: false,
       });
     }
   }
@@ -88,7 +89,8 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     // The process died while this call was in flight: its outcome is unknown.
     if (found.effect === 'irreversible') {
       throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `irreversible tool "${found.name}" was interrupted; its outcome is unknown, so it waits for a human`, {
-        details: { callId, tool: found.name, args: parsed.data, reason: 'outcome-unknown', retryable: false },
+        details: { callId, tool: found.name, args: parsed.data, reason: 'outcome-unknown' },
+        retryable: false,
       });
     }
     if (found.effect === 'compensatable') await found.compensate!(parsed.data, context);

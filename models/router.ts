@@ -1,5 +1,5 @@
 import { systemClock, type Clock } from '../core/clock.js';
-import { ErrorCode, TroupeError, isTroupeError } from '../core/errors.js';
+import { ErrorCode, TroupeError, isRetryable, isTroupeError } from '../core/errors.js';
 import type { ModelCallContext, ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
 
 /** Ordered candidates (`provider:model`) of a route, optionally different when recovering. */
@@ -45,8 +45,6 @@ export interface RouteAttempt {
   skipped?: true;
 }
 
-/** Fallback is for transient trouble; anything marked `retryable: false` is final. */
-const retryable = (error: unknown) => !(isTroupeError(error) && error.details.retryable === false);
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** Splits `provider:model`; a bare provider means its `default` model, as in `resolveModel`. */
@@ -189,7 +187,7 @@ export function createRouter(options: RouterOptions): ModelRouter {
     if (o.attemptTimeoutMs === undefined) return provider.generate(request, context);
     const limit = o.attemptTimeoutMs;
     const controller = new AbortController();
-    const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { retryable: true, reason: 'timeout' } })), limit);
+    const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { reason: 'timeout' }, retryable: true })), limit);
     const call = provider.generate(request, { ...context, signal: AbortSignal.any([signal, controller.signal]) });
     const timedOut = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     try {
@@ -207,7 +205,7 @@ export function createRouter(options: RouterOptions): ModelRouter {
       const route = o.routes.get(request.model);
       if (!route) {
         throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, `router "${id}" has no route "${request.model}"; routes: ${[...o.routes.keys()].join(', ')}`, {
-          details: { router: id, route: request.model, retryable: false },
+          details: { router: id, route: request.model },
         });
       }
       const planned = request.phase === 'recover' ? route.recover : route.plan;
@@ -243,18 +241,21 @@ export function createRouter(options: RouterOptions): ModelRouter {
             breaker.released();
             throw error;
           }
-          if (!retryable(error)) {
+          // Fallback is for transient trouble; an error that says it is final stays final.
+          if (!isRetryable(error)) {
             breaker.succeeded();
             throw error;
           }
           breaker.failed();
           attempts.push({ candidate, error: messageOf(error) });
-          if (isTroupeError(error)) wait(error.details.retryAfterMs);
+          if (isTroupeError(error)) wait(error.retryAfterMs);
         }
       }
       const summary = attempts.map((a) => `${a.candidate}: ${a.error}`).join('; ');
       throw new TroupeError(ErrorCode.MODEL_FAILED, `router "${id}" route "${request.model}": every candidate failed (${summary})`, {
-        details: { retryable: true, router: id, route: request.model, attempts, ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}) },
+        details: { router: id, route: request.model, attempts },
+        retryable: true,
+        ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}),
       });
     },
   };

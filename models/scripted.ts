@@ -49,7 +49,8 @@ export function scriptedModel(options: ScriptedModelOptions): ModelProvider {
     const turn = turns?.[index];
     if (turn === undefined) {
       throw new TroupeError(ErrorCode.MODEL_FAILED, `scripted model has no turn ${index + 1} for agent "${request.agent}"`, {
-        details: { agent: request.agent, turn: index, retryable: false },
+        details: { agent: request.agent, turn: index },
+        retryable: false,
       });
     }
     return turn;
@@ -67,7 +68,7 @@ export function scriptedModel(options: ScriptedModelOptions): ModelProvider {
         if (failed < turn.failFirst) {
           failures.set(key, failed + 1);
           throw new TroupeError(ErrorCode.MODEL_FAILED, `scripted transient failure ${failed + 1}/${turn.failFirst}`, {
-            details: { retryable: true },
+            retryable: true,
           });
         }
       }

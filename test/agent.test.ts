@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, isTroupeError, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
+import { agent, createNode, crew, ErrorCode, isTroupeError, memoryStorage, scriptedModel, tool, TroupeError, type RunEvent } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import type { Script } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
@@ -36,6 +36,17 @@ describe('agent', () => {
     expect(result.error).toMatchObject({ details: { cause: { code: 'MODEL_FAILED' } } });
     expect(result.error?.message).toMatch(/no turn 1 for agent "researcher"/);
     expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
+  });
+
+  it('never retries an error whose code says it cannot succeed, even unmarked (MODEL_NOT_FOUND)', async () => {
+    const script: Script = (request) => {
+      if (request.agent === 'researcher') throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, 'the provider has no model "gpt-retired"');
+      return 'unused';
+    };
+    const { result, events } = await runPair(script, { crew: { supervision: { maxRestarts: 3, initialDelayMs: 1 } } });
+    expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { cause: { code: 'MODEL_NOT_FOUND', retryable: false } } });
+    expect(result.error?.message).toMatch(/not retryable.*no model "gpt-retired"/);
   });
 
   it('fails with MAX_STEPS when the model keeps calling tools', async () => {

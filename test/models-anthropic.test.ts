@@ -158,11 +158,11 @@ describe('anthropic', () => {
     const model = provider({ stream: true });
     const overloaded = await failure(model.generate(request([msg.user('a')]), signal()));
     expect(overloaded.message).toBe('anthropic: overloaded_error: Overloaded');
-    expect(overloaded.details).toMatchObject({ retryable: true });
+    expect(overloaded).toMatchObject({ retryable: true });
     const cut = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(cut.details).toMatchObject({ retryable: true, reason: 'network' });
+    expect(cut).toMatchObject({ retryable: true, details: { reason: 'network' } });
     const broken = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(broken.details).toMatchObject({ retryable: false, reason: 'protocol' });
+    expect(broken).toMatchObject({ retryable: false, details: { reason: 'protocol' } });
     expect(broken.message).toMatch(/input of tool call "lookup" is not valid JSON/);
   });
 
@@ -177,16 +177,16 @@ describe('anthropic', () => {
     );
     const model = provider();
     const overloaded = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(overloaded.details).toMatchObject({ retryable: true, status: 529 });
+    expect(overloaded).toMatchObject({ retryable: true, details: { status: 529 } });
     const limited = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(limited.details).toMatchObject({ retryable: true, status: 429 });
-    expect(limited.details.retryAfterMs).toBeGreaterThan(55_000);
-    expect(limited.details.retryAfterMs).toBeLessThanOrEqual(60_000);
+    expect(limited).toMatchObject({ retryable: true, details: { status: 429 } });
+    expect(limited.retryAfterMs).toBeGreaterThan(55_000);
+    expect(limited.retryAfterMs).toBeLessThanOrEqual(60_000);
     const invalid = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(invalid.details).toMatchObject({ retryable: false, status: 400 });
+    expect(invalid).toMatchObject({ retryable: false, details: { status: 400 } });
     expect(invalid.message).toBe('anthropic: HTTP 400: messages: roles must alternate');
     const denied = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(denied.details).toMatchObject({ retryable: false, status: 401 });
+    expect(denied).toMatchObject({ retryable: false, details: { status: 401 } });
     expect(denied.message).toMatch(/invalid x-api-key \[redacted\]/);
     expect(JSON.stringify(serializeError(denied))).not.toContain(KEY);
   });
@@ -194,7 +194,7 @@ describe('anthropic', () => {
   it('fails without calling out when no key is configured', async () => {
     const model = anthropic({ baseURL: server.url, apiKeyEnv: 'TROUPE_TEST_UNSET_KEY' });
     const error = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(error.details).toMatchObject({ retryable: false });
+    expect(error).toMatchObject({ retryable: false });
     expect(error.message).toMatch(/no API key: pass apiKey or set TROUPE_TEST_UNSET_KEY/);
     expect(server.requests).toHaveLength(0);
   });

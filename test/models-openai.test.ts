@@ -90,7 +90,7 @@ describe('openAICompatible', () => {
     server.enqueue(PATH, openai.completion({ toolCalls: [{ id: 'call_x', name: 'lookup', arguments: '{"word": "act' }] }));
     const error = await failure(provider().generate(request([msg.user('go')]), signal()));
     expect(error.code).toBe('MODEL_FAILED');
-    expect(error.details).toMatchObject({ retryable: false, reason: 'protocol' });
+    expect(error).toMatchObject({ retryable: false, details: { reason: 'protocol' } });
     expect(error.message).toMatch(/arguments of tool call "lookup" is not valid JSON/);
   });
 
@@ -144,7 +144,7 @@ describe('openAICompatible', () => {
   it('treats a stream cut off before its end as a retryable failure', async () => {
     server.enqueue(PATH, { sse: [sseEvent({ model: 'gpt-test-0001', choices: [{ index: 0, delta: { content: 'half an ans' }, finish_reason: null }] })] });
     const error = await failure(provider({ stream: true }).generate(request([msg.user('go')]), signal()));
-    expect(error.details).toMatchObject({ retryable: true, reason: 'network' });
+    expect(error).toMatchObject({ retryable: true, details: { reason: 'network' } });
     expect(error.message).toMatch(/stream ended before the answer was complete/);
   });
 
@@ -152,20 +152,48 @@ describe('openAICompatible', () => {
     server.enqueue(PATH, openai.error(429, 'Rate limit reached', { 'retry-after': '2' }), openai.error(429, 'Slow down', { 'retry-after-ms': '350', 'retry-after': '9' }), openai.error(500, 'The server had an error'));
     const model = provider();
     const limited = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(limited.details).toMatchObject({ retryable: true, status: 429, retryAfterMs: 2000, provider: 'openai' });
+    expect(limited).toMatchObject({ retryable: true, retryAfterMs: 2000, details: { status: 429, provider: 'openai' } });
     expect(limited.message).toBe('openai: HTTP 429: Rate limit reached');
     const precise = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(precise.details).toMatchObject({ retryable: true, status: 429, retryAfterMs: 350 });
+    expect(precise).toMatchObject({ retryable: true, retryAfterMs: 350, details: { status: 429 } });
     const broken = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(broken.details).toMatchObject({ retryable: true, status: 500 });
-    expect(broken.details.retryAfterMs).toBeUndefined();
+    expect(broken).toMatchObject({ retryable: true, details: { status: 500 } });
+    expect(broken.retryAfterMs).toBeUndefined();
+    // Typed fields, not details, and kept as top-level fields when serialised.
+    expect(limited.details).not.toHaveProperty('retryable');
+    expect(limited.details).not.toHaveProperty('retryAfterMs');
+    expect(serializeError(limited)).toMatchObject({ code: 'MODEL_FAILED', retryable: true, retryAfterMs: 2000, details: { status: 429 } });
+  });
+
+  it('marks 400/401/403/404/422 final and 408/409/429/5xx retryable', async () => {
+    const statuses = [400, 401, 403, 404, 422, 408, 409, 429, 500, 502, 503];
+    server.enqueue(PATH, ...statuses.map((status) => openai.error(status, `status ${status}`)));
+    const model = provider();
+    const seen: Record<number, boolean | undefined> = {};
+    for (const status of statuses) seen[status] = (await failure(model.generate(request([msg.user('a')]), signal()))).retryable;
+    expect(seen).toEqual({ 400: false, 401: false, 403: false, 404: false, 422: false, 408: true, 409: true, 429: true, 500: true, 502: true, 503: true });
+  });
+
+  it('fails an agent on HTTP 404 with one request: no retry, no supervision restart', async () => {
+    server.enqueue(PATH, openai.error(404, "The model `gpt-missing` does not exist or you do not have access to it."));
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, models: { openai: provider() } });
+    // The crew's default supervision would restart a failed agent three times.
+    const solo = crew({ id: 'solo', agents: [agent({ id: 'speaker', role: 'speaks', instructions: 'Speak.', model: 'openai:gpt-missing' })] });
+    const result = await (await node.run(solo, { input: 'hi', runId: 'nf-1' })).settled();
+    expect(server.on(PATH)).toHaveLength(1);
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'speaker', cause: { code: 'MODEL_FAILED', retryable: false, details: { status: 404 } } } });
+    expect(result.error?.message).toBe(
+      'speaker failed and was not restarted (MODEL_FAILED is not retryable, so a restart cannot fix it): openai: HTTP 404: The model `gpt-missing` does not exist or you do not have access to it.',
+    );
   });
 
   it('maps 401 to a non-retryable failure with the provider message and never leaks the key', async () => {
     server.enqueue(PATH, openai.error(401, `Incorrect API key provided: ${KEY}. You can find your API key at https://platform.openai.com.`));
     const error = await failure(provider().generate(request([msg.user('a')]), signal()));
     expect(error.code).toBe('MODEL_FAILED');
-    expect(error.details).toMatchObject({ retryable: false, status: 401 });
+    expect(error).toMatchObject({ retryable: false, details: { status: 401 } });
     expect(error.message).toMatch(/HTTP 401: Incorrect API key provided: \[redacted\]/);
     expect(JSON.stringify(serializeError(error))).not.toContain(KEY);
     expect(String(error.stack)).not.toContain(KEY);
@@ -175,11 +203,11 @@ describe('openAICompatible', () => {
     server.enqueue(PATH, { destroy: true }, { hang: true }, { hang: true });
     const model = provider({ timeoutMs: 150 });
     const dropped = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(dropped.details).toMatchObject({ retryable: true, reason: 'network' });
+    expect(dropped).toMatchObject({ retryable: true, details: { reason: 'network' } });
     expect(dropped.message).not.toContain(KEY);
 
     const slow = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(slow.details).toMatchObject({ retryable: true, reason: 'timeout' });
+    expect(slow).toMatchObject({ retryable: true, details: { reason: 'timeout' } });
 
     const controller = new AbortController();
     const reason = new Error('run stopping');

@@ -3,9 +3,13 @@ import { agent, createNode, crew, memoryStorage, scriptedModel, TroupeError, typ
 import type { Script } from '../models/scripted.js';
 
 const member = (id: string) => agent({ id, role: id, instructions: id, model: 'scripted', retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 } });
-/** A failure no retry fixes, so the agent fails its task and the crew must supervise. */
+/** A transient failure that outlasts the agent's one attempt, so the crew must supervise. */
 const broken = (what: string) => {
-  throw new TroupeError('MODEL_FAILED', `${what} is broken`, { details: { retryable: false } });
+  throw new TroupeError('MODEL_FAILED', `${what} is broken`, { retryable: true });
+};
+/** A failure that no retry and no restart can fix (a 404, say). */
+const final = (what: string) => {
+  throw new TroupeError('MODEL_FAILED', `${what}: HTTP 404: no such model`, { retryable: false, details: { status: 404 } });
 };
 
 async function run(options: Pick<CrewOptions, 'agents' | 'process' | 'supervision'>, script: Script) {
@@ -41,8 +45,18 @@ describe('supervision', () => {
     const { result, tasks } = await run({ agents: [member('a'), member('b')], supervision: { maxRestarts: 2, withinMs: 60_000, initialDelayMs: 1 } }, script);
     expect(tasks).toEqual(['a', 'b', 'b', 'b']);
     expect(result.status).toBe('failed');
-    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'MODEL_FAILED' } } });
-    expect(result.error?.message).toBe("b failed and was not restarted (restart intensity exceeded: 2 restarts within 60000 ms): b is broken");
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'RETRIES_EXHAUSTED', details: { last: { code: 'MODEL_FAILED' } } } } });
+    expect(result.error?.message).toBe('b failed and was not restarted (restart intensity exceeded: 2 restarts within 60000 ms): agent "b" gave up after 1 attempts: b is broken');
+  });
+
+  it('escalates an error that cannot succeed on a retry at once, with the reason, never restarting', async () => {
+    const script: Script = (req) => (req.agent === 'b' ? final('b') : 'ok');
+    const { result, tasks, snapshot } = await run({ agents: [member('a'), member('b')], supervision: { maxRestarts: 3, initialDelayMs: 1 } }, script);
+    expect(tasks).toEqual(['a', 'b']);
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'MODEL_FAILED', retryable: false } } });
+    expect(result.error?.message).toBe('b failed and was not restarted (MODEL_FAILED is not retryable, so a restart cannot fix it): b: HTTP 404: no such model');
+    expect(snapshot.states.b).toBe('failed');
   });
 
   it('escalates a worker failure to its manager, whose model decides what to do', async () => {
