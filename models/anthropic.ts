@@ -5,6 +5,7 @@ import {
   checkPrices,
   costOf,
   modelError,
+  modelNameCheck,
   normalizeBaseURL,
   parseJson,
   postJson,
@@ -149,6 +150,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
 
   return {
     id,
+    check: modelNameCheck(id, o.defaultModel),
     async generate(request, context): Promise<ModelResponse> {
       const apiKey = o.key();
       if (!apiKey) throw modelError(id, `no API key: pass apiKey or set ${o.keyEnv}`, { retryable: false, reason: 'config' });

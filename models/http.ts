@@ -239,6 +239,19 @@ export function costOf(prices: Record<string, ModelPrice>, models: string[], usa
   return price ? (usage.inputTokens * price.inputPerMTok + usage.outputTokens * price.outputPerMTok) / 1_000_000 : undefined;
 }
 
+/**
+ * The `check` of an HTTP provider: which models exist is the server's business (and costs a
+ * request), but a reference that names no model at all is known to fail: `openai:` or a bare
+ * `openai` (its `default`) when no `defaultModel` says what that is.
+ */
+export function modelNameCheck(provider: string, defaultModel: string | undefined): (model: string) => string | undefined {
+  return (model) => {
+    if (model === '') return `provider "${provider}" needs a model name after the colon`;
+    if (model === 'default' && !defaultModel) return `provider "${provider}" has no defaultModel, so "${provider}" alone names no model; write "${provider}:<model>" or pass defaultModel`;
+    return undefined;
+  };
+}
+
 /** Receives streamed text as it arrives; `request` says which agent and step it belongs to. */
 export type TokenListener = (text: string, request: ModelRequest) => void;
 

@@ -5,6 +5,7 @@ import {
   checkPrices,
   costOf,
   modelError,
+  modelNameCheck,
   normalizeBaseURL,
   parseJson,
   postJson,
@@ -138,6 +139,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
 
   return {
     id,
+    check: modelNameCheck(id, o.defaultModel),
     async generate(request, context): Promise<ModelResponse> {
       const model = request.model === 'default' && o.defaultModel ? o.defaultModel : request.model;
       const apiKey = o.key();

@@ -201,6 +201,31 @@ export function createRouter(options: RouterOptions): ModelRouter {
   return {
     id,
     breakers: () => Object.fromEntries([...new Set([...o.routes.values()].flatMap((r) => [...r.plan, ...r.recover]).map((r) => split(r).provider))].map((p) => [p, breakers.get(p)?.state ?? 'closed'])),
+    check(model) {
+      const route = o.routes.get(model);
+      if (!route) return `router "${id}" has no route "${model}"; routes: ${[...o.routes.keys()].join(', ')}`;
+      // Every model the route may reach is asked: its candidates for both phases and, whatever
+      // their dates, the replacements deprecations will move them to during a long run.
+      // (Providers the router does not know were refused when it was made.)
+      const problems: string[] = [];
+      const seen = new Set<string>();
+      const visit = (ref: string, where: string) => {
+        for (let next: string | undefined = ref; next !== undefined && !seen.has(next); next = o.deprecations.get(next)?.replacedBy) {
+          seen.add(next);
+          const target = split(next);
+          let problem: string | undefined;
+          try {
+            problem = o.providers[target.provider]!.check?.(target.model);
+          } catch (error) {
+            problem = messageOf(error);
+          }
+          if (problem !== undefined) problems.push(`${where} "${next}"${next === ref ? '' : ` (replacing "${ref}")`}: ${problem}`);
+        }
+      };
+      route.plan.forEach((ref, i) => visit(ref, `candidate ${i + 1}`));
+      route.recover.forEach((ref, i) => visit(ref, `recover candidate ${i + 1}`));
+      return problems.length ? `router "${id}" route "${model}": ${problems.join('; ')}` : undefined;
+    },
     async generate(request, context): Promise<ModelResponse> {
       const route = o.routes.get(request.model);
       if (!route) {
