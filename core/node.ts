@@ -277,11 +277,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         });
       }
       if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
-      checkConfig(def, runId, record.part);
       const checkpoint = await store.latestCheckpoint(runId);
       if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
       // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
       const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
+      checkConfig(def, runId, record.part);
       record.version = def.version;
       const host = newHost(def, record);
       track(host);
