@@ -41,8 +41,13 @@ export interface RouterOptions {
 export interface RouteAttempt {
   candidate: string;
   error?: string;
-  /** Set when the candidate was not called because its provider's circuit is open. */
+  /**
+   * Set when the candidate was not called: its provider's circuit is open, or the provider
+   * asked (`Retry-After`) not to be called again before a time that has not come.
+   */
   skipped?: true;
+  /** For a skipped candidate: the real error that got it skipped (`ECONNREFUSED`, `HTTP 429: …`). */
+  lastError?: string;
 }
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
@@ -56,14 +61,20 @@ function split(ref: string): { provider: string; model: string } {
 /**
  * Per-provider circuit breaker: closed → open after `failureThreshold` consecutive retryable
  * failures → half-open after `cooldownMs`, when exactly one trial call decides between
- * closed and open again. Any answer, even a 4xx, proves the provider is up.
+ * closed and open again. Any answer, even a 4xx, proves the provider is up. It remembers the
+ * last failure, so a call refused while open can say what is actually wrong.
  */
 function createBreaker(threshold: number, cooldownMs: number, clock: Clock) {
   let state: 'closed' | 'open' | 'half-open' = 'closed';
   let failures = 0;
   let openedAt = 0;
   let trial = false;
+  let lastError: unknown;
   return {
+    /** The failure that last counted against the provider. */
+    get lastError(): unknown {
+      return lastError;
+    },
     get state() {
       return state === 'open' && clock.now() - openedAt >= cooldownMs ? 'half-open' : state;
     },
@@ -81,7 +92,8 @@ function createBreaker(threshold: number, cooldownMs: number, clock: Clock) {
       failures = 0;
       trial = false;
     },
-    failed() {
+    failed(error: unknown) {
+      lastError = error;
       failures += 1;
       if (state === 'half-open' || failures >= threshold) {
         state = 'open';
@@ -168,6 +180,15 @@ export function createRouter(options: RouterOptions): ModelRouter {
   }
 
   const breakers = new Map<string, ReturnType<typeof createBreaker>>();
+  /**
+   * Candidates whose provider answered "not before then" (a 429 or 503 with `Retry-After`),
+   * with that answer. Such an answer proves the provider up and says exactly when to come
+   * back, so it pauses that one candidate for the time asked instead of counting towards
+   * the circuit: a burst of 429s must not open the circuit and lock the provider out for
+   * `cooldownMs` (what resilience4j's and Polly's breakers would do unless 429 is excluded),
+   * and it must not be called again early either (what a plain retry loop would do).
+   */
+  const pauses = new Map<string, { until: number; error: unknown }>();
   const breakerOf = (provider: string) => {
     let breaker = breakers.get(provider);
     if (!breaker) breakers.set(provider, (breaker = createBreaker(o.failureThreshold, o.cooldownMs, o.clock)));
@@ -236,9 +257,15 @@ export function createRouter(options: RouterOptions): ModelRouter {
       const planned = request.phase === 'recover' ? route.recover : route.plan;
       const attempts: RouteAttempt[] = [];
       const tried = new Set<string>();
-      let waitMs: number | undefined;
-      const wait = (ms: unknown) => {
-        if (typeof ms === 'number' && Number.isFinite(ms)) waitMs = Math.min(waitMs ?? ms, ms);
+      // When the route may be tried again: the soonest any candidate is known to be
+      // available, but only if every candidate said; one that just failed may work at once.
+      const waits: Array<number | undefined> = [];
+      // What went wrong for real (not "circuit open"): the first becomes the final `cause`.
+      const causes: unknown[] = [];
+      const skip = (candidate: string, error: string, last: unknown, waitMs: number) => {
+        attempts.push({ candidate, error, skipped: true, ...(last !== undefined ? { lastError: messageOf(last) } : {}) });
+        waits.push(waitMs);
+        if (last !== undefined) causes.push(last);
       };
       for (const original of planned) {
         const candidate = current(original);
@@ -246,10 +273,16 @@ export function createRouter(options: RouterOptions): ModelRouter {
         tried.add(candidate);
         if (context.signal.aborted) throw context.signal.reason;
         const target = split(candidate);
+        const pause = pauses.get(candidate);
+        if (pause && o.clock.now() < pause.until) {
+          const left = pause.until - o.clock.now();
+          skip(candidate, `provider "${target.provider}" asked not to be called for another ${left} ms`, pause.error, left);
+          continue;
+        }
+        pauses.delete(candidate);
         const breaker = breakerOf(target.provider);
         if (!breaker.acquire()) {
-          attempts.push({ candidate, error: `circuit open for provider "${target.provider}"`, skipped: true });
-          wait(breaker.retryInMs());
+          skip(candidate, `circuit open for provider "${target.provider}"`, breaker.lastError, breaker.retryInMs());
           continue;
         }
         try {
@@ -271,16 +304,23 @@ export function createRouter(options: RouterOptions): ModelRouter {
             breaker.succeeded();
             throw error;
           }
-          breaker.failed();
+          const asked = isTroupeError(error) ? error.retryAfterMs : undefined;
+          if (asked !== undefined && asked > 0) {
+            breaker.succeeded(); // it answered: up, just not for us yet
+            pauses.set(candidate, { until: o.clock.now() + asked, error });
+          } else breaker.failed(error);
           attempts.push({ candidate, error: messageOf(error) });
-          if (isTroupeError(error)) wait(error.retryAfterMs);
+          waits.push(asked);
+          causes.push(error);
         }
       }
-      const summary = attempts.map((a) => `${a.candidate}: ${a.error}`).join('; ');
+      const summary = attempts.map((a) => `${a.candidate}: ${a.error}${a.lastError !== undefined ? ` (last error: ${a.lastError})` : ''}`).join('; ');
+      const retryAfterMs = waits.every((w) => w !== undefined) ? Math.min(...(waits as number[])) : undefined;
       throw new TroupeError(ErrorCode.MODEL_FAILED, `router "${id}" route "${request.model}": every candidate failed (${summary})`, {
         details: { router: id, route: request.model, attempts },
         retryable: true,
-        ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}),
+        ...(causes.length ? { cause: causes[0] } : {}),
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
       });
     },
   };

@@ -4,6 +4,7 @@ import { agent, createNode, crew, ErrorCode, isTroupeError, memoryStorage, scrip
 import { manualClock } from '../core/clock.js';
 import type { Script } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { steppingClock } from './helpers/stepping-clock.js';
 
 async function runPair(script: Script, crewOptions: Parameters<typeof twoAgentCrew>[0] = {}) {
   await using storage = memoryStorage();
@@ -92,11 +93,33 @@ describe('agent', () => {
     expect(contexts).toEqual([{ key: 'p1:solo/t1/s1/tool/call_0_0', aborted: false, callId: 'solo/t1/s1/tool/call_0_0' }]);
   });
 
+  it('jitters retry backoff within its bounds, reproducibly for a run, differently for another', async () => {
+    const waits = async (runId: string) => {
+      const clock = steppingClock(0);
+      await using storage = memoryStorage();
+      const script = { researcher: [{ text: 'ok', failFirst: 2 }], writer: ['w'] };
+      await using node = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
+      // The default policy: 200 ms doubling, jitter 0.5.
+      const run = await node.run(twoAgentCrew({ researcher: { retry: {} } }), { input: 'x', runId });
+      expect((await run.result()).output).toBe('w');
+      return clock.armed.map((t) => t.ms);
+    };
+    const first = await waits('jit-1');
+    expect(first).toHaveLength(2);
+    expect(first[0]).toBeGreaterThanOrEqual(100);
+    expect(first[0]).toBeLessThanOrEqual(200);
+    expect(first[1]).toBeGreaterThanOrEqual(200);
+    expect(first[1]).toBeLessThanOrEqual(400);
+    expect(await waits('jit-1')).toEqual(first);
+    expect(await waits('jit-2')).not.toEqual(first);
+  });
+
   it('keeps a retry deadline across a restore instead of restarting the backoff', async () => {
     const clock = manualClock(1_000);
     await using storage = memoryStorage();
     const script = { researcher: [{ text: 'late', failFirst: 1 }], writer: ['w'] };
-    const slowRetry = { researcher: { retry: { initialDelayMs: 10_000, maxDelayMs: 10_000 } } };
+    // Without jitter, so the stored deadline is exactly 10 s away.
+    const slowRetry = { researcher: { retry: { initialDelayMs: 10_000, maxDelayMs: 10_000, jitter: 0 } } };
     const first = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
     const reachedRecovering = new Promise<void>((resolve) => first.subscribe((e) => e.type === 'state' && e.state === 'recovering' && resolve()));
     await first.run(twoAgentCrew(slowRetry), { input: 'x', runId: 't1' });

@@ -1,9 +1,13 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { agent, createNode, crew, memoryStorage, msg, serializeError, type Message, type ModelRequest } from '../index.js';
+import { agent, createNode, crew, memoryStorage, msg, serializeError, type Message, type ModelRequest, type Storage } from '../index.js';
+import { manualClock } from '../core/clock.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse } from '../models/index.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
+import { steppingClock } from './helpers/stepping-clock.js';
 
 const PATH = '/v1/chat/completions';
 const KEY = 'sk-test-SECRET-4242';
@@ -217,6 +221,17 @@ describe('openAICompatible', () => {
     await expect(pending).rejects.toBe(reason);
   });
 
+  it('names the system error of a refused connection and keeps the fetch error as the cause', async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const error = await failure(openAICompatible({ baseURL: `http://127.0.0.1:${port}/v1` }).generate(request([msg.user('a')]), signal()));
+    expect(error).toMatchObject({ code: 'MODEL_FAILED', retryable: true, details: { reason: 'network' } });
+    expect(error.message).toBe(`openai: network error: fetch failed (connect ECONNREFUSED 127.0.0.1:${port})`);
+    expect(error.cause).toBeInstanceOf(TypeError);
+  });
+
   it('reads the key per call from a function', async () => {
     let key = 'sk-first';
     server.enqueue(PATH, openai.completion({ content: 'a' }), openai.completion({ content: 'b' }));
@@ -231,6 +246,55 @@ describe('openAICompatible', () => {
     expect(() => openAICompatible({ baseURL: 'api.openai.com' })).toThrow(/baseURL must be an http\(s\) URL/);
     expect(() => openAICompatible({ baseURL: 'http://x', prices: { m: { inputPerMTok: -1, outputPerMTok: 1 } } })).toThrow(TypeError);
     expect(() => openAICompatible({ baseURL: 'http://x', timeoutMs: 0 })).toThrow(/timeoutMs must be a positive/);
+  });
+});
+
+describe('Retry-After in a run', () => {
+  const solo = (retry: Parameters<typeof agent>[0]['retry'] = {}) =>
+    crew({ id: 'solo', agents: [agent({ id: 'speaker', role: 'speaks', instructions: 'Speak.', model: 'openai:gpt-test', retry })] });
+  /** The speaker's stored retry deadline, once a checkpoint shows it in `recovering`. */
+  const storedRetryAt = async (storage: Storage, runId: string) => {
+    const checkpoint = await createRunStore(storage).latestCheckpoint(runId);
+    const speaker = (checkpoint?.snapshot as { children?: Record<string, { snapshot?: { value?: unknown; context?: { retryAt?: number } } }> })?.children?.speaker?.snapshot;
+    return speaker?.value === 'recovering' ? speaker.context?.retryAt : undefined;
+  };
+
+  it('waits as long as a 429 asks: the next attempt\'s stored deadline is 5 s later on the injected clock', async () => {
+    const clock = manualClock(1_000_000);
+    server.enqueue(PATH, openai.error(429, 'Rate limit reached for gpt-test', { 'retry-after': '5' }), openai.completion({ content: 'at last' }));
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, models: { openai: provider() } });
+    const run = await node.run(solo(), { input: 'hi', runId: 'ra-1' });
+    await expect.poll(() => storedRetryAt(storage, 'ra-1')).toBeDefined();
+    // Not the 200 ms backoff of a first retry: the 5 s the server asked for.
+    expect(await storedRetryAt(storage, 'ra-1')).toBe(1_000_000 + 5_000);
+    clock.advance(4_999);
+    expect(clock.pending).toBe(1); // the backoff timer has not fired
+    expect(server.on(PATH)).toHaveLength(1);
+    clock.advance(1);
+    expect((await run.result()).output).toBe('at last');
+    expect(server.on(PATH)).toHaveLength(2);
+  });
+
+  it('fails at once, saying why, when the wait asked for exceeds retry.maxRetryAfterMs', async () => {
+    server.enqueue(PATH, openai.error(429, 'You exceeded your current quota', { 'retry-after': '120' }), openai.error(503, 'Busy', { 'retry-after-ms': '30000' }));
+    const clock = steppingClock(0);
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, models: { openai: provider() } });
+
+    const quota = await (await node.run(solo(), { input: 'hi', runId: 'ra-2' })).settled();
+    expect(server.on(PATH)).toHaveLength(1);
+    expect(quota.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { cause: { code: 'RETRIES_EXHAUSTED', retryable: false, retryAfterMs: 120_000 } } });
+    expect(quota.error?.message).toBe(
+      'speaker failed and was not restarted (RETRIES_EXHAUSTED is not retryable, so a restart cannot fix it): ' +
+        'agent "speaker" will not wait 120000 ms as asked, more than retry.maxRetryAfterMs (60000 ms): openai: HTTP 429: You exceeded your current quota',
+    );
+
+    const busy = await (await node.run(solo({ maxRetryAfterMs: 10_000 }), { input: 'hi', runId: 'ra-3' })).settled();
+    expect(server.on(PATH)).toHaveLength(2);
+    expect(busy.error?.message).toContain('agent "speaker" will not wait 30000 ms as asked, more than retry.maxRetryAfterMs (10000 ms): openai: HTTP 503: Busy');
+    // Nothing waited, nothing hammered.
+    expect(clock.armed).toEqual([]);
   });
 });
 
