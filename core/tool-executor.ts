@@ -1,6 +1,6 @@
 import type { ApprovalDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
-import { msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
+import { argsPreview, msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
 import { decide, describeDecision, type Policy, type PolicyDecision } from './policy.js';
 import { resolveSecrets, type Redactor, type SecretsProvider } from './secrets.js';
@@ -54,6 +54,10 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
   if (decision && 'result' in decision && decision.result !== undefined) {
     // The human confirmed the interrupted call did take effect, with this result.
     return msg.tool(call.id, call.name, toolContent(decision.result));
+  }
+  if (call.argsError !== undefined && !(decision && decision.args !== undefined)) {
+    // Arguments the provider could not read: the model sees what it sent and why it failed.
+    return refuse(`error: invalid arguments for ${found.name}: ${call.argsError}; received ${argsPreview(call.args)}`);
   }
   const parsed = found.input.safeParse(decision && decision.args !== undefined ? decision.args : call.args);
   if (!parsed.success) {

@@ -65,6 +65,9 @@ describe('agent', () => {
       return [
         { toolCalls: [{ name: 'nope', args: {} }] },
         { toolCalls: [{ name: 'lookup', args: { word: 42 } }] },
+        // Argument text as a small model sends it: broken JSON, then JSON that is no object.
+        { toolCalls: [{ name: 'lookup', args: '{"word": "actor"' }] },
+        { toolCalls: [{ name: 'lookup', args: '"actor"' }] },
         'recovered',
       ][request.messages.filter((m) => m.role === 'assistant').length]!;
     };
@@ -72,6 +75,8 @@ describe('agent', () => {
     expect(result.status).toBe('completed');
     expect(seen[0]).toMatch(/unknown tool "nope"; available: lookup/);
     expect(seen[1]).toMatch(/invalid arguments for lookup: word: .*expected string/i);
+    expect(seen[2]).toMatch(/^error: invalid arguments for lookup: not valid JSON \(.+\); received "\{\\"word\\": \\"actor\\""$/);
+    expect(seen[3]).toBe('error: invalid arguments for lookup: must be a JSON object, got a string; received "\\"actor\\""');
   });
 
   it('passes an abort signal and a stable idempotency key into tools', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { msg, serializeError, type Message, type ModelRequest } from '../index.js';
-import { anthropic } from '../models/index.js';
+import { anthropic, toAnthropicMessages } from '../models/index.js';
 import { anthropicReply, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 
@@ -142,7 +142,7 @@ describe('anthropic', () => {
     });
   });
 
-  it('fails streams that report overloaded, end early or carry broken tool input', async () => {
+  it('fails streams that report overloaded or end early, and keeps broken tool input for the model to correct', async () => {
     server.enqueue(
       PATH,
       { sse: [sseEvent({ type: 'message_start', message: { model: 'claude-test-1', usage: { input_tokens: 1 } } }, 'message_start'), sseEvent({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, 'error')] },
@@ -161,9 +161,16 @@ describe('anthropic', () => {
     expect(overloaded).toMatchObject({ retryable: true });
     const cut = await failure(model.generate(request([msg.user('a')]), signal()));
     expect(cut).toMatchObject({ retryable: true, details: { reason: 'network' } });
-    const broken = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(broken).toMatchObject({ retryable: false, details: { reason: 'protocol' } });
-    expect(broken.message).toMatch(/input of tool call "lookup" is not valid JSON/);
+    const broken = await model.generate(request([msg.user('a')]), signal());
+    expect(broken.message.toolCalls).toEqual([{ id: 'toolu_b', name: 'lookup', args: '{"word": ', argsError: expect.stringMatching(/^not valid JSON \(.+\)$/) }]);
+    // Sent back with an empty input (the API requires an object); the text is in the tool result.
+    expect(toAnthropicMessages([broken.message]).messages).toEqual([{ role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_b', name: 'lookup', input: {} }] }]);
+  });
+
+  it('keeps a tool_use input that is not an object, saying so', async () => {
+    server.enqueue(PATH, anthropicReply.message({ content: [{ type: 'tool_use', id: 'toolu_s', name: 'lookup', input: 'actor' }], stop: 'tool_use' }));
+    const response = await provider().generate(request([msg.user('a')]), signal());
+    expect(response.message.toolCalls).toEqual([{ id: 'toolu_s', name: 'lookup', args: 'actor', argsError: 'must be a JSON object, got a string' }]);
   });
 
   it('maps 529 and 429 (Retry-After as an HTTP date) to retryable, 400 and 401 to final failures, without the key', async () => {

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { agent, createNode, crew, memoryStorage, msg, serializeError, type Message, type ModelRequest, type Storage } from '../index.js';
+import { z } from 'zod';
+import { agent, createNode, crew, memoryStorage, msg, serializeError, tool, type Message, type ModelRequest, type Storage } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRunStore } from '../core/run-store.js';
-import { openAICompatible, parseRetryAfter, readSse } from '../models/index.js';
+import { openAICompatible, parseRetryAfter, readSse, toOpenAIMessages } from '../models/index.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 import { steppingClock } from './helpers/stepping-clock.js';
@@ -90,12 +91,53 @@ describe('openAICompatible', () => {
     expect(response.cost).toBeUndefined();
   });
 
-  it('refuses tool arguments that are not JSON instead of passing the raw string on', async () => {
-    server.enqueue(PATH, openai.completion({ toolCalls: [{ id: 'call_x', name: 'lookup', arguments: '{"word": "act' }] }));
-    const error = await failure(provider().generate(request([msg.user('go')]), signal()));
-    expect(error.code).toBe('MODEL_FAILED');
-    expect(error).toMatchObject({ retryable: false, details: { reason: 'protocol' } });
-    expect(error.message).toMatch(/arguments of tool call "lookup" is not valid JSON/);
+  it('keeps tool arguments it cannot read as the raw text, saying why, instead of failing the call', async () => {
+    server.enqueue(PATH, openai.completion({ toolCalls: [{ id: 'call_x', name: 'lookup', arguments: '{"word": "act' }, { id: 'call_y', name: 'lookup', arguments: '["actor"]' }] }));
+    const response = await provider().generate(request([msg.user('go')]), signal());
+    expect(response.message.toolCalls).toEqual([
+      { id: 'call_x', name: 'lookup', args: '{"word": "act', argsError: expect.stringMatching(/^not valid JSON \(.+\)$/) },
+      { id: 'call_y', name: 'lookup', args: '["actor"]', argsError: 'must be a JSON object, got an array' },
+    ]);
+    // Sent back as the model wrote them.
+    expect(toOpenAIMessages([response.message])).toEqual([
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [
+          { id: 'call_x', type: 'function', function: { name: 'lookup', arguments: '{"word": "act' } },
+          { id: 'call_y', type: 'function', function: { name: 'lookup', arguments: '["actor"]' } },
+        ],
+      },
+    ]);
+  });
+
+  it('returns unreadable tool arguments to the model as a tool error, and the run goes on (plain and streamed)', async () => {
+    const calls: string[] = [];
+    const lookup = tool({ name: 'lookup', description: 'Looks a word up.', input: z.object({ word: z.string() }), effect: 'read', run: ({ word }) => (calls.push(word), `${word}: a definition`) });
+    const solo = crew({ id: 'solo', agents: [agent({ id: 'speaker', role: 'speaks', instructions: 'Speak.', model: 'openai:gpt-test', tools: [lookup] })] });
+    const cases = [
+      { stream: false, broken: openai.completion({ toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{"word": "act' }] }), why: /not valid JSON \(.+\); received "\{\\"word\\": \\"act"$/ },
+      {
+        stream: true,
+        broken: openai.stream({ deltas: [{ tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '["ac' } }] }, { tool_calls: [{ index: 0, function: { arguments: 'tor"]' } }] }], finish: 'tool_calls' }),
+        why: /must be a JSON object, got an array; received "\[\\"actor\\"\]"$/,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      server.requests.length = 0;
+      const answer = c.stream ? openai.stream({ deltas: [{ content: 'Sorry, fixed.' }], finish: 'stop' }) : openai.completion({ content: 'Sorry, fixed.' });
+      server.enqueue(PATH, c.broken, answer);
+      await using storage = memoryStorage();
+      await using node = await createNode({ storage, models: { openai: provider({ stream: c.stream }) } });
+      const result = await (await node.run(solo, { input: 'look up actor', runId: `args-${i}` })).result();
+      expect(result.output).toBe('Sorry, fixed.');
+      expect(server.on(PATH)).toHaveLength(2);
+      const [toolMessage] = server.on(PATH)[1]!.body.messages.slice(-1);
+      expect(toolMessage).toMatchObject({ role: 'tool', tool_call_id: 'call_1' });
+      expect(toolMessage.content).toMatch(/^error: invalid arguments for lookup: /);
+      expect(toolMessage.content).toMatch(c.why);
+    }
+    expect(calls).toEqual([]); // the tool never ran on arguments it could not have meant
   });
 
   it('assembles a streamed answer, tool-call argument deltas included, and reports tokens', async () => {
