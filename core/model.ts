@@ -87,7 +87,9 @@ export function splitModelRef(ref: string): { provider: string; model: string } 
 export interface ModelRefProblem {
   /** The actor (agent) whose reference it is. */
   agent: string;
+  /** The reference as the agent wrote it (`router:writer`). */
   model: string;
+  /** What is wrong with it, in words a person can act on. */
   problem: string;
 }
 

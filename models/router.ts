@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { ErrorCode, TroupeError, isRetryable, isTroupeError } from '../core/errors.js';
-import type { ModelCallContext, ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
+import { splitModelRef, type ModelCallContext, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse } from '../core/model.js';
 
 /** Ordered candidates (`provider:model`) of a route, optionally different when recovering. */
 export type RouteSpec = readonly string[] | { plan: readonly string[]; recover?: readonly string[] };
@@ -52,11 +52,8 @@ export interface RouteAttempt {
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
-/** Splits `provider:model`; a bare provider means its `default` model, as in `resolveModel`. */
-function split(ref: string): { provider: string; model: string } {
-  const cut = ref.indexOf(':');
-  return cut === -1 ? { provider: ref, model: 'default' } : { provider: ref.slice(0, cut), model: ref.slice(cut + 1) };
-}
+/** Splits `provider:model` exactly as the node does when it resolves a reference. */
+const split = splitModelRef;
 
 /**
  * Per-provider circuit breaker: closed → open after `failureThreshold` consecutive retryable
@@ -185,7 +182,7 @@ export function createRouter(options: RouterOptions): ModelRouter {
    * with that answer. Such an answer proves the provider up and says exactly when to come
    * back, so it pauses that one candidate for the time asked instead of counting towards
    * the circuit: a burst of 429s must not open the circuit and lock the provider out for
-   * `cooldownMs` (what resilience4j's and Polly's breakers would do unless 429 is excluded),
+   * `cooldownMs` (what a resilience4j or Polly breaker that counts every failure does),
    * and it must not be called again early either (what a plain retry loop would do).
    */
   const pauses = new Map<string, { until: number; error: unknown }>();
