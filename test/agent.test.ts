@@ -189,6 +189,10 @@ describe('agent', () => {
     expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', tools: [t, t] })).toThrow(/two tools named "a"/);
     expect(() => tool({ name: 'u', description: '', input: z.object({}), effect: 'compensatable', run: () => 1 })).toThrow(/must define compensate/);
     expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { initialDelayMs: 10, maxDelayMs: 5 } })).toThrow(/must not exceed/);
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { jitter: 2 } })).toThrow(/agent "x": retry.jitter must be a fraction between 0 and 1/);
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { maxRetryAfterMs: -1 } })).toThrow(/retry.maxRetryAfterMs must be a non-negative number/);
+    expect(() => crew({ id: 'c', agents: [agent({ id: 'x', role: '', instructions: '', model: 'scripted' })], supervision: { factor: 0 } })).toThrow(/supervision.factor must be a number of at least 1/);
+    expect(() => new TroupeError(ErrorCode.MODEL_FAILED, 'x', { retryAfterMs: -5 })).toThrow(/retryAfterMs must be a non-negative number of milliseconds, got -5/);
     expect(() => crew({ id: 'c', agents: [] })).toThrow(/at least one agent/);
     const a = agent({ id: 'crew', role: '', instructions: '', model: 'scripted' });
     expect(() => crew({ id: 'c', agents: [a] })).toThrow(/reserved/);
