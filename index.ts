@@ -4,10 +4,10 @@
  */
 export { createNode, type NodeOptions, type NodeStatus, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
 export type { RunResult } from './core/run-host.js';
-export { TroupeError, ErrorCode, isTroupeError, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
+export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, decodeEnvelope, encodeEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
-export { msg, MessageSchema, ToolCallSchema, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
-export { resolveModel, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
+export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
+export { resolveModel, checkModelRefs, type ModelRefProblem, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
 export { tool, type Tool, type ToolOptions, type ToolContext, type ToolEffect } from './core/tool.js';
 export { systemClock, randomIds, countingIds, type Clock, type IdGenerator } from './core/clock.js';
 export type { Storage, StorageOp, KeyRange, WriteOptions, Status } from './core/storage.js';
@@ -44,6 +44,7 @@ export {
   type ModelPrice,
 } from './models/index.js';
 export { manualClock, type ManualClock } from './core/clock.js';
+export { backoffDelay, jitterUnit, type BackoffPolicy } from './core/backoff.js';
 export { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest, type ApprovalReason } from './core/approvals.js';
 export type { Migration } from './core/migrations.js';
 export type { HistoryEntry } from './core/history.js';

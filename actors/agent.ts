@@ -1,7 +1,7 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
 import { APPROVAL_DECISION, type ApprovalDecisionPayload, type ApprovalRequest, type RecordedDecision } from '../core/approvals.js';
 import { parseAddress, type Envelope } from '../core/envelope.js';
-import { ErrorCode, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
+import { ErrorCode, isRetryable as retryableError, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
@@ -11,14 +11,21 @@ import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
 import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
 import { durableDeadline, durableTimer } from './durable-timer.js';
+import { backoffDelay, checkBackoff, jitterUnit, type BackoffPolicy } from '../core/backoff.js';
 
-/** Retry policy of the `recovering` state. */
-export interface RetryPolicy {
+/**
+ * Retry policy of the `recovering` state: exponential backoff with jitter (defaults 200 ms
+ * doubling to 5 s, jitter 0.5), never shorter than a provider's `Retry-After`.
+ */
+export interface RetryPolicy extends BackoffPolicy {
   /** Attempts of one step, the first included. Default 3. */
   maxAttempts: number;
-  initialDelayMs: number;
-  maxDelayMs: number;
-  factor: number;
+  /**
+   * The longest `Retry-After` the agent will wait out. A provider asking for more (a quota
+   * reset an hour away) fails the step at once, saying so, instead of being called again
+   * early or waited on for hours. Default 60 000 ms.
+   */
+  maxRetryAfterMs: number;
 }
 
 /** Options of {@link agent}. */
@@ -79,9 +86,9 @@ export function agent(options: AgentOptions): AgentDefinition {
   if (options.timeoutMs !== undefined && !(Number.isFinite(options.timeoutMs) && options.timeoutMs > 0)) throw new TypeError(`agent "${options.id}": timeoutMs must be a positive number`);
   const maxSteps = options.maxSteps ?? 10;
   if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new TypeError(`agent "${options.id}": maxSteps must be a positive integer`);
-  const retry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, ...options.retry };
+  const retry = checkBackoff(`agent "${options.id}"`, 'retry.', { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, jitter: 0.5, maxRetryAfterMs: 60_000, ...options.retry });
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1) throw new TypeError(`agent "${options.id}": retry.maxAttempts must be a positive integer`);
-  if (retry.initialDelayMs > retry.maxDelayMs) throw new TypeError(`agent "${options.id}": retry.initialDelayMs must not exceed retry.maxDelayMs`);
+  if (!(retry.maxRetryAfterMs >= 0)) throw new TypeError(`agent "${options.id}": retry.maxRetryAfterMs must be a non-negative number of milliseconds`);
   return {
     kind: 'agent',
     id: options.id,
@@ -150,7 +157,10 @@ const withTasks = (tasks: readonly number[] | undefined, from: number, to: numbe
   return [...all].sort((a, b) => a - b);
 };
 
-const isRetryable = (error: SerializedError | null) => error?.details?.retryable !== false;
+/** Whether the last failure is worth another attempt (unknown errors are: most are blips). */
+const isRetryable = (error: SerializedError | null) => error === null || retryableError(error);
+/** How long the last failure asked us to wait (`Retry-After`), 0 when it did not say. */
+const askedWaitMs = (error: SerializedError | null) => error?.retryAfterMs ?? 0;
 
 /** Builds the XState machine of one agent, bound to the runtime of one run. */
 export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
@@ -161,8 +171,15 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
     const call = response.message.toolCalls?.find((c) => controls.some((t) => t.name === c.name));
     return call ? { call, kind: controls.find((t) => t.name === call.name)!.control } : undefined;
   };
-  const backoff = (attempt: number) =>
-    Math.min(def.retry.maxDelayMs, def.retry.initialDelayMs * def.retry.factor ** Math.max(0, attempt - 1));
+  /**
+   * The wait before retry `attempt` of the current step: the shared exponential backoff,
+   * jittered by a hash of who and where (run, agent, task, step, attempt) so agents failing
+   * together spread out, while a replayed step computes the same deadline.
+   */
+  const backoff = (context: AgentContext, attempt: number) =>
+    backoffDelay(def.retry, attempt, jitterUnit(runtime.runId, def.id, context.tasksDone + 1, context.step, attempt));
+  /** Whether the server asked for a longer wait than the agent is willing to sit out. */
+  const waitTooLong = (context: AgentContext) => askedWaitMs(context.lastError) > def.retry.maxRetryAfterMs;
 
   const machineSetup = setup({
     types: {} as { context: AgentContext; events: AgentEvent },
@@ -192,7 +209,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         (event.envelope.type === 'result' || event.envelope.type === 'failure') && event.envelope.corr !== undefined && event.envelope.corr === context.delegation?.corr,
       wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
-      retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError),
+      retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError) || waitTooLong(context),
       failedWhileActing: ({ context }) => context.failedPhase === 'acting',
       needsApproval: (_, params: { error: unknown }) => (params.error as { code?: string })?.code === 'APPROVAL_REQUIRED',
       isPendingDecision: ({ context, event }) =>
@@ -240,7 +257,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       armDeadline: assign(() => ({ deadline: def.timeoutMs === null ? null : runtime.clock.now() + def.timeoutMs })),
       recordTimeout: assign((_, params: { phase: 'planning' | 'acting' }) => ({
         lastError: new TroupeError(ErrorCode.TIMEOUT, `${params.phase === 'planning' ? 'model call' : 'tool calls'} of agent "${def.id}" took longer than ${def.timeoutMs} ms`, {
-          details: { retryable: true, timeoutMs: def.timeoutMs },
+          details: { timeoutMs: def.timeoutMs },
+          retryable: true,
         }).toJSON(),
         failedPhase: params.phase,
       })),
@@ -248,22 +266,39 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         lastError: serializeError(params.error),
         failedPhase: params.phase,
       })),
+      // The server's Retry-After is a floor, not a replacement: calling earlier than asked
+      // only earns another 429, and our own backoff still grows if the server asks for less.
       scheduleRetry: assign(({ context }) => ({
         attempt: context.attempt + 1,
-        retryAt: runtime.clock.now() + backoff(context.attempt + 1),
+        retryAt: runtime.clock.now() + Math.max(backoff(context, context.attempt + 1), askedWaitMs(context.lastError)),
       })),
       failMaxSteps: assign(({ context }) => ({
         lastError: new TroupeError(ErrorCode.MAX_STEPS, `agent "${def.id}" used its ${def.maxSteps} steps without finishing`, {
           details: { steps: context.step },
         }).toJSON(),
       })),
-      failRetries: assign(({ context }) => ({
-        lastError: isRetryable(context.lastError)
-          ? new TroupeError(ErrorCode.RETRIES_EXHAUSTED, `agent "${def.id}" gave up after ${def.retry.maxAttempts} attempts: ${context.lastError?.message}`, {
-              details: { attempts: def.retry.maxAttempts, last: context.lastError },
-            }).toJSON()
-          : context.lastError,
-      })),
+      failRetries: assign(({ context }) => {
+        const last = context.lastError;
+        // What cannot succeed is passed on as it is: its own words say best what to fix.
+        if (!isRetryable(last)) return { lastError: last };
+        if (waitTooLong(context)) {
+          // Final, so the crew does not restart into the same wall either.
+          return {
+            lastError: new TroupeError(
+              ErrorCode.RETRIES_EXHAUSTED,
+              `agent "${def.id}" will not wait ${askedWaitMs(last)} ms as asked, more than retry.maxRetryAfterMs (${def.retry.maxRetryAfterMs} ms): ${last?.message}`,
+              { details: { attempts: context.attempt, last, maxRetryAfterMs: def.retry.maxRetryAfterMs }, retryable: false, retryAfterMs: askedWaitMs(last) },
+            ).toJSON(),
+          };
+        }
+        // The wait the provider asked for travels on, so a restart by the crew honours it too.
+        return {
+          lastError: new TroupeError(ErrorCode.RETRIES_EXHAUSTED, `agent "${def.id}" gave up after ${def.retry.maxAttempts} attempts: ${last?.message}`, {
+            details: { attempts: def.retry.maxAttempts, last },
+            ...(last?.retryAfterMs !== undefined ? { retryAfterMs: last.retryAfterMs } : {}),
+          }).toJSON(),
+        };
+      }),
       replyDone: ({ context }) => {
         if (!context.task?.replyTo) return;
         const payload = context.handoff ? { output: context.output, handoff: context.handoff } : { output: context.output };

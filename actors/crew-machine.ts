@@ -180,7 +180,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         const policy = def.supervisionOf[assignment.agent] ?? def.supervision;
         const key = policy.strategy === 'oneForAll' ? '*' : assignment.agent;
         const now = runtime.clock.now();
-        const decision = supervise(policy, error, context.restarts[key] ?? [], now);
+        const decision = supervise(policy, error, context.restarts[key] ?? [], now, `${runtime.runId}/${assignment.agent}`);
         const failures = [...context.failures, { agent: assignment.agent, at: now, error, action: decision.action }];
         if (decision.action === 'escalate') {
           const escalated: SerializedError = {

@@ -133,6 +133,7 @@ export function crew(options: CrewOptions): CrewDefinition {
     id: options.id,
     agents: [...options.agents],
     actorIds: options.blackboard ? [...ids, 'blackboard'] : ids,
+    modelRefs: Object.fromEntries(options.agents.map((a) => [a.id, a.model])),
     process: resolveProcess(options.id, options.process, ids, options.taskTemplate),
     version: options.version ?? '1',
     migrations: [...(options.migrations ?? [])],

@@ -51,7 +51,8 @@ export class UsageTracker {
               : undefined;
       if (over) {
         throw new TroupeError(ErrorCode.BUDGET_EXCEEDED, `budget of the ${scope} exhausted: ${over}`, {
-          details: { scope, budget, used: { ...used }, retryable: false },
+          details: { scope, budget, used: { ...used } },
+          retryable: false,
         });
       }
     }

@@ -17,6 +17,8 @@ export const ErrorCode = {
   RUN_NOT_FOUND: 'RUN_NOT_FOUND',
   RUN_ALREADY_ACTIVE: 'RUN_ALREADY_ACTIVE',
   RUN_FAILED: 'RUN_FAILED',
+  /** The configuration of a run cannot work (an agent's model names no registered provider, a route that does not exist). */
+  CONFIG_INVALID: 'CONFIG_INVALID',
   CREW_NOT_REGISTERED: 'CREW_NOT_REGISTERED',
   MODEL_NOT_FOUND: 'MODEL_NOT_FOUND',
   MODEL_FAILED: 'MODEL_FAILED',
@@ -48,7 +50,26 @@ export interface TroupeErrorOptions {
   cause?: unknown;
   /** Structured facts about the failure (ids, limits); must be serialisable. */
   details?: Record<string, unknown>;
+  /**
+   * Whether doing the same thing again may succeed: `true` for transient trouble (a 429, a
+   * dropped connection), `false` when it never can (a 404, a missing route). Left out, the
+   * code decides: the codes in {@link FINAL_CODES} are `false`, the others unknown.
+   */
+  retryable?: boolean;
+  /** How long the other side asked us to wait before trying again (`Retry-After`), in ms. */
+  retryAfterMs?: number;
 }
+
+/**
+ * Codes no retry or restart can fix, whoever raised them: the configuration, the budget or
+ * the snapshot's version has to change first. Kept here so no thrower has to remember it.
+ */
+export const FINAL_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  ErrorCode.CONFIG_INVALID,
+  ErrorCode.MODEL_NOT_FOUND,
+  ErrorCode.BUDGET_EXCEEDED,
+  ErrorCode.SNAPSHOT_VERSION,
+]);
 
 /**
  * The single error base class of Troupe. Misuse of an API (a programming error) throws a
@@ -58,16 +79,32 @@ export class TroupeError extends Error {
   override readonly name = 'TroupeError';
   readonly code: ErrorCode;
   readonly details: Record<string, unknown>;
+  /** Whether trying again may succeed; `undefined` when nobody knows (see {@link isRetryable}). */
+  readonly retryable: boolean | undefined;
+  /** How long the other side asked us to wait before trying again, in ms. */
+  readonly retryAfterMs: number | undefined;
 
   constructor(code: ErrorCode, message: string, options: TroupeErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    const wait = options.retryAfterMs;
+    if (wait !== undefined && !(Number.isFinite(wait) && wait >= 0)) throw new TypeError(`retryAfterMs must be a non-negative number of milliseconds, got ${String(wait)}`);
     this.code = code;
     this.details = options.details ?? {};
+    this.retryable = options.retryable ?? (FINAL_CODES.has(code) ? false : undefined);
+    this.retryAfterMs = wait;
   }
 
   /** A plain, serialisable view (what crosses a process boundary or lands in a snapshot). */
   toJSON(): SerializedError {
-    return { name: this.name, code: this.code, message: this.message, details: this.details };
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      details: this.details,
+      // Left out rather than `undefined`, so the stored form says only what is known.
+      ...(this.retryable !== undefined ? { retryable: this.retryable } : {}),
+      ...(this.retryAfterMs !== undefined ? { retryAfterMs: this.retryAfterMs } : {}),
+    };
   }
 }
 
@@ -77,6 +114,23 @@ export interface SerializedError {
   code?: string;
   message: string;
   details?: Record<string, unknown>;
+  /** As {@link TroupeError.retryable}; absent when unknown. */
+  retryable?: boolean;
+  /** As {@link TroupeError.retryAfterMs}. */
+  retryAfterMs?: number;
+}
+
+/**
+ * Whether trying again (a retry, a restart, the next fallback) may help. `false` when the
+ * error says `retryable: false`, or says nothing and carries a code of {@link FINAL_CODES};
+ * `true` otherwise, errors of unknown origin included, because a plain `Error` from a socket
+ * is usually a blip. Reads a live {@link TroupeError} and its {@link SerializedError} alike.
+ */
+export function isRetryable(error: unknown): boolean {
+  if (error === null || typeof error !== 'object') return true;
+  const { retryable, code } = error as { retryable?: unknown; code?: unknown };
+  if (typeof retryable === 'boolean') return retryable;
+  return !(typeof code === 'string' && FINAL_CODES.has(code));
 }
 
 /** Whether `error` is a {@link TroupeError}, optionally with a given code. */

@@ -6,13 +6,55 @@ import { z } from 'zod';
  * without rewriting its history.
  */
 
-/** A request by the model to call one tool. `id` is unique within the assistant message. */
+/**
+ * A request by the model to call one tool. `id` is unique within the assistant message.
+ * When the model's arguments could not be read as a JSON object, `argsError` says why and
+ * `args` keeps the raw text: the call still happens, as an error the model gets back to
+ * correct (small models often send broken JSON), instead of failing the agent.
+ */
 export const ToolCallSchema = z.strictObject({
   id: z.string().min(1).max(128),
   name: z.string().min(1).max(128),
   args: z.unknown(),
+  argsError: z.string().max(1_000).optional(),
 });
+/** A tool call in provider-neutral form (see {@link ToolCallSchema}). */
 export type ToolCall = z.infer<typeof ToolCallSchema>;
+
+/**
+ * Reads a model's tool-call arguments the same way for every provider: a JSON object, or
+ * the text of one (empty text meaning no arguments). Anything else is kept as it came, with
+ * `argsError` saying what is wrong, for the tool executor to hand back to the model.
+ */
+export function parseToolArgs(raw: unknown): Pick<ToolCall, 'args' | 'argsError'> {
+  if (typeof raw !== 'string') return checkToolArgs(raw);
+  if (raw.trim() === '') return { args: {} };
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (error) {
+    return { args: raw, argsError: `not valid JSON (${error instanceof Error ? error.message : String(error)})` };
+  }
+  const checked = checkToolArgs(value);
+  // Keep the text the model wrote, not our re-encoding of it, when it is wrong.
+  return checked.argsError === undefined ? checked : { args: raw, argsError: checked.argsError };
+}
+
+/** Like {@link parseToolArgs}, for arguments a provider already decoded (Anthropic's `input`). */
+export function checkToolArgs(value: unknown): Pick<ToolCall, 'args' | 'argsError'> {
+  if (value === undefined) return { args: {} };
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    const kind = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    return { args: value, argsError: `must be a JSON object, got ${kind}` };
+  }
+  return { args: value };
+}
+
+/** A short quoted view of arguments as the model sent them, for error messages. */
+export function argsPreview(args: unknown, max = 200): string {
+  const text = typeof args === 'string' ? args : (JSON.stringify(args) ?? String(args));
+  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+}
 
 /** The zod schema of a {@link Message}. */
 export const MessageSchema = z.discriminatedUnion('role', [

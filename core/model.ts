@@ -65,19 +65,65 @@ export interface ModelProvider {
   /** Registry key, the part before `:` in a model reference (`scripted`, `openai`). */
   readonly id: string;
   generate(request: ModelRequest, context: ModelCallContext): Promise<ModelResponse>;
+  /**
+   * Says what is wrong with serving `model` (the part after `:`), or `undefined` when
+   * nothing is known to be. Asked when a run starts or resumes, before anything is written,
+   * so a reference that can never work fails the run at once instead of being retried.
+   * Only checks that need no network belong here (a router's routes, a missing default).
+   */
+  check?(model: string): string | undefined;
 }
 
 /** Providers available to a node, keyed by id. */
 export type ModelProviders = Readonly<Record<string, ModelProvider>>;
+
+/** Splits a reference `provider:model`; a bare `provider` means its `default` model. */
+export function splitModelRef(ref: string): { provider: string; model: string } {
+  const cut = ref.indexOf(':');
+  return cut === -1 ? { provider: ref, model: 'default' } : { provider: ref.slice(0, cut), model: ref.slice(cut + 1) };
+}
+
+/** One reference that cannot work, as {@link checkModelRefs} reports it. */
+export interface ModelRefProblem {
+  /** The actor (agent) whose reference it is. */
+  agent: string;
+  /** The reference as the agent wrote it (`router:writer`). */
+  model: string;
+  /** What is wrong with it, in words a person can act on. */
+  problem: string;
+}
+
+/**
+ * Every problem with `refs` (actor id → reference) against `providers`: a provider that is
+ * not registered, or one whose `check` objects to the model. All of them, not the first, so
+ * one failed start shows everything there is to fix.
+ */
+export function checkModelRefs(providers: ModelProviders, refs: Readonly<Record<string, string>>): ModelRefProblem[] {
+  const problems: ModelRefProblem[] = [];
+  for (const [agent, ref] of Object.entries(refs)) {
+    const { provider: providerId, model } = splitModelRef(ref);
+    const provider = providers[providerId];
+    let problem: string | undefined;
+    if (!provider) problem = `no model provider "${providerId}"; registered: ${Object.keys(providers).join(', ') || 'none'}`;
+    else {
+      try {
+        problem = provider.check?.(model);
+      } catch (error) {
+        // A check that throws is a check that failed; its words are the problem.
+        problem = error instanceof Error ? error.message : String(error);
+      }
+    }
+    if (problem !== undefined) problems.push({ agent, model: ref, problem });
+  }
+  return problems;
+}
 
 /**
  * Resolves a model reference `provider:model` (or just `provider`, meaning its `default`
  * model) against the registered providers.
  */
 export function resolveModel(providers: ModelProviders, ref: string): { provider: ModelProvider; model: string } {
-  const cut = ref.indexOf(':');
-  const providerId = cut === -1 ? ref : ref.slice(0, cut);
-  const model = cut === -1 ? 'default' : ref.slice(cut + 1);
+  const { provider: providerId, model } = splitModelRef(ref);
   const provider = providers[providerId];
   if (!provider) {
     throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, `no model provider "${providerId}" (from "${ref}"); registered: ${Object.keys(providers).join(', ') || 'none'}`, {

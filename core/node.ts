@@ -9,7 +9,7 @@ import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './en
 import { ErrorCode, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
-import type { ModelProviders } from './model.js';
+import { checkModelRefs, type ModelProviders } from './model.js';
 import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { upgradeCheckpoint } from './migrations.js';
@@ -214,6 +214,23 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       blobs,
     });
 
+  /**
+   * Throws CONFIG_INVALID, listing every problem, when a model reference of an actor this
+   * node would host cannot be served. Called before anything of the run is written: such a
+   * run could only fail, after retries and restarts that cannot help. Actors placed on other
+   * nodes are checked there, against that node's providers.
+   */
+  const checkConfig = (definition: RunnableDefinition, runId: string, part?: { actors: readonly string[] }) => {
+    const hosted = (actor: string) => (part ? part.actors.includes(actor) : (definition.placement?.[actor] ?? o.nodeId) === o.nodeId);
+    const refs = Object.fromEntries(Object.entries(definition.modelRefs ?? {}).filter(([actor]) => hosted(actor)));
+    const problems = checkModelRefs(o.models, refs);
+    if (problems.length === 0) return;
+    const list = problems.map((p) => `agent "${p.agent}" model "${p.model}": ${p.problem}`).join('; ');
+    throw new TroupeError(ErrorCode.CONFIG_INVALID, `run "${runId}" of crew "${definition.id}" cannot start: ${list}`, {
+      details: { runId, crew: definition.id, problems },
+    });
+  };
+
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
     ensureRunning();
     const decision = ApprovalDecisionSchema.parse(raw);
@@ -246,6 +263,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (typeof runOptions?.input !== 'string') throw new TypeError('run(definition, { input }) needs a string input');
       const runId = runOptions.runId ?? o.ids('run');
       assertRunId(runId);
+      checkConfig(definition, runId);
       if (hosts.has(runId) || (await store.getRun(runId))) {
         throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
       }
@@ -274,6 +292,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
       // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
       const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
+      checkConfig(def, runId, record.part);
       record.version = def.version;
       const host = newHost(def, record);
       track(host);
@@ -294,6 +313,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const forkId = forkOptions.runId ?? o.ids('run');
       assertRunId(forkId);
       if (hosts.has(forkId) || (await store.getRun(forkId))) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
+      // Checked before the fork is written, so a fork that cannot run leaves nothing behind.
+      const forkDef = forkOptions.definition ?? o.crews.get(source.crew);
+      if (forkDef) checkConfig(forkDef, forkId, source.part);
       // Through the node's one write path, like every other write.
       await writes.write((await forkOps(store, source, checkpoint, { runId: forkId, now: o.clock.now() })).ops);
       return node.resume(forkId, forkOptions.definition);

@@ -102,6 +102,11 @@ export interface RunnableDefinition {
   readonly migrations?: readonly Migration[];
   /** Limits for the run and per actor, enforced by the node before each model call. */
   readonly budgets?: { run?: Budget; agents?: Readonly<Record<string, Budget>> };
+  /**
+   * The model reference (`provider:model`) of each actor that calls a model, by actor id.
+   * The node checks them against its providers before a run starts or resumes.
+   */
+  readonly modelRefs?: Readonly<Record<string, string>>;
   /** Actors that run on other nodes, by node id; the rest run where the run started. */
   readonly placement?: Readonly<Record<string, string>>;
   /**

@@ -1,6 +1,6 @@
 import type { RecordedDecision } from './approvals.js';
 import { ErrorCode, TroupeError } from './errors.js';
-import { describeNonJson, msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
+import { argsPreview, describeNonJson, msg, toolContent, type ToolCall, type ToolMessage } from './messages.js';
 import type { LedgerEntry } from './run-store.js';
 import { decide, describeDecision, type Policy, type PolicyDecision } from './policy.js';
 import { resolveSecrets, type Redactor, type SecretsProvider } from './secrets.js';
@@ -58,6 +58,10 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     // The human confirmed the interrupted call did take effect, with this result.
     return msg.tool(call.id, call.name, toolContent(decision.result));
   }
+  if (call.argsError !== undefined && !(decision && decision.args !== undefined)) {
+    // Arguments the provider could not read: the model sees what it sent and why it failed.
+    return refuse(`error: invalid arguments for ${found.name}: ${call.argsError}; received ${argsPreview(call.args)}`);
+  }
   const parsed = found.input.safeParse(decision && decision.args !== undefined ? decision.args : call.args);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
@@ -70,7 +74,8 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     if (verdict.decision === 'deny') return refuse(`error: not permitted: ${describeDecision(verdict)}`);
     if (verdict.decision === 'ask' && !decision) {
       throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `tool "${found.name}" ${describeDecision(verdict)}`, {
-        details: { callId, tool: found.name, args: parsed.data, reason: 'policy', scope: verdict.scope, rule: verdict.rule, retryable: false },
+        details: { callId, tool: found.name, args: parsed.data, reason: 'policy', scope: verdict.scope, rule: verdict.rule },
+        retryable: false,
       });
     }
   }
@@ -94,7 +99,8 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
     // The process died while this call was in flight: its outcome is unknown.
     if (found.effect === 'irreversible') {
       throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `irreversible tool "${found.name}" was interrupted; its outcome is unknown, so it waits for a human`, {
-        details: { callId, tool: found.name, args: parsed.data, reason: 'outcome-unknown', retryable: false },
+        details: { callId, tool: found.name, args: parsed.data, reason: 'outcome-unknown' },
+        retryable: false,
       });
     }
     if (found.effect === 'compensatable') await found.compensate!(parsed.data, context);

@@ -1,10 +1,11 @@
-import type { AssistantMessage, Message, ToolCall } from '../core/messages.js';
+import { checkToolArgs, parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
 import {
   apiKeyReader,
   checkPrices,
   costOf,
   modelError,
+  modelNameCheck,
   normalizeBaseURL,
   parseJson,
   postJson,
@@ -93,7 +94,9 @@ export function toAnthropicMessages(messages: readonly Message[]): { system: str
     else {
       // Empty text blocks are rejected by the API, so text is sent only when there is some.
       const blocks: Block[] = m.content ? [{ type: 'text', text: m.content }] : [];
-      for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: c.args ?? {} });
+      // `input` must be an object: unreadable arguments travel as `{}`, their text is in the
+      // error tool result that answers the call.
+      for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: c.argsError !== undefined ? {} : (c.args ?? {}) });
       push('assistant', blocks);
     }
   }
@@ -131,7 +134,6 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new TypeError(`${id}: maxTokens must be a positive integer`);
   if (!(o.timeoutMs > 0)) throw new TypeError(`${id}: timeoutMs must be a positive number of milliseconds`);
 
-  const input = (name: string, json: string): unknown => (json.trim() === '' ? {} : parseJson(id, json, `input of tool call "${name}"`));
 
   const finish = (request: ModelRequest, served: string | undefined, message: AssistantMessage, usage: WireUsage, reason: string | null | undefined): ModelResponse => {
     // Cached prompt tokens are still prompt tokens; counting them keeps budgets honest.
@@ -149,6 +151,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
 
   return {
     id,
+    check: modelNameCheck(id, o.defaultModel),
     async generate(request, context): Promise<ModelResponse> {
       const apiKey = o.key();
       if (!apiKey) throw modelError(id, `no API key: pass apiKey or set ${o.keyEnv}`, { retryable: false, reason: 'config' });
@@ -179,7 +182,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
         const calls: ToolCall[] = [];
         for (const block of json.content) {
           if (block.type === 'text') text += block.text ?? '';
-          else if (block.type === 'tool_use') calls.push({ id: block.id ?? `toolu_${calls.length}`, name: block.name ?? '', args: block.input ?? {} });
+          else if (block.type === 'tool_use') calls.push({ id: block.id ?? `toolu_${calls.length}`, name: block.name ?? '', ...checkToolArgs(block.input) });
         }
         return finish(request, json.model, assistant(text, calls), json.usage ?? {}, json.stop_reason);
       }
@@ -238,7 +241,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
       const calls: ToolCall[] = [];
       for (const [, block] of [...blocks.entries()].sort(([a], [b]) => a - b)) {
         if (block.type === 'text') text += block.text;
-        else calls.push({ id: block.id, name: block.name, args: input(block.name, block.json) });
+        else calls.push({ id: block.id, name: block.name, ...parseToolArgs(block.json) });
       }
       return finish(request, served, assistant(text, calls), usage, reason);
     },

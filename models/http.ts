@@ -72,12 +72,33 @@ function errorText(body: string): string {
   return body.trim().slice(0, 500) || '(empty body)';
 }
 
-/** Builds the MODEL_FAILED error of a failed HTTP exchange. */
-export function modelError(provider: string, message: string, details: { retryable: boolean; status?: number; retryAfterMs?: number; reason: string }, cause?: unknown): TroupeError {
-  const clean: Record<string, unknown> = { provider, retryable: details.retryable, reason: details.reason };
-  if (details.status !== undefined) clean.status = details.status;
-  if (details.retryAfterMs !== undefined) clean.retryAfterMs = details.retryAfterMs;
-  return new TroupeError(ErrorCode.MODEL_FAILED, `${provider}: ${message}`, { details: clean, cause });
+/**
+ * Builds the MODEL_FAILED error of a failed HTTP exchange: `retryable` and `retryAfterMs`
+ * become the error's own fields, `provider`, `reason` and `status` its details.
+ */
+export function modelError(provider: string, message: string, facts: { retryable: boolean; status?: number; retryAfterMs?: number; reason: string }, cause?: unknown): TroupeError {
+  const details: Record<string, unknown> = { provider, reason: facts.reason };
+  if (facts.status !== undefined) details.status = facts.status;
+  return new TroupeError(ErrorCode.MODEL_FAILED, `${provider}: ${message}`, {
+    details,
+    cause,
+    retryable: facts.retryable,
+    ...(facts.retryAfterMs !== undefined ? { retryAfterMs: facts.retryAfterMs } : {}),
+  });
+}
+
+/**
+ * What a failed `fetch` says, with the system error code (`ECONNREFUSED`, `ENOTFOUND`) that
+ * undici hides in `cause`: "fetch failed" alone does not tell anyone what to fix.
+ */
+function networkText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause as { message?: unknown; code?: unknown } | undefined;
+  const inner = typeof cause?.message === 'string' ? cause.message : '';
+  const code = typeof cause?.code === 'string' ? cause.code : '';
+  // A dual-stack connect fails with an AggregateError whose message is empty; the code is not.
+  const said = inner && code && !inner.includes(code) ? `${inner}, ${code}` : inner || code;
+  return said ? `${error.message} (${said})` : error.message;
 }
 
 /** What {@link postJson} needs. */
@@ -111,8 +132,8 @@ export async function postJson(options: PostOptions): Promise<{ response: Respon
         throw modelError(options.provider, `no complete answer within ${options.timeoutMs} ms`, { retryable: true, reason: 'timeout' }, error);
       }
       if (error instanceof TroupeError) throw error;
-      const text = redact(error instanceof Error ? `${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}` : String(error), options.apiKey);
-      throw modelError(options.provider, `network error: ${text}`, { retryable: true, reason: 'network' });
+      const text = redact(networkText(error), options.apiKey);
+      throw modelError(options.provider, `network error: ${text}`, { retryable: true, reason: 'network' }, error);
     }
   };
   const response = await guard(() =>
@@ -216,6 +237,19 @@ export function checkPrices(provider: string, prices: Record<string, ModelPrice>
 export function costOf(prices: Record<string, ModelPrice>, models: string[], usage: { inputTokens: number; outputTokens: number }): number | undefined {
   const price = models.map((m) => prices[m]).find((p) => p !== undefined);
   return price ? (usage.inputTokens * price.inputPerMTok + usage.outputTokens * price.outputPerMTok) / 1_000_000 : undefined;
+}
+
+/**
+ * The `check` of an HTTP provider: which models exist is the server's business (and costs a
+ * request), but a reference that names no model at all is known to fail: `openai:` or a bare
+ * `openai` (its `default`) when no `defaultModel` says what that is.
+ */
+export function modelNameCheck(provider: string, defaultModel: string | undefined): (model: string) => string | undefined {
+  return (model) => {
+    if (model === '') return `provider "${provider}" needs a model name after the colon`;
+    if (model === 'default' && !defaultModel) return `provider "${provider}" has no defaultModel, so "${provider}" alone names no model; write "${provider}:<model>" or pass defaultModel`;
+    return undefined;
+  };
 }
 
 /** Receives streamed text as it arrives; `request` says which agent and step it belongs to. */

@@ -1,10 +1,11 @@
-import type { AssistantMessage, Message, ToolCall } from '../core/messages.js';
+import { parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
 import {
   apiKeyReader,
   checkPrices,
   costOf,
   modelError,
+  modelNameCheck,
   normalizeBaseURL,
   parseJson,
   postJson,
@@ -80,7 +81,12 @@ export function toOpenAIMessages(messages: readonly Message[]): Array<Record<str
         return {
           role: 'assistant',
           content: m.content === '' ? null : m.content,
-          tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.args ?? {}) } })),
+          // Unreadable arguments go back as the model wrote them, next to the error about them.
+          tool_calls: m.toolCalls.map((c) => ({
+            id: c.id,
+            type: 'function',
+            function: { name: c.name, arguments: c.argsError !== undefined && typeof c.args === 'string' ? c.args : JSON.stringify(c.args ?? {}) },
+          })),
         };
       case 'tool':
         // The format has no error flag; the executor already words failures as "error: …".
@@ -120,10 +126,9 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
   const toolCall = (call: WireToolCall, index: number): ToolCall => {
     const name = call.function?.name;
     if (!name) throw modelError(id, `tool call ${index} has no function name`, { retryable: false, reason: 'protocol' });
-    const raw = call.function?.arguments;
-    // Some servers send no arguments for a tool without parameters, a few send an object.
-    const args = typeof raw === 'object' && raw !== null ? raw : raw === undefined || raw.trim() === '' ? {} : parseJson(id, raw, `arguments of tool call "${name}"`);
-    return { id: call.id || `call_${index}`, name, args };
+    // Some servers send no arguments for a tool without parameters, a few send an object;
+    // broken JSON (common with small local models) is kept for the model to correct.
+    return { id: call.id || `call_${index}`, name, ...parseToolArgs(call.function?.arguments) };
   };
 
   const finish = (request: ModelRequest, served: string | undefined, message: AssistantMessage, usage: WireCompletion['usage'], reason: string | null | undefined): ModelResponse => {
@@ -138,6 +143,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
 
   return {
     id,
+    check: modelNameCheck(id, o.defaultModel),
     async generate(request, context): Promise<ModelResponse> {
       const model = request.model === 'default' && o.defaultModel ? o.defaultModel : request.model;
       const apiKey = o.key();

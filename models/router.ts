@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../core/clock.js';
-import { ErrorCode, TroupeError, isTroupeError } from '../core/errors.js';
-import type { ModelCallContext, ModelProvider, ModelProviders, ModelRequest, ModelResponse } from '../core/model.js';
+import { ErrorCode, TroupeError, isRetryable, isTroupeError } from '../core/errors.js';
+import { splitModelRef, type ModelCallContext, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse } from '../core/model.js';
 
 /** Ordered candidates (`provider:model`) of a route, optionally different when recovering. */
 export type RouteSpec = readonly string[] | { plan: readonly string[]; recover?: readonly string[] };
@@ -41,31 +41,37 @@ export interface RouterOptions {
 export interface RouteAttempt {
   candidate: string;
   error?: string;
-  /** Set when the candidate was not called because its provider's circuit is open. */
+  /**
+   * Set when the candidate was not called: its provider's circuit is open, or the provider
+   * asked (`Retry-After`) not to be called again before a time that has not come.
+   */
   skipped?: true;
+  /** For a skipped candidate: the real error that got it skipped (`ECONNREFUSED`, `HTTP 429: …`). */
+  lastError?: string;
 }
 
-/** Fallback is for transient trouble; anything marked `retryable: false` is final. */
-const retryable = (error: unknown) => !(isTroupeError(error) && error.details.retryable === false);
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
-/** Splits `provider:model`; a bare provider means its `default` model, as in `resolveModel`. */
-function split(ref: string): { provider: string; model: string } {
-  const cut = ref.indexOf(':');
-  return cut === -1 ? { provider: ref, model: 'default' } : { provider: ref.slice(0, cut), model: ref.slice(cut + 1) };
-}
+/** Splits `provider:model` exactly as the node does when it resolves a reference. */
+const split = splitModelRef;
 
 /**
  * Per-provider circuit breaker: closed → open after `failureThreshold` consecutive retryable
  * failures → half-open after `cooldownMs`, when exactly one trial call decides between
- * closed and open again. Any answer, even a 4xx, proves the provider is up.
+ * closed and open again. Any answer, even a 4xx, proves the provider is up. It remembers the
+ * last failure, so a call refused while open can say what is actually wrong.
  */
 function createBreaker(threshold: number, cooldownMs: number, clock: Clock) {
   let state: 'closed' | 'open' | 'half-open' = 'closed';
   let failures = 0;
   let openedAt = 0;
   let trial = false;
+  let lastError: unknown;
   return {
+    /** The failure that last counted against the provider. */
+    get lastError(): unknown {
+      return lastError;
+    },
     get state() {
       return state === 'open' && clock.now() - openedAt >= cooldownMs ? 'half-open' : state;
     },
@@ -83,7 +89,8 @@ function createBreaker(threshold: number, cooldownMs: number, clock: Clock) {
       failures = 0;
       trial = false;
     },
-    failed() {
+    failed(error: unknown) {
+      lastError = error;
       failures += 1;
       if (state === 'half-open' || failures >= threshold) {
         state = 'open';
@@ -170,6 +177,15 @@ export function createRouter(options: RouterOptions): ModelRouter {
   }
 
   const breakers = new Map<string, ReturnType<typeof createBreaker>>();
+  /**
+   * Candidates whose provider answered "not before then" (a 429 or 503 with `Retry-After`),
+   * with that answer. Such an answer proves the provider up and says exactly when to come
+   * back, so it pauses that one candidate for the time asked instead of counting towards
+   * the circuit: a burst of 429s must not open the circuit and lock the provider out for
+   * `cooldownMs` (what a resilience4j or Polly breaker that counts every failure does),
+   * and it must not be called again early either (what a plain retry loop would do).
+   */
+  const pauses = new Map<string, { until: number; error: unknown }>();
   const breakerOf = (provider: string) => {
     let breaker = breakers.get(provider);
     if (!breaker) breakers.set(provider, (breaker = createBreaker(o.failureThreshold, o.cooldownMs, o.clock)));
@@ -189,7 +205,7 @@ export function createRouter(options: RouterOptions): ModelRouter {
     if (o.attemptTimeoutMs === undefined) return provider.generate(request, context);
     const limit = o.attemptTimeoutMs;
     const controller = new AbortController();
-    const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { retryable: true, reason: 'timeout' } })), limit);
+    const stopTimer = o.clock.setTimer(() => controller.abort(new TroupeError(ErrorCode.MODEL_FAILED, `no answer within ${limit} ms`, { details: { reason: 'timeout' }, retryable: true })), limit);
     const call = provider.generate(request, { ...context, signal: AbortSignal.any([signal, controller.signal]) });
     const timedOut = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     try {
@@ -203,19 +219,50 @@ export function createRouter(options: RouterOptions): ModelRouter {
   return {
     id,
     breakers: () => Object.fromEntries([...new Set([...o.routes.values()].flatMap((r) => [...r.plan, ...r.recover]).map((r) => split(r).provider))].map((p) => [p, breakers.get(p)?.state ?? 'closed'])),
+    check(model) {
+      const route = o.routes.get(model);
+      if (!route) return `router "${id}" has no route "${model}"; routes: ${[...o.routes.keys()].join(', ')}`;
+      // Every model the route may reach is asked: its candidates for both phases and, whatever
+      // their dates, the replacements deprecations will move them to during a long run.
+      // (Providers the router does not know were refused when it was made.)
+      const problems: string[] = [];
+      const seen = new Set<string>();
+      const visit = (ref: string, where: string) => {
+        for (let next: string | undefined = ref; next !== undefined && !seen.has(next); next = o.deprecations.get(next)?.replacedBy) {
+          seen.add(next);
+          const target = split(next);
+          let problem: string | undefined;
+          try {
+            problem = o.providers[target.provider]!.check?.(target.model);
+          } catch (error) {
+            problem = messageOf(error);
+          }
+          if (problem !== undefined) problems.push(`${where} "${next}"${next === ref ? '' : ` (replacing "${ref}")`}: ${problem}`);
+        }
+      };
+      route.plan.forEach((ref, i) => visit(ref, `candidate ${i + 1}`));
+      route.recover.forEach((ref, i) => visit(ref, `recover candidate ${i + 1}`));
+      return problems.length ? `router "${id}" route "${model}": ${problems.join('; ')}` : undefined;
+    },
     async generate(request, context): Promise<ModelResponse> {
       const route = o.routes.get(request.model);
       if (!route) {
         throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, `router "${id}" has no route "${request.model}"; routes: ${[...o.routes.keys()].join(', ')}`, {
-          details: { router: id, route: request.model, retryable: false },
+          details: { router: id, route: request.model },
         });
       }
       const planned = request.phase === 'recover' ? route.recover : route.plan;
       const attempts: RouteAttempt[] = [];
       const tried = new Set<string>();
-      let waitMs: number | undefined;
-      const wait = (ms: unknown) => {
-        if (typeof ms === 'number' && Number.isFinite(ms)) waitMs = Math.min(waitMs ?? ms, ms);
+      // When the route may be tried again: the soonest any candidate is known to be
+      // available, but only if every candidate said; one that just failed may work at once.
+      const waits: Array<number | undefined> = [];
+      // What went wrong for real (not "circuit open"): the first becomes the final `cause`.
+      const causes: unknown[] = [];
+      const skip = (candidate: string, error: string, last: unknown, waitMs: number) => {
+        attempts.push({ candidate, error, skipped: true, ...(last !== undefined ? { lastError: messageOf(last) } : {}) });
+        waits.push(waitMs);
+        if (last !== undefined) causes.push(last);
       };
       for (const original of planned) {
         const candidate = current(original);
@@ -223,10 +270,16 @@ export function createRouter(options: RouterOptions): ModelRouter {
         tried.add(candidate);
         if (context.signal.aborted) throw context.signal.reason;
         const target = split(candidate);
+        const pause = pauses.get(candidate);
+        if (pause && o.clock.now() < pause.until) {
+          const left = pause.until - o.clock.now();
+          skip(candidate, `provider "${target.provider}" asked not to be called for another ${left} ms`, pause.error, left);
+          continue;
+        }
+        pauses.delete(candidate);
         const breaker = breakerOf(target.provider);
         if (!breaker.acquire()) {
-          attempts.push({ candidate, error: `circuit open for provider "${target.provider}"`, skipped: true });
-          wait(breaker.retryInMs());
+          skip(candidate, `circuit open for provider "${target.provider}"`, breaker.lastError, breaker.retryInMs());
           continue;
         }
         try {
@@ -243,18 +296,28 @@ export function createRouter(options: RouterOptions): ModelRouter {
             breaker.released();
             throw error;
           }
-          if (!retryable(error)) {
+          // Fallback is for transient trouble; an error that says it is final stays final.
+          if (!isRetryable(error)) {
             breaker.succeeded();
             throw error;
           }
-          breaker.failed();
+          const asked = isTroupeError(error) ? error.retryAfterMs : undefined;
+          if (asked !== undefined && asked > 0) {
+            breaker.succeeded(); // it answered: up, just not for us yet
+            pauses.set(candidate, { until: o.clock.now() + asked, error });
+          } else breaker.failed(error);
           attempts.push({ candidate, error: messageOf(error) });
-          if (isTroupeError(error)) wait(error.details.retryAfterMs);
+          waits.push(asked);
+          causes.push(error);
         }
       }
-      const summary = attempts.map((a) => `${a.candidate}: ${a.error}`).join('; ');
+      const summary = attempts.map((a) => `${a.candidate}: ${a.error}${a.lastError !== undefined ? ` (last error: ${a.lastError})` : ''}`).join('; ');
+      const retryAfterMs = waits.every((w) => w !== undefined) ? Math.min(...(waits as number[])) : undefined;
       throw new TroupeError(ErrorCode.MODEL_FAILED, `router "${id}" route "${request.model}": every candidate failed (${summary})`, {
-        details: { retryable: true, router: id, route: request.model, attempts, ...(waitMs !== undefined ? { retryAfterMs: waitMs } : {}) },
+        details: { router: id, route: request.model, attempts },
+        retryable: true,
+        ...(causes.length ? { cause: causes[0] } : {}),
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
       });
     },
   };

@@ -1,6 +1,6 @@
 import { sleep, systemClock, type Clock } from '../core/clock.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import { msg, type ToolCall } from '../core/messages.js';
+import { msg, parseToolArgs, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse } from '../core/model.js';
 
 /** One scripted assistant turn: plain text, or text with tool calls. */
@@ -8,6 +8,10 @@ export type ScriptedTurn =
   | string
   | {
       text?: string;
+      /**
+       * `args` is an object, or argument text as a model sends it on the wire, read like a
+       * real provider's (so broken JSON can be scripted too).
+       */
       toolCalls?: ReadonlyArray<{ name: string; args: unknown; id?: string }>;
       /** Fail this many attempts of the turn (a transient provider error) before answering. */
       failFirst?: number;
@@ -49,7 +53,8 @@ export function scriptedModel(options: ScriptedModelOptions): ModelProvider {
     const turn = turns?.[index];
     if (turn === undefined) {
       throw new TroupeError(ErrorCode.MODEL_FAILED, `scripted model has no turn ${index + 1} for agent "${request.agent}"`, {
-        details: { agent: request.agent, turn: index, retryable: false },
+        details: { agent: request.agent, turn: index },
+        retryable: false,
       });
     }
     return turn;
@@ -67,13 +72,13 @@ export function scriptedModel(options: ScriptedModelOptions): ModelProvider {
         if (failed < turn.failFirst) {
           failures.set(key, failed + 1);
           throw new TroupeError(ErrorCode.MODEL_FAILED, `scripted transient failure ${failed + 1}/${turn.failFirst}`, {
-            details: { retryable: true },
+            retryable: true,
           });
         }
       }
       const text = typeof turn === 'string' ? turn : (turn.text ?? '');
       const calls: ToolCall[] =
-        typeof turn === 'string' ? [] : (turn.toolCalls ?? []).map((c, i) => ({ id: c.id ?? `call_${index}_${i}`, name: c.name, args: c.args }));
+        typeof turn === 'string' ? [] : (turn.toolCalls ?? []).map((c, i) => ({ id: c.id ?? `call_${index}_${i}`, name: c.name, ...parseToolArgs(c.args) }));
       const prompt = request.messages.reduce((n, m) => n + tokens(m.content), 0);
       return {
         message: msg.assistant(text, calls),

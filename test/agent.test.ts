@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, isTroupeError, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
+import { agent, createNode, crew, ErrorCode, isTroupeError, memoryStorage, scriptedModel, tool, TroupeError, type RunEvent } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import type { Script } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { steppingClock } from './helpers/stepping-clock.js';
 
 async function runPair(script: Script, crewOptions: Parameters<typeof twoAgentCrew>[0] = {}) {
   await using storage = memoryStorage();
@@ -38,6 +39,17 @@ describe('agent', () => {
     expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
   });
 
+  it('never retries an error whose code says it cannot succeed, even unmarked (MODEL_NOT_FOUND)', async () => {
+    const script: Script = (request) => {
+      if (request.agent === 'researcher') throw new TroupeError(ErrorCode.MODEL_NOT_FOUND, 'the provider has no model "gpt-retired"');
+      return 'unused';
+    };
+    const { result, events } = await runPair(script, { crew: { supervision: { maxRestarts: 3, initialDelayMs: 1 } } });
+    expect(events.filter((e) => e.type === 'model.error')).toHaveLength(1);
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { cause: { code: 'MODEL_NOT_FOUND', retryable: false } } });
+    expect(result.error?.message).toMatch(/not retryable.*no model "gpt-retired"/);
+  });
+
   it('fails with MAX_STEPS when the model keeps calling tools', async () => {
     const loop = { text: 'again', toolCalls: [{ name: 'lookup', args: { word: 'x' } }] };
     const { result } = await runPair({ researcher: [loop, loop, loop, loop], writer: [] }, { researcher: { maxSteps: 3 } });
@@ -53,6 +65,9 @@ describe('agent', () => {
       return [
         { toolCalls: [{ name: 'nope', args: {} }] },
         { toolCalls: [{ name: 'lookup', args: { word: 42 } }] },
+        // Argument text as a small model sends it: broken JSON, then JSON that is no object.
+        { toolCalls: [{ name: 'lookup', args: '{"word": "actor"' }] },
+        { toolCalls: [{ name: 'lookup', args: '"actor"' }] },
         'recovered',
       ][request.messages.filter((m) => m.role === 'assistant').length]!;
     };
@@ -60,6 +75,8 @@ describe('agent', () => {
     expect(result.status).toBe('completed');
     expect(seen[0]).toMatch(/unknown tool "nope"; available: lookup/);
     expect(seen[1]).toMatch(/invalid arguments for lookup: word: .*expected string/i);
+    expect(seen[2]).toMatch(/^error: invalid arguments for lookup: not valid JSON \(.+\); received "\{\\"word\\": \\"actor\\""$/);
+    expect(seen[3]).toBe('error: invalid arguments for lookup: must be a JSON object, got a string; received "\\"actor\\""');
   });
 
   it('passes an abort signal and a stable idempotency key into tools', async () => {
@@ -81,11 +98,33 @@ describe('agent', () => {
     expect(contexts).toEqual([{ key: 'p1:solo/t1/s1/tool/call_0_0', aborted: false, callId: 'solo/t1/s1/tool/call_0_0' }]);
   });
 
+  it('jitters retry backoff within its bounds, reproducibly for a run, differently for another', async () => {
+    const waits = async (runId: string) => {
+      const clock = steppingClock(0);
+      await using storage = memoryStorage();
+      const script = { researcher: [{ text: 'ok', failFirst: 2 }], writer: ['w'] };
+      await using node = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
+      // The default policy: 200 ms doubling, jitter 0.5.
+      const run = await node.run(twoAgentCrew({ researcher: { retry: {} } }), { input: 'x', runId });
+      expect((await run.result()).output).toBe('w');
+      return clock.armed.map((t) => t.ms);
+    };
+    const first = await waits('jit-1');
+    expect(first).toHaveLength(2);
+    expect(first[0]).toBeGreaterThanOrEqual(100);
+    expect(first[0]).toBeLessThanOrEqual(200);
+    expect(first[1]).toBeGreaterThanOrEqual(200);
+    expect(first[1]).toBeLessThanOrEqual(400);
+    expect(await waits('jit-1')).toEqual(first);
+    expect(await waits('jit-2')).not.toEqual(first);
+  });
+
   it('keeps a retry deadline across a restore instead of restarting the backoff', async () => {
     const clock = manualClock(1_000);
     await using storage = memoryStorage();
     const script = { researcher: [{ text: 'late', failFirst: 1 }], writer: ['w'] };
-    const slowRetry = { researcher: { retry: { initialDelayMs: 10_000, maxDelayMs: 10_000 } } };
+    // Without jitter, so the stored deadline is exactly 10 s away.
+    const slowRetry = { researcher: { retry: { initialDelayMs: 10_000, maxDelayMs: 10_000, jitter: 0 } } };
     const first = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
     const reachedRecovering = new Promise<void>((resolve) => first.subscribe((e) => e.type === 'state' && e.state === 'recovering' && resolve()));
     await first.run(twoAgentCrew(slowRetry), { input: 'x', runId: 't1' });
@@ -150,6 +189,10 @@ describe('agent', () => {
     expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', tools: [t, t] })).toThrow(/two tools named "a"/);
     expect(() => tool({ name: 'u', description: '', input: z.object({}), effect: 'compensatable', run: () => 1 })).toThrow(/must define compensate/);
     expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { initialDelayMs: 10, maxDelayMs: 5 } })).toThrow(/must not exceed/);
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { jitter: 2 } })).toThrow(/agent "x": retry.jitter must be a fraction between 0 and 1/);
+    expect(() => agent({ id: 'x', role: '', instructions: '', model: 'scripted', retry: { maxRetryAfterMs: -1 } })).toThrow(/retry.maxRetryAfterMs must be a non-negative number/);
+    expect(() => crew({ id: 'c', agents: [agent({ id: 'x', role: '', instructions: '', model: 'scripted' })], supervision: { factor: 0 } })).toThrow(/supervision.factor must be a number of at least 1/);
+    expect(() => new TroupeError(ErrorCode.MODEL_FAILED, 'x', { retryAfterMs: -5 })).toThrow(/retryAfterMs must be a non-negative number of milliseconds, got -5/);
     expect(() => crew({ id: 'c', agents: [] })).toThrow(/at least one agent/);
     const a = agent({ id: 'crew', role: '', instructions: '', model: 'scripted' });
     expect(() => crew({ id: 'c', agents: [a] })).toThrow(/reserved/);

@@ -6,6 +6,9 @@ import { createRunStore } from '../core/run-store.js';
 import { createRouter, openAICompatible, type RouterOptions } from '../models/index.js';
 import { openai, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
+import { steppingClock } from './helpers/stepping-clock.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 /** An in-process provider whose behaviour per call is a function; it records what it was asked. */
 function stub(id: string, behave: (request: ModelRequest, signal: AbortSignal) => string | Error | Promise<string>) {
@@ -22,8 +25,8 @@ function stub(id: string, behave: (request: ModelRequest, signal: AbortSignal) =
   return Object.assign(provider, { calls });
 }
 
-const transient = (text = 'HTTP 503: unavailable') => new TroupeError(ErrorCode.MODEL_FAILED, text, { details: { retryable: true, status: 503 } });
-const final = (text = 'HTTP 400: bad request') => new TroupeError(ErrorCode.MODEL_FAILED, text, { details: { retryable: false, status: 400 } });
+const transient = (text = 'HTTP 503: unavailable') => new TroupeError(ErrorCode.MODEL_FAILED, text, { retryable: true, details: { status: 503 } });
+const final = (text = 'HTTP 400: bad request') => new TroupeError(ErrorCode.MODEL_FAILED, text, { retryable: false, details: { status: 400 } });
 
 const request = (model: string, extra: Partial<ModelRequest> = {}): ModelRequest => ({ model, messages: [msg.user('hi')], tools: [], agent: 'a', runId: 'r', step: 1, phase: 'plan', attempt: 0, ...extra });
 const ctx = () => ({ signal: new AbortController().signal });
@@ -72,13 +75,13 @@ describe('createRouter', () => {
   });
 
   it('fails retryably, listing every candidate, when all of them fail', async () => {
-    const a = stub('a', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: later', { details: { retryable: true, retryAfterMs: 4000 } }));
-    const b = stub('b', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: much later', { details: { retryable: true, retryAfterMs: 9000 } }));
+    const a = stub('a', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: later', { retryable: true, retryAfterMs: 4000 }));
+    const b = stub('b', () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: much later', { retryable: true, retryAfterMs: 9000 }));
     const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] } });
     const error = await failure(router.generate(request('writer'), ctx()));
     expect(error.code).toBe('MODEL_FAILED');
     expect(error.message).toBe('router "router" route "writer": every candidate failed (a:m: HTTP 429: later; b:m: HTTP 429: much later)');
-    expect(error.details).toMatchObject({ retryable: true, route: 'writer', retryAfterMs: 4000, attempts: [{ candidate: 'a:m' }, { candidate: 'b:m' }] });
+    expect(error).toMatchObject({ retryable: true, retryAfterMs: 4000, details: { route: 'writer', attempts: [{ candidate: 'a:m' }, { candidate: 'b:m' }] } });
   });
 
   it('routes by phase: recovery goes to its own candidates, arrays serve both phases', async () => {
@@ -91,7 +94,7 @@ describe('createRouter', () => {
     expect(big.calls).toEqual(['big:m']);
     const unknown = await failure(router.generate(request('nope'), ctx()));
     expect(unknown.code).toBe('MODEL_NOT_FOUND');
-    expect(unknown.details).toMatchObject({ retryable: false });
+    expect(unknown.retryable).toBe(false);
   });
 
   it('switches deprecated models once their date passes on the clock, following chains', async () => {
@@ -140,7 +143,7 @@ describe('createRouter', () => {
 
     const skipped = await router.generate(request('writer'), ctx());
     expect(a.calls).toHaveLength(2); // not called while open
-    expect(skipped.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true }, { candidate: 'b:m' }]);
+    expect(skipped.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true, lastError: 'HTTP 503: unavailable' }, { candidate: 'b:m' }]);
 
     clock.advance(1000);
     expect(router.breakers().a).toBe('half-open');
@@ -168,7 +171,7 @@ describe('createRouter', () => {
     mode = 'hold';
     const trial = router.generate(request('writer'), ctx());
     const other = await router.generate(request('writer'), ctx());
-    expect(other.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true }, { candidate: 'b:m' }]);
+    expect(other.meta?.attempts).toEqual([{ candidate: 'a:m', error: 'circuit open for provider "a"', skipped: true, lastError: 'HTTP 503: unavailable' }, { candidate: 'b:m' }]);
     release('trial ok');
     expect((await trial).model).toBe('a:m');
     expect(router.breakers().a).toBe('closed');
@@ -180,6 +183,52 @@ describe('createRouter', () => {
     const router = createRouter({ providers: { a }, routes: { r: ['a:m'] }, breaker: { failureThreshold: 2 } });
     for (let i = 0; i < 4; i++) await router.generate(request('r'), ctx()).catch(() => undefined);
     expect(router.breakers().a).toBe('closed');
+  });
+
+  it('pauses a candidate that answered 429 with Retry-After for that long, instead of opening its circuit', async () => {
+    const clock = manualClock(0);
+    const limited = () => new TroupeError(ErrorCode.MODEL_FAILED, 'HTTP 429: slow down', { retryable: true, retryAfterMs: 5_000, details: { status: 429 } });
+    const a = stub('a', limited);
+    const b = stub('b', () => 'b');
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] }, breaker: { failureThreshold: 2, cooldownMs: 30_000 }, clock });
+    for (let i = 0; i < 5; i++) expect((await router.generate(request('writer'), ctx())).model).toBe('b:m');
+    // Asked once, then left alone for the 5 s it asked for; its circuit never opened.
+    expect(a.calls).toEqual(['a:m']);
+    expect(router.breakers().a).toBe('closed');
+    const waiting = await router.generate(request('writer'), ctx());
+    expect(waiting.meta?.attempts).toEqual([
+      { candidate: 'a:m', error: 'provider "a" asked not to be called for another 5000 ms', skipped: true, lastError: 'HTTP 429: slow down' },
+      { candidate: 'b:m' },
+    ]);
+    clock.advance(4_999);
+    await router.generate(request('writer'), ctx());
+    expect(a.calls).toHaveLength(1);
+    clock.advance(1);
+    await router.generate(request('writer'), ctx());
+    expect(a.calls).toHaveLength(2);
+    expect(router.breakers().a).toBe('closed');
+  });
+
+  it('names each candidate\'s last real error, not just "circuit open", and keeps the first as the cause', async () => {
+    const clock = manualClock(0);
+    const refused = new TroupeError(ErrorCode.MODEL_FAILED, 'a: network error: fetch failed (connect ECONNREFUSED 127.0.0.1:9)', { retryable: true });
+    const overloaded = transient('b: HTTP 503: overloaded');
+    const a = stub('a', () => refused);
+    const b = stub('b', () => overloaded);
+    const router = createRouter({ providers: { a, b }, routes: { writer: ['a:m', 'b:m'] }, breaker: { failureThreshold: 1, cooldownMs: 1_000 }, clock });
+    const first = await failure(router.generate(request('writer'), ctx()));
+    expect(first.cause).toBe(refused);
+    expect(first.retryAfterMs).toBeUndefined(); // they just failed: nothing says when to come back
+    // Both circuits are open now: nothing is called, and the error still says what is wrong.
+    const second = await failure(router.generate(request('writer'), ctx()));
+    expect(second.message).toBe(
+      'router "router" route "writer": every candidate failed (' +
+        'a:m: circuit open for provider "a" (last error: a: network error: fetch failed (connect ECONNREFUSED 127.0.0.1:9)); ' +
+        'b:m: circuit open for provider "b" (last error: b: HTTP 503: overloaded))',
+    );
+    expect(second.cause).toBe(refused);
+    expect(second.retryAfterMs).toBe(1_000); // both circuits said when they will let a trial through
+    expect([...a.calls, ...b.calls]).toEqual(['a:m', 'b:m']);
   });
 
   it('abandons a slow candidate after attemptTimeoutMs and stops at once when the caller aborts', async () => {
@@ -212,7 +261,7 @@ describe('router over real HTTP', () => {
 
   it('runs a crew on router:writer, falling back from a failing endpoint, and journals the served model', async () => {
     const KEY = 'sk-e2e-SECRET';
-    server.fallback('/flaky/chat/completions', openai.error(503, 'upstream overloaded', { 'retry-after': '1' }));
+    server.fallback('/flaky/chat/completions', openai.error(503, 'upstream overloaded'));
     server.enqueue(
       '/v1/chat/completions',
       openai.completion({ content: 'Looking it up.', toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{"word":"actor"}' }] }),
@@ -256,5 +305,29 @@ describe('router over real HTTP', () => {
       });
     }
     expect(JSON.stringify(await createRunStore(storage).journal('e2e-1'))).not.toContain(KEY);
+  });
+
+  it('fails a run on a refused connection naming ECONNREFUSED, even after the circuit opened', async () => {
+    // A port nothing listens on: bind one, then close it.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+    const clock = steppingClock(0);
+    const down = openAICompatible({ id: 'down', baseURL: `http://127.0.0.1:${port}/v1` });
+    const router = createRouter({ providers: { down }, routes: { writer: ['down:gpt-test'] }, breaker: { failureThreshold: 2, cooldownMs: 10_000 }, clock });
+    // Three attempts: two refused connections open the circuit, the third is refused by it.
+    const writer = agent({ id: 'writer', role: 'writes', instructions: 'Write.', model: 'router:writer', retry: { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 1 } });
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, models: { down, router } });
+    const result = await (await node.run(crew({ id: 'w', agents: [writer], supervision: { maxRestarts: 0 } }), { input: 'x', runId: 'refused-1' })).settled();
+    expect(router.breakers().down).toBe('open');
+    expect(result.status).toBe('failed');
+    expect(result.error?.details?.cause).toMatchObject({ code: 'RETRIES_EXHAUSTED' });
+    expect(result.error?.message).toContain('gave up after 3 attempts: router "router" route "writer": every candidate failed (down:gpt-test: circuit open for provider "down"');
+    expect(result.error?.message).toMatch(new RegExp(`last error: down: network error: fetch failed \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\)`));
+    // Two 1 ms backoffs; the last attempt found the circuit open and ended the retries.
+    expect(clock.armed.map((t) => t.ms)).toEqual([1, 1]);
   });
 });

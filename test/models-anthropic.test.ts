@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { msg, serializeError, type Message, type ModelRequest } from '../index.js';
-import { anthropic } from '../models/index.js';
+import { anthropic, toAnthropicMessages } from '../models/index.js';
 import { anthropicReply, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 
@@ -142,7 +142,7 @@ describe('anthropic', () => {
     });
   });
 
-  it('fails streams that report overloaded, end early or carry broken tool input', async () => {
+  it('fails streams that report overloaded or end early, and keeps broken tool input for the model to correct', async () => {
     server.enqueue(
       PATH,
       { sse: [sseEvent({ type: 'message_start', message: { model: 'claude-test-1', usage: { input_tokens: 1 } } }, 'message_start'), sseEvent({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, 'error')] },
@@ -158,12 +158,19 @@ describe('anthropic', () => {
     const model = provider({ stream: true });
     const overloaded = await failure(model.generate(request([msg.user('a')]), signal()));
     expect(overloaded.message).toBe('anthropic: overloaded_error: Overloaded');
-    expect(overloaded.details).toMatchObject({ retryable: true });
+    expect(overloaded).toMatchObject({ retryable: true });
     const cut = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(cut.details).toMatchObject({ retryable: true, reason: 'network' });
-    const broken = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(broken.details).toMatchObject({ retryable: false, reason: 'protocol' });
-    expect(broken.message).toMatch(/input of tool call "lookup" is not valid JSON/);
+    expect(cut).toMatchObject({ retryable: true, details: { reason: 'network' } });
+    const broken = await model.generate(request([msg.user('a')]), signal());
+    expect(broken.message.toolCalls).toEqual([{ id: 'toolu_b', name: 'lookup', args: '{"word": ', argsError: expect.stringMatching(/^not valid JSON \(.+\)$/) }]);
+    // Sent back with an empty input (the API requires an object); the text is in the tool result.
+    expect(toAnthropicMessages([broken.message]).messages).toEqual([{ role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_b', name: 'lookup', input: {} }] }]);
+  });
+
+  it('keeps a tool_use input that is not an object, saying so', async () => {
+    server.enqueue(PATH, anthropicReply.message({ content: [{ type: 'tool_use', id: 'toolu_s', name: 'lookup', input: 'actor' }], stop: 'tool_use' }));
+    const response = await provider().generate(request([msg.user('a')]), signal());
+    expect(response.message.toolCalls).toEqual([{ id: 'toolu_s', name: 'lookup', args: 'actor', argsError: 'must be a JSON object, got a string' }]);
   });
 
   it('maps 529 and 429 (Retry-After as an HTTP date) to retryable, 400 and 401 to final failures, without the key', async () => {
@@ -177,16 +184,16 @@ describe('anthropic', () => {
     );
     const model = provider();
     const overloaded = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(overloaded.details).toMatchObject({ retryable: true, status: 529 });
+    expect(overloaded).toMatchObject({ retryable: true, details: { status: 529 } });
     const limited = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(limited.details).toMatchObject({ retryable: true, status: 429 });
-    expect(limited.details.retryAfterMs).toBeGreaterThan(55_000);
-    expect(limited.details.retryAfterMs).toBeLessThanOrEqual(60_000);
+    expect(limited).toMatchObject({ retryable: true, details: { status: 429 } });
+    expect(limited.retryAfterMs).toBeGreaterThan(55_000);
+    expect(limited.retryAfterMs).toBeLessThanOrEqual(60_000);
     const invalid = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(invalid.details).toMatchObject({ retryable: false, status: 400 });
+    expect(invalid).toMatchObject({ retryable: false, details: { status: 400 } });
     expect(invalid.message).toBe('anthropic: HTTP 400: messages: roles must alternate');
     const denied = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(denied.details).toMatchObject({ retryable: false, status: 401 });
+    expect(denied).toMatchObject({ retryable: false, details: { status: 401 } });
     expect(denied.message).toMatch(/invalid x-api-key \[redacted\]/);
     expect(JSON.stringify(serializeError(denied))).not.toContain(KEY);
   });
@@ -194,7 +201,7 @@ describe('anthropic', () => {
   it('fails without calling out when no key is configured', async () => {
     const model = anthropic({ baseURL: server.url, apiKeyEnv: 'TROUPE_TEST_UNSET_KEY' });
     const error = await failure(model.generate(request([msg.user('a')]), signal()));
-    expect(error.details).toMatchObject({ retryable: false });
+    expect(error).toMatchObject({ retryable: false });
     expect(error.message).toMatch(/no API key: pass apiKey or set TROUPE_TEST_UNSET_KEY/);
     expect(server.requests).toHaveLength(0);
   });

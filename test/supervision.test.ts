@@ -1,11 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { agent, createNode, crew, memoryStorage, scriptedModel, TroupeError, type CrewOptions, type RunEvent } from '../index.js';
 import type { Script } from '../models/scripted.js';
+import { steppingClock } from './helpers/stepping-clock.js';
 
 const member = (id: string) => agent({ id, role: id, instructions: id, model: 'scripted', retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 } });
-/** A failure no retry fixes, so the agent fails its task and the crew must supervise. */
+/** A transient failure that outlasts the agent's one attempt, so the crew must supervise. */
 const broken = (what: string) => {
-  throw new TroupeError('MODEL_FAILED', `${what} is broken`, { details: { retryable: false } });
+  throw new TroupeError('MODEL_FAILED', `${what} is broken`, { retryable: true });
+};
+/** A failure that no retry and no restart can fix (a 404, say). */
+const final = (what: string) => {
+  throw new TroupeError('MODEL_FAILED', `${what}: HTTP 404: no such model`, { retryable: false, details: { status: 404 } });
 };
 
 async function run(options: Pick<CrewOptions, 'agents' | 'process' | 'supervision'>, script: Script) {
@@ -41,8 +46,34 @@ describe('supervision', () => {
     const { result, tasks } = await run({ agents: [member('a'), member('b')], supervision: { maxRestarts: 2, withinMs: 60_000, initialDelayMs: 1 } }, script);
     expect(tasks).toEqual(['a', 'b', 'b', 'b']);
     expect(result.status).toBe('failed');
-    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'MODEL_FAILED' } } });
-    expect(result.error?.message).toBe("b failed and was not restarted (restart intensity exceeded: 2 restarts within 60000 ms): b is broken");
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'RETRIES_EXHAUSTED', details: { last: { code: 'MODEL_FAILED' } } } } });
+    expect(result.error?.message).toBe('b failed and was not restarted (restart intensity exceeded: 2 restarts within 60000 ms): agent "b" gave up after 1 attempts: b is broken');
+  });
+
+  it('escalates an error that cannot succeed on a retry at once, with the reason, never restarting', async () => {
+    const script: Script = (req) => (req.agent === 'b' ? final('b') : 'ok');
+    const { result, tasks, snapshot } = await run({ agents: [member('a'), member('b')], supervision: { maxRestarts: 3, initialDelayMs: 1 } }, script);
+    expect(tasks).toEqual(['a', 'b']);
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ code: 'SUPERVISION_ESCALATED', details: { agent: 'b', cause: { code: 'MODEL_FAILED', retryable: false } } });
+    expect(result.error?.message).toBe('b failed and was not restarted (MODEL_FAILED is not retryable, so a restart cannot fix it): b: HTTP 404: no such model');
+    expect(snapshot.states.b).toBe('failed');
+  });
+
+  it('restarts no sooner than the failed call asked (Retry-After), on the injected clock', async () => {
+    const clock = steppingClock(1_000);
+    let limited = 1;
+    const script: Script = (req) => {
+      if (req.agent === 'b' && limited-- > 0) throw new TroupeError('MODEL_FAILED', 'HTTP 429: slow down', { retryable: true, retryAfterMs: 5_000 });
+      return `${req.agent} ok`;
+    };
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, models: { scripted: scriptedModel({ script }) } });
+    const team = crew({ id: 's', agents: [member('a'), member('b')], supervision: { initialDelayMs: 1, maxRestarts: 2 } });
+    const result = await (await node.run(team, { input: 'go', runId: 'sv-ra' })).result();
+    expect(result.output).toBe('b ok');
+    // The only wait: the crew's restart of b, 5 s (not its 1 ms backoff) after b failed.
+    expect(clock.armed).toEqual([{ at: 1_000, ms: 5_000 }]);
   });
 
   it('escalates a worker failure to its manager, whose model decides what to do', async () => {

@@ -1,5 +1,6 @@
 import { WebSocket, type RawData } from 'ws';
 import { systemClock, type Clock } from '../core/clock.js';
+import { backoffDelay, jitterUnit } from '../core/backoff.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../core/codec.js';
 import { encodeEnvelope, EnvelopeSchema, parseEnvelope, type Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
@@ -99,7 +100,8 @@ interface Peer {
   out: Conn | undefined;
   dialing: WebSocket | undefined;
   inbound: Conn[];
-  backoffMs: number;
+  /** Dials that failed since the last connection: the attempt number of the backoff. */
+  failedDials: number;
   cancelRetry: (() => void) | undefined;
   pumpScheduled: boolean;
   lastError: string | undefined;
@@ -188,7 +190,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   function peerOf(id: string): Peer {
     let peer = peers.get(id);
     if (!peer) {
-      peer = { nodeId: id, url: o.peers[id], out: undefined, dialing: undefined, inbound: [], backoffMs: 0, cancelRetry: undefined, pumpScheduled: false, lastError: undefined };
+      peer = { nodeId: id, url: o.peers[id], out: undefined, dialing: undefined, inbound: [], failedDials: 0, cancelRetry: undefined, pumpScheduled: false, lastError: undefined };
       peers.set(id, peer);
     }
     return peer;
@@ -343,7 +345,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     });
     if (outbound) {
       peer.out = conn;
-      peer.backoffMs = 0;
+      peer.failedDials = 0;
       peer.lastError = undefined;
       useAsChannel(peer, conn);
     } else {
@@ -391,9 +393,10 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   function scheduleReconnect(peer: Peer) {
     if (status !== 'open' || peer.cancelRetry || !peer.url) return;
     stats.reconnects++;
-    peer.backoffMs = peer.backoffMs === 0 ? o.reconnectMinMs : Math.min(peer.backoffMs * 2, o.reconnectMaxMs);
-    // Jitter keeps a cluster restarting together from dialling in lockstep.
-    const delay = peer.backoffMs / 2 + Math.random() * (peer.backoffMs / 2);
+    peer.failedDials += 1;
+    // The shared backoff; its jitter (a hash of both node ids and the attempt, see
+    // core/backoff.ts) keeps a cluster restarting together from dialling in lockstep.
+    const delay = backoffDelay({ initialDelayMs: o.reconnectMinMs, maxDelayMs: o.reconnectMaxMs, factor: 2, jitter: 0.5 }, peer.failedDials, jitterUnit(nodeId, peer.nodeId, peer.failedDials));
     peer.cancelRetry = clock.setTimer(() => {
       peer.cancelRetry = undefined;
       dial(peer);
