@@ -10,6 +10,10 @@ export const ErrorCode = {
   NODE_CLOSED: 'NODE_CLOSED',
   STORAGE_CLOSED: 'STORAGE_CLOSED',
   STORAGE_FAILED: 'STORAGE_FAILED',
+  /** The database is damaged (a file missing, truncated or garbled); nothing was changed, run `troupe db repair`. */
+  STORAGE_CORRUPT: 'STORAGE_CORRUPT',
+  /** No database at the path, and the caller asked not to create one (a read command). */
+  STORAGE_NOT_FOUND: 'STORAGE_NOT_FOUND',
   RUN_NOT_FOUND: 'RUN_NOT_FOUND',
   RUN_ALREADY_ACTIVE: 'RUN_ALREADY_ACTIVE',
   RUN_FAILED: 'RUN_FAILED',
