@@ -1,8 +1,9 @@
 import { cp, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
+import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import type { KeyRange, Status, Storage, StorageOp, WriteOptions } from '../core/storage.js';
+import { assertOps, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 
 /** Options of {@link levelStorage}. */
 export interface LevelStorageOptions {
@@ -177,6 +178,7 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
   }
   let status: Status = 'open';
   let closing: Promise<void> | undefined;
+  const pending = new Set<Promise<void>>();
 
   const ensureOpen = () => {
     if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, `storage at ${path} is ${status}`);
@@ -192,6 +194,15 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
       throw errorCode(error) === 'LEVEL_CORRUPTION' ? readError(path, error) : error;
     }
   };
+  const claims = createLocalClaims({
+    location: path,
+    get: (key) => storage.get(key),
+    put: async (key, value) => {
+      ensureOpen();
+      await batch([{ type: 'put', key, value }], defaultSync);
+    },
+  });
+
   const storage: Storage = {
     location: path,
     get status() {
@@ -207,7 +218,16 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
     },
     async write(ops: readonly StorageOp[], writeOptions: WriteOptions = {}) {
       ensureOpen();
-      if (ops.length > 0) await batch(ops, writeOptions.sync ?? defaultSync);
+      assertOps(ops);
+      const done = claims.fenced(writeOptions.fence, async () => {
+        if (ops.length > 0) await batch(ops, writeOptions.sync ?? defaultSync);
+      });
+      pending.add(done);
+      try {
+        return await done;
+      } finally {
+        pending.delete(done);
+      }
     },
     async *entries(range: KeyRange) {
       ensureOpen();
@@ -225,10 +245,21 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
         await iterator.close();
       }
     },
+    async claim(runId, owner) {
+      ensureOpen();
+      return claims.claim(runId, owner);
+    },
+    async release(claim) {
+      if (status === 'open') claims.release(claim);
+    },
     close() {
       if (status === 'closed') return Promise.resolve();
       closing ??= (async () => {
         status = 'closing';
+        claims.clear();
+        // LevelDB would finish the batches anyway; waiting here also lets their callers see
+        // them settle before close resolves, which is what the interface promises.
+        await Promise.allSettled([...pending]);
         await db.close();
         status = 'closed';
       })();
