@@ -210,7 +210,7 @@ withNetworkOptions(program
       ...(transport ? { transport } : {}),
     });
     node.subscribe(createProgressPrinter(process.stdout));
-    const resumed = await node.resumeAll();
+    const resumed = await node.resumeAll({ onSkipped: (s) => process.stdout.write(`run ${s.runId} is executed by ${s.holder}; not resumed here\n`) });
     process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());

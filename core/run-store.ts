@@ -16,6 +16,8 @@ import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js'
  * - `blob:<sha256>`                        long strings of snapshots, content-addressed (core/blobs.ts)
  * - `rout:<runId>:<envelopeId>`            envelopes leaving the run, until the node routed them
  * - `audit:<seq>`                          the node's hash-chained audit log (core/audit-log.ts)
+ * - `claim:<runId>`                        the newest claim of the run: owner and epoch (written by
+ *                                          the storage itself, see `Storage.claim`)
  * - `outbox:<node>:<seq>`, `outseq:<node>`, `inbox:<node>`, `transport:epoch`
  *                                          the WebSocket transport's delivery state
  */
@@ -49,6 +51,10 @@ export interface RunRecord {
   forkedFrom?: { runId: string; checkpoint: number };
   /** Set when this node hosts only some actors of a run whose root is on `origin`. */
   part?: { origin: string; actors: string[] };
+  /** The owner (a node's owner id) whose claim this record was written under. */
+  owner?: string;
+  /** The epoch of that claim (see `Storage.claim`); a later holder writes a higher one. */
+  epoch?: number;
 }
 
 /** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
