@@ -2,7 +2,7 @@
  * Troupe: a durable actor-model runtime for multi-agent crews on XState v5.
  * @module
  */
-export { createNode, type NodeOptions, type NodeStatus, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
+export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
 export type { RunResult } from './core/run-host.js';
 export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, decodeEnvelope, encodeEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
@@ -10,7 +10,7 @@ export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type 
 export { resolveModel, checkModelRefs, type ModelRefProblem, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
 export { tool, type Tool, type ToolOptions, type ToolContext, type ToolEffect } from './core/tool.js';
 export { systemClock, randomIds, countingIds, type Clock, type IdGenerator } from './core/clock.js';
-export type { Storage, StorageOp, KeyRange, WriteOptions, Status } from './core/storage.js';
+export type { Storage, StorageOp, KeyRange, WriteOptions, Status, RunClaim } from './core/storage.js';
 export type { RunRecord, RunStatus, Checkpoint, JournalEntry, LedgerEntry } from './core/run-store.js';
 export type { RunEvent, RunEventListener } from './core/events.js';
 export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage } from './core/runtime.js';

@@ -45,7 +45,8 @@ async function inspect(opts: InspectOptions): Promise<number> {
   const mod: CrewModule | undefined = opts.run ? await loadCrewModule(opts.run) : undefined;
   const input = mod ? (opts.input ?? mod.input) : undefined;
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
-  await using storage = await levelStorage({ path: opts.db });
+  // Watching only reads: without --run a missing database is an error, not a new one.
+  await using storage = await levelStorage({ path: opts.db, create: mod !== undefined });
   // No resume: this command watches; it continues nobody's runs behind their back.
   await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
   await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(mod ? { machines: [mod.definition] } : {}) });

@@ -9,7 +9,7 @@ import type { ModelProviders } from '../core/model.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
-import { levelStorage } from '../storage/level.js';
+import { levelStorage, repairLevelStorage } from '../storage/level.js';
 import { loadCrewModule } from './load.js';
 import { transportFromFlags, withNetworkOptions, type NetworkFlags } from './network.js';
 import { createLiveView } from './live-view.js';
@@ -35,10 +35,12 @@ interface NodeSetup {
   models: ModelProviders;
   crews?: RunnableDefinition[];
   flags?: NetworkFlags;
+  /** Whether a missing database may be created (only `run` starts one). */
+  create: boolean;
 }
 
 async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode) => Promise<number>): Promise<number> {
-  await using storage = await levelStorage({ path: db });
+  await using storage = await levelStorage({ path: db, create: setup.create });
   const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
   await using node = await createNode({
     storage,
@@ -106,10 +108,16 @@ async function follow(run: RunHandle, json: boolean): Promise<number> {
   return result.status === 'completed' ? 0 : 1;
 }
 
+/**
+ * Opens an existing database for a command that only reads it, or continues what is in it:
+ * a missing database is an error (`STORAGE_NOT_FOUND`), never a new empty one.
+ */
+const openExisting = (db: string) => levelStorage({ path: db, create: false });
+
 /** Loads the module a stored run was started from (read before the node takes the database). */
 async function moduleOfRun(db: string, runId: string) {
   const source = await (async () => {
-    await using storage = await levelStorage({ path: db });
+    await using storage = await openExisting(db);
     const record = await createRunStore(storage).requireRun(runId);
     if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; use the API`);
     return record.source;
@@ -120,7 +128,7 @@ async function moduleOfRun(db: string, runId: string) {
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
 async function continueRun(db: string, runId: string, json: boolean, act: (node: TroupeNode) => Promise<unknown> = async () => {}, flags?: NetworkFlags) {
   const mod = await moduleOfRun(db, runId);
-  return withNode(db, { models: mod.models, crews: [mod.definition], ...(flags ? { flags } : {}) }, async (node) => {
+  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node) => {
     watch(node, json);
     const run = await node.resume(runId, mod.definition);
     if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
@@ -146,7 +154,7 @@ function parseAnchor(value: string): { seq: number; hash: string } {
 
 /** The run a pending approval belongs to; a decided one is refused before its run is touched. */
 async function runOfApproval(db: string, approvalId: string): Promise<string> {
-  await using storage = await levelStorage({ path: db });
+  await using storage = await openExisting(db);
   const approval = await createRunStore(storage).getApproval(approvalId);
   if (!approval) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${db}`);
   // Continuing the run first would print its (finished) output, as if the call ran again.
@@ -171,7 +179,7 @@ withNetworkOptions(program
     const mod = await loadCrewModule(file);
     const input = opts.input ?? mod.input;
     if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
-    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts }, async (node) => {
+    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
       return follow(run, opts.json ?? false);
@@ -208,7 +216,7 @@ withNetworkOptions(program
       ...(transport ? { transport } : {}),
     });
     node.subscribe(createProgressPrinter(process.stdout));
-    const resumed = await node.resumeAll();
+    const resumed = await node.resumeAll({ onSkipped: (s) => process.stdout.write(`run ${s.runId} is executed by ${s.holder}; not resumed here\n`) });
     process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
@@ -224,7 +232,7 @@ program
   .option('--all', 'include decided approvals')
   .option('--json', 'print JSON')
   .action(async (opts: { db: string; all?: boolean; json?: boolean }) => {
-    await using storage = await levelStorage({ path: opts.db });
+    await using storage = await openExisting(opts.db);
     const approvals = (await createRunStore(storage).listApprovals()).filter((a) => opts.all || a.status === 'pending');
     if (opts.json) return void process.stdout.write(`${JSON.stringify(approvals, null, 2)}\n`);
     if (approvals.length === 0) return void process.stdout.write('no approvals waiting\n');
@@ -273,7 +281,7 @@ program
   .option('--json', 'export as JSON lines (one record a line)')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
   .action(async (target: string, opts: { db: string; json?: boolean; anchor?: string }) => {
-    await using storage = await levelStorage({ path: opts.db });
+    await using storage = await openExisting(opts.db);
     const audit = createAuditLog(storage);
     if (target === 'verify') {
       const anchor = opts.anchor ? parseAnchor(opts.anchor) : undefined;
@@ -302,7 +310,7 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print JSON')
   .action(async (runId: string, opts: { db: string; json?: boolean }) => {
-    await using storage = await levelStorage({ path: opts.db });
+    await using storage = await openExisting(opts.db);
     const history = await runHistory(createRunStore(storage), runId, ROOT_ACTOR_ID);
     if (opts.json) return void process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
     for (const h of history) {
@@ -325,7 +333,7 @@ program
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }) => {
     const mod = await moduleOfRun(opts.db, runId);
-    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition] }, async (node) => {
+    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
       return follow(run, opts.json ?? false);
@@ -338,7 +346,7 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print JSON')
   .action(async (opts: { db: string; json?: boolean }) => {
-    await using storage = await levelStorage({ path: opts.db });
+    await using storage = await openExisting(opts.db);
     const runs = (await createRunStore(storage).listRuns()).sort((a, b) => b.startedAt - a.startedAt);
     if (opts.json) {
       process.stdout.write(`${JSON.stringify(runs.map(({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error }) => ({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error })), null, 2)}\n`);
@@ -351,6 +359,23 @@ program
     for (const r of runs) {
       process.stdout.write(`${r.id.padEnd(28)} ${r.status.padEnd(10)} ${r.crew.padEnd(16)} started ${new Date(r.startedAt).toISOString()}  updated ${new Date(r.updatedAt).toISOString()}  checkpoints ${r.checkpoint}\n`);
     }
+  });
+
+program
+  .command('db')
+  .description('maintain the database')
+  .command('repair')
+  .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .action(async (opts: { db: string }) => {
+    const { backup } = await repairLevelStorage(opts.db);
+    process.stdout.write(`backed up ${opts.db} to ${backup}\n`);
+    await using storage = await openExisting(opts.db);
+    const runs = await createRunStore(storage).listRuns();
+    const counts = new Map<string, number>();
+    for (const r of runs) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+    const byStatus = [...counts].map(([status, n]) => `${n} ${status}`);
+    process.stdout.write(`repaired ${opts.db}: ${runs.length} runs readable${byStatus.length ? ` (${byStatus.join(', ')})` : ''}\n`);
   });
 
 registerInspectCommand(program);

@@ -233,6 +233,12 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
   }
 }
 
+/** Who wrote the newest checkpoint of a run (schema and machine), without rebuilding it. */
+export async function latestCheckpointHead(storage: Storage, runId: string): Promise<{ seq: number; schemaVersion: number; machine: { id: string; version: string } } | undefined> {
+  const raw = await newest<Manifest | Checkpoint>(storage, layout.checkpoints(runId));
+  return raw && { seq: raw.seq, schemaVersion: raw.schemaVersion, machine: raw.machine };
+}
+
 /**
  * The states of a run's actors at each of its checkpoints, oldest first, without rebuilding
  * snapshots. `legacyRootId` names the root in layout-1 checkpoints, which do not record it.

@@ -14,6 +14,10 @@ export const ErrorCode = {
   STORAGE_CORRUPT: 'STORAGE_CORRUPT',
   /** No database at the path, and the caller asked not to create one (a read command). */
   STORAGE_NOT_FOUND: 'STORAGE_NOT_FOUND',
+  /** Another live owner executes the run (one node per run, see `Storage.claim`). */
+  RUN_CLAIMED: 'RUN_CLAIMED',
+  /** A write was fenced by a claim that is no longer current: another owner took the run. */
+  LEASE_LOST: 'LEASE_LOST',
   RUN_NOT_FOUND: 'RUN_NOT_FOUND',
   RUN_ALREADY_ACTIVE: 'RUN_ALREADY_ACTIVE',
   RUN_FAILED: 'RUN_FAILED',

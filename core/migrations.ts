@@ -32,20 +32,26 @@ export function assertMigrations(owner: string, migrations: readonly Migration[]
   }
 }
 
+/** What {@link planUpgrade} needs of a checkpoint: who wrote it. */
+export interface CheckpointHead {
+  schemaVersion: number;
+  machine: { id: string; version: string };
+}
+
 /**
- * Returns `checkpoint` upgraded to `target`, or throws `SNAPSHOT_VERSION` when it was written
- * by a newer schema or a version no migration chain reaches. Never modifies the input.
+ * The migrations that take a checkpoint written by `head` to `target`, in order, or throws
+ * `SNAPSHOT_VERSION` when it was written by a newer schema or a version no migration chain
+ * reaches. Needs no snapshot, so a node can refuse a run before it claims or reads it.
  */
-export function upgradeCheckpoint(checkpoint: Checkpoint, target: { id: string; version: string }, migrations: readonly Migration[]): Checkpoint {
-  const describe = `${checkpoint.machine.id}@${checkpoint.machine.version} (schema ${checkpoint.schemaVersion})`;
-  if (checkpoint.schemaVersion > CHECKPOINT_SCHEMA_VERSION) {
+export function planUpgrade(head: CheckpointHead, target: { id: string; version: string }, migrations: readonly Migration[]): Migration[] {
+  const describe = `${head.machine.id}@${head.machine.version} (schema ${head.schemaVersion})`;
+  if (head.schemaVersion > CHECKPOINT_SCHEMA_VERSION) {
     throw new TroupeError(ErrorCode.SNAPSHOT_VERSION, `checkpoint was written by a newer Troupe: ${describe}; this code reads schema ${CHECKPOINT_SCHEMA_VERSION}`, {
-      details: { machine: checkpoint.machine, schemaVersion: checkpoint.schemaVersion },
+      details: { machine: head.machine, schemaVersion: head.schemaVersion },
     });
   }
-  if (checkpoint.machine.version === target.version) return checkpoint;
-  let snapshot = checkpoint.snapshot;
-  let version = checkpoint.machine.version;
+  const steps: Migration[] = [];
+  let version = head.machine.version;
   const path: string[] = [version];
   while (version !== target.version) {
     const step = migrations.find((m) => m.from === version);
@@ -53,12 +59,26 @@ export function upgradeCheckpoint(checkpoint: Checkpoint, target: { id: string; 
       throw new TroupeError(
         ErrorCode.SNAPSHOT_VERSION,
         `checkpointed by ${describe}; this code is ${target.id}@${target.version} and no migration leads from version "${version}" to it`,
-        { details: { machine: checkpoint.machine, target, path } },
+        { details: { machine: head.machine, target, path } },
       );
     }
-    snapshot = step.migrate(structuredClone(snapshot));
+    steps.push(step);
     version = step.to;
     path.push(version);
   }
-  return { ...checkpoint, snapshot, machine: { id: target.id, version } };
+  return steps;
+}
+
+/**
+ * Returns `checkpoint` upgraded to `target`, or throws `SNAPSHOT_VERSION` (see
+ * {@link planUpgrade}). Never modifies the input.
+ */
+export function upgradeCheckpoint(checkpoint: Checkpoint, target: { id: string; version: string }, migrations: readonly Migration[]): Checkpoint {
+  const steps = planUpgrade(checkpoint, target, migrations);
+  if (steps.length === 0) return checkpoint;
+  let snapshot = checkpoint.snapshot;
+  for (const step of steps) snapshot = step.migrate(structuredClone(snapshot));
+  // A migrated snapshot holds new arrays: nothing of it may be taken as already logged.
+  const { arrays: _arrays, ...rest } = checkpoint;
+  return { ...rest, snapshot, machine: { id: target.id, version: target.version } };
 }

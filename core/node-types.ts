@@ -2,6 +2,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import type { ApprovalRecord } from './approvals.js';
 import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
+import type { TroupeError } from './errors.js';
 import type { Address, Envelope } from './envelope.js';
 import type { RunEvent } from './events.js';
 import type { RunEventsOptions } from './facts.js';
@@ -78,6 +79,12 @@ export interface RunHandle {
   stop(): Promise<void>;
 }
 
+/** Options of {@link TroupeNode.resumeAll}. */
+export interface ResumeAllOptions {
+  /** Called for each unfinished run left alone because another live owner executes it. */
+  onSkipped?(skipped: { runId: string; holder: string; error: TroupeError }): void;
+}
+
 /** Lifecycle of a node. */
 export type NodeStatus = 'running' | 'closing' | 'closed';
 
@@ -95,10 +102,15 @@ export interface TroupeNode extends AsyncDisposable {
   run(definition: RunnableDefinition, options: RunOptions): Promise<RunHandle>;
   /**
    * Resumes every unfinished run of the registered crews (what `createNode` does unless
-   * `resume: false`); subscribe first to see their events from the start.
+   * `resume: false`); subscribe first to see their events from the start. Runs another
+   * live node executes are skipped (reported to `onSkipped`), not an error: the handles
+   * returned are the runs this node now executes.
    */
-  resumeAll(): Promise<RunHandle[]>;
-  /** Resumes an unfinished run from its latest checkpoint. */
+  resumeAll(options?: ResumeAllOptions): Promise<RunHandle[]>;
+  /**
+   * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
+   * another live node executes it: one node per run.
+   */
   resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
@@ -109,6 +121,11 @@ export interface TroupeNode extends AsyncDisposable {
   fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
   /** This node's name among its peers. */
   readonly nodeId: string;
+  /**
+   * Who this node object is when it claims a run (`<nodeId>.<instance>`, unique per
+   * `createNode`): the holder `RUN_CLAIMED` names, and the `owner` of the run records it writes.
+   */
+  readonly owner: string;
   /** The node's append-only, hash-chained audit log (model and tool calls, permissions, approvals, messages). */
   readonly audit: AuditLog;
   /** The active run `runId`, if this node hosts it. */

@@ -6,21 +6,21 @@ import { ApprovalDecisionSchema, type ApprovalDecision } from './approvals.js';
 import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
-import { ErrorCode, TroupeError } from './errors.js';
+import { ErrorCode, isTroupeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import { checkModelRefs, type ModelProviders } from './model.js';
 import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
-import { upgradeCheckpoint } from './migrations.js';
+import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
-import type { Storage } from './storage.js';
-import type { NodeOptions, NodeStatus, RunHandle, TroupeNode } from './node-types.js';
+import type { RunClaim, Storage } from './storage.js';
+import type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, TroupeNode } from './node-types.js';
 
-export type { NodeOptions, NodeStatus, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
+export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
 /** `events(signal)` is the older form of `events({ signal })`. */
 const eventsOptions = (options: AbortSignal | RunEventsOptions | undefined): RunEventsOptions =>
@@ -73,6 +73,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const blobs = createBlobWriter();
   const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
+  // One node executes a run at a time: every host holds the storage's claim on its run
+  // (core/storage.ts), and every batch it writes is fenced by that claim.
+  const owner = `${o.nodeId}.${o.ids('owner')}`;
+  const claims = new Map<RunHost, RunClaim>();
+  // Resumes in progress, so two concurrent resumes of one run share one host.
+  const resuming = new Map<string, Promise<RunHandle>>();
   const events = new EventHub<RunEvent>();
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
@@ -91,7 +97,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     settled: () => host.settled(),
     events: (options) => host.events(eventsOptions(options)),
     subscribe: (listener) => host.liveEvents.subscribe(listener),
-    stop: () => host.stop(),
+    // Stopped here, the run is free for another node to resume.
+    stop: () => host.stop().then(() => releaseHost(host)),
   });
 
   const finishedHandle = (record: RunRecord): RunHandle => {
@@ -181,25 +188,43 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         details: { runId, crew: spawn.crew },
       });
     }
-    const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part: { origin: spawn.origin, actors: spawn.actors } });
-    const host = newHost(definition, record);
-    track(host);
-    host.start(spawn.input);
-    // Acknowledged only once the part is on disk: a crash now resumes it, never loses it.
-    await host.checkpointNow();
+    await underClaim(runId, async (claim) => {
+      // Checked again under the claim: another node on this storage may have taken the spawn first.
+      if (await store.getRun(runId)) return o.storage.release(claim);
+      const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part: { origin: spawn.origin, actors: spawn.actors } });
+      const host = newHost(definition, record, claim);
+      track(host);
+      host.start(spawn.input);
+      // Acknowledged only once the part is on disk: a crash now resumes it, never loses it.
+      await host.checkpointNow();
+    });
+  };
+
+  /** Gives up the claim of a host that no longer executes its run (ended, stopped, or taken over). */
+  const releaseHost = async (host: RunHost): Promise<void> => {
+    const claim = claims.get(host);
+    if (!claim) return;
+    claims.delete(host);
+    await o.storage.release(claim);
   };
 
   const track = (host: RunHost) => {
     hosts.set(host.runId, host);
-    void host.settled().then(() => {
+    // Settled means the final checkpoint is durable (or the run could not write any more).
+    void host.settled().then(async () => {
       if (hosts.get(host.runId) === host) hosts.delete(host.runId);
+      await releaseHost(host).catch(() => {});
     });
   };
 
-  const newHost = (definition: RunnableDefinition, record: RunRecord) =>
-    new RunHost({
+  const newHost = (definition: RunnableDefinition, record: RunRecord, claim: RunClaim) => {
+    // The holder is part of every checkpoint's run record: who wrote it, under which epoch.
+    record.owner = claim.owner;
+    record.epoch = claim.epoch;
+    const host = new RunHost({
       definition,
       record,
+      claim,
       store,
       models: o.models,
       clock: o.clock,
@@ -213,6 +238,45 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       security,
       blobs,
     });
+    claims.set(host, claim);
+    return host;
+  };
+
+  /** Claims `runId` for this node, runs `work` under the claim, and gives it back if `work` fails. */
+  const underClaim = async <T>(runId: string, work: (claim: RunClaim) => Promise<T>): Promise<T> => {
+    const claim = await o.storage.claim(runId, owner);
+    try {
+      // A node that began closing meanwhile would never stop, nor release, a host started now.
+      ensureRunning();
+      return await work(claim);
+    } catch (error) {
+      for (const [host, held] of claims) {
+        if (held !== claim) continue;
+        claims.delete(host);
+        if (hosts.get(runId) === host) hosts.delete(runId);
+      }
+      await o.storage.release(claim);
+      throw error;
+    }
+  };
+
+  /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim): Promise<RunHandle> => {
+    const record = await store.requireRun(runId);
+    if (record.status === 'completed' || record.status === 'failed') {
+      await o.storage.release(claim);
+      return finishedHandle(record);
+    }
+    const checkpoint = await store.latestCheckpoint(runId);
+    if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
+    // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
+    const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
+    record.version = def.version;
+    const host = newHost(def, record, claim);
+    track(host);
+    await host.restore(upgraded);
+    return handle(host);
+  };
 
   /**
    * Throws CONFIG_INVALID, listing every problem, when a model reference of an actor this
@@ -255,6 +319,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return status;
     },
     nodeId: o.nodeId,
+    owner,
     audit: security.audit,
     subscribe: (listener) => events.subscribe(listener),
 
@@ -264,11 +329,24 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const runId = runOptions.runId ?? o.ids('run');
       assertRunId(runId);
       checkConfig(definition, runId);
-      if (hosts.has(runId) || (await store.getRun(runId))) {
+      if (hosts.has(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
+      // Claimed before the existence check, so two nodes starting the same id cannot both pass it.
+      const claim = await o.storage.claim(runId, owner);
+      const existing = await (async () => {
+        ensureRunning();
+        return store.getRun(runId);
+      })().catch(async (error: unknown) => {
+        await o.storage.release(claim);
+        throw error;
+      });
+      if (existing) {
+        await o.storage.release(claim);
         throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
       }
+      // Started right before returning (not inside a helper's promise chain): callers that
+      // subscribe after `await run()` see the run from its first steps, as before claims.
       const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input });
-      const host = newHost(definition, record);
+      const host = newHost(definition, record, claim);
       track(host);
       host.start(runOptions.input);
       return handle(host);
@@ -278,26 +356,28 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       ensureRunning();
       const active = hosts.get(runId);
       if (active) return handle(active);
-      const record = await store.requireRun(runId);
-      // A finished run resolves at once with its recorded outcome.
-      if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record);
-      const def = definition ?? o.crews.get(record.crew);
-      if (!def) {
-        throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
-          details: { runId, crew: record.crew },
-        });
-      }
-      if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
-      const checkpoint = await store.latestCheckpoint(runId);
-      if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
-      // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
-      const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
-      checkConfig(def, runId, record.part);
-      record.version = def.version;
-      const host = newHost(def, record);
-      track(host);
-      await host.restore(upgraded);
-      return handle(host);
+      const inProgress = resuming.get(runId);
+      if (inProgress) return inProgress;
+      const resumed = (async () => {
+        const record = await store.requireRun(runId);
+        // A finished run resolves at once with its recorded outcome.
+        if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record);
+        const def = definition ?? o.crews.get(record.crew);
+        if (!def) {
+          throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
+            details: { runId, crew: record.crew },
+          });
+        }
+        if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
+        // Before the claim, which is a write: a run this node cannot serve is left as it was.
+        const head = await store.latestCheckpointHead(runId);
+        if (head) planUpgrade(head, def, def.migrations ?? []);
+        checkConfig(def, runId, record.part);
+        // RUN_CLAIMED while another live node executes it.
+        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim));
+      })().finally(() => resuming.delete(runId));
+      resuming.set(runId, resumed);
+      return resumed;
     },
 
     history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
@@ -312,19 +392,34 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       }
       const forkId = forkOptions.runId ?? o.ids('run');
       assertRunId(forkId);
-      if (hosts.has(forkId) || (await store.getRun(forkId))) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
-      // Checked before the fork is written, so a fork that cannot run leaves nothing behind.
-      const forkDef = forkOptions.definition ?? o.crews.get(source.crew);
-      if (forkDef) checkConfig(forkDef, forkId, source.part);
-      // Through the node's one write path, like every other write.
-      await writes.write((await forkOps(store, source, checkpoint, { runId: forkId, now: o.clock.now() })).ops);
-      return node.resume(forkId, forkOptions.definition);
+      if (hosts.has(forkId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
+      const def = forkOptions.definition ?? o.crews.get(source.crew);
+      if (!def) {
+        throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${forkId}" needs crew "${source.crew}", which this node does not know`, { details: { runId: forkId, crew: source.crew } });
+      }
+      if (def.id !== source.crew) throw new TypeError(`run "${forkId}" belongs to crew "${source.crew}", not "${def.id}"`);
+      // Checked before anything is written, so a fork that cannot run leaves nothing behind.
+      checkConfig(def, forkId, source.part);
+      // The new run is claimed before it is written, and stays claimed while it starts here.
+      return underClaim(forkId, async (claim) => {
+        if (await store.getRun(forkId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
+        // Through the node's one write path, like every other write.
+        await writes.write((await forkOps(store, source, checkpoint, { runId: forkId, now: o.clock.now() })).ops);
+        return restoreClaimed(forkId, def, claim);
+      });
     },
 
-    async resumeAll() {
+    async resumeAll(resumeOptions: ResumeAllOptions = {}) {
       const resumed: RunHandle[] = [];
       for (const record of await store.listRuns()) {
-        if ((record.status === 'running' || record.status === 'waiting') && o.crews.has(record.crew)) resumed.push(await node.resume(record.id));
+        if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
+        try {
+          resumed.push(await node.resume(record.id));
+        } catch (error) {
+          // Another live node executes it: not ours to resume, and not a failure of this node.
+          if (!isTroupeError(error, ErrorCode.RUN_CLAIMED)) throw error;
+          resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
+        }
       }
       return resumed;
     },
@@ -416,6 +511,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         asks.clear();
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
+        // After the final checkpoints: from here on another node may resume these runs.
+        await Promise.all([...claims.values()].map((claim) => o.storage.release(claim)));
+        claims.clear();
         await transport?.close();
         events.end();
         // The storage was opened by the caller, who closes it.

@@ -2,7 +2,7 @@ import { createActor, type AnyActor, type AnyActorRef, type InspectionEvent, typ
 import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest } from './approvals.js';
 import type { Clock, IdGenerator } from './clock.js';
 import { address, parseAddress, type Envelope } from './envelope.js';
-import { ErrorCode, serializeError, TroupeError, type SerializedError } from './errors.js';
+import { ErrorCode, isTroupeError, serializeError, TroupeError, type SerializedError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ToolMessage } from './messages.js';
@@ -15,6 +15,7 @@ import { ASK_PREFIX, isAskAddress, partActorId, ROOT_ACTOR_ID } from './address.
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
 import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
+import type { RunClaim } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
 import type { SecurityContext } from './security.js';
 import type { BlobWriter } from './blobs.js';
@@ -41,6 +42,8 @@ export interface RunHostOptions {
   nodeId: string;
   /** The node's single, ordered write path (group commit). */
   writes: WriteQueue;
+  /** The node's claim on this run: every batch is fenced by it, so a run taken over writes nothing more. */
+  claim?: RunClaim;
   /** Secrets, redaction and the audit log, shared by the node's runs. */
   security: SecurityContext;
   /** Moves large strings of snapshots to content-addressed keys. */
@@ -568,7 +571,7 @@ export class RunHost implements ActorRuntime {
   #enqueueWrite(ops: readonly StorageOp[]): Promise<void> {
     // Queued now, in capture order: the node's queue is FIFO across runs, which keeps this
     // run's batches in order and the audit chain's records in the order they were chained.
-    const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops);
+    const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops, this.#o.claim);
     this.#writeChain = Promise.all([this.#writeChain, write]).then(() => {}).catch((error) => {
       // A run that cannot persist must stop rather than run ahead of its durable state.
       if (!this.#writeError) {
@@ -576,7 +579,11 @@ export class RunHost implements ActorRuntime {
         if (this.status === 'running') {
           this.status = 'stopped';
           this.#actor.stop();
-          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error })) });
+          // LEASE_LOST as it is: the run is not failed, another owner executes it now.
+          const reason = isTroupeError(error, ErrorCode.LEASE_LOST)
+            ? error
+            : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
           this.liveEvents.end();
         }
       }

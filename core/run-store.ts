@@ -2,7 +2,7 @@ import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { checkpointStates, readCheckpoint, type Checkpoint } from './checkpoints.js';
+import { checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint } from './checkpoints.js';
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
@@ -41,6 +41,10 @@ export interface RunRecord {
   forkedFrom?: { runId: string; checkpoint: number };
   /** Set when this node hosts only some actors of a run whose root is on `origin`. */
   part?: { origin: string; actors: string[] };
+  /** The owner (a node's owner id) whose claim this record was written under. */
+  owner?: string;
+  /** The epoch of that claim (see `Storage.claim`); a later holder writes a higher one. */
+  epoch?: number;
 }
 
 /** Model use of a run, in total and per agent. */
@@ -150,6 +154,8 @@ export function createRunStore(storage: Storage) {
     checkpoint: (runId: string, seq: number): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, seq),
     /** The newest checkpoint of a run, rebuilt whole. */
     latestCheckpoint: (runId: string): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest'),
+    /** Schema and machine of the newest checkpoint, without rebuilding it. */
+    latestCheckpointHead: (runId: string) => latestCheckpointHead(storage, runId),
     /** Each checkpoint of a run with the state of every actor at it, oldest first. */
     checkpointStates: (runId: string, legacyRootId: string) => checkpointStates(storage, runId, legacyRootId),
     journal: (runId: string) => collect<JournalEntry>(storage, layout.journals(runId)),

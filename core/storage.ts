@@ -18,6 +18,18 @@ export interface KeyRange {
   limit?: number;
 }
 
+/**
+ * The right to execute one run, held by one owner at a time (see {@link Storage.claim}).
+ * `epoch` grows by one with every claim of the run and is durable, so a claim taken later,
+ * by any process, has a higher epoch than every claim before it.
+ */
+export interface RunClaim {
+  readonly runId: string;
+  /** Who holds it: a node's owner id (`<nodeId>.<instance>`), unique per node object. */
+  readonly owner: string;
+  readonly epoch: number;
+}
+
 /** Options of one batch. */
 export interface WriteOptions {
   /**
@@ -25,6 +37,13 @@ export interface WriteOptions {
    * killed (it is in the OS page cache) but not a power loss.
    */
   sync?: boolean;
+  /**
+   * Claims the batch is written under. The storage checks them atomically with the write:
+   * when any is no longer the current claim of its run the batch fails with `LEASE_LOST`,
+   * writes nothing, and lists every such claim in the error's `details.lost` (so a caller
+   * that merged several runs' batches can retry the others without them).
+   */
+  fence?: readonly RunClaim[];
 }
 
 /** An ordered key-value store with atomic multi-key batches. */
@@ -33,12 +52,48 @@ export interface Storage extends AsyncDisposable {
   /** Where the data lives (a directory, or `memory`), for messages. */
   readonly location: string;
   get(key: string): Promise<Uint8Array | undefined>;
-  /** Applies all ops or none. */
+  /** Applies all ops or none; none when a claim of `options.fence` is lost (`LEASE_LOST`). */
   write(ops: readonly StorageOp[], options?: WriteOptions): Promise<void>;
   /** Iterates entries in key order (or reverse) within `range`. */
   entries(range: KeyRange): AsyncIterable<[string, Uint8Array]>;
+  /**
+   * Claims the right to execute `runId` for `owner`: one live claim per run at a time, so
+   * one node executes a run. Fails with `RUN_CLAIMED` (naming the holder) while another
+   * live claim exists, even one of the same owner: claims are not reentrant. The new claim's
+   * epoch is one above the last claim of the run ever made on this database (kept under
+   * `claim:<runId>`), and every earlier claim of the run stops being current.
+   *
+   * What "live" means is the implementation's: embedded stores (LevelDB, memory) admit one
+   * process, so a claim is live while the Storage object that granted it has not released
+   * it, and one left on disk by a dead process is free to take. A shared database would
+   * grant leases that expire when their owner stops renewing them.
+   */
+  claim(runId: string, owner: string): Promise<RunClaim>;
+  /** Gives a claim up; a claim that is no longer current (or a closed storage) is a no-op. */
+  release(claim: RunClaim): Promise<void>;
   /** Idempotent; waits for pending writes. */
   close(): Promise<void>;
+}
+
+/** The key holding the newest claim of a run (owner and epoch). */
+export function claimKey(runId: string): string {
+  return `claim:${runId}`;
+}
+
+/** Throws a `TypeError` unless every op is a put of bytes or a delete, each with a string key. */
+export function assertOps(ops: readonly StorageOp[]): void {
+  if (!Array.isArray(ops)) throw new TypeError('write(ops) takes an array of { type: "put", key, value: Uint8Array } and { type: "del", key }');
+  for (const op of ops) {
+    const valid =
+      typeof op?.key === 'string' && op.key.length > 0 && (op.type === 'del' || (op.type === 'put' && op.value instanceof Uint8Array));
+    if (!valid) throw new TypeError(`write(ops): every op must be { type: "put", key: non-empty string, value: Uint8Array } or { type: "del", key }, got ${describeOp(op)}`);
+  }
+}
+
+function describeOp(op: unknown): string {
+  if (typeof op !== 'object' || op === null) return String(op);
+  const { type, key, value } = op as Record<string, unknown>;
+  return `{ type: ${JSON.stringify(type)}, key: ${JSON.stringify(key)}, value: ${value instanceof Uint8Array ? 'Uint8Array' : typeof value} }`;
 }
 
 /** The range of every key that starts with `prefix`. */

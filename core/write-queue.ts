@@ -1,4 +1,5 @@
-import type { Storage, StorageOp } from './storage.js';
+import { ErrorCode, isTroupeError } from './errors.js';
+import type { RunClaim, Storage, StorageOp } from './storage.js';
 
 /**
  * One ordered write path per node. Batches are applied in the order they were queued,
@@ -7,41 +8,75 @@ import type { Storage, StorageOp } from './storage.js';
  * into one (group commit), so many busy runs cost few LevelDB writes.
  */
 export interface WriteQueue {
-  /** Resolves once `ops` are durable (as durable as `sync` makes them). */
-  write(ops: readonly StorageOp[]): Promise<void>;
+  /**
+   * Resolves once `ops` are durable (as durable as `sync` makes them). With `fence`, the
+   * batch is written only while that claim is current; otherwise it fails with `LEASE_LOST`
+   * and writes nothing, while the other runs' batches merged with it are still written.
+   */
+  write(ops: readonly StorageOp[], fence?: RunClaim): Promise<void>;
   /** Resolves when everything queued so far is written. */
   idle(): Promise<void>;
   readonly stats: { batches: number; writes: number; ops: number };
 }
 
+interface Queued {
+  ops: readonly StorageOp[];
+  fence: RunClaim | undefined;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+const sameClaim = (a: RunClaim, b: RunClaim) => a.runId === b.runId && a.owner === b.owner && a.epoch === b.epoch;
+
 /** Creates the write queue of `storage`. */
 export function createWriteQueue(storage: Storage, options: { sync: boolean }): WriteQueue {
-  let pending: Array<{ ops: readonly StorageOp[]; resolve(): void; reject(error: unknown): void }> = [];
+  let pending: Queued[] = [];
   let running: Promise<void> | undefined;
   const stats = { batches: 0, writes: 0, ops: 0 };
+
+  /**
+   * Writes a merged group under the fences of all its batches. The storage checks them
+   * atomically with the write and names every lost claim; the batches fenced by those are
+   * rejected and the rest written again, merged. This keeps group commit whole in the common
+   * case (no claim lost: one write, as before) and needs nothing beyond `write` from the
+   * storage, where asking "is this claim current?" before writing would be a race on a
+   * shared database: a claim can be lost between that answer and the write.
+   */
+  const writeGroup = async (group: Queued[]) => {
+    while (group.length > 0) {
+      const ops = group.flatMap((g) => g.ops);
+      const fence = group.flatMap((g) => (g.fence ? [g.fence] : []));
+      stats.writes += 1;
+      stats.ops += ops.length;
+      try {
+        await storage.write(ops, { sync: options.sync, ...(fence.length > 0 ? { fence } : {}) });
+        for (const g of group) g.resolve();
+        return;
+      } catch (error) {
+        const lost = isTroupeError(error, ErrorCode.LEASE_LOST) ? (error.details.lost as RunClaim[] | undefined) : undefined;
+        const stale = lost ? group.filter((g) => g.fence && lost.some((l) => sameClaim(l, g.fence!))) : [];
+        // Any other failure (or a LEASE_LOST that names none of ours) fails the whole group.
+        const failed = stale.length > 0 ? stale : group;
+        for (const g of failed) g.reject(error);
+        group = group.filter((g) => !failed.includes(g));
+      }
+    }
+  };
 
   const drain = async () => {
     while (pending.length > 0) {
       const group = pending;
       pending = [];
-      const ops = group.flatMap((g) => g.ops);
-      stats.writes += 1;
-      stats.ops += ops.length;
-      try {
-        await storage.write(ops, { sync: options.sync });
-        for (const g of group) g.resolve();
-      } catch (error) {
-        for (const g of group) g.reject(error);
-      }
+      await writeGroup(group);
     }
     running = undefined;
   };
 
   return {
     stats,
-    write(ops) {
+    write(ops, fence) {
       stats.batches += 1;
-      const done = new Promise<void>((resolve, reject) => pending.push({ ops, resolve, reject }));
+      const done = new Promise<void>((resolve, reject) => pending.push({ ops, fence, resolve, reject }));
       running ??= drain();
       return done;
     },

@@ -1,63 +1,233 @@
-import { mkdir } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
+import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import type { KeyRange, Status, Storage, StorageOp, WriteOptions } from '../core/storage.js';
+import { assertOps, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 
 /** Options of {@link levelStorage}. */
 export interface LevelStorageOptions {
-  /** Directory of the LevelDB database; created when missing. */
+  /** Directory of the LevelDB database. */
   path: string;
   /** Default for {@link WriteOptions.sync}. Default `false` (survives SIGKILL, not power loss). */
   sync?: boolean;
+  /**
+   * Create the directory and a new, empty database when there is none. Default `true`.
+   * With `false` (read commands) a missing directory or database fails with
+   * `STORAGE_NOT_FOUND` and nothing is created. Either way a directory that already holds
+   * files is never given a new database over them.
+   */
+  create?: boolean;
+}
+
+type Db = ClassicLevel<string, Uint8Array>;
+
+/** LevelDB's own file names: a directory holding one of these but no CURRENT is a damaged database. */
+const LEVELDB_FILE = /^(?:\d+\.(?:ldb|sst|log)|MANIFEST-\d+|LOCK|LOG|LOG\.old)$/;
+
+const repairHint = (path: string) => `run \`troupe db repair --db ${path}\` (it backs the directory up first)`;
+
+const corrupt = (path: string, cause: string, error?: unknown) =>
+  new TroupeError(ErrorCode.STORAGE_CORRUPT, `database at ${path} is damaged: ${cause}. Its files were left as they were; ${repairHint(path)}`, {
+    ...(error === undefined ? {} : { cause: error }),
+    details: { path, reason: cause },
+  });
+
+const notFound = (path: string, why: string) =>
+  new TroupeError(ErrorCode.STORAGE_NOT_FOUND, `no database at ${path} (${why})`, { details: { path } });
+
+const errorCode = (error: unknown): string | undefined => {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+};
+
+/** LevelDB's status text: classic-level wraps open failures in LEVEL_DATABASE_NOT_OPEN with the real error as `cause`. */
+const levelCause = (error: unknown): { code: string | undefined; message: string } => {
+  const inner = (error as { cause?: unknown })?.cause;
+  const source = inner instanceof Error ? inner : error;
+  return { code: errorCode(source), message: source instanceof Error ? source.message : String(source) };
+};
+
+const exists = async (path: string) => stat(path).then(() => true, () => false);
+
+/**
+ * What is in `path` before LevelDB sees it. LevelDB's own checks come too late for us: its
+ * open with `createIfMissing` writes a fresh manifest over a directory whose CURRENT is
+ * missing and then deletes every table file it does not list (all of them), and even a
+ * failing open creates the directory. So the cases we can tell from file names and CURRENT
+ * are decided here, touching nothing.
+ */
+async function inspectDirectory(path: string, create: boolean): Promise<'existing' | 'new'> {
+  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot open database at ${path}: ${error.message}`, { cause: error, details: { path } });
+  });
+  if (!info) {
+    if (!create) throw notFound(path, 'the directory does not exist');
+    return 'new';
+  }
+  if (!info.isDirectory()) throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot open database at ${path}: it is not a directory`, { details: { path } });
+  const files = await readdir(path);
+  if (files.includes('CURRENT')) {
+    const current = await readFile(join(path, 'CURRENT'), 'latin1');
+    const manifest = /^(MANIFEST-\d+)\n$/.exec(current)?.[1];
+    if (!manifest) throw corrupt(path, `CURRENT does not name a MANIFEST file (it holds ${JSON.stringify(current.slice(0, 40))})`);
+    if (!files.includes(manifest)) throw corrupt(path, `CURRENT names ${manifest}, which is missing`);
+    return 'existing';
+  }
+  if (files.length === 0) {
+    if (!create) throw notFound(path, 'the directory is empty');
+    return 'new';
+  }
+  const ours = files.filter((f) => LEVELDB_FILE.test(f));
+  if (ours.length > 0) throw corrupt(path, `CURRENT is missing (the directory holds ${ours.slice(0, 4).join(', ')}${ours.length > 4 ? ', …' : ''})`);
+  if (!create) throw notFound(path, 'the directory holds other files and no database');
+  throw new TroupeError(ErrorCode.STORAGE_FAILED, `${path} holds files that are not a LevelDB database; refusing to create one over them`, { details: { path } });
+}
+
+/**
+ * What LevelDB's open changes even when it fails: it renames LOG to LOG.old and starts a new
+ * LOG before reading anything, and creates LOCK. Taken before an open of an existing
+ * database so that a failed open can leave the directory byte for byte as it was.
+ */
+async function logFiles(path: string) {
+  const read = async (name: string) => {
+    const file = join(path, name);
+    const info = await stat(file).catch(() => undefined);
+    return info && { ino: info.ino, bytes: await readFile(file) };
+  };
+  return { log: await read('LOG'), old: await read('LOG.old'), lock: await exists(join(path, 'LOCK')) };
+}
+
+async function undoFailedOpen(path: string, before: Awaited<ReturnType<typeof logFiles>>): Promise<void> {
+  const LOG = join(path, 'LOG');
+  const OLD = join(path, 'LOG.old');
+  const oldNow = await stat(OLD).catch(() => undefined);
+  // Renamed back rather than rewritten: a process holding the database keeps writing to that
+  // inode, and it stays its LOG.
+  if (before.log && oldNow?.ino === before.log.ino) await rename(OLD, LOG);
+  else if (before.log) await writeFile(LOG, before.log.bytes);
+  else await unlink(LOG).catch(() => {});
+  if (before.old) {
+    const now = await readFile(OLD).catch(() => undefined);
+    if (!now || !now.equals(before.old.bytes)) await writeFile(OLD, before.old.bytes);
+  } else await unlink(OLD).catch(() => {});
+  if (!before.lock) await unlink(join(path, 'LOCK')).catch(() => {});
+}
+
+/** Maps LevelDB's open failure of an existing database to a Troupe error. */
+function openError(path: string, error: unknown): TroupeError {
+  const { code, message } = levelCause(error);
+  if (code === 'LEVEL_LOCKED') {
+    return new TroupeError(ErrorCode.STORAGE_FAILED, `database at ${path} is in use by another process (LevelDB allows one at a time)`, { cause: error, details: { path } });
+  }
+  if (code === 'LEVEL_CORRUPTION') return corrupt(path, message, error);
+  // A file CURRENT or the manifest refers to is gone (LevelDB reports it as an I/O error).
+  if (code === 'LEVEL_IO_ERROR' && /No such file or directory/i.test(message)) return corrupt(path, message, error);
+  if (/does not exist \(create_if_missing is false\)/.test(message)) return corrupt(path, 'CURRENT is missing', error);
+  return new TroupeError(ErrorCode.STORAGE_FAILED, `cannot open database at ${path}: ${message}`, { cause: error, details: { path } });
+}
+
+/** A read that hit a damaged table file (a bad checksum, a truncated file) fails with STORAGE_CORRUPT. */
+function readError(path: string, error: unknown): unknown {
+  const code = errorCode(error);
+  if (code === 'LEVEL_CORRUPTION' || code === 'LEVEL_IO_ERROR') {
+    const message = error instanceof Error ? error.message : String(error);
+    return new TroupeError(
+      ErrorCode.STORAGE_CORRUPT,
+      `database at ${path} is damaged: reading it failed with "${message}". Nothing was written to it; ${repairHint(path)}`,
+      { cause: error, details: { path, reason: message } },
+    );
+  }
+  return error;
 }
 
 /**
  * A {@link Storage} on LevelDB (classic-level). Opens the database before resolving; a
- * directory held by another process fails with a clear `STORAGE_FAILED` error.
+ * directory held by another process fails with a clear `STORAGE_FAILED` error, a damaged
+ * database (CURRENT, the manifest or a table file missing, garbage in CURRENT, a corrupt
+ * table found on read) with `STORAGE_CORRUPT`, leaving every file as it was.
  */
 export async function levelStorage(options: LevelStorageOptions): Promise<Storage> {
   if (typeof options?.path !== 'string' || options.path.length === 0) {
     throw new TypeError('levelStorage({ path }) needs a directory path');
   }
+  const path = options.path;
   const defaultSync = options.sync ?? false;
-  await mkdir(options.path, { recursive: true });
-  const db = new ClassicLevel<string, Uint8Array>(options.path, { keyEncoding: 'utf8', valueEncoding: 'view' });
-  let status: Status = 'opening';
-  try {
-    await db.open();
-  } catch (cause) {
-    const locked = /lock/i.test(String((cause as { cause?: unknown }).cause ?? cause));
-    throw new TroupeError(
-      ErrorCode.STORAGE_FAILED,
-      locked
-        ? `database at ${options.path} is in use by another process (LevelDB allows one at a time)`
-        : `cannot open database at ${options.path}`,
-      { cause, details: { path: options.path } },
-    );
+  const kind = await inspectDirectory(path, options.create ?? true);
+  let db: Db;
+  if (kind === 'new') {
+    await mkdir(path, { recursive: true });
+    // errorIfExists: a database that appeared since we looked is not ours to create.
+    db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: 'utf8', valueEncoding: 'view', createIfMissing: true, errorIfExists: true });
+    try {
+      await db.open();
+    } catch (cause) {
+      throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot create database at ${path}: ${levelCause(cause).message}`, { cause, details: { path } });
+    }
+  } else {
+    const before = await logFiles(path);
+    // Never createIfMissing on an existing directory: that is what wipes a damaged database.
+    db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: 'utf8', valueEncoding: 'view', createIfMissing: false });
+    try {
+      await db.open();
+    } catch (cause) {
+      await undoFailedOpen(path, before).catch(() => {});
+      throw openError(path, cause);
+    }
   }
-  status = 'open';
+  let status: Status = 'open';
   let closing: Promise<void> | undefined;
+  const pending = new Set<Promise<void>>();
 
   const ensureOpen = () => {
-    if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, `storage at ${options.path} is ${status}`);
+    if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, `storage at ${path} is ${status}`);
   };
+  const batch = async (ops: readonly StorageOp[], sync: boolean) => {
+    try {
+      await db.batch(
+        ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key })),
+        { sync },
+      );
+    } catch (error) {
+      // A background compaction that met a damaged table makes every later write fail so.
+      throw errorCode(error) === 'LEVEL_CORRUPTION' ? readError(path, error) : error;
+    }
+  };
+  const claims = createLocalClaims({
+    location: path,
+    get: (key) => storage.get(key),
+    put: async (key, value) => {
+      ensureOpen();
+      await batch([{ type: 'put', key, value }], defaultSync);
+    },
+  });
 
   const storage: Storage = {
-    location: options.path,
+    location: path,
     get status() {
       return status;
     },
     async get(key) {
       ensureOpen();
-      return (await db.get(key)) ?? undefined;
+      try {
+        return (await db.get(key)) ?? undefined;
+      } catch (error) {
+        throw readError(path, error);
+      }
     },
     async write(ops: readonly StorageOp[], writeOptions: WriteOptions = {}) {
       ensureOpen();
-      if (ops.length === 0) return;
-      await db.batch(
-        ops.map((op) => (op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key })),
-        { sync: writeOptions.sync ?? defaultSync },
-      );
+      assertOps(ops);
+      const done = claims.fenced(writeOptions.fence, async () => {
+        if (ops.length > 0) await batch(ops, writeOptions.sync ?? defaultSync);
+      });
+      pending.add(done);
+      try {
+        return await done;
+      } finally {
+        pending.delete(done);
+      }
     },
     async *entries(range: KeyRange) {
       ensureOpen();
@@ -69,14 +239,27 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
       });
       try {
         for await (const entry of iterator) yield entry;
+      } catch (error) {
+        throw readError(path, error);
       } finally {
         await iterator.close();
       }
+    },
+    async claim(runId, owner) {
+      ensureOpen();
+      return claims.claim(runId, owner);
+    },
+    async release(claim) {
+      if (status === 'open') claims.release(claim);
     },
     close() {
       if (status === 'closed') return Promise.resolve();
       closing ??= (async () => {
         status = 'closing';
+        claims.clear();
+        // LevelDB would finish the batches anyway; waiting here also lets their callers see
+        // them settle before close resolves, which is what the interface promises.
+        await Promise.allSettled([...pending]);
         await db.close();
         status = 'closed';
       })();
@@ -87,4 +270,47 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
     },
   };
   return storage;
+}
+
+/** What {@link repairLevelStorage} did. */
+export interface LevelRepair {
+  /** Absolute path of the copy of the directory taken before repairing. */
+  backup: string;
+}
+
+/**
+ * Repairs a damaged LevelDB database with LevelDB's own repair (`RepairDB`: it rebuilds the
+ * manifest from the table and log files it finds, and drops what it cannot read). It first
+ * copies the whole directory to `<path>.backup-<timestamp>` next to it, because repair may
+ * discard data that a specialist could still recover from the original files. Refuses a
+ * database another process holds open (repair does not take LevelDB's lock itself).
+ */
+export async function repairLevelStorage(path: string, options: { now?: () => Date } = {}): Promise<LevelRepair> {
+  if (typeof path !== 'string' || path.length === 0) throw new TypeError('repairLevelStorage(path) needs a directory path');
+  const dir = resolve(path);
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw notFound(path, 'the directory does not exist');
+  if ((await readdir(dir)).length === 0) throw notFound(path, 'the directory is empty; there is nothing to repair');
+  const stamp = (options.now?.() ?? new Date()).toISOString().replace(/[:.]/g, '-');
+  const backup = `${dir}.backup-${stamp}`;
+  await cp(dir, backup, { recursive: true, errorOnExist: true, force: false, preserveTimestamps: true });
+  // The only way to ask for LevelDB's lock is to open: a live holder makes it fail with
+  // LEVEL_LOCKED; any other outcome (damage included) means nobody holds it.
+  const probe = new ClassicLevel(dir, { createIfMissing: false });
+  try {
+    await probe.open();
+    await probe.close();
+  } catch (error) {
+    if (levelCause(error).code === 'LEVEL_LOCKED') {
+      // The copy was taken of a database in use, so it may be torn; it is not a backup.
+      await rm(backup, { recursive: true, force: true });
+      throw new TroupeError(ErrorCode.STORAGE_FAILED, `database at ${path} is in use by another process; stop it before repairing`, { cause: error, details: { path } });
+    }
+  }
+  try {
+    await ClassicLevel.repair(dir);
+  } catch (error) {
+    throw new TroupeError(ErrorCode.STORAGE_FAILED, `LevelDB could not repair ${path}: ${levelCause(error).message} (the backup is at ${backup})`, { cause: error, details: { path, backup } });
+  }
+  return { backup };
 }

@@ -1,5 +1,6 @@
+import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import type { KeyRange, Status, Storage, StorageOp } from '../core/storage.js';
+import { assertOps, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 
 const encoder = new TextEncoder();
 
@@ -19,10 +20,30 @@ function compareKeys(a: string, b: string): number {
 export function memoryStorage(): Storage {
   const data = new Map<string, Uint8Array>();
   let status: Status = 'open';
+  const pending = new Set<Promise<void>>();
 
   const ensureOpen = () => {
     if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, 'memory storage is closed');
   };
+  const apply = (ops: readonly StorageOp[]) => {
+    // Validated first, applied after: a bad op must not leave the ops before it applied.
+    assertOps(ops);
+    for (const op of ops) {
+      if (op.type === 'put') data.set(op.key, op.value.slice());
+      else data.delete(op.key);
+    }
+  };
+  const claims = createLocalClaims({
+    location: 'memory',
+    get: async (key) => {
+      ensureOpen();
+      return data.get(key)?.slice();
+    },
+    put: async (key, value) => {
+      ensureOpen();
+      apply([{ type: 'put', key, value }]);
+    },
+  });
 
   const storage: Storage = {
     location: 'memory',
@@ -34,12 +55,22 @@ export function memoryStorage(): Storage {
       const value = data.get(key);
       return value && value.slice();
     },
-    async write(ops: readonly StorageOp[]) {
+    async write(ops: readonly StorageOp[], options: WriteOptions = {}) {
       ensureOpen();
-      for (const op of ops) {
-        if (op.type === 'put') data.set(op.key, op.value.slice());
-        else data.delete(op.key);
+      const done = claims.fenced(options.fence, async () => apply(ops));
+      pending.add(done);
+      try {
+        return await done;
+      } finally {
+        pending.delete(done);
       }
+    },
+    async claim(runId, owner) {
+      ensureOpen();
+      return claims.claim(runId, owner);
+    },
+    async release(claim) {
+      if (status === 'open') claims.release(claim);
     },
     async *entries(range: KeyRange) {
       ensureOpen();
@@ -55,6 +86,9 @@ export function memoryStorage(): Storage {
     },
     async close() {
       status = 'closed';
+      claims.clear();
+      // The promise of the interface: a write started before close has settled when it resolves.
+      await Promise.allSettled([...pending]);
     },
     [Symbol.asyncDispose]() {
       return storage.close();

@@ -241,6 +241,8 @@ function flakyStorage() {
     },
     get: (key) => inner.get(key),
     entries: (range) => inner.entries(range),
+    claim: (runId, owner) => inner.claim(runId, owner),
+    release: (claim) => inner.release(claim),
     close: () => inner.close(),
     [Symbol.asyncDispose]: () => inner.close(),
     async write(ops, options) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { levelStorage } from '../storage/level.js';
 import { runTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -30,6 +31,8 @@ describe('troupe CLI', () => {
 
   it('explains bad usage and unknown runs on stderr with a non-zero exit', async () => {
     await using db = await tempDir();
+    // An existing (empty) database: `resume` opens it, never creates one (see storage-damage.test.ts).
+    await (await levelStorage({ path: db.path })).close();
     const missing = await runTroupe(['resume', 'no-such-run', '--db', db.path]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/\[RUN_NOT_FOUND\] no run "no-such-run"/);

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEvent, type Storage, type ToolEffect } from '../index.js';
+import { decode } from '../core/codec.js';
+import { claimKey } from '../core/storage.js';
 
 /**
  * A one-agent crew whose tool hangs on its first call, as if the process died mid-call: the
@@ -55,6 +57,10 @@ function ledgerFixture(effect: ToolEffect) {
       await toolStarted;
       hang = false;
       // `first` is abandoned, not closed: its tool call never returns, like a killed process.
+      // A killed process holds no claim any more (with LevelDB its lock dies with it); this
+      // storage outlives the abandoned node, so its claim is let go as its death would.
+      const { epoch } = decode((await storage.get(claimKey('buy-1')))!) as { epoch: number };
+      await storage.release({ runId: 'buy-1', owner: first.owner, epoch });
     },
     /** A node restarted on `storage`, and the approval its resumed run parks the call on. */
     async resumeUntilParked(storage: Storage) {
