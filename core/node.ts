@@ -18,6 +18,7 @@ import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptL
 import type { RunnableDefinition } from './runtime.js';
 import type { Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, RunHandle, TroupeNode } from './node-types.js';
+import { nodeTelemetry } from './telemetry.js';
 
 export type { NodeOptions, NodeStatus, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -73,6 +74,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
   const events = new EventHub<RunEvent>();
+  // Tracing watches the events and names each run's trace context; the node only carries it.
+  const tracing = nodeTelemetry(options.telemetry, { nodeId: o.nodeId, clock: o.clock, subscribe: (listener) => events.subscribe(listener) });
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
@@ -152,7 +155,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
 
-  const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part'> & { source: string | undefined }): RunRecord => {
+  const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part' | 'trace'> & { source: string | undefined }): RunRecord => {
     const now = o.clock.now();
     return {
       id: r.id,
@@ -166,6 +169,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       checkpoint: 0,
       resumes: 0,
       ...(r.part ? { part: r.part } : {}),
+      ...(r.trace ? { trace: r.trace } : {}),
     };
   };
 
@@ -180,7 +184,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         details: { runId, crew: spawn.crew },
       });
     }
-    const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part: { origin: spawn.origin, actors: spawn.actors } });
+    const part = { origin: spawn.origin, actors: spawn.actors };
+    const trace = tracing.runContext({ runId, crew: spawn.crew, part, parent: spawn.trace });
+    const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part, trace });
     const host = newHost(definition, record);
     track(host);
     host.start(spawn.input);
@@ -248,7 +254,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (hosts.has(runId) || (await store.getRun(runId))) {
         throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
       }
-      const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input });
+      const trace = tracing.runContext({ runId, crew: definition.id, parent: runOptions.traceContext });
+      const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input, trace });
       const host = newHost(definition, record);
       track(host);
       host.start(runOptions.input);
@@ -274,6 +281,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
       const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
       record.version = def.version;
+      const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
+      if (trace) record.trace = trace;
       const host = newHost(def, record);
       track(host);
       await host.restore(upgraded);
@@ -392,6 +401,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         asks.clear();
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
+        tracing.close();
         await transport?.close();
         events.end();
         // The storage was opened by the caller, who closes it.

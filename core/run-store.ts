@@ -50,6 +50,8 @@ export interface RunRecord {
   forkedFrom?: { runId: string; checkpoint: number };
   /** Set when this node hosts only some actors of a run whose root is on `origin`. */
   part?: { origin: string; actors: string[] };
+  /** The run's trace context (core/telemetry.ts): every node and every resume of the run continues it. */
+  trace?: Record<string, string>;
 }
 
 /** A consistent point of a run: root snapshot (children included) plus mailbox positions. */
