@@ -53,3 +53,4 @@ export { definePolicy, decide, narrow, isNarrowerOrEqual, describeDecision, Poli
 export { envSecrets, staticSecrets, resolveSecrets, createRedactor, redact, REDACTED, type SecretsProvider, type Redactor } from './core/secrets.js';
 export { createAuditLog, toJsonl, type AuditLog, type AuditRecord, type AuditEntry, type AuditHead, type AuditVerification } from './core/audit-log.js';
 export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';
+export type { TraceCarrier, TelemetryFactory, TelemetryBindings, NodeTelemetry, RunTraceStart } from './core/telemetry.js';

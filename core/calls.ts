@@ -37,7 +37,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   const recorded = deps.ledger.get(callId);
   if (recorded?.status === 'done') {
     const response = recorded.result as ModelResponse;
-    deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, usage: response.usage, ms: 0, replayed: true });
+    deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, requested: step.model, usage: response.usage, ms: 0, replayed: true });
     return response;
   }
   const { provider, model } = resolveModel(deps.models, step.model);
@@ -67,8 +67,9 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   } catch (error) {
     if (deps.running() && !signal.aborted) {
       const serialized = serializeError(error);
-      const seq = deps.journal('model.error', agentId, { callId, model: step.model, error: serialized });
-      deps.emit({ type: 'model.error', runId, actor: agentId, callId, model: step.model, error: serialized }, seq);
+      const failedAfter = clock.now() - started;
+      const seq = deps.journal('model.error', agentId, { callId, model: step.model, error: serialized, ms: failedAfter });
+      deps.emit({ type: 'model.error', runId, actor: agentId, callId, model: step.model, error: serialized, ms: failedAfter }, seq);
     }
     throw error;
   }
@@ -85,7 +86,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     ...(response.cost !== undefined ? { cost: response.cost } : {}),
     ...(response.meta ? { meta: response.meta } : {}),
   });
-  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, usage: response.usage, ms, replayed: false }, seq);
+  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, requested: step.model, usage: response.usage, ms, replayed: false }, seq);
   return response;
 }
 

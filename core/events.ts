@@ -8,15 +8,19 @@ import type { Usage } from './model.js';
  */
 export type RunEvent = RunEventBody & { journalSeq?: number };
 
-/** The {@link RunEvent} variants, without the journal sequence number. */
+/**
+ * The {@link RunEvent} variants, without the journal sequence number. On `model.call`,
+ * `model` is the model that served the call and `requested` the one the agent asked for;
+ * `ms` on `model.call`, `model.error` and `tool.call` is how long the call took.
+ */
 export type RunEventBody =
   | { type: 'run.started'; runId: string; crew: string }
   | { type: 'run.resumed'; runId: string; crew: string; checkpoint: number }
   | { type: 'state'; runId: string; actor: string; state: string }
   | { type: 'message'; runId: string; from: string; to: string; messageType: string }
-  | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; usage: Usage; ms: number; replayed: boolean }
+  | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; requested?: string; usage: Usage; ms: number; replayed: boolean }
   | { type: 'model.token'; runId: string; actor: string; callId: string; text: string }
-  | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError }
+  | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError; ms?: number }
   | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }
   | { type: 'approval.requested'; runId: string; actor: string; approvalId: string; tool: string; reason: 'outcome-unknown' | 'policy'; message: string }
   | { type: 'approval.decided'; runId: string; actor: string; approvalId: string; decision: 'approve' | 'reject' }

@@ -13,6 +13,7 @@ import type { RunHost, RunResult } from './run-host.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { SecretsProvider } from './secrets.js';
 import type { Storage } from './storage.js';
+import type { TelemetryFactory, TraceCarrier } from './telemetry.js';
 import type { TransportFactory } from './transport.js';
 
 /** The public shape of a node and its runs; `createNode` in core/node.ts builds them. */
@@ -45,6 +46,8 @@ export interface NodeOptions {
   transport?: TransportFactory;
   /** Where tools' declared secrets are resolved at call time. Default: environment variables. */
   secrets?: SecretsProvider;
+  /** Tracing of the node's runs (e.g. `otelTelemetry()` from `troupe/otel`). */
+  telemetry?: TelemetryFactory;
 }
 
 
@@ -55,6 +58,11 @@ export interface RunOptions {
   runId?: string;
   /** Module the definition came from, recorded so `troupe resume` can load it again. */
   source?: string;
+  /**
+   * The trace the run joins (`{ traceparent }`, W3C Trace Context). Default: with telemetry
+   * configured, the active context of the caller.
+   */
+  traceContext?: TraceCarrier;
 }
 
 /** A run being executed by a node. */

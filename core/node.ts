@@ -19,6 +19,7 @@ import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptL
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, TroupeNode } from './node-types.js';
+import { nodeTelemetry } from './telemetry.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -80,6 +81,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   // Resumes in progress, so two concurrent resumes of one run share one host.
   const resuming = new Map<string, Promise<RunHandle>>();
   const events = new EventHub<RunEvent>();
+  // Tracing watches the events and names each run's trace context; the node only carries it.
+  const tracing = nodeTelemetry(options.telemetry, { nodeId: o.nodeId, clock: o.clock, subscribe: (listener) => events.subscribe(listener) });
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
@@ -160,7 +163,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
 
-  const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part'> & { source: string | undefined }): RunRecord => {
+  const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part' | 'trace'> & { source: string | undefined }): RunRecord => {
     const now = o.clock.now();
     return {
       id: r.id,
@@ -174,6 +177,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       checkpoint: 0,
       resumes: 0,
       ...(r.part ? { part: r.part } : {}),
+      ...(r.trace ? { trace: r.trace } : {}),
     };
   };
 
@@ -191,7 +195,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     await underClaim(runId, async (claim) => {
       // Checked again under the claim: another node on this storage may have taken the spawn first.
       if (await store.getRun(runId)) return o.storage.release(claim);
-      const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part: { origin: spawn.origin, actors: spawn.actors } });
+      const part = { origin: spawn.origin, actors: spawn.actors };
+      const trace = tracing.runContext({ runId, crew: spawn.crew, part, parent: spawn.trace });
+      const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part, trace });
       const host = newHost(definition, record, claim);
       track(host);
       host.start(spawn.input);
@@ -272,6 +278,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
     record.version = def.version;
+    const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
+    if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
     track(host);
     await host.restore(upgraded);
@@ -345,7 +353,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       }
       // Started right before returning (not inside a helper's promise chain): callers that
       // subscribe after `await run()` see the run from its first steps, as before claims.
-      const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input });
+      const trace = tracing.runContext({ runId, crew: definition.id, parent: runOptions.traceContext });
+      const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input, trace });
       const host = newHost(definition, record, claim);
       track(host);
       host.start(runOptions.input);
@@ -514,6 +523,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         // After the final checkpoints: from here on another node may resume these runs.
         await Promise.all([...claims.values()].map((claim) => o.storage.release(claim)));
         claims.clear();
+        tracing.close();
         await transport?.close();
         events.end();
         // The storage was opened by the caller, who closes it.

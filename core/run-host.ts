@@ -176,7 +176,7 @@ export class RunHost implements ActorRuntime {
       // Remote nodes are told first: per-pair order puts the spawn before any task for them.
       for (const node of this.#remoteNodes()) {
         const actors = this.#o.definition.actorIds.filter((a) => this.#o.definition.placement?.[a] === node);
-        const payload: SpawnPayload = { crew: this.record.crew, version: this.record.version, input, origin: this.#o.nodeId, actors, ...(this.record.source ? { source: this.record.source } : {}) };
+        const payload: SpawnPayload = { crew: this.record.crew, version: this.record.version, input, origin: this.#o.nodeId, actors, ...(this.record.source ? { source: this.record.source } : {}), ...(this.record.trace ? { trace: this.record.trace } : {}) };
         this.#journal.leave(this.#systemEnvelope(node, SystemMessage.spawn, payload));
       }
     }

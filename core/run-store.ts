@@ -45,6 +45,8 @@ export interface RunRecord {
   owner?: string;
   /** The epoch of that claim (see `Storage.claim`); a later holder writes a higher one. */
   epoch?: number;
+  /** The run's trace context (core/telemetry.ts): every node and every resume of the run continues it. */
+  trace?: Record<string, string>;
 }
 
 /** Model use of a run, in total and per agent. */

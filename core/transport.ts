@@ -61,4 +61,6 @@ export interface SpawnPayload {
   /** The actors this node is to host. */
   actors: string[];
   source?: string;
+  /** The run's trace context (`traceparent`, …), so the part's spans join the run's trace. */
+  trace?: Record<string, string>;
 }
