@@ -164,7 +164,6 @@ interface Connection {
   close(): Promise<void>;
   key: string;
   inFlight: number;
-  ended: boolean;
   /** Set when a newer connection replaced this one: close once its calls are done. */
   retired: boolean;
 }
@@ -244,7 +243,7 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
       current = undefined;
       if (status !== 'closed') status = 'disconnected';
     }
-    if (connection.inFlight === 0 && !connection.ended) void connection.close().catch(() => {});
+    if (connection.inFlight === 0) void connection.close().catch(() => {});
   };
 
   const connect = async (settingValues: Record<string, string>, key: string, signal: AbortSignal): Promise<Connection> => {
@@ -265,25 +264,27 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
         ...(config.cwd !== undefined ? { cwd: config.cwd } : {}),
       });
     }
+    let closingThis: Promise<void> | undefined;
     const connection: Connection = {
       client,
       key,
       inFlight: 0,
-      ended: false,
       retired: false,
-      close: async () => {
-        connection.ended = true;
-        live.delete(connection);
-        await endSession();
-        // For stdio: ends the child's stdin, then SIGTERM, then SIGKILL, and waits for it to exit.
-        await client.close();
+      close: () => {
+        closingThis ??= (async () => {
+          await endSession();
+          // For stdio: ends the child's stdin, then SIGTERM, then SIGKILL, and waits for it to exit.
+          await client.close();
+        })().finally(() => live.delete(connection));
+        return closingThis;
       },
     };
+    // Kept until closed, so the toolset's close() also waits for connections being retired.
+    live.add(connection);
     // The server went away (the child exited): the next call connects again.
     client.onclose = () => {
-      connection.ended = true;
-      live.delete(connection);
       if (current?.connection === connection) retire(connection);
+      void connection.close().catch(() => {});
     };
     try {
       await client.connect(transport, { signal, ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}) });
@@ -295,7 +296,6 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
         details: { reason: 'connect-failed', server: where },
       });
     }
-    live.add(connection);
     return connection;
   };
 
@@ -338,10 +338,9 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
       open.delete(toolset);
       const pending = current?.pending;
       current = undefined;
-      const all = new Set(live);
-      const last = await pending?.catch(() => undefined);
-      if (last) all.add(last);
-      await Promise.allSettled([...all].map((c) => c.close()));
+      // A connection still being opened is in `live` already; wait for it to settle first.
+      await pending?.catch(() => undefined);
+      await Promise.allSettled([...live].map((c) => c.close()));
     })();
     return closing;
   };
@@ -443,7 +442,7 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
       });
     } finally {
       connection.inFlight--;
-      if (connection.retired && connection.inFlight === 0 && !connection.ended) void connection.close().catch(() => {});
+      if (connection.retired && connection.inFlight === 0) void connection.close().catch(() => {});
     }
     return toToolResult(result, mcpName);
   }
