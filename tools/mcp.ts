@@ -359,13 +359,14 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
 
   // The first connection, with credentials from the given provider: it lists the tools and
   // serves the calls for as long as the node resolves the same values.
+  // Registered first, so closeMcpToolsets() also ends a toolset still being built.
+  open.add(toolset);
   try {
     const signal = options.signal ?? new AbortController().signal;
     const values = secretNames.length > 0 ? await resolveSecrets(options.secrets ?? envSecrets(), secretNames, signal) : {};
     const connection = await acquire(values, signal).catch((error: unknown) => {
       throw scrub(error, Object.values(values));
     });
-    open.add(toolset);
     const reported = connection.client.getServerVersion();
     serverName = options.name ?? reported?.name ?? serverName;
     serverInfo = { name: reported?.name ?? serverName, version: reported?.version ?? '' };
@@ -407,6 +408,9 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
       });
     }
     const description = s.description ?? info.description ?? info.title ?? `${info.name} (a tool of the MCP server "${serverName}")`;
+    if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(name)) {
+      throw new TypeError(`mcpTools: MCP tool "${info.name}" would be called "${name}", which providers reject (a letter, then up to 63 letters, digits, _ or -); name it with tools.${info.name}.name`);
+    }
     const built = tool({
       name,
       description,
