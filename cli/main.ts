@@ -15,6 +15,7 @@ import { transportFromFlags, withNetworkOptions, type NetworkFlags } from './net
 import { createLiveView } from './live-view.js';
 import { createProgressPrinter } from './progress.js';
 import { registerInspectCommand } from './inspect-command.js';
+import { registerMcpCommand } from './mcp-command.js';
 
 const DEFAULT_DB = './.troupe';
 
@@ -379,6 +380,7 @@ program
   });
 
 registerInspectCommand(program);
+registerMcpCommand(program);
 
 try {
   await program.parseAsync(process.argv);

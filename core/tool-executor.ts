@@ -79,6 +79,13 @@ export async function executeTool(options: ExecuteToolOptions): Promise<ToolMess
       });
     }
   }
+  // A tool-level requirement holds with or without a policy: the policy may allow the scope,
+  // the tool's author still wants a human to see each call.
+  if (found.approval === 'ask' && !decision) {
+    throw new TroupeError(ErrorCode.APPROVAL_REQUIRED, `tool "${found.name}" needs a human's approval for every call`, {
+      details: { callId, tool: found.name, args: parsed.data, reason: 'policy', retryable: false },
+    });
+  }
 
   const context: ToolContext = {
     signal: options.signal,

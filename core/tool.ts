@@ -48,6 +48,11 @@ export interface ToolOptions<S extends z.ZodType, R> {
   scopes?: readonly string[];
   /** Names of secrets the tool needs, resolved from the node's secrets provider per call. */
   secrets?: readonly string[];
+  /**
+   * `'ask'`: every call waits for a human's approval, whatever the agent's policy (an agent
+   * without a policy is otherwise unrestricted). For tools whose side effects nobody vetted.
+   */
+  approval?: 'ask';
   run(args: z.infer<S>, context: ToolContext): Promise<R> | R;
   /** Undoes a call whose outcome is unknown; required when `effect` is `compensatable`. */
   compensate?(args: z.infer<S>, context: ToolContext): Promise<void> | void;
@@ -62,6 +67,8 @@ export interface Tool<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly effect: ToolEffect;
   readonly scopes: readonly string[];
   readonly secrets: readonly string[];
+  /** `'ask'` when every call needs a human's approval (see {@link ToolOptions.approval}). */
+  readonly approval?: 'ask';
   readonly spec: ToolSpec;
   run(args: z.infer<S>, context: ToolContext): Promise<R> | R;
   compensate?(args: z.infer<S>, context: ToolContext): Promise<void> | void;
@@ -82,6 +89,7 @@ export function tool<S extends z.ZodType, R>(options: ToolOptions<S, R>): Tool<S
     throw new TypeError(`tool "${options.name}" is compensatable and must define compensate()`);
   }
   for (const scope of options.scopes ?? []) assertScope(scope);
+  if (options.approval !== undefined && options.approval !== 'ask') throw new TypeError(`tool "${options.name}": approval must be 'ask' or absent`);
   const inputSchema = z.toJSONSchema(options.input, { unrepresentable: 'any' }) as Record<string, unknown>;
   delete inputSchema.$schema;
   return {
@@ -92,6 +100,7 @@ export function tool<S extends z.ZodType, R>(options: ToolOptions<S, R>): Tool<S
     effect: options.effect,
     scopes: [...(options.scopes ?? [])],
     secrets: [...(options.secrets ?? [])],
+    ...(options.approval ? { approval: options.approval } : {}),
     spec: { name: options.name, description: options.description, inputSchema },
     run: options.run,
     ...(options.compensate ? { compensate: options.compensate } : {}),
