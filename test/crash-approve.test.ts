@@ -15,6 +15,8 @@ import { tempDir } from './helpers/temp.js';
  */
 const EXAMPLE = 'examples/order-crew.ts';
 const EMAIL_CALL = 'cashier/t1/s2/tool/call_1_0';
+/** Each test runs four to six CLI processes (about a second each, more on a loaded machine). */
+const TIMEOUT = 120_000;
 
 async function setup() {
   const db = await tempDir();
@@ -98,7 +100,7 @@ describe('SIGKILL during approve: the approved call is parked again, never re-ru
     expect(decided.stdout).toContain(CONFIRMED_OUTPUT);
     expect(t.effects('email')).toHaveLength(1);
     expect((await t.approvals()).map((a) => [a.id, a.status])).toEqual(expect.arrayContaining([[first.id, 'approved'], [again!.id, 'approved']]));
-  });
+  }, TIMEOUT);
 });
 
 describe('SIGKILL during reject: the decision is durable or not, either way nothing is sent', () => {
@@ -120,7 +122,7 @@ describe('SIGKILL during reject: the decision is durable or not, either way noth
     expect(t.effects('email')).toHaveLength(0);
     expect(await t.pending('r1')).toEqual([]);
     expect((await t.journal('r1')).filter((e) => e.kind === 'approval.decided')).toHaveLength(1);
-  });
+  }, TIMEOUT);
 });
 
 describe('SIGKILL during fork: a fork replays the work before its checkpoint and never redoes it', () => {
@@ -131,7 +133,7 @@ describe('SIGKILL during fork: a fork replays the work before its checkpoint and
     t = await setup();
     expect((await t.troupe(['run', EXAMPLE, '--run-id', 'f1'])).code).toBe(0);
     history = JSON.parse((await t.troupe(['history', 'f1', '--json'])).stdout) as HistoryEntry[];
-  });
+  }, TIMEOUT);
   afterAll(() => t?.[Symbol.asyncDispose]());
   const keys = (kind: Effect['kind'], prefix: string) => t.effects(kind).map((e) => e.key).filter((k) => k.startsWith(prefix)).sort();
 
@@ -153,7 +155,7 @@ describe('SIGKILL during fork: a fork replays the work before its checkpoint and
     expect(keys('reserve', 'f1')).toEqual(['f1:clerk/t1/s2/tool/call_1_0']);
     expect(keys('hold', 'f1')).toEqual(['f1-a:cashier/t1/s1/tool/call_0_0', 'f1:cashier/t1/s1/tool/call_0_0']);
     expect(keys('email', 'f1')).toEqual([`f1-a:${EMAIL_CALL}`, `f1:${EMAIL_CALL}`]);
-  });
+  }, TIMEOUT);
 
   it('killed while the fork replays: resumed, it finishes without touching the world', async () => {
     const before = readEffects(t.world);
@@ -165,7 +167,7 @@ describe('SIGKILL during fork: a fork replays the work before its checkpoint and
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toContain(CONFIRMED_OUTPUT);
     expect(readEffects(t.world)).toEqual(before);
-  });
+  }, TIMEOUT);
 });
 
 describe('SIGKILL during resume', () => {
@@ -181,7 +183,7 @@ describe('SIGKILL during resume', () => {
     expect(approved.code).toBe(0);
     expect(approved.stdout).toContain(CONFIRMED_OUTPUT);
     expect(t.effects('email')).toHaveLength(1);
-  });
+  }, TIMEOUT);
 
   it.each([
     ['an idempotent call', 'reserve_stock', 'reserve'],
@@ -200,5 +202,5 @@ describe('SIGKILL during resume', () => {
     // Re-run with the same key: deduplicated (reserve), or compensated first, then held again (hold).
     expect(open).toBe(1);
     expect(t.effects('email')).toHaveLength(1);
-  });
+  }, TIMEOUT);
 });
