@@ -9,7 +9,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } fr
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { agent, crew, scriptedModel, tool, type ToolContext } from 'troupe';
+import { agent, crew, ErrorCode, scriptedModel, tool, TroupeError, type Script, type ScriptedTurn, type ToolContext } from 'troupe';
 
 const world = process.env.TROUPE_WORLD ?? '.troupe/world';
 const toolLatency = Number(process.env.TROUPE_TOOL_LATENCY_MS ?? 20);
@@ -44,16 +44,36 @@ function record(effect: Effect): void {
 }
 
 /**
- * Tools take a little time, so a kill can land in the middle of one. `TROUPE_SLOW_TOOL=name`
- * makes that tool announce itself and never finish (until the run stops): tests use it to
- * kill a process inside one specific call, after its intent is on disk.
+ * Tools take a little time, half before their effect and half after it (a remote system that
+ * acknowledged the write but has not answered yet), so a kill can land on either side of the
+ * effect. Hooks for crash tests, all on stdout:
+ * - `TROUPE_ANNOUNCE_TOOLS=1`: every tool prints `tool <name> started` when it starts (its
+ *   intent is on disk by then), so a harness can time a kill inside a call.
+ * - `TROUPE_SLOW_TOOL=name`: that tool prints `slow tool <name> started` and never finishes
+ *   (until the run stops): the process dies inside the call, before its effect.
+ * - `TROUPE_HANG_AFTER_EFFECT=name`: that tool does its effect, prints `tool <name> effect
+ *   recorded` and never finishes: the process dies after the world saw the effect but before
+ *   the ledger got the result.
  */
+const untilStopped = (ctx: ToolContext): Promise<never> =>
+  new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+
 const work = (ctx: ToolContext, name: string): Promise<unknown> => {
+  if (process.env.TROUPE_ANNOUNCE_TOOLS === '1') process.stdout.write(`tool ${name} started\n`);
   if (process.env.TROUPE_SLOW_TOOL === name) {
     process.stdout.write(`slow tool ${name} started\n`);
-    return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+    return untilStopped(ctx);
   }
-  return toolLatency > 0 ? delay(toolLatency, undefined, { signal: ctx.signal }) : Promise.resolve();
+  return toolLatency > 0 ? delay(toolLatency / 2, undefined, { signal: ctx.signal }) : Promise.resolve();
+};
+
+/** The part of a tool's time after its effect. */
+const answer = (ctx: ToolContext, name: string): Promise<unknown> => {
+  if (process.env.TROUPE_HANG_AFTER_EFFECT === name) {
+    process.stdout.write(`tool ${name} effect recorded\n`);
+    return untilStopped(ctx);
+  }
+  return toolLatency > 0 ? delay(toolLatency / 2, undefined, { signal: ctx.signal }) : Promise.resolve();
 };
 
 const stock: Record<string, number> = { 'blue-mug': 12, 'red-mug': 0 };
@@ -63,7 +83,11 @@ const checkStock = tool({
   description: 'How many of an item are in stock.',
   input: z.object({ item: z.string() }),
   effect: 'read',
-  run: async ({ item }, ctx) => (await work(ctx, 'check_stock'), { item, available: stock[item] ?? 0 }),
+  run: async ({ item }, ctx) => {
+    await work(ctx, 'check_stock');
+    await answer(ctx, 'check_stock');
+    return { item, available: stock[item] ?? 0 };
+  },
 });
 
 const reserveStock = tool({
@@ -75,6 +99,7 @@ const reserveStock = tool({
     await work(ctx, 'reserve_stock');
     const existing = readEffects().find((e) => e.kind === 'reserve' && e.key === ctx.idempotencyKey);
     if (!existing) record({ kind: 'reserve', key: ctx.idempotencyKey, detail: { item, qty } });
+    await answer(ctx, 'reserve_stock');
     return { reserved: qty, item };
   },
 });
@@ -87,6 +112,7 @@ const holdPayment = tool({
   run: async ({ cents }, ctx) => {
     await work(ctx, 'hold_payment');
     record({ kind: 'hold', key: ctx.idempotencyKey, detail: { cents } });
+    await answer(ctx, 'hold_payment');
     return { held: cents };
   },
   compensate: async (_args, ctx) => {
@@ -104,11 +130,17 @@ const sendConfirmation = tool({
   run: async ({ to, text }, ctx) => {
     await work(ctx, 'send_confirmation');
     record({ kind: 'email', key: ctx.idempotencyKey, detail: { to, text } });
+    await answer(ctx, 'send_confirmation');
     return { sent: true, to };
   },
 });
 
-const script = {
+/** The crew's answer when the confirmation went out (or a human confirmed it had). */
+export const CONFIRMED_OUTPUT = 'Order placed: 2 blue mugs reserved, 24.00 held, confirmation sent to ada@example.com.';
+/** The crew's answer when the confirmation was not executed (a human rejected it). */
+export const UNCONFIRMED_OUTPUT = 'Order placed: 2 blue mugs reserved, 24.00 held; the confirmation to ada@example.com was not sent.';
+
+const turns: Record<string, readonly ScriptedTurn[]> = {
   clerk: [
     { text: 'Checking stock.', toolCalls: [{ name: 'check_stock', args: { item: 'blue-mug' } }] },
     { text: 'Reserving two.', toolCalls: [{ name: 'reserve_stock', args: { item: 'blue-mug', qty: 2 } }] },
@@ -117,8 +149,24 @@ const script = {
   cashier: [
     { text: 'Holding the payment.', toolCalls: [{ name: 'hold_payment', args: { cents: 2400 } }] },
     { text: 'Confirming to the customer.', toolCalls: [{ name: 'send_confirmation', args: { to: 'ada@example.com', text: 'Your 2 blue mugs are reserved.' } }] },
-    'Order placed: 2 blue mugs reserved, 24.00 held, confirmation sent to ada@example.com.',
+    CONFIRMED_OUTPUT,
   ],
+};
+
+/**
+ * The turns above, chosen by how many assistant turns the conversation holds (like a script
+ * of turns), except that a cashier whose confirmation came back as an error (rejected by a
+ * human) says it was not sent: both answers are deterministic.
+ */
+const script: Script = (request) => {
+  const index = request.messages.filter((m) => m.role === 'assistant').length;
+  const last = request.messages.at(-1);
+  if (request.agent === 'cashier' && index === 2 && last?.role === 'tool' && last.isError) return UNCONFIRMED_OUTPUT;
+  const turn = turns[request.agent]?.[index];
+  if (turn === undefined) {
+    throw new TroupeError(ErrorCode.MODEL_FAILED, `order crew script has no turn ${index + 1} for agent "${request.agent}"`, { details: { retryable: false } });
+  }
+  return turn;
 };
 
 /** Scripted, with latency so a crash can land between any two steps. */
