@@ -319,7 +319,8 @@ async function trial(index: number, reference: TrialContext['reference'], totals
     }
     return { audit, runs: outcomes.length, completed, stuck, forkAtAwaitingApproval: fork?.awaitingApproval ?? false };
   } finally {
-    await rm(root, { recursive: true, force: true });
+    // TROUPE_TRIAL_KEEP=1 keeps the trial's database and world to look at a failure.
+    if (!process.env.TROUPE_TRIAL_KEEP) await rm(root, { recursive: true, force: true });
   }
 }
 

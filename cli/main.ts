@@ -78,7 +78,17 @@ function watch(node: TroupeNode, json: boolean): void {
 /** Exit code of a run that stopped to wait for a human. */
 const EXIT_WAITING = 3;
 
-async function follow(run: RunHandle, json: boolean): Promise<number> {
+/** Says which approval a run waits for and how to decide it (with the `--db` in use). */
+function printWaiting(w: { runId: string; approvalId: string; actor: string; tool: string; reason: string; message: string }, json: boolean, db: string): void {
+  if (json) return void process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: w.runId, approvalId: w.approvalId })}\n`);
+  const where = db === DEFAULT_DB ? '' : ` --db ${db}`;
+  process.stdout.write(
+    `\nwaiting for approval ${w.approvalId}: ${w.actor} wants to run ${w.tool} (${w.reason})\n  ${w.message}\n` +
+      `  troupe approve ${w.approvalId}${where} [--result JSON | --edit-args JSON]   or   troupe reject ${w.approvalId}${where} --reason TEXT\n`,
+  );
+}
+
+async function follow(run: RunHandle, json: boolean, db: string): Promise<number> {
   const started = Date.now();
   // A run waiting for a human has nothing to do here: park it (it is checkpointed) and say how to go on.
   const parked = new Promise<Extract<RunEvent, { type: 'approval.requested' }>>((resolve) =>
@@ -88,13 +98,7 @@ async function follow(run: RunHandle, json: boolean): Promise<number> {
   live?.stop();
   if ('type' in outcome) {
     await run.stop();
-    if (json) process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: run.id, approvalId: outcome.approvalId })}\n`);
-    else {
-      process.stdout.write(
-        `\nwaiting for approval ${outcome.approvalId}: ${outcome.actor} wants to run ${outcome.tool} (${outcome.reason})\n  ${outcome.message}\n` +
-          `  troupe approve ${outcome.approvalId} [--result JSON | --edit-args JSON]   or   troupe reject ${outcome.approvalId} --reason TEXT\n`,
-      );
-    }
+    printWaiting({ ...outcome, runId: run.id }, json, db);
     return EXIT_WAITING;
   }
   const result: RunResult = outcome;
@@ -127,14 +131,25 @@ async function moduleOfRun(db: string, runId: string) {
 }
 
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
-async function continueRun(db: string, runId: string, json: boolean, act: (node: TroupeNode) => Promise<unknown> = async () => {}, flags?: NetworkFlags) {
+async function continueRun(db: string, runId: string, json: boolean, act?: (node: TroupeNode) => Promise<unknown>, flags?: NetworkFlags) {
   const mod = await moduleOfRun(db, runId);
   return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node) => {
     watch(node, json);
     const run = await node.resume(runId, mod.definition);
     if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
-    const following = follow(run, json);
-    await act(node);
+    if (!act) {
+      // Restored while waiting for a human: nothing will happen until someone decides. Read
+      // at once (no await before it), so an approval the run requests later is followed instead.
+      const waiting = run.waiting();
+      if (waiting.length > 0) {
+        live?.stop();
+        await run.stop();
+        for (const a of waiting) printWaiting({ runId, approvalId: a.id, actor: a.agentId, tool: a.tool, reason: a.reason, message: a.message }, json, db);
+        return EXIT_WAITING;
+      }
+    }
+    const following = follow(run, json, db);
+    if (act) await act(node);
     return following;
   });
 }
@@ -183,7 +198,7 @@ withNetworkOptions(program
     process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
-      return follow(run, opts.json ?? false);
+      return follow(run, opts.json ?? false, opts.db);
     });
   });
 
@@ -337,7 +352,7 @@ program
     process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node) => {
       watch(node, opts.json ?? false);
       const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
-      return follow(run, opts.json ?? false);
+      return follow(run, opts.json ?? false, opts.db);
     });
   });
 

@@ -21,6 +21,11 @@ export interface ApprovalRequest {
 
 /** The stored record of an approval (`approval:<id>`), listed by `troupe approvals`. */
 export interface ApprovalRecord extends ApprovalRequest {
+  /**
+   * The id the waiting actor knows the request by, when it differs from `id`: a fork's
+   * agent waits on its source's request, and the fork's approval record carries it on.
+   */
+  requestId?: string;
   runId: string;
   agentId: string;
   status: 'pending' | 'approved' | 'rejected';
@@ -62,4 +67,20 @@ export interface ApprovalDecisionPayload {
   approvalId: string;
   callId: string;
   decision: ApprovalDecision;
+}
+
+/**
+ * The requests the actors of a restored root snapshot wait on, by actor id: the contract is
+ * that an actor waiting for a human keeps its {@link ApprovalRequest} in `context.approval`
+ * (the agent machine does). A run restored into a new run id (a fork) has no records for
+ * them yet; the run host creates them.
+ */
+export function waitingRequests(snapshot: unknown): Array<{ actorId: string; request: ApprovalRequest }> {
+  const children = (snapshot as { children?: Record<string, { snapshot?: { context?: { approval?: unknown } } }> })?.children ?? {};
+  const out: Array<{ actorId: string; request: ApprovalRequest }> = [];
+  for (const [actorId, child] of Object.entries(children)) {
+    const request = child?.snapshot?.context?.approval as ApprovalRequest | null | undefined;
+    if (request && typeof request.id === 'string' && typeof request.callId === 'string') out.push({ actorId, request });
+  }
+  return out;
 }

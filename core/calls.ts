@@ -115,7 +115,7 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
   const lineage = inherited ? { inheritedFrom: inherited.callId } : {};
   if (inherited?.status === 'done') {
     const message: ToolMessage = { ...(inherited.result as ToolMessage), toolCallId: step.call.id, name: step.call.name };
-    const { checkpoint: _c, callId: _id, ts: _ts, ...carried } = inherited;
+    const { checkpoint: _c, callId: _id, ts: _ts, intentAt: _i, ...carried } = inherited;
     deps.record({ ...carried, callId, result: message, ts: clock.now(), ...lineage });
     const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms: 0, ...lineage });
     deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 }, seq);
@@ -124,6 +124,8 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
   const started = clock.now();
   let refusal: string | undefined;
   let intent: LedgerEntry | undefined;
+  // Where this call was first in flight (an earlier attempt's intent), kept through rewrites.
+  const firstIntentAt = recorded?.status === 'intent' ? (recorded.intentAt ?? recorded.checkpoint) : undefined;
   const message = await executeTool({
     call: step.call,
     tools: step.tools,
@@ -149,7 +151,7 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     // The intent must be on disk before the tool touches the world; it is written with a
     // full checkpoint, so everything that led to the call is durable too.
     recordIntent: async (entry) => {
-      intent = { ...entry, ...lineage };
+      intent = { ...entry, ...lineage, ...(firstIntentAt !== undefined ? { intentAt: firstIntentAt } : {}) };
       deps.record(intent);
       await deps.checkpoint();
     },
@@ -158,8 +160,13 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
   const ms = clock.now() - started;
   // The done entry keeps what the intent knew (arguments, effect, key, secrets): a later
   // attempt may inherit it, and a resumed run re-resolves its secrets to redact them.
-  const { status: _s, ts: _t, checkpoint: _c, ...known } = intent ?? { status: 'done', ts: 0, callId, kind: 'tool' as const, name: step.call.name, ...lineage };
-  deps.record({ ...known, status: 'done', result: message, ts: clock.now() });
+  // No intent this time (a human's recorded result, a refusal): what an earlier attempt's intent knew still holds.
+  const base = intent ?? (recorded?.status === 'intent' ? recorded : undefined) ?? { status: 'done', ts: 0, callId, kind: 'tool' as const, name: step.call.name, ...lineage };
+  const { status: _s, ts: _t, checkpoint: written, intentAt: first, ...known } = base;
+  const intentAt = first ?? written ?? firstIntentAt;
+  // When the intent became durable: a fork from a checkpoint between intent and result must
+  // know the call was in flight there, or it would run it again under a key of its own.
+  deps.record({ ...known, ...(intentAt !== undefined ? { intentAt } : {}), status: 'done', result: message, ts: clock.now() });
   const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}), ...lineage });
   deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms }, seq);
   return message;

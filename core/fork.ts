@@ -1,7 +1,7 @@
 import type { Checkpoint, Manifest } from './checkpoints.js';
 import { decode } from './codec.js';
 import { layout, seqOf } from './layout.js';
-import { put, type RunRecord, type RunStore } from './run-store.js';
+import { put, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
 import type { KeyRange, StorageOp } from './storage.js';
 
 /**
@@ -22,7 +22,16 @@ export async function forkOps(store: RunStore, source: RunRecord, checkpoint: Ch
   const swap = (key: string) => key.replace(`:${from}:`, `:${to}:`);
 
   await copy(layout.journals(from), swap, (_k, e) => (e as { seq: number }).seq <= checkpoint.journalSeq);
-  await copy(layout.ledgers(from), swap, (_k, e) => ((e as { checkpoint?: number }).checkpoint ?? Infinity) <= checkpoint.seq);
+  for await (const [key, value] of storage.entries(layout.ledgers(from))) {
+    const entry = decode(value, Infinity) as LedgerEntry;
+    if ((entry.checkpoint ?? Infinity) <= checkpoint.seq) ops.push({ type: 'put', key: swap(key), value });
+    else if (entry.intentAt !== undefined && entry.intentAt <= checkpoint.seq) {
+      // In flight at the fork point: the fork sees the intent, not the later result, and
+      // treats the call as interrupted (same key; an irreversible one waits for a human).
+      const { result: _result, intentAt, ...intent } = entry;
+      ops.push(put(swap(key), { ...intent, status: 'intent', checkpoint: intentAt }));
+    }
+  }
   for (const [actorId, last] of Object.entries(checkpoint.mailboxSeq)) {
     await copy(layout.mailboxAfter(from, actorId, checkpoint.cursors[actorId] ?? 0, last), swap, () => true);
   }

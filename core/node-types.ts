@@ -83,6 +83,8 @@ export interface RunHandle {
    */
   events(options?: RunEventsOptions | AbortSignal): AsyncIterable<RunEvent>;
   subscribe(listener: (event: RunEvent) => void): () => void;
+  /** The human decisions the run waits for right now (none once it ended). */
+  waiting(): ApprovalRecord[];
   /** Checkpoints and stops the run here; it stays resumable. */
   stop(): Promise<void>;
 }

@@ -100,6 +100,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     settled: () => host.settled(),
     events: (options) => host.events(eventsOptions(options)),
     subscribe: (listener) => host.liveEvents.subscribe(listener),
+    waiting: () => (host.status === 'running' ? host.pendingApprovals : []),
     // Stopped here, the run is free for another node to resume.
     stop: () => host.stop().then(() => releaseHost(host)),
   });
@@ -125,6 +126,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           ? ended.iterate()
           : joinJournalAndLive((entry) => redact(eventOfJournal(record.id, record.crew, entry)), () => store.journal(record.id), ended.iterate()),
       subscribe: () => () => {},
+      waiting: () => [],
       stop: async () => {},
     };
   };

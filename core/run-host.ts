@@ -1,5 +1,5 @@
 import { createActor, type AnyActor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
-import { APPROVAL_DECISION, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest } from './approvals.js';
+import { APPROVAL_DECISION, waitingRequests, type ApprovalDecision, type ApprovalRecord, type ApprovalRequest } from './approvals.js';
 import type { Clock, IdGenerator } from './clock.js';
 import { address, parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, isTroupeError, serializeError, TroupeError, type SerializedError } from './errors.js';
@@ -85,6 +85,7 @@ export class RunHost implements ActorRuntime {
   readonly #waiting = new Map<string, ApprovalRecord>();
   /** Approvals this host decided (or found decided), so a second decision is told so. */
   readonly #decided = new Map<string, ApprovalRecord['status']>();
+  readonly #decidedRequests = new Set<string>();
   readonly #usage: UsageTracker;
   readonly #calls: CallDeps;
   #journal: RunJournal;
@@ -194,7 +195,10 @@ export class RunHost implements ActorRuntime {
     for (const approval of await store.listApprovals()) {
       if (approval.runId !== this.runId) continue;
       if (approval.status === 'pending') this.#waiting.set(approval.id, approval);
-      else this.#decided.set(approval.id, approval.status);
+      else {
+        this.#decided.set(approval.id, approval.status);
+        this.#decidedRequests.add(approval.requestId ?? approval.id);
+      }
     }
     // Replayed results never resolve their secrets again, so this process's redactor would
     // not know them: resolve every secret the run used before anything is written.
@@ -217,6 +221,12 @@ export class RunHost implements ActorRuntime {
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
     this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
+    // A request an actor waits on with no approval of this run behind it (the run is a fork
+    // of a waiting one): it gets one, or nobody could ever decide it.
+    const known = new Set([...this.#waiting.values()].map((a) => a.requestId ?? a.id));
+    for (const { actorId, request } of waitingRequests(checkpoint.snapshot)) {
+      if (!known.has(request.id) && !this.#decidedRequest(request.id)) this.requestApproval(actorId, request, this.newId('approval'));
+    }
     this.#mailboxes.restore(checkpoint, pending);
     this.#scheduleDelivery();
     // Mail that was durable but not yet handed on when the process stopped (at least once).
@@ -383,8 +393,16 @@ export class RunHost implements ActorRuntime {
     return performToolCall(this.#calls, agentId, step, signal);
   }
 
-  requestApproval(agentId: string, request: ApprovalRequest): void {
-    const record: ApprovalRecord = { ...request, runId: this.runId, agentId, status: 'pending', createdAt: this.clock.now() };
+  requestApproval(agentId: string, request: ApprovalRequest, recordId = request.id): void {
+    const record: ApprovalRecord = {
+      ...request,
+      id: recordId,
+      ...(recordId !== request.id ? { requestId: request.id } : {}),
+      runId: this.runId,
+      agentId,
+      status: 'pending',
+      createdAt: this.clock.now(),
+    };
     this.#waiting.set(record.id, record);
     this.#journal.put(layout.approval(record.id), record);
     const seq = this.#fact('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason, message: record.message });
@@ -393,6 +411,11 @@ export class RunHost implements ActorRuntime {
       this.#emit({ type: 'approval.requested', runId: this.runId, actor: agentId, approvalId: record.id, tool: record.tool, reason: record.reason, message: record.message }, seq),
     );
     this.#scheduleCapture();
+  }
+
+  /** Whether a decided approval of this run answered the request `requestId` (its decision is on its way). */
+  #decidedRequest(requestId: string): boolean {
+    return this.#decidedRequests.has(requestId);
   }
 
   /** Approvals this run waits for. */
@@ -423,7 +446,8 @@ export class RunHost implements ActorRuntime {
       from: 'human',
       to: record.agentId,
       type: APPROVAL_DECISION,
-      payload: { approvalId, callId: record.callId, decision },
+      // The waiting actor knows the request by its own id (a fork's differs from the record's).
+      payload: { approvalId: record.requestId ?? approvalId, callId: record.callId, decision },
       seq: 0,
       ts: this.clock.now(),
     });

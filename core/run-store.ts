@@ -98,6 +98,8 @@ export interface LedgerEntry {
   ts: number;
   /** The checkpoint whose batch wrote this entry. */
   checkpoint?: number;
+  /** For a result whose intent was written earlier: the checkpoint whose batch wrote the intent. */
+  intentAt?: number;
   /** A tool call's declared effect, set once its intent was written (it touched the world). */
   effect?: ToolEffect;
   /** The approval under which this intent was written: a crash then parks the call again. */
