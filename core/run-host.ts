@@ -603,13 +603,14 @@ export class RunHost implements ActorRuntime {
         if (this.status === 'running') {
           this.status = 'stopped';
           this.#actor.stop();
-          // LEASE_LOST as it is: the run is not failed, another owner executes it now.
-          const reason = isTroupeError(error, ErrorCode.LEASE_LOST)
-            ? error
-            : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-          this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
-          this.liveEvents.end();
         }
+        // Settled whatever the state: a run whose final checkpoint failed never settles otherwise.
+        // LEASE_LOST as it is: the run is not failed, another owner executes it now.
+        const reason = isTroupeError(error, ErrorCode.LEASE_LOST)
+          ? error
+          : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+        this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
+        this.liveEvents.end();
       }
     });
     return write;

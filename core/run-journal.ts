@@ -69,7 +69,7 @@ export function createRunJournal(options: RunJournalOptions) {
     /** Journals a fact (audited when {@link isAuditable}); returns its sequence number. */
     fact(kind: JournalKind, actor: string, data: Record<string, unknown>): number {
       const entry: JournalEntry = { seq: ++journalSeq, ts: clock.now(), kind, actor, data };
-      if (isAuditable(kind)) facts.push({ kind, runId, actor, data, ts: entry.ts });
+      if (isAuditable(kind)) facts.push({ kind, runId, actor, data: redact(data), ts: entry.ts });
       putRedacted(layout.journal(runId, entry.seq), entry);
       recent.push(entry);
       return entry.seq;

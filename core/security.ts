@@ -22,6 +22,24 @@ export interface SecurityContext {
   recall(names: Iterable<string>): Promise<string[]>;
 }
 
+const auditLogs = new WeakMap<Storage, Promise<AuditLog>>();
+
+/** The audit log of `storage`, opened once however many nodes use it. */
+function sharedAuditLog(storage: Storage, clock: Clock): Promise<AuditLog> {
+  let log = auditLogs.get(storage);
+  if (!log) {
+    log = (async () => {
+      const created = createAuditLog(storage, { clock });
+      await created.open();
+      return created;
+    })();
+    auditLogs.set(storage, log);
+    // A failed open is not cached: the next node tries again.
+    log.catch(() => auditLogs.delete(storage));
+  }
+  return log;
+}
+
 /** How long a resumed run waits for the secrets provider to answer for one name. */
 const RECALL_TIMEOUT_MS = 10_000;
 
@@ -29,8 +47,10 @@ const RECALL_TIMEOUT_MS = 10_000;
 export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock }): Promise<SecurityContext> {
   const known = new Set<string>();
   let redactor: Redactor = createRedactor(known);
-  const audit = createAuditLog(storage, { clock: options.clock, redact: (data) => redactor(data) });
-  await audit.open();
+  // One audit log per storage: nodes sharing a storage would otherwise hand out the same
+  // sequence numbers and overwrite each other's records. Each node scrubs what it appends
+  // (core/run-journal.ts), so the shared log needs no redactor of its own.
+  const audit = await sharedAuditLog(storage, options.clock);
   const context: SecurityContext = {
     secrets: options.secrets,
     audit,

@@ -398,3 +398,23 @@ describe('secrets', () => {
     expect(await grepDirectory(redacted.path, secret)).toEqual([]);
   });
 });
+
+describe('one audit log per storage', () => {
+  it('keeps one intact chain when two nodes on one storage run at the same time', async () => {
+    const { createNode, scriptedModel } = await import('../index.js');
+    const { pairScript, twoAgentCrew } = await import('./helpers/fixtures.js');
+    await using storage = memoryStorage();
+    await using a = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using b = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) } });
+    const runs = await Promise.all([a.run(twoAgentCrew(), { input: 'x', runId: 'ra' }), b.run(twoAgentCrew(), { input: 'y', runId: 'rb' })]);
+    await Promise.all(runs.map((r) => r.result()));
+    const log = createAuditLog(storage);
+    await log.open();
+    expect(await log.verify()).toMatchObject({ ok: true });
+    const records = await log.read();
+    // Both runs' records, each sequence number once: nothing overwrote anything.
+    expect(new Set(records.map((r) => r.runId))).toEqual(new Set(['ra', 'rb']));
+    expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1));
+    expect(records.filter((r) => r.kind === 'run.completed')).toHaveLength(2);
+  });
+});

@@ -94,3 +94,27 @@ describe('node', () => {
     await expect(ctx.node.run(twoAgentCrew(), { input: 'x', runId: 'dup' })).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'RUN_ALREADY_ACTIVE'));
   });
 });
+
+describe('a run whose last checkpoint cannot be written', () => {
+  it('settles as failed with STORAGE_FAILED instead of never settling', async () => {
+    const { decode } = await import('../core/codec.js');
+    const { memoryStorage: memory } = await import('../storage/memory.js');
+    const inner = memory();
+    // Refuses exactly the batch that records the run's end.
+    const storage = Object.create(inner) as typeof inner;
+    Object.defineProperty(storage, 'write', {
+      value: (ops: readonly { type: string; key: string; value?: Uint8Array }[], options?: object) => {
+        const ends = ops.some((op) => op.key.startsWith('jrnl:') && op.value && (decode(op.value, Infinity) as { kind?: string }).kind === 'run.completed');
+        return ends ? Promise.reject(new Error('disk full')) : inner.write(ops as never, options);
+      },
+    });
+    const { createNode: create, scriptedModel: scripted } = await import('../index.js');
+    const { pairScript: script, twoAgentCrew: pair } = await import('./helpers/fixtures.js');
+    await using node = await create({ storage, models: { scripted: scripted({ script }) } });
+    const run = await node.run(pair(), { input: 'x', runId: 'lw' });
+    const result = await run.settled();
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ code: 'STORAGE_FAILED' });
+    expect(result.error?.message).toMatch(/disk full/);
+  });
+});
