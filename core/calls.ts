@@ -27,6 +27,8 @@ export interface CallDeps {
   emit(event: RunEvent, seq?: number): void;
   /** Writes a checkpoint now; resolves once it is durable. */
   checkpoint(): Promise<void>;
+  /** `undefined` when the node's write queue has room, else a promise of room: the backpressure every call waits for. */
+  room(): Promise<void> | undefined;
   blackboard(agentId: string): BlackboardAccess | undefined;
 }
 
@@ -40,6 +42,8 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, requested: step.model, usage: response.usage, ms: 0, replayed: true });
     return response;
   }
+  const full = deps.room();
+  if (full) await full;
   const { provider, model } = resolveModel(deps.models, step.model);
   const reserved = deps.usage.reserve(agentId);
   const started = clock.now();
@@ -121,6 +125,8 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 }, seq);
     return message;
   }
+  const full = deps.room();
+  if (full) await full;
   const started = clock.now();
   let refusal: string | undefined;
   let intent: LedgerEntry | undefined;

@@ -56,6 +56,8 @@ export interface Checkpoint {
   /** Layout 2: the highest log entry number used, and the arrays rebuilt from logs. */
   logSeq?: number;
   arrays?: Array<[unknown[], LogRef]>;
+  /** Layout 2: the checkpoint that wrote each record this one was rebuilt from. */
+  recordVersions?: Record<string, number>;
 }
 
 /** An actor record with the actor's mailbox position. */
@@ -151,10 +153,15 @@ const corrupt = (runId: string, seq: number, cause: unknown) =>
     details: { runId, seq },
   });
 
+/** The newest entry in `range`, its value decoded. */
+async function newestEntry<T>(storage: Storage, range: Parameters<Storage['entries']>[0]): Promise<[string, T] | undefined> {
+  for await (const [key, value] of storage.entries({ ...range, reverse: true, limit: 1 })) return [key, decode(value, Infinity) as T];
+  return undefined;
+}
+
 /** The newest value in `range`, decoded. */
 async function newest<T>(storage: Storage, range: Parameters<Storage['entries']>[0]): Promise<T | undefined> {
-  for await (const [, value] of storage.entries({ ...range, reverse: true, limit: 1 })) return decode(value, Infinity) as T;
-  return undefined;
+  return (await newestEntry<T>(storage, range))?.[1];
 }
 
 /**
@@ -179,9 +186,15 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
   const manifest = raw as Manifest;
   try {
     const records = new Map<string, StoredActor | undefined>();
+    const recordVersions: Record<string, number> = {};
+    const versionOf = async <T>(actorId: string): Promise<T | undefined> => {
+      const found = await newestEntry<T>(storage, layout.actorUpTo(runId, actorId, manifest.seq));
+      if (found) recordVersions[actorId] = layout.parseActor(runId, found[0])[1];
+      return found?.[1];
+    };
     const recordOf = async (actorId: string) => {
       if (!records.has(actorId)) {
-        const found = await newest<StoredActor>(storage, layout.actorUpTo(runId, actorId, manifest.seq));
+        const found = await versionOf<StoredActor>(actorId);
         records.set(actorId, found === undefined ? undefined : ((await hydrate(storage, found)) as StoredActor));
       }
       return records.get(actorId);
@@ -207,10 +220,10 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
         mailboxSeq[actorId] = position.seq;
         cursors[actorId] = position.cursor;
       }
-      const used = await newest<UsageTotals>(storage, layout.actorUpTo(runId, usageOf(actorId), manifest.seq));
+      const used = await versionOf<UsageTotals>(usageOf(actorId));
       if (used) agents[actorId] = used;
     }
-    const total = await newest<UsageTotals>(storage, layout.actorUpTo(runId, USAGE_TOTAL, manifest.seq));
+    const total = await versionOf<UsageTotals>(USAGE_TOTAL);
     const ring: Array<{ index: number; id: string }> = [];
     for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
     return {
@@ -226,6 +239,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       seen: ring.sort((a, b) => a.index - b.index).map((r) => r.id),
       logSeq: manifest.logSeq,
       arrays,
+      recordVersions,
     };
   } catch (error) {
     if (error instanceof TroupeError) throw error;

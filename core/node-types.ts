@@ -1,5 +1,6 @@
 import type { InspectionEvent, Observer } from 'xstate';
 import type { ApprovalRecord } from './approvals.js';
+import type { RetentionPolicy } from './retention.js';
 import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { TroupeError } from './errors.js';
@@ -27,7 +28,19 @@ export interface NodeOptions {
   crews?: readonly RunnableDefinition[];
   /** Resume unfinished runs of registered crews when the node starts. Default `true`. */
   resume?: boolean;
-  /** fsync every checkpoint (survives power loss, ~5x slower). Default `false`. */
+  /**
+   * Which checkpoints of each run stay readable by `history` and `fork`: the newest
+   * `keepLast` (default 100), every `keepEvery`-th (default 1000) and the first. Older ones
+   * are deleted as the run goes on; conversations, journal and ledger are kept whole.
+   */
+  retention?: Partial<RetentionPolicy>;
+  /**
+   * Bytes of checkpoints queued for the disk beyond which runs wait before their next model
+   * or tool call (backpressure): memory stays bounded when the disk is slower than the runs.
+   * Default 64 MiB.
+   */
+  maxQueuedBytes?: number;
+    /** fsync every checkpoint (survives power loss, ~5x slower). Default `false`. */
   sync?: boolean;
   clock?: Clock;
   ids?: IdGenerator;

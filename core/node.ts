@@ -13,6 +13,7 @@ import { checkModelRefs, type ModelProviders } from './model.js';
 import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
+import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
@@ -39,6 +40,7 @@ interface ResolvedNodeOptions {
   maxEnvelopeBytes: number;
   askTimeoutMs: number;
   nodeId: string;
+  retention: RetentionPolicy;
 }
 
 /**
@@ -64,13 +66,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     maxEnvelopeBytes: options.maxEnvelopeBytes ?? DEFAULT_MAX_FRAME_BYTES,
     askTimeoutMs: options.askTimeoutMs ?? 30_000,
     nodeId: options.nodeId ?? 'local',
+    retention: resolveRetention(options.retention),
   };
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: NodeTransport | undefined;
   const store = createRunStore(o.storage);
-  const writes = createWriteQueue(o.storage, { sync: o.sync });
+  const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
   const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
@@ -241,6 +244,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       inspect: o.inspect,
       events,
       nodeId: o.nodeId,
+      retention: o.retention,
       route,
       writes,
       security,

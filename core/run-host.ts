@@ -10,6 +10,7 @@ import type { ModelProviders, ModelResponse } from './model.js';
 import type { JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
+import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
 import { createRunJournal, type RunJournal } from './run-journal.js';
 import { ASK_PREFIX, isAskAddress, partActorId, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
@@ -42,6 +43,8 @@ export interface RunHostOptions {
   nodeId: string;
   /** The node's single, ordered write path (group commit). */
   writes: WriteQueue;
+  /** Which checkpoints stay (history, fork); the rest are deleted as the run goes on. */
+  retention?: RetentionPolicy;
   /** The node's claim on this run: every batch is fenced by it, so a run taken over writes nothing more. */
   claim?: RunClaim;
   /** Secrets, redaction and the audit log, shared by the node's runs. */
@@ -90,6 +93,7 @@ export class RunHost implements ActorRuntime {
   readonly #calls: CallDeps;
   #journal: RunJournal;
   readonly #checkpointer: Checkpointer;
+  readonly #retention: Retention;
   /** The root actor's address inside the run: `crew`, or `_part.<node>` on a remote part. */
   readonly rootId: string;
   readonly #locals: Set<string>;
@@ -125,12 +129,14 @@ export class RunHost implements ActorRuntime {
       journal: (kind, actor, data) => this.#fact(kind, actor, data),
       emit: (event, seq) => this.#emit(event, seq),
       checkpoint: () => this.#durableSoon(),
+      room: () => this.#o.writes.room(),
       blackboard: (agentId) => this.#blackboard(agentId),
     };
     const part = options.record.part;
     const def = options.definition;
     this.rootId = part ? partActorId(options.nodeId) : ROOT_ACTOR_ID;
     this.#journal = this.#newJournal(0);
+    this.#retention = createRetention(this.runId, options.retention ?? DEFAULT_RETENTION);
     this.#checkpointer = createCheckpointer({ runId: this.runId, rootId: this.rootId, machine: { id: def.id, version: def.version }, blobs: options.blobs, redact: options.security.redact });
     this.#locals = new Set(
       part ? [...part.actors, this.rootId] : [ROOT_ACTOR_ID, ...def.actorIds.filter((a) => (def.placement?.[a] ?? options.nodeId) === options.nodeId)],
@@ -212,6 +218,7 @@ export class RunHost implements ActorRuntime {
     this.#seenCount = this.#seen.length;
     // The arrays rebuilt from logs are not written again; every record is, once.
     this.#checkpointer.seed(checkpoint);
+    for (const [actorId, version] of Object.entries(checkpoint.recordVersions ?? {})) this.#retention.wrote(actorId, version);
     const unrouted = await store.outbox(this.runId);
     const pending: Record<string, Envelope[]> = {};
     for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
@@ -577,7 +584,8 @@ export class RunHost implements ActorRuntime {
     this.record.status = status;
     this.record.updatedAt = ts;
     this.#journal.put(layout.run(this.runId), this.record);
-    const batch = this.#journal.seal([...captured.blobOps, ...captured.ops]);
+    for (const actorId of captured.manifest.changed) this.#retention.wrote(actorId, seq);
+    const batch = this.#journal.seal([...captured.blobOps, ...captured.ops, ...this.#retention.prune(seq)]);
     return this.#enqueueWrite(batch.ops).then(
       () => {
         this.#o.blobs.commit(captured.blobOps);

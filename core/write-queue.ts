@@ -16,11 +16,31 @@ export interface WriteQueue {
   write(ops: readonly StorageOp[], fence?: RunClaim): Promise<void>;
   /** Resolves when everything queued so far is written. */
   idle(): Promise<void>;
-  readonly stats: { batches: number; writes: number; ops: number };
+  /**
+   * `undefined` while the bytes queued and in flight are below the queue's bound, else a
+   * promise that resolves once they are: callers about to produce more (a model or tool
+   * call) wait on it, so a burst of busy runs slows down instead of growing the heap without
+   * limit. Synchronous when there is room, so it costs a step nothing in the common case.
+   */
+  room(): Promise<void> | undefined;
+  readonly stats: { batches: number; writes: number; ops: number; queuedBytes: number; maxQueuedBytes: number };
 }
+
+/** Options of {@link createWriteQueue}. */
+export interface WriteQueueOptions {
+  sync: boolean;
+  /** Bytes queued and in flight beyond which {@link WriteQueue.room} waits. Default 64 MiB. */
+  maxQueuedBytes?: number;
+}
+
+/** The default bound of a node's write queue. */
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+const bytesOf = (ops: readonly StorageOp[]) => ops.reduce((n, op) => n + op.key.length + (op.type === 'put' ? op.value.byteLength : 0), 0);
 
 interface Queued {
   ops: readonly StorageOp[];
+  bytes: number;
   fence: RunClaim | undefined;
   resolve(): void;
   reject(error: unknown): void;
@@ -29,10 +49,20 @@ interface Queued {
 const sameClaim = (a: RunClaim, b: RunClaim) => a.runId === b.runId && a.owner === b.owner && a.epoch === b.epoch;
 
 /** Creates the write queue of `storage`. */
-export function createWriteQueue(storage: Storage, options: { sync: boolean }): WriteQueue {
+export function createWriteQueue(storage: Storage, options: WriteQueueOptions): WriteQueue {
+  const limit = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
   let pending: Queued[] = [];
   let running: Promise<void> | undefined;
-  const stats = { batches: 0, writes: 0, ops: 0 };
+  let waiting: Array<() => void> = [];
+  const stats = { batches: 0, writes: 0, ops: 0, queuedBytes: 0, maxQueuedBytes: 0 };
+  const settled = (g: Queued) => {
+    stats.queuedBytes -= g.bytes;
+    if (stats.queuedBytes < limit && waiting.length > 0) {
+      const wake = waiting;
+      waiting = [];
+      for (const fn of wake) fn();
+    }
+  };
 
   /**
    * Writes a merged group under the fences of all its batches. The storage checks them
@@ -50,14 +80,20 @@ export function createWriteQueue(storage: Storage, options: { sync: boolean }): 
       stats.ops += ops.length;
       try {
         await storage.write(ops, { sync: options.sync, ...(fence.length > 0 ? { fence } : {}) });
-        for (const g of group) g.resolve();
+        for (const g of group) {
+          settled(g);
+          g.resolve();
+        }
         return;
       } catch (error) {
         const lost = isTroupeError(error, ErrorCode.LEASE_LOST) ? (error.details.lost as RunClaim[] | undefined) : undefined;
         const stale = lost ? group.filter((g) => g.fence && lost.some((l) => sameClaim(l, g.fence!))) : [];
         // Any other failure (or a LEASE_LOST that names none of ours) fails the whole group.
         const failed = stale.length > 0 ? stale : group;
-        for (const g of failed) g.reject(error);
+        for (const g of failed) {
+          settled(g);
+          g.reject(error);
+        }
         group = group.filter((g) => !failed.includes(g));
       }
     }
@@ -76,12 +112,18 @@ export function createWriteQueue(storage: Storage, options: { sync: boolean }): 
     stats,
     write(ops, fence) {
       stats.batches += 1;
-      const done = new Promise<void>((resolve, reject) => pending.push({ ops, fence, resolve, reject }));
+      const bytes = bytesOf(ops);
+      stats.queuedBytes += bytes;
+      stats.maxQueuedBytes = Math.max(stats.maxQueuedBytes, stats.queuedBytes);
+      const done = new Promise<void>((resolve, reject) => pending.push({ ops, bytes, fence, resolve, reject }));
       running ??= drain();
       return done;
     },
     async idle() {
       while (running) await running;
+    },
+    room() {
+      return stats.queuedBytes < limit ? undefined : new Promise<void>((resolve) => waiting.push(resolve));
     },
   };
 }
