@@ -23,6 +23,17 @@ export const systemClock: Clock = {
   },
 };
 
+/**
+ * A timer for the node's own housekeeping (unloading idle runs): on the wall clock it does
+ * not keep the process alive; on an injected clock it is an ordinary timer of that clock.
+ */
+export function backgroundTimer(clock: Clock, fn: () => void, ms: number): () => void {
+  if (clock !== systemClock) return clock.setTimer(fn, ms);
+  const handle = setTimeout(fn, Math.max(0, ms));
+  handle.unref();
+  return () => clearTimeout(handle);
+}
+
 /** Random, collision-resistant ids (`run_9f2c…`). */
 export const randomIds: IdGenerator = (prefix) =>
   `${prefix}_${globalThis.crypto.randomUUID().replaceAll('-', '').slice(0, 20)}`;

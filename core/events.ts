@@ -26,6 +26,10 @@ export type RunEventBody =
   | { type: 'approval.decided'; runId: string; actor: string; approvalId: string; decision: 'approve' | 'reject' }
   | { type: 'permission'; runId: string; actor: string; callId: string; tool: string; decision: 'allow' | 'ask' | 'deny' }
   | { type: 'checkpoint'; runId: string; seq: number }
+  /** The run only waits and was unloaded from memory; `wakeAt` is its earliest deadline. */
+  | { type: 'run.unloaded'; runId: string; wakeAt?: number }
+  /** An unloaded run was loaded again (an envelope, a decision or its deadline). */
+  | { type: 'run.loaded'; runId: string }
   | { type: 'run.completed'; runId: string; output: string }
   | { type: 'run.failed'; runId: string; error: SerializedError };
 

@@ -40,6 +40,14 @@ export interface NodeOptions {
    * Default 64 MiB.
    */
   maxQueuedBytes?: number;
+  /**
+   * A run that only waits (for a human, a timer, another node) this long is unloaded from
+   * memory after a final checkpoint, and loaded again by its next envelope, decision or
+   * deadline; waiting runs found at start are registered without being loaded. 0 keeps every
+   * run loaded. Default 60 000 ms on the wall clock; 0 with an injected `clock`, whose timers
+   * a test counts and drives.
+   */
+  passivateAfterMs?: number;
     /** fsync every checkpoint (survives power loss, ~5x slower). Default `false`. */
   sync?: boolean;
   clock?: Clock;
@@ -153,6 +161,8 @@ export interface TroupeNode extends AsyncDisposable {
   readonly audit: AuditLog;
   /** The active run `runId`, if this node hosts it. */
   get(runId: string): RunHandle | undefined;
+  /** Ids of the runs this node holds in memory now (unloaded waiting runs are not among them). */
+  loadedRuns(): string[];
   /** The run index, newest first. */
   runs(): Promise<RunRecord[]>;
   /** Approvals across all runs in this storage (pending first, oldest first). */

@@ -2,8 +2,8 @@ import { envSecrets } from './secrets.js';
 import { createSecurityContext } from './security.js';
 import { createWriteQueue } from './write-queue.js';
 import { createBlobWriter } from './blobs.js';
-import { ApprovalDecisionSchema, type ApprovalDecision } from './approvals.js';
-import { randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
+import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
+import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from './errors.js';
@@ -24,6 +24,29 @@ import { nodeTelemetry } from './telemetry.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
+/** A run this node executes: its loaded host, or what it keeps of it while unloaded. */
+interface RunSlot {
+  runId: string;
+  definition: RunnableDefinition;
+  host: RunHost | undefined;
+  /** Set while the run is unloaded: the claim it keeps, what it waits for, its wake-up timer. */
+  passive?: { claim: RunClaim; waiting: ApprovalRecord[]; cancelWake?: () => void };
+  passivating?: Promise<void> | undefined;
+  activating?: Promise<RunHost> | undefined;
+  /** Live events of every incarnation of the run. */
+  hub: EventHub<RunEvent>;
+  result: Promise<RunResult>;
+  settle(result: RunResult): void;
+}
+
+/** A finished run's result, or `RUN_FAILED` when it failed. */
+const orThrow = (result: RunResult): RunResult => {
+  if (result.status === 'failed') {
+    throw new TroupeError(ErrorCode.RUN_FAILED, `run ${result.runId} failed: ${result.error?.message ?? 'unknown error'}`, { details: { runId: result.runId, error: result.error } });
+  }
+  return result;
+};
+
 /** `events(signal)` is the older form of `events({ signal })`. */
 const eventsOptions = (options: AbortSignal | RunEventsOptions | undefined): RunEventsOptions =>
   options instanceof AbortSignal ? { signal: options } : (options ?? {});
@@ -41,6 +64,7 @@ interface ResolvedNodeOptions {
   askTimeoutMs: number;
   nodeId: string;
   retention: RetentionPolicy;
+  passivateAfterMs: number;
 }
 
 /**
@@ -67,7 +91,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     askTimeoutMs: options.askTimeoutMs ?? 30_000,
     nodeId: options.nodeId ?? 'local',
     retention: resolveRetention(options.retention),
+    // With an injected clock a test decides: the idle timers would be timers of its clock.
+    passivateAfterMs: options.passivateAfterMs ?? (options.clock === undefined || options.clock === systemClock ? 60_000 : 0),
   };
+  if (!Number.isFinite(o.passivateAfterMs) || o.passivateAfterMs < 0) throw new TypeError('passivateAfterMs must be a non-negative number of milliseconds (0 keeps every run loaded)');
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
@@ -77,6 +104,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const blobs = createBlobWriter();
   const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
   const hosts = new Map<string, RunHost>();
+  // Every run this node executes, loaded or not: a handle outlives the host it started on.
+  const slots = new Map<string, RunSlot>();
   // One node executes a run at a time: every host holds the storage's claim on its run
   // (core/storage.ts), and every batch it writes is fenced by that claim.
   const owner = `${o.nodeId}.${o.ids('owner')}`;
@@ -94,18 +123,53 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (status !== 'running') throw new TroupeError(ErrorCode.NODE_CLOSED, `node is ${status}`);
   };
 
-  const handle = (host: RunHost): RunHandle => ({
-    id: host.runId,
+  /** The slot of a run this node starts executing: handle promises and events that outlive a host. */
+  const openSlot = (runId: string, definition: RunnableDefinition): RunSlot => {
+    let settle!: (result: RunResult) => void;
+    const result = new Promise<RunResult>((resolve) => (settle = resolve));
+    const slot: RunSlot = { runId, definition, host: undefined, hub: new EventHub<RunEvent>(), result, settle };
+    slots.set(runId, slot);
+    return slot;
+  };
+
+  /** Ends a slot: its run finished, or was stopped here (not unloaded). */
+  const closeSlot = (slot: RunSlot) => {
+    if (slots.get(slot.runId) === slot) slots.delete(slot.runId);
+    slot.passive?.cancelWake?.();
+    slot.hub.end();
+  };
+
+  const handle = (slot: RunSlot): RunHandle => ({
+    id: slot.runId,
     get status() {
-      return host.status;
+      return slot.host?.status ?? (slot.passive ? 'running' : 'stopped');
     },
-    result: () => host.result(),
-    settled: () => host.settled(),
-    events: (options) => host.events(eventsOptions(options)),
-    subscribe: (listener) => host.liveEvents.subscribe(listener),
-    waiting: () => (host.status === 'running' ? host.pendingApprovals : []),
+    result: () => slot.result.then(orThrow),
+    settled: () => slot.result,
+    events: (options) => {
+      const { signal, from } = eventsOptions(options);
+      const live = slot.hub.iterate(signal);
+      if (from === 'now') return live;
+      // Copied now, before the read: an entry leaves a host's recent list only once it is in storage.
+      const recent = slot.host?.recentJournal() ?? [];
+      const redact = security.redact;
+      return joinJournalAndLive((entry) => redact(eventOfJournal(slot.runId, slot.definition.id, entry)), async () => [...(await store.journal(slot.runId)), ...recent], live);
+    },
+    subscribe: (listener) => slot.hub.subscribe(listener),
+    waiting: () => (slot.host ? (slot.host.status === 'running' ? slot.host.pendingApprovals : []) : (slot.passive?.waiting ?? [])),
     // Stopped here, the run is free for another node to resume.
-    stop: () => host.stop().then(() => releaseHost(host)),
+    async stop() {
+      await slot.passivating;
+      const host = slot.host;
+      if (host) {
+        await host.stop();
+        if (hosts.get(slot.runId) === host) hosts.delete(slot.runId);
+        await releaseHost(host);
+      } else if (slot.passive) {
+        await o.storage.release(slot.passive.claim);
+      }
+      closeSlot(slot);
+    },
   });
 
   const finishedHandle = (record: RunRecord): RunHandle => {
@@ -117,12 +181,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       id: record.id,
       status: result.status,
       settled: async () => result,
-      result: async () => {
-        if (result.status === 'failed') {
-          throw new TroupeError(ErrorCode.RUN_FAILED, `run ${record.id} failed: ${result.error?.message ?? 'unknown error'}`, { details: { runId: record.id, error: result.error } });
-        }
-        return result;
-      },
+      result: async () => orThrow(result),
       // A finished run's events are its journal.
       events: (options) =>
         eventsOptions(options).from === 'now'
@@ -158,11 +217,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const target = actorId.slice(PART_ACTOR_ID.length + 1);
       if (target !== o.nodeId) return sendRemote(target, envelope);
       if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
-      const part = hosts.get(runId);
+      const part = hosts.get(runId) ?? (await activate(runId));
       if (part && part.status === 'running') return part.accept(envelope, receipt);
       return; // the part already ended here: nothing to do
     }
-    const host = runId === undefined ? undefined : hosts.get(runId);
+    const host = runId === undefined ? undefined : (hosts.get(runId) ?? (await activate(runId)));
     if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope);
     if (host && host.status === 'running') return host.accept(envelope, receipt);
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
@@ -204,7 +263,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const trace = tracing.runContext({ runId, crew: spawn.crew, part, parent: spawn.trace });
       const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part, trace });
       const host = newHost(definition, record, claim);
-      track(host);
+      track(host, openSlot(runId, definition));
       host.start(spawn.input);
       // Acknowledged only once the part is on disk: a crash now resumes it, never loses it.
       await host.checkpointNow();
@@ -219,14 +278,105 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     await o.storage.release(claim);
   };
 
-  const track = (host: RunHost) => {
+  /** Makes `host` the loaded incarnation of `slot`'s run. */
+  const track = (host: RunHost, slot: RunSlot) => {
     hosts.set(host.runId, host);
+    slot.host = host;
+    host.liveEvents.subscribe((event) => {
+      slot.hub.emit(event);
+      if (event.type === 'checkpoint' && o.passivateAfterMs > 0) armIdle(host, slot);
+    });
     // Settled means the final checkpoint is durable (or the run could not write any more).
-    void host.settled().then(async () => {
+    void host.settled().then(async (result) => {
+      disarmIdle(host);
       if (hosts.get(host.runId) === host) hosts.delete(host.runId);
       await releaseHost(host).catch(() => {});
+      if (slot.host === host) {
+        slot.settle(result);
+        closeSlot(slot);
+      }
     });
+    return slot;
   };
+
+  /**
+   * Unloads a run that only waits: a final checkpoint, then the host is dropped and the run
+   * kept as a slot with its claim, what it waits for and a timer for its earliest deadline.
+   * Its next envelope, decision or deadline loads it again (core/run-host.ts `quiescence`).
+   */
+  const passivate = (slot: RunSlot, host: RunHost, wakeAt: number | undefined) => {
+    const claim = claims.get(host);
+    if (!claim || slot.host !== host || slot.passivating) return;
+    slot.passivating = (async () => {
+      const waiting = host.pendingApprovals;
+      slot.host = undefined;
+      hosts.delete(slot.runId);
+      claims.delete(host);
+      await host.stop();
+      disarmIdle(host);
+      const cancelWake = wakeAt === undefined ? undefined : o.clock.setTimer(() => void activate(slot.runId).catch(() => {}), Math.max(0, wakeAt - o.clock.now()));
+      slot.passive = { claim, waiting, ...(cancelWake ? { cancelWake } : {}) };
+      const unloaded: RunEvent = { type: 'run.unloaded', runId: slot.runId, ...(wakeAt !== undefined ? { wakeAt } : {}) };
+      slot.hub.emit(unloaded);
+      events.emit(unloaded);
+    })().finally(() => (slot.passivating = undefined));
+  };
+
+  /** Loads an unloaded run again (undefined when `runId` is not one of them). */
+  const activate = async (runId: string): Promise<RunHost | undefined> => {
+    const slot = slots.get(runId);
+    if (!slot || slot.host) return slot?.host;
+    await slot.passivating;
+    if (slot.host) return slot.host;
+    if (!slot.passive) return undefined;
+    slot.activating ??= (async () => {
+      const passive = slot.passive!;
+      passive.cancelWake?.();
+      slot.passive = undefined;
+      try {
+        await restoreClaimed(runId, slot.definition, passive.claim, slot);
+        const loaded: RunEvent = { type: 'run.loaded', runId };
+        slot.hub.emit(loaded);
+        events.emit(loaded);
+      } catch (error) {
+        await o.storage.release(passive.claim).catch(() => {});
+        closeSlot(slot);
+        throw error;
+      }
+      return slot.host!;
+    })().finally(() => (slot.activating = undefined));
+    return slot.activating;
+  };
+
+  /**
+   * Looks at `host` once it has been quiet for `passivateAfterMs` and unloads it if it only
+   * waits. Armed again at every checkpoint, so a run that keeps working is never looked at
+   * and nothing polls: a clock's timers see one timer per run at most.
+   */
+  const idleTimers = new Map<RunHost, () => void>();
+  const armIdle = (host: RunHost, slot: RunSlot, delay = o.passivateAfterMs) => {
+    idleTimers.get(host)?.();
+    idleTimers.set(
+      host,
+      backgroundTimer(o.clock, () => {
+        idleTimers.delete(host);
+        if (status !== 'running' || slot.host !== host) return;
+        const quiet = host.quiescence();
+        if (!quiet) return; // working: its next checkpoint arms the timer again
+        const now = o.clock.now();
+        const idleFor = now - quiet.since;
+        if (idleFor < o.passivateAfterMs) return armIdle(host, slot, o.passivateAfterMs - idleFor);
+        // A deadline sooner than the idle period is simply waited for, loaded.
+        if (quiet.wakeAt !== undefined && quiet.wakeAt - now < o.passivateAfterMs) return;
+        passivate(slot, host, quiet.wakeAt);
+      }, delay),
+    );
+  };
+  const disarmIdle = (host: RunHost) => {
+    idleTimers.get(host)?.();
+    idleTimers.delete(host);
+  };
+
 
   const newHost = (definition: RunnableDefinition, record: RunRecord, claim: RunClaim) => {
     // The holder is part of every checkpoint's run record: who wrote it, under which epoch.
@@ -266,6 +416,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         if (held !== claim) continue;
         claims.delete(host);
         if (hosts.get(runId) === host) hosts.delete(runId);
+        const slot = slots.get(runId);
+        if (slot?.host === host) closeSlot(slot);
       }
       await o.storage.release(claim);
       throw error;
@@ -273,7 +425,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim): Promise<RunHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<RunHandle> => {
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
@@ -287,9 +439,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
-    track(host);
+    const tracked = track(host, slot ?? openSlot(runId, def));
     await host.restore(upgraded);
-    return handle(host);
+    return handle(tracked);
   };
 
   /**
@@ -309,6 +461,20 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     });
   };
 
+  /** A waiting run found at start, taken as an unloaded slot: claimed, not read beyond its approvals. */
+  const registerWaiting = async (record: RunRecord): Promise<RunHandle> => {
+    const def = o.crews.get(record.crew)!;
+    const head = await store.latestCheckpointHead(record.id);
+    if (head) planUpgrade(head, def, def.migrations ?? []);
+    checkConfig(def, record.id, record.part);
+    return underClaim(record.id, async (claim) => {
+      const waiting = (await store.listApprovals()).filter((a) => a.runId === record.id && a.status === 'pending');
+      const slot = openSlot(record.id, def);
+      slot.passive = { claim, waiting };
+      return handle(slot);
+    });
+  };
+
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
     ensureRunning();
     const decision = ApprovalDecisionSchema.parse(raw);
@@ -317,7 +483,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (record.status !== 'pending') {
       throw new TroupeError(ErrorCode.APPROVAL_DECIDED, `approval ${approvalId} was already ${record.status}`, { details: { approvalId, status: record.status } });
     }
-    let host = hosts.get(record.runId);
+    let host = hosts.get(record.runId) ?? (await activate(record.runId));
     if (!host && o.crews.has((await store.requireRun(record.runId)).crew)) {
       await node.resume(record.runId);
       host = hosts.get(record.runId);
@@ -362,15 +528,18 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const trace = tracing.runContext({ runId, crew: definition.id, parent: runOptions.traceContext });
       const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: runOptions.source, input: runOptions.input, trace });
       const host = newHost(definition, record, claim);
-      track(host);
+      const slot = track(host, openSlot(runId, definition));
       host.start(runOptions.input);
-      return handle(host);
+      return handle(slot);
     },
 
     async resume(runId, definition) {
       ensureRunning();
-      const active = hosts.get(runId);
-      if (active) return handle(active);
+      const known = slots.get(runId);
+      if (known) {
+        await activate(runId);
+        return handle(known);
+      }
       const inProgress = resuming.get(runId);
       if (inProgress) return inProgress;
       const resumed = (async () => {
@@ -429,6 +598,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       for (const record of await store.listRuns()) {
         if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
         try {
+          if (record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id)) {
+            // Waiting for a human: registered, not loaded, until the decision comes.
+            resumed.push(await registerWaiting(record));
+            continue;
+          }
           resumed.push(await node.resume(record.id));
         } catch (error) {
           // Another live node executes it: not ours to resume, and not a failure of this node.
@@ -439,9 +613,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return resumed;
     },
 
+    loadedRuns: () => [...hosts.keys()],
+
     get: (runId) => {
-      const host = hosts.get(runId);
-      return host && handle(host);
+      const slot = slots.get(runId);
+      return slot && handle(slot);
     },
 
     async runs() {
@@ -524,11 +700,16 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           pending.reject(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
         }
         asks.clear();
+        for (const cancel of idleTimers.values()) cancel();
+        idleTimers.clear();
+        await Promise.all([...slots.values()].map((slot) => slot.passivating));
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
         // After the final checkpoints: from here on another node may resume these runs.
-        await Promise.all([...claims.values()].map((claim) => o.storage.release(claim)));
+        const unloaded = [...slots.values()].flatMap((slot) => (slot.passive ? [slot.passive.claim] : []));
+        await Promise.all([...claims.values(), ...unloaded].map((claim) => o.storage.release(claim)));
         claims.clear();
+        for (const slot of [...slots.values()]) closeSlot(slot);
         tracing.close();
         await transport?.close();
         events.end();

@@ -7,7 +7,7 @@ import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
-import type { JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
+import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
@@ -105,6 +105,9 @@ export class RunHost implements ActorRuntime {
   #checkpointSeq = 0;
   #captureScheduled = false;
   #deliveryScheduled = false;
+  #inFlight = 0;
+  #writesInFlight = 0;
+  #lastActive = 0;
   #writeChain: Promise<void> = Promise.resolve();
   #writeError: unknown;
   #resultPromise: Promise<RunResult>;
@@ -116,6 +119,7 @@ export class RunHost implements ActorRuntime {
     this.clock = options.clock;
     this.record = options.record;
     this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
+    this.#lastActive = options.clock.now();
     this.#usage = new UsageTracker(options.definition.budgets);
     this.#calls = {
       runId: this.runId,
@@ -388,7 +392,45 @@ export class RunHost implements ActorRuntime {
   }
 
   callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
-    return performModelCall(this.#calls, agentId, step, signal);
+    return this.#busy(performModelCall(this.#calls, agentId, step, signal));
+  }
+
+  /** Counts `work` as in flight until it settles: a run with work in flight is never unloaded. */
+  #busy<T>(work: Promise<T>): Promise<T> {
+    this.#inFlight += 1;
+    this.#lastActive = this.clock.now();
+    return work.finally(() => {
+      this.#inFlight -= 1;
+      this.#lastActive = this.clock.now();
+    });
+  }
+
+  /**
+   * Whether the run only waits (for a human, a timer, another node) and since when: no model
+   * or tool call in flight, nothing to deliver or write, no actor running anything but a
+   * durable timer. `wakeAt` is the earliest timer deadline. `undefined` while it works.
+   */
+  quiescence(): { since: number; wakeAt: number | undefined } | undefined {
+    if (this.status !== 'running' || this.#inFlight > 0 || this.#captureScheduled || this.#deliveryScheduled || this.#journal.dirty || this.#writesInFlight > 0) return undefined;
+    let wakeAt: number | undefined;
+    // Actors that wait on a timer say so with a numeric `input.deadline`; any other invoked
+    // actor with an input (a promise) is work in progress.
+    const walk = (ref: { getSnapshot(): unknown }): boolean => {
+      const snapshot = ref.getSnapshot() as { status?: string; input?: { deadline?: unknown }; children?: Record<string, { getSnapshot(): unknown }> };
+      if (snapshot?.status === 'active' && snapshot.input !== undefined && !('value' in snapshot)) {
+        const deadline = snapshot.input?.deadline;
+        if (typeof deadline !== 'number') return false;
+        wakeAt = wakeAt === undefined ? deadline : Math.min(wakeAt, deadline);
+      }
+      for (const child of Object.values(snapshot?.children ?? {})) if (!walk(child)) return false;
+      return true;
+    };
+    return walk(this.#actor) ? { since: this.#lastActive, wakeAt } : undefined;
+  }
+
+  /** Journal entries not yet durable, for a reader joining the journal with live events. */
+  recentJournal(): JournalEntry[] {
+    return [...this.#journal.recent];
   }
 
   /** Model use so far, in total and per agent. */
@@ -397,7 +439,7 @@ export class RunHost implements ActorRuntime {
   }
 
   runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
-    return performToolCall(this.#calls, agentId, step, signal);
+    return this.#busy(performToolCall(this.#calls, agentId, step, signal));
   }
 
   requestApproval(agentId: string, request: ApprovalRequest, recordId = request.id): void {
@@ -525,6 +567,7 @@ export class RunHost implements ActorRuntime {
 
   readonly #inspect = (event: InspectionEvent): void => {
     if (event.type === '@xstate.snapshot' && this.status === 'running') {
+      this.#lastActive = this.clock.now();
       const ref = event.actorRef as AnyActorRef;
       const actorId = ref === this.#actor ? this.rootId : ref.id;
       const value = (event.snapshot as { value?: unknown }).value;
@@ -604,6 +647,8 @@ export class RunHost implements ActorRuntime {
     // Queued now, in capture order: the node's queue is FIFO across runs, which keeps this
     // run's batches in order and the audit chain's records in the order they were chained.
     const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops, this.#o.claim);
+    this.#writesInFlight += 1;
+    void write.finally(() => (this.#writesInFlight -= 1)).catch(() => {});
     this.#writeChain = Promise.all([this.#writeChain, write]).then(() => {}).catch((error) => {
       // A run that cannot persist must stop rather than run ahead of its durable state.
       if (!this.#writeError) {

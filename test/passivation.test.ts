@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
+import { manualClock } from '../core/clock.js';
+import { levelStorage } from '../storage/level.js';
+import { tempDir } from './helpers/temp.js';
+
+const IDLE = 10_000;
+const pay = tool({ name: 'pay', description: 'Pays.', input: z.object({ amount: z.number() }), effect: 'irreversible', scopes: ['money'], run: ({ amount }) => `paid ${amount}` });
+const script = { cashier: [{ toolCalls: [{ name: 'pay', args: { amount: 5 } }] }, 'all paid'] };
+const team = () => crew({ id: 'shop', agents: [agent({ id: 'cashier', role: 'c', instructions: 'Pay.', model: 'scripted', tools: [pay], policy: { ask: ['money'] } })] });
+const asked = (node: { subscribe(l: (e: RunEvent) => void): () => void }) =>
+  new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
+
+describe('passivation', () => {
+  it('unloads a run waiting for a human after the idle period, keeps its handle, and loads it again for the decision', async () => {
+    const clock = manualClock(0);
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, passivateAfterMs: IDLE, models: { scripted: scriptedModel({ script }) } });
+    const approval = asked(node);
+    const run = await node.run(team(), { input: 'go', runId: 'p1' });
+    const id = await approval;
+    expect(node.loadedRuns()).toEqual(['p1']);
+    clock.advance(IDLE - 1);
+    expect(node.loadedRuns()).toEqual(['p1']);
+    clock.advance(1);
+    await expect.poll(() => node.loadedRuns()).toEqual([]);
+    // Unloaded, not gone: the handle still answers, and says what the run waits for.
+    expect(run.status).toBe('running');
+    expect(run.waiting().map((a) => a.id)).toEqual([id]);
+    await node.approve(id);
+    expect(node.loadedRuns()).toEqual(['p1']);
+    // The handle taken before the run was unloaded sees it finish.
+    expect((await run.result()).output).toBe('all paid');
+  });
+
+  it('registers a waiting run found at start without loading it, and a decision after the restart completes it', async () => {
+    await using dir = await tempDir();
+    let id: string;
+    {
+      await using storage = await levelStorage({ path: dir.path });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
+      const approval = asked(node);
+      await node.run(team(), { input: 'go', runId: 'p2' });
+      id = await approval;
+    }
+    await using storage = await levelStorage({ path: dir.path });
+    await using node = await createNode({ storage, crews: [team()], models: { scripted: scriptedModel({ script }) } });
+    expect(node.loadedRuns()).toEqual([]);
+    const run = node.get('p2')!;
+    expect(run.waiting().map((a) => a.id)).toEqual([id]);
+    await node.approve(id);
+    expect((await run.result()).output).toBe('all paid');
+  });
+
+  it('unloads a run waiting on a long backoff and wakes it at the deadline', async () => {
+    const clock = manualClock(0);
+    await using storage = memoryStorage();
+    const slow = { a: [{ text: 'done', failFirst: 1 }] };
+    await using node = await createNode({ storage, clock, passivateAfterMs: IDLE, models: { scripted: scriptedModel({ script: slow }) } });
+    // Quiet once the checkpoint after it entered `recovering` is written.
+    let backingOff = false;
+    const recovering = new Promise<void>((resolve) =>
+      node.subscribe((e) => {
+        if (e.type === 'state' && e.state === 'recovering') backingOff = true;
+        else if (e.type === 'checkpoint' && backingOff) resolve();
+      }),
+    );
+    const def = crew({ id: 'wait', agents: [agent({ id: 'a', role: 'a', instructions: 'a', model: 'scripted', retry: { initialDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 } })] });
+    const run = await node.run(def, { input: 'go', runId: 'p3' });
+    await recovering;
+    const unloaded = new Promise<RunEvent>((resolve) => run.subscribe((e) => e.type === 'run.unloaded' && resolve(e)));
+    const loaded = new Promise<void>((resolve) => run.subscribe((e) => e.type === 'run.loaded' && resolve()));
+    // The idle timer is armed again by each checkpoint: step the clock until it finds the run quiet.
+    let gone = false;
+    void unloaded.then(() => (gone = true));
+    for (let i = 0; i < 3 && !gone; i++) {
+      clock.advance(IDLE);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    expect(await unloaded).toMatchObject({ type: 'run.unloaded', wakeAt: 60_000 });
+    expect(node.loadedRuns()).toEqual([]);
+    clock.advance(60_000 - clock.now());
+    await loaded;
+    // Restored at its deadline, the backoff fires with what is left of it: nothing.
+    clock.advance(0);
+    expect((await run.result()).output).toBe('done');
+  });
+
+  it('loads an unloaded run again for an envelope sent to it', async () => {
+    const clock = manualClock(0);
+    await using storage = memoryStorage();
+    await using node = await createNode({ storage, clock, passivateAfterMs: IDLE, models: { scripted: scriptedModel({ script }) } });
+    const approval = asked(node);
+    await node.run(team(), { input: 'go', runId: 'p4' });
+    await approval;
+    clock.advance(IDLE);
+    await expect.poll(() => node.loadedRuns()).toEqual([]);
+    await node.tell('p4/cashier', 'note', { text: 'hello' });
+    expect(node.loadedRuns()).toEqual(['p4']);
+  });
+});
