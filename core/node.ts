@@ -584,6 +584,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (def.id !== source.crew) throw new TypeError(`run "${forkId}" belongs to crew "${source.crew}", not "${def.id}"`);
       // Checked before anything is written, so a fork that cannot run leaves nothing behind.
       checkConfig(def, forkId, source.part);
+      // SNAPSHOT_VERSION (a newer schema, or no migration to this version) before the claim
+      // and the fork's ops: restoring the fork would refuse it after they were written.
+      planUpgrade(checkpoint, def, def.migrations ?? []);
       // The new run is claimed before it is written, and stays claimed while it starts here.
       return underClaim(forkId, async (claim) => {
         if (await store.getRun(forkId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${forkId}" already exists`, { details: { runId: forkId } });
