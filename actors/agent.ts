@@ -1,6 +1,6 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
-import { APPROVAL_DECISION, type ApprovalDecisionPayload, type ApprovalRequest, type RecordedDecision } from '../core/approvals.js';
-import { parseAddress, type Envelope } from '../core/envelope.js';
+import type { ApprovalRequest, RecordedDecision } from '../core/approvals.js';
+import { parseAddress } from '../core/envelope.js';
 import { ErrorCode, isRetryable as retryableError, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
@@ -10,6 +10,21 @@ import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
 import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
+import {
+  APPROVAL_DECISION,
+  ApprovalDecisionPayloadSchema,
+  CrewMessage,
+  ENVELOPE_EVENT,
+  FailurePayloadSchema,
+  payloadOf,
+  ResultPayloadSchema,
+  TaskPayloadSchema,
+  type DelegatePayload,
+  type EnvelopeEvent,
+  type FailurePayload,
+  type ResultPayload,
+  type TaskPayload,
+} from './protocol.js';
 import { durableDeadline, durableTimer } from './durable-timer.js';
 import { backoffDelay, checkBackoff, jitterUnit, type BackoffPolicy } from '../core/backoff.js';
 
@@ -148,7 +163,21 @@ export interface AgentContext {
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
-export type AgentEvent = { type: 'troupe.envelope'; envelope: Envelope };
+export type AgentEvent = EnvelopeEvent;
+
+/**
+ * A task whose payload does not follow the protocol (only a local `node.tell` can deliver
+ * one: the node refuses it from a peer). Its text is its `content` if that is a string, else
+ * the payload as JSON, as before the protocol had schemas; a policy that does not parse
+ * denies everything rather than widening anything.
+ */
+function looseTask(payload: unknown): TaskPayload {
+  const fields = (payload !== null && typeof payload === 'object' ? payload : {}) as { content?: unknown; policy?: unknown };
+  const content = typeof fields.content === 'string' ? fields.content : JSON.stringify(payload);
+  if (fields.policy === undefined) return { content };
+  const policy = PolicySchema.safeParse(fields.policy);
+  return { content, policy: policy.success ? policy.data : { deny: ['*'] } };
+}
 
 /** `tasks` plus every task number from `from` to `to`, sorted and without repeats. */
 const withTasks = (tasks: readonly number[] | undefined, from: number, to: number): number[] => {
@@ -201,26 +230,24 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       stepTimer: durableDeadline(runtime.clock),
     },
     guards: {
-      isTask: ({ event }) => event.envelope.type === 'task',
-      isReset: ({ event }) => event.envelope.type === 'reset',
+      isTask: ({ event }) => event.envelope.type === CrewMessage.task,
+      isReset: ({ event }) => event.envelope.type === CrewMessage.reset,
       wantsDelegation: (_, params: { response: ModelResponse }) => controlOf(params.response)?.kind === 'delegate',
       wantsHandoff: (_, params: { response: ModelResponse }) => controlOf(params.response)?.kind === 'handoff',
       isDelegationReply: ({ context, event }) =>
-        (event.envelope.type === 'result' || event.envelope.type === 'failure') && event.envelope.corr !== undefined && event.envelope.corr === context.delegation?.corr,
+        (event.envelope.type === CrewMessage.result || event.envelope.type === CrewMessage.failure) && event.envelope.corr !== undefined && event.envelope.corr === context.delegation?.corr,
       wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
       retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError) || waitTooLong(context),
       failedWhileActing: ({ context }) => context.failedPhase === 'acting',
-      needsApproval: (_, params: { error: unknown }) => (params.error as { code?: string })?.code === 'APPROVAL_REQUIRED',
+      needsApproval: (_, params: { error: unknown }) => (params.error as { code?: string })?.code === ErrorCode.APPROVAL_REQUIRED,
       isPendingDecision: ({ context, event }) =>
-        event.envelope.type === APPROVAL_DECISION && (event.envelope.payload as ApprovalDecisionPayload)?.approvalId === context.approval?.id,
+        event.envelope.type === APPROVAL_DECISION && context.approval !== null && payloadOf(ApprovalDecisionPayloadSchema, event.envelope)?.approvalId === context.approval.id,
     },
     actions: {
       startTask: assign(({ event, context }) => {
         const env = event.envelope;
-        const payload = env.payload as { content?: unknown; policy?: unknown } | undefined;
-        const content = typeof payload?.content === 'string' ? payload.content : JSON.stringify(env.payload);
-        const passed = payload?.policy === undefined ? undefined : PolicySchema.safeParse(payload.policy);
+        const { content, policy } = payloadOf(TaskPayloadSchema, env) ?? looseTask(env.payload);
         return {
           conversation: [msg.system(def.instructions), msg.user(content, parseAddress(env.from).actorId)],
           step: 1,
@@ -234,8 +261,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           decisions: {},
           delegation: null,
           handoff: null,
-          // A malformed policy denies everything rather than widening anything.
-          taskPolicy: passed === undefined ? null : passed.success ? (passed.data as Policy) : { deny: ['*'] },
+          taskPolicy: policy ?? null,
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
@@ -301,12 +327,15 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       }),
       replyDone: ({ context }) => {
         if (!context.task?.replyTo) return;
-        const payload = context.handoff ? { output: context.output, handoff: context.handoff } : { output: context.output };
-        runtime.post(def.id, { to: context.task.replyTo, type: 'result', payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+        // `done` is entered with an output set (the answer, or the handoff's words).
+        const output = context.output ?? '';
+        const payload: ResultPayload = context.handoff ? { output, handoff: context.handoff } : { output };
+        runtime.post(def.id, { to: context.task.replyTo, type: CrewMessage.result, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
       replyFailed: ({ context }) => {
         if (!context.task?.replyTo) return;
-        runtime.post(def.id, { to: context.task.replyTo, type: 'failure', payload: { error: context.lastError }, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+        const payload: FailurePayload = { error: context.lastError ?? { name: 'Error', message: `agent "${def.id}" failed` } };
+        runtime.post(def.id, { to: context.task.replyTo, type: CrewMessage.failure, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
       setApproval: assign((_, params: { error: unknown }) => {
         const details = (params.error as { details?: Record<string, unknown> }).details ?? {};
@@ -325,7 +354,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         if (context.approval) runtime.requestApproval(def.id, context.approval);
       },
       recordDecision: assign(({ context, event }) => {
-        const payload = event.envelope.payload as ApprovalDecisionPayload;
+        // The guard parsed it already.
+        const payload = ApprovalDecisionPayloadSchema.parse(event.envelope.payload);
         return { approval: null, decisions: { ...context.decisions, [payload.callId]: { ...payload.decision, approvalId: payload.approvalId } } };
       }),
       startDelegation: assign(({ context }, params: { response: ModelResponse }) => {
@@ -334,16 +364,17 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         const corr = `${def.id}.t${context.tasksDone + 1}.s${context.step}.${call.id}`;
         // Other calls of the same turn are answered as not run: control changes who acts next.
         const skipped = (params.response.message.toolCalls ?? []).filter((c) => c.id !== call.id).map((c) => msg.tool(c.id, c.name, 'error: not executed: a delegation in the same turn takes precedence', true));
-        runtime.post(def.id, { to: ROOT_ACTOR_ID, type: 'delegate', payload: { agent: String(args.agent), task: String(args.task) }, corr, replyTo: def.id });
+        const payload: DelegatePayload = { agent: String(args.agent), task: String(args.task) };
+        runtime.post(def.id, { to: ROOT_ACTOR_ID, type: CrewMessage.delegate, payload, corr, replyTo: def.id });
         return { delegation: { corr, toolCallId: call.id, agent: String(args.agent) }, conversation: [...context.conversation, ...skipped] };
       }),
       recordDelegationReply: assign(({ context, event }) => {
         const d = context.delegation!;
-        const payload = event.envelope.payload as { output?: unknown; error?: SerializedError };
-        const message =
-          event.envelope.type === 'result'
-            ? msg.tool(d.toolCallId, 'delegate', typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output))
-            : msg.tool(d.toolCallId, 'delegate', `error: ${d.agent} failed: ${payload.error?.message ?? 'unknown error'}`, true);
+        const result = event.envelope.type === CrewMessage.result ? payloadOf(ResultPayloadSchema, event.envelope) : undefined;
+        const failure = event.envelope.type === CrewMessage.failure ? payloadOf(FailurePayloadSchema, event.envelope) : undefined;
+        const message = result
+          ? msg.tool(d.toolCallId, 'delegate', result.output)
+          : msg.tool(d.toolCallId, 'delegate', `error: ${d.agent} failed: ${failure?.error.message ?? 'its answer did not follow the protocol'}`, true);
         return { delegation: null, conversation: [...context.conversation, message] };
       }),
       setHandoff: assign(({ context }, params: { response: ModelResponse }) => {
@@ -412,10 +443,10 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       generation: 1,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
-    on: { 'troupe.envelope': { guard: 'isReset', target: '.idle', actions: 'reset' } },
+    on: { [ENVELOPE_EVENT]: { guard: 'isReset', target: '.idle', actions: 'reset' } },
     initial: 'idle',
     states: {
-      idle: { on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } } },
+      idle: { on: { [ENVELOPE_EVENT]: { guard: 'isTask', target: 'planning', actions: 'startTask' } } },
       planning: {
         entry: 'armDeadline',
         invoke: [
@@ -470,11 +501,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         ],
       },
       delegating: {
-        on: { 'troupe.envelope': { guard: 'isDelegationReply', target: 'observing', actions: 'recordDelegationReply' } },
+        on: { [ENVELOPE_EVENT]: { guard: 'isDelegationReply', target: 'observing', actions: 'recordDelegationReply' } },
       },
       awaitingApproval: {
         entry: 'announceApproval',
-        on: { 'troupe.envelope': { guard: 'isPendingDecision', target: 'acting', actions: 'recordDecision' } },
+        on: { [ENVELOPE_EVENT]: { guard: 'isPendingDecision', target: 'acting', actions: 'recordDecision' } },
       },
       observing: {
         always: [
@@ -494,11 +525,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       },
       done: {
         entry: ['countTask', 'replyDone'],
-        on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
+        on: { [ENVELOPE_EVENT]: { guard: 'isTask', target: 'planning', actions: 'startTask' } },
       },
       failed: {
         entry: ['releaseTask', 'countTask', 'replyFailed'],
-        on: { 'troupe.envelope': { guard: 'isTask', target: 'planning', actions: 'startTask' } },
+        on: { [ENVELOPE_EVENT]: { guard: 'isTask', target: 'planning', actions: 'startTask' } },
       },
     },
   });

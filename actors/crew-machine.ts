@@ -1,6 +1,6 @@
 import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 'xstate';
 import { parseAddress, type Envelope } from '../core/envelope.js';
-import type { SerializedError } from '../core/errors.js';
+import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ActorRuntime, MachineScope } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
@@ -10,6 +10,19 @@ import { BLACKBOARD_ID, blackboardTools, createBlackboardLogic } from './blackbo
 import { delegateTool, handoffTool, type ControlTool } from './controls.js';
 import type { CrewDefinition } from './crew.js';
 import { durableTimer } from './durable-timer.js';
+import {
+  CrewMessage,
+  DelegatePayloadSchema,
+  ENVELOPE_EVENT,
+  FailurePayloadSchema,
+  payloadOf,
+  ResultPayloadSchema,
+  SystemMessage,
+  type EnvelopeEvent,
+  type FailurePayload,
+  type ResultPayload,
+  type TaskPayload,
+} from './protocol.js';
 import { advanceProcess, initialProcessState, startProcess, type ChatLine, type Decision, type ProcessState } from './processes.js';
 import { supervise, type FailureRecord } from './supervision.js';
 
@@ -52,7 +65,7 @@ export interface CrewOutput {
   error: SerializedError | null;
 }
 
-type CrewEvent = { type: 'troupe.envelope'; envelope: Envelope };
+type CrewEvent = EnvelopeEvent;
 type Enqueue = { assign(update: Partial<CrewContext>): void } & ((fn: () => void) => void);
 
 /** The agents' machines, with their control tools and the crew's shared tools, by `src` name. */
@@ -82,15 +95,15 @@ function agentLogic(def: CrewDefinition, runtime: ActorRuntime): Record<string, 
 export function createCrewPartMachine(def: CrewDefinition, runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine {
   const actors = agentLogic(def, runtime);
   return setup({
-    types: {} as { events: { type: 'troupe.envelope'; envelope: Envelope } },
+    types: {} as { events: EnvelopeEvent },
     actors,
-    guards: { isEnd: ({ event }) => event.envelope.type === 'troupe.end' },
+    guards: { isEnd: ({ event }) => event.envelope.type === SystemMessage.end },
   }).createMachine({
     id: `${def.id}-part`,
     invoke: actorIds.map((id) => ({ id, systemId: id, src: `agent:${id}` })) as never,
     initial: 'hosting',
     states: {
-      hosting: { on: { 'troupe.envelope': { guard: 'isEnd', target: 'ended' } } },
+      hosting: { on: { [ENVELOPE_EVENT]: { guard: 'isEnd', target: 'ended' } } },
       ended: { type: 'final' },
     },
     output: () => ({ status: 'completed', output: '', error: null }),
@@ -118,7 +131,8 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
   /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
   const assign = (context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
     const corr = runtime.newId('task');
-    enqueue(() => runtime.post(ROOT_ACTOR_ID, { to: a.agent, type: 'task', payload: a.policy ? { content: a.content, policy: a.policy } : { content: a.content }, corr, replyTo: ROOT_ACTOR_ID }));
+    const payload: TaskPayload = a.policy ? { content: a.content, policy: a.policy } : { content: a.content };
+    enqueue(() => runtime.post(ROOT_ACTOR_ID, { to: a.agent, type: CrewMessage.task, payload, corr, replyTo: ROOT_ACTOR_ID }));
     return { ...context.assignments, [corr]: a };
   };
 
@@ -145,8 +159,9 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
     types: {} as { context: CrewContext; events: CrewEvent; input: { input: string } },
     actors,
     guards: {
-      isAssignmentReply: ({ context, event }) => (event.envelope.type === 'result' || event.envelope.type === 'failure') && pick(context, event.envelope) !== undefined,
-      isDelegation: ({ event }) => event.envelope.type === 'delegate',
+      isAssignmentReply: ({ context, event }) =>
+        (event.envelope.type === CrewMessage.result || event.envelope.type === CrewMessage.failure) && pick(context, event.envelope) !== undefined,
+      isDelegation: ({ event }) => event.envelope.type === CrewMessage.delegate,
       hasPending: ({ context }) => context.pending !== null,
       completed: ({ context }) => context.result?.status === 'completed',
       hasFailed: ({ context }) => context.result?.status === 'failed',
@@ -159,39 +174,44 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         const { assignment, rest } = pick(context, event.envelope)!;
         const base = { ...context, assignments: rest };
         q.assign({ assignments: rest });
-        if (event.envelope.type === 'result') {
-          const payload = event.envelope.payload as { output?: unknown; handoff?: { to: string; context: string; policy?: Policy } };
-          const output = typeof payload.output === 'string' ? payload.output : JSON.stringify(payload.output ?? '');
+        const result = event.envelope.type === CrewMessage.result ? payloadOf(ResultPayloadSchema, event.envelope) : undefined;
+        if (result) {
+          const { output } = result;
           if (assignment.requester !== ROOT_ACTOR_ID) {
-            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: 'result', payload: { output }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+            const forward: ResultPayload = { output };
+            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: CrewMessage.result, payload: forward, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
             return;
           }
           const advanced = advanceProcess(process, def.agents, context.proc, {
             agent: assignment.agent,
             output,
             purpose: assignment.purpose,
-            ...(payload.handoff ? { handoff: payload.handoff } : {}),
+            ...(result.handoff ? { handoff: result.handoff } : {}),
           });
           apply(base, advanced.state, advanced.decision, q);
           return;
         }
-        // A failure: the crew, as the agent's parent, supervises it.
-        const error = (event.envelope.payload as { error?: SerializedError }).error ?? { name: 'Error', message: 'agent failed' };
+        // A failure, or an answer that does not follow the protocol (only a local sender can
+        // deliver one: the node refuses it from a peer): the crew, as the agent's parent, supervises it.
+        const error: SerializedError =
+          event.envelope.type === CrewMessage.failure
+            ? (payloadOf(FailurePayloadSchema, event.envelope)?.error ?? { name: 'Error', message: 'agent failed' })
+            : new TroupeError(ErrorCode.INVALID_ENVELOPE, `${assignment.agent} answered with a malformed "${event.envelope.type}"`).toJSON();
         const policy = def.supervisionOf[assignment.agent] ?? def.supervision;
         const key = policy.strategy === 'oneForAll' ? '*' : assignment.agent;
         const now = runtime.clock.now();
         const decision = supervise(policy, error, context.restarts[key] ?? [], now, `${runtime.runId}/${assignment.agent}`);
         const failures = [...context.failures, { agent: assignment.agent, at: now, error, action: decision.action }];
         if (decision.action === 'escalate') {
-          const escalated: SerializedError = {
-            name: 'TroupeError',
-            code: error.code === 'BUDGET_EXCEEDED' ? 'BUDGET_EXCEEDED' : 'SUPERVISION_ESCALATED',
-            message: `${assignment.agent} failed and was not restarted (${decision.reason}): ${error.message}`,
-            details: { agent: assignment.agent, cause: error },
-          };
+          const escalated = new TroupeError(
+            error.code === ErrorCode.BUDGET_EXCEEDED ? ErrorCode.BUDGET_EXCEEDED : ErrorCode.SUPERVISION_ESCALATED,
+            `${assignment.agent} failed and was not restarted (${decision.reason}): ${error.message}`,
+            { details: { agent: assignment.agent, cause: error } },
+          ).toJSON();
           if (assignment.requester !== ROOT_ACTOR_ID) {
             // Escalate to the manager that asked: its model sees the failure as the tool's answer.
-            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: 'failure', payload: { error: escalated }, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
+            const payload: FailurePayload = { error: escalated };
+            q(() => runtime.post(ROOT_ACTOR_ID, { to: assignment.requester, type: CrewMessage.failure, payload, ...(assignment.requesterCorr ? { corr: assignment.requesterCorr } : {}) }));
             q.assign({ failures });
           } else {
             q.assign({ failures, result: { status: 'failed', output: '', error: escalated } });
@@ -208,14 +228,14 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
       onDelegation: enqueueActions(({ context, event, enqueue }) => {
         const q = enqueue as unknown as Enqueue;
         const from = parseAddress(event.envelope.from).actorId;
-        const { agent, task } = (event.envelope.payload ?? {}) as { agent?: string; task?: string };
-        const valid = typeof agent === 'string' && agent !== from && def.agents.some((a) => a.id === agent) && typeof task === 'string';
-        if (!valid) {
-          const error = { name: 'TroupeError', code: 'INVALID_DELEGATION', message: `cannot delegate to "${agent}"` };
-          q(() => runtime.post(ROOT_ACTOR_ID, { to: from, type: 'failure', payload: { error }, ...(event.envelope.corr ? { corr: event.envelope.corr } : {}) }));
+        const delegation = payloadOf(DelegatePayloadSchema, event.envelope);
+        const agent = delegation?.agent;
+        if (!delegation || agent === from || !def.agents.some((a) => a.id === agent)) {
+          const payload: FailurePayload = { error: new TroupeError(ErrorCode.INVALID_DELEGATION, `cannot delegate to "${agent}"`).toJSON() };
+          q(() => runtime.post(ROOT_ACTOR_ID, { to: from, type: CrewMessage.failure, payload, ...(event.envelope.corr ? { corr: event.envelope.corr } : {}) }));
           return;
         }
-        const assignment: Assignment = { agent, content: task, purpose: 'work', requester: from, ...(event.envelope.corr ? { requesterCorr: event.envelope.corr } : {}) };
+        const assignment: Assignment = { agent: delegation.agent, content: delegation.task, purpose: 'work', requester: from, ...(event.envelope.corr ? { requesterCorr: event.envelope.corr } : {}) };
         q.assign({ assignments: assign(context, assignment, q) });
       }),
 
@@ -227,7 +247,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
           return;
         }
         // One for all: every agent back to a clean state, and the process from the start.
-        for (const a of def.agents) q(() => runtime.post(ROOT_ACTOR_ID, { to: a.id, type: 'reset', payload: {} }));
+        for (const a of def.agents) q(() => runtime.post(ROOT_ACTOR_ID, { to: a.id, type: CrewMessage.reset, payload: {} }));
         const proc = initialProcessState(context.proc.input);
         const cleared = { ...context, assignments: {}, pending: null };
         q.assign({ pending: null, assignments: {} });
@@ -247,7 +267,7 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
           { guard: 'hasFailed', target: 'failed' },
         ],
         on: {
-          'troupe.envelope': [
+          [ENVELOPE_EVENT]: [
             { guard: 'isAssignmentReply', actions: 'onReply' },
             { guard: 'isDelegation', actions: 'onDelegation' },
           ],

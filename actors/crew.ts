@@ -6,6 +6,7 @@ import { BLACKBOARD_ID } from './blackboard.js';
 import { CONTROL_NAMES } from './controls.js';
 import { definePolicy, type Policy } from '../core/policy.js';
 import { createCrewMachine, createCrewPartMachine } from './crew-machine.js';
+import { registerCrewProtocol } from './protocol.js';
 import type { ChatLine, ProcessConfig, SpeakerSelector, TaskTemplate } from './processes.js';
 import { resolveSupervision, type SupervisionPolicy } from './supervision.js';
 
@@ -72,6 +73,10 @@ export interface CrewDefinition extends RunnableDefinition {
   readonly policy?: Policy;
 }
 
+// A node that knows crews refuses a crew message from a peer whose payload does not fit its
+// schema (core/protocol.ts validatePayload); the kernel learns the crew's vocabulary here.
+registerCrewProtocol();
+
 /** The address of a crew's root actor inside its run (the kernel's root actor id). */
 export const CREW_ACTOR_ID = ROOT_ACTOR_ID;
 
@@ -132,7 +137,7 @@ export function crew(options: CrewOptions): CrewDefinition {
     kind: 'crew',
     id: options.id,
     agents: [...options.agents],
-    actorIds: options.blackboard ? [...ids, 'blackboard'] : ids,
+    actorIds: options.blackboard ? [...ids, BLACKBOARD_ID] : ids,
     modelRefs: Object.fromEntries(options.agents.map((a) => [a.id, a.model])),
     process: resolveProcess(options.id, options.process, ids, options.taskTemplate),
     version: options.version ?? '1',

@@ -1,4 +1,4 @@
-import type { SerializedError } from '../core/errors.js';
+import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import type { Policy } from '../core/policy.js';
 import type { AgentDefinition } from './agent.js';
 
@@ -81,7 +81,7 @@ function nextSpeaker(config: Extract<ProcessConfig, { kind: 'groupChat' }>, stat
       ? config.speakers[round % config.speakers.length]!
       : config.selector({ transcript: state.transcript, agents: config.speakers, round });
   if (!config.speakers.includes(speaker)) {
-    return { type: 'fail', error: { name: 'TroupeError', code: 'INVALID_SPEAKER', message: `group chat selector chose "${speaker}", not one of ${config.speakers.join(', ')}` } };
+    return { type: 'fail', error: new TroupeError(ErrorCode.INVALID_SPEAKER, `group chat selector chose "${speaker}", not one of ${config.speakers.join(', ')}`).toJSON() };
   }
   return { type: 'dispatch', agent: speaker, purpose: 'work', content: renderTranscript(state.input, state.transcript) };
 }
@@ -118,7 +118,7 @@ export function advanceProcess(config: ProcessConfig, agents: readonly AgentDefi
       next.handoffs = state.handoffs + 1;
       next.transcript = [...state.transcript, line];
       if (next.handoffs > config.maxHandoffs) {
-        return { state: next, decision: { type: 'fail', error: { name: 'TroupeError', code: 'MAX_HANDOFFS', message: `more than ${config.maxHandoffs} handoffs; last from ${reply.agent} to ${reply.handoff.to}` } } };
+        return { state: next, decision: { type: 'fail', error: new TroupeError(ErrorCode.MAX_HANDOFFS, `more than ${config.maxHandoffs} handoffs; last from ${reply.agent} to ${reply.handoff.to}`).toJSON() } };
       }
       const content = `${state.input}\n\nHanded off by ${reply.agent}: ${reply.handoff.context}`;
       const policy = reply.handoff.policy;
@@ -128,7 +128,7 @@ export function advanceProcess(config: ProcessConfig, agents: readonly AgentDefi
       if (reply.purpose === 'select') {
         const pick = config.speakers.find((s) => new RegExp(`\\b${s}\\b`, 'i').test(reply.output));
         if (!pick) {
-          return { state, decision: { type: 'fail', error: { name: 'TroupeError', code: 'INVALID_SPEAKER', message: `selector ${reply.agent} named no speaker: "${reply.output.slice(0, 80)}"` } } };
+          return { state, decision: { type: 'fail', error: new TroupeError(ErrorCode.INVALID_SPEAKER, `selector ${reply.agent} named no speaker: "${reply.output.slice(0, 80)}"`).toJSON() } };
         }
         return { state, decision: { type: 'dispatch', agent: pick, purpose: 'work', content: renderTranscript(state.input, state.transcript) } };
       }

@@ -1,4 +1,7 @@
-import { z } from 'zod';
+import type { ApprovalDecision } from './protocol.js';
+
+// A decision's schema, its message type and payload are part of the protocol (core/protocol.ts).
+export { APPROVAL_DECISION, ApprovalDecisionPayloadSchema, ApprovalDecisionSchema, type ApprovalDecision, type ApprovalDecisionPayload } from './protocol.js';
 
 /**
  * Human decisions the runtime waits for. An approval is bound to one exact tool call (its
@@ -34,23 +37,6 @@ export interface ApprovalRecord extends ApprovalRequest {
   decision?: ApprovalDecision;
 }
 
-/** A human's answer. */
-export const ApprovalDecisionSchema = z.strictObject({
-  decision: z.enum(['approve', 'reject']),
-  /** Why (shown to the model on reject, kept in the audit trail). */
-  reason: z.string().max(2000).optional(),
-  /** Approve with these arguments instead of the model's (validated against the tool's schema). */
-  args: z.unknown().optional(),
-  /**
-   * For an outcome-unknown call the human checked: it did happen, and this was its result.
-   * The call is recorded as done and not run again.
-   */
-  result: z.unknown().optional(),
-});
-
-/** A human's answer to an {@link ApprovalRequest}. */
-export type ApprovalDecision = z.infer<typeof ApprovalDecisionSchema>;
-
 /**
  * A decision as the agent keeps it: bound to the approval that carried it. A tool intent
  * written under a decision records that approval's id, so a crash while the approved call
@@ -58,16 +44,6 @@ export type ApprovalDecision = z.infer<typeof ApprovalDecisionSchema>;
  * instead of being run a second time.
  */
 export type RecordedDecision = ApprovalDecision & { approvalId?: string };
-
-/** The message type that carries a decision to the waiting agent. */
-export const APPROVAL_DECISION = 'approval.decision';
-
-/** Payload of an {@link APPROVAL_DECISION} envelope. */
-export interface ApprovalDecisionPayload {
-  approvalId: string;
-  callId: string;
-  decision: ApprovalDecision;
-}
 
 /**
  * The requests the actors of a restored root snapshot wait on, by actor id: the contract is

@@ -21,6 +21,7 @@ import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, TroupeNode } from './node-types.js';
 import { nodeTelemetry } from './telemetry.js';
+import { validatePayload } from './protocol.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -687,12 +688,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
 
     async deliver(value) {
       ensureRunning();
-      await route(parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes }));
+      await route(validatePayload(parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes })));
     },
 
     async receive(bytes) {
       ensureRunning();
-      await route(decodeEnvelope(bytes, { maxBytes: o.maxEnvelopeBytes }));
+      await route(validatePayload(decodeEnvelope(bytes, { maxBytes: o.maxEnvelopeBytes })));
     },
 
     close() {
@@ -730,10 +731,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     transport = await options.transport({
       nodeId: o.nodeId,
       storage: o.storage,
-      // Peers' envelopes are untrusted: validated and bounded like any other input.
+      // Peers' envelopes are untrusted: validated and bounded like any other input, the
+      // payload of every registered message type included (core/protocol.ts). A refusal is
+      // INVALID_ENVELOPE, which the transport dead-letters: nothing reaches a run.
       deliver: (envelope, _fromNode, receipt) => {
         ensureRunning();
-        return route(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }), receipt);
+        return route(validatePayload(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes })), receipt);
       },
     });
   }

@@ -25,6 +25,7 @@ import type { WriteQueue } from './write-queue.js';
 import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
 import { PART_ACTOR_ID, SystemMessage, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
+import { ENVELOPE_EVENT } from './protocol.js';
 
 export { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
 
@@ -539,7 +540,7 @@ export class RunHost implements ActorRuntime {
         this.#fact('message', actorId, { deadLetter: true, id: envelope.id, type: envelope.type, reason: 'no such active actor' });
         return;
       }
-      target.send({ type: 'troupe.envelope', envelope } as { type: string });
+      target.send({ type: ENVELOPE_EVENT, envelope } as { type: string });
     });
     this.#scheduleCapture();
   }

@@ -43,24 +43,5 @@ export type TransportFactory = (bindings: TransportBindings) => Promise<NodeTran
 /** The address of a node's endpoint that spawns run parts. */
 export const PART_ACTOR_ID = '_part';
 
-/** Message types the runtime itself sends between nodes. */
-export const SystemMessage = {
-  /** Start hosting actors of a run on this node. */
-  spawn: 'troupe.spawn',
-  /** The run ended: finish the part. */
-  end: 'troupe.end',
-} as const;
-
-/** Payload of a {@link SystemMessage.spawn} envelope. */
-export interface SpawnPayload {
-  crew: string;
-  version: string;
-  input: string;
-  /** The node that hosts the run's root. */
-  origin: string;
-  /** The actors this node is to host. */
-  actors: string[];
-  source?: string;
-  /** The run's trace context (`traceparent`, …), so the part's spans join the run's trace. */
-  trace?: Record<string, string>;
-}
+// The system messages and their payloads are part of the protocol (core/protocol.ts).
+export { SystemMessage, SpawnPayloadSchema, EndPayloadSchema, type SpawnPayload, type EndPayload } from './protocol.js';

@@ -67,7 +67,7 @@ describe('node', () => {
     await expect(ctx.node.receive(encode({ hello: 'world' }))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
     const huge = encodeEnvelope({ id: 'e', from: 'a', to: 'r3/researcher', type: 'task', payload: 'x'.repeat(2 * 1024 * 1024), seq: 0, ts: 0 });
     await expect(ctx.node.receive(huge)).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'FRAME_TOO_LARGE'));
-    await expect(ctx.node.deliver({ id: 'e', from: 'a', to: 'nope/agent', type: 'task', payload: {}, seq: 0, ts: 0 })).rejects.toSatisfy((e: unknown) =>
+    await expect(ctx.node.deliver({ id: 'e', from: 'a', to: 'nope/agent', type: 'task', payload: { content: 'x' }, seq: 0, ts: 0 })).rejects.toSatisfy((e: unknown) =>
       isTroupeError(e, 'UNKNOWN_ACTOR'),
     );
     expect(ctx.node.status).toBe('running');
