@@ -18,7 +18,7 @@ import { createRunStore } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
 import { readEffects, type Effect } from '../examples/order-crew.js';
 
-const BIN = fileURLToPath(new URL('../bin/troupe.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../examples/order-crew.ts', import.meta.url));
 
 const opts = new Command()
