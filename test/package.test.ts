@@ -18,6 +18,7 @@ const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
 
 interface Manifest {
   version: string;
+  exports: Record<string, unknown>;
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
 }
@@ -148,7 +149,9 @@ describe('the packed package in a fresh project', () => {
     const { code, stdout, stderr } = await sh(process.execPath, ['main.cjs'], app);
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    expect(JSON.parse(stdout)).toEqual({ version: manifest.version, createNode: 'function', decide: 'function', manualClock: 'function', sameInstance: true });
+    const entryPoints = Object.keys(manifest.exports).filter((s) => s !== './package.json').map((s) => `troupe${s.slice(1)}`);
+    expect(entryPoints).toContain('troupe/transports/ws');
+    expect(JSON.parse(stdout)).toEqual({ version: manifest.version, createNode: 'function', decide: 'function', manualClock: 'function', sameInstance: true, required: entryPoints });
   });
 
   it('has a troupe bin that prints its version and runs a crew module of the project', async () => {
