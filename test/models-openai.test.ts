@@ -1,7 +1,8 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { agent, createNode, crew, memoryStorage, msg, serializeError, type Message, type ModelRequest } from '../index.js';
 import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse } from '../models/index.js';
+import { modelProviderConformance } from '../testing/model-conformance.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 
@@ -239,3 +240,15 @@ describe('http helpers', () => {
     }
   });
 });
+
+for (const stream of [false, true]) {
+  modelProviderConformance(`openAICompatible (${stream ? 'streaming' : 'whole answers'})`, async () => {
+    server.enqueue(
+      PATH,
+      stream
+        ? openai.stream({ deltas: [{ role: 'assistant', content: '' }, { content: 'Actors ' }, { content: 'keep state.' }], finish: 'stop', usage: [9, 3] })
+        : openai.completion({ content: 'Actors keep state.', usage: [9, 3] }),
+    );
+    return { provider: provider({ stream }), request: request([msg.user('What do actors keep?')]), streams: stream, close: async () => server.drain(PATH) };
+  }, { describe, it, afterEach });
+}
