@@ -1,11 +1,15 @@
 /**
- * Troupe: a durable actor-model runtime for multi-agent crews on XState v5.
+ * Troupe: a durable actor-model runtime for multi-agent crews on XState v5. This entry point
+ * is what a crew is written with: `createNode`, `agent`, `crew`, `tool`, the model providers,
+ * `memoryStorage`, the secrets providers, errors and the types of all of these. The building
+ * blocks beneath it (policy algebra, envelope codec, redaction, audit log) are in
+ * `troupe/advanced`.
  * @module
  */
 export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
 export type { RunResult } from './core/run-host.js';
 export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
-export { address, parseAddress, parseEnvelope, decodeEnvelope, encodeEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
+export { address, parseAddress, parseEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
 export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
 export { resolveModel, checkModelRefs, type ModelRefProblem, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
 export { tool, type Tool, type ToolOptions, type ToolContext, type ToolEffect } from './core/tool.js';
@@ -27,7 +31,6 @@ export {
   openAICompatible,
   anthropic,
   createRouter,
-  parseRetryAfter,
   type ScriptedModelOptions,
   type ScriptedTurn,
   type Script,
@@ -49,8 +52,8 @@ export { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord, typ
 export type { Migration } from './core/migrations.js';
 export type { HistoryEntry } from './core/history.js';
 export { memoryStorage } from './storage/memory.js';
-export { definePolicy, decide, narrow, isNarrowerOrEqual, describeDecision, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
-export { envSecrets, staticSecrets, resolveSecrets, createRedactor, redact, REDACTED, type SecretsProvider, type Redactor } from './core/secrets.js';
-export { createAuditLog, toJsonl, type AuditLog, type AuditRecord, type AuditEntry, type AuditHead, type AuditVerification } from './core/audit-log.js';
+export { definePolicy, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
+export { envSecrets, staticSecrets, REDACTED, type SecretsProvider } from './core/secrets.js';
+export type { AuditLog, AuditRecord, AuditEntry, AuditHead, AuditVerification } from './core/audit-log.js';
 export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';
 export type { TraceCarrier, TelemetryFactory, TelemetryBindings, NodeTelemetry, RunTraceStart } from './core/telemetry.js';

@@ -22,7 +22,7 @@ import { levelStorage } from '../storage/level.js';
 import { CONFIRMED_OUTPUT, readEffects, UNCONFIRMED_OUTPUT } from '../examples/order-crew.js';
 import { auditTrial, EFFECT_OF, type DrivenRun, type ForkPoint, type RunFacts, type TrialAudit } from './crash-trial-audit.js';
 
-const BIN = fileURLToPath(new URL('../bin/troupe.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../examples/order-crew.ts', import.meta.url));
 
 const opts = new Command()

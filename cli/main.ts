@@ -1,23 +1,22 @@
+/**
+ * The `troupe` command line: declares the commands and their options. Each command's work is
+ * in `./commands.js`, imported when the command runs: `troupe --help`, `--version` and usage
+ * errors load commander and nothing else (no XState, LevelDB, ws or inspector).
+ * @module
+ */
+import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError } from 'commander';
-import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
-import { ErrorCode, isTroupeError, TroupeError, type SerializedError } from '../core/errors.js';
-import type { RunEvent } from '../core/events.js';
-import { createAuditLog, toJsonl } from '../core/audit-log.js';
-import { runHistory } from '../core/history.js';
-import { ROOT_ACTOR_ID } from '../core/run-host.js';
-import type { ModelProviders } from '../core/model.js';
-import type { RunnableDefinition } from '../core/runtime.js';
-import { createRunStore } from '../core/run-store.js';
-import type { RunResult } from '../core/run-host.js';
-import { levelStorage, repairLevelStorage } from '../storage/level.js';
-import { loadCrewModule } from './load.js';
-import { transportFromFlags, withNetworkOptions, type NetworkFlags } from './network.js';
-import { createLiveView } from './live-view.js';
-import { createProgressPrinter } from './progress.js';
+import { isTroupeError } from '../core/errors.js';
+import type * as Commands from './commands.js';
 import { registerInspectCommand } from './inspect-command.js';
-import { registerMcpCommand } from './mcp-command.js';
+import { registerMcpCommand } from './mcp-register.js';
+import { withNetworkOptions } from './network.js';
 
 const DEFAULT_DB = './.troupe';
+
+// The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
+// the sources and from dist/, where a relative URL would differ by a directory.
+const { version } = createRequire(import.meta.url)('troupe/package.json') as { version: string };
 
 // `troupe audit … | head` closes the pipe early: that is the reader's choice, not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
@@ -25,134 +24,15 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   throw error;
 });
 
+const commands = () => import('./commands.js');
+type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
+
 const program = new Command()
   .name('troupe')
   .description('Durable multi-agent crews on XState: run, resume and inspect them.')
+  .version(version, '-V, --version', 'print the version')
   .option('--plain', 'one line per event even on a terminal (no live view)')
   .showHelpAfterError();
-
-/** Opens the node, runs `work`, and on SIGINT/SIGTERM checkpoints before exiting. */
-interface NodeSetup {
-  models: ModelProviders;
-  crews?: RunnableDefinition[];
-  flags?: NetworkFlags;
-  /** Whether a missing database may be created (only `run` starts one). */
-  create: boolean;
-}
-
-async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode) => Promise<number>): Promise<number> {
-  await using storage = await levelStorage({ path: db, create: setup.create });
-  const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
-  await using node = await createNode({
-    storage,
-    models: setup.models,
-    resume: false,
-    crews: setup.crews ?? [],
-    ...(setup.flags?.nodeId ? { nodeId: setup.flags.nodeId } : {}),
-    ...(transport ? { transport } : {}),
-  });
-  const interrupt = (signal: NodeJS.Signals) => {
-    process.stderr.write(`\n${signal}: checkpointing; continue later with \`troupe resume\`\n`);
-    void node.close().then(() => storage.close()).then(() => process.exit(130));
-  };
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
-  // `return await`: the node and storage must stay open until the work is finished.
-  return await work(node);
-}
-
-let live: ReturnType<typeof createLiveView> | undefined;
-
-/**
- * Prints every event of the node: JSON lines, a live in-place view on a terminal (`--live`,
- * the default on a TTY), or one line per event (the first is always the run id).
- */
-function watch(node: TroupeNode, json: boolean): void {
-  if (json) node.subscribe((event) => process.stdout.write(`${JSON.stringify(event)}\n`));
-  else if (process.stdout.isTTY && !program.opts().plain) {
-    live = createLiveView(process.stdout);
-    node.subscribe(live.listener);
-  } else node.subscribe(createProgressPrinter(process.stdout));
-}
-
-/** Exit code of a run that stopped to wait for a human. */
-const EXIT_WAITING = 3;
-
-/** Says which approval a run waits for and how to decide it (with the `--db` in use). */
-function printWaiting(w: { runId: string; approvalId: string; actor: string; tool: string; reason: string; message: string }, json: boolean, db: string): void {
-  if (json) return void process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: w.runId, approvalId: w.approvalId })}\n`);
-  const where = db === DEFAULT_DB ? '' : ` --db ${db}`;
-  process.stdout.write(
-    `\nwaiting for approval ${w.approvalId}: ${w.actor} wants to run ${w.tool} (${w.reason})\n  ${w.message}\n` +
-      `  troupe approve ${w.approvalId}${where} [--result JSON | --edit-args JSON]   or   troupe reject ${w.approvalId}${where} --reason TEXT\n`,
-  );
-}
-
-async function follow(run: RunHandle, json: boolean, db: string): Promise<number> {
-  const started = Date.now();
-  // A run waiting for a human has nothing to do here: park it (it is checkpointed) and say how to go on.
-  const parked = new Promise<Extract<RunEvent, { type: 'approval.requested' }>>((resolve) =>
-    run.subscribe((event) => event.type === 'approval.requested' && resolve(event)),
-  );
-  const outcome = await Promise.race([run.settled(), parked]);
-  live?.stop();
-  if ('type' in outcome) {
-    await run.stop();
-    printWaiting({ ...outcome, runId: run.id }, json, db);
-    return EXIT_WAITING;
-  }
-  const result: RunResult = outcome;
-  const seconds = ((Date.now() - started) / 1000).toFixed(2);
-  if (json) {
-    process.stdout.write(`${JSON.stringify({ type: 'result', ...result })}\n`);
-  } else if (result.status === 'completed') {
-    process.stdout.write(`\ncompleted in ${seconds} s\n\n${result.output}\n`);
-  } else {
-    process.stdout.write(`\nfailed after ${seconds} s: ${describe(result.error)}\n`);
-  }
-  return result.status === 'completed' ? 0 : 1;
-}
-
-/**
- * Opens an existing database for a command that only reads it, or continues what is in it:
- * a missing database is an error (`STORAGE_NOT_FOUND`), never a new empty one.
- */
-const openExisting = (db: string) => levelStorage({ path: db, create: false });
-
-/** Loads the module a stored run was started from (read before the node takes the database). */
-async function moduleOfRun(db: string, runId: string) {
-  const source = await (async () => {
-    await using storage = await openExisting(db);
-    const record = await createRunStore(storage).requireRun(runId);
-    if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; use the API`);
-    return record.source;
-  })();
-  return loadCrewModule(source);
-}
-
-/** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
-async function continueRun(db: string, runId: string, json: boolean, act?: (node: TroupeNode) => Promise<unknown>, flags?: NetworkFlags) {
-  const mod = await moduleOfRun(db, runId);
-  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node) => {
-    watch(node, json);
-    const run = await node.resume(runId, mod.definition);
-    if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
-    if (!act) {
-      // Restored while waiting for a human: nothing will happen until someone decides. Read
-      // at once (no await before it), so an approval the run requests later is followed instead.
-      const waiting = run.waiting();
-      if (waiting.length > 0) {
-        live?.stop();
-        await run.stop();
-        for (const a of waiting) printWaiting({ runId, approvalId: a.id, actor: a.agentId, tool: a.tool, reason: a.reason, message: a.message }, json, db);
-        return EXIT_WAITING;
-      }
-    }
-    const following = follow(run, json, db);
-    if (act) await act(node);
-    return following;
-  });
-}
 
 const parseJson = (label: string) => (value: string) => {
   try {
@@ -162,27 +42,6 @@ const parseJson = (label: string) => (value: string) => {
   }
 };
 
-function parseAnchor(value: string): { seq: number; hash: string } {
-  const [seq, hash] = value.split(':');
-  if (!seq || !hash || !/^\d+$/.test(seq) || !/^[0-9a-f]{64}$/.test(hash)) throw new InvalidArgumentError('--anchor is <seq>:<64 hex hash>');
-  return { seq: Number(seq), hash };
-}
-
-/** The run a pending approval belongs to; a decided one is refused before its run is touched. */
-async function runOfApproval(db: string, approvalId: string): Promise<string> {
-  await using storage = await openExisting(db);
-  const approval = await createRunStore(storage).getApproval(approvalId);
-  if (!approval) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${db}`);
-  // Continuing the run first would print its (finished) output, as if the call ran again.
-  if (approval.status !== 'pending') {
-    const when = approval.decidedAt === undefined ? '' : ` at ${new Date(approval.decidedAt).toISOString()}`;
-    throw new TroupeError(ErrorCode.APPROVAL_DECIDED, `approval ${approvalId} was already ${approval.status}${when}; nothing to do`, { details: { approvalId, status: approval.status } });
-  }
-  return approval.runId;
-}
-
-const describe = (error: SerializedError | null) => (error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error');
-
 withNetworkOptions(program
   .command('run'))
   .description('run a crew module (its default export) to completion, printing progress')
@@ -191,16 +50,7 @@ withNetworkOptions(program
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (file: string, opts: { db: string; runId?: string; input?: string; json?: boolean } & NetworkFlags) => {
-    const mod = await loadCrewModule(file);
-    const input = opts.input ?? mod.input;
-    if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
-    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node) => {
-      watch(node, opts.json ?? false);
-      const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
-      return follow(run, opts.json ?? false, opts.db);
-    });
-  });
+  .action(async (file: string, opts: OptionsOf<typeof Commands.runCommand>) => (await commands()).runCommand(file, opts, program.opts()));
 
 withNetworkOptions(program
   .command('resume'))
@@ -208,38 +58,14 @@ withNetworkOptions(program
   .argument('<run-id>')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (runId: string, opts: { db: string; json?: boolean } & NetworkFlags) => {
-    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, undefined, opts);
-  });
+  .action(async (runId: string, opts: OptionsOf<typeof Commands.resumeCommand>) => (await commands()).resumeCommand(runId, opts, program.opts()));
 
 withNetworkOptions(program
   .command('node'))
   .description('run a long-lived node: host actors that peers place here, resume them after a restart')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-  .action(async (opts: { db: string; crew?: string[] } & NetworkFlags) => {
-    if (!opts.listen && !opts.peer?.length) throw new InvalidArgumentError('a node needs --listen and/or --peer');
-    const modules = await Promise.all((opts.crew ?? []).map((f) => loadCrewModule(f)));
-    const models = Object.assign({}, ...modules.map((m) => m.models)) as ModelProviders;
-    await using storage = await levelStorage({ path: opts.db });
-    const transport = transportFromFlags(opts, (url) => process.stdout.write(`node ${opts.nodeId ?? 'local'} listening on ${url}\n`));
-    await using node = await createNode({
-      storage,
-      models,
-      crews: modules.map((m) => m.definition),
-      resume: false,
-      ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
-      ...(transport ? { transport } : {}),
-    });
-    node.subscribe(createProgressPrinter(process.stdout));
-    const resumed = await node.resumeAll({ onSkipped: (s) => process.stdout.write(`run ${s.runId} is executed by ${s.holder}; not resumed here\n`) });
-    process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
-    process.stdout.write('stopping: checkpointing hosted runs\n');
-  });
+  .action(async (opts: Parameters<typeof Commands.nodeCommand>[0]) => (await commands()).nodeCommand(opts));
 
 program
   .command('approvals')
@@ -247,15 +73,7 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--all', 'include decided approvals')
   .option('--json', 'print JSON')
-  .action(async (opts: { db: string; all?: boolean; json?: boolean }) => {
-    await using storage = await openExisting(opts.db);
-    const approvals = (await createRunStore(storage).listApprovals()).filter((a) => opts.all || a.status === 'pending');
-    if (opts.json) return void process.stdout.write(`${JSON.stringify(approvals, null, 2)}\n`);
-    if (approvals.length === 0) return void process.stdout.write('no approvals waiting\n');
-    for (const a of approvals) {
-      process.stdout.write(`${a.id}  ${a.status.padEnd(8)} run ${a.runId}  ${a.agentId} → ${a.tool}(${JSON.stringify(a.args)})  ${a.reason}\n`);
-    }
-  });
+  .action(async (opts: Parameters<typeof Commands.approvalsCommand>[0]) => (await commands()).approvalsCommand(opts));
 
 program
   .command('approve')
@@ -266,16 +84,7 @@ program
   .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
   .option('--reason <text>', 'why (kept in the journal)')
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (approvalId: string, opts: { db: string; editArgs?: unknown; result?: unknown; reason?: string; json?: boolean }) => {
-    const runId = await runOfApproval(opts.db, approvalId);
-    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, (node) =>
-      node.approve(approvalId, {
-        ...(opts.editArgs !== undefined ? { args: opts.editArgs } : {}),
-        ...(opts.result !== undefined ? { result: opts.result } : {}),
-        ...(opts.reason ? { reason: opts.reason } : {}),
-      }),
-    );
-  });
+  .action(async (approvalId: string, opts: OptionsOf<typeof Commands.approveCommand>) => (await commands()).approveCommand(approvalId, opts, program.opts()));
 
 program
   .command('reject')
@@ -284,10 +93,7 @@ program
   .requiredOption('--reason <text>', 'why; shown to the model')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (approvalId: string, opts: { db: string; reason: string; json?: boolean }) => {
-    const runId = await runOfApproval(opts.db, approvalId);
-    process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, (node) => node.reject(approvalId, opts.reason));
-  });
+  .action(async (approvalId: string, opts: OptionsOf<typeof Commands.rejectCommand>) => (await commands()).rejectCommand(approvalId, opts, program.opts()));
 
 program
   .command('audit')
@@ -296,28 +102,7 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'export as JSON lines (one record a line)')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
-  .action(async (target: string, opts: { db: string; json?: boolean; anchor?: string }) => {
-    await using storage = await openExisting(opts.db);
-    const audit = createAuditLog(storage);
-    if (target === 'verify') {
-      const anchor = opts.anchor ? parseAnchor(opts.anchor) : undefined;
-      const verdict = await audit.verify(anchor ? { anchor } : {});
-      if (verdict.ok) {
-        process.stdout.write(`audit log intact: ${verdict.count} records, head ${verdict.head.seq}:${verdict.head.hash}\n`);
-        return;
-      }
-      process.stdout.write(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}\n`);
-      process.exitCode = 1;
-      return;
-    }
-    const records = await audit.read({ runId: target });
-    if (records.length === 0 && !(await createRunStore(storage).getRun(target))) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `no run "${target}" in ${opts.db}`);
-    if (opts.json) return void process.stdout.write(toJsonl(records));
-    for (const r of records) {
-      const data = JSON.stringify(r.data);
-      process.stdout.write(`${String(r.seq).padStart(6)}  ${new Date(r.ts).toISOString()}  ${r.kind.padEnd(18)} ${r.actor.padEnd(12)} ${data.length > 140 ? `${data.slice(0, 137)}...` : data}\n`);
-    }
-  });
+  .action(async (target: string, opts: OptionsOf<typeof Commands.auditCommand>) => (await commands()).auditCommand(target, opts));
 
 program
   .command('history')
@@ -325,15 +110,7 @@ program
   .argument('<run-id>')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print JSON')
-  .action(async (runId: string, opts: { db: string; json?: boolean }) => {
-    await using storage = await openExisting(opts.db);
-    const history = await runHistory(createRunStore(storage), runId, ROOT_ACTOR_ID);
-    if (opts.json) return void process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
-    for (const h of history) {
-      const states = Object.entries(h.states).map(([actor, state]) => `${actor}:${state}`).join('  ');
-      process.stdout.write(`${String(h.seq).padStart(4)}  ${new Date(h.ts).toISOString()}  v${h.version}  ${states}\n`);
-    }
-  });
+  .action(async (runId: string, opts: OptionsOf<typeof Commands.historyCommand>) => (await commands()).historyCommand(runId, opts));
 
 program
   .command('fork')
@@ -347,35 +124,14 @@ program
   .option('--run-id <id>', 'id of the new run')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
-  .action(async (runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }) => {
-    const mod = await moduleOfRun(opts.db, runId);
-    process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node) => {
-      watch(node, opts.json ?? false);
-      const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
-      return follow(run, opts.json ?? false, opts.db);
-    });
-  });
+  .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
 
 program
   .command('runs')
   .description('list runs, newest first')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print JSON')
-  .action(async (opts: { db: string; json?: boolean }) => {
-    await using storage = await openExisting(opts.db);
-    const runs = (await createRunStore(storage).listRuns()).sort((a, b) => b.startedAt - a.startedAt);
-    if (opts.json) {
-      process.stdout.write(`${JSON.stringify(runs.map(({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error }) => ({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error })), null, 2)}\n`);
-      return;
-    }
-    if (runs.length === 0) {
-      process.stdout.write(`no runs in ${opts.db}\n`);
-      return;
-    }
-    for (const r of runs) {
-      process.stdout.write(`${r.id.padEnd(28)} ${r.status.padEnd(10)} ${r.crew.padEnd(16)} started ${new Date(r.startedAt).toISOString()}  updated ${new Date(r.updatedAt).toISOString()}  checkpoints ${r.checkpoint}\n`);
-    }
-  });
+  .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
 program
   .command('db')
@@ -383,16 +139,7 @@ program
   .command('repair')
   .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
-  .action(async (opts: { db: string }) => {
-    const { backup } = await repairLevelStorage(opts.db);
-    process.stdout.write(`backed up ${opts.db} to ${backup}\n`);
-    await using storage = await openExisting(opts.db);
-    const runs = await createRunStore(storage).listRuns();
-    const counts = new Map<string, number>();
-    for (const r of runs) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
-    const byStatus = [...counts].map(([status, n]) => `${n} ${status}`);
-    process.stdout.write(`repaired ${opts.db}: ${runs.length} runs readable${byStatus.length ? ` (${byStatus.join(', ')})` : ''}\n`);
-  });
+  .action(async (opts: Parameters<typeof Commands.dbRepairCommand>[0]) => (await commands()).dbRepairCommand(opts));
 
 registerInspectCommand(program);
 registerMcpCommand(program);

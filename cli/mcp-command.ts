@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { InvalidArgumentError, type Command } from 'commander';
 import { z } from 'zod';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -12,7 +11,7 @@ import type { RunEvent } from '../core/events.js';
 import type { RunResult } from '../core/run-host.js';
 import { levelStorage } from '../storage/level.js';
 import { closeMcpToolsets } from '../tools/mcp.js';
-import { loadCrewModule, type CrewModule } from './load.js';
+import type { CrewModule } from './load.js';
 
 interface ServeOptions {
   db: string;
@@ -21,33 +20,6 @@ interface ServeOptions {
 
 /** Largest JSON-RPC body `--http` reads (a task is text; 4 MiB is generous). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-
-const parseHostPort = (value: string) => {
-  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);
-  const port = Number(match?.[2]);
-  if (!match || port > 65_535) throw new InvalidArgumentError('--http is <host>:<port>, e.g. 127.0.0.1:7500 (port 0 picks one)');
-  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
-};
-
-/**
- * Registers `troupe mcp serve <crew-file> [--db DIR] [--http HOST:PORT]`, and a hook that
- * closes, after every command, the MCP toolsets a crew module opened (their child processes
- * would otherwise keep `troupe run` from exiting). The MCP SDK is imported only when the
- * command runs: the CLI works without the optional dependency.
- */
-export function registerMcpCommand(program: Command): void {
-  const mcp = program.command('mcp').description('Model Context Protocol: serve a crew as an MCP tool');
-  mcp
-    .command('serve')
-    .description('serve a crew module as one MCP tool (named after the crew, input { input }) over stdio, or Streamable HTTP with --http')
-    .argument('<crew-file>', 'crew module, e.g. examples/research-crew.ts')
-    .option('--db <dir>', 'LevelDB directory for the runs', './.troupe')
-    .option('--http <host:port>', 'listen for Streamable HTTP at http://HOST:PORT/mcp instead of stdio', parseHostPort)
-    .action(async (file: string, opts: ServeOptions) => {
-      process.exitCode = await serve(await loadCrewModule(file), opts);
-    });
-  program.hook('postAction', () => closeMcpToolsets());
-}
 
 /** An MCP tool name from a crew id: the characters MCP allows, at most 128. */
 const toolName = (id: string) => id.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128) || 'crew';
@@ -86,7 +58,7 @@ async function runOnce(node: TroupeNode, mod: CrewModule, db: string, input: str
   return text(`run ${run.id} failed: ${error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error'}`, true);
 }
 
-async function serve(mod: CrewModule, opts: ServeOptions): Promise<number> {
+export async function serve(mod: CrewModule, opts: ServeOptions): Promise<number> {
   let sdk;
   try {
     sdk = await Promise.all([

@@ -63,6 +63,8 @@ export function scriptedModel(options: ScriptedModelOptions): ModelProvider {
   return {
     id: options.id ?? 'scripted',
     async generate(request, { signal }): Promise<ModelResponse> {
+      // Like a real provider, an aborted call answers nothing (with latency, sleep rejects too).
+      signal.throwIfAborted();
       if (latency > 0) await sleep(clock, latency, signal);
       const turn = turnFor(request);
       const index = request.messages.filter((m) => m.role === 'assistant').length;

@@ -17,7 +17,7 @@ import { tempDir } from './helpers/temp.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('./fixtures/mcp-server.ts', import.meta.url));
-const BIN = fileURLToPath(new URL('../bin/troupe.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 
 let dir: { path: string } & AsyncDisposable;
 let logCount = 0;

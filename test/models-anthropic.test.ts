@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { msg, serializeError, type Message, type ModelRequest } from '../index.js';
 import { anthropic, toAnthropicMessages } from '../models/index.js';
+import { modelProviderConformance } from '../testing/model-conformance.js';
 import { anthropicReply, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 
@@ -218,3 +219,24 @@ describe('anthropic', () => {
     expect(() => anthropic({ baseURL: 'ftp://x' })).toThrow(TypeError);
   });
 });
+
+for (const stream of [false, true]) {
+  modelProviderConformance(`anthropic (${stream ? 'streaming' : 'whole answers'})`, async () => {
+    server.enqueue(
+      PATH,
+      stream
+        ? anthropicReply.stream({
+            events: [
+              { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+              { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Actors ' } },
+              { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'keep state.' } },
+              { type: 'content_block_stop', index: 0 },
+            ],
+            stop: 'end_turn',
+            usage: [9, 3],
+          })
+        : anthropicReply.message({ content: [{ type: 'text', text: 'Actors keep state.' }], usage: [9, 3] }),
+    );
+    return { provider: provider({ stream }), request: request([msg.user('What do actors keep?')]), streams: stream, close: async () => server.drain(PATH) };
+  }, { describe, it, afterEach });
+}

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { agent, createNode, crew, memoryStorage, msg, serializeError, tool, type Message, type ModelRequest, type Storage } from '../index.js';
 import { manualClock } from '../core/clock.js';
@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse, toOpenAIMessages } from '../models/index.js';
+import { modelProviderConformance } from '../testing/model-conformance.js';
 import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 import { steppingClock } from './helpers/stepping-clock.js';
@@ -373,3 +374,15 @@ describe('http helpers', () => {
     }
   });
 });
+
+for (const stream of [false, true]) {
+  modelProviderConformance(`openAICompatible (${stream ? 'streaming' : 'whole answers'})`, async () => {
+    server.enqueue(
+      PATH,
+      stream
+        ? openai.stream({ deltas: [{ role: 'assistant', content: '' }, { content: 'Actors ' }, { content: 'keep state.' }], finish: 'stop', usage: [9, 3] })
+        : openai.completion({ content: 'Actors keep state.', usage: [9, 3] }),
+    );
+    return { provider: provider({ stream }), request: request([msg.user('What do actors keep?')]), streams: stream, close: async () => server.drain(PATH) };
+  }, { describe, it, afterEach });
+}

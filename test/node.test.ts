@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createNode, encodeEnvelope, isTroupeError, memoryStorage, scriptedModel, type RunEvent } from '../index.js';
+import { encodeEnvelope } from '../advanced.js';
+import { createNode, isTroupeError, memoryStorage, scriptedModel, type RunEvent } from '../index.js';
 import { encode } from '../core/codec.js';
 import { countingIds, manualClock } from '../core/clock.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';

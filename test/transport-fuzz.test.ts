@@ -6,7 +6,7 @@ import { encodeEnvelope, EnvelopeSchema, type Envelope } from '../core/envelope.
 import { memoryStorage } from '../storage/memory.js';
 import { clientHandshake, encodeAck, encodeBatch, PROTOCOL, secretKey } from '../transports/index.js';
 import { createWsTransport } from '../transports/ws.js';
-import { recorder, testEnvelope } from './transport-conformance.js';
+import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { seededRandom } from '../core/clock.js';
 
 /**

@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decode } from '../core/codec.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
@@ -18,7 +18,7 @@ import { createNode } from '../core/node.js';
 import { scriptedModel } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
-import { recorder, testEnvelope, transportConformance, type Recorder } from './transport-conformance.js';
+import { recorder, testEnvelope, transportConformance, type Recorder } from '../testing/transport-conformance.js';
 
 const SECRET = 'transport-test-secret-0123456789';
 const KEY = secretKey(SECRET);
@@ -139,13 +139,13 @@ transportConformance('WebSocket (both nodes dial, LevelDB)', async (deliver) => 
       await Promise.all([dirA[Symbol.asyncDispose](), dirB[Symbol.asyncDispose]()]);
     },
   };
-});
+}, { describe, it, afterEach });
 
 transportConformance('WebSocket (only b dials, memory)', async (deliver) => {
   const a = await ws('a', memoryStorage(), deliver.a, { listen });
   const b = await ws('b', memoryStorage(), deliver.b, { peers: { a: a.address!.url } });
   return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
-});
+}, { describe, it, afterEach });
 
 /** A `ws-peer.ts` child process with its stdout lines. */
 function spawnPeer(args: Record<string, unknown>) {

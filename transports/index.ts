@@ -4,7 +4,7 @@ import type { NodeTransport } from '../core/transport.js';
 
 /**
  * Transports carry envelopes between nodes. The contract below extends core's
- * `NodeTransport` (and is what `test/transport-conformance.ts` checks): `send` is durable
+ * `NodeTransport` (and is what `transportConformance` of `troupe/testing` checks): `send` is durable
  * before it resolves, `deliver` is called in per-pair order, one envelope at a time per
  * sender, at least once; the receiver's persisted cursor makes processing effectively once.
  */

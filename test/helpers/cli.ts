@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const BIN = fileURLToPath(new URL('../../bin/troupe.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/dev.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A `troupe` child process with its output collected line by line. */

@@ -36,6 +36,8 @@ export interface FakeLLMServer {
   fallback(path: string, reply: FakeReply): void;
   /** Requests seen on `path`. */
   on(path: string): RecordedRequest[];
+  /** Drops the replies still queued for `path` (a call that never reached the server leaves its reply). */
+  drain(path: string): void;
   close(): Promise<void>;
 }
 
@@ -84,6 +86,7 @@ export async function startFakeLLMServer(): Promise<FakeLLMServer> {
     enqueue: (path, ...replies) => queues.set(path, [...(queues.get(path) ?? []), ...replies]),
     fallback: (path, reply) => void fallbacks.set(path, reply),
     on: (path) => requests.filter((r) => r.path === path),
+    drain: (path) => void queues.delete(path),
     close: async () => {
       for (const res of hanging) res.destroy();
       server.closeAllConnections();

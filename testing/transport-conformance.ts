@@ -1,7 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
+/**
+ * The conformance suite every `Transport` must pass, with the helpers its cases use. Runner
+ * independent: see {@link TestRegistrar}.
+ * @module
+ */
+import assert from 'node:assert/strict';
 import type { Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import type { DeliverFn, DeliveryReceipt, Transport } from '../transports/index.js';
+import { assertFields, type TestRegistrar } from './suite.js';
 
 /** One envelope as a receiver saw it. */
 export interface Received {
@@ -62,9 +68,11 @@ export type TransportPairFactory = (deliver: { a: DeliverFn; b: DeliverFn }) => 
 /**
  * The behaviour every {@link Transport} must have: durable send, per-pair order, delivery
  * with the authenticated sender, retries on transient refusals, dead letters on permanent
- * ones, and a clean close.
+ * ones, and a clean close. Registers its cases with `test` (vitest's, jest's or node:test's
+ * `describe`, `it` and `afterEach`).
  */
-export function transportConformance(name: string, open: TransportPairFactory) {
+export function transportConformance(name: string, open: TransportPairFactory, test: TestRegistrar): void {
+  const { describe, it, afterEach } = test;
   describe(`${name} transport conformance`, () => {
     let pair: TransportPair | undefined;
     let atA: Recorder;
@@ -84,19 +92,19 @@ export function transportConformance(name: string, open: TransportPairFactory) {
       const { a, b } = await start();
       await a.send(b.nodeId, testEnvelope(1));
       await a.flushed(b.nodeId);
-      expect(atB.received).toEqual([{ envelope: testEnvelope(1), from: a.nodeId, seq: 1 }]);
+      assert.deepStrictEqual(atB.received, [{ envelope: testEnvelope(1), from: a.nodeId, seq: 1 }]);
       await b.send(a.nodeId, testEnvelope(2, { from: 'run_b/receiver', to: 'run_a/sender' }));
       await b.flushed(a.nodeId);
-      expect(atA.received.map((r) => [r.envelope.id, r.from])).toEqual([['env_2', b.nodeId]]);
-      expect(a.peers().find((p) => p.nodeId === b.nodeId)).toMatchObject({ unacked: 0, assigned: 1, acked: 1 });
+      assert.deepStrictEqual(atA.received.map((r) => [r.envelope.id, r.from]), [['env_2', b.nodeId]]);
+      assertFields(a.peers().find((p) => p.nodeId === b.nodeId), { unacked: 0, assigned: 1, acked: 1 }, 'peer b as a sees it');
     });
 
     it('keeps per-pair order of 500 envelopes sent at once, numbering them 1..500', async () => {
       const { a, b } = await start();
       await Promise.all(Array.from({ length: 500 }, (_, i) => a.send(b.nodeId, testEnvelope(i))));
       await a.flushed(b.nodeId);
-      expect(atB.received.map((r) => r.envelope.id)).toEqual(Array.from({ length: 500 }, (_, i) => `env_${i}`));
-      expect(atB.received.map((r) => r.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
+      assert.deepStrictEqual(atB.received.map((r) => r.envelope.id), Array.from({ length: 500 }, (_, i) => `env_${i}`));
+      assert.deepStrictEqual(atB.received.map((r) => r.seq), Array.from({ length: 500 }, (_, i) => i + 1));
     });
 
     it('retries after a transient refusal and still delivers each envelope once, in order', async () => {
@@ -107,8 +115,8 @@ export function transportConformance(name: string, open: TransportPairFactory) {
       };
       for (let i = 0; i < 6; i++) await a.send(b.nodeId, testEnvelope(i));
       await a.flushed(b.nodeId);
-      expect(failures).toBe(3);
-      expect(atB.received.map((r) => r.envelope.id)).toEqual(['env_0', 'env_1', 'env_2', 'env_3', 'env_4', 'env_5']);
+      assert.equal(failures, 3);
+      assert.deepStrictEqual(atB.received.map((r) => r.envelope.id), ['env_0', 'env_1', 'env_2', 'env_3', 'env_4', 'env_5']);
     });
 
     it('drops an envelope refused for good (UNKNOWN_ACTOR) without stalling the ones after it', async () => {
@@ -118,17 +126,17 @@ export function transportConformance(name: string, open: TransportPairFactory) {
       };
       for (let i = 0; i < 3; i++) await a.send(b.nodeId, testEnvelope(i));
       await a.flushed(b.nodeId);
-      expect(atB.received.map((r) => r.envelope.id)).toEqual(['env_0', 'env_2']);
+      assert.deepStrictEqual(atB.received.map((r) => r.envelope.id), ['env_0', 'env_2']);
     });
 
     it('refuses invalid envelopes and sending to itself before persisting anything', async () => {
       const { a, b } = await start();
-      await expect(a.send(b.nodeId, { ...testEnvelope(1), type: '1bad type' })).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE') && /type/.test((e as Error).message));
-      await expect(a.send(b.nodeId, { ...testEnvelope(1), extra: true } as Envelope)).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
-      await expect(a.send(a.nodeId, testEnvelope(1))).rejects.toThrow(TypeError);
-      await expect(a.send('bad/node', testEnvelope(1))).rejects.toThrow(TypeError);
+      await assert.rejects(a.send(b.nodeId, { ...testEnvelope(1), type: '1bad type' }), (e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE') && /type/.test((e as Error).message));
+      await assert.rejects(a.send(b.nodeId, { ...testEnvelope(1), extra: true } as Envelope), (e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
+      await assert.rejects(a.send(a.nodeId, testEnvelope(1)), TypeError);
+      await assert.rejects(a.send('bad/node', testEnvelope(1)), TypeError);
       await a.send(b.nodeId, testEnvelope(2));
-      expect(a.peers().find((p) => p.nodeId === b.nodeId)).toMatchObject({ assigned: 1 });
+      assertFields(a.peers().find((p) => p.nodeId === b.nodeId), { assigned: 1 }, 'peer b as a sees it');
     });
 
     it('closes idempotently; afterwards sends fail with NODE_CLOSED and waiters are released', async () => {
@@ -139,10 +147,10 @@ export function transportConformance(name: string, open: TransportPairFactory) {
       await a.send(b.nodeId, testEnvelope(1));
       const waiting = a.flushed(b.nodeId);
       const closing = Promise.all([a.close(), a.close()]);
-      await expect(waiting).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
+      await assert.rejects(waiting, (e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
       await closing;
-      expect(a.status).toBe('closed');
-      await expect(a.send(b.nodeId, testEnvelope(2))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
+      assert.equal(a.status, 'closed');
+      await assert.rejects(a.send(b.nodeId, testEnvelope(2)), (e: unknown) => isTroupeError(e, 'NODE_CLOSED'));
       release(); // a transport's close waits for the delivery it has in flight
     });
   });

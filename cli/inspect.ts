@@ -1,0 +1,39 @@
+import { InvalidArgumentError } from 'commander';
+import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
+import { createInspector } from '../inspector/index.js';
+import { levelStorage } from '../storage/level.js';
+import type { InspectOptions } from './inspect-command.js';
+import { loadCrewModule, type CrewModule } from './load.js';
+
+/**
+ * Runs `troupe inspect`: serves the inspector until SIGINT/SIGTERM, and with `--run` runs the
+ * crew module here so the page follows it live. Resolves with the exit code.
+ */
+export async function inspect(opts: InspectOptions): Promise<number> {
+  const mod: CrewModule | undefined = opts.run ? await loadCrewModule(opts.run) : undefined;
+  const input = mod ? (opts.input ?? mod.input) : undefined;
+  if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
+  // Watching only reads: without --run a missing database is an error, not a new one.
+  await using storage = await levelStorage({ path: opts.db, create: mod !== undefined });
+  // No resume: this command watches; it continues nobody's runs behind their back.
+  await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
+  await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(mod ? { machines: [mod.definition] } : {}) });
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  out(`inspector ${inspector.url}  (Ctrl-C to stop)`);
+
+  let run: RunHandle | undefined;
+  if (node && mod) {
+    run = await node.run(mod.definition, { input: input!, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
+    out(`run ${run.id} started (${mod.path})`);
+    void run.settled().then((result) => out(`run ${run!.id} ${result.status}${result.error ? `: ${result.error.message}` : ''}`));
+  }
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  const interrupted = run?.status === 'running';
+  if (interrupted) process.stderr.write(`\n${signal}: checkpointing; continue later with \`troupe resume ${run!.id}\`\n`);
+  // `await using` closes the inspector, then the node (checkpointing its run), then the storage.
+  return interrupted ? 130 : 0;
+}
