@@ -3,9 +3,10 @@ import { defineConfig } from 'vitest/config';
 // `import … from 'troupe'` (examples, crew fixtures) resolves through the package's exports;
 // the `troupe-source` condition picks ./index.ts there, the very module `../index.js` is in
 // the tests: one module graph, no build needed. Without it, it would be dist/ (or nothing).
-// The rest is Vite's default for server code (its `defaultServerConditions`), which setting
-// the option replaces.
-const conditions = ['troupe-source', 'module', 'node', 'development|production'];
+// The rest is Vite's default for server code (its `defaultServerConditions`, which setting
+// the option replaces) without `module`: that one picks bundler builds with extensionless
+// imports (@opentelemetry/api's), which Node cannot load.
+const conditions = ['troupe-source', 'node', 'development|production'];
 
 export default defineConfig({
   resolve: { conditions },
