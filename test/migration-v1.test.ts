@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type ModelProvider, type Storage } from '../index.js';
+import { createNode, memoryStorage, scriptedModel, type ModelProvider, type Storage } from '../index.js';
 import { decode } from '../core/codec.js';
 import { layout, seqOf } from '../core/layout.js';
 import { createRunStore, put } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
 import { failure } from './helpers/failure.js';
+import { twoAgentCrew } from './helpers/fixtures.js';
 import { dump, rewriteRunToLayout1 } from './helpers/layout-v1.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -20,26 +20,7 @@ import { tempDir } from './helpers/temp.js';
 // Longer than BLOB_MIN_CHARS (512): layout 1 kept such strings of a snapshot in blobs.
 const definition = (word: string) => `${word}: ${'a long definition, '.repeat(40)}end`;
 
-function migrationCrew(tools: string[] = []) {
-  const lookup = tool({
-    name: 'lookup',
-    description: 'Looks a word up.',
-    input: z.object({ word: z.string() }),
-    effect: 'read',
-    run: ({ word }) => {
-      tools.push(word);
-      return definition(word);
-    },
-  });
-  return crew({
-    id: 'legacy',
-    supervision: { maxRestarts: 0 },
-    agents: [
-      agent({ id: 'researcher', role: 'researches', instructions: 'Research.', model: 'scripted', tools: [lookup] }),
-      agent({ id: 'writer', role: 'writes', instructions: 'Write.', model: 'scripted' }),
-    ],
-  });
-}
+const migrationCrew = (tools: string[] = []) => twoAgentCrew({ id: 'legacy', calls: tools, define: definition });
 
 const script = {
   researcher: [

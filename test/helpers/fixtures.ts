@@ -4,7 +4,7 @@ import type { Script } from '../../models/scripted.js';
 
 /** Two agents handing work along: `researcher` (uses `lookup`) then `writer`. */
 export function twoAgentCrew(
-  options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[]; crew?: Partial<CrewOptions> } = {},
+  options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[]; crew?: Partial<CrewOptions>; define?: (word: string) => string } = {},
 ) {
   const lookup = tool({
     name: 'lookup',
@@ -13,7 +13,7 @@ export function twoAgentCrew(
     effect: 'read',
     run: ({ word }) => {
       options.calls?.push(word);
-      return `${word}: a definition`;
+      return options.define ? options.define(word) : `${word}: a definition`;
     },
   });
   return crew({
