@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { systemClock, type Clock } from './clock.js';
 import { decode, encode } from './codec.js';
 import { ErrorCode, serializeError, TroupeError } from './errors.js';
-import { prefixRange, seqKey, type Storage, type StorageOp } from './storage.js';
+import { layout } from './layout.js';
+import type { Storage, StorageOp } from './storage.js';
 
 /**
  * The audit log: one append-only, hash-chained sequence of records per database (node),
@@ -59,7 +60,7 @@ export type AuditVerification =
 export const GENESIS = '0'.repeat(64);
 
 /** Key of the record with sequence number `seq`. */
-export const auditKey = (seq: number) => `audit:${seqKey(seq)}`;
+export const auditKey = layout.audit;
 
 /** JSON with object keys sorted and no whitespace: equal values always give equal text. */
 export function canonicalJson(value: unknown): string {
@@ -232,7 +233,7 @@ function assertEntry(entry: AuditEntry): void {
   if (entry.ts !== undefined && !Number.isFinite(entry.ts)) throw new TypeError('audit entry ts must be a finite number');
 }
 
-const seqOfKey = (key: string) => Number(key.slice('audit:'.length));
+const seqOfKey = (key: string) => Number(key.slice(key.lastIndexOf(':') + 1));
 
 /**
  * Creates the audit log of `storage`. Call `open()` once before appending; one log object
@@ -255,7 +256,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     }
   };
   const pendingOf = (ops: readonly StorageOp[], use: string) => {
-    const seqs = new Set(ops.map((op) => op.key).filter((k) => k.startsWith('audit:')).map(seqOfKey));
+    const seqs = new Set(ops.map((op) => op.key).filter(layout.isAudit).map(seqOfKey));
     const found = pending.filter((p) => seqs.has(p.record.seq) && !p.committed);
     if (found.length !== seqs.size || seqs.size === 0) throw new TypeError(`${use}() takes the ops of an append() not yet committed or rolled back`);
     return found;
@@ -268,7 +269,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     async open() {
       if (pending.length > 0) throw new TypeError('open() while appended records are neither committed nor rolled back');
       head = { seq: 0, hash: GENESIS };
-      for await (const [key, value] of storage.entries(prefixRange('audit:', { reverse: true, limit: 1 }))) {
+      for await (const [key, value] of storage.entries({ ...layout.audits(), reverse: true, limit: 1 })) {
         let record: unknown;
         try {
           record = decode(value, Infinity);
@@ -327,7 +328,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         return;
       }
       try {
-        await storage.write(ops.filter((op) => op.key.startsWith('audit:')));
+        await storage.write(ops.filter((op) => layout.isAudit(op.key)));
         for (const p of failed) p.committed = true;
         settle();
       } catch (error) {
@@ -349,7 +350,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     },
     async read(query = {}) {
       const out: AuditRecord[] = [];
-      const range = query.after === undefined ? prefixRange('audit:') : { gte: auditKey(query.after + 1), lt: 'audit:\uffff' };
+      const range = query.after === undefined ? layout.audits() : layout.auditsAfter(query.after);
       for await (const [key, value] of storage.entries(range)) {
         let record: unknown;
         try {
@@ -366,7 +367,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     },
     async verify(verifyOptions = {}) {
       const checker = createChainChecker(verifyOptions.anchor ? [durable, verifyOptions.anchor] : [durable]);
-      for await (const [key, value] of storage.entries(prefixRange('audit:'))) {
+      for await (const [key, value] of storage.entries(layout.audits())) {
         let record: unknown;
         try {
           record = decode(value, Infinity);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decode, encode } from './codec.js';
+import { layout } from './layout.js';
 import type { Storage, StorageOp } from './storage.js';
 
 /**
@@ -16,7 +17,7 @@ export const BLOB_MIN_CHARS = 512;
 const REF = '\u0000blob';
 
 /** The key of a blob. */
-export const blobKey = (hash: string) => `blob:${hash}`;
+export const blobKey = layout.blob;
 
 /**
  * Replaces long strings in snapshots by references, returning the put ops of blobs not yet
@@ -69,7 +70,10 @@ export function createBlobWriter(minChars = BLOB_MIN_CHARS) {
     },
     /** Records that the batch holding `ops` is on disk. */
     commit(ops: readonly StorageOp[]): void {
-      for (const op of ops) if (op.key.startsWith('blob:')) durable.add(op.key.slice(5));
+      for (const op of ops) {
+        const hash = layout.blobHash(op.key);
+        if (hash) durable.add(hash);
+      }
     },
   };
 }

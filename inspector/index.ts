@@ -9,8 +9,7 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import type { RunEvent } from '../core/events.js';
 import { ROOT_ACTOR_ID, type TroupeNode } from '../core/node.js';
-import { decode } from '../core/codec.js';
-import { createRunStore, keys, type JournalEntry, type RunRecord } from '../core/run-store.js';
+import { createRunStore, type JournalEntry, type RunRecord } from '../core/run-store.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import type { Storage } from '../core/storage.js';
 import { defaultGraphs, graphsOf, type MachineGraph } from './graph.js';
@@ -203,10 +202,8 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
 
   /** Journal entries of `runId` after seq `after` (up to `upTo`), as the page shows them. */
   const readJournal = async (runId: string, after = 0, upTo = Infinity) => {
-    const entries: JournalEntry[] = [];
     // A range read: a long run is not decoded whole on every checkpoint.
-    const range = { gte: keys.journal(runId, after + 1), lt: Number.isFinite(upTo) ? keys.journal(runId, upTo + 1) : `jrnl:${runId}:\uffff` };
-    for await (const [, value] of options.storage.entries(range)) entries.push(decode(value, Infinity) as JournalEntry);
+    const entries: JournalEntry[] = await createRunStore(options.storage).journalBetween(runId, after, upTo);
     return { last: entries.at(-1)?.seq ?? after, timeline: entries.flatMap((e) => fromJournal(e, runId) ?? []) };
   };
   const readTimeline = async (runId: string, upTo = Infinity) => (await readJournal(runId, 0, upTo)).timeline;
