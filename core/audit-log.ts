@@ -247,17 +247,24 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
   let head: AuditHead = { seq: 0, hash: GENESIS };
   // Appended, not yet committed, in seq order; `durable` is the newest head below all of them.
   let pending: { record: AuditRecord; committed: boolean }[] = [];
+  // The same entries by sequence number: commit and rollback look theirs up instead of
+  // scanning every record not yet durable (which grows with the writes in flight).
+  const bySeq = new Map<number, { record: AuditRecord; committed: boolean }>();
   let durable: AuditHead = head;
 
   const settle = () => {
     while (pending[0]?.committed) {
       const { record } = pending.shift()!;
+      bySeq.delete(record.seq);
       durable = { seq: record.seq, hash: record.hash };
     }
   };
   const pendingOf = (ops: readonly StorageOp[], use: string) => {
     const seqs = new Set(ops.map((op) => op.key).filter(layout.isAudit).map(seqOfKey));
-    const found = pending.filter((p) => seqs.has(p.record.seq) && !p.committed);
+    const found = [...seqs].flatMap((seq) => {
+      const p = bySeq.get(seq);
+      return p && !p.committed ? [p] : [];
+    });
     if (found.length !== seqs.size || seqs.size === 0) throw new TypeError(`${use}() takes the ops of an append() not yet committed or rolled back`);
     return found;
   };
@@ -310,7 +317,11 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       }
       // Only after every entry was built: a throwing entry leaves the log untouched.
       head = last;
-      for (const record of built) pending.push({ record, committed: false });
+      for (const record of built) {
+        const entry = { record, committed: false };
+        pending.push(entry);
+        bySeq.set(record.seq, entry);
+      }
       return ops;
     },
     commit(ops) {
@@ -324,6 +335,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       const newest = pending[pending.length - 1]!;
       if (failed.includes(newest)) {
         pending = pending.filter((p) => !failed.includes(p));
+        for (const p of failed) bySeq.delete(p.record.seq);
         head = { seq: failed[0]!.record.seq - 1, hash: failed[0]!.record.prev };
         return;
       }
@@ -334,6 +346,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       } catch (error) {
         broken = error;
         pending = [];
+        bySeq.clear();
         throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log could not restore records later ones link to; call open() again', { cause: error });
       }
     },
