@@ -2,6 +2,11 @@
  * Cold-resume time of a run stopped mid-conversation, next to its baseline measured in the
  * same process (open the same LevelDB and read its latest checkpoint, nothing else).
  *
+ * `conversation`: the same for a one-agent run whose conversation holds ~5,000 messages
+ * (2,500 steps of {@link loopModel}), against the baseline "open the same LevelDB and read
+ * one key" (the run's index record): what the persistence layout costs a resume beyond
+ * opening the database. The latest-checkpoint read is reported beside it.
+ *
  * A seed run is started on a fresh LevelDB and the node is closed once the run has made K
  * checkpoints (the scripted model has latency, so the run is still going); the storage is
  * closed too. Each trial then works on a fresh copy of that directory: open `levelStorage`,
@@ -11,7 +16,7 @@
  * "Cold" means a closed database and a node that has never seen the run; the process, its
  * modules and the OS page cache are warm. One unmeasured trial comes first.
  *
- *   npx tsx bench/resume-time.ts [--quick]
+ *   npx tsx bench/resume-time.ts [--quick] [--conversation]
  *
  * Prints one JSON object. Not a test: nothing is asserted.
  */
@@ -22,6 +27,7 @@ import { createNode, scriptedModel, type CrewDefinition, type RunEvent, type Scr
 import { createRunStore, keys } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
 import { machineInfo, round, stepCrew, summarize, tempDir } from './durable-step.js';
+import { loopCrew, loopModel } from './persistence.js';
 
 /** Latency of the scripted model: keeps the seed run going while we stop it. */
 const LATENCY_MS = 2;
@@ -120,6 +126,112 @@ async function resumeTrial(dir: string, variant: Variant, expectSeq: number) {
   return { openMs: opened - t0, createNodeMs: handled - opened, handleMs: handled - t0, firstCheckpointMs: done - t0, seqOk: seq === expectSeq };
 }
 
+/** Baseline of the long conversation: open the LevelDB copy and read one small key. */
+async function oneKeyTrial(dir: string, runId: string) {
+  const t0 = performance.now();
+  const storage = await levelStorage({ path: dir });
+  const opened = performance.now();
+  const value = await storage.get(keys.run(runId));
+  const read = performance.now();
+  const checkpoint = await createRunStore(storage).latestCheckpoint(runId);
+  const checkpointRead = performance.now();
+  await storage.close();
+  if (!value || !checkpoint) throw new Error('baseline found no run record or no checkpoint');
+  // The checkpoint read comes after the key read; counted as if it came right after the open.
+  return { openMs: opened - t0, openAndReadKeyMs: read - t0, openAndReadCheckpointMs: opened - t0 + (checkpointRead - read) };
+}
+
+/**
+ * Cold resume of a one-agent run holding ~`messages` messages: seeded with {@link loopModel}
+ * (two messages a step), stopped by closing the node; every trial resumes a fresh copy.
+ */
+export async function benchConversationResume(root: string, options: { messages: number; trials: number }) {
+  const steps = Math.ceil(options.messages / 2);
+  const runId = 'resume-long';
+  const def = loopCrew('resume-long', 1, steps * 4);
+  const seedDir = join(root, 'long-seed');
+  const t = performance.now();
+  {
+    const storage = await levelStorage({ path: seedDir });
+    const node = await createNode({ storage, models: { loop: loopModel(steps * 4) }, crews: [def] });
+    let n = 0;
+    let reached!: () => void;
+    const enough = new Promise<void>((resolve) => (reached = resolve));
+    node.subscribe((event: RunEvent) => {
+      if (event.type === 'model.call' && event.actor === 'worker' && ++n >= steps) reached();
+    });
+    const run = await node.run(def, { input: 'go', runId });
+    await Promise.race([enough, run.settled().then(() => Promise.reject(new Error('long seed run ended early')))]);
+    await node.close();
+    await storage.close();
+  }
+  const seedSeconds = round((performance.now() - t) / 1000);
+  const storage = await levelStorage({ path: seedDir });
+  const record = await createRunStore(storage).requireRun(runId);
+  const checkpoint = await createRunStore(storage).latestCheckpoint(runId);
+  await storage.close();
+  if (record.status !== 'running') throw new Error(`long seed run is ${record.status}, not resumable`);
+  const messages = ((checkpoint?.snapshot as { children?: Record<string, { snapshot?: { context?: { conversation?: unknown[] } } }> })?.children?.worker?.snapshot?.context?.conversation ?? []).length;
+  const models = { loop: loopModel(steps * 4, LATENCY_MS) };
+  const copies: Array<[string, string]> = [];
+  for (let i = 0; i <= options.trials; i++) {
+    const pair: [string, string] = [join(root, `long-base-${i}`), join(root, `long-resume-${i}`)];
+    await durableCopy(seedDir, pair[0]);
+    await durableCopy(seedDir, pair[1]);
+    copies.push(pair);
+  }
+  const base: Array<Awaited<ReturnType<typeof oneKeyTrial>>> = [];
+  const resumed: Array<{ openMs: number; handleMs: number; firstCheckpointMs: number }> = [];
+  for (let i = 0; i <= options.trials; i++) {
+    const [a, b] = copies[i]!;
+    const baseline = await oneKeyTrial(a, runId);
+    const t0 = performance.now();
+    const storage = await levelStorage({ path: b });
+    const opened = performance.now();
+    let firstCheckpoint!: () => void;
+    const checkpointed = new Promise<void>((resolve) => (firstCheckpoint = resolve));
+    const node = await createNode({ storage, models, crews: [def] });
+    const unsubscribe = node.subscribe((event: RunEvent) => {
+      if (event.type === 'checkpoint' && event.runId === runId) firstCheckpoint();
+    });
+    const handle = node.get(runId);
+    const handled = performance.now();
+    if (!handle) throw new Error(`createNode did not resume ${runId}`);
+    await checkpointed;
+    const done = performance.now();
+    unsubscribe();
+    await node.close();
+    await storage.close();
+    // Trial 0 is a warm-up and is discarded.
+    if (i > 0) {
+      base.push(baseline);
+      resumed.push({ openMs: opened - t0, handleMs: handled - t0, firstCheckpointMs: done - t0 });
+    }
+  }
+  const pick = <T, K extends keyof T>(rows: T[], key: K) => rows.map((r) => r[key] as number);
+  const handle = summarize(pick(resumed, 'handleMs'));
+  const oneKey = summarize(pick(base, 'openAndReadKeyMs'));
+  return {
+    messages,
+    seed: { steps, seconds: seedSeconds, resumesFromCheckpoint: record.checkpoint, dbKB: await dirKB(seedDir) },
+    trials: options.trials,
+    warmupTrialsDiscarded: 1,
+    baseline: {
+      what: 'levelStorage open + get(run record)',
+      levelOpen: summarize(pick(base, 'openMs')),
+      levelOpenAndReadOneKey: oneKey,
+      levelOpenAndReadLatestCheckpoint: summarize(pick(base, 'openAndReadCheckpointMs')),
+    },
+    coldResume: {
+      what: 'levelStorage open + createNode({ crews }) until node.get(runId) is the resumed run',
+      levelOpen: summarize(pick(resumed, 'openMs')),
+      untilRunHandle: handle,
+      untilFirstCheckpoint: summarize(pick(resumed, 'firstCheckpointMs')),
+    },
+    ratios: { runHandleP50VsOpenAndReadOneKeyP50: round(handle.p50Ms / oneKey.p50Ms) },
+  };
+}
+
 async function benchVariant(root: string, variant: Variant, k: number, trials: number) {
   const seedDir = join(root, `${variant.name}-seed`);
   const seeded = await seed(seedDir, variant, k);
@@ -176,6 +288,10 @@ async function benchVariant(root: string, variant: Variant, k: number, trials: n
 export interface ResumeOptions {
   k?: number;
   trials?: number;
+  /** Messages in the long conversation resumed by `conversation` (0 leaves it out). Default 5,000. */
+  messages?: number;
+  /** Only the long-conversation variant. */
+  conversationOnly?: boolean;
 }
 
 export async function benchResume(options: ResumeOptions = {}) {
@@ -183,6 +299,9 @@ export async function benchResume(options: ResumeOptions = {}) {
   const trials = options.trials ?? 10;
   const root = await tempDir('resume');
   try {
+    const messages = options.messages ?? 5_000;
+    const conversation = messages > 0 ? await benchConversationResume(root, { messages, trials }) : undefined;
+    if (options.conversationOnly) return { scriptedLatencyMs: LATENCY_MS, conversation };
     // One agent with far more steps than K checkpoints cover.
     const one = stepCrew('resume-one', 200);
     // Ten agents, each with its own script of 5 steps: K checkpoints end inside the 3rd or 4th.
@@ -190,14 +309,17 @@ export async function benchResume(options: ResumeOptions = {}) {
     const ten = stepCrew('resume-ten', 5, tenIds);
     const oneAgent = await benchVariant(root, { name: 'one', def: one.def, script: one.script, runId: 'resume-one' }, k, trials);
     const tenAgents = await benchVariant(root, { name: 'ten', def: ten.def, script: ten.script, runId: 'resume-ten' }, k, trials);
-    return { scriptedLatencyMs: LATENCY_MS, oneAgent, tenAgents };
+    return { scriptedLatencyMs: LATENCY_MS, conversation, oneAgent, tenAgents };
   } finally {
     await rm(root, { recursive: true, force: true });
   }
 }
 
+/** Smaller sizes for `--quick` (the long conversation keeps its 5,000 messages: that is the figure). */
+export const quickResume: ResumeOptions = { k: 20, trials: 3 };
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const quick = process.argv.includes('--quick');
-  const resume = await benchResume(quick ? { k: 20, trials: 3 } : {});
+  const resume = await benchResume({ ...(quick ? quickResume : {}), conversationOnly: process.argv.includes('--conversation') });
   console.log(JSON.stringify({ machine: await machineInfo(), resume }, null, 2));
 }

@@ -11,8 +11,12 @@
  *   (bench/durable-step.ts);
  * - `groupCommit`: 1/10/50 parallel runs on one LevelDB node, and journal replay, next to raw
  *   LevelDB writes and iteration (bench/storage.ts);
- * - `resume`: cold-resume time of a 1-agent and a 10-agent crew next to opening the database
+ * - `resume`: cold-resume time of a run holding 5,000 messages next to opening the database
+ *   and reading one key, and of a 1-agent and a 10-agent crew next to opening the database
  *   and reading its latest checkpoint (bench/resume-time.ts);
+ * - `persistence` / `persistenceSync`: bytes and ms per agent step at 100, 1,000 and 5,000
+ *   messages of one agent's conversation, and in crews of 10, 100 and 1,000 agents where one
+ *   works, as ratios to the smallest case; sync off / fsync (bench/persistence.ts);
  * - `langgraph`: the same scripted agent loop on LangGraph.js + SqliteSaver
  *   (bench/langgraph.ts; skipped with a note when the dev packages are missing);
  * - `memory`: heap per idle agent and agents per GiB, in `--expose-gc` child processes
@@ -26,7 +30,8 @@ import { benchDurableStep, machineInfo, quickDurableStep, round } from './durabl
 import { benchLangGraph, quickLangGraph } from './langgraph.js';
 import { benchMemory, quickMemory } from './memory.js';
 import { benchMessaging, quickMessaging } from './messaging.js';
-import { benchResume } from './resume-time.js';
+import { benchPersistence, quickPersistence } from './persistence.js';
+import { benchResume, quickResume } from './resume-time.js';
 import { benchStorage, quickStorage } from './storage.js';
 import { benchTransport, quickTransport } from './transport.js';
 
@@ -39,7 +44,9 @@ const sections: Array<[string, () => Promise<unknown>]> = [
   ['transport', () => benchTransport(quick ? quickTransport : {})],
   ['durableStep', () => benchDurableStep(quick ? quickDurableStep : {})],
   ['groupCommit', () => benchStorage(quick ? quickStorage : {})],
-  ['resume', () => benchResume(quick ? { k: 20, trials: 3 } : {})],
+  ['resume', () => benchResume(quick ? quickResume : {})],
+  ['persistence', () => benchPersistence({ ...(quick ? quickPersistence : {}), sync: false })],
+  ['persistenceSync', () => benchPersistence({ ...(quick ? quickPersistence : {}), sync: true })],
   ['langgraph', () => benchLangGraph(quick ? quickLangGraph : {})],
   ['memory', () => benchMemory(quick ? quickMemory : {})],
 ];
