@@ -82,6 +82,8 @@ export interface CaptureInput {
   usage: { total: UsageTotals; agents: Record<string, UsageTotals>; changed: ReadonlySet<string> };
   /** Envelope ids accepted since the last capture, with their ring index. */
   seen: ReadonlyArray<{ index: number; id: string }>;
+  /** The root's direct children XState reported a snapshot of since the last capture. */
+  touched?: ReadonlySet<string>;
 }
 
 /** The checkpoint writer of one run. */
@@ -110,7 +112,7 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
         now.set(actorId, position);
         if (positions.get(actorId) !== `${position.seq}/${position.cursor}`) force.add(actorId);
       }
-      const capture = splitter.capture(root, rootId, force);
+      const capture = splitter.capture(root, rootId, force, input.touched);
       const ops: StorageOp[] = [];
       const blobOps: StorageOp[] = [];
       const changed: string[] = [];

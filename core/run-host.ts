@@ -106,6 +106,8 @@ export class RunHost implements ActorRuntime {
   #checkpointSeq = 0;
   #captureScheduled = false;
   #deliveryScheduled = false;
+  /** Direct children of the root with a snapshot event since the last capture. */
+  #touched = new Set<string>();
   #inFlight = 0;
   #writesInFlight = 0;
   #lastActive = 0;
@@ -570,6 +572,10 @@ export class RunHost implements ActorRuntime {
     if (event.type === '@xstate.snapshot' && this.status === 'running') {
       this.#lastActive = this.clock.now();
       const ref = event.actorRef as AnyActorRef;
+      // The direct child of the root this snapshot belongs to: only those are captured.
+      let top = ref as AnyActorRef & { _parent?: AnyActorRef };
+      while (top._parent && top._parent !== this.#actor) top = top._parent as typeof top;
+      if (top !== this.#actor) this.#touched.add(top.id);
       const actorId = ref === this.#actor ? this.rootId : ref.id;
       const value = (event.snapshot as { value?: unknown }).value;
       if ((actorId === this.rootId || this.#o.definition.actorIds.includes(actorId)) && value !== undefined) {
@@ -613,7 +619,10 @@ export class RunHost implements ActorRuntime {
     const usage = this.#usage.ledger;
     const seen = this.#seenNew;
     this.#seenNew = [];
+    const touched = this.#touched;
+    this.#touched = new Set();
     const captured = this.#checkpointer.capture(this.#actor, {
+      touched,
       seq,
       ts,
       journalSeq: this.#journal.journalSeq,

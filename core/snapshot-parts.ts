@@ -129,13 +129,34 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
     return ref;
   };
 
+  // The first capture (and the first after `forget`) looks at every actor.
+  let fullScan = true;
+
+  /**
+   * `child`'s persisted snapshot, with the growing arrays of its context logged first: XState's
+   * `getPersistedSnapshot` walks the whole context (a 5,000-message conversation included)
+   * looking for actor references, so the arrays are swapped for their log references before.
+   */
+  const persist = (id: string, child: AnyActorRef, entries: LogEntry[]): { value?: unknown } => {
+    const live = child.getSnapshot() as { context?: unknown; value?: unknown };
+    const context = live?.context;
+    if (live?.value === undefined || !context || typeof context !== 'object' || Array.isArray(context)) return child.getPersistedSnapshot() as { value?: unknown };
+    let swapped: Record<string, unknown> | undefined;
+    for (const [key, value] of Object.entries(context)) {
+      if (Array.isArray(value) && value.length >= minLog) (swapped ??= { ...context })[key] = { [LOG_REF]: logged(logIdOf(id, ['context', key]), value, entries) };
+    }
+    if (!swapped) return child.getPersistedSnapshot() as { value?: unknown };
+    return (child as unknown as AnyActor).logic.getPersistedSnapshot({ ...(live as object), context: swapped } as never) as { value?: unknown };
+  };
+
   return {
     /**
      * Captures `root` (the run's root actor, addressed as `rootId`): records of the actors
      * that changed since the last capture (all of them the first time) and of those in
-     * `force` (their mailbox moved), and new log entries.
+     * `force` (their mailbox moved), and new log entries. With `touched` (the direct children
+     * XState reported a snapshot of since the last capture), only those are looked at.
      */
-    capture(root: AnyActor, rootId: string, force: ReadonlySet<string> = new Set()): Capture {
+    capture(root: AnyActor, rootId: string, force: ReadonlySet<string> = new Set(), touched?: ReadonlySet<string>): Capture {
       const records = new Map<string, ActorRecord>();
       const entries: LogEntry[] = [];
       const snapshot = root.getSnapshot() as { children: Record<string, AnyActorRef>; value?: unknown };
@@ -153,11 +174,15 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
         records.set(rootId, { snapshot: extract(rootId, { ...own, children: stubs }, entries), state: stateString(snapshot.value) });
         seen.set(rootId, rootIdentity);
       }
-      for (const id of actorIds) {
+      // Only the actors XState reported a snapshot of (and new ones) can have changed: the
+      // others are not even looked at, so a step costs the same in a crew of ten or a thousand.
+      const candidates = touched && !fullScan ? actorIds.filter((id) => touched.has(id) || force.has(id) || !seen.has(id)) : actorIds;
+      fullScan = false;
+      for (const id of candidates) {
         const child = children[id]!;
         const identity = identities(child);
         if (!force.has(id) && sameList(seen.get(id), identity)) continue;
-        const persisted = child.getPersistedSnapshot() as { value?: unknown };
+        const persisted = persist(id, child, entries);
         records.set(id, { snapshot: extract(id, persisted, entries), ...(persisted?.value !== undefined ? { state: stateString(persisted.value) } : {}) });
         seen.set(id, identity);
       }
@@ -168,6 +193,7 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
     /** Makes every actor count as changed: the next capture writes all records. */
     forget(): void {
       seen.clear();
+      fullScan = true;
     },
 
     /** Teaches the splitter the arrays a restore rebuilt, so unchanged logs are not written again. */
