@@ -30,6 +30,7 @@ import { benchDurableStep, machineInfo, quickDurableStep, round } from './durabl
 import { benchLangGraph, quickLangGraph } from './langgraph.js';
 import { benchMemory, quickMemory } from './memory.js';
 import { benchMessaging, quickMessaging } from './messaging.js';
+import { benchPassivation } from './passivation.js';
 import { benchPersistence, quickPersistence } from './persistence.js';
 import { benchResume, quickResume } from './resume-time.js';
 import { benchStorage, quickStorage } from './storage.js';
@@ -49,6 +50,7 @@ const sections: Array<[string, () => Promise<unknown>]> = [
   ['persistenceSync', () => benchPersistence({ ...(quick ? quickPersistence : {}), sync: true })],
   ['langgraph', () => benchLangGraph(quick ? quickLangGraph : {})],
   ['memory', () => benchMemory(quick ? quickMemory : {})],
+  ['passivation', () => benchPassivation({ quick })],
 ];
 
 const started = performance.now();
