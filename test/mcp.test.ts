@@ -13,6 +13,7 @@ import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets, t
 import type { ScriptedTurn } from '../models/scripted.js';
 import { mcpTools, secret, type McpStdioServer } from '../tools/mcp.js';
 import { runTroupe, spawnTroupe } from './helpers/cli.js';
+import { watchLines } from './helpers/lines.js';
 import { tempDir } from './helpers/temp.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -45,25 +46,8 @@ interface HttpFixture {
 }
 async function httpFixture(env: Record<string, string>): Promise<HttpFixture> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FIXTURE, '--http'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: string[] = [];
-  const waiters: Array<{ pattern: RegExp; resolve(line: string): void }> = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop()!;
-    for (const line of parts) {
-      lines.push(line);
-      for (const w of [...waiters]) if (w.pattern.test(line)) waiters.splice(waiters.indexOf(w), 1), w.resolve(line);
-    }
-  });
-  const waitFor = (pattern: RegExp) =>
-    new Promise<string>((resolve, reject) => {
-      const seen = lines.find((l) => pattern.test(l));
-      if (seen !== undefined) return resolve(seen);
-      waiters.push({ pattern, resolve });
-      void exited.then(() => reject(new Error(`fixture exited before printing ${pattern}; it printed:\n${lines.join('\n')}`)));
-    });
+  const { lines, waitFor } = watchLines(child.stdout!, exited, () => `the fixture printed:\n${lines.join('\n')}`);
   const url = (await waitFor(/^listening /)).slice('listening '.length);
   return { url, waitFor, lines, stop: async () => void (child.kill('SIGTERM'), await exited) };
 }

@@ -17,6 +17,7 @@ import { createWsTransport, wsTransport, type WsTransport, type WsTransportOptio
 import { createNode } from '../core/node.js';
 import { scriptedModel } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { watchLines } from './helpers/lines.js';
 import { tempDir } from './helpers/temp.js';
 import { recorder, testEnvelope, transportConformance, type Recorder } from '../testing/transport-conformance.js';
 
@@ -150,31 +151,11 @@ transportConformance('WebSocket (only b dials, memory)', async (deliver) => {
 /** A `ws-peer.ts` child process with its stdout lines. */
 function spawnPeer(args: Record<string, unknown>) {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', FIXTURE, JSON.stringify({ secret: SECRET, ...args })], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const waiters: Array<{ pattern: RegExp; resolve(): void }> = [];
   let stderr = '';
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop()!;
-    for (const line of parts) {
-      lines.push(line);
-      for (const w of [...waiters]) if (w.pattern.test(line)) waiters.splice(waiters.indexOf(w), 1), w.resolve();
-    }
-  });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return {
-    child,
-    exit,
-    waitFor(pattern: RegExp): Promise<void> {
-      if (lines.some((l) => pattern.test(l))) return Promise.resolve();
-      return new Promise((resolve, reject) => {
-        waiters.push({ pattern, resolve });
-        void exit.then(({ code, signal }) => reject(new Error(`peer exited (${code ?? signal}) before ${pattern}\n${lines.join('\n')}\n${stderr}`)));
-      });
-    },
-  };
+  const watched = watchLines(child.stdout!, exit, () => `${watched.lines.join('\n')}\n${stderr}`);
+  return { child, exit, waitFor: (pattern: RegExp) => watched.waitFor(pattern).then(() => {}) };
 }
 
 describe('delivery over real sockets and LevelDB', () => {

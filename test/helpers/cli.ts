@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { watchLines } from './lines.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dev.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -17,40 +18,11 @@ export interface TroupeProcess {
 /** Starts `troupe ...args` as a real child process. */
 export function spawnTroupe(args: string[], env: Record<string, string> = {}): TroupeProcess {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const waiters: Array<{ pattern: RegExp; resolve(line: string): void }> = [];
-  let partial = '';
   let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    partial += chunk;
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    for (const line of parts) {
-      lines.push(line);
-      for (const waiter of [...waiters]) {
-        if (waiter.pattern.test(line)) {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          waiter.resolve(line);
-        }
-      }
-    }
-  });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return {
-    child,
-    lines,
-    stderr: () => err,
-    exit,
-    waitFor(pattern) {
-      const seen = lines.find((l) => pattern.test(l));
-      if (seen !== undefined) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        waiters.push({ pattern, resolve });
-        void exit.then(({ code, signal }) => reject(new Error(`troupe exited (${code ?? signal}) before printing ${pattern}\nstdout:\n${lines.join('\n')}\nstderr:\n${err}`)));
-      });
-    },
-  };
+  const watched = watchLines(child.stdout!, exit, () => `stdout:\n${watched.lines.join('\n')}\nstderr:\n${err}`);
+  return { child, lines: watched.lines, stderr: () => err, exit, waitFor: watched.waitFor };
 }
 
 /** Runs `troupe ...args` to completion. */
