@@ -6,7 +6,7 @@
  *   npx troupe run examples/hierarchical-crew.ts
  */
 import { z } from 'zod';
-import { agent, crew, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
+import { agent, anthropic, createRouter, crew, openAICompatible, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
 
 const library: Record<string, string> = {
   'actor model': 'Actors own private state and communicate only by asynchronous messages (Hewitt, 1973).',
@@ -53,7 +53,22 @@ const script: Script = (request) => {
 };
 
 /** Scripted, with latency so the live view has something to show. */
-export const models = { scripted: scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 250) }) };
+const scripted = scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 250) });
+const openai = openAICompatible({ baseURL: process.env.OPENAI_BASE_URL ?? 'https://api.openai.com/v1' });
+const claude = anthropic({});
+/** `TROUPE_MODEL=openai:gpt-4o-mini` (or `anthropic:claude-…`) runs the crew on a real model. */
+const target = process.env.TROUPE_MODEL ?? 'scripted:default';
+
+/**
+ * Agents ask the router for a role; the router maps every role to the scripted model
+ * (offline, the default) or to the real provider named by `TROUPE_MODEL`.
+ */
+export const models = {
+  scripted,
+  openai,
+  anthropic: claude,
+  router: createRouter({ providers: { scripted, openai, anthropic: claude }, routes: { lead: [target], researcher: [target], writer: [target] } }),
+};
 
 export const input = 'Write the thesis of Troupe in one sentence.';
 
@@ -64,8 +79,8 @@ export default crew({
   supervision: { strategy: 'oneForOne', maxRestarts: 2, withinMs: 60_000 },
   budget: { maxSteps: 30 },
   agents: [
-    agent({ id: 'lead', role: 'Plans, delegates, reviews', instructions: 'Delegate research and writing; review and request revisions.', model: 'scripted' }),
-    agent({ id: 'researcher', role: 'Finds facts', instructions: 'Search, then leave findings on the blackboard.', model: 'scripted', tools: [search] }),
-    agent({ id: 'writer', role: 'Drafts and revises', instructions: 'Write from the findings on the blackboard.', model: 'scripted' }),
+    agent({ id: 'lead', role: 'Plans, delegates, reviews', instructions: 'Delegate research and writing; review and request revisions.', model: 'router:lead' }),
+    agent({ id: 'researcher', role: 'Finds facts', instructions: 'Search, then leave findings on the blackboard.', model: 'router:researcher', tools: [search] }),
+    agent({ id: 'writer', role: 'Drafts and revises', instructions: 'Write from the findings on the blackboard.', model: 'router:writer' }),
   ],
 });

@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createRunStore } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
@@ -8,6 +9,23 @@ const FAST = { TROUPE_SCRIPTED_LATENCY_MS: '0' };
 const messages = (stdout: string) => stdout.split('\n').filter((l) => / → \S+ \S+$/.test(l)).map((l) => l.trim().replace(/\s+/g, ' '));
 
 describe('example crews run offline through the CLI', () => {
+  it('the demo crew (npm start) is served by the model TROUPE_MODEL names, as the README says', async () => {
+    await using db = await tempDir();
+    // A real provider at a closed port on loopback (one just freed): the first model call must try it.
+    const port = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = server.address() as AddressInfo;
+        server.close(() => resolve(free));
+      });
+    });
+    const env = { ...FAST, TROUPE_MODEL: 'openai:gpt-test', OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1`, OPENAI_API_KEY: 'test-key-not-real' };
+    const proc = spawnTroupe(['run', 'examples/hierarchical-crew.ts', '--db', db.path, '--plain'], env);
+    const line = await proc.waitFor(/model error:/);
+    proc.child.kill('SIGKILL');
+    await proc.exit;
+    expect(line).toMatch(/^ {2}lead\s+model error: .*openai:gpt-test.*ECONNREFUSED 127\.0\.0\.1:\d+/);
+  });
+
   it('hierarchical: the lead delegates, asks for a revision and approves', async () => {
     await using db = await tempDir();
     const { code, stdout } = await runTroupe(['run', 'examples/hierarchical-crew.ts', '--db', db.path], FAST);
