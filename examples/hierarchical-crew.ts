@@ -6,7 +6,8 @@
  *   npx troupe run examples/hierarchical-crew.ts
  */
 import { z } from 'zod';
-import { agent, anthropic, createRouter, crew, openAICompatible, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
+import { agent, crew, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
+import { demoModels } from './demo-models.js';
 
 const library: Record<string, string> = {
   'actor model': 'Actors own private state and communicate only by asynchronous messages (Hewitt, 1973).',
@@ -54,21 +55,8 @@ const script: Script = (request) => {
 
 /** Scripted, with latency so the live view has something to show. */
 const scripted = scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 250) });
-const openai = openAICompatible({ baseURL: process.env.OPENAI_BASE_URL ?? 'https://api.openai.com/v1' });
-const claude = anthropic({});
 /** `TROUPE_MODEL=openai:gpt-4o-mini` (or `anthropic:claude-…`) runs the crew on a real model. */
-const target = process.env.TROUPE_MODEL ?? 'scripted:default';
-
-/**
- * Agents ask the router for a role; the router maps every role to the scripted model
- * (offline, the default) or to the real provider named by `TROUPE_MODEL`.
- */
-export const models = {
-  scripted,
-  openai,
-  anthropic: claude,
-  router: createRouter({ providers: { scripted, openai, anthropic: claude }, routes: { lead: [target], researcher: [target], writer: [target] } }),
-};
+export const models = demoModels(scripted, ['lead', 'researcher', 'writer']);
 
 export const input = 'Write the thesis of Troupe in one sentence.';
 

@@ -5,7 +5,8 @@
  *   npx troupe run examples/research-crew.ts
  */
 import { z } from 'zod';
-import { agent, anthropic, createRouter, crew, openAICompatible, scriptedModel, tool } from 'troupe';
+import { agent, crew, scriptedModel, tool } from 'troupe';
+import { demoModels } from './demo-models.js';
 
 const corpus: Record<string, string> = {
   'actor model': 'The actor model (Hewitt, 1973) treats actors as the unit of computation: they hold private state, process one message at a time and communicate only by messages.',
@@ -48,22 +49,8 @@ const script = {
 };
 
 const scripted = scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 120) });
-const openai = openAICompatible({ baseURL: process.env.OPENAI_BASE_URL ?? 'https://api.openai.com/v1' });
-const claude = anthropic({});
 /** `TROUPE_MODEL=openai:gpt-4o-mini` (or `anthropic:claude-…`) runs the crew on a real model. */
-const target = process.env.TROUPE_MODEL ?? 'scripted:default';
-
-/**
- * The models this crew runs on. Agents ask the router for a role; the router maps it to the
- * scripted model (offline, the default; latency makes progress visible and lets crashes land
- * mid-run) or to the real provider named by `TROUPE_MODEL`.
- */
-export const models = {
-  scripted,
-  openai,
-  anthropic: claude,
-  router: createRouter({ providers: { scripted, openai, anthropic: claude }, routes: { researcher: [target], writer: [target] } }),
-};
+export const models = demoModels(scripted, ['researcher', 'writer']);
 
 /** The task used when `troupe run` is given no `--input`. */
 export const input = 'Write a three-sentence brief on why agent runtimes should be actor systems.';
