@@ -5,6 +5,7 @@ import type { RunEvent } from './events.js';
 import { MessageSchema, type AssistantMessage, type ToolMessage } from './messages.js';
 import { resolveModel, type ModelProviders, type ModelResponse } from './model.js';
 import type { JournalKind, LedgerEntry } from './run-store.js';
+import type { RunLedger } from './run-ledger.js';
 import type { ModelStep, ToolStep } from './runtime.js';
 import type { SecurityContext } from './security.js';
 import type { BlackboardAccess } from './tool.js';
@@ -19,7 +20,7 @@ export interface CallDeps {
   models: ModelProviders;
   usage: UsageTracker;
   security: SecurityContext;
-  ledger: ReadonlyMap<string, LedgerEntry>;
+  ledger: RunLedger;
   running(): boolean;
   record(entry: LedgerEntry): void;
   /** Journals a fact; returns its sequence number (for the event that mirrors it). */
@@ -36,7 +37,9 @@ export interface CallDeps {
 export async function performModelCall(deps: CallDeps, agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
   const { runId, clock } = deps;
   const callId = modelCallId(agentId, step.task, step.step);
-  const recorded = deps.ledger.get(callId);
+  const lookup = deps.ledger.get(callId);
+  // Synchronous unless the run was restored and this call is new to this process.
+  const recorded = lookup instanceof Promise ? await lookup : lookup;
   if (recorded?.status === 'done') {
     const response = recorded.result as ModelResponse;
     deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, requested: step.model, usage: response.usage, ms: 0, replayed: true });
@@ -95,27 +98,28 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
 }
 
 /** The earlier attempt's recorded effect this call takes over, if any (see core/effect-inheritance.ts). */
-function inheritedEffect(deps: CallDeps, agentId: string, step: ToolStep, callId: string): LedgerEntry | undefined {
+async function inheritedEffect(deps: CallDeps, agentId: string, step: ToolStep, callId: string): Promise<LedgerEntry | undefined> {
   if (!step.inherits?.length) return undefined;
   const found = step.tools.find((t) => t.name === step.call.name);
   if (!found) return undefined;
   const decision = step.decisions[callId];
   const parsed = found.input.safeParse(decision?.args !== undefined ? decision.args : step.call.args);
-  return parsed.success ? findInheritedEffect(deps.ledger, agentId, step.inherits, found.name, parsed.data) : undefined;
+  return parsed.success ? findInheritedEffect(await deps.ledger.all(), agentId, step.inherits, found.name, parsed.data) : undefined;
 }
 
 /** Runs one tool call of an agent under the effect ledger, or replays its recorded result. */
 export async function performToolCall(deps: CallDeps, agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
   const { runId, clock, security } = deps;
   const callId = toolCallId(agentId, step.task, step.step, step.call.id);
-  const recorded = deps.ledger.get(callId);
+  const lookup = deps.ledger.get(callId);
+  const recorded = lookup instanceof Promise ? await lookup : lookup;
   if (recorded?.status === 'done') {
     const message = recorded.result as ToolMessage;
     deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
     return message;
   }
   // A restarted attempt asking for what a failed attempt already did gets that outcome.
-  const inherited = recorded ? undefined : inheritedEffect(deps, agentId, step, callId);
+  const inherited = recorded || !step.inherits?.length ? undefined : await inheritedEffect(deps, agentId, step, callId);
   const lineage = inherited ? { inheritedFrom: inherited.callId } : {};
   if (inherited?.status === 'done') {
     const message: ToolMessage = { ...(inherited.result as ToolMessage), toolCallId: step.call.id, name: step.call.name };

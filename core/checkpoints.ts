@@ -1,6 +1,6 @@
 import type { AnyActor } from 'xstate';
 import { hydrate, type BlobWriter } from './blobs.js';
-import { decode } from './codec.js';
+import { decode, decodeAll } from './codec.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { layout } from './layout.js';
 import { put, type UsageLedger, type UsageTotals } from './run-store.js';
@@ -35,6 +35,11 @@ export interface Manifest {
   logSeq: number;
   /** Actors (and kernel records) this checkpoint wrote a record of. */
   changed: string[];
+  /**
+   * Names of every secret the run's calls resolved so far: a restore resolves them again
+   * without reading the effect ledger. Absent in manifests written before it existed.
+   */
+  secrets?: string[];
 }
 
 /** A whole checkpoint, whatever layout wrote it: what restore, migrations and fork use. */
@@ -58,6 +63,8 @@ export interface Checkpoint {
   arrays?: Array<[unknown[], LogRef]>;
   /** Layout 2: the checkpoint that wrote each record this one was rebuilt from. */
   recordVersions?: Record<string, number>;
+  /** See {@link Manifest.secrets}; `undefined` when the checkpoint does not say. */
+  secrets?: string[];
 }
 
 /** An actor record with the actor's mailbox position. */
@@ -84,6 +91,8 @@ export interface CaptureInput {
   seen: ReadonlyArray<{ index: number; id: string }>;
   /** The root's direct children XState reported a snapshot of since the last capture. */
   touched?: ReadonlySet<string>;
+  /** Names of the secrets the run's calls resolved so far. */
+  secrets?: ReadonlySet<string>;
 }
 
 /** The checkpoint writer of one run. */
@@ -137,7 +146,7 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
         changed.push(USAGE_TOTAL);
       }
       for (const { index, id } of input.seen) ops.push(put(layout.seen(runId, index % SEEN_RING), { index, id }));
-      const manifest: Manifest = { seq: input.seq, ts: input.ts, schemaVersion: 2, machine, rootId, journalSeq: input.journalSeq, logSeq: capture.logSeq, changed };
+      const manifest: Manifest = { seq: input.seq, ts: input.ts, schemaVersion: 2, machine, rootId, journalSeq: input.journalSeq, logSeq: capture.logSeq, changed, secrets: [...(input.secrets ?? [])] };
       ops.push(put(layout.checkpoint(runId, input.seq), manifest));
       return { ops, blobOps, manifest, empty: changed.length === 0 && capture.entries.length === 0 && input.seen.length === 0 };
     },
@@ -205,9 +214,9 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       {
         actor: recordOf,
         log: async (ref) => {
-          const out: unknown[] = [];
-          for await (const [, value] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) out.push(decode(value, Infinity));
-          return out;
+          const values: Uint8Array[] = [];
+          for await (const [, value] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) values.push(value);
+          return decodeAll(values);
         },
       },
       manifest.rootId,
@@ -242,6 +251,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       logSeq: manifest.logSeq,
       arrays,
       recordVersions,
+      ...(manifest.secrets ? { secrets: manifest.secrets } : {}),
     };
   } catch (error) {
     if (error instanceof TroupeError) throw error;

@@ -8,6 +8,7 @@ import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './fac
 import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
 import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
+import { createRunLedger, type RunLedger } from './run-ledger.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
@@ -84,7 +85,7 @@ export class RunHost implements ActorRuntime {
   readonly #o: RunHostOptions;
   #actor!: AnyActor;
   readonly #mailboxes = new Mailboxes();
-  readonly #ledger = new Map<string, LedgerEntry>();
+  readonly #ledger: RunLedger;
   readonly #lastState = new Map<string, string>();
   readonly #waiting = new Map<string, ApprovalRecord>();
   /** Approvals this host decided (or found decided), so a second decision is told so. */
@@ -124,6 +125,11 @@ export class RunHost implements ActorRuntime {
     this.#resultPromise = new Promise((resolve) => (this.#settle = resolve));
     this.#lastActive = options.clock.now();
     this.#usage = new UsageTracker(options.definition.budgets);
+    this.#ledger = createRunLedger({
+      source: { one: (callId) => options.store.ledgerEntry(this.runId, callId), all: () => options.store.ledger(this.runId) },
+      // Only names no manifest listed reach here (a manifest lists them cumulatively).
+      recall: async (names) => void (await options.security.recall(names)),
+    });
     this.#calls = {
       runId: this.runId,
       clock: this.clock,
@@ -204,7 +210,11 @@ export class RunHost implements ActorRuntime {
   /** Restores the run from `checkpoint`, with the ledger and undelivered mail from storage. */
   async restore(checkpoint: Checkpoint): Promise<void> {
     const { store } = this.#o;
-    for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry.callId, entry);
+    // The manifest names every secret the run's calls resolved, so the ledger stays in
+    // storage (core/run-ledger.ts); a checkpoint that does not (written before it did, or
+    // by a migration) gets the whole ledger read back, which also yields the names.
+    if (checkpoint.secrets) this.#ledger.restored(checkpoint.secrets);
+    else for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry);
     for (const approval of await store.listApprovals()) {
       if (approval.runId !== this.runId) continue;
       if (approval.status === 'pending') this.#waiting.set(approval.id, approval);
@@ -215,8 +225,7 @@ export class RunHost implements ActorRuntime {
     }
     // Replayed results never resolve their secrets again, so this process's redactor would
     // not know them: resolve every secret the run used before anything is written.
-    const names = new Set<string>();
-    for (const entry of this.#ledger.values()) for (const name of entry.secrets ?? []) names.add(name);
+    const names = this.#ledger.secretNames;
     const unavailable = names.size > 0 ? await this.#o.security.recall(names) : [];
     this.#journal = this.#newJournal(checkpoint.journalSeq);
     this.#checkpointSeq = checkpoint.seq;
@@ -564,7 +573,7 @@ export class RunHost implements ActorRuntime {
   #record(entry: LedgerEntry): void {
     // Stamped with the checkpoint that will carry it, so a fork knows what it may replay.
     entry.checkpoint = this.#checkpointSeq + 1;
-    this.#ledger.set(entry.callId, entry);
+    this.#ledger.set(entry);
     this.#journal.ledger(entry);
   }
 
@@ -629,6 +638,7 @@ export class RunHost implements ActorRuntime {
       positions: this.#mailboxes.positions(),
       usage: { total: usage.total, agents: usage.agents, changed },
       seen,
+      secrets: this.#ledger.secretNames,
     });
     const status = this.record.status === 'running' || this.record.status === 'waiting' ? (this.#waiting.size > 0 ? 'waiting' : 'running') : this.record.status;
     if (captured.empty && !this.#journal.dirty && status === this.record.status) return this.#writeChain;

@@ -167,6 +167,11 @@ export function createRunStore(storage: Storage) {
     journalBetween: (runId: string, after: number, upTo = Infinity) =>
       collect<JournalEntry>(storage, { gte: layout.journal(runId, after + 1), lt: Number.isFinite(upTo) ? layout.journal(runId, upTo + 1) : layout.journals(runId).lt! }),
     ledger: (runId: string) => collect<LedgerEntry>(storage, layout.ledgers(runId)),
+    /** One effect-ledger entry of a run, by its call id. */
+    async ledgerEntry(runId: string, callId: string): Promise<LedgerEntry | undefined> {
+      const raw = await storage.get(layout.ledger(runId, callId));
+      return raw && (decode(raw, Infinity) as LedgerEntry);
+    },
     outbox: (runId: string) => collect<Envelope>(storage, layout.routeds(runId)),
     /** Envelopes for `actorId` with a sequence number above `after`. */
     mailboxAfter: (runId: string, actorId: string, after: number) => collect<Envelope>(storage, layout.mailboxAfter(runId, actorId, after)),

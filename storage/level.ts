@@ -238,7 +238,13 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
         limit: range.limit ?? -1,
       });
       try {
-        for await (const entry of iterator) yield entry;
+        // Entries come from LevelDB in chunks: one native call and one promise per chunk
+        // instead of per entry (a resume reads thousands of conversation entries).
+        for (let size = 64; ; size = Math.min(size * 4, 4096)) {
+          const chunk = await iterator.nextv(size);
+          if (chunk.length === 0) break;
+          for (const entry of chunk) yield entry;
+        }
       } catch (error) {
         throw readError(path, error);
       } finally {

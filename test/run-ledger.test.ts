@@ -1,0 +1,154 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type ModelProvider, type RunEvent, type Storage } from '../index.js';
+import { createRunStore } from '../core/run-store.js';
+import { layout } from '../core/layout.js';
+
+/**
+ * A restored run does not read its effect ledger back (core/run-ledger.ts): a call asks for
+ * its own entry by id; only effect inheritance loads the whole ledger, and only when it runs.
+ */
+
+/** Records the ranges and keys read, so a test can say what a restore touched. */
+function watchedStorage(inner: Storage) {
+  const reads = { ranges: [] as string[], gets: [] as string[] };
+  const storage: Storage = {
+    get status() {
+      return inner.status;
+    },
+    get: (key) => {
+      reads.gets.push(key);
+      return inner.get(key);
+    },
+    write: (ops, options) => inner.write(ops, options),
+    entries: (range) => {
+      reads.ranges.push(range.gte ?? '');
+      return inner.entries(range);
+    },
+    claim: (runId, owner) => inner.claim(runId, owner),
+    release: (claim) => inner.release(claim),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+  } as Storage;
+  return { storage, reads };
+}
+
+const ledgerPrefix = layout.ledgers('r1').gte!;
+
+/** A model that plays `turns` of agent `a` in order and then waits, until aborted, at `stopAt`. */
+function stoppingModel(turns: number, stopAt: number, reached: () => void): ModelProvider {
+  return {
+    id: 'scripted',
+    async generate(request, { signal }) {
+      const turn = request.messages.filter((m) => m.role === 'assistant').length;
+      if (turn === stopAt) {
+        reached();
+        return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+      }
+      const message = turn < turns ? { role: 'assistant' as const, content: '', toolCalls: [{ id: `call_${turn}`, name: 'send', args: { to: `p${turn}` } }] } : { role: 'assistant' as const, content: 'done' };
+      return { message, usage: { inputTokens: 1, outputTokens: 1 } };
+    },
+  };
+}
+
+function sendTool(effect: 'read' | 'irreversible') {
+  const sent: string[] = [];
+  const t = tool({
+    name: 'send',
+    description: 'Sends a message.',
+    input: z.object({ to: z.string() }),
+    effect,
+    run: ({ to }) => {
+      sent.push(to);
+      return { sent: to };
+    },
+  });
+  return { tool: t, sent };
+}
+
+describe('the effect ledger of a restored run', () => {
+  it('is not read at restore; a replayed call reads its own entry by id', async () => {
+    const inner = memoryStorage();
+    const { tool: send } = sendTool('read');
+    const def = () => crew({ id: 'lazy', agents: [agent({ id: 'a', role: 'a', instructions: 'a', model: 'scripted', tools: [send], maxSteps: 50 })] });
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    {
+      const node = await createNode({ storage: inner, models: { scripted: stoppingModel(20, 20, reached) }, crews: [def()] });
+      await node.run(def(), { input: 'go', runId: 'r1' });
+      await stopped;
+      await node.close();
+    }
+    expect((await createRunStore(inner).ledger('r1')).length).toBeGreaterThanOrEqual(40);
+    const { storage, reads } = watchedStorage(inner);
+    const node = await createNode({ storage, models: { scripted: stoppingModel(20, 99, () => {}) }, crews: [def()] });
+    const run = node.get('r1')!;
+    expect(run).toBeDefined();
+    // Nothing but the entry of the call that was in flight, which the agent asked for again.
+    expect(reads.ranges.filter((r) => r.startsWith(ledgerPrefix))).toEqual([]);
+    expect(reads.gets.filter((k) => k.startsWith(ledgerPrefix))).toEqual([layout.ledger('r1', 'a/t1/s21/model')]);
+    const result = await run.result();
+    expect(result).toMatchObject({ status: 'completed', output: 'done' });
+    // The interrupted model call and every later call looked for its own entry, once.
+    const looked = reads.gets.filter((k) => k.startsWith(ledgerPrefix));
+    expect(looked[0]).toBe(layout.ledger('r1', 'a/t1/s21/model'));
+    expect(new Set(looked).size).toBe(looked.length);
+    expect(reads.ranges.filter((r) => r.startsWith(ledgerPrefix))).toEqual([]);
+    await node.close();
+    await inner.close();
+  });
+
+  it('replays a result recorded after the checkpoint it resumes from, read by its id', async () => {
+    const inner = memoryStorage();
+    const { tool: send, sent } = sendTool('irreversible');
+    const def = () => crew({ id: 'lazy', agents: [agent({ id: 'a', role: 'a', instructions: 'a', model: 'scripted', tools: [send] })] });
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    {
+      const node = await createNode({ storage: inner, models: { scripted: stoppingModel(2, 2, reached) }, crews: [def()] });
+      await node.run(def(), { input: 'go', runId: 'r1' });
+      await stopped;
+      await node.close();
+    }
+    expect(sent).toEqual(['p0', 'p1']);
+    const node = await createNode({ storage: inner, models: { scripted: stoppingModel(2, 99, () => {}) }, crews: [def()] });
+    expect(await node.get('r1')!.result()).toMatchObject({ status: 'completed', output: 'done' });
+    expect(sent).toEqual(['p0', 'p1']);
+    await node.close();
+    await inner.close();
+  });
+
+  it('is loaded whole when a supervision restart after the resume inherits an effect recorded before it', async () => {
+    const inner = memoryStorage();
+    const { tool: send, sent } = sendTool('irreversible');
+    const def = () =>
+      crew({
+        id: 'lazy',
+        agents: [agent({ id: 'a', role: 'a', instructions: 'a', model: 'scripted', tools: [send], retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 } })],
+        supervision: { strategy: 'oneForOne', initialDelayMs: 1, maxRestarts: 2 },
+      });
+    let reached!: () => void;
+    const stopped = new Promise<void>((resolve) => (reached = resolve));
+    {
+      const node = await createNode({ storage: inner, models: { scripted: stoppingModel(1, 1, reached) }, crews: [def()] });
+      await node.run(def(), { input: 'go', runId: 'r1' });
+      await stopped;
+      await node.close();
+    }
+    expect(sent).toEqual(['p0']);
+    // After the resume the task's second turn fails for good: supervision restarts the task,
+    // whose first call (the same send) must take over the effect of the first process.
+    const { storage, reads } = watchedStorage(inner);
+    const models = { scripted: scriptedModel({ script: { a: [{ toolCalls: [{ name: 'send', args: { to: 'p0' } }] }, { text: 'done', failFirst: 1 }] } }) };
+    const node = await createNode({ storage, models, crews: [def()] });
+    const restarts: RunEvent[] = [];
+    node.subscribe((e) => e.type === 'actor.restarted' && restarts.push(e));
+    expect(await node.get('r1')!.result()).toMatchObject({ status: 'completed', output: 'done' });
+    expect(sent).toEqual(['p0']);
+    expect(reads.ranges.filter((r) => r.startsWith(ledgerPrefix))).toHaveLength(1);
+    const inherited = (await createRunStore(inner).ledger('r1')).find((e) => e.inheritedFrom);
+    expect(inherited).toMatchObject({ inheritedFrom: 'a/t1/s1/tool/call_0', status: 'done' });
+    await node.close();
+    await inner.close();
+  });
+});
