@@ -20,6 +20,7 @@ import { assign, createActor, setup } from 'xstate';
 import { z } from 'zod';
 import { agent, createNode, crew, scriptedModel, tool, type RunEvent, type Storage, type StorageOp } from '../index.js';
 import { levelStorage } from '../storage/level.js';
+import { layout } from '../core/layout.js';
 
 // ---- shared helpers (also used by resume-time.ts) ---------------------------------------
 
@@ -75,14 +76,19 @@ export async function tempDir(prefix: string): Promise<string> {
 
 /** Wraps a storage to count batches and the bytes they carry (keys + values). */
 export function countingStorage(inner: Storage) {
-  const stats = { batches: 0, ops: 0, bytes: 0, maxBytes: 0 };
+  // `packBytes`: the part of `bytes` that packs log entries into segments (core/log-store.ts).
+  const stats = { batches: 0, ops: 0, bytes: 0, maxBytes: 0, packBytes: 0 };
   const wrapped: Storage = Object.create(inner) as Storage;
   Object.defineProperty(wrapped, 'write', {
     value: (ops: readonly StorageOp[], options?: { sync?: boolean }) => {
       stats.batches += 1;
       stats.ops += ops.length;
       let bytes = 0;
-      for (const op of ops) bytes += op.key.length + (op.type === 'put' ? op.value.byteLength : 0);
+      for (const op of ops) {
+        const size = op.key.length + (op.type === 'put' ? op.value.byteLength : 0);
+        bytes += size;
+        if (layout.isLogSegment(op.key) || (op.type === 'del' && layout.isLogEntry(op.key))) stats.packBytes += size;
+      }
       stats.bytes += bytes;
       stats.maxBytes = Math.max(stats.maxBytes, bytes);
       return inner.write(ops, options);

@@ -1,6 +1,7 @@
 import type { AnyActor } from 'xstate';
 import { hydrate, type BlobWriter } from './blobs.js';
-import { decode, decodeAll } from './codec.js';
+import { decode } from './codec.js';
+import { createLogWriter, readLogRange } from './log-store.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { layout } from './layout.js';
 import { put, type UsageLedger, type UsageTotals } from './run-store.js';
@@ -65,6 +66,8 @@ export interface Checkpoint {
   recordVersions?: Record<string, number>;
   /** See {@link Manifest.secrets}; `undefined` when the checkpoint does not say. */
   secrets?: string[];
+  /** Layout 2: per log, the entries read back that are stored singly (not yet packed). */
+  logTails?: Array<[string, Array<{ n: number; value: unknown }>]>;
 }
 
 /** An actor record with the actor's mailbox position. */
@@ -110,6 +113,7 @@ export interface Checkpointer {
 export function createCheckpointer(options: { runId: string; rootId: string; machine: { id: string; version: string }; blobs: BlobWriter; redact: Redactor }): Checkpointer {
   const { runId, rootId, machine, blobs, redact } = options;
   let splitter: SnapshotSplitter = createSnapshotSplitter();
+  const logs = createLogWriter({ runId, redact });
   const positions = new Map<string, string>();
   return {
     capture(root, input) {
@@ -136,7 +140,7 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
         if (position) positions.set(actorId, `${position.seq}/${position.cursor}`);
         changed.push(actorId);
       }
-      for (const entry of capture.entries) ops.push(put(layout.log(runId, entry.log, entry.n), redact(entry.value)));
+      ops.push(...logs.write(capture.entries));
       for (const agentId of input.usage.changed) {
         ops.push(put(layout.actor(runId, usageOf(agentId), input.seq), input.usage.agents[agentId]));
         changed.push(usageOf(agentId));
@@ -153,6 +157,7 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
     seed(checkpoint) {
       splitter = createSnapshotSplitter({ logSeq: checkpoint.logSeq ?? 0 });
       splitter.seed(checkpoint.arrays ?? []);
+      logs.seed(new Map(checkpoint.logTails ?? []));
       positions.clear();
     },
   };
@@ -197,6 +202,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
   const manifest = raw as Manifest;
   try {
     const records = new Map<string, StoredActor | undefined>();
+    const tails = new Map<string, Array<{ n: number; value: unknown }>>();
     const recordVersions: Record<string, number> = {};
     const versionOf = async <T>(actorId: string): Promise<T | undefined> => {
       const found = await newestEntry<T>(storage, layout.actorUpTo(runId, actorId, manifest.seq));
@@ -210,13 +216,31 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       }
       return records.get(actorId);
     };
+    // Every read a rebuild needs, issued together once the root names the children: a
+    // resume waits for one round of storage reads, not one per record.
+    const root = await recordOf(manifest.rootId);
+    const childIds = Object.keys(((root?.snapshot ?? {}) as { children?: object }).children ?? {});
+    const actorIds = [manifest.rootId, ...childIds];
+    const readRing = async () => {
+      const ring: Array<{ index: number; id: string }> = [];
+      for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
+      return ring;
+    };
+    const [, used, total, ring] = await Promise.all([
+      Promise.all(childIds.map(recordOf)),
+      Promise.all(actorIds.map((actorId) => versionOf<UsageTotals>(usageOf(actorId)))),
+      versionOf<UsageTotals>(USAGE_TOTAL),
+      readRing(),
+    ]);
     const { snapshot, arrays } = await reassemble(
       {
         actor: recordOf,
         log: async (ref) => {
-          const values: Uint8Array[] = [];
-          for await (const [, value] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) values.push(value);
-          return decodeAll(values);
+          const { values, singles } = await readLogRange(storage, runId, ref);
+          // The newest range of a log ends with its singles: the tail its writer continues.
+          const known = tails.get(ref.log);
+          if (!known || (singles.at(-1)?.n ?? -1) > (known.at(-1)?.n ?? -1)) tails.set(ref.log, singles);
+          return values;
         },
       },
       manifest.rootId,
@@ -224,19 +248,14 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
     const cursors: Record<string, number> = {};
     const mailboxSeq: Record<string, number> = {};
     const agents: Record<string, UsageTotals> = {};
-    const actorIds = [manifest.rootId, ...Object.keys((snapshot as { children?: object }).children ?? {})];
-    for (const actorId of actorIds) {
+    for (const [i, actorId] of actorIds.entries()) {
       const position = (await recordOf(actorId))?.mailbox;
       if (position) {
         mailboxSeq[actorId] = position.seq;
         cursors[actorId] = position.cursor;
       }
-      const used = await versionOf<UsageTotals>(usageOf(actorId));
-      if (used) agents[actorId] = used;
+      if (used[i]) agents[actorId] = used[i];
     }
-    const total = await versionOf<UsageTotals>(USAGE_TOTAL);
-    const ring: Array<{ index: number; id: string }> = [];
-    for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
     return {
       seq: manifest.seq,
       ts: manifest.ts,
@@ -252,6 +271,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       arrays,
       recordVersions,
       ...(manifest.secrets ? { secrets: manifest.secrets } : {}),
+      logTails: [...tails],
     };
   } catch (error) {
     if (error instanceof TroupeError) throw error;

@@ -1,6 +1,7 @@
 import type { Checkpoint, Manifest } from './checkpoints.js';
 import { decode } from './codec.js';
-import { layout, seqOf } from './layout.js';
+import { layout } from './layout.js';
+import { forkLogOps } from './log-store.js';
 import { put, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
 import type { KeyRange, StorageOp } from './storage.js';
 
@@ -46,7 +47,7 @@ export async function forkOps(store: RunStore, source: RunRecord, checkpoint: Ch
       if (seq <= manifest.seq) newest.set(actorId, { key, value });
     }
     for (const [actorId, { value }] of newest) ops.push({ type: 'put', key: layout.actor(to, actorId, 1), value });
-    await copy(layout.logs(from), swap, (key) => seqOf(key) <= manifest.logSeq);
+    ops.push(...(await forkLogOps(storage, from, to, manifest.logSeq)));
     await copy(layout.seens(from), swap, () => true);
     ops.push(put(layout.checkpoint(to, 1), { ...manifest, seq: 1 }));
   } else {

@@ -12,6 +12,9 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  *                                     and valid until the actor's next record (layout 2)
  * - `log:<run>:<log>:<n>`             entry `n` of an append-only log (a conversation): each
  *                                     message is written once; actor records refer to ranges
+ * - `logseg:<run>:<log>:<last>`       entries of a log packed into one value once there were
+ *                                     enough of them, keyed by the last one's number (the
+ *                                     entries it packs are no longer stored one by one)
  * - `jrnl:<run>:<seq>`                the journal: one fact per entry, in order
  * - `ledger:<run>:<callId>`           the effect ledger: intent and result of each call
  * - `mbox:<run>:<actor>:<seq>`        mailbox entries (undelivered beyond the actor's cursor)
@@ -71,6 +74,18 @@ export const layout = {
   /** Entries `from` (inclusive) to `to` (exclusive) of a log. */
   logRange: (runId: string, logId: string, from: number, to: number): KeyRange => ({ gte: layout.log(runId, logId, from), lt: layout.log(runId, logId, to) }),
   logs: (runId: string): KeyRange => prefixRange(`log:${runId}:`),
+  logSegment: (runId: string, logId: string, lastN: number) => `logseg:${runId}:${logId}:${seqKey(lastN)}`,
+  /** Segments of a log whose last entry is `from` or later, in entry order. */
+  logSegmentsFrom: (runId: string, logId: string, from: number): KeyRange => ({ gte: layout.logSegment(runId, logId, from), lt: `logseg:${runId}:${logId}:\uffff` }),
+  logSegments: (runId: string): KeyRange => prefixRange(`logseg:${runId}:`),
+  isLogEntry: (key: string) => key.startsWith('log:'),
+  isLogSegment: (key: string) => key.startsWith('logseg:'),
+  /** `[logId, lastN]` of a log segment key. */
+  parseLogSegment: (runId: string, key: string): [string, number] => {
+    const rest = after(key, `logseg:${runId}:`);
+    const cut = rest.lastIndexOf(':');
+    return [rest.slice(0, cut), Number(rest.slice(cut + 1))];
+  },
 
   journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
   journals: (runId: string): KeyRange => prefixRange(`jrnl:${runId}:`),
@@ -113,6 +128,7 @@ export const layout = {
     prefixRange(`ckpt:${runId}:`),
     prefixRange(`actor:${runId}:`),
     prefixRange(`log:${runId}:`),
+    prefixRange(`logseg:${runId}:`),
     prefixRange(`jrnl:${runId}:`),
     prefixRange(`ledger:${runId}:`),
     prefixRange(`mbox:${runId}:`),

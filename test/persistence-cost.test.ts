@@ -41,28 +41,44 @@ async function bytesPerStep(steps: number, idle: number) {
   const { storage, stats } = countingStorage(memoryStorage());
   await using node = await createNode({ storage, models: { scripted: scriptedModel({ script, latencyMs: 0 }) } });
   const atCall: number[] = [];
+  const packedAt: number[] = [];
   node.subscribe((event: RunEvent) => {
-    if (event.type === 'model.call' && event.actor === 'worker') atCall.push(stats.bytes);
+    if (event.type === 'model.call' && event.actor === 'worker') {
+      atCall.push(stats.bytes);
+      packedAt.push(stats.packBytes);
+    }
   });
   const run = await node.run(def, { input: 'go', runId: `cost-${idle}` });
   expect((await run.result()).output).toBe(`done after ${steps} steps`);
   expect(atCall).toHaveLength(steps);
   const perStep = atCall.slice(1).map((bytes, k) => bytes - atCall[k]!);
-  return { perStep, total: stats.bytes, batches: stats.batches };
+  const packing = packedAt.slice(1).map((bytes, k) => bytes - packedAt[k]!);
+  return { perStep, packing, total: stats.bytes, batches: stats.batches };
 }
 
 describe('persistence cost', () => {
   it('the bytes written per step of a 2,000-step run stay under a fixed bound', async () => {
-    const { perStep } = await bytesPerStep(2_000, 0);
+    const { perStep, packing } = await bytesPerStep(2_000, 0);
     expect(perStep).toHaveLength(1_999);
-    // Step 10 of the run (index 9: from model call 10 to model call 11).
+    // Step 10 of the run (index 9: from model call 10 to model call 11), before any packing.
+    expect(packing.slice(0, 20).every((b) => b === 0)).toBe(true);
     const early = perStep[9]!;
     // A step is small to begin with: a bound in the low KB, against 55 KB at step 100 before.
     expect(early).toBeLessThan(8 * 1024);
     const bound = 1.5 * early + 512;
-    const last = perStep.slice(-100);
-    for (const [i, bytes] of last.entries()) expect(bytes, `step ${perStep.length - 100 + i + 1} wrote ${bytes} bytes; step 10 wrote ${early}`).toBeLessThan(bound);
-    console.info(`persistence cost: step 10 ${early} B, step 2,000 ${perStep.at(-1)} B, bound ${bound} B`);
+    const last = perStep.slice(-300);
+    const lastPacking = packing.slice(-300);
+    for (const [i, bytes] of last.entries()) {
+      expect(bytes - lastPacking[i]!, `step ${perStep.length - 300 + i + 1} wrote ${bytes} bytes; step 10 wrote ${early}`).toBeLessThan(bound);
+    }
+    // Packing rewrites each conversation entry once, in segments of a fixed number of
+    // entries: it happens, and it does not grow with the conversation either.
+    const packs = packing.filter((b) => b > 0);
+    expect(packs.length).toBeGreaterThan(10);
+    expect(Math.max(...packs)).toBeLessThan(1.2 * packs[0]!);
+    const mean = last.reduce((a, b) => a + b, 0) / last.length;
+    expect(mean).toBeLessThan(1.5 * early + 512);
+    console.info(`persistence cost: step 10 ${early} B, step 2,000 ${perStep.at(-1)} B, bound ${bound} B, packing ${packs[0]} B every ${Math.round(packing.length / packs.length)} steps`);
     // ~11 s of CPU; the margin is for a shared machine, not for the bytes.
   }, 90_000);
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type ModelProvider, type RunEvent, type Storage } from '../index.js';
+import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type ModelProvider, type Storage } from '../index.js';
 import { createRunStore } from '../core/run-store.js';
 import { layout } from '../core/layout.js';
 
@@ -12,24 +12,14 @@ import { layout } from '../core/layout.js';
 /** Records the ranges and keys read, so a test can say what a restore touched. */
 function watchedStorage(inner: Storage) {
   const reads = { ranges: [] as string[], gets: [] as string[] };
-  const storage: Storage = {
-    get status() {
-      return inner.status;
+  const storage = new Proxy(inner, {
+    get(target, property) {
+      if (property === 'get') return (key: string) => (reads.gets.push(key), target.get(key));
+      if (property === 'entries') return (range: Parameters<Storage['entries']>[0]) => (reads.ranges.push(range.gte ?? ''), target.entries(range));
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
     },
-    get: (key) => {
-      reads.gets.push(key);
-      return inner.get(key);
-    },
-    write: (ops, options) => inner.write(ops, options),
-    entries: (range) => {
-      reads.ranges.push(range.gte ?? '');
-      return inner.entries(range);
-    },
-    claim: (runId, owner) => inner.claim(runId, owner),
-    release: (claim) => inner.release(claim),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-  } as Storage;
+  });
   return { storage, reads };
 }
 
@@ -141,8 +131,6 @@ describe('the effect ledger of a restored run', () => {
     const { storage, reads } = watchedStorage(inner);
     const models = { scripted: scriptedModel({ script: { a: [{ toolCalls: [{ name: 'send', args: { to: 'p0' } }] }, { text: 'done', failFirst: 1 }] } }) };
     const node = await createNode({ storage, models, crews: [def()] });
-    const restarts: RunEvent[] = [];
-    node.subscribe((e) => e.type === 'actor.restarted' && restarts.push(e));
     expect(await node.get('r1')!.result()).toMatchObject({ status: 'completed', output: 'done' });
     expect(sent).toEqual(['p0']);
     expect(reads.ranges.filter((r) => r.startsWith(ledgerPrefix))).toHaveLength(1);
