@@ -59,6 +59,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
         step: step.step,
         phase: step.attempt > 0 ? 'recover' : 'plan',
         attempt: step.attempt,
+        priorTurns: step.priorTurns ?? 0,
       },
       { signal, onToken: (text) => deps.emit({ type: 'model.token', runId, actor: agentId, callId, text }) },
     );
