@@ -33,6 +33,7 @@ export {
   createRouter,
   type ScriptedModelOptions,
   type ScriptedTurn,
+  type ScriptedCall,
   type Script,
   type OpenAICompatibleOptions,
   type AnthropicOptions,

@@ -160,6 +160,11 @@ export interface AgentContext {
   inherits?: number[];
   /** The first task since the last reset: a reset hands every task from here on to the next attempt. */
   generation?: number;
+  /**
+   * Model answers of this agent's tasks that completed since the last reset: tells a model
+   * which turn of the run a call is (`ModelRequest.priorTurns`). Absent in older snapshots.
+   */
+  turnsDone?: number;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -213,8 +218,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
   const machineSetup = setup({
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
-      callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, messages: input.messages, tools: offered }, signal),
+      callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; priorTurns: number; messages: Message[] }>(({ input, signal }) =>
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered }, signal),
       ),
       runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
@@ -403,8 +408,12 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         taskPolicy: null,
         // A new task number, so a restarted agent does not replay the failed attempt's calls.
         tasksDone: context.tasksDone + 1,
+        // The process starts over, so the agent's turns do too.
+        turnsDone: 0,
       })),
       countTask: assign(({ context }) => ({ tasksDone: context.tasksDone + 1 })),
+      // Only a task that completed moves the agent on in its turns: a failed one is asked again.
+      countTurns: assign(({ context }) => ({ turnsDone: (context.turnsDone ?? 0) + context.conversation.filter((m) => m.role === 'assistant').length })),
       // A failed task's effects are owed to whoever does the work next (a restart, a re-delegation).
       releaseTask: assign(({ context }) => ({ inherits: withTasks(context.inherits, context.tasksDone + 1, context.tasksDone + 1) })),
     },
@@ -441,6 +450,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       deadline: null,
       inherits: [],
       generation: 1,
+      turnsDone: 0,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { [ENVELOPE_EVENT]: { guard: 'isReset', target: '.idle', actions: 'reset' } },
@@ -454,7 +464,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           {
             id: 'model',
             src: 'callModel',
-            input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, messages: context.conversation }),
+            input: ({ context }) => ({ task: context.tasksDone + 1, step: context.step, attempt: context.attempt, priorTurns: context.turnsDone ?? 0, messages: context.conversation }),
             onDone: [
               {
                 guard: { type: 'wantsDelegation', params: ({ event }) => ({ response: event.output }) },
@@ -524,7 +534,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         },
       },
       done: {
-        entry: ['countTask', 'replyDone'],
+        entry: ['countTurns', 'countTask', 'replyDone'],
         on: { [ENVELOPE_EVENT]: { guard: 'isTask', target: 'planning', actions: 'startTask' } },
       },
       failed: {

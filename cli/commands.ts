@@ -72,10 +72,10 @@ let live: ReturnType<typeof createLiveView> | undefined;
  * Prints every event of the node: JSON lines, a live in-place view on a terminal (`--live`,
  * the default on a TTY), or one line per event (the first is always the run id).
  */
-function watch(node: TroupeNode, json: boolean, global: GlobalOptions): void {
+function watch(node: TroupeNode, json: boolean, global: GlobalOptions, header: { crew?: string; runId?: string } = {}): void {
   if (json) node.subscribe((event) => process.stdout.write(`${JSON.stringify(event)}\n`));
   else if (process.stdout.isTTY && !global.plain) {
-    live = createLiveView(process.stdout);
+    live = createLiveView(process.stdout, header);
     node.subscribe(live.listener);
   } else node.subscribe(createProgressPrinter(process.stdout));
 }
@@ -133,7 +133,7 @@ async function moduleOfRun(db: string, runId: string) {
 async function continueRun(db: string, runId: string, json: boolean, global: GlobalOptions, act?: (node: TroupeNode) => Promise<unknown>, flags?: NetworkFlags) {
   const mod = await moduleOfRun(db, runId);
   return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node) => {
-    watch(node, json, global);
+    watch(node, json, global, { crew: mod.definition.id, runId });
     const run = await node.resume(runId, mod.definition);
     if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
     if (!act) {
@@ -180,7 +180,7 @@ export async function runCommand(file: string, opts: { db: string; runId?: strin
   const input = opts.input ?? mod.input;
   if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
   process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node) => {
-    watch(node, opts.json ?? false, global);
+    watch(node, opts.json ?? false, global, { crew: mod.definition.id, ...(opts.runId ? { runId: opts.runId } : {}) });
     const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
     return follow(run, opts.json ?? false, opts.db);
   });

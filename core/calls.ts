@@ -42,7 +42,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   const recorded = lookup instanceof Promise ? await lookup : lookup;
   if (recorded?.status === 'done') {
     const response = recorded.result as ModelResponse;
-    deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, requested: step.model, usage: response.usage, ms: 0, replayed: true });
+    deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: response.model ?? recorded.name, requested: step.model, usage: response.usage, ...(response.cost !== undefined ? { cost: response.cost } : {}), ms: 0, replayed: true });
     return response;
   }
   const full = deps.room();
@@ -62,6 +62,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
         step: step.step,
         phase: step.attempt > 0 ? 'recover' : 'plan',
         attempt: step.attempt,
+        priorTurns: step.priorTurns ?? 0,
       },
       { signal, onToken: (text) => deps.emit({ type: 'model.token', runId, actor: agentId, callId, text }) },
     );
@@ -93,7 +94,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     ...(response.cost !== undefined ? { cost: response.cost } : {}),
     ...(response.meta ? { meta: response.meta } : {}),
   });
-  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, requested: step.model, usage: response.usage, ms, replayed: false }, seq);
+  deps.emit({ type: 'model.call', runId, actor: agentId, callId, model: served, requested: step.model, usage: response.usage, ...(response.cost !== undefined ? { cost: response.cost } : {}), ms, replayed: false }, seq);
   return response;
 }
 

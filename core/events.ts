@@ -11,14 +11,15 @@ export type RunEvent = RunEventBody & { journalSeq?: number };
 /**
  * The {@link RunEvent} variants, without the journal sequence number. On `model.call`,
  * `model` is the model that served the call and `requested` the one the agent asked for;
- * `ms` on `model.call`, `model.error` and `tool.call` is how long the call took.
+ * `ms` on `model.call`, `model.error` and `tool.call` is how long the call took; `cost` on
+ * `model.call` is in US dollars, present when the provider reports it.
  */
 export type RunEventBody =
   | { type: 'run.started'; runId: string; crew: string }
   | { type: 'run.resumed'; runId: string; crew: string; checkpoint: number }
   | { type: 'state'; runId: string; actor: string; state: string }
   | { type: 'message'; runId: string; from: string; to: string; messageType: string }
-  | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; requested?: string; usage: Usage; ms: number; replayed: boolean }
+  | { type: 'model.call'; runId: string; actor: string; callId: string; model: string; requested?: string; usage: Usage; cost?: number; ms: number; replayed: boolean }
   | { type: 'model.token'; runId: string; actor: string; callId: string; text: string }
   | { type: 'model.error'; runId: string; actor: string; callId: string; model: string; error: SerializedError; ms?: number }
   | { type: 'tool.call'; runId: string; actor: string; callId: string; tool: string; ok: boolean; replayed: boolean; ms: number }

@@ -29,7 +29,7 @@ export function eventOfJournal(runId: string, crew: string, entry: JournalEntry)
       if (d.deadLetter) return undefined;
       return { type: 'message', runId, from: qualify(entry.actor), to: qualify(d.to), messageType: String(d.type), journalSeq };
     case 'model.call':
-      return { type: 'model.call', runId, actor: entry.actor, callId: String(d.callId), model: String(d.model), ...(d.requested !== undefined ? { requested: String(d.requested) } : {}), usage: d.usage as Usage, ms: Number(d.ms ?? 0), replayed: false, journalSeq };
+      return { type: 'model.call', runId, actor: entry.actor, callId: String(d.callId), model: String(d.model), ...(d.requested !== undefined ? { requested: String(d.requested) } : {}), usage: d.usage as Usage, ...(d.cost !== undefined ? { cost: Number(d.cost) } : {}), ms: Number(d.ms ?? 0), replayed: false, journalSeq };
     case 'model.error':
       return { type: 'model.error', runId, actor: entry.actor, callId: String(d.callId), model: String(d.model), error: d.error as SerializedError, ...(d.ms !== undefined ? { ms: Number(d.ms) } : {}), journalSeq };
     case 'tool.call':

@@ -25,6 +25,16 @@ export interface ModelRequest {
   phase: 'plan' | 'recover';
   /** 0 for the first attempt of this step, then 1, 2, … */
   attempt: number;
+  /**
+   * Model answers this agent got in its earlier tasks of the run that completed (each
+   * round of a group chat, each delegation is a task of its own). A failed attempt's
+   * answers do not count, nor do those a crew reset undid, so a restart asks again what the
+   * failed attempt asked. Added to the assistant messages of `messages`, it numbers this
+   * call among the agent's turns in the run. It is part of the agent's checkpointed state,
+   * so a resumed run sends the same number an uninterrupted one would. Absent (0) from
+   * callers that have no tasks.
+   */
+  priorTurns?: number;
 }
 
 /** Token counts of one call. */

@@ -27,6 +27,8 @@ export interface ModelStep {
   step: number;
   /** 0 on the first attempt of the step; retries from `recovering` count up. */
   attempt: number;
+  /** Model answers of the agent's earlier completed tasks (see `ModelRequest.priorTurns`). */
+  priorTurns?: number;
   messages: readonly Message[];
   tools: readonly Tool[];
 }

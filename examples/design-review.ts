@@ -4,19 +4,13 @@
  *
  *   npx troupe run examples/design-review.ts
  */
-import { agent, crew, scriptedModel, type Script } from 'troupe';
+import { agent, crew, scriptedModel } from 'troupe';
 
-const lines: Record<string, string[]> = {
+/** Each speaker's lines in order: round after round, the scripted model plays its next one. */
+const script = {
   designer: ['Proposal: a double-walled steel mug with a sliding lid.', 'Revised: screw-on lid with a silicone seal, 350 ml.'],
   critic: ['Sliding lids leak in bags. The lid must seal.', 'The seal fixes leaking. I accept the design.'],
   engineer: ['Steel walls are fine; a screw thread costs 0.40 more per unit.', 'Agreed: screw-on lid, silicone seal, 350 ml. TERMINATE'],
-};
-
-/** Each speaker says its next line: how many it has said is counted from the transcript. */
-const script: Script = (request) => {
-  const transcript = request.messages[1]?.content ?? '';
-  const said = transcript.split('\n').filter((line) => line.startsWith(`${request.agent}: `)).length;
-  return lines[request.agent]![said] ?? 'Nothing to add. TERMINATE';
 };
 
 export const models = { scripted: scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 120) }) };

@@ -6,7 +6,7 @@
  *   npx troupe run examples/hierarchical-crew.ts
  */
 import { z } from 'zod';
-import { agent, crew, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
+import { agent, crew, scriptedModel, tool, type ScriptedTurn } from 'troupe';
 import { demoModels } from './demo-models.js';
 
 const library: Record<string, string> = {
@@ -27,8 +27,11 @@ const draft1 = 'Agents are actors: they keep state and talk by messages. Crews s
 const draft2 =
   'An agent runtime should be an actor system: each agent owns its state and speaks only through messages, a supervisor restarts it when it fails, and every step is checkpointed so a crew survives a crash.';
 
-/** Each agent's turns, chosen by how many answers it has given in the current task. */
-const turns: Record<string, ScriptedTurn[]> = {
+/**
+ * Each agent's turns in the run, played in order: the writer's second task (the revision)
+ * gets its third turn, the revised draft.
+ */
+const script: Record<string, ScriptedTurn[]> = {
   lead: [
     { text: 'First, facts.', toolCalls: [{ name: 'delegate', args: { agent: 'researcher', task: 'Find facts on actors, supervision and durable execution; put them on the blackboard.' } }] },
     { text: 'Now a draft.', toolCalls: [{ name: 'delegate', args: { agent: 'writer', task: 'Write a one-sentence thesis from the findings on the blackboard.' } }] },
@@ -43,14 +46,8 @@ const turns: Record<string, ScriptedTurn[]> = {
   writer: [
     { text: 'Reading the findings.', toolCalls: [{ name: 'read_blackboard', args: { key: 'findings' } }] },
     draft1,
+    draft2,
   ],
-};
-
-const script: Script = (request) => {
-  const answered = request.messages.filter((m) => m.role === 'assistant').length;
-  // The writer's second task is the revision: it answers with the revised draft at once.
-  if (request.agent === 'writer' && request.messages[1]?.content.startsWith('Revise')) return draft2;
-  return turns[request.agent]![answered]!;
 };
 
 /** Scripted, with latency so the live view has something to show. */

@@ -34,7 +34,7 @@ const countWords = tool({
 const draft =
   'Troupe combines three ideas. Actors keep private state and talk by messages; statecharts make each actor\'s behaviour explicit; durable execution checkpoints every step so a crew resumes after a crash.';
 
-/** Turns per agent; the scripted model plays them in order, keyed by the conversation. */
+/** Turns per agent, played in order across its tasks (counted from the checkpointed conversation). */
 const script = {
   researcher: [
     { text: 'I will look up the actor model first.', toolCalls: [{ name: 'search', args: { topic: 'actor model' } }] },

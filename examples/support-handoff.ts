@@ -6,7 +6,7 @@
  *   npx troupe run examples/support-handoff.ts
  */
 import { z } from 'zod';
-import { agent, crew, scriptedModel, tool, type Script, type ScriptedTurn } from 'troupe';
+import { agent, crew, scriptedModel, tool, type ScriptedTurn } from 'troupe';
 
 const invoices: Record<string, { cents: number; charges: number }> = { 'INV-12': { cents: 2400, charges: 2 } };
 
@@ -26,7 +26,7 @@ const refund = tool({
   run: ({ invoice, cents }, ctx) => ({ refunded: cents, invoice, reference: `rf_${ctx.idempotencyKey.slice(-12)}` }),
 });
 
-const turns: Record<string, ScriptedTurn[]> = {
+const script: Record<string, ScriptedTurn[]> = {
   triage: [{ text: 'A billing question.', toolCalls: [{ name: 'handoff', args: { to: 'billing', context: 'Customer says INV-12 was charged twice.' } }] }],
   billing: [
     { text: 'Checking the invoice.', toolCalls: [{ name: 'lookup_invoice', args: { invoice: 'INV-12' } }] },
@@ -35,8 +35,6 @@ const turns: Record<string, ScriptedTurn[]> = {
   ],
   tech: ['I only handle technical problems.'],
 };
-
-const script: Script = (request) => turns[request.agent]![request.messages.filter((m) => m.role === 'assistant').length]!;
 
 export const models = { scripted: scriptedModel({ script, latencyMs: Number(process.env.TROUPE_SCRIPTED_LATENCY_MS ?? 120) }) };
 

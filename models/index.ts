@@ -4,7 +4,7 @@
  * of them.
  * @module
  */
-export { scriptedModel, type ScriptedModelOptions, type ScriptedTurn, type Script } from './scripted.js';
+export { scriptedModel, type ScriptedModelOptions, type ScriptedTurn, type ScriptedCall, type Script } from './scripted.js';
 export { openAICompatible, toOpenAIMessages, toOpenAITools, type OpenAICompatibleOptions } from './openai.js';
 export { anthropic, toAnthropicMessages, toAnthropicTools, type AnthropicOptions } from './anthropic.js';
 export { createRouter, type RouterOptions, type RouteSpec, type Deprecation, type BreakerOptions, type BreakerState, type ModelRouter, type RouteAttempt } from './router.js';

@@ -49,10 +49,10 @@ describe('message bodies in logs, written once', () => {
       await new Promise<void>((resolve) => run.subscribe((e: RunEvent) => e.type === 'tool.call' && e.callId.includes('/s3/') && resolve()));
     }
     const seen: number[] = [];
-    const check: Script = (req) => {
+    const check: Script = (req, call) => {
       const pages = req.messages.filter((m) => m.role === 'tool' && m.content.startsWith('page '));
       seen.push(pages.reduce((n, m) => n + m.content.length, 0));
-      return script(req);
+      return script(req, call);
     };
     await using storage = await levelStorage({ path: dir.path });
     await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: check }) }, crews: [def] });
