@@ -12,6 +12,7 @@ export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serial
 export { address, parseAddress, parseEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
 export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
 export { resolveModel, checkModelRefs, type ModelRefProblem, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
+export { ModelSettingsSchema, type ModelSettings } from './core/model-settings.js';
 export { tool, type Tool, type ToolOptions, type ToolContext, type ToolEffect } from './core/tool.js';
 export { systemClock, randomIds, countingIds, type Clock, type IdGenerator } from './core/clock.js';
 export type { Storage, StorageOp, KeyRange, WriteOptions, Status, RunClaim } from './core/storage.js';

@@ -10,6 +10,7 @@ import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
 import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
+import { defineModelSettings, type ModelSettings } from '../core/model-settings.js';
 import {
   APPROVAL_DECISION,
   ApprovalDecisionPayloadSchema,
@@ -53,6 +54,15 @@ export interface AgentOptions {
   instructions: string;
   /** Model reference `provider:model` (or `provider` for its default). */
   model: string;
+  /**
+   * Call settings sent with every model call of this agent (temperature, token limit, stop
+   * sequences, provider-specific fields), checked when the agent is defined.
+   *
+   * @example
+   * agent({ id: 'writer', role: 'Writes', instructions: 'Write.', model: 'openai:gpt-4o',
+   *   settings: { temperature: 0.2, maxOutputTokens: 800, providerOptions: { openai: { user: 'crew-7' } } } });
+   */
+  settings?: ModelSettings;
   tools?: readonly Tool[];
   /** Model steps per task before the agent fails with `MAX_STEPS`. Default 10. */
   maxSteps?: number;
@@ -77,6 +87,8 @@ export interface AgentDefinition {
   readonly role: string;
   readonly instructions: string;
   readonly model: string;
+  /** Call settings sent with every model call (absent when none were given). */
+  readonly settings?: ModelSettings;
   readonly tools: readonly Tool[];
   readonly maxSteps: number;
   readonly retry: RetryPolicy;
@@ -104,12 +116,14 @@ export function agent(options: AgentOptions): AgentDefinition {
   const retry = checkBackoff(`agent "${options.id}"`, 'retry.', { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, jitter: 0.5, maxRetryAfterMs: 60_000, ...options.retry });
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1) throw new TypeError(`agent "${options.id}": retry.maxAttempts must be a positive integer`);
   if (!(retry.maxRetryAfterMs >= 0)) throw new TypeError(`agent "${options.id}": retry.maxRetryAfterMs must be a non-negative number of milliseconds`);
+  const settings = options.settings === undefined ? undefined : defineModelSettings(`agent "${options.id}"`, options.settings);
   return {
     kind: 'agent',
     id: options.id,
     role: options.role,
     instructions: options.instructions,
     model: options.model,
+    ...(settings ? { settings } : {}),
     tools,
     maxSteps,
     retry,
@@ -219,7 +233,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; priorTurns: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered }, signal),
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered, ...(def.settings ? { settings: def.settings } : {}) }, signal),
       ),
       runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
