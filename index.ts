@@ -6,8 +6,9 @@
  * `troupe/advanced`.
  * @module
  */
-export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
-export type { RunResult } from './core/run-host.js';
+export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunDefinition, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
+export type { RunResult } from './core/node-types.js';
+export type { OutputContract } from './core/output-schema.js';
 export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
 export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
@@ -18,7 +19,7 @@ export { systemClock, randomIds, countingIds, type Clock, type IdGenerator } fro
 export type { Storage, StorageOp, KeyRange, WriteOptions, Status, RunClaim } from './core/storage.js';
 export type { RunRecord, RunStatus, Checkpoint, JournalEntry, LedgerEntry } from './core/run-store.js';
 export type { RunEvent, RunEventListener } from './core/events.js';
-export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage } from './core/runtime.js';
+export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage, TypedOutput } from './core/runtime.js';
 export { agent, type AgentOptions, type AgentDefinition, type RetryPolicy, type AgentContext } from './actors/agent.js';
 export { crew, CREW_ACTOR_ID, type CrewOptions, type CrewDefinition, type CrewProcess } from './actors/crew.js';
 export type { CrewOutput, CrewContext } from './actors/crew-machine.js';

@@ -94,6 +94,16 @@ export interface RunOutput {
 }
 
 /**
+ * A definition whose run ends in a typed value (a crew with an `output` schema):
+ * `parseOutput` reads the final answer's text, which the run record keeps, into the value
+ * `run.result()` gives, throwing `OUTPUT_INVALID` when it does not fit. Read again on every
+ * `result()`, so a resumed or reloaded run yields the same value.
+ */
+export interface TypedOutput<T> {
+  readonly parseOutput?: (text: string) => T;
+}
+
+/**
  * Anything a node can run: a crew, or any root machine that follows the runtime contract
  * (its children are addressable by `systemId`, its final output is a {@link RunOutput}).
  */
