@@ -138,6 +138,11 @@ function resolveProcess(id: string, process: CrewProcess | undefined, ids: reado
 /**
  * Defines a crew. Throws a `TypeError` when the definition breaks a rule. With an `output`
  * schema, the definition (and so `run.result()`) is typed by it.
+ *
+ * @example
+ * const Brief = z.object({ title: z.string(), points: z.array(z.string()) });
+ * const briefing = crew({ id: 'briefing', agents: [agent({ id: 'extractor', role: 'Extracts', instructions: '…', model: 'ai', output: Brief })], output: Brief });
+ * const { output } = await (await node.run(briefing, { input: post })).result(); // { title: string; points: string[] }
  */
 export function crew<S extends z.ZodType>(options: CrewOptions & { output: S }): CrewDefinition<z.output<S>>;
 export function crew(options: CrewOptions): CrewDefinition;
