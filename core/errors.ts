@@ -41,6 +41,8 @@ export const ErrorCode = {
   INVALID_SPEAKER: 'INVALID_SPEAKER',
   INVALID_DELEGATION: 'INVALID_DELEGATION',
   MAX_STEPS: 'MAX_STEPS',
+  /** A final answer did not fit its `output` schema: an agent's after its last step, or a crew's. */
+  OUTPUT_INVALID: 'OUTPUT_INVALID',
   RETRIES_EXHAUSTED: 'RETRIES_EXHAUSTED',
   SNAPSHOT_VERSION: 'SNAPSHOT_VERSION',
   ABORTED: 'ABORTED',
