@@ -1,18 +1,11 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { agent, anthropic, createNode, crew, memoryStorage, openAICompatible, scriptedModel, type ModelRequest, type ModelSettings } from '../index.js';
-import { anthropicReply, openai, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { anthropicReply, openai, useFakeLLMServer } from './helpers/fake-llm-server.js';
 
 const OPENAI = '/v1/chat/completions';
 const ANTHROPIC = '/v1/messages';
 
-let server: FakeLLMServer;
-beforeAll(async () => {
-  server = await startFakeLLMServer();
-});
-afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-});
+const server = useFakeLLMServer();
 
 const settings: ModelSettings = {
   temperature: 0.3,
