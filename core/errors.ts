@@ -48,6 +48,10 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   MCP_CONNECT_FAILED: 'MCP_CONNECT_FAILED',
   SCHEMA_UNSUPPORTED: 'SCHEMA_UNSUPPORTED',
+  /** No node answers on the control socket of a database in use (none there, or it did not answer in time). */
+  CONTROL_UNAVAILABLE: 'CONTROL_UNAVAILABLE',
+  /** A control-socket request was malformed, too large or of an unknown kind. */
+  CONTROL_REQUEST_INVALID: 'CONTROL_REQUEST_INVALID',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

@@ -20,7 +20,7 @@ describe('troupe CLI', () => {
 
     const listed = await runTroupe(['runs', '--db', db.path, '--json']);
     expect(listed.code).toBe(0);
-    const [record] = JSON.parse(listed.stdout);
+    const { runs: [record] } = JSON.parse(listed.stdout);
     expect(record).toMatchObject({ id: 'cli-1', crew: 'research-crew', status: 'completed', resumes: 0 });
     expect(record.output).toMatch(/^Brief: /);
     expect(record.checkpoint).toBeGreaterThan(5);
