@@ -21,7 +21,8 @@ import { serveControlSocket } from './control-socket.js';
 import { DecidedResultSchema } from './control-protocol.js';
 import { DEFAULT_DB, decideHint, resumeHint } from './hints.js';
 import { loadCrewModule } from './load.js';
-import { openForReading } from './read-database.js';
+import { isLockedError, openForReading } from './read-database.js';
+import { connectControl } from './control-client.js';
 import type { NetworkFlags } from './network.js';
 import { transportFromFlags } from './transport.js';
 import { createLiveView } from './live-view.js';
@@ -73,7 +74,7 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
   });
   const session: NodeSession = {};
   const outcome = await (async () => {
-    await using storage = await levelStorage({ path: db, create: setup.create });
+    await using storage = await levelStorage({ path: db, create: setup.create }).catch((error: unknown) => explainLocked(db, error));
     const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
     await using node = await createNode({
       storage,
@@ -101,6 +102,27 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
     process.stderr.write(`\n${signal}: stopped; run ${session.runId} is checkpointed. Continue it with:\n  ${resume}\n`);
   }
   return EXIT_INTERRUPTED;
+}
+
+/**
+ * Rethrows a failed open; when another process holds the database, names it (asked over its
+ * control socket) and what still works meanwhile.
+ */
+async function explainLocked(db: string, error: unknown): Promise<never> {
+  if (!isLockedError(error)) throw error;
+  const pid = await connectControl(db, { timeoutMs: 2000 }).then(
+    async (control) => {
+      await control.close();
+      return control.peer.pid;
+    },
+    () => undefined,
+  );
+  if (pid === undefined) throw error;
+  throw new TroupeError(
+    ErrorCode.STORAGE_FAILED,
+    `database at ${db} is in use by process ${pid}; this command needs it to itself (stop that process first). Meanwhile runs, approvals, history, audit, inspect, approve and reject work through it`,
+    { cause: error, details: { path: db, locked: true, pid } },
+  );
 }
 
 const warn = (message: string) => process.stderr.write(`troupe: warning: ${message}\n`);

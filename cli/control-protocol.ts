@@ -9,7 +9,7 @@ import { z } from 'zod';
 /** Longest request line, in bytes (requests are ids and short options). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Longest response line, in bytes; `entries` pages stop short of it. */
-export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 /** Most entries one `entries` response carries; the client asks for the next page. */
 export const MAX_PAGE_ENTRIES = 512;
 /** Protocol version, answered by `hello`. */

@@ -88,7 +88,8 @@ describe('control socket path', () => {
   });
 });
 
-describe('CLI through the control socket of a running node', () => {
+// Each case starts several CLI processes (tsx compiles the sources in each): slow on a busy machine.
+describe('CLI through the control socket of a running node', { timeout: 120_000 }, () => {
   it('lists, shows, inspects and approves a parked run from a second process; the first process finishes it', async () => {
     const db = join(await dir(), 'db');
     const { proc, approvalId } = await parked(db, 'c1');
@@ -174,8 +175,28 @@ describe('CLI through the control socket of a running node', () => {
 
     // The node took none of it badly.
     expect(JSON.parse((await runTroupe(['approvals', '--db', db, '--json'])).stdout).approvals).toHaveLength(1);
+    // A command that needs the database to itself is told who holds it.
+    const resume = await runTroupe(['resume', 'c3', '--db', db]);
+    expect(resume.code).toBe(1);
+    expect(resume.stderr).toMatch(new RegExp(`\\[STORAGE_FAILED\\] database at \\S+ is in use by process ${proc.child.pid}; this command needs it to itself`));
     expect((await runTroupe(['approve', approvalId, '--db', db])).code).toBe(0);
     expect((await proc.exit).code).toBe(0);
+  });
+
+  it('serves the control socket of a long-lived troupe node, which continues the run it decides', async () => {
+    const db = join(await dir(), 'db');
+    const first = await runTroupe(['run', CREW, '--db', db, '--run-id', 'c5']);
+    expect(first.code).toBe(3);
+    const approvalId = /waiting for approval (\S+):/.exec(first.stdout)![1]!;
+    const node = spawn(['node', '--db', db, '--listen', '127.0.0.1:0', '--crew', CREW], { TROUPE_SECRET: 'a-test-secret-of-some-length' });
+    await node.waitFor(/^node local ready \(1 unfinished runs resumed\)$/);
+    const approved = await runTroupe(['approve', approvalId, '--db', db, '--json']);
+    expect(JSON.parse(approved.stdout)).toEqual({ type: 'decided', approvalId, runId: 'c5', decision: 'approve', pid: node.child.pid });
+    await node.waitFor(/^\s+crew\s+done$/);
+    expect(JSON.parse((await runTroupe(['runs', '--db', db, '--json'])).stdout)).toMatchObject({ runs: [{ id: 'c5', status: 'completed', output: PUBLISHED }] });
+    node.child.kill('SIGINT');
+    expect((await node.exit).code).toBe(0);
+    expect(existsSync(controlSocketPath(db))).toBe(false);
   });
 
   it('replaces the socket a SIGKILLed process left behind', async () => {

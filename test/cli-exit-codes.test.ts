@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { runTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
-describe('CLI exit codes', () => {
+// Each case starts several CLI processes (tsx compiles the sources in each): slow on a busy machine.
+describe('CLI exit codes', { timeout: 120_000 }, () => {
   it('exits 2 on usage errors, with the usage of the command on stderr', async () => {
     const cases: Array<{ args: string[]; error: RegExp; usage: string }> = [
       { args: ['frobnicate'], error: /unknown command 'frobnicate'/, usage: 'usage: troupe [options] [command]' },

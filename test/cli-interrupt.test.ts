@@ -26,7 +26,8 @@ function spawn(args: string[], env: Record<string, string> = {}): TroupeProcess 
   return proc;
 }
 
-describe('Ctrl-C on troupe run', () => {
+// Each case starts several CLI processes (tsx compiles the sources in each): slow on a busy machine.
+describe('Ctrl-C on troupe run', { timeout: 120_000 }, () => {
   it('closes the node, prints the exact command that resumes the run (with --db), exits 130; that command finishes it', async () => {
     const db = join(await dir(), 'db');
     const env = { TROUPE_WORLD: await dir(), TROUPE_SCRIPTED_LATENCY_MS: '0', TROUPE_TOOL_LATENCY_MS: '0' };

@@ -24,7 +24,8 @@ function jsonLines(stdout: string): Array<Record<string, unknown>> {
   });
 }
 
-describe('CLI --json', () => {
+// Each case starts several CLI processes (tsx compiles the sources in each): slow on a busy machine.
+describe('CLI --json', { timeout: 120_000 }, () => {
   it('prints one JSON object for results and JSON lines for streams, for every command that has --json', async () => {
     await using dir = await tempDir();
     const db = `${dir.path}/db`;
