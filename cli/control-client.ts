@@ -3,6 +3,7 @@
  * uses when the database it needs is held by a running node.
  * @module
  */
+import { lstat } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { Status } from '../core/storage.js';
@@ -39,7 +40,14 @@ function defaultTimeout(): number {
 const unavailable = (message: string, details: Record<string, unknown>, cause?: unknown) =>
   new TroupeError(ErrorCode.CONTROL_UNAVAILABLE, message, { details, ...(cause === undefined ? {} : { cause }) });
 
-function open(path: string, db: string, timeoutMs: number): Promise<Socket> {
+async function open(path: string, db: string, timeoutMs: number): Promise<Socket> {
+  // The fallback path is in a shared temporary directory: a socket another user put there
+  // could pose as the node and be handed decisions.
+  const info = await lstat(path).catch(() => undefined);
+  const uid = process.getuid?.();
+  if (info && uid !== undefined && info.uid !== uid) {
+    throw unavailable(`the control socket ${path} belongs to another user (uid ${info.uid}); not connecting to it`, { path, db });
+  }
   return new Promise((resolvePromise, reject) => {
     const socket = createConnection(path);
     const timer = setTimeout(() => {
@@ -65,26 +73,26 @@ function open(path: string, db: string, timeoutMs: number): Promise<Socket> {
 
 /**
  * Connects to the node holding the database at `db` (see `controlSocketPath`) and greets it.
- * Fails with `CONTROL_UNAVAILABLE` when there is no socket, nothing listens on it, or the node
- * does not answer within the timeout: never waits without bound.
+ * Fails with `CONTROL_UNAVAILABLE` when there is no socket, nothing listens on it, it belongs
+ * to another user, or the node does not answer within the timeout: never waits without bound.
+ * A connection the node dropped (it closes idle ones) is opened again by the next call.
  */
 export async function connectControl(db: string, options: ControlClientOptions = {}): Promise<ControlClient> {
   const path = controlSocketPath(db);
   const timeoutMs = options.timeoutMs ?? defaultTimeout();
-  const socket = await open(path, db, timeoutMs);
   const pending = new Map<string, { resolve(value: unknown): void; reject(error: unknown): void; timer: NodeJS.Timeout }>();
   let next = 0;
   let status: Status = 'open';
-  let failure: TroupeError | undefined;
+  let socket: Socket | undefined;
 
   const failAll = (error: TroupeError) => {
-    failure ??= error;
     for (const p of pending.values()) {
       clearTimeout(p.timer);
       p.reject(error);
     }
     pending.clear();
-    socket.destroy();
+    socket?.destroy();
+    socket = undefined;
   };
 
   const settle = (response: ControlResponse) => {
@@ -101,31 +109,45 @@ export async function connectControl(db: string, options: ControlClientOptions =
     waiting.reject(new TroupeError(KNOWN_CODES.has(code) ? (code as ErrorCode) : ErrorCode.CONTROL_UNAVAILABLE, message, details ? { details } : {}));
   };
 
-  let partial = '';
-  socket.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop()!;
-    if (partial.length > MAX_RESPONSE_BYTES) return failAll(unavailable(`the node at ${path} sent an answer over ${MAX_RESPONSE_BYTES} bytes`, { path, db }));
-    for (const line of parts) {
-      let parsed: ReturnType<typeof ControlResponseSchema.safeParse>;
-      try {
-        parsed = ControlResponseSchema.safeParse(JSON.parse(line));
-      } catch {
-        return failAll(unavailable(`the node at ${path} answered with something that is not JSON`, { path, db }));
+  const attach = (connected: Socket) => {
+    let partial = '';
+    connected.setEncoding('utf8').on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop()!;
+      if (partial.length > MAX_RESPONSE_BYTES) return failAll(unavailable(`the node at ${path} sent an answer over ${MAX_RESPONSE_BYTES} bytes`, { path, db }));
+      for (const line of parts) {
+        let parsed: ReturnType<typeof ControlResponseSchema.safeParse>;
+        try {
+          parsed = ControlResponseSchema.safeParse(JSON.parse(line));
+        } catch {
+          return failAll(unavailable(`the node at ${path} answered with something that is not JSON`, { path, db }));
+        }
+        if (!parsed.success) return failAll(unavailable(`the node at ${path} answered with a malformed response`, { path, db }));
+        settle(parsed.data);
       }
-      if (!parsed.success) return failAll(unavailable(`the node at ${path} answered with a malformed response`, { path, db }));
-      settle(parsed.data);
-    }
-  });
-  socket.on('error', () => {});
-  socket.on('close', () => {
-    status = 'closed';
-    failAll(unavailable(`the node holding ${db} closed the control connection`, { path, db }));
-  });
+    });
+    connected.on('error', () => {});
+    connected.on('close', () => {
+      if (socket !== connected) return;
+      socket = undefined;
+      failAll(unavailable(`the node holding ${db} closed the control connection`, { path, db }));
+    });
+    socket = connected;
+    return connected;
+  };
 
-  const call = (request: ControlCall): Promise<unknown> => {
-    if (failure) return Promise.reject(failure);
-    if (status !== 'open') return Promise.reject(unavailable(`the control connection to ${path} is ${status}`, { path, db }));
+  let connecting: Promise<Socket> | undefined;
+  const connection = (): Promise<Socket> => {
+    if (socket && !socket.destroyed) return Promise.resolve(socket);
+    connecting ??= open(path, db, timeoutMs)
+      .then(attach)
+      .finally(() => (connecting = undefined));
+    return connecting;
+  };
+
+  const call = async (request: ControlCall): Promise<unknown> => {
+    if (status !== 'open') throw unavailable(`the control connection to ${path} is ${status}`, { path, db });
+    const connected = await connection();
     const id = String(++next);
     return new Promise((resolvePromise, reject) => {
       const timer = setTimeout(() => {
@@ -133,7 +155,7 @@ export async function connectControl(db: string, options: ControlClientOptions =
         reject(unavailable(`the node holding ${db} did not answer "${request.method}" on ${path} within ${timeoutMs} ms`, { path, db, method: request.method }));
       }, timeoutMs);
       pending.set(id, { resolve: resolvePromise, reject, timer });
-      socket.write(`${JSON.stringify({ ...request, id })}\n`);
+      connected.write(`${JSON.stringify({ ...request, id })}\n`);
     });
   };
 
@@ -143,7 +165,7 @@ export async function connectControl(db: string, options: ControlClientOptions =
     if (!parsed.success) throw unavailable(`the process listening on ${path} does not speak troupe's control protocol`, { path, db });
     hello = { pid: parsed.data.pid, nodeId: parsed.data.nodeId, db: parsed.data.db };
   } catch (error) {
-    socket.destroy();
+    socket?.destroy();
     throw error;
   }
 
@@ -157,11 +179,14 @@ export async function connectControl(db: string, options: ControlClientOptions =
     call,
     close() {
       closing ??= (async () => {
-        if (status === 'open') status = 'closing';
-        const closed = new Promise<void>((resolvePromise) => (socket.destroyed ? resolvePromise() : socket.once('close', () => resolvePromise())));
-        socket.end();
-        socket.destroy();
-        await closed;
+        status = 'closing';
+        const current = socket;
+        socket = undefined;
+        if (current && !current.destroyed) {
+          const closed = new Promise<void>((resolvePromise) => current.once('close', () => resolvePromise()));
+          current.destroy();
+          await closed;
+        }
         status = 'closed';
       })();
       return closing;

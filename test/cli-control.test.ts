@@ -5,8 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { connectControl } from '../cli/control-client.js';
 import { controlSocketPath, MAX_SOCKET_PATH_BYTES } from '../cli/control-path.js';
+import { createControlSocket } from '../cli/control-socket.js';
+import { createRemoteStorage } from '../cli/remote-storage.js';
+import { createNode } from '../core/node.js';
+import { prefixRange, type KeyRange } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
+import { memoryStorage } from '../storage/memory.js';
 import { NOT_PUBLISHED, PUBLISHED } from './fixtures/approval-crew.js';
 import { runTroupe, spawnTroupe, type TroupeProcess } from './helpers/cli.js';
 import { watchLines } from './helpers/lines.js';
@@ -85,6 +91,44 @@ describe('control socket path', () => {
     // Derived from the path alone: every process finds the same socket.
     expect(controlSocketPath(`${deep}/`)).toBe(short);
     expect(controlSocketPath(`/tmp/${'e'.repeat(120)}/db`)).not.toBe(short);
+  });
+});
+
+describe('control client and remote storage (in process)', () => {
+  it('reads pages of entries in either direction, and reconnects after the node dropped the connection', async () => {
+    const db = join(await dir(), 'db');
+    const storage = memoryStorage();
+    cleanups.push(() => storage.close());
+    const node = await createNode({ storage, resume: false });
+    cleanups.push(() => node.close());
+    let control = await createControlSocket({ db, node, storage });
+    cleanups.push(() => control.close());
+    const keys = Array.from({ length: 1200 }, (_, i) => `k:${String(i).padStart(4, '0')}`);
+    await storage.write(keys.map((key, i) => ({ type: 'put' as const, key, value: new Uint8Array([i % 256, 7]) })));
+
+    const client = await connectControl(db, { timeoutMs: 5000 });
+    cleanups.push(() => client.close());
+    expect(client.peer.pid).toBe(process.pid);
+    const remote = createRemoteStorage(client, db);
+    const read = async (range: KeyRange) => {
+      const out: string[] = [];
+      for await (const [key, value] of remote.entries(range)) out.push(`${key}=${value.join(',')}`);
+      return out;
+    };
+    // More than one page each (a page holds at most 512 entries).
+    expect(await read(prefixRange('k:'))).toEqual(keys.map((k, i) => `${k}=${i % 256},7`));
+    expect((await read(prefixRange('k:', { reverse: true }))).map((e) => e.split('=')[0])).toEqual([...keys].reverse());
+    expect((await read(prefixRange('k:', { limit: 700 }))).length).toBe(700);
+    expect((await read({ gte: 'k:1190' })).length).toBe(10);
+    expect(await remote.get('k:0003')).toEqual(new Uint8Array([3, 7]));
+    expect(await remote.get('absent')).toBeUndefined();
+    await expect(remote.write([{ type: 'del', key: 'k:0001' }])).rejects.toThrow(/read-only through its control socket/);
+
+    // The node goes away and comes back on the same path: the next call connects again.
+    await control.close();
+    await expect(remote.get('k:0003')).rejects.toMatchObject({ code: 'CONTROL_UNAVAILABLE' });
+    control = await createControlSocket({ db, node, storage });
+    expect(await remote.get('k:0004')).toEqual(new Uint8Array([4, 7]));
   });
 });
 
