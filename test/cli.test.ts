@@ -40,7 +40,7 @@ describe('troupe CLI', () => {
     expect(badFile.code).toBe(1);
     expect(badFile.stderr).toMatch(/cannot load crew module/);
     const unknown = await runTroupe(['frobnicate']);
-    expect(unknown.code).not.toBe(0);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);
   });
 });
