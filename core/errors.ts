@@ -46,6 +46,10 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   MCP_CONNECT_FAILED: 'MCP_CONNECT_FAILED',
   SCHEMA_UNSUPPORTED: 'SCHEMA_UNSUPPORTED',
+  /** The audit log's key file (outside the database) is missing or unreadable: its records cannot be verified. */
+  AUDIT_KEY_MISSING: 'AUDIT_KEY_MISSING',
+  /** The audit key found is not the one the database's records were written with. */
+  AUDIT_KEY_MISMATCH: 'AUDIT_KEY_MISMATCH',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

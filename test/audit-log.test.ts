@@ -80,7 +80,7 @@ describe.each(backends)('audit log on %s', (_name, makeBackend) => {
     }
     expect(records[0]).toMatchObject({ ts: 1_000, kind: 'tool.call', runId: 'run_1', actor: 'researcher', data: { callId: 'c1', tool: 'lookup', ok: true } });
     expect(log.head).toEqual({ seq: 3, hash: records[2]!.hash });
-    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head });
+    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head, keyed: 0 });
   });
 
   it('continues the chain after a restart', async () => {
