@@ -1,5 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { AuditHeadStore, AuditKey } from './audit-seal.js';
+import { checkState, isCommittedState, type CommittedState, type StateCheck, type StateCommitment } from './audit-state.js';
 import { systemClock, type Clock } from './clock.js';
 import { decode, encode } from './codec.js';
 import { ErrorCode, serializeError, TroupeError } from './errors.js';
@@ -48,6 +49,8 @@ export interface AuditRecord {
   prev: string;
   /** Id of the key the record is keyed with ({@link AuditKey.id}); absent: `hash` is a plain sha256. */
   keyId?: string;
+  /** On the last record of a batch: hashes of values the batch wrote (core/audit-state.ts). */
+  state?: CommittedState;
   hash: string;
 }
 
@@ -61,9 +64,11 @@ export interface AuditHead {
  * Why verification failed: a record's content changed, a record is missing, one sits at
  * another's place, a link does not match, a key under `audit:` is not `audit:<12 digits>`,
  * or the records or saved heads cannot be checked (keyed with a key this log does not have,
- * or the saved heads are missing or were not written with the key).
+ * or the saved heads are missing or were not written with the key), or a value a record
+ * committed to (a checkpoint manifest, a done ledger entry, a finished run's record) was
+ * changed since (`firstBad` is that record, `key` the value's key).
  */
-export type AuditFailure = 'altered' | 'removed' | 'reordered' | 'broken-chain' | 'stray-key' | 'unverifiable';
+export type AuditFailure = 'altered' | 'removed' | 'reordered' | 'broken-chain' | 'stray-key' | 'unverifiable' | 'state-altered';
 
 /** The outcome of {@link AuditLog.verify}. */
 export type AuditVerification =
@@ -79,6 +84,8 @@ export type AuditVerification =
        * crash) could be removed without this verification noticing.
        */
       saved?: AuditHead;
+      /** Committed values compared (see core/audit-state.ts): equal, no longer stored, or rewritten by a later unaudited batch. */
+      state: Omit<StateCheck, 'altered'>;
     }
   | { ok: false; firstBad: number; reason: AuditFailure; message: string; key?: string };
 
@@ -155,7 +162,8 @@ function isRecord(value: unknown): value is AuditRecord {
     && typeof r.kind === 'string' && typeof r.runId === 'string' && typeof r.actor === 'string'
     && typeof r.data === 'object' && r.data !== null && !Array.isArray(r.data)
     && typeof r.prev === 'string' && HEX64.test(r.prev) && typeof r.hash === 'string'
-    && (r.keyId === undefined || typeof r.keyId === 'string');
+    && (r.keyId === undefined || typeof r.keyId === 'string')
+    && (r.state === undefined || isCommittedState(r.state));
 }
 
 /**
@@ -169,6 +177,7 @@ export function createChainChecker(anchors: readonly AuditHead[] = [], key?: Aud
   let keyed = 0;
   const wanted = new Set(anchors.map((a) => a.seq));
   const seen = new Map<number, string>();
+  const committed = new Map<string, { seq: number; commitment: StateCommitment }>();
   const fail = (firstBad: number, reason: AuditFailure, message: string, extra: { key?: string } = {}): AuditVerification => ({ ok: false, firstBad, reason, message, ...extra });
   return {
     /** Feeds the next stored entry: its key (`audit:<12 digits>`) and its decoded value. */
@@ -198,20 +207,24 @@ export function createChainChecker(anchors: readonly AuditHead[] = [], key?: Aud
       last = { seq: record.seq, hash: record.hash };
       if (wanted.has(record.seq)) seen.set(record.seq, record.hash);
       if (record.keyId !== undefined) keyed++;
+      for (const [key, commitment] of Object.entries(record.state ?? {})) committed.set(key, { seq: record.seq, commitment });
       count++;
       return undefined;
     },
     /**
      * Ends the check once every record was fed. `saved` (the seal's newest head, which must
      * also be among the anchors) is only reported, so a caller sees the window it leaves.
+     * `state` compares committed values with what `storage` holds now (skipped without it).
      */
-    finish(saved?: AuditHead): AuditVerification {
+    async finish(saved?: AuditHead, storage?: Storage): Promise<AuditVerification> {
       for (const anchor of anchors) {
         if (anchor.seq === 0) continue;
         if (anchor.seq > last.seq) return fail(last.seq + 1, 'removed', `the log ends at ${last.seq} but record ${anchor.seq} was written`);
         if (seen.get(anchor.seq) !== anchor.hash) return fail(anchor.seq, 'altered', `record ${anchor.seq} is not the one that was written (the chain was rewritten)`);
       }
-      return { ok: true, count, head: last, keyed, ...(saved ? { saved } : {}) };
+      const { altered, ...state } = storage ? await checkState(storage, committed) : { checked: 0, absent: 0, superseded: 0 };
+      if (altered) return fail(altered.seq, 'state-altered', `"${altered.key}" is not the value audit record ${altered.seq} committed to: it was edited afterwards`, { key: altered.key });
+      return { ok: true, count, head: last, keyed, ...(saved ? { saved } : {}), state };
     },
   };
 }
@@ -248,8 +261,10 @@ export interface AuditLog {
    * Builds the records and their put ops and advances the head at once, so consecutive
    * appends chain even before anything is written. The caller writes the ops (in the same
    * batch as its checkpoint), then calls {@link commit} on success or {@link rollback} on failure.
+   * `state` (values the batch writes, core/audit-state.ts) goes on the last record, so
+   * {@link verify} also shows those values edited later.
    */
-  append(entries: readonly AuditEntry[]): StorageOp[];
+  append(entries: readonly AuditEntry[], options?: { state?: CommittedState }): StorageOp[];
   /**
    * Marks the ops of an append as durable (lets {@link verify} detect their later removal)
    * and, with a seal, saves the new durable head outside the database in the background.
@@ -385,7 +400,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       broken = undefined;
       opened = true;
     },
-    append(entries) {
+    append(entries, appendOptions = {}) {
       if (!opened) throw new TypeError('audit log: call open() before append(), or sequence numbers would restart at 1');
       if (broken) {
         throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log is out of sync with storage after a failed write; call open() again', { cause: broken });
@@ -394,7 +409,8 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       const ops: StorageOp[] = [];
       let last = head;
       const built: AuditRecord[] = [];
-      for (const entry of entries) {
+      const state = appendOptions.state && Object.keys(appendOptions.state).length > 0 ? appendOptions.state : undefined;
+      for (const [i, entry] of entries.entries()) {
         const body: Omit<AuditRecord, 'hash'> = {
           seq: last.seq + 1,
           ts: entry.ts ?? clock.now(),
@@ -404,6 +420,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
           data: toJsonValue(redact(entry.data ?? {})) as Record<string, unknown>,
           prev: last.hash,
           ...(seal ? { keyId: seal.key.id } : {}),
+          ...(state && i === entries.length - 1 ? { state } : {}),
         };
         const record: AuditRecord = { ...body, hash: seal ? macRecord(body, seal.key) : hashRecord(body) };
         built.push(record);
@@ -481,7 +498,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         const failure = checker.next(key, decodeOrUndefined(value));
         if (failure) return failure;
       }
-      const verdict = checker.finish(saved?.state === 'ok' ? saved.head : undefined);
+      const verdict = await checker.finish(saved?.state === 'ok' ? saved.head : undefined, storage);
       if (verdict.ok && saved?.state === 'damaged') {
         return { ok: false, firstBad: verdict.head.seq + 1, reason: 'unverifiable', message: `${saved.message}: removal of the newest records cannot be ruled out` };
       }

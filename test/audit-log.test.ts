@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, macRecord, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, macRecord, storedAuditHead, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
 import { auditKeyOf, HEADS_COMPACT_BYTES, openAuditSeal } from '../core/audit-seal.js';
 import { openSealedAuditLog } from '../core/security.js';
 import { manualClock } from '../core/clock.js';
@@ -84,7 +84,7 @@ describe.each(backends)('audit log on %s', (_name, makeBackend) => {
     }
     expect(records[0]).toMatchObject({ ts: 1_000, kind: 'tool.call', runId: 'run_1', actor: 'researcher', data: { callId: 'c1', tool: 'lookup', ok: true } });
     expect(log.head).toEqual({ seq: 3, hash: records[2]!.hash });
-    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head, keyed: 0 });
+    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head, keyed: 0, state: { checked: 0, absent: 0, superseded: 0 } });
   });
 
   it('continues the chain after a restart', async () => {
@@ -490,7 +490,7 @@ describe('audit log sealed outside the database (key and saved heads)', () => {
       expect(r.hash).toBe(macRecord(r, seal.key));
       expect(r.hash).not.toBe(hashRecord(r));
     }
-    expect(await (await db.verifier()).verify()).toEqual({ ok: true, count: 5, head: { seq: 5, hash: records[4]!.hash }, keyed: 5, saved: { seq: 5, hash: records[4]!.hash } });
+    expect(await (await db.verifier()).verify()).toEqual({ ok: true, count: 5, head: { seq: 5, hash: records[4]!.hash }, keyed: 5, saved: { seq: 5, hash: records[4]!.hash }, state: { checked: 0, absent: 0, superseded: 0 } });
     expect((await stat(join(db.auditDir, 'key'))).mode & 0o777).toBe(0o600);
   });
 
@@ -621,41 +621,113 @@ describe('audit log sealed outside the database (key and saved heads)', () => {
 });
 
 describe('troupe audit verify on a node\'s database', () => {
-  async function nodeDatabase() {
-    const dir = await tempDir('troupe-audit-cli-');
-    const db = join(dir.path, 'db');
+  // One database written by real nodes (two runs, three node starts, the last resuming
+  // nothing), copied for each attack: what an attacker with write access to the database,
+  // and none to the audit directory, can do to it.
+  let template: { path: string } & AsyncDisposable;
+  const templateDb = () => join(template.path, 'db');
+  beforeAll(async () => {
+    template = await tempDir('troupe-audit-cli-');
     const { createNode, scriptedModel } = await import('../index.js');
     const { pairScript, twoAgentCrew } = await import('./helpers/fixtures.js');
-    for (const runId of ['r1', 'r2']) {
-      await using storage = await levelStorage({ path: db });
-      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) } });
-      await (await node.run(twoAgentCrew(), { input: 'x', runId })).result();
+    for (const runId of ['r1', 'r2', undefined]) {
+      await using storage = await levelStorage({ path: templateDb() });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) }, crews: [twoAgentCrew()] });
+      if (runId) await (await node.run(twoAgentCrew(), { input: 'x', runId })).result();
     }
-    return { db, dir, [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
+  });
+  afterAll(() => template?.[Symbol.asyncDispose]());
+
+  async function copy() {
+    const dir = await tempDir('troupe-audit-copy-');
+    await cp(templateDb(), join(dir.path, 'db'), { recursive: true });
+    await cp(`${templateDb()}.audit`, join(dir.path, 'db.audit'), { recursive: true });
+    return { db: join(dir.path, 'db'), [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
   }
 
-  it('passes an untampered log written across restarts, and fails once the newest records are deleted', async () => {
-    await using fixture = await nodeDatabase();
+  async function verifyCli(db: string, ...extra: string[]) {
     const { runTroupe } = await import('./helpers/cli.js');
-    const intact = await runTroupe(['audit', 'verify', '--db', fixture.db]);
+    return runTroupe(['audit', 'verify', '--db', db, ...extra]);
+  }
+
+  /** Edits a msgpack value in place, as someone with the database but not the key would. */
+  async function edit(storage: Storage, key: string, change: (value: Record<string, unknown>) => Record<string, unknown>) {
+    const value = decode((await storage.get(key))!, Infinity) as Record<string, unknown>;
+    await storage.write([{ type: 'put', key, value: encode(change(value)) }]);
+  }
+
+  async function firstKey(storage: Storage, prefix: string, where: (value: Record<string, unknown>) => boolean = () => true) {
+    for await (const [key, value] of storage.entries({ gte: prefix, lt: `${prefix}\uffff` })) if (where(decode(value, Infinity) as Record<string, unknown>)) return key;
+    throw new Error(`no ${prefix} key`);
+  }
+
+  it('passes the untampered log, every record keyed, every head saved, committed values unchanged', async () => {
+    await using db = await copy();
+    const intact = await verifyCli(db.db);
     expect(intact.code, intact.stderr).toBe(0);
-    expect(intact.stdout).toMatch(/^audit log intact: (\d+) records/);
+    expect(intact.stdout).toMatch(/^audit log intact: \d+ records/);
     expect(intact.stdout).toMatch(/covers every record/);
-    const count = Number(/intact: (\d+) records/.exec(intact.stdout)![1]);
+    expect(intact.stdout).not.toMatch(/plain sha256|not keyed/);
+    await using storage = await levelStorage({ path: db.db });
+    const verdict = await createAuditLog(storage, { seal: await openAuditSeal(`${db.db}.audit`, { create: false }) }).verify();
+    expect(verdict).toMatchObject({ ok: true, state: { superseded: 0 } });
+    if (!verdict.ok) return;
+    expect(verdict.keyed).toBe(verdict.count);
+    expect(verdict.state.checked).toBeGreaterThan(4);
+  });
+
+  const attacks: [string, (storage: Storage) => Promise<void>, RegExp][] = [
+    ['the newest record deleted', async (storage) => {
+      const { seq } = await storedAuditHead(storage);
+      await storage.write([{ type: 'del', key: auditKey(seq) }]);
+    }, /\(removed\)/],
+    ['a forged record appended', async (storage) => {
+      const { seq } = await storedAuditHead(storage);
+      await putRaw(storage, seq + 1, forgedAfter(await raw(storage, seq)));
+    }, /\(altered\).*not keyed/],
+    ['a record inserted and the rest re-chained', async (storage) => {
+      const { seq: last } = await storedAuditHead(storage);
+      const wrongKey = auditKeyOf(new Uint8Array(32).fill(9));
+      const records = await Promise.all(Array.from({ length: last - 2 }, (_, i) => raw(storage, i + 3)));
+      let prev = (await raw(storage, 2)).hash;
+      const ops: StorageOp[] = [];
+      for (const [i, r] of [{ ...records[0]!, actor: 'intruder' }, ...records].entries()) {
+        const body = { ...r, seq: 3 + i, prev };
+        prev = macRecord(body, wrongKey);
+        ops.push({ type: 'put', key: auditKey(body.seq), value: encode({ ...body, hash: prev }) });
+      }
+      await storage.write(ops);
+    }, /first bad record 3 \(altered\)/],
+    ['a record planted under an unpadded key', async (storage) => {
+      await storage.write([{ type: 'put', key: 'audit:1e1', value: (await storage.get(auditKey(10)))! }]);
+    }, /\(stray-key\).*"audit:1e1"/],
+    ['a finished run\'s output edited', (storage) => edit(storage, 'run:r1', (run) => ({ ...run, output: 'something else' })), /\(state-altered\).*"run:r1"/],
+    ['a recorded tool result edited', async (storage) => {
+      const key = await firstKey(storage, 'ledger:r2:', (entry) => entry.status === 'done' && entry.kind === 'tool');
+      await edit(storage, key, (entry) => ({ ...entry, result: 'forged result' }));
+    }, /\(state-altered\).*"ledger:r2:/],
+    ['a checkpoint manifest edited', async (storage) => {
+      const key = await firstKey(storage, 'ckpt:r1:');
+      await edit(storage, key, (manifest) => ({ ...manifest, ts: 0 }));
+    }, /\(state-altered\).*"ckpt:r1:/],
+  ];
+
+  it.each(attacks)('fails on %s', async (_label, attack, reason) => {
+    await using db = await copy();
     {
-      await using storage = await levelStorage({ path: fixture.db });
-      await storage.write([{ type: 'del', key: auditKey(count) }]);
+      await using storage = await levelStorage({ path: db.db });
+      await attack(storage);
     }
-    const truncated = await runTroupe(['audit', 'verify', '--db', fixture.db]);
-    expect(truncated.code).toBe(1);
-    expect(truncated.stdout).toMatch(new RegExp(`TAMPERED: first bad record ${count} \\(removed\\)`));
+    const result = await verifyCli(db.db);
+    expect(result.code, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toMatch(/^audit log TAMPERED: first bad record \d+ /);
+    expect(result.stdout).toMatch(reason);
   });
 
   it('fails with AUDIT_KEY_MISSING when the audit directory is not found', async () => {
-    await using fixture = await nodeDatabase();
-    const { runTroupe } = await import('./helpers/cli.js');
+    await using db = await copy();
     await using elsewhere = await tempDir('troupe-audit-none-');
-    const result = await runTroupe(['audit', 'verify', '--db', fixture.db, '--audit-dir', elsewhere.path]);
+    const result = await verifyCli(db.db, '--audit-dir', elsewhere.path);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/\[AUDIT_KEY_MISSING\] no audit key at/);
     expect(result.stdout).not.toMatch(/intact/);
