@@ -10,6 +10,8 @@ export interface AuditVerifyOptions {
   auditDir?: string;
   /** `false` (`--no-key`): check an unkeyed log without an audit directory. */
   key?: boolean;
+  /** Print `{ verify: <verdict> }` as one JSON line instead of words. */
+  json?: boolean;
 }
 
 /**
@@ -22,6 +24,10 @@ export async function auditVerify(storage: Storage, options: AuditVerifyOptions)
   const seal = dir ? await openAuditSeal(dir, { create: false }) : undefined;
   const log = createAuditLog(storage, seal ? { seal } : {});
   const verdict = await log.verify(options.anchor ? { anchor: options.anchor } : {});
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ verify: { ...verdict, ...(dir ? { auditDir: dir } : {}) } })}\n`);
+    return verdict.ok ? 0 : 1;
+  }
   const out = (line: string) => process.stdout.write(`${line}\n`);
   if (!verdict.ok) {
     out(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}`);
