@@ -208,6 +208,10 @@ export function createChainChecker(anchors: readonly AuditHead[] = [], key?: Aud
       if (wanted.has(record.seq)) seen.set(record.seq, record.hash);
       if (record.keyId !== undefined) keyed++;
       for (const [key, commitment] of Object.entries(record.state ?? {})) committed.set(key, { seq: record.seq, commitment });
+      if (record.kind === BATCH_FAILED && Array.isArray(record.data.records)) {
+        const voided = new Set(record.data.records);
+        for (const [key, { seq }] of committed) if (voided.has(seq)) committed.delete(key);
+      }
       count++;
       return undefined;
     },
@@ -295,6 +299,12 @@ export interface AuditLog {
 }
 
 const MAX_LABEL = 256;
+
+/**
+ * Kind of the record written with the records of a failed batch that later records already
+ * linked to: `data.records` lists those whose `state` commitments never landed.
+ */
+export const BATCH_FAILED = 'audit.batch-failed';
 
 function assertEntry(entry: AuditEntry): void {
   const label = (name: string, value: unknown, min: number) => {
@@ -451,10 +461,17 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         head = { seq: failed[0]!.record.seq - 1, hash: failed[0]!.record.prev };
         return;
       }
+      // Their batch's values never landed, so what the records committed to must not be
+      // checked: a record saying so goes with them (verify drops those commitments).
+      const committing = failed.filter((p) => p.record.state).map((p) => p.record.seq);
+      const voided = committing.length > 0
+        ? log.append([{ kind: BATCH_FAILED, runId: failed[0]!.record.runId, actor: failed[0]!.record.actor, data: { records: committing } }])
+        : [];
       try {
-        await storage.write(ops.filter((op) => layout.isAudit(op.key)));
+        await storage.write([...ops.filter((op) => layout.isAudit(op.key)), ...voided]);
         for (const p of failed) p.committed = true;
         settle();
+        log.commit(voided);
       } catch (error) {
         broken = error;
         pending = [];

@@ -304,6 +304,25 @@ describe('failed batches', () => {
     expect(log.head.seq).toBe(3);
   });
 
+  it('does not hold a failed batch to the values it committed to, once its records had to be written alone', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    const manifest = { type: 'put' as const, key: 'ckpt:run_a:000000000001', value: encode({ seq: 1 }) };
+    const runA = log.append(entries(1, 2, 'run_a'), { state: { [manifest.key]: { sha256: createHash('sha256').update(manifest.value).digest('hex') } } });
+    const runB = log.append(entries(3, 1, 'run_b'));
+    await storage.write(runB);
+    log.commit(runB);
+    storage.failNext();
+    await expect(storage.write([manifest, ...runA])).rejects.toThrow('disk full');
+    await log.rollback(runA);
+    // The run, resumed, writes its checkpoint 1 again with other content: no tampering.
+    await storage.write([{ ...manifest, value: encode({ seq: 1, resumed: true }) }]);
+    const records = await log.read();
+    expect(records.map((r) => r.kind)).toEqual(['tool.call', 'tool.call', 'tool.call', 'audit.batch-failed']);
+    expect(records[3]!.data).toEqual({ records: [2] });
+    expect(await log.verify()).toMatchObject({ ok: true, count: 4, state: { checked: 0, absent: 0 } });
+  });
+
   it('refuses appends after it could not restore the chain, until reopened', async () => {
     const storage = flakyStorage();
     const log = await openLog(storage);
