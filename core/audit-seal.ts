@@ -136,8 +136,8 @@ export function auditHeadStore(dir: string, key: AuditKey): AuditHeadStore {
       try {
         text = await readFile(path, 'utf8');
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'damaged', message: `the saved heads (${path}) are missing` };
-        throw error;
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        return { state: 'damaged', message: `the saved heads (${path}) are missing` };
       }
       const lines = text.split('\n');
       // A line without its newline is a write cut short by a crash: not a sign of tampering.
