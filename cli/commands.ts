@@ -9,6 +9,7 @@ import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
 import { createAuditLog, toJsonl } from '../core/audit-log.js';
+import { auditVerify } from './audit-verify.js';
 import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
@@ -384,23 +385,12 @@ export async function rejectCommand(approvalId: string, opts: { db: string; reas
 }
 
 /** `troupe audit <run-id>` prints a run's audit trail; `troupe audit verify` checks the hash chain. */
-export async function auditCommand(target: string, opts: { db: string; json?: boolean; anchor?: string }): Promise<void> {
+export async function auditCommand(target: string, opts: { db: string; json?: boolean; anchor?: string; auditDir?: string; key?: boolean }): Promise<void> {
   const anchor = target === 'verify' && opts.anchor ? parseAnchor(opts.anchor) : undefined;
   await using storage = await openExisting(opts.db);
   const audit = createAuditLog(storage);
   if (target === 'verify') {
-    const verdict = await audit.verify(anchor ? { anchor } : {});
-    if (opts.json) {
-      printJson({ verify: verdict });
-      if (!verdict.ok) process.exitCode = 1;
-      return;
-    }
-    if (verdict.ok) {
-      process.stdout.write(`audit log intact: ${verdict.count} records, head ${verdict.head.seq}:${verdict.head.hash}\n`);
-      return;
-    }
-    process.stdout.write(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}\n`);
-    process.exitCode = 1;
+    process.exitCode = await auditVerify(storage, { ...(anchor ? { anchor } : {}), ...(opts.auditDir ? { auditDir: opts.auditDir } : {}), ...(opts.key === false ? { key: false } : {}), ...(opts.json ? { json: true } : {}) });
     return;
   }
   const records = await audit.read({ runId: target });

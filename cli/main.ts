@@ -108,6 +108,8 @@ program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'the trail as JSON lines (one record a line); with verify, one JSON object: { "verify": {...} }')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
+  .option('--audit-dir <dir>', 'with verify: the audit key and saved heads (default $TROUPE_AUDIT_DIR, else <db>.audit)')
+  .option('--no-key', 'with verify: check an unkeyed log, without an audit directory')
   .action(async (target: string, opts: OptionsOf<typeof Commands.auditCommand>) => (await commands()).auditCommand(target, opts));
 
 program

@@ -52,6 +52,10 @@ export const ErrorCode = {
   CONTROL_UNAVAILABLE: 'CONTROL_UNAVAILABLE',
   /** A control-socket request was malformed, too large or of an unknown kind. */
   CONTROL_REQUEST_INVALID: 'CONTROL_REQUEST_INVALID',
+  /** The audit log's key file (outside the database) is missing or unreadable: its records cannot be verified. */
+  AUDIT_KEY_MISSING: 'AUDIT_KEY_MISSING',
+  /** The audit key found is not the one the database's records were written with. */
+  AUDIT_KEY_MISMATCH: 'AUDIT_KEY_MISMATCH',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

@@ -69,6 +69,13 @@ export interface NodeOptions {
   secrets?: SecretsProvider;
   /** Tracing of the node's runs (e.g. `otelTelemetry()` from `troupe/otel`). */
   telemetry?: TelemetryFactory;
+  /**
+   * The directory, outside the database, holding the audit log's key (`key`, 0600) and the
+   * heads it saves after each commit (`heads`). Default `$TROUPE_AUDIT_DIR`, else
+   * `<database directory>.audit` for a database on disk; none for memory storage. `false`:
+   * unkeyed records, truncation only detectable against an anchor. See docs/security.md.
+   */
+  auditDir?: string | false;
 }
 
 

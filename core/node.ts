@@ -124,7 +124,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
-  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
+  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock, auditDir: options.auditDir });
   const hosts = new Map<string, RunHost>();
   // Every run this node executes, loaded or not: a handle outlives the host it started on.
   const slots = new Map<string, RunSlot>();
@@ -738,8 +738,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         tracing.close();
         await transport?.close();
         events.end();
+        // The audit heads committed by the final checkpoints must be saved before the
+        // process may exit, or truncating those records would go unnoticed.
+        const unsaved = await security.audit.flush().then(() => undefined, (error: unknown) => error);
         // The storage was opened by the caller, who closes it.
         status = 'closed';
+        if (unsaved) throw unsaved;
       })();
       return closing;
     },
