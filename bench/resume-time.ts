@@ -20,6 +20,7 @@
  *
  * Prints one JSON object. Not a test: nothing is asserted.
  */
+import { existsSync } from 'node:fs';
 import { cp, open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -51,6 +52,8 @@ async function dirKB(dir: string): Promise<number> {
  */
 async function durableCopy(from: string, to: string): Promise<void> {
   await cp(from, to, { recursive: true });
+  // The audit key and saved heads live beside the database: a copy without them is refused.
+  if (existsSync(`${from}.audit`)) await cp(`${from}.audit`, `${to}.audit`, { recursive: true });
   for (const name of await readdir(to)) {
     const file = await open(join(to, name), 'r');
     try {
