@@ -10,8 +10,8 @@ import { PART_ACTOR_ID } from './transport.js';
  * What a node accepts from a peer. The transport authenticates the node at the other end of
  * a connection; nothing in an envelope is believed beyond that. A peer speaks for itself only
  * (the node part of `from`, a spawn's `origin` and a `replyTo` inbox must be that peer), about
- * runs both nodes take part in, and to actors of this node: relaying for it is limited to the
- * nodes of such a run, so it cannot make this node fill an outbox for a node nobody knows.
+ * runs both nodes take part in, and to actors of this node only: it never makes this node
+ * relay, so it cannot make it fill an outbox for a node nobody knows, nor bounce mail around.
  * Every refusal is `ENVELOPE_REFUSED`, which the transport dead-letters and acknowledges as
  * refused: a retry could never change the answer.
  */
@@ -105,6 +105,11 @@ export function admitPeerEnvelope(envelope: Envelope, fromNode: string, ctx: Adm
       if (from.runId !== runId) throw refuse(`its sender ${envelope.from} belongs to another run`, envelope, fromNode, { runId });
       const claimed = run.nodeOf(from.actorId);
       if (claimed !== fromNode) throw refuse(`${envelope.from} lives on node "${claimed}"`, envelope, fromNode, { claimed, runId });
+    }
+    // Every node of a run sends to the node of the actor it means, so a peer never needs this
+    // node to pass its mail on; relaying would let it bounce mail around the run's nodes.
+    if (toAsk === undefined && run.nodeOf(to.actorId) !== ctx.nodeId) {
+      throw refuse(`${envelope.to} is not hosted here, and this node relays nothing for peers`, envelope, fromNode, { runId });
     }
   };
   const run = ctx.run(runId);
