@@ -23,6 +23,7 @@ import type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, TroupeNode }
 import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
+import { createStalledSends } from './stalled-sends.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -101,6 +102,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: NodeTransport | undefined;
+  const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
@@ -195,19 +197,19 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     };
   };
 
-  const sendRemote = (toNode: string, envelope: Envelope): Promise<void> => {
+  const sendRemote = (toNode: string, envelope: Envelope, fromRun = false): Promise<void> => {
     if (toNode === o.nodeId) throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
     if (!transport) {
       throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `${envelope.to} lives on node "${toNode}", and this node has no transport`, { details: { to: envelope.to, node: toNode } });
     }
-    return transport.send(toNode, envelope);
+    return fromRun ? stalls.send(toNode, envelope) : transport.send(toNode, envelope);
   };
 
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
-      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope);
+      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);
       const pending = asks.get(actorId);
       if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
@@ -217,14 +219,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     }
     if (runId !== undefined && actorId.startsWith(`${PART_ACTOR_ID}.`)) {
       const target = actorId.slice(PART_ACTOR_ID.length + 1);
-      if (target !== o.nodeId) return sendRemote(target, envelope);
+      if (target !== o.nodeId) return sendRemote(target, envelope, fromRun);
       if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
       const part = hosts.get(runId) ?? (await activate(runId));
       if (part && part.status === 'running') return part.accept(envelope, receipt);
       return; // the part already ended here: nothing to do
     }
     const host = runId === undefined ? undefined : (hosts.get(runId) ?? (await activate(runId)));
-    if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope);
+    if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope, fromRun);
     if (host && host.status === 'running') return host.accept(envelope, receipt);
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
@@ -416,7 +418,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       events,
       nodeId: o.nodeId,
       retention: o.retention,
-      route,
+      // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
+      route: (envelope: Envelope) => route(envelope, undefined, true),
       writes,
       security,
       blobs,
@@ -735,6 +738,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         claims.clear();
         for (const slot of [...slots.values()]) closeSlot(slot);
         tracing.close();
+        stalls.close();
         await transport?.close();
         events.end();
         // The storage was opened by the caller, who closes it.

@@ -6,6 +6,8 @@ import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
+import { scriptedModel } from '../models/scripted.js';
+import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
 
 const SECRET = 'outbox-bound-secret-0123456789';
@@ -87,6 +89,31 @@ describe('the outbox for a peer that is down is bounded', () => {
     await a.flushed('b');
     expect(at.received.filter((r) => r.from === 'a').map((r) => r.envelope.id)).toEqual(Array.from({ length: 7 }, (_, i) => `env_${i + 1}`));
     expect(b.stats().duplicates).toBe(0);
+  });
+});
+
+describe('a run whose peer is down', () => {
+  it('keeps its mail, in order, while the outbox is full, and completes once the peer is back', async () => {
+    await using dirA = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    const peer = await downPeer();
+    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
+    const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
+    // Room for one envelope: the spawn gets in, the writer's task finds the outbox full.
+    const atA = wsTransport({ secret: SECRET, peers: { b: peer.url }, maxOutboxEntries: 1, reconnectMinMs: 10, reconnectMaxMs: 50 });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
+    const run = await a.run(placed(), { input: 'brief me', runId: 'w1' });
+    // The writer's task has left the run: with the spawn still unacknowledged, it finds no room.
+    await new Promise<void>((resolve) => run.subscribe((e) => e.type === 'message' && e.messageType === 'task' && e.to.endsWith('writer') && resolve()));
+    expect((await atA.created).peers()[0]).toMatchObject({ nodeId: 'b', unacked: 1 });
+    await using dirB = await tempDir();
+    await using storeB = await levelStorage({ path: dirB.path });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placed()], models: models() });
+    expect((await run.result()).output).toBe('final: a brief about actor and state');
+    const journal: string[] = [];
+    for await (const event of run.events()) if (event.type === 'message' && (event as { deadLetter?: boolean }).deadLetter) journal.push(JSON.stringify(event));
+    expect(journal).toEqual([]);
+    expect(b.status).toBe('running');
   });
 });
 
