@@ -127,7 +127,8 @@ async function follow(run: RunHandle, json: boolean, db: string): Promise<number
 async function moduleOfRun(db: string, runId: string, crewFiles: readonly string[] = []) {
   const record = await (async () => {
     await using storage = await openExisting(db);
-    return createRunStore(storage).requireRun(runId);
+    // `return await`: the storage must stay open until the record is read.
+    return await createRunStore(storage).requireRun(runId);
   })();
   if (crewFiles.length > 0) {
     const modules = await Promise.all(crewFiles.map((f) => loadCrewModule(f)));
