@@ -171,7 +171,7 @@ export interface AuthenticatedListenerOptions {
   handshakeTimeoutMs: number;
 }
 
-/** A listening HTTP server that upgrades only authenticated `troupe.v1` handshakes. */
+/** A listening HTTP server that upgrades only authenticated `troupe.v2` handshakes. */
 export interface AuthenticatedListener {
   readonly address: { host: string; port: number; url: string };
   /** Stops listening and drops connections still in their handshake. */
