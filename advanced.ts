@@ -9,4 +9,5 @@ export { decide, narrow, isNarrowerOrEqual, describeDecision, type Decision } fr
 export { encodeEnvelope, decodeEnvelope } from './core/envelope.js';
 export { resolveSecrets, createRedactor, redact, type Redactor } from './core/secrets.js';
 export { createAuditLog, toJsonl } from './core/audit-log.js';
+export { openAuditSeal, type AuditSeal, type AuditKey } from './core/audit-seal.js';
 export { parseRetryAfter } from './models/http.js';

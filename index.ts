@@ -6,18 +6,20 @@
  * `troupe/advanced`.
  * @module
  */
-export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
-export type { RunResult } from './core/run-host.js';
+export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunDefinition, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
+export type { RunResult } from './core/node-types.js';
+export type { OutputContract } from './core/output-schema.js';
 export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
 export { msg, MessageSchema, ToolCallSchema, parseToolArgs, checkToolArgs, type Message, type AssistantMessage, type ToolMessage, type ToolCall } from './core/messages.js';
 export { resolveModel, checkModelRefs, type ModelRefProblem, type ModelProvider, type ModelProviders, type ModelRequest, type ModelResponse, type ModelCallContext, type ToolSpec, type Usage } from './core/model.js';
+export { ModelSettingsSchema, type ModelSettings } from './core/model-settings.js';
 export { tool, type Tool, type ToolOptions, type ToolContext, type ToolEffect } from './core/tool.js';
 export { systemClock, randomIds, countingIds, type Clock, type IdGenerator } from './core/clock.js';
 export type { Storage, StorageOp, KeyRange, WriteOptions, Status, RunClaim } from './core/storage.js';
 export type { RunRecord, RunStatus, Checkpoint, JournalEntry, LedgerEntry } from './core/run-store.js';
 export type { RunEvent, RunEventListener } from './core/events.js';
-export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage } from './core/runtime.js';
+export type { ActorRuntime, RunnableDefinition, RunOutput, OutgoingMessage, TypedOutput } from './core/runtime.js';
 export { agent, type AgentOptions, type AgentDefinition, type RetryPolicy, type AgentContext } from './actors/agent.js';
 export { crew, CREW_ACTOR_ID, type CrewOptions, type CrewDefinition, type CrewProcess } from './actors/crew.js';
 export type { CrewOutput, CrewContext } from './actors/crew-machine.js';
@@ -55,6 +57,6 @@ export type { HistoryEntry } from './core/history.js';
 export { memoryStorage } from './storage/memory.js';
 export { definePolicy, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
 export { envSecrets, staticSecrets, REDACTED, type SecretsProvider } from './core/secrets.js';
-export type { AuditLog, AuditRecord, AuditEntry, AuditHead, AuditVerification } from './core/audit-log.js';
+export type { AuditLog, AuditRecord, AuditEntry, AuditHead, AuditVerification, AuditFailure } from './core/audit-log.js';
 export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';
 export type { TraceCarrier, TelemetryFactory, TelemetryBindings, NodeTelemetry, RunTraceStart } from './core/telemetry.js';

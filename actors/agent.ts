@@ -10,6 +10,9 @@ import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
 import { definePolicy, narrow, PolicySchema, type Policy } from '../core/policy.js';
+import { defineModelSettings, type ModelSettings } from '../core/model-settings.js';
+import { defineOutput, outputCorrection, outputInstructions, type OutputContract } from '../core/output-schema.js';
+import type { z } from 'zod';
 import {
   APPROVAL_DECISION,
   ApprovalDecisionPayloadSchema,
@@ -53,6 +56,26 @@ export interface AgentOptions {
   instructions: string;
   /** Model reference `provider:model` (or `provider` for its default). */
   model: string;
+  /**
+   * Call settings sent with every model call of this agent (temperature, token limit, stop
+   * sequences, provider-specific fields), checked when the agent is defined.
+   *
+   * @example
+   * agent({ id: 'writer', role: 'Writes', instructions: 'Write.', model: 'openai:gpt-4o',
+   *   settings: { temperature: 0.2, maxOutputTokens: 800, providerOptions: { openai: { user: 'crew-7' } } } });
+   */
+  settings?: ModelSettings;
+  /**
+   * The shape of the agent's final answer, a zod schema of JSON values. The model is shown
+   * it as JSON Schema; an answer that is not JSON or does not fit is sent back with what is
+   * wrong and costs a step; out of steps, the agent fails with `OUTPUT_INVALID`. The answer
+   * passed on (to the next agent, the manager, the run's result) is the validated value as JSON.
+   *
+   * @example
+   * agent({ id: 'extractor', role: 'Extracts', instructions: 'Extract the title.', model: 'openai:gpt-4o',
+   *   output: z.object({ title: z.string(), year: z.number().int() }) });
+   */
+  output?: z.ZodType;
   tools?: readonly Tool[];
   /** Model steps per task before the agent fails with `MAX_STEPS`. Default 10. */
   maxSteps?: number;
@@ -77,6 +100,10 @@ export interface AgentDefinition {
   readonly role: string;
   readonly instructions: string;
   readonly model: string;
+  /** Call settings sent with every model call (absent when none were given). */
+  readonly settings?: ModelSettings;
+  /** The schema of the final answer, when it has one. */
+  readonly output?: OutputContract;
   readonly tools: readonly Tool[];
   readonly maxSteps: number;
   readonly retry: RetryPolicy;
@@ -104,12 +131,16 @@ export function agent(options: AgentOptions): AgentDefinition {
   const retry = checkBackoff(`agent "${options.id}"`, 'retry.', { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 5_000, factor: 2, jitter: 0.5, maxRetryAfterMs: 60_000, ...options.retry });
   if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1) throw new TypeError(`agent "${options.id}": retry.maxAttempts must be a positive integer`);
   if (!(retry.maxRetryAfterMs >= 0)) throw new TypeError(`agent "${options.id}": retry.maxRetryAfterMs must be a non-negative number of milliseconds`);
+  const settings = options.settings === undefined ? undefined : defineModelSettings(`agent "${options.id}"`, options.settings);
+  const output = options.output === undefined ? undefined : defineOutput(`agent "${options.id}"`, options.output);
   return {
     kind: 'agent',
     id: options.id,
     role: options.role,
     instructions: options.instructions,
     model: options.model,
+    ...(settings ? { settings } : {}),
+    ...(output ? { output } : {}),
     tools,
     maxSteps,
     retry,
@@ -165,6 +196,8 @@ export interface AgentContext {
    * which turn of the run a call is (`ModelRequest.priorTurns`). Absent in older snapshots.
    */
   turnsDone?: number;
+  /** Why the last final answer did not fit the agent's `output` schema (absent in older snapshots). */
+  outputProblem?: string | null;
 }
 
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
@@ -196,6 +229,9 @@ const isRetryable = (error: SerializedError | null) => error === null || retryab
 /** How long the last failure asked us to wait (`Retry-After`), 0 when it did not say. */
 const askedWaitMs = (error: SerializedError | null) => error?.retryAfterMs ?? 0;
 
+/** The last assistant turn's text: the answer of a turn that called no tool. */
+const lastAnswer = (conversation: readonly Message[]) => [...conversation].reverse().find((m) => m.role === 'assistant')?.content ?? '';
+
 /** Builds the XState machine of one agent, bound to the runtime of one run. */
 export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
   const offered: readonly Tool[] = [...def.tools, ...controls];
@@ -219,7 +255,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
       callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; priorTurns: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered }, signal),
+        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered, ...(def.settings ? { settings: def.settings } : {}) }, signal),
       ),
       runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
@@ -242,6 +278,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       isDelegationReply: ({ context, event }) =>
         (event.envelope.type === CrewMessage.result || event.envelope.type === CrewMessage.failure) && event.envelope.corr !== undefined && event.envelope.corr === context.delegation?.corr,
       wantsTools: (_, params: { response: ModelResponse }) => (params.response.message.toolCalls?.length ?? 0) > 0,
+      answerInvalid: (_, params: { response: ModelResponse }) => def.output !== undefined && !def.output.check(params.response.message.content).ok,
       stepsExhausted: ({ context }) => context.step >= def.maxSteps,
       retriesExhausted: ({ context }) => context.attempt >= def.retry.maxAttempts || !isRetryable(context.lastError) || waitTooLong(context),
       failedWhileActing: ({ context }) => context.failedPhase === 'acting',
@@ -254,7 +291,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         const env = event.envelope;
         const { content, policy } = payloadOf(TaskPayloadSchema, env) ?? looseTask(env.payload);
         return {
-          conversation: [msg.system(def.instructions), msg.user(content, parseAddress(env.from).actorId)],
+          conversation: [msg.system(def.output ? `${def.instructions}\n\n${outputInstructions(def.output)}` : def.instructions), msg.user(content, parseAddress(env.from).actorId)],
           step: 1,
           attempt: 0,
           task: { from: env.from, ...(env.corr ? { corr: env.corr } : {}), ...(env.replyTo ? { replyTo: env.replyTo } : {}) },
@@ -267,10 +304,12 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           delegation: null,
           handoff: null,
           taskPolicy: policy ?? null,
+          outputProblem: null,
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
         conversation: [...context.conversation, params.response.message],
+        outputProblem: null,
         pendingCalls: params.response.message.toolCalls ?? [],
         attempt: 0,
         usage: {
@@ -278,7 +317,17 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           outputTokens: context.usage.outputTokens + params.response.usage.outputTokens,
         },
       })),
-      setOutput: assign(({ context }) => ({ output: [...context.conversation].reverse().find((m) => m.role === 'assistant')?.content ?? '' })),
+      // With a schema, what goes on is the validated value, not the model's wording of it.
+      setOutput: assign(({ context }) => {
+        const answer = lastAnswer(context.conversation);
+        const checked = def.output?.check(answer);
+        return { output: checked?.ok ? checked.json : answer, outputProblem: null };
+      }),
+      rejectAnswer: assign(({ context }) => {
+        const checked = def.output!.check(lastAnswer(context.conversation));
+        const problem = checked.ok ? 'the answer could not be read' : checked.problem;
+        return { conversation: [...context.conversation, msg.user(outputCorrection(problem))], outputProblem: problem };
+      }),
       recordToolResults: assign(({ context }, params: { results: ToolMessage[] }) => ({
         conversation: [...context.conversation, ...params.results],
         pendingCalls: [],
@@ -303,10 +352,17 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         attempt: context.attempt + 1,
         retryAt: runtime.clock.now() + Math.max(backoff(context, context.attempt + 1), askedWaitMs(context.lastError)),
       })),
+      // Out of steps while correcting its answer, the agent failed at the output, not at the work:
+      // the code says which, and a restart would only go through the same steps again.
       failMaxSteps: assign(({ context }) => ({
-        lastError: new TroupeError(ErrorCode.MAX_STEPS, `agent "${def.id}" used its ${def.maxSteps} steps without finishing`, {
-          details: { steps: context.step },
-        }).toJSON(),
+        lastError: context.outputProblem
+          ? new TroupeError(ErrorCode.OUTPUT_INVALID, `agent "${def.id}" used its ${def.maxSteps} steps without an answer that fits its output schema; last: ${context.outputProblem}`, {
+              details: { steps: context.step, problem: context.outputProblem },
+              retryable: false,
+            }).toJSON()
+          : new TroupeError(ErrorCode.MAX_STEPS, `agent "${def.id}" used its ${def.maxSteps} steps without finishing`, {
+              details: { steps: context.step },
+            }).toJSON(),
       })),
       failRetries: assign(({ context }) => {
         const last = context.lastError;
@@ -406,6 +462,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         delegation: null,
         handoff: null,
         taskPolicy: null,
+        outputProblem: null,
         // A new task number, so a restarted agent does not replay the failed attempt's calls.
         tasksDone: context.tasksDone + 1,
         // The process starts over, so the agent's turns do too.
@@ -451,6 +508,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       inherits: [],
       generation: 1,
       turnsDone: 0,
+      outputProblem: null,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { [ENVELOPE_EVENT]: { guard: 'isReset', target: '.idle', actions: 'reset' } },
@@ -477,6 +535,11 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
                 actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, { type: 'setHandoff', params: ({ event }) => ({ response: event.output }) }],
               },
               { guard: { type: 'wantsTools', params: ({ event }) => ({ response: event.output }) }, target: 'acting', actions: { type: 'recordResponse', params: ({ event }) => ({ response: event.output }) } },
+              {
+                guard: { type: 'answerInvalid', params: ({ event }) => ({ response: event.output }) },
+                target: 'observing',
+                actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'rejectAnswer'],
+              },
               { target: 'done', actions: [{ type: 'recordResponse', params: ({ event }) => ({ response: event.output }) }, 'setOutput'] },
             ],
             onError: { target: 'recovering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error, phase: 'planning' as const }) } },

@@ -69,7 +69,7 @@ type CrewEvent = EnvelopeEvent;
 type Enqueue = { assign(update: Partial<CrewContext>): void } & ((fn: () => void) => void);
 
 /** The agents' machines, with their control tools and the crew's shared tools, by `src` name. */
-function agentLogic(def: CrewDefinition, runtime: ActorRuntime): Record<string, AnyActorLogic> {
+function agentLogic(def: CrewDefinition<unknown>, runtime: ActorRuntime): Record<string, AnyActorLogic> {
   const process = def.process;
   // Remote agents cannot reach the crew's blackboard, which lives with the crew root.
   const shared: Tool[] = def.blackboard && !def.placement ? blackboardTools() : [];
@@ -92,7 +92,7 @@ function agentLogic(def: CrewDefinition, runtime: ActorRuntime): Record<string, 
  * The root of a run part: hosts the agents a crew placed on this node, as children with
  * their own `systemId`, until the crew root (on its origin node) says the run ended.
  */
-export function createCrewPartMachine(def: CrewDefinition, runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine {
+export function createCrewPartMachine(def: CrewDefinition<unknown>, runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine {
   const actors = agentLogic(def, runtime);
   return setup({
     types: {} as { events: EnvelopeEvent },
@@ -116,7 +116,7 @@ export function createCrewPartMachine(def: CrewDefinition, runtime: ActorRuntime
  * snapshot holds the whole crew at a consistent point. What to do next comes from the pure
  * process functions; supervision decides on failures.
  */
-export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine {
+export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine {
   const process = def.process;
   const actors = agentLogic(def, runtime);
   actors.durableTimer = durableTimer(runtime.clock);
@@ -142,7 +142,16 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
       const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: ROOT_ACTOR_ID, ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
       enqueue.assign({ proc, assignments });
     } else if (decision.type === 'done') {
-      enqueue.assign({ proc, result: { status: 'completed', output: decision.output, error: null } });
+      // The result is checked here, where it is produced, so a run never completes with an
+      // answer `run.result()` could not read; what is kept is the validated value's JSON.
+      const checked = def.output?.check(decision.output);
+      if (checked && !checked.ok) {
+        const error = new TroupeError(ErrorCode.OUTPUT_INVALID, `crew "${def.id}": the final result does not fit its output schema: ${checked.problem}`, {
+          details: { problem: checked.problem, output: decision.output.slice(0, 2_000) },
+          retryable: false,
+        }).toJSON();
+        enqueue.assign({ proc, result: { status: 'failed', output: '', error } });
+      } else enqueue.assign({ proc, result: { status: 'completed', output: checked?.ok ? checked.json : decision.output, error: null } });
     } else {
       enqueue.assign({ proc, result: { status: 'failed', output: '', error: decision.error } });
     }
@@ -204,7 +213,8 @@ export function createCrewMachine(def: CrewDefinition, runtime: ActorRuntime, sc
         const failures = [...context.failures, { agent: assignment.agent, at: now, error, action: decision.action }];
         if (decision.action === 'escalate') {
           const escalated = new TroupeError(
-            error.code === ErrorCode.BUDGET_EXCEEDED ? ErrorCode.BUDGET_EXCEEDED : ErrorCode.SUPERVISION_ESCALATED,
+            // Codes that say what to change keep their name: the crew adds nothing to fix.
+            error.code === ErrorCode.BUDGET_EXCEEDED || error.code === ErrorCode.OUTPUT_INVALID ? error.code : ErrorCode.SUPERVISION_ESCALATED,
             `${assignment.agent} failed and was not restarted (${decision.reason}): ${error.message}`,
             { details: { agent: assignment.agent, cause: error } },
           ).toJSON();

@@ -1,4 +1,6 @@
+import type { z } from 'zod';
 import type { AgentDefinition } from './agent.js';
+import { defineOutput, type OutputContract } from '../core/output-schema.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
@@ -58,10 +60,25 @@ export interface CrewOptions {
   placement?: Record<string, string>;
   /** Narrows every agent's tool permissions (an agent gets the stricter of both). */
   policy?: Policy;
+  /**
+   * The shape of the crew's final result, a zod schema of JSON values: a final answer that
+   * does not fit fails the run with `OUTPUT_INVALID`, and `run.result()` gives the validated
+   * value, typed by the schema. Give the agent that answers last the same schema as its
+   * `output`, so it is shown the schema and corrects its answer before the crew sees it.
+   *
+   * @example
+   * const brief = crew({ id: 'brief', agents: [extractor], output: Brief });
+   * const run = await node.run(brief, { input: 'https://example.com/post' });
+   * const { output } = await run.result(); // z.infer<typeof Brief>
+   */
+  output?: z.ZodType;
 }
 
-/** A fully-defaulted crew definition. */
-export interface CrewDefinition extends RunnableDefinition {
+/**
+ * A fully-defaulted crew definition. `T` is what `run.result()` gives as `output`: the value
+ * of the crew's `output` schema, or the final answer's text without one.
+ */
+export interface CrewDefinition<T = string> extends RunnableDefinition {
   readonly kind: 'crew';
   readonly agents: readonly AgentDefinition[];
   readonly process: ProcessConfig;
@@ -71,6 +88,10 @@ export interface CrewDefinition extends RunnableDefinition {
   readonly supervisionOf: Readonly<Record<string, SupervisionPolicy>>;
   readonly blackboard: { initial: Record<string, unknown> } | null;
   readonly policy?: Policy;
+  /** The schema of the final result, when it has one. */
+  readonly output?: OutputContract<T>;
+  /** Reads the final answer's text (what the run record keeps) into the value `run.result()` gives. */
+  readonly parseOutput?: (text: string) => T;
 }
 
 // A node that knows crews refuses a crew message from a peer whose payload does not fit its
@@ -114,8 +135,18 @@ function resolveProcess(id: string, process: CrewProcess | undefined, ids: reado
   }
 }
 
-/** Defines a crew. Throws a `TypeError` when the definition breaks a rule. */
-export function crew(options: CrewOptions): CrewDefinition {
+/**
+ * Defines a crew. Throws a `TypeError` when the definition breaks a rule. With an `output`
+ * schema, the definition (and so `run.result()`) is typed by it.
+ *
+ * @example
+ * const Brief = z.object({ title: z.string(), points: z.array(z.string()) });
+ * const briefing = crew({ id: 'briefing', agents: [agent({ id: 'extractor', role: 'Extracts', instructions: '…', model: 'ai', output: Brief })], output: Brief });
+ * const { output } = await (await node.run(briefing, { input: post })).result(); // { title: string; points: string[] }
+ */
+export function crew<S extends z.ZodType>(options: CrewOptions & { output: S }): CrewDefinition<z.output<S>>;
+export function crew(options: CrewOptions): CrewDefinition;
+export function crew(options: CrewOptions): CrewDefinition<unknown> {
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(options?.id ?? '')) throw new TypeError(`crew id "${options?.id}" must match /^[A-Za-z][A-Za-z0-9_-]{0,63}$/`);
   if (!options.agents?.length) throw new TypeError(`crew "${options.id}" needs at least one agent`);
   const ids: string[] = [];
@@ -133,7 +164,8 @@ export function crew(options: CrewOptions): CrewDefinition {
   }
   const supervision = resolveSupervision(`crew "${options.id}"`, options.supervision);
   const bb = options.blackboard;
-  const def: CrewDefinition = {
+  const output = options.output === undefined ? undefined : defineOutput(`crew "${options.id}"`, options.output);
+  const def: CrewDefinition<unknown> = {
     kind: 'crew',
     id: options.id,
     agents: [...options.agents],
@@ -151,6 +183,7 @@ export function crew(options: CrewOptions): CrewDefinition {
     },
     ...(options.policy ? { policy: definePolicy(options.policy) } : {}),
     ...(options.placement && Object.keys(options.placement).length ? { placement: { ...options.placement } } : {}),
+    ...(output ? { output, parseOutput: (text: string) => output.read(text) } : {}),
     createMachine: (runtime, scope) => createCrewMachine(def, runtime, scope),
     createPartMachine: (runtime, actorIds) => createCrewPartMachine(def, runtime, actorIds),
   };

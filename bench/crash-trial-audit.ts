@@ -118,6 +118,8 @@ export function auditTrial(input: { effects: Effect[]; runs: DrivenRun[]; fork?:
   for (const open of openByRun.values()) audit.openHoldsBeyondOne += Math.max(0, open - 1);
 
   const approvedKeys = new Set<string>();
+  const approvedKeysToRun = new Set<string>();
+  const rejectedKeys: string[] = [];
   for (const run of runs) {
     if (run.record?.status === 'completed') audit.completedRuns++;
     // A write is acknowledged once its result is in the ledger; its effect must be in the world.
@@ -150,8 +152,11 @@ export function auditTrial(input: { effects: Effect[]; runs: DrivenRun[]; fork?:
         audit.rejections++;
         const kind = EFFECT_OF[last.tool];
         const key = run.decidedKeys[last.id];
-        if (kind && key && count(kind, key) > 0) audit.rejectedCallsWithEffect++;
+        if (kind && key) rejectedKeys.push(`${kind}\u0000${key}`);
         if (!toldRejected(run.ledger.find((e) => e.callId === callId))) audit.rejectionsNotToldToModel++;
+      } else if (last?.status === 'approved') {
+        const key = run.decidedKeys[last.id];
+        if (key) approvedKeysToRun.add(`${EFFECT_OF[last.tool] ?? last.tool}\u0000${key}`);
       }
     }
 
@@ -160,6 +165,13 @@ export function auditTrial(input: { effects: Effect[]; runs: DrivenRun[]; fork?:
       const expected = toldRejected(confirmation) ? input.outputs.unconfirmed : input.outputs.confirmed;
       if (run.record.output !== expected) audit.unexpectedOutputs++;
     }
+  }
+  // A fork keeps the key of a call in flight at its point: a human may reject the call in
+  // the source run and approve it in the fork, whose effect then carries that key. Only an
+  // effect no run's human approved breaks a rejection.
+  for (const entry of rejectedKeys) {
+    const [kind, key] = entry.split('\u0000') as [Effect['kind'], string];
+    if (count(kind, key) > 0 && !approvedKeysToRun.has(entry)) audit.rejectedCallsWithEffect++;
   }
   for (const entry of approvedKeys) {
     const [kind, key] = entry.split('\u0000') as [Effect['kind'], string];

@@ -298,7 +298,7 @@ async function trial(index: number, reference: TrialContext['reference'], totals
     let fork: ForkPoint | undefined;
     if (source.run.record?.status === 'completed') {
       const history = await troupe('history', ['history', runId, '--db', ctx.db], ctx.env);
-      const entries = JSON.parse(history.lines.join('\n')) as HistoryEntry[];
+      const entries = (JSON.parse(history.lines.join('\n')) as { history: HistoryEntry[] }).history;
       const at = entries[Math.floor(ctx.random() * entries.length)]!.seq;
       fork = { source: runId, at, effectsBefore: readEffects(ctx.env.TROUPE_WORLD), ...(await forkPointOf(ctx.db, runId, at)) };
       ctx.log.push(`fork at checkpoint ${at}: ${JSON.stringify(entries.find((e) => e.seq === at)?.states)}`);

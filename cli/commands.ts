@@ -9,14 +9,21 @@ import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
 import { createAuditLog, toJsonl } from '../core/audit-log.js';
+import { auditVerify } from './audit-verify.js';
 import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
+import type { Storage } from '../core/storage.js';
 import { levelStorage, repairLevelStorage } from '../storage/level.js';
+import { serveControlSocket } from './control-socket.js';
+import { DecidedResultSchema } from './control-protocol.js';
+import { DEFAULT_DB, decideHint, resumeHint } from './hints.js';
 import { loadCrewModule } from './load.js';
+import { isLockedError, openForReading } from './read-database.js';
+import { connectControl } from './control-client.js';
 import type { NetworkFlags } from './network.js';
 import { transportFromFlags } from './transport.js';
 import { createLiveView } from './live-view.js';
@@ -35,36 +42,94 @@ interface NodeSetup {
   create: boolean;
 }
 
-/** Where runs are kept unless `--db` says otherwise. */
-export const DEFAULT_DB = './.troupe';
+export { DEFAULT_DB };
+
+/** Exit code of a command stopped by SIGINT/SIGTERM (128 + SIGINT's number, as shells report it). */
+export const EXIT_INTERRUPTED = 130;
 
 /**
- * Opens an existing database for a command that only reads it, or continues what is in it:
- * a missing database is an error (`STORAGE_NOT_FOUND`), never a new empty one.
+ * Opens an existing database for a command that only reads it: a missing database is an
+ * error (`STORAGE_NOT_FOUND`), never a new empty one; one held by a running node is read
+ * through that node's control socket.
  */
-const openExisting = (db: string) => levelStorage({ path: db, create: false });
-
-/** Opens the node, runs `work`, and on SIGINT/SIGTERM checkpoints before exiting. */
-async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode) => Promise<number>): Promise<number> {
-  await using storage = await levelStorage({ path: db, create: setup.create });
-  const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
-  await using node = await createNode({
-    storage,
-    models: setup.models,
-    resume: false,
-    crews: setup.crews ?? [],
-    ...(setup.flags?.nodeId ? { nodeId: setup.flags.nodeId } : {}),
-    ...(transport ? { transport } : {}),
-  });
-  const interrupt = (signal: NodeJS.Signals) => {
-    process.stderr.write(`\n${signal}: checkpointing; continue later with \`troupe resume\`\n`);
-    void node.close().then(() => storage.close()).then(() => process.exit(130));
-  };
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
-  // `return await`: the node and storage must stay open until the work is finished.
-  return await work(node);
+async function openExisting(db: string): Promise<Storage> {
+  return (await openForReading(db)).storage;
 }
+
+/** What a command's work tells {@link withNode}: the run it is about, for the interrupt hint. */
+interface NodeSession {
+  runId?: string;
+}
+
+/**
+ * Opens the database and a node on it, serves its control socket, and runs `work`. On
+ * SIGINT/SIGTERM the work is abandoned: the control socket, the node (its final
+ * checkpoints) and the storage are closed, in that order, then the command says how to
+ * resume the run and resolves with {@link EXIT_INTERRUPTED}.
+ */
+async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, session: NodeSession) => Promise<number>, json = false): Promise<number> {
+  // Registered first: a Ctrl-C while the node opens still closes it before the process ends.
+  const interrupted = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  const session: NodeSession = {};
+  const outcome = await (async () => {
+    await using storage = await levelStorage({ path: db, create: setup.create }).catch((error: unknown) => explainLocked(db, error));
+    const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
+    await using node = await createNode({
+      storage,
+      models: setup.models,
+      resume: false,
+      crews: setup.crews ?? [],
+      ...(setup.flags?.nodeId ? { nodeId: setup.flags.nodeId } : {}),
+      ...(transport ? { transport } : {}),
+    });
+    await using _control = await serveControlSocket({ db, node, storage }, warn);
+    const working = work(node, session);
+    // Abandoned on a signal: whatever it still throws once the node is closed is moot.
+    working.catch(() => {});
+    // `return await`: the node and storage must stay open until the work is finished.
+    return await Promise.race([working.then((code) => ({ code })), interrupted.then((signal) => ({ signal }))]);
+  })();
+  if ('code' in outcome) return outcome.code;
+  live?.stop();
+  const { signal } = outcome;
+  if (session.runId === undefined) {
+    process.stderr.write(`\n${signal}: stopped\n`);
+  } else {
+    const resume = resumeHint(session.runId, db);
+    if (json) process.stdout.write(`${JSON.stringify({ type: 'interrupted', runId: session.runId, signal, resume })}\n`);
+    process.stderr.write(`\n${signal}: stopped; run ${session.runId} is checkpointed. Continue it with:\n  ${resume}\n`);
+  }
+  return EXIT_INTERRUPTED;
+}
+
+/**
+ * Rethrows a failed open; when another process holds the database, names it (asked over its
+ * control socket) and what still works meanwhile.
+ */
+async function explainLocked(db: string, error: unknown): Promise<never> {
+  if (!isLockedError(error)) throw error;
+  const pid = await connectControl(db, { timeoutMs: 2000 }).then(
+    async (control) => {
+      await control.close();
+      return control.peer.pid;
+    },
+    () => undefined,
+  );
+  if (pid === undefined) throw error;
+  throw new TroupeError(
+    ErrorCode.STORAGE_FAILED,
+    `database at ${db} is in use by process ${pid}; this command needs it to itself (stop that process first). Meanwhile runs, approvals, history, audit, inspect, approve and reject work through it`,
+    { cause: error, details: { path: db, locked: true, pid } },
+  );
+}
+
+const warn = (message: string) => process.stderr.write(`troupe: warning: ${message}\n`);
+
+/** Prints one JSON value on one line: the whole output of a command that produces a result. */
+const printJson = (value: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(value)}\n`);
 
 let live: ReturnType<typeof createLiveView> | undefined;
 
@@ -83,23 +148,52 @@ function watch(node: TroupeNode, json: boolean, global: GlobalOptions, header: {
 /** Exit code of a run that stopped to wait for a human. */
 const EXIT_WAITING = 3;
 
-/** Says which approval a run waits for and how to decide it (with the `--db` in use). */
-function printWaiting(w: { runId: string; approvalId: string; actor: string; tool: string; reason: string; message: string }, json: boolean, db: string): void {
-  if (json) return void process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: w.runId, approvalId: w.approvalId })}\n`);
-  const where = db === DEFAULT_DB ? '' : ` --db ${db}`;
-  process.stdout.write(
-    `\nwaiting for approval ${w.approvalId}: ${w.actor} wants to run ${w.tool} (${w.reason})\n  ${w.message}\n` +
-      `  troupe approve ${w.approvalId}${where} [--result JSON | --edit-args JSON]   or   troupe reject ${w.approvalId}${where} --reason TEXT\n`,
-  );
+/** What a run waits for, as {@link printWaiting} says it. */
+interface Waiting {
+  runId: string;
+  approvalId: string;
+  actor: string;
+  tool: string;
+  reason: string;
+  message: string;
 }
 
-async function follow(run: RunHandle, json: boolean, db: string): Promise<number> {
+/**
+ * Says which approval a run waits for and how to decide it (with the `--db` in use). With
+ * `here`, this process keeps the run and takes the decision through its control socket.
+ */
+function printWaiting(w: Waiting, json: boolean, db: string, here = false): void {
+  if (json) return void process.stdout.write(`${JSON.stringify({ type: 'waiting', runId: w.runId, approvalId: w.approvalId })}\n`);
+  const how = here ? '  decide from another shell (this process keeps the run until then):\n' : '';
+  process.stdout.write(`\nwaiting for approval ${w.approvalId}: ${w.actor} wants to run ${w.tool} (${w.reason})\n  ${w.message}\n${how}  ${decideHint(w.approvalId, db)}\n`);
+}
+
+/** How {@link follow} treats a run that stops to wait for a human. */
+interface FollowOptions {
+  json: boolean;
+  db: string;
+  /** Keep following it (the decision comes through the control socket) instead of exiting 3. */
+  wait?: boolean;
+}
+
+async function follow(run: RunHandle, options: FollowOptions): Promise<number> {
+  const { json, db } = options;
   const started = Date.now();
-  // A run waiting for a human has nothing to do here: park it (it is checkpointed) and say how to go on.
-  const parked = new Promise<Extract<RunEvent, { type: 'approval.requested' }>>((resolve) =>
-    run.subscribe((event) => event.type === 'approval.requested' && resolve(event)),
-  );
-  const outcome = await Promise.race([run.settled(), parked]);
+  let outcome: RunResult | Extract<RunEvent, { type: 'approval.requested' }>;
+  if (options.wait) {
+    run.subscribe((event) => {
+      if (event.type !== 'approval.requested') return;
+      live?.stop();
+      printWaiting({ ...event, runId: run.id }, json, db, true);
+    });
+    outcome = await run.settled();
+  } else {
+    // A run waiting for a human has nothing to do here: park it (it is checkpointed) and say how to go on.
+    const parked = new Promise<Extract<RunEvent, { type: 'approval.requested' }>>((resolve) =>
+      run.subscribe((event) => event.type === 'approval.requested' && resolve(event)),
+    );
+    outcome = await Promise.race([run.settled(), parked]);
+  }
   live?.stop();
   if ('type' in outcome) {
     await run.stop();
@@ -141,11 +235,25 @@ async function moduleOfRun(db: string, runId: string, crewFiles: readonly string
   return loadCrewModule(record.source);
 }
 
+/** How {@link continueRun} continues a run. */
+interface ContinueOptions {
+  json: boolean;
+  global: GlobalOptions;
+  /** Done to the resumed run before it is followed (e.g. a decision). */
+  act?: (node: TroupeNode) => Promise<unknown>;
+  flags?: NetworkFlags;
+  wait?: boolean;
+  /** `--crew` modules to find the run's crew among, by id (instead of the recorded module). */
+  crewFiles?: readonly string[];
+}
+
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
-async function continueRun(db: string, runId: string, json: boolean, global: GlobalOptions, act?: (node: TroupeNode) => Promise<unknown>, flags?: NetworkFlags, crewFiles?: readonly string[]) {
-  const mod = await moduleOfRun(db, runId, crewFiles);
-  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node) => {
-    watch(node, json, global, { crew: mod.definition.id, runId });
+async function continueRun(db: string, runId: string, options: ContinueOptions) {
+  const { json, act, flags, wait = false } = options;
+  const mod = await moduleOfRun(db, runId, options.crewFiles);
+  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node, session) => {
+    session.runId = runId;
+    watch(node, json, options.global, { crew: mod.definition.id, runId });
     const run = await node.resume(runId, mod.definition);
     if (run.status !== 'running' && !json) process.stdout.write(`run ${run.id} had already ${run.status}\n`);
     if (!act) {
@@ -154,15 +262,15 @@ async function continueRun(db: string, runId: string, json: boolean, global: Glo
       const waiting = run.waiting();
       if (waiting.length > 0) {
         live?.stop();
-        await run.stop();
-        for (const a of waiting) printWaiting({ runId, approvalId: a.id, actor: a.agentId, tool: a.tool, reason: a.reason, message: a.message }, json, db);
-        return EXIT_WAITING;
+        if (!wait) await run.stop();
+        for (const a of waiting) printWaiting({ runId, approvalId: a.id, actor: a.agentId, tool: a.tool, reason: a.reason, message: a.message }, json, db, wait);
+        if (!wait) return EXIT_WAITING;
       }
     }
-    const following = follow(run, json, db);
+    const following = follow(run, { json, db, wait });
     if (act) await act(node);
     return following;
-  });
+  }, json);
 }
 
 function parseAnchor(value: string): { seq: number; hash: string } {
@@ -172,8 +280,7 @@ function parseAnchor(value: string): { seq: number; hash: string } {
 }
 
 /** The run a pending approval belongs to; a decided one is refused before its run is touched. */
-async function runOfApproval(db: string, approvalId: string): Promise<string> {
-  await using storage = await openExisting(db);
+async function runOfApproval(storage: Storage, db: string, approvalId: string): Promise<string> {
   const approval = await createRunStore(storage).getApproval(approvalId);
   if (!approval) throw new TroupeError(ErrorCode.APPROVAL_NOT_FOUND, `no approval "${approvalId}" in ${db}`);
   // Continuing the run first would print its (finished) output, as if the call ran again.
@@ -187,20 +294,22 @@ async function runOfApproval(db: string, approvalId: string): Promise<string> {
 const describe = (error: SerializedError | null) => (error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error');
 
 /** `troupe run <file>`: runs a crew module to completion (or to its first wait for a human). */
-export async function runCommand(file: string, opts: { db: string; runId?: string; input?: string; json?: boolean } & NetworkFlags, global: GlobalOptions): Promise<void> {
+export async function runCommand(file: string, opts: { db: string; runId?: string; input?: string; json?: boolean; wait?: boolean } & NetworkFlags, global: GlobalOptions): Promise<void> {
   const mod = await loadCrewModule(file);
   const input = opts.input ?? mod.input;
   if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
-  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node) => {
-    watch(node, opts.json ?? false, global, { crew: mod.definition.id, ...(opts.runId ? { runId: opts.runId } : {}) });
+  const json = opts.json ?? false;
+  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node, session) => {
+    watch(node, json, global, { crew: mod.definition.id, ...(opts.runId ? { runId: opts.runId } : {}) });
     const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
-    return follow(run, opts.json ?? false, opts.db);
-  });
+    session.runId = run.id;
+    return follow(run, { json, db: opts.db, wait: opts.wait ?? false });
+  }, json);
 }
 
 /** `troupe resume <run-id>`: continues an unfinished run from its last checkpoint. */
-export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; crew?: string[] } & NetworkFlags, global: GlobalOptions): Promise<void> {
-  process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, global, undefined, opts, opts.crew);
+export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; wait?: boolean; crew?: string[] } & NetworkFlags, global: GlobalOptions): Promise<void> {
+  process.exitCode = await continueRun(opts.db, runId, { json: opts.json ?? false, global, flags: opts, wait: opts.wait ?? false, ...(opts.crew ? { crewFiles: opts.crew } : {}) });
 }
 
 /** `troupe node`: a long-lived node hosting the actors its peers place on it, until a signal. */
@@ -218,6 +327,7 @@ export async function nodeCommand(opts: { db: string; crew?: string[] } & Networ
     ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
     ...(transport ? { transport } : {}),
   });
+  await using _control = await serveControlSocket({ db: opts.db, node, storage }, warn);
   node.subscribe(createProgressPrinter(process.stdout));
   const resumed = await node.resumeAll({ onSkipped: (s) => process.stdout.write(`run ${s.runId} is executed by ${s.holder}; not resumed here\n`) });
   process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
@@ -232,44 +342,69 @@ export async function nodeCommand(opts: { db: string; crew?: string[] } & Networ
 export async function approvalsCommand(opts: { db: string; all?: boolean; json?: boolean }): Promise<void> {
   await using storage = await openExisting(opts.db);
   const approvals = (await createRunStore(storage).listApprovals()).filter((a) => opts.all || a.status === 'pending');
-  if (opts.json) return void process.stdout.write(`${JSON.stringify(approvals, null, 2)}\n`);
+  if (opts.json) return void printJson({ approvals });
   if (approvals.length === 0) return void process.stdout.write('no approvals waiting\n');
   for (const a of approvals) {
     process.stdout.write(`${a.id}  ${a.status.padEnd(8)} run ${a.runId}  ${a.agentId} → ${a.tool}(${JSON.stringify(a.args)})  ${a.reason}\n`);
   }
 }
 
-/** `troupe approve <id>`: records the approval, then continues its run in this process. */
+/** A decision as `approve`/`reject` take it: through the node's decision path wherever the run is. */
+type Decision = { method: 'approve'; args?: unknown; result?: unknown; reason?: string } | { method: 'reject'; reason: string };
+
+/**
+ * Decides `approvalId`. When a running node holds the database, the decision goes to it over
+ * its control socket (it resolves once the decision is durable there) and that node
+ * continues the run; otherwise the run is resumed here, decided, and followed.
+ */
+async function decideCommand(approvalId: string, decision: Decision, opts: { db: string; json?: boolean }, global: GlobalOptions): Promise<number> {
+  const json = opts.json ?? false;
+  const runId = await (async () => {
+    await using database = await openForReading(opts.db);
+    const id = await runOfApproval(database.storage, opts.db, approvalId);
+    if (!database.control) return id;
+    const decided = DecidedResultSchema.parse(await database.control.call({ ...decision, approvalId }));
+    const pid = database.control.peer.pid;
+    const verb = decided.decision === 'approve' ? 'approved' : 'rejected';
+    if (json) printJson({ type: 'decided', approvalId, runId: id, decision: decided.decision, pid });
+    else process.stdout.write(`approval ${approvalId} ${verb}; run ${id} continues in process ${pid}, which holds ${opts.db}\n`);
+    return undefined;
+  })();
+  if (runId === undefined) return 0;
+  const act = (node: TroupeNode) =>
+    decision.method === 'reject'
+      ? node.reject(approvalId, decision.reason)
+      : node.approve(approvalId, {
+          ...(decision.args !== undefined ? { args: decision.args } : {}),
+          ...(decision.result !== undefined ? { result: decision.result } : {}),
+          ...(decision.reason ? { reason: decision.reason } : {}),
+        });
+  return continueRun(opts.db, runId, { json, global, act });
+}
+
+/** `troupe approve <id>`: records the approval, then continues its run (here, or in the node holding the database). */
 export async function approveCommand(approvalId: string, opts: { db: string; editArgs?: unknown; result?: unknown; reason?: string; json?: boolean }, global: GlobalOptions): Promise<void> {
-  const runId = await runOfApproval(opts.db, approvalId);
-  process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, global, (node) =>
-    node.approve(approvalId, {
-      ...(opts.editArgs !== undefined ? { args: opts.editArgs } : {}),
-      ...(opts.result !== undefined ? { result: opts.result } : {}),
-      ...(opts.reason ? { reason: opts.reason } : {}),
-    }),
-  );
+  const decision: Decision = {
+    method: 'approve',
+    ...(opts.editArgs !== undefined ? { args: opts.editArgs } : {}),
+    ...(opts.result !== undefined ? { result: opts.result } : {}),
+    ...(opts.reason ? { reason: opts.reason } : {}),
+  };
+  process.exitCode = await decideCommand(approvalId, decision, opts, global);
 }
 
 /** `troupe reject <id>`: records the rejection (the model is told why), then continues the run. */
 export async function rejectCommand(approvalId: string, opts: { db: string; reason: string; json?: boolean }, global: GlobalOptions): Promise<void> {
-  const runId = await runOfApproval(opts.db, approvalId);
-  process.exitCode = await continueRun(opts.db, runId, opts.json ?? false, global, (node) => node.reject(approvalId, opts.reason));
+  process.exitCode = await decideCommand(approvalId, { method: 'reject', reason: opts.reason }, opts, global);
 }
 
 /** `troupe audit <run-id>` prints a run's audit trail; `troupe audit verify` checks the hash chain. */
-export async function auditCommand(target: string, opts: { db: string; json?: boolean; anchor?: string }): Promise<void> {
+export async function auditCommand(target: string, opts: { db: string; json?: boolean; anchor?: string; auditDir?: string; key?: boolean }): Promise<void> {
+  const anchor = target === 'verify' && opts.anchor ? parseAnchor(opts.anchor) : undefined;
   await using storage = await openExisting(opts.db);
   const audit = createAuditLog(storage);
   if (target === 'verify') {
-    const anchor = opts.anchor ? parseAnchor(opts.anchor) : undefined;
-    const verdict = await audit.verify(anchor ? { anchor } : {});
-    if (verdict.ok) {
-      process.stdout.write(`audit log intact: ${verdict.count} records, head ${verdict.head.seq}:${verdict.head.hash}\n`);
-      return;
-    }
-    process.stdout.write(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}\n`);
-    process.exitCode = 1;
+    process.exitCode = await auditVerify(storage, { ...(anchor ? { anchor } : {}), ...(opts.auditDir ? { auditDir: opts.auditDir } : {}), ...(opts.key === false ? { key: false } : {}), ...(opts.json ? { json: true } : {}) });
     return;
   }
   const records = await audit.read({ runId: target });
@@ -285,7 +420,7 @@ export async function auditCommand(target: string, opts: { db: string; json?: bo
 export async function historyCommand(runId: string, opts: { db: string; json?: boolean }): Promise<void> {
   await using storage = await openExisting(opts.db);
   const history = await runHistory(createRunStore(storage), runId, ROOT_ACTOR_ID);
-  if (opts.json) return void process.stdout.write(`${JSON.stringify(history, null, 2)}\n`);
+  if (opts.json) return void printJson({ runId, history });
   for (const h of history) {
     const states = Object.entries(h.states).map(([actor, state]) => `${actor}:${state}`).join('  ');
     process.stdout.write(`${String(h.seq).padStart(4)}  ${new Date(h.ts).toISOString()}  v${h.version}  ${states}\n`);
@@ -295,21 +430,20 @@ export async function historyCommand(runId: string, opts: { db: string; json?: b
 /** `troupe fork <run-id> --at N`: a new run from a checkpoint of another. */
 export async function forkCommand(runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }, global: GlobalOptions): Promise<void> {
   const mod = await moduleOfRun(opts.db, runId);
-  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node) => {
-    watch(node, opts.json ?? false, global);
+  const json = opts.json ?? false;
+  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node, session) => {
+    watch(node, json, global);
     const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
-    return follow(run, opts.json ?? false, opts.db);
-  });
+    session.runId = run.id;
+    return follow(run, { json, db: opts.db });
+  }, json);
 }
 
 /** `troupe runs`: the run index, newest first. */
 export async function runsCommand(opts: { db: string; json?: boolean }): Promise<void> {
   await using storage = await openExisting(opts.db);
   const runs = (await createRunStore(storage).listRuns()).sort((a, b) => b.startedAt - a.startedAt);
-  if (opts.json) {
-    process.stdout.write(`${JSON.stringify(runs.map(({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error }) => ({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error })), null, 2)}\n`);
-    return;
-  }
+  if (opts.json) return void printJson({ runs: runs.map(({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error }) => ({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error })) });
   if (runs.length === 0) {
     process.stdout.write(`no runs in ${opts.db}\n`);
     return;

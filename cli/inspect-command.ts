@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { DEFAULT_DB } from './hints.js';
 
 /** Port of `troupe inspect` unless `--port` says otherwise. */
 export const DEFAULT_INSPECT_PORT = 7433;
@@ -21,14 +22,14 @@ const parsePort = (value: string) => {
 /**
  * Registers `troupe inspect`: serves the inspector page for the runs in `--db` and, with
  * `--run FILE`, runs that crew module here so the page follows it live. LevelDB admits one
- * process at a time, so a run must be started by this command to be watched live; runs of
- * other processes are replayed once those processes have exited.
+ * process at a time, so a run must be started by this command to be watched live; the runs
+ * of another troupe process are read through its control socket and replayed.
  */
 export function registerInspectCommand(program: Command): void {
   program
     .command('inspect')
     .description('serve a local page that shows every agent\'s state machine, live (with --run) or replayed from the journal')
-    .option('--db <dir>', 'LevelDB directory for runs and checkpoints', './.troupe')
+    .option('--db <dir>', 'LevelDB directory for runs and checkpoints', DEFAULT_DB)
     .option('--port <n>', `port on 127.0.0.1 (0: any free port)`, parsePort, DEFAULT_INSPECT_PORT)
     .option('--run <file>', 'also run this crew module here and follow it live')
     .option('--input <text>', 'the task for --run (default: the module\'s `input` export)')

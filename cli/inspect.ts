@@ -1,22 +1,31 @@
 import { InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { createInspector } from '../inspector/index.js';
+import type { Storage } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
+import { serveControlSocket } from './control-socket.js';
+import { resumeHint } from './hints.js';
 import type { InspectOptions } from './inspect-command.js';
 import { loadCrewModule, type CrewModule } from './load.js';
+import { openForReading } from './read-database.js';
+
+const warn = (message: string) => process.stderr.write(`troupe: warning: ${message}\n`);
 
 /**
  * Runs `troupe inspect`: serves the inspector until SIGINT/SIGTERM, and with `--run` runs the
- * crew module here so the page follows it live. Resolves with the exit code.
+ * crew module here so the page follows it live (and serves the control socket, as `troupe
+ * run` does). Without `--run`, a database another node holds is read through that node's
+ * control socket: its runs are listed and replayed as they are at each request.
  */
 export async function inspect(opts: InspectOptions): Promise<number> {
   const mod: CrewModule | undefined = opts.run ? await loadCrewModule(opts.run) : undefined;
   const input = mod ? (opts.input ?? mod.input) : undefined;
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
   // Watching only reads: without --run a missing database is an error, not a new one.
-  await using storage = await levelStorage({ path: opts.db, create: mod !== undefined });
+  await using storage: Storage = mod ? await levelStorage({ path: opts.db, create: true }) : (await openForReading(opts.db)).storage;
   // No resume: this command watches; it continues nobody's runs behind their back.
   await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
+  await using _control = node ? await serveControlSocket({ db: opts.db, node, storage }, warn) : undefined;
   await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(mod ? { machines: [mod.definition] } : {}) });
   const out = (line: string) => process.stdout.write(`${line}\n`);
   out(`inspector ${inspector.url}  (Ctrl-C to stop)`);
@@ -33,7 +42,7 @@ export async function inspect(opts: InspectOptions): Promise<number> {
     process.once('SIGTERM', resolve);
   });
   const interrupted = run?.status === 'running';
-  if (interrupted) process.stderr.write(`\n${signal}: checkpointing; continue later with \`troupe resume ${run!.id}\`\n`);
+  if (interrupted) process.stderr.write(`\n${signal}: checkpointing run ${run!.id}. Continue it with:\n  ${resumeHint(run!.id, opts.db)}\n`);
   // `await using` closes the inspector, then the node (checkpointing its run), then the storage.
   return interrupted ? 130 : 0;
 }

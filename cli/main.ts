@@ -5,14 +5,13 @@
  * @module
  */
 import { createRequire } from 'node:module';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { isTroupeError } from '../core/errors.js';
 import type * as Commands from './commands.js';
+import { DEFAULT_DB } from './hints.js';
 import { registerInspectCommand } from './inspect-command.js';
 import { registerMcpCommand } from './mcp-register.js';
 import { withNetworkOptions } from './network.js';
-
-const DEFAULT_DB = './.troupe';
 
 // The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
 // the sources and from dist/, where a relative URL would differ by a directory.
@@ -27,12 +26,17 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 const commands = () => import('./commands.js');
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
+/** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
+const EXIT_USAGE = 2;
+
 const program = new Command()
   .name('troupe')
   .description('Durable multi-agent crews on XState: run, resume and inspect them.')
   .version(version, '-V, --version', 'print the version')
   .option('--plain', 'one line per event even on a terminal (no live view)')
-  .showHelpAfterError();
+  // Before any command is declared, so every command inherits it: commander throws instead
+  // of exiting, and the exit code is decided below (2 for usage errors).
+  .exitOverride();
 
 const parseJson = (label: string) => (value: string) => {
   try {
@@ -50,6 +54,7 @@ withNetworkOptions(program
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
+  .option('--wait', 'when the run waits for a human, keep it here and take the decision from `troupe approve`/`reject` in another shell (instead of exiting 3)')
   .action(async (file: string, opts: OptionsOf<typeof Commands.runCommand>) => (await commands()).runCommand(file, opts, program.opts()));
 
 withNetworkOptions(program
@@ -59,6 +64,7 @@ withNetworkOptions(program
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.resumeCommand>) => (await commands()).resumeCommand(runId, opts, program.opts()));
 
 withNetworkOptions(program
@@ -73,7 +79,7 @@ program
   .description('list tool calls waiting for a human (and decided ones with --all)')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--all', 'include decided approvals')
-  .option('--json', 'print JSON')
+  .option('--json', 'print one JSON object: { "approvals": [...] }')
   .action(async (opts: Parameters<typeof Commands.approvalsCommand>[0]) => (await commands()).approvalsCommand(opts));
 
 program
@@ -101,8 +107,10 @@ program
   .description("print a run's audit trail, or `troupe audit verify` to check the whole log's hash chain")
   .argument('<run-id|verify>', 'a run id, or `verify`')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
-  .option('--json', 'export as JSON lines (one record a line)')
+  .option('--json', 'the trail as JSON lines (one record a line); with verify, one JSON object: { "verify": {...} }')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
+  .option('--audit-dir <dir>', 'with verify: the audit key and saved heads (default $TROUPE_AUDIT_DIR, else <db>.audit)')
+  .option('--no-key', 'with verify: check an unkeyed log, without an audit directory')
   .action(async (target: string, opts: OptionsOf<typeof Commands.auditCommand>) => (await commands()).auditCommand(target, opts));
 
 program
@@ -110,7 +118,7 @@ program
   .description("list a run's checkpoints with each actor's state")
   .argument('<run-id>')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
-  .option('--json', 'print JSON')
+  .option('--json', 'print one JSON object: { "runId": ..., "history": [...] }')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.historyCommand>) => (await commands()).historyCommand(runId, opts));
 
 program
@@ -131,7 +139,7 @@ program
   .command('runs')
   .description('list runs, newest first')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
-  .option('--json', 'print JSON')
+  .option('--json', 'print one JSON object: { "runs": [...] }')
   .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
 program
@@ -145,10 +153,38 @@ program
 registerInspectCommand(program);
 registerMcpCommand(program);
 
+/** `troupe db repair`, for messages. */
+const fullName = (command: Command): string => (command.parent ? `${fullName(command.parent)} ${command.name()}` : command.name());
+/** The short usage line of `command` and where to read more: what a usage error ends with. */
+const usageHint = (command: Command) => `usage: ${fullName(command)} ${command.usage()}\n(see \`${fullName(command)} --help\`)`;
+
+// Each command's own usage after its errors, not the whole help text.
+const everyCommand = (command: Command): Command[] => [command, ...command.commands.flatMap(everyCommand)];
+for (const command of everyCommand(program)) command.showHelpAfterError(usageHint(command));
+
+// The command whose action runs, so a usage error found there is explained with its usage.
+let acting: Command = program;
+program.hook('preAction', (_program, actionCommand) => {
+  acting = actionCommand;
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  const code = isTroupeError(error) ? ` [${error.code}]` : '';
-  process.stderr.write(`troupe:${code} ${(error as Error).message}\n`);
-  process.exitCode = 1;
+  if (error instanceof InvalidArgumentError) {
+    // Thrown by a command's own checks (`--input` missing, a bad `--listen`): a usage error
+    // commander has not printed.
+    process.stderr.write(`troupe: ${error.message}\n${usageHint(acting)}\n`);
+    process.exitCode = EXIT_USAGE;
+  } else if (error instanceof CommanderError) {
+    // Already printed by commander (with the usage hint); `--help` and `--version` exit 0.
+    process.exitCode = error.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else {
+    const code = isTroupeError(error) ? ` [${error.code}]` : '';
+    process.stderr.write(`troupe:${code} ${(error as Error).message}\n`);
+    process.exitCode = 1;
+  }
 }
+// An interrupted command has closed its node (everything is durable) and said how to go on:
+// a model or tool call that ignores its abort signal must not keep the process alive.
+if (process.exitCode === 130) process.exit(130);

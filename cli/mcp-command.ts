@@ -11,6 +11,8 @@ import type { RunEvent } from '../core/events.js';
 import type { RunResult } from '../core/run-host.js';
 import { levelStorage } from '../storage/level.js';
 import { closeMcpToolsets } from '../tools/mcp.js';
+import { serveControlSocket } from './control-socket.js';
+import { decideHint, resumeHint } from './hints.js';
 import type { CrewModule } from './load.js';
 
 interface ServeOptions {
@@ -42,13 +44,13 @@ async function runOnce(node: TroupeNode, mod: CrewModule, db: string, input: str
   if (outcome === 'cancelled') {
     // The caller gave up: keep the run resumable (`troupe resume <id>`), do not finish it.
     await run.stop();
-    return text(`run ${run.id} was cancelled by the caller; it is checkpointed (troupe resume ${run.id} --db ${db})`, true);
+    return text(`run ${run.id} was cancelled by the caller; it is checkpointed (${resumeHint(run.id, db)})`, true);
   }
   if ('type' in outcome) {
     await run.stop();
     return text(
       `run ${run.id} is waiting for approval ${outcome.approvalId}: ${outcome.actor} wants to run ${outcome.tool} (${outcome.reason}): ${outcome.message}. ` +
-        `Once this server has stopped (LevelDB admits one process): troupe approve ${outcome.approvalId} --db ${db}, or troupe reject ${outcome.approvalId} --reason TEXT --db ${db}`,
+        `Decide it from a shell (this server then continues the run): ${decideHint(outcome.approvalId, db)}`,
       true,
     );
   }
@@ -75,6 +77,8 @@ export async function serve(mod: CrewModule, opts: ServeOptions): Promise<number
   await using storage = await levelStorage({ path: opts.db });
   // Not resumed: a run left by an earlier server has no caller waiting for its answer.
   await using node = await createNode({ storage, models: mod.models, crews: [mod.definition], resume: false });
+  // Other commands (runs, approvals, approve) reach the database through this server meanwhile.
+  await using _control = await serveControlSocket({ db: opts.db, node, storage }, (message) => process.stderr.write(`troupe: warning: ${message}\n`));
   const name = toolName(mod.definition.id);
 
   const buildServer = (): McpServer => {

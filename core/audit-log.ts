@@ -1,4 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
+import type { AuditHeadStore, AuditKey } from './audit-seal.js';
+import { checkState, isCommittedState, type CommittedState, type StateCheck, type StateCommitment } from './audit-state.js';
 import { systemClock, type Clock } from './clock.js';
 import { decode, encode } from './codec.js';
 import { ErrorCode, serializeError, TroupeError } from './errors.js';
@@ -11,6 +13,12 @@ import type { Storage, StorageOp } from './storage.js';
  * so editing, removing or reordering a stored record breaks the chain and {@link AuditLog.verify}
  * names the first bad one. Records are built synchronously ({@link AuditLog.append}) so a
  * caller can write them in the same batch as the checkpoint they describe.
+ *
+ * A plain hash chain only shows edits made by someone who did not re-hash: whoever can
+ * write the database can rewrite it whole, or drop its newest records. Given a seal
+ * (core/audit-seal.ts: a key and a head file kept outside the database) the log keys every
+ * record with HMAC-SHA256, so re-chaining needs the key, and saves each committed head
+ * outside, so a truncated log shows against the newest saved head.
  */
 
 /** What a record is about; the listed kinds are the runtime's, others are free-form. */
@@ -39,6 +47,10 @@ export interface AuditRecord {
   data: Record<string, unknown>;
   /** `hash` of the previous record; {@link GENESIS} for the first. */
   prev: string;
+  /** Id of the key the record is keyed with ({@link AuditKey.id}); absent: `hash` is a plain sha256. */
+  keyId?: string;
+  /** On the last record of a batch: hashes of values the batch wrote (core/audit-state.ts). */
+  state?: CommittedState;
   hash: string;
 }
 
@@ -48,13 +60,34 @@ export interface AuditHead {
   hash: string;
 }
 
-/** Why verification failed: a record's content changed, a record is missing, one sits at another's place, or a link does not match. */
-export type AuditFailure = 'altered' | 'removed' | 'reordered' | 'broken-chain';
+/**
+ * Why verification failed: a record's content changed, a record is missing, one sits at
+ * another's place, a link does not match, a key under `audit:` is not `audit:<12 digits>`,
+ * or the records or saved heads cannot be checked (keyed with a key this log does not have,
+ * or the saved heads are missing or were not written with the key), or a value a record
+ * committed to (a checkpoint manifest, a done ledger entry, a finished run's record) was
+ * changed since (`firstBad` is that record, `key` the value's key).
+ */
+export type AuditFailure = 'altered' | 'removed' | 'reordered' | 'broken-chain' | 'stray-key' | 'unverifiable' | 'state-altered';
 
 /** The outcome of {@link AuditLog.verify}. */
 export type AuditVerification =
-  | { ok: true; count: number; head: AuditHead }
-  | { ok: false; firstBad: number; reason: AuditFailure; message: string };
+  | {
+      ok: true;
+      count: number;
+      head: AuditHead;
+      /** Records keyed with the seal's key; the others (older, unkeyed) could have been rewritten whole. */
+      keyed: number;
+      /**
+       * The newest head saved outside the database, when the log has a seal. Records after it
+       * (`head.seq - saved.seq` of them, committed while its write was on the way or before a
+       * crash) could be removed without this verification noticing.
+       */
+      saved?: AuditHead;
+      /** Committed values compared (see core/audit-state.ts): equal, no longer stored, or rewritten by a later unaudited batch. */
+      state: Omit<StateCheck, 'altered'>;
+    }
+  | { ok: false; firstBad: number; reason: AuditFailure; message: string; key?: string };
 
 /** `prev` of the first record. */
 export const GENESIS = '0'.repeat(64);
@@ -75,10 +108,16 @@ export function canonicalJson(value: unknown): string {
   return `{${fields.join(',')}}`;
 }
 
-/** The hash a record must carry: sha256 (hex) of the canonical JSON of all fields but `hash`. */
+/** The hash an unkeyed record must carry: sha256 (hex) of the canonical JSON of all fields but `hash`. */
 export function hashRecord(record: Omit<AuditRecord, 'hash'> & { hash?: string }): string {
   const { hash: _ignored, ...rest } = record;
   return createHash('sha256').update(canonicalJson(rest)).digest('hex');
+}
+
+/** The hash a keyed record must carry: HMAC-SHA256 (hex) under `key` of the same canonical JSON. */
+export function macRecord(record: Omit<AuditRecord, 'hash'> & { hash?: string }, key: AuditKey): string {
+  const { hash: _ignored, ...rest } = record;
+  return createHmac('sha256', key.secret).update(canonicalJson(rest)).digest('hex');
 }
 
 /**
@@ -122,47 +161,74 @@ function isRecord(value: unknown): value is AuditRecord {
   return typeof r === 'object' && r !== null && Number.isSafeInteger(r.seq) && typeof r.ts === 'number'
     && typeof r.kind === 'string' && typeof r.runId === 'string' && typeof r.actor === 'string'
     && typeof r.data === 'object' && r.data !== null && !Array.isArray(r.data)
-    && typeof r.prev === 'string' && HEX64.test(r.prev) && typeof r.hash === 'string';
+    && typeof r.prev === 'string' && HEX64.test(r.prev) && typeof r.hash === 'string'
+    && (r.keyId === undefined || typeof r.keyId === 'string')
+    && (r.state === undefined || isCommittedState(r.state));
 }
 
 /**
  * Checks records one by one in key order. `anchors` are heads known to have been written
- * (a truncated or rewritten log shows against them); see {@link AuditLog.verify}.
+ * (a truncated or rewritten log shows against them); `key` checks keyed records, which
+ * without it are `unverifiable`. See {@link AuditLog.verify}.
  */
-export function createChainChecker(anchors: readonly AuditHead[] = []) {
+export function createChainChecker(anchors: readonly AuditHead[] = [], key?: AuditKey) {
   let last: AuditHead = { seq: 0, hash: GENESIS };
   let count = 0;
+  let keyed = 0;
   const wanted = new Set(anchors.map((a) => a.seq));
   const seen = new Map<number, string>();
-  const fail = (firstBad: number, reason: AuditFailure, message: string): AuditVerification => ({ ok: false, firstBad, reason, message });
+  const committed = new Map<string, { seq: number; commitment: StateCommitment }>();
+  const fail = (firstBad: number, reason: AuditFailure, message: string, extra: { key?: string } = {}): AuditVerification => ({ ok: false, firstBad, reason, message, ...extra });
   return {
-    /** Feeds the next record: the sequence number it is stored under and its decoded value. */
-    next(keySeq: number, record: unknown): AuditVerification | undefined {
+    /** Feeds the next stored entry: its key (`audit:<12 digits>`) and its decoded value. */
+    next(storedKey: string, record: unknown): AuditVerification | undefined {
       const expected = last.seq + 1;
-      if (!Number.isSafeInteger(keySeq) || keySeq < 1) return fail(expected, 'altered', `a record is stored under a key that is not a sequence number`);
+      const keySeq = layout.auditSeq(storedKey);
+      if (keySeq === undefined || keySeq < 1) {
+        return fail(expected, 'stray-key', `"${storedKey}" is not an audit record key (audit:<12 digits>); something other than the log wrote it`, { key: storedKey });
+      }
       if (!isRecord(record)) return fail(keySeq, 'altered', `record ${keySeq} is not a readable audit record`);
-      const selfConsistent = hashRecord(record) === record.hash;
+      if (record.keyId !== undefined && record.keyId !== key?.id) {
+        return fail(keySeq, 'unverifiable', key
+          ? `record ${keySeq} is keyed with key ${record.keyId}, not with this log's key ${key.id}`
+          : `record ${keySeq} is keyed (key ${record.keyId}) and this log has no key to check it`);
+      }
+      // Once records are keyed an unkeyed one can only be a forgery by someone without the key.
+      if (record.keyId === undefined && keyed > 0) return fail(keySeq, 'altered', `record ${keySeq} is not keyed but records before it are`);
+      const selfConsistent = (record.keyId === undefined ? hashRecord(record) : macRecord(record, key!)) === record.hash;
       if (record.seq !== keySeq) {
         return selfConsistent
           ? fail(keySeq, 'reordered', `record ${record.seq} is stored at position ${keySeq}`)
           : fail(keySeq, 'altered', `record at position ${keySeq} claims seq ${record.seq} and its hash does not match`);
       }
       if (keySeq > expected) return fail(expected, 'removed', `record${keySeq - expected > 1 ? `s ${expected}-${keySeq - 1} are` : ` ${expected} is`} missing`);
-      if (!selfConsistent) return fail(keySeq, 'altered', `record ${keySeq} does not match its hash`);
+      if (!selfConsistent) return fail(keySeq, 'altered', `record ${keySeq} does not match its ${record.keyId === undefined ? 'hash' : 'keyed hash'}`);
       if (record.prev !== last.hash) return fail(keySeq, 'broken-chain', `record ${keySeq} does not link to record ${last.seq}`);
       last = { seq: record.seq, hash: record.hash };
       if (wanted.has(record.seq)) seen.set(record.seq, record.hash);
+      if (record.keyId !== undefined) keyed++;
+      for (const [key, commitment] of Object.entries(record.state ?? {})) committed.set(key, { seq: record.seq, commitment });
+      if (record.kind === BATCH_FAILED && Array.isArray(record.data.records)) {
+        const voided = new Set(record.data.records);
+        for (const [key, { seq }] of committed) if (voided.has(seq)) committed.delete(key);
+      }
       count++;
       return undefined;
     },
-    /** Ends the check once every record was fed. */
-    finish(): AuditVerification {
+    /**
+     * Ends the check once every record was fed. `saved` (the seal's newest head, which must
+     * also be among the anchors) is only reported, so a caller sees the window it leaves.
+     * `state` compares committed values with what `storage` holds now (skipped without it).
+     */
+    async finish(saved?: AuditHead, storage?: Storage): Promise<AuditVerification> {
       for (const anchor of anchors) {
         if (anchor.seq === 0) continue;
         if (anchor.seq > last.seq) return fail(last.seq + 1, 'removed', `the log ends at ${last.seq} but record ${anchor.seq} was written`);
         if (seen.get(anchor.seq) !== anchor.hash) return fail(anchor.seq, 'altered', `record ${anchor.seq} is not the one that was written (the chain was rewritten)`);
       }
-      return { ok: true, count, head: last };
+      const { altered, ...state } = storage ? await checkState(storage, committed) : { checked: 0, absent: 0, superseded: 0 };
+      if (altered) return fail(altered.seq, 'state-altered', `"${altered.key}" is not the value audit record ${altered.seq} committed to: it was edited afterwards`, { key: altered.key });
+      return { ok: true, count, head: last, keyed, ...(saved ? { saved } : {}), state };
     },
   };
 }
@@ -173,6 +239,12 @@ export interface AuditLogOptions {
   clock?: Pick<Clock, 'now'>;
   /** Applied to each entry's `data` before it is hashed, e.g. a secrets redactor. */
   redact?: (data: Record<string, unknown>) => Record<string, unknown>;
+  /**
+   * The key and saved heads kept outside the database ({@link openAuditSeal}): records are
+   * keyed with the key, committed heads saved, and {@link AuditLog.verify} checks both.
+   * Without one records carry a plain sha256 and only an `anchor` shows truncation.
+   */
+  seal?: { readonly key: AuditKey; readonly heads: AuditHeadStore };
 }
 
 /** Filter of {@link AuditLog.read}. */
@@ -193,10 +265,17 @@ export interface AuditLog {
    * Builds the records and their put ops and advances the head at once, so consecutive
    * appends chain even before anything is written. The caller writes the ops (in the same
    * batch as its checkpoint), then calls {@link commit} on success or {@link rollback} on failure.
+   * `state` (values the batch writes, core/audit-state.ts) goes on the last record, so
+   * {@link verify} also shows those values edited later.
    */
-  append(entries: readonly AuditEntry[]): StorageOp[];
-  /** Marks the ops of an append as durable (lets {@link verify} detect their later removal). */
+  append(entries: readonly AuditEntry[], options?: { state?: CommittedState }): StorageOp[];
+  /**
+   * Marks the ops of an append as durable (lets {@link verify} detect their later removal)
+   * and, with a seal, saves the new durable head outside the database in the background.
+   */
   commit(ops: readonly StorageOp[]): void;
+  /** Resolves once every committed head is saved (see {@link AuditHeadStore.save}); call it before closing. */
+  flush(): Promise<void>;
   /**
    * Undoes an append whose batch failed. When nothing was appended after it the head moves
    * back; otherwise later records already link to it, so its records are written on their
@@ -209,14 +288,23 @@ export interface AuditLog {
   /** Stored records in order, optionally filtered. Throws when a record does not decode. */
   read(query?: AuditQuery): Promise<AuditRecord[]>;
   /**
-   * Re-hashes every stored record and checks the links. `anchor` is a head saved elsewhere
-   * (another machine, a signed receipt): without one, removing the newest records is only
+   * Re-hashes every stored record and checks the links, that every key is a record key and
+   * the sequence has no gap. With a seal keyed records are checked against the key and the
+   * log against the newest saved head (removing records up to it shows; the result's
+   * `saved` says where that cover ends). `anchor` is a head saved elsewhere (another
+   * machine, a signed receipt). Without seal or anchor, removing the newest records is only
    * detectable back to what this log object has seen committed.
    */
   verify(options?: { anchor?: AuditHead }): Promise<AuditVerification>;
 }
 
 const MAX_LABEL = 256;
+
+/**
+ * Kind of the record written with the records of a failed batch that later records already
+ * linked to: `data.records` lists those whose `state` commitments never landed.
+ */
+export const BATCH_FAILED = 'audit.batch-failed';
 
 function assertEntry(entry: AuditEntry): void {
   const label = (name: string, value: unknown, min: number) => {
@@ -235,6 +323,30 @@ function assertEntry(entry: AuditEntry): void {
 
 const seqOfKey = (key: string) => Number(key.slice(key.lastIndexOf(':') + 1));
 
+const decodeOrUndefined = (value: Uint8Array): unknown => {
+  try {
+    return decode(value, Infinity);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The newest record stored under a proper key (`audit:<12 digits>`), skipping stray keys so
+ * a planted `audit:1e1` can neither rewind the sequence nor get a genuine record overwritten.
+ */
+export async function storedAuditHead(storage: Storage): Promise<AuditHead & { keyId?: string }> {
+  for await (const [key, value] of storage.entries({ ...layout.audits(), reverse: true })) {
+    const seq = layout.auditSeq(key);
+    if (seq === undefined || seq < 1) continue;
+    const record = decodeOrUndefined(value);
+    // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
+    if (!isRecord(record)) return { seq, hash: createHash('sha256').update(value).digest('hex') };
+    return { seq, hash: record.hash, ...(record.keyId !== undefined ? { keyId: record.keyId } : {}) };
+  }
+  return { seq: 0, hash: GENESIS };
+}
+
 /**
  * Creates the audit log of `storage`. Call `open()` once before appending; one log object
  * per database, since two would hand out the same sequence numbers.
@@ -242,6 +354,7 @@ const seqOfKey = (key: string) => Number(key.slice(key.lastIndexOf(':') + 1));
 export function createAuditLog(storage: Storage, options: AuditLogOptions = {}): AuditLog {
   const clock = options.clock ?? systemClock;
   const redact = options.redact ?? ((data) => data);
+  const seal = options.seal;
   let opened = false;
   let broken: unknown;
   let head: AuditHead = { seq: 0, hash: GENESIS };
@@ -258,6 +371,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       bySeq.delete(record.seq);
       durable = { seq: record.seq, hash: record.hash };
     }
+    if (seal && durable.seq > 0) seal.heads.save(durable);
   };
   const pendingOf = (ops: readonly StorageOp[], use: string) => {
     const seqs = new Set(ops.map((op) => op.key).filter(layout.isAudit).map(seqOfKey));
@@ -275,23 +389,28 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     },
     async open() {
       if (pending.length > 0) throw new TypeError('open() while appended records are neither committed nor rolled back');
-      head = { seq: 0, hash: GENESIS };
-      for await (const [key, value] of storage.entries({ ...layout.audits(), reverse: true, limit: 1 })) {
-        let record: unknown;
-        try {
-          record = decode(value, Infinity);
-        } catch {
-          record = undefined;
-        }
-        // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
-        const hash = isRecord(record) ? record.hash : createHash('sha256').update(value).digest('hex');
-        head = { seq: seqOfKey(key), hash };
+      const { keyId, ...stored } = await storedAuditHead(storage);
+      if (keyId !== undefined && keyId !== seal?.key.id) {
+        throw new TroupeError(
+          seal ? ErrorCode.AUDIT_KEY_MISMATCH : ErrorCode.AUDIT_KEY_MISSING,
+          seal
+            ? `the audit log of ${storage.location} is keyed with key ${keyId}, not with the key found (${seal.key.id}); restore the audit directory that belongs to this database`
+            : `the audit log of ${storage.location} is keyed (key ${keyId}) and no key was given: appending unkeyed records would look like forgery`,
+          { details: { keyId } },
+        );
+      }
+      head = stored;
+      if (seal) {
+        const saved = await seal.heads.last();
+        // Records were removed from the end: continue after the saved head, never reusing a
+        // sequence number; verify reports the gap.
+        if (saved.state === 'ok' && saved.head.seq > head.seq) head = saved.head;
       }
       durable = head;
       broken = undefined;
       opened = true;
     },
-    append(entries) {
+    append(entries, appendOptions = {}) {
       if (!opened) throw new TypeError('audit log: call open() before append(), or sequence numbers would restart at 1');
       if (broken) {
         throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log is out of sync with storage after a failed write; call open() again', { cause: broken });
@@ -300,8 +419,9 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       const ops: StorageOp[] = [];
       let last = head;
       const built: AuditRecord[] = [];
-      for (const entry of entries) {
-        const body = {
+      const state = appendOptions.state && Object.keys(appendOptions.state).length > 0 ? appendOptions.state : undefined;
+      for (const [i, entry] of entries.entries()) {
+        const body: Omit<AuditRecord, 'hash'> = {
           seq: last.seq + 1,
           ts: entry.ts ?? clock.now(),
           kind: entry.kind,
@@ -309,8 +429,10 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
           actor: entry.actor,
           data: toJsonValue(redact(entry.data ?? {})) as Record<string, unknown>,
           prev: last.hash,
+          ...(seal ? { keyId: seal.key.id } : {}),
+          ...(state && i === entries.length - 1 ? { state } : {}),
         };
-        const record: AuditRecord = { ...body, hash: hashRecord(body) };
+        const record: AuditRecord = { ...body, hash: seal ? macRecord(body, seal.key) : hashRecord(body) };
         built.push(record);
         ops.push({ type: 'put', key: auditKey(record.seq), value: encode(record) });
         last = { seq: record.seq, hash: record.hash };
@@ -339,16 +461,26 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         head = { seq: failed[0]!.record.seq - 1, hash: failed[0]!.record.prev };
         return;
       }
+      // Their batch's values never landed, so what the records committed to must not be
+      // checked: a record saying so goes with them (verify drops those commitments).
+      const committing = failed.filter((p) => p.record.state).map((p) => p.record.seq);
+      const voided = committing.length > 0
+        ? log.append([{ kind: BATCH_FAILED, runId: failed[0]!.record.runId, actor: failed[0]!.record.actor, data: { records: committing } }])
+        : [];
       try {
-        await storage.write(ops.filter((op) => layout.isAudit(op.key)));
+        await storage.write([...ops.filter((op) => layout.isAudit(op.key)), ...voided]);
         for (const p of failed) p.committed = true;
         settle();
+        log.commit(voided);
       } catch (error) {
         broken = error;
         pending = [];
         bySeq.clear();
         throw new TroupeError(ErrorCode.STORAGE_FAILED, 'audit log could not restore records later ones link to; call open() again', { cause: error });
       }
+    },
+    async flush() {
+      await seal?.heads.flush();
     },
     async write(entries, writeOptions = {}) {
       const ops = log.append(entries);
@@ -365,12 +497,9 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       const out: AuditRecord[] = [];
       const range = query.after === undefined ? layout.audits() : layout.auditsAfter(query.after);
       for await (const [key, value] of storage.entries(range)) {
-        let record: unknown;
-        try {
-          record = decode(value, Infinity);
-        } catch {
-          record = undefined;
-        }
+        // Not a record of this log, whatever it holds; verify() reports it.
+        if (layout.auditSeq(key) === undefined) continue;
+        const record = decodeOrUndefined(value);
         if (!isRecord(record)) {
           throw new TroupeError(ErrorCode.STORAGE_FAILED, `audit record ${seqOfKey(key)} is unreadable; run verify()`, { details: { seq: seqOfKey(key) } });
         }
@@ -379,18 +508,18 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       return out;
     },
     async verify(verifyOptions = {}) {
-      const checker = createChainChecker(verifyOptions.anchor ? [durable, verifyOptions.anchor] : [durable]);
+      const saved = seal ? await seal.heads.last() : undefined;
+      const anchors = [durable, ...(verifyOptions.anchor ? [verifyOptions.anchor] : []), ...(saved?.state === 'ok' ? [saved.head] : [])];
+      const checker = createChainChecker(anchors, seal?.key);
       for await (const [key, value] of storage.entries(layout.audits())) {
-        let record: unknown;
-        try {
-          record = decode(value, Infinity);
-        } catch {
-          record = undefined;
-        }
-        const failure = checker.next(seqOfKey(key), record);
+        const failure = checker.next(key, decodeOrUndefined(value));
         if (failure) return failure;
       }
-      return checker.finish();
+      const verdict = await checker.finish(saved?.state === 'ok' ? saved.head : undefined, storage);
+      if (verdict.ok && saved?.state === 'damaged') {
+        return { ok: false, firstBad: verdict.head.seq + 1, reason: 'unverifiable', message: `${saved.message}: removal of the newest records cannot be ruled out` };
+      }
+      return verdict;
     },
   };
   return log;

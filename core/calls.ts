@@ -63,6 +63,7 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
         phase: step.attempt > 0 ? 'recover' : 'plan',
         attempt: step.attempt,
         priorTurns: step.priorTurns ?? 0,
+        ...(step.settings ? { settings: step.settings } : {}),
       },
       { signal, onToken: (text) => deps.emit({ type: 'model.token', runId, actor: agentId, callId, text }) },
     );

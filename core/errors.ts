@@ -41,6 +41,8 @@ export const ErrorCode = {
   INVALID_SPEAKER: 'INVALID_SPEAKER',
   INVALID_DELEGATION: 'INVALID_DELEGATION',
   MAX_STEPS: 'MAX_STEPS',
+  /** A final answer did not fit its `output` schema: an agent's after its last step, or a crew's. */
+  OUTPUT_INVALID: 'OUTPUT_INVALID',
   RETRIES_EXHAUSTED: 'RETRIES_EXHAUSTED',
   SNAPSHOT_VERSION: 'SNAPSHOT_VERSION',
   ABORTED: 'ABORTED',
@@ -54,6 +56,14 @@ export const ErrorCode = {
   ENVELOPE_REFUSED: 'ENVELOPE_REFUSED',
   /** The transport's outbox for a peer holds its limit of unacknowledged envelopes (retryable: it drains when the peer is back). */
   OUTBOX_FULL: 'OUTBOX_FULL',
+  /** No node answers on the control socket of a database in use (none there, or it did not answer in time). */
+  CONTROL_UNAVAILABLE: 'CONTROL_UNAVAILABLE',
+  /** A control-socket request was malformed, too large or of an unknown kind. */
+  CONTROL_REQUEST_INVALID: 'CONTROL_REQUEST_INVALID',
+  /** The audit log's key file (outside the database) is missing or unreadable: its records cannot be verified. */
+  AUDIT_KEY_MISSING: 'AUDIT_KEY_MISSING',
+  /** The audit key found is not the one the database's records were written with. */
+  AUDIT_KEY_MISMATCH: 'AUDIT_KEY_MISMATCH',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

@@ -51,9 +51,11 @@ export const layout = {
 
   run: (runId: string) => `run:${runId}`,
   runs: (): KeyRange => prefixRange('run:'),
+  isRun: (key: string) => key.startsWith('run:'),
 
   checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
   checkpoints: (runId: string, options?: { reverse?: boolean; limit?: number }): KeyRange => prefixRange(`ckpt:${runId}:`, options),
+  isCheckpoint: (key: string) => key.startsWith('ckpt:'),
 
   actor: (runId: string, actorId: string, seq: number) => `actor:${runId}:${actorId}:${seqKey(seq)}`,
   /** Records of one actor written at or before checkpoint `seq`, newest first when `reverse`. */
@@ -92,6 +94,7 @@ export const layout = {
 
   ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
   ledgers: (runId: string): KeyRange => prefixRange(`ledger:${runId}:`),
+  isLedger: (key: string) => key.startsWith('ledger:'),
 
   mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
   /** Mail of `actorId` with a sequence number above `cursor`, up to `last` when given. */

@@ -1,5 +1,6 @@
 import type { AssistantMessage, Message } from './messages.js';
 import { ErrorCode, TroupeError } from './errors.js';
+import type { ModelSettings } from './model-settings.js';
 
 /** What a model is told about one tool: its name, purpose and JSON Schema of its input. */
 export interface ToolSpec {
@@ -35,6 +36,8 @@ export interface ModelRequest {
    * callers that have no tasks.
    */
   priorTurns?: number;
+  /** The agent's call settings (temperature, token limit, …); absent when it set none. */
+  settings?: ModelSettings;
 }
 
 /** Token counts of one call. */

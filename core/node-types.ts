@@ -10,8 +10,8 @@ import type { RunEventsOptions } from './facts.js';
 import type { HistoryEntry } from './history.js';
 import type { ModelProviders } from './model.js';
 import type { RunRecord } from './run-store.js';
-import type { RunHost, RunResult } from './run-host.js';
-import type { RunnableDefinition } from './runtime.js';
+import type { RunHost, RunResult as RunHostResult } from './run-host.js';
+import type { RunnableDefinition, TypedOutput } from './runtime.js';
 import type { SecretsProvider } from './secrets.js';
 import type { Storage } from './storage.js';
 import type { TelemetryFactory, TraceCarrier } from './telemetry.js';
@@ -69,6 +69,13 @@ export interface NodeOptions {
   secrets?: SecretsProvider;
   /** Tracing of the node's runs (e.g. `otelTelemetry()` from `troupe/otel`). */
   telemetry?: TelemetryFactory;
+  /**
+   * The directory, outside the database, holding the audit log's key (`key`, 0600) and the
+   * heads it saves after each commit (`heads`). Default `$TROUPE_AUDIT_DIR`, else
+   * `<database directory>.audit` for a database on disk; none for memory storage. `false`:
+   * unkeyed records, truncation only detectable against an anchor. See docs/security.md.
+   */
+  auditDir?: string | false;
 }
 
 
@@ -86,14 +93,32 @@ export interface RunOptions {
   traceContext?: TraceCarrier;
 }
 
-/** A run being executed by a node. */
-export interface RunHandle {
+/**
+ * What a finished run produced. `output` is the final answer: its text, or with an `output`
+ * schema on the crew, the validated value (typed `T`).
+ */
+export interface RunResult<T = string> extends Omit<RunHostResult, 'output'> {
+  output: T;
+}
+
+/** A definition a node can run whose result is typed `T` (text unless it says otherwise). */
+export type RunDefinition<T = string> = RunnableDefinition & TypedOutput<T>;
+
+/** A run being executed by a node; `T` is the type of its result's `output`. */
+export interface RunHandle<T = string> {
   readonly id: string;
   readonly status: RunHost['status'];
-  /** Resolves with the outcome when completed; rejects with `RUN_FAILED` when the run fails. */
-  result(): Promise<RunResult>;
-  /** Resolves with the outcome, completed or failed. */
-  settled(): Promise<RunResult>;
+  /**
+   * Resolves with the outcome when completed; rejects with `RUN_FAILED` when the run fails,
+   * and with `OUTPUT_INVALID` when its recorded answer no longer fits the crew's `output` schema.
+   *
+   * @example
+   * const run = await node.run(crew({ id: 'brief', agents: [extractor], output: Brief }), { input: url });
+   * const { output } = await run.result(); // typed z.infer<typeof Brief>
+   */
+  result(): Promise<RunResult<T>>;
+  /** Resolves with the outcome, completed or failed (a failed run's `output` is `''`). */
+  settled(): Promise<RunResult<T | ''>>;
   /**
    * Typed progress events until the run ends or stops: by default from the run's start (its
    * journal first, then live), or `{ from: 'now' }` for what happens from this call on.
@@ -130,26 +155,27 @@ export interface TroupeNode extends AsyncDisposable {
   readonly status: NodeStatus;
   /** Every run's events. */
   subscribe(listener: (event: RunEvent) => void): () => void;
-  run(definition: RunnableDefinition, options: RunOptions): Promise<RunHandle>;
+  /** Starts a run of `definition`; its handle's result is typed by the definition's `output` schema. */
+  run<T = string>(definition: RunDefinition<T>, options: RunOptions): Promise<RunHandle<T>>;
   /**
    * Resumes every unfinished run of the registered crews (what `createNode` does unless
    * `resume: false`); subscribe first to see their events from the start. Runs another
    * live node executes are skipped (reported to `onSkipped`), not an error: the handles
    * returned are the runs this node now executes.
    */
-  resumeAll(options?: ResumeAllOptions): Promise<RunHandle[]>;
+  resumeAll(options?: ResumeAllOptions): Promise<RunHandle<unknown>[]>;
   /**
    * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
    * another live node executes it: one node per run.
    */
-  resume(runId: string, definition?: RunnableDefinition): Promise<RunHandle>;
+  resume<T = string>(runId: string, definition?: RunDefinition<T>): Promise<RunHandle<T>>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
   /**
    * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
    * replayed from the journal, not redone; the original run is not touched.
    */
-  fork(runId: string, options: { at: number; runId?: string; definition?: RunnableDefinition }): Promise<RunHandle>;
+  fork<T = string>(runId: string, options: { at: number; runId?: string; definition?: RunDefinition<T> }): Promise<RunHandle<T>>;
   /** This node's name among its peers. */
   readonly nodeId: string;
   /**
@@ -159,8 +185,8 @@ export interface TroupeNode extends AsyncDisposable {
   readonly owner: string;
   /** The node's append-only, hash-chained audit log (model and tool calls, permissions, approvals, messages). */
   readonly audit: AuditLog;
-  /** The active run `runId`, if this node hosts it. */
-  get(runId: string): RunHandle | undefined;
+  /** The active run `runId`, if this node hosts it (`T`: its crew's output type, the caller's to state). */
+  get<T = string>(runId: string): RunHandle<T> | undefined;
   /** Ids of the runs this node holds in memory now (unloaded waiting runs are not among them). */
   loadedRuns(): string[];
   /** The run index, newest first. */

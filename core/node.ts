@@ -6,7 +6,7 @@ import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } fr
 import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
-import { ErrorCode, isTroupeError, TroupeError } from './errors.js';
+import { ErrorCode, isTroupeError, serializeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import { checkModelRefs, type ModelProviders } from './model.js';
@@ -19,13 +19,13 @@ import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.j
 import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
-import type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, TroupeNode } from './node-types.js';
+import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
 import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
 
-export type { NodeOptions, NodeStatus, ResumeAllOptions, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
+export type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
 /** A run this node executes: its loaded host, or what it keeps of it while unloaded. */
 interface RunSlot {
@@ -48,6 +48,27 @@ const orThrow = (result: RunResult): RunResult => {
     throw new TroupeError(ErrorCode.RUN_FAILED, `run ${result.runId} failed: ${result.error?.message ?? 'unknown error'}`, { details: { runId: result.runId, error: result.error } });
   }
   return result;
+};
+
+/**
+ * A handle whose output type the caller states (`run<T>` infers it from the definition's
+ * `parseOutput`): `never` is assignable to every `T`.
+ */
+type AnyHandle = RunHandle<never>;
+
+/** The result as a handle gives it: a completed run's text read by the definition's `parseOutput`, if it has one. */
+const typedResult = (definition: RunnableDefinition | undefined, result: RunResult): TypedRunResult<never> => {
+  const parse = (definition as RunDefinition<unknown> | undefined)?.parseOutput;
+  return (result.status === 'completed' && parse ? { ...result, output: parse(result.output) } : result) as TypedRunResult<never>;
+};
+
+/** Like {@link typedResult}, for `settled()`: a recorded answer that no longer fits is a failed outcome, not a throw. */
+const settledResult = (definition: RunnableDefinition | undefined, result: RunResult): TypedRunResult<never> => {
+  try {
+    return typedResult(definition, result);
+  } catch (error) {
+    return { ...result, status: 'failed', output: '', error: serializeError(error) } as TypedRunResult<never>;
+  }
 };
 
 /** `events(signal)` is the older form of `events({ signal })`. */
@@ -106,7 +127,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
-  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock });
+  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock, auditDir: options.auditDir });
   const hosts = new Map<string, RunHost>();
   // Every run this node executes, loaded or not: a handle outlives the host it started on.
   const slots = new Map<string, RunSlot>();
@@ -115,7 +136,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const owner = `${o.nodeId}.${o.ids('owner')}`;
   const claims = new Map<RunHost, RunClaim>();
   // Resumes in progress, so two concurrent resumes of one run share one host.
-  const resuming = new Map<string, Promise<RunHandle>>();
+  const resuming = new Map<string, Promise<AnyHandle>>();
   const events = new EventHub<RunEvent>();
   // Tracing watches the events and names each run's trace context; the node only carries it.
   const tracing = nodeTelemetry(options.telemetry, { nodeId: o.nodeId, clock: o.clock, subscribe: (listener) => events.subscribe(listener) });
@@ -143,13 +164,13 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     slot.hub.end();
   };
 
-  const handle = (slot: RunSlot): RunHandle => ({
+  const handle = (slot: RunSlot): AnyHandle => ({
     id: slot.runId,
     get status() {
       return slot.host?.status ?? (slot.passive ? 'running' : 'stopped');
     },
-    result: () => slot.result.then(orThrow),
-    settled: () => slot.result,
+    result: () => slot.result.then((result) => typedResult(slot.definition, orThrow(result))),
+    settled: () => slot.result.then((result) => settledResult(slot.definition, result)),
     events: (options) => {
       const { signal, from } = eventsOptions(options);
       const live = slot.hub.iterate(signal);
@@ -176,7 +197,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
   });
 
-  const finishedHandle = (record: RunRecord): RunHandle => {
+  const finishedHandle = (record: RunRecord, definition: RunnableDefinition | undefined): AnyHandle => {
     const result: RunResult = { runId: record.id, status: record.status === 'failed' ? 'failed' : 'completed', output: record.output ?? '', error: record.error ?? null };
     const ended = new EventHub<RunEvent>();
     ended.end();
@@ -184,8 +205,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     return {
       id: record.id,
       status: result.status,
-      settled: async () => result,
-      result: async () => orThrow(result),
+      settled: async () => settledResult(definition, result),
+      result: async () => typedResult(definition, orThrow(result)),
       // A finished run's events are its journal.
       events: (options) =>
         eventsOptions(options).from === 'now'
@@ -449,11 +470,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<RunHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<AnyHandle> => {
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
-      return finishedHandle(record);
+      return finishedHandle(record, def);
     }
     const checkpoint = await store.latestCheckpoint(runId);
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
@@ -486,7 +507,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** A waiting run found at start, taken as an unloaded slot: claimed, not read beyond its approvals. */
-  const registerWaiting = async (record: RunRecord): Promise<RunHandle> => {
+  const registerWaiting = async (record: RunRecord): Promise<AnyHandle> => {
     const def = o.crews.get(record.crew)!;
     const head = await store.latestCheckpointHead(record.id);
     if (head) planUpgrade(head, def, def.migrations ?? []);
@@ -569,7 +590,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const resumed = (async () => {
         const record = await store.requireRun(runId);
         // A finished run resolves at once with its recorded outcome.
-        if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record);
+        if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record, definition ?? o.crews.get(record.crew));
         const def = definition ?? o.crews.get(record.crew);
         if (!def) {
           throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
@@ -621,7 +642,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
 
     async resumeAll(resumeOptions: ResumeAllOptions = {}) {
-      const resumed: RunHandle[] = [];
+      const resumed: RunHandle<unknown>[] = [];
       for (const record of await store.listRuns()) {
         if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
         try {
@@ -741,8 +762,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         stalls.close();
         await transport?.close();
         events.end();
+        // The audit heads committed by the final checkpoints must be saved before the
+        // process may exit, or truncating those records would go unnoticed.
+        const unsaved = await security.audit.flush().then(() => undefined, (error: unknown) => error);
         // The storage was opened by the caller, who closes it.
         status = 'closed';
+        if (unsaved) throw unsaved;
       })();
       return closing;
     },

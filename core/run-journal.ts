@@ -1,5 +1,6 @@
 import { isAskAddress } from './address.js';
 import type { AuditEntry, AuditLog } from './audit-log.js';
+import { committedState } from './audit-state.js';
 import type { Clock } from './clock.js';
 import type { Envelope } from './envelope.js';
 import { isAuditable } from './facts.js';
@@ -121,7 +122,8 @@ export function createRunJournal(options: RunJournalOptions) {
      * one batch, and starts collecting the next one.
      */
     seal(checkpoint: readonly StorageOp[]): SealedBatch {
-      const auditOps = facts.length > 0 ? audit.append(facts) : [];
+      // The audit records commit to the values of their batch that stay as written (core/audit-state.ts).
+      const auditOps = facts.length > 0 ? audit.append(facts, { state: committedState([...ops, ...checkpoint], facts.map((f) => f.kind)) }) : [];
       const batch: StorageOp[] = [...ops, ...auditOps, ...checkpoint];
       const out = leaving;
       const todo = after;

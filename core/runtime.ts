@@ -7,6 +7,7 @@ import type { Clock } from './clock.js';
 import type { Address } from './envelope.js';
 import type { Message, ToolCall, ToolMessage } from './messages.js';
 import type { ModelResponse } from './model.js';
+import type { ModelSettings } from './model-settings.js';
 import type { Tool } from './tool.js';
 
 /** A message an actor sends; the runtime stamps id, sender, sequence number and time. */
@@ -31,6 +32,8 @@ export interface ModelStep {
   priorTurns?: number;
   messages: readonly Message[];
   tools: readonly Tool[];
+  /** The agent's call settings, handed to the provider with every call. */
+  settings?: ModelSettings;
 }
 
 /** One tool call of an agent. */
@@ -88,6 +91,16 @@ export interface RunOutput {
   status: 'completed' | 'failed';
   output: string;
   error: SerializedError | null;
+}
+
+/**
+ * A definition whose run ends in a typed value (a crew with an `output` schema):
+ * `parseOutput` reads the final answer's text, which the run record keeps, into the value
+ * `run.result()` gives, throwing `OUTPUT_INVALID` when it does not fit. Read again on every
+ * `result()`, so a resumed or reloaded run yields the same value.
+ */
+export interface TypedOutput<T> {
+  readonly parseOutput?: (text: string) => T;
 }
 
 /**

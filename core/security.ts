@@ -1,4 +1,7 @@
-import { createAuditLog, type AuditLog } from './audit-log.js';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createAuditLog, storedAuditHead, type AuditLog } from './audit-log.js';
+import { openAuditSeal } from './audit-seal.js';
 import type { Clock } from './clock.js';
 import { createRedactor, type Redactor, type SecretsProvider } from './secrets.js';
 import type { Storage } from './storage.js';
@@ -24,15 +27,38 @@ export interface SecurityContext {
 
 const auditLogs = new WeakMap<Storage, Promise<AuditLog>>();
 
+/**
+ * Where the audit key and saved heads of `storage` live: `option` when given (`false`: none,
+ * records are plain sha256), else `$TROUPE_AUDIT_DIR`, else `<database directory>.audit`
+ * beside a database on disk; none for a storage that is not a directory (memory).
+ */
+export async function auditDirOf(storage: Storage, option?: string | false): Promise<string | undefined> {
+  if (option === false) return undefined;
+  if (typeof option === 'string') return resolve(option);
+  const env = process.env.TROUPE_AUDIT_DIR;
+  if (env) return resolve(env);
+  const isDirectory = await stat(storage.location).then((s) => s.isDirectory(), () => false);
+  return isDirectory ? `${resolve(storage.location)}.audit` : undefined;
+}
+
+/**
+ * Opens the audit log of `storage` with the seal in `dir`. A key is created on first use,
+ * but never for a database whose records are already keyed: that key was lost or is
+ * elsewhere, and a fresh one would leave every earlier record unverifiable (`AUDIT_KEY_MISSING`).
+ */
+export async function openSealedAuditLog(storage: Storage, dir: string | undefined, clock?: Clock): Promise<AuditLog> {
+  const stored = await storedAuditHead(storage);
+  const seal = dir ? await openAuditSeal(dir, { create: stored.keyId === undefined, initial: { seq: stored.seq, hash: stored.hash } }) : undefined;
+  const log = createAuditLog(storage, { ...(clock ? { clock } : {}), ...(seal ? { seal } : {}) });
+  await log.open();
+  return log;
+}
+
 /** The audit log of `storage`, opened once however many nodes use it. */
-function sharedAuditLog(storage: Storage, clock: Clock): Promise<AuditLog> {
+function sharedAuditLog(storage: Storage, clock: Clock, auditDir: string | false | undefined): Promise<AuditLog> {
   let log = auditLogs.get(storage);
   if (!log) {
-    log = (async () => {
-      const created = createAuditLog(storage, { clock });
-      await created.open();
-      return created;
-    })();
+    log = (async () => openSealedAuditLog(storage, await auditDirOf(storage, auditDir), clock))();
     auditLogs.set(storage, log);
     // A failed open is not cached: the next node tries again.
     log.catch(() => auditLogs.delete(storage));
@@ -44,13 +70,13 @@ function sharedAuditLog(storage: Storage, clock: Clock): Promise<AuditLog> {
 const RECALL_TIMEOUT_MS = 10_000;
 
 /** Opens the audit log of `storage` and returns the node's security context. */
-export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock }): Promise<SecurityContext> {
+export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock; auditDir?: string | false }): Promise<SecurityContext> {
   const known = new Set<string>();
   let redactor: Redactor = createRedactor(known);
   // One audit log per storage: nodes sharing a storage would otherwise hand out the same
   // sequence numbers and overwrite each other's records. Each node scrubs what it appends
   // (core/run-journal.ts), so the shared log needs no redactor of its own.
-  const audit = await sharedAuditLog(storage, options.clock);
+  const audit = await sharedAuditLog(storage, options.clock, options.auditDir);
   const context: SecurityContext = {
     secrets: options.secrets,
     audit,

@@ -1,5 +1,6 @@
 import { checkToolArgs, parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
+import { providerFields, type ModelSettings } from '../core/model-settings.js';
 import {
   apiKeyReader,
   checkPrices,
@@ -29,7 +30,7 @@ export interface AnthropicOptions {
   apiKeyEnv?: string;
   /** The `anthropic-version` header. Default `2023-06-01`. */
   version?: string;
-  /** `max_tokens` of every call (the API requires one). Default 1024. */
+  /** `max_tokens` of every call (the API requires one) unless an agent's `settings.maxOutputTokens` says. Default 1024. */
   maxTokens?: number;
   /** Extra headers on every request (`anthropic-beta`, gateway routing). */
   headers?: Record<string, string>;
@@ -108,6 +109,20 @@ export function toAnthropicTools(tools: readonly ToolSpec[]): Array<Record<strin
   return tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.inputSchema }));
 }
 
+/**
+ * An agent's settings as Messages API fields (the API has no seed), with
+ * `providerOptions.anthropic` and `providerOptions[id]` laid over them.
+ */
+export function toAnthropicSettings(settings: ModelSettings | undefined, id = 'anthropic'): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  if (!settings) return fields;
+  if (settings.temperature !== undefined) fields.temperature = settings.temperature;
+  if (settings.maxOutputTokens !== undefined) fields.max_tokens = settings.maxOutputTokens;
+  if (settings.topP !== undefined) fields.top_p = settings.topP;
+  if (settings.stopSequences?.length) fields.stop_sequences = [...settings.stopSequences];
+  return { ...fields, ...providerFields(settings, ['anthropic', id], ['model', 'messages', 'system', 'tools', 'stream']) };
+}
+
 const STOP: Record<string, ModelResponse['finishReason']> = { end_turn: 'stop', stop_sequence: 'stop', tool_use: 'tool_calls', max_tokens: 'length', refusal: 'error' };
 
 /** Error types the API may send mid-stream that are worth another try. */
@@ -156,9 +171,11 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
       const apiKey = o.key();
       if (!apiKey) throw modelError(id, `no API key: pass apiKey or set ${o.keyEnv}`, { retryable: false, reason: 'config' });
       const { system, messages } = toAnthropicMessages(request.messages);
+      // The conversation, tools and streaming are the provider's to set: settings cannot replace them.
       const body: Record<string, unknown> = {
-        model: request.model === 'default' && o.defaultModel ? o.defaultModel : request.model,
         max_tokens: o.maxTokens,
+        ...toAnthropicSettings(request.settings, id),
+        model: request.model === 'default' && o.defaultModel ? o.defaultModel : request.model,
         messages,
       };
       if (system !== undefined) body.system = system;

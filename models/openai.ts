@@ -1,5 +1,6 @@
 import { parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
+import { providerFields, type ModelSettings } from '../core/model-settings.js';
 import {
   apiKeyReader,
   checkPrices,
@@ -39,6 +40,12 @@ export interface OpenAICompatibleOptions {
   defaultModel?: string;
   /** US dollars per million tokens, by model name, to put a cost on each call. */
   prices?: Record<string, ModelPrice>;
+  /**
+   * The body field an agent's `settings.maxOutputTokens` goes to. OpenAI's newer models take
+   * only `max_completion_tokens`; most other servers know only the older `max_tokens`.
+   * Default `max_completion_tokens` for api.openai.com, `max_tokens` elsewhere.
+   */
+  maxTokensField?: 'max_tokens' | 'max_completion_tokens';
   fetch?: FetchLike;
 }
 
@@ -100,6 +107,22 @@ export function toOpenAITools(tools: readonly ToolSpec[]): Array<Record<string, 
   return tools.map((t) => ({ type: 'function', function: { name: t.name, description: t.description, parameters: t.inputSchema } }));
 }
 
+/**
+ * An agent's settings as Chat Completions fields: the standard ones, over which
+ * `providerOptions.openai` and `providerOptions[id]` are laid (they may add fields, or set
+ * one the standard settings do not cover), except the fields the provider itself owns.
+ */
+export function toOpenAISettings(settings: ModelSettings | undefined, options: { id?: string; maxTokensField?: 'max_tokens' | 'max_completion_tokens' } = {}): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  if (!settings) return fields;
+  if (settings.temperature !== undefined) fields.temperature = settings.temperature;
+  if (settings.maxOutputTokens !== undefined) fields[options.maxTokensField ?? 'max_tokens'] = settings.maxOutputTokens;
+  if (settings.topP !== undefined) fields.top_p = settings.topP;
+  if (settings.seed !== undefined) fields.seed = settings.seed;
+  if (settings.stopSequences?.length) fields.stop = [...settings.stopSequences];
+  return { ...fields, ...providerFields(settings, ['openai', options.id ?? 'openai'], ['model', 'messages', 'tools', 'stream', 'stream_options']) };
+}
+
 const FINISH: Record<string, ModelResponse['finishReason']> = { stop: 'stop', tool_calls: 'tool_calls', function_call: 'tool_calls', length: 'length', content_filter: 'error' };
 
 /**
@@ -119,9 +142,11 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
     onToken: options.onToken,
     defaultModel: options.defaultModel,
     prices: checkPrices(id, options.prices),
+    maxTokensField: options.maxTokensField ?? (new URL(options.baseURL).hostname === 'api.openai.com' ? 'max_completion_tokens' : 'max_tokens'),
     fetch: options.fetch ?? ((input: string, init: RequestInit) => globalThis.fetch(input, init)),
   };
   if (!(o.timeoutMs > 0)) throw new TypeError(`${id}: timeoutMs must be a positive number of milliseconds`);
+  if (o.maxTokensField !== 'max_tokens' && o.maxTokensField !== 'max_completion_tokens') throw new TypeError(`${id}: maxTokensField must be "max_tokens" or "max_completion_tokens"`);
 
   const toolCall = (call: WireToolCall, index: number): ToolCall => {
     const name = call.function?.name;
@@ -147,7 +172,8 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
     async generate(request, context): Promise<ModelResponse> {
       const model = request.model === 'default' && o.defaultModel ? o.defaultModel : request.model;
       const apiKey = o.key();
-      const body: Record<string, unknown> = { model, messages: toOpenAIMessages(request.messages) };
+      // The conversation, tools and streaming are the provider's to set: settings cannot replace them.
+      const body: Record<string, unknown> = { ...toOpenAISettings(request.settings, { id, maxTokensField: o.maxTokensField }), model, messages: toOpenAIMessages(request.messages) };
       if (request.tools.length) body.tools = toOpenAITools(request.tools);
       if (o.stream) Object.assign(body, { stream: true, stream_options: { include_usage: true } });
       const { response, guard } = await postJson({

@@ -119,7 +119,7 @@ async function undoFailedOpen(path: string, before: Awaited<ReturnType<typeof lo
 function openError(path: string, error: unknown): TroupeError {
   const { code, message } = levelCause(error);
   if (code === 'LEVEL_LOCKED') {
-    return new TroupeError(ErrorCode.STORAGE_FAILED, `database at ${path} is in use by another process (LevelDB allows one at a time)`, { cause: error, details: { path } });
+    return new TroupeError(ErrorCode.STORAGE_FAILED, `database at ${path} is in use by another process (LevelDB allows one at a time)`, { cause: error, details: { path, locked: true } });
   }
   if (code === 'LEVEL_CORRUPTION') return corrupt(path, message, error);
   // A file CURRENT or the manifest refers to is gone (LevelDB reports it as an I/O error).

@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
-import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
+import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, macRecord, storedAuditHead, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
+import { auditKeyOf, HEADS_COMPACT_BYTES, openAuditSeal } from '../core/audit-seal.js';
+import { openSealedAuditLog } from '../core/security.js';
 import { manualClock } from '../core/clock.js';
 import { decode, encode } from '../core/codec.js';
 import { isTroupeError } from '../core/errors.js';
@@ -80,7 +84,7 @@ describe.each(backends)('audit log on %s', (_name, makeBackend) => {
     }
     expect(records[0]).toMatchObject({ ts: 1_000, kind: 'tool.call', runId: 'run_1', actor: 'researcher', data: { callId: 'c1', tool: 'lookup', ok: true } });
     expect(log.head).toEqual({ seq: 3, hash: records[2]!.hash });
-    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head });
+    expect(await log.verify()).toEqual({ ok: true, count: 3, head: log.head, keyed: 0, state: { checked: 0, absent: 0, superseded: 0 } });
   });
 
   it('continues the chain after a restart', async () => {
@@ -300,6 +304,25 @@ describe('failed batches', () => {
     expect(log.head.seq).toBe(3);
   });
 
+  it('does not hold a failed batch to the values it committed to, once its records had to be written alone', async () => {
+    const storage = flakyStorage();
+    const log = await openLog(storage);
+    const manifest = { type: 'put' as const, key: 'ckpt:run_a:000000000001', value: encode({ seq: 1 }) };
+    const runA = log.append(entries(1, 2, 'run_a'), { state: { [manifest.key]: { sha256: createHash('sha256').update(manifest.value).digest('hex') } } });
+    const runB = log.append(entries(3, 1, 'run_b'));
+    await storage.write(runB);
+    log.commit(runB);
+    storage.failNext();
+    await expect(storage.write([manifest, ...runA])).rejects.toThrow('disk full');
+    await log.rollback(runA);
+    // The run, resumed, writes its checkpoint 1 again with other content: no tampering.
+    await storage.write([{ ...manifest, value: encode({ seq: 1, resumed: true }) }]);
+    const records = await log.read();
+    expect(records.map((r) => r.kind)).toEqual(['tool.call', 'tool.call', 'tool.call', 'audit.batch-failed']);
+    expect(records[3]!.data).toEqual({ records: [2] });
+    expect(await log.verify()).toMatchObject({ ok: true, count: 4, state: { checked: 0, absent: 0 } });
+  });
+
   it('refuses appends after it could not restore the chain, until reopened', async () => {
     const storage = flakyStorage();
     const log = await openLog(storage);
@@ -416,5 +439,316 @@ describe('one audit log per storage', () => {
     expect(new Set(records.map((r) => r.runId))).toEqual(new Set(['ra', 'rb']));
     expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1));
     expect(records.filter((r) => r.kind === 'run.completed')).toHaveLength(2);
+  });
+});
+
+/**
+ * A LevelDB database with its audit directory beside it (`<db>.audit`, as a node keeps it),
+ * opened the way a node opens it, and reopened as after a restart.
+ */
+async function sealedDatabase() {
+  const dir = await tempDir('troupe-audit-sealed-');
+  const db = join(dir.path, 'db');
+  const auditDir = `${db}.audit`;
+  let storage = await levelStorage({ path: db });
+  const fixture = {
+    db,
+    auditDir,
+    get storage() {
+      return storage;
+    },
+    /** The log as a freshly started node sees it. */
+    open: () => openSealedAuditLog(storage, auditDir, manualClock(1_000)),
+    /** The log as `troupe audit verify` sees it: the key is read, never created. */
+    async verifier() {
+      return createAuditLog(storage, { seal: await openAuditSeal(auditDir, { create: false }) });
+    },
+    async restart() {
+      await storage.close();
+      storage = await levelStorage({ path: db });
+    },
+    async [Symbol.asyncDispose]() {
+      await storage.close();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+  return fixture;
+}
+
+type Sealed = Awaited<ReturnType<typeof sealedDatabase>>;
+
+/** `count` records written and their heads saved, by a log that is then forgotten. */
+async function written(db: Sealed, count: number) {
+  const log = await db.open();
+  await log.write(entries(1, count));
+  await log.flush();
+  return log;
+}
+
+/** The record an attacker without the key writes: correct sha256, linked to the head. */
+function forgedAfter(head: AuditRecord, fields: Partial<AuditRecord> = {}): AuditRecord {
+  const body = { seq: head.seq + 1, ts: head.ts, kind: 'tool.call', runId: 'run_1', actor: 'intruder', data: { ok: true }, prev: head.hash, ...fields };
+  delete (body as Partial<AuditRecord>).hash;
+  return { ...body, hash: hashRecord(body) };
+}
+
+describe('audit log sealed outside the database (key and saved heads)', () => {
+  it('keys every record and verifies intact across restarts, with the saved head at the end of the log', async () => {
+    await using db = await sealedDatabase();
+    await written(db, 3);
+    await db.restart();
+    const log = await db.open();
+    await log.write(entries(4, 2));
+    await log.flush();
+    await db.restart();
+    const records = await (await db.verifier()).read();
+    expect(records.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    const seal = await openAuditSeal(db.auditDir, { create: false });
+    for (const r of records) {
+      expect(r.keyId).toBe(seal.key.id);
+      expect(r.hash).toBe(macRecord(r, seal.key));
+      expect(r.hash).not.toBe(hashRecord(r));
+    }
+    expect(await (await db.verifier()).verify()).toEqual({ ok: true, count: 5, head: { seq: 5, hash: records[4]!.hash }, keyed: 5, saved: { seq: 5, hash: records[4]!.hash }, state: { checked: 0, absent: 0, superseded: 0 } });
+    expect((await stat(join(db.auditDir, 'key'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('detects the newest records deleted, with no anchor kept by hand, and never reuses their numbers', async () => {
+    await using db = await sealedDatabase();
+    await written(db, 5);
+    await db.storage.write([{ type: 'del', key: auditKey(5) }, { type: 'del', key: auditKey(4) }]);
+    await db.restart();
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'removed' });
+    // A node started on the truncated log goes on after the saved head: the gap stays visible.
+    const log = await db.open();
+    expect(log.head.seq).toBe(5);
+    await log.write(entries(6, 1));
+    expect((await log.read()).map((r) => r.seq)).toEqual([1, 2, 3, 6]);
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'removed' });
+  });
+
+  it('detects a forged record appended without the key, plain or claiming the key', async () => {
+    await using db = await sealedDatabase();
+    const log = await written(db, 3);
+    const [, , head] = await log.read();
+    await putRaw(db.storage, 4, forgedAfter(head!));
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'altered', message: expect.stringMatching(/not keyed/) });
+    await putRaw(db.storage, 4, forgedAfter(head!, { keyId: head!.keyId! }));
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'altered', message: expect.stringMatching(/keyed hash/) });
+  });
+
+  it('detects a record inserted and the chain re-hashed after it without the key', async () => {
+    await using db = await sealedDatabase();
+    const log = await written(db, 5);
+    const records = await log.read();
+    // Insert at 3, shift 3..5 to 4..6 and re-link everything after the insertion.
+    const wrongKey = auditKeyOf(new Uint8Array(32).fill(7));
+    const ops: StorageOp[] = [];
+    let prev = records[1]!.hash;
+    const rechained = [{ ...records[2]!, actor: 'intruder' }, ...records.slice(2)].map((r, i) => {
+      const body = { ...r, seq: 3 + i, prev };
+      const hash = macRecord(body, wrongKey);
+      prev = hash;
+      return { ...body, hash };
+    });
+    for (const r of rechained) ops.push({ type: 'put', key: auditKey(r.seq), value: encode(r) });
+    await db.storage.write(ops);
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 3, reason: 'altered' });
+  });
+
+  it('reports an unpadded key and never lets it rewind the sequence over genuine records', async () => {
+    await using db = await sealedDatabase();
+    const log = await written(db, 20);
+    const genuine11 = await db.storage.get(auditKey(11));
+    await db.storage.write([{ type: 'put', key: 'audit:1e1', value: (await db.storage.get(auditKey(10)))! }]);
+    await db.restart();
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, reason: 'stray-key', key: 'audit:1e1' });
+    const next = await db.open();
+    expect(next.head.seq).toBe(log.head.seq);
+    await next.write(entries(21, 1));
+    expect(await db.storage.get(auditKey(11))).toEqual(genuine11);
+    expect((await next.read()).map((r) => r.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    // The stray key is reported, never overwritten or removed.
+    expect(await db.storage.get('audit:1e1')).toBeDefined();
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, reason: 'stray-key', key: 'audit:1e1' });
+  });
+
+  it('is not fooled by a whole chain rewritten as plain sha256 records', async () => {
+    await using db = await sealedDatabase();
+    const log = await written(db, 4);
+    let prev = GENESIS;
+    for (const r of await log.read()) {
+      const { keyId: _dropped, hash: _old, ...rest } = r;
+      const body = { ...rest, prev };
+      const hash = hashRecord(body);
+      await putRaw(db.storage, r.seq, { ...body, hash });
+      prev = hash;
+    }
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 4, reason: 'altered', message: expect.stringMatching(/chain was rewritten/) });
+  });
+
+  it('refuses to verify or to go on without the key, rather than pass or start a new one', async () => {
+    await using db = await sealedDatabase();
+    await written(db, 2);
+    await rm(join(db.auditDir, 'key'));
+    await expect(db.verifier()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'AUDIT_KEY_MISSING') && /no audit key at .*key/.test(String(e)));
+    await expect(db.open()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'AUDIT_KEY_MISSING'));
+    await expect(stat(join(db.auditDir, 'key'))).rejects.toThrow(/ENOENT/);
+    // A log given no key at all must not append plain records after keyed ones either.
+    await expect(createAuditLog(db.storage).open()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'AUDIT_KEY_MISSING'));
+  });
+
+  it('refuses another database\'s key', async () => {
+    await using db = await sealedDatabase();
+    await written(db, 2);
+    await writeFile(join(db.auditDir, 'key'), `${'ab'.repeat(32)}\n`);
+    await expect(db.open()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'AUDIT_KEY_MISMATCH'));
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, firstBad: 1, reason: 'unverifiable' });
+  });
+
+  it.each([
+    ['deleted', (path: string) => rm(path)],
+    ['emptied', (path: string) => writeFile(path, '')],
+    ['edited back to an older head', async (path: string) => writeFile(path, (await readFile(path, 'utf8')).replace(/^(\d+) /m, '1 '))],
+  ])('reports saved heads %s as unverifiable', async (_label, tamper) => {
+    await using db = await sealedDatabase();
+    await written(db, 3);
+    await tamper(join(db.auditDir, 'heads'));
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, reason: 'unverifiable' });
+  });
+
+  it('keeps the heads file small by rewriting it down to its newest line', async () => {
+    await using dir = await tempDir('troupe-audit-heads-');
+    const seal = await openAuditSeal(dir.path, { create: true });
+    for (let seq = 1; seq <= 460; seq++) {
+      seal.heads.save({ seq, hash: createHash('sha256').update(String(seq)).digest('hex') });
+      if (seq % 20 === 0) await seal.heads.flush();
+    }
+    await seal.heads.flush();
+    expect((await stat(seal.heads.path)).size).toBeLessThan(HEADS_COMPACT_BYTES + 200);
+    expect(await seal.heads.last()).toEqual({ state: 'ok', head: { seq: 460, hash: createHash('sha256').update('460').digest('hex') } });
+  });
+
+  it('starts keyed on a database with older plain records, and says how many are plain', async () => {
+    await using db = await sealedDatabase();
+    await (await openLog(db.storage)).write(entries(1, 2)); // before the audit directory existed
+    const log = await db.open();
+    await log.write(entries(3, 2));
+    await log.flush();
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: true, count: 4, keyed: 2, saved: { seq: 4 } });
+  });
+});
+
+describe('troupe audit verify on a node\'s database', () => {
+  // One database written by real nodes (two runs, three node starts, the last resuming
+  // nothing), copied for each attack: what an attacker with write access to the database,
+  // and none to the audit directory, can do to it.
+  let template: { path: string } & AsyncDisposable;
+  const templateDb = () => join(template.path, 'db');
+  beforeAll(async () => {
+    template = await tempDir('troupe-audit-cli-');
+    const { createNode, scriptedModel } = await import('../index.js');
+    const { pairScript, twoAgentCrew } = await import('./helpers/fixtures.js');
+    for (const runId of ['r1', 'r2', undefined]) {
+      await using storage = await levelStorage({ path: templateDb() });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) }, crews: [twoAgentCrew()] });
+      if (runId) await (await node.run(twoAgentCrew(), { input: 'x', runId })).result();
+    }
+  });
+  afterAll(() => template?.[Symbol.asyncDispose]());
+
+  async function copy() {
+    const dir = await tempDir('troupe-audit-copy-');
+    await cp(templateDb(), join(dir.path, 'db'), { recursive: true });
+    await cp(`${templateDb()}.audit`, join(dir.path, 'db.audit'), { recursive: true });
+    return { db: join(dir.path, 'db'), [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
+  }
+
+  async function verifyCli(db: string, ...extra: string[]) {
+    const { runTroupe } = await import('./helpers/cli.js');
+    return runTroupe(['audit', 'verify', '--db', db, ...extra]);
+  }
+
+  /** Edits a msgpack value in place, as someone with the database but not the key would. */
+  async function edit(storage: Storage, key: string, change: (value: Record<string, unknown>) => Record<string, unknown>) {
+    const value = decode((await storage.get(key))!, Infinity) as Record<string, unknown>;
+    await storage.write([{ type: 'put', key, value: encode(change(value)) }]);
+  }
+
+  async function firstKey(storage: Storage, prefix: string, where: (value: Record<string, unknown>) => boolean = () => true) {
+    for await (const [key, value] of storage.entries({ gte: prefix, lt: `${prefix}\uffff` })) if (where(decode(value, Infinity) as Record<string, unknown>)) return key;
+    throw new Error(`no ${prefix} key`);
+  }
+
+  it('passes the untampered log, every record keyed, every head saved, committed values unchanged', async () => {
+    await using db = await copy();
+    const intact = await verifyCli(db.db);
+    expect(intact.code, intact.stderr).toBe(0);
+    expect(intact.stdout).toMatch(/^audit log intact: \d+ records/);
+    expect(intact.stdout).toMatch(/covers every record/);
+    expect(intact.stdout).not.toMatch(/plain sha256|not keyed/);
+    await using storage = await levelStorage({ path: db.db });
+    const verdict = await createAuditLog(storage, { seal: await openAuditSeal(`${db.db}.audit`, { create: false }) }).verify();
+    expect(verdict).toMatchObject({ ok: true, state: { superseded: 0 } });
+    if (!verdict.ok) return;
+    expect(verdict.keyed).toBe(verdict.count);
+    expect(verdict.state.checked).toBeGreaterThan(4);
+  });
+
+  const attacks: [string, (storage: Storage) => Promise<void>, RegExp][] = [
+    ['the newest record deleted', async (storage) => {
+      const { seq } = await storedAuditHead(storage);
+      await storage.write([{ type: 'del', key: auditKey(seq) }]);
+    }, /\(removed\)/],
+    ['a forged record appended', async (storage) => {
+      const { seq } = await storedAuditHead(storage);
+      await putRaw(storage, seq + 1, forgedAfter(await raw(storage, seq)));
+    }, /\(altered\).*not keyed/],
+    ['a record inserted and the rest re-chained', async (storage) => {
+      const { seq: last } = await storedAuditHead(storage);
+      const wrongKey = auditKeyOf(new Uint8Array(32).fill(9));
+      const records = await Promise.all(Array.from({ length: last - 2 }, (_, i) => raw(storage, i + 3)));
+      let prev = (await raw(storage, 2)).hash;
+      const ops: StorageOp[] = [];
+      for (const [i, r] of [{ ...records[0]!, actor: 'intruder' }, ...records].entries()) {
+        const body = { ...r, seq: 3 + i, prev };
+        prev = macRecord(body, wrongKey);
+        ops.push({ type: 'put', key: auditKey(body.seq), value: encode({ ...body, hash: prev }) });
+      }
+      await storage.write(ops);
+    }, /first bad record 3 \(altered\)/],
+    ['a record planted under an unpadded key', async (storage) => {
+      await storage.write([{ type: 'put', key: 'audit:1e1', value: (await storage.get(auditKey(10)))! }]);
+    }, /\(stray-key\).*"audit:1e1"/],
+    ['a finished run\'s output edited', (storage) => edit(storage, 'run:r1', (run) => ({ ...run, output: 'something else' })), /\(state-altered\).*"run:r1"/],
+    ['a recorded tool result edited', async (storage) => {
+      const key = await firstKey(storage, 'ledger:r2:', (entry) => entry.status === 'done' && entry.kind === 'tool');
+      await edit(storage, key, (entry) => ({ ...entry, result: 'forged result' }));
+    }, /\(state-altered\).*"ledger:r2:/],
+    ['a checkpoint manifest edited', async (storage) => {
+      const key = await firstKey(storage, 'ckpt:r1:');
+      await edit(storage, key, (manifest) => ({ ...manifest, ts: 0 }));
+    }, /\(state-altered\).*"ckpt:r1:/],
+  ];
+
+  it.each(attacks)('fails on %s', async (_label, attack, reason) => {
+    await using db = await copy();
+    {
+      await using storage = await levelStorage({ path: db.db });
+      await attack(storage);
+    }
+    const result = await verifyCli(db.db);
+    expect(result.code, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toMatch(/^audit log TAMPERED: first bad record \d+ /);
+    expect(result.stdout).toMatch(reason);
+  });
+
+  it('fails with AUDIT_KEY_MISSING when the audit directory is not found', async () => {
+    await using db = await copy();
+    await using elsewhere = await tempDir('troupe-audit-none-');
+    const result = await verifyCli(db.db, '--audit-dir', elsewhere.path);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/\[AUDIT_KEY_MISSING\] no audit key at/);
+    expect(result.stdout).not.toMatch(/intact/);
   });
 });

@@ -20,7 +20,7 @@ describe('CLI: approvals, history and fork', () => {
     expect(readEffects(world.path).filter((e) => e.kind === 'email')).toHaveLength(1);
 
     const history = await runTroupe(['history', 'o1', '--db', db.path, '--json']);
-    const entries = JSON.parse(history.stdout) as Array<{ seq: number; states: Record<string, string> }>;
+    const { history: entries } = JSON.parse(history.stdout) as { history: Array<{ seq: number; states: Record<string, string> }> };
     expect(entries.at(-1)!.states.crew).toBe('done');
     const at = entries.find((h) => h.states.cashier === 'planning')!.seq;
     const fork = await runTroupe(['fork', 'o1', '--at', String(at), '--run-id', 'o1-fork', '--db', db.path], env);
@@ -46,7 +46,7 @@ describe('CLI: approvals, history and fork', () => {
     expect(parked.code).toBe(3);
     expect(parked.stdout).toMatch(/waiting for approval (\S+): cashier wants to run send_confirmation \(outcome-unknown\)/);
     const listed = await runTroupe(['approvals', '--db', db.path, '--json']);
-    const [approval] = JSON.parse(listed.stdout) as Array<{ id: string; runId: string; tool: string }>;
+    const { approvals: [approval] } = JSON.parse(listed.stdout) as { approvals: Array<{ id: string; runId: string; tool: string }> };
     expect(approval).toMatchObject({ runId: 'o3', tool: 'send_confirmation' });
 
     const rejected = await runTroupe(['reject', approval!.id, '--reason', 'customer called to cancel', '--db', db.path], env);

@@ -20,7 +20,7 @@ describe('troupe CLI', () => {
 
     const listed = await runTroupe(['runs', '--db', db.path, '--json']);
     expect(listed.code).toBe(0);
-    const [record] = JSON.parse(listed.stdout);
+    const { runs: [record] } = JSON.parse(listed.stdout);
     expect(record).toMatchObject({ id: 'cli-1', crew: 'research-crew', status: 'completed', resumes: 0 });
     expect(record.output).toMatch(/^Brief: /);
     expect(record.checkpoint).toBeGreaterThan(5);
@@ -40,7 +40,7 @@ describe('troupe CLI', () => {
     expect(badFile.code).toBe(1);
     expect(badFile.stderr).toMatch(/cannot load crew module/);
     const unknown = await runTroupe(['frobnicate']);
-    expect(unknown.code).not.toBe(0);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);
   });
 });

@@ -88,7 +88,7 @@ describe('SIGKILL during approve: the approved call is parked again, never re-ru
     // Outcome unknown again: resume must park it again, not send it again.
     const resumed = await t.troupe(['resume', 'a1']);
     expect({ code: resumed.code, emails: t.effects('email').length }, `resume after a kill inside an approved call:\n${resumed.stdout}`).toEqual({ code: 3, emails: sent });
-    const listed = JSON.parse((await t.troupe(['approvals', '--json'])).stdout) as Array<{ id: string; runId: string; callId: string; tool: string; reason: string }>;
+    const listed = (JSON.parse((await t.troupe(['approvals', '--json'])).stdout) as { approvals: Array<{ id: string; runId: string; callId: string; tool: string; reason: string }> }).approvals;
     const [again, ...more] = listed;
     expect(more).toEqual([]);
     expect(again).toMatchObject({ runId: 'a1', callId: EMAIL_CALL, tool: 'send_confirmation', reason: 'outcome-unknown' });
@@ -132,7 +132,7 @@ describe('SIGKILL during fork: a fork replays the work before its checkpoint and
   beforeAll(async () => {
     t = await setup();
     expect((await t.troupe(['run', EXAMPLE, '--run-id', 'f1'])).code).toBe(0);
-    history = JSON.parse((await t.troupe(['history', 'f1', '--json'])).stdout) as HistoryEntry[];
+    history = (JSON.parse((await t.troupe(['history', 'f1', '--json'])).stdout) as { history: HistoryEntry[] }).history;
   }, TIMEOUT);
   afterAll(() => t?.[Symbol.asyncDispose]());
   const keys = (kind: Effect['kind'], prefix: string) => t.effects(kind).map((e) => e.key).filter((k) => k.startsWith(prefix)).sort();

@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { link, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isTroupeError, type TroupeError } from '../core/errors.js';
@@ -232,5 +232,109 @@ describe('factories', () => {
   it('fsTools gives the three tools, or the two read tools', () => {
     expect(fsTools({ root: '.' }).map((t) => t.name)).toEqual(['read_file', 'list_dir', 'write_file']);
     expect(fsTools({ root: '.', readOnly: true }).map((t) => t.name)).toEqual(['read_file', 'list_dir']);
+  });
+});
+
+describe('hard links', () => {
+  it('refuses to read or replace a file hard-linked to one outside the root', async () => {
+    await using s = await sandbox();
+    await link(join(s.outside, 'secret.txt'), join(s.root, 'hard.txt'));
+    const read = await refusal(call(readFileTool({ root: s.root }), { path: 'hard.txt' }));
+    expect(read.details).toEqual({ reason: 'path-outside-root', path: 'hard.txt', why: 'hard-link' });
+    expect(read.message).toMatch(/has other hard links/);
+    expect(read.message).not.toContain('top secret');
+    const write = await refusal(call(writeFileTool({ root: s.root }), { path: 'hard.txt', content: 'pwned' }));
+    expect(write.details).toEqual({ reason: 'path-outside-root', path: 'hard.txt', why: 'hard-link' });
+    expect(await readFile(join(s.outside, 'secret.txt'), 'utf8')).toBe('top secret');
+  });
+});
+
+/**
+ * A real process that keeps swapping `root/d` for a symlink to `outside` and back, as fast as
+ * it can, until told to stop through a file (its busy loop never sees a signal handler).
+ * A directory the tool created while `d` was missing is removed so the swapping goes on.
+ */
+const RACER = `
+const fs = require('node:fs');
+const [root, outside, stop] = process.argv.slice(1);
+const d = root + '/d', real = root + '/d.real';
+let swaps = 0;
+process.stdout.write('ready\\n');
+for (let i = 0; ; i++) {
+  if (i % 64 === 0 && fs.existsSync(stop)) break;
+  try { fs.renameSync(d, real); } catch {
+    try { if (fs.lstatSync(d).isDirectory() && fs.existsSync(real)) fs.rmSync(d, { recursive: true }); } catch {}
+  }
+  try { fs.symlinkSync(outside, d); swaps++; } catch {}
+  try { fs.unlinkSync(d); } catch {}
+  try { fs.renameSync(real, d); } catch {}
+}
+process.stdout.write(String(swaps));
+`;
+
+async function racingSandbox() {
+  const s = await sandbox();
+  await mkdir(join(s.root, 'd'));
+  await writeFile(join(s.root, 'd', 'f.txt'), 'inside');
+  await writeFile(join(s.outside, 'f.txt'), 'OUTSIDE');
+  const stop = join(s.dir.path, 'stop');
+  const child = spawn(process.execPath, ['-e', RACER, s.root, s.outside, stop], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', () => out.includes('ready\n') && resolve());
+    child.on('exit', () => reject(new Error(`racer exited early: ${out}`)));
+  });
+  let stopped: Promise<number> | undefined;
+  const finish = () =>
+    (stopped ??= (async () => {
+      await writeFile(stop, '');
+      await exited;
+      return Number(out.slice('ready\n'.length));
+    })());
+  return {
+    ...s,
+    /** Stops the racer and gives how many times it had put the symlink in place. */
+    finish,
+    async [Symbol.asyncDispose]() {
+      await finish();
+      await s[Symbol.asyncDispose]();
+    },
+  };
+}
+
+describe('a concurrent process swapping a directory for a symlink', () => {
+  it('never lets read_file read outside the root', async () => {
+    await using s = await racingSandbox();
+    const t = readFileTool({ root: s.root });
+    const outcomes = { inside: 0, outside: 0, refused: 0 };
+    for (let i = 0; i < 3000; i++) {
+      const result = await call(t, { path: 'd/f.txt' }).catch((e: unknown) => e);
+      if (result === 'inside') outcomes.inside++;
+      else if (result === 'OUTSIDE') outcomes.outside++;
+      else if (result instanceof Error) outcomes.refused++; // refused, or the file was away mid-swap
+      else throw new Error(`unexpected result ${String(result)}`);
+    }
+    const swaps = await s.finish();
+    expect(swaps).toBeGreaterThan(0);
+    expect(outcomes.inside).toBeGreaterThan(0);
+    expect(outcomes).toMatchObject({ outside: 0 });
+  });
+
+  it('never lets write_file create or change anything outside the root', async () => {
+    await using s = await racingSandbox();
+    const t = writeFileTool({ root: s.root });
+    let written = 0;
+    for (let i = 0; i < 2000; i++) {
+      const result = await call(t, { path: 'd/f.txt', content: `written ${i}` }).catch((e: unknown) => e);
+      if (!(result instanceof Error)) written++;
+    }
+    const swaps = await s.finish();
+    expect(swaps).toBeGreaterThan(0);
+    expect(written).toBeGreaterThan(0);
+    expect((await readdir(s.outside)).sort()).toEqual(['f.txt', 'secret.txt']);
+    expect(await readFile(join(s.outside, 'f.txt'), 'utf8')).toBe('OUTSIDE');
+    expect(await readFile(join(s.outside, 'secret.txt'), 'utf8')).toBe('top secret');
   });
 });

@@ -346,7 +346,7 @@ describe('troupe mcp serve', () => {
     expect(isAlive(pid)).toBe(false);
     // The run was stored in the LevelDB under --db like any other (the server has released it).
     const runs = await runTroupe(['runs', '--db', db.path, '--json']);
-    expect(JSON.parse(runs.stdout)).toEqual([expect.objectContaining({ crew: 'research-crew', status: 'completed' })]);
+    expect(JSON.parse(runs.stdout)).toEqual({ runs: [expect.objectContaining({ crew: 'research-crew', status: 'completed' })] });
   });
 
   it("answers a failed run with an MCP error result carrying the run's error", async () => {

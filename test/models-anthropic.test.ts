@@ -2,20 +2,13 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { msg, serializeError, type Message, type ModelRequest } from '../index.js';
 import { anthropic, toAnthropicMessages } from '../models/index.js';
 import { modelProviderConformance } from '../testing/model-conformance.js';
-import { anthropicReply, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { anthropicReply, sseEvent, useFakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 
 const PATH = '/v1/messages';
 const KEY = 'sk-ant-test-SECRET-77';
 
-let server: FakeLLMServer;
-beforeAll(async () => {
-  server = await startFakeLLMServer();
-});
-afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-});
+const server = useFakeLLMServer();
 
 const lookupSpec = { name: 'lookup', description: 'Looks a word up.', inputSchema: { type: 'object', properties: { word: { type: 'string' } } } };
 const request = (messages: Message[], extra: Partial<ModelRequest> = {}): ModelRequest => ({

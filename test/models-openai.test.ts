@@ -7,21 +7,14 @@ import type { AddressInfo } from 'node:net';
 import { createRunStore } from '../core/run-store.js';
 import { openAICompatible, parseRetryAfter, readSse, toOpenAIMessages } from '../models/index.js';
 import { modelProviderConformance } from '../testing/model-conformance.js';
-import { openai, shred, sseEvent, startFakeLLMServer, type FakeLLMServer } from './helpers/fake-llm-server.js';
+import { openai, shred, sseEvent, useFakeLLMServer } from './helpers/fake-llm-server.js';
 import { failure } from './helpers/failure.js';
 import { steppingClock } from './helpers/stepping-clock.js';
 
 const PATH = '/v1/chat/completions';
 const KEY = 'sk-test-SECRET-4242';
 
-let server: FakeLLMServer;
-beforeAll(async () => {
-  server = await startFakeLLMServer();
-});
-afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-});
+const server = useFakeLLMServer();
 
 const lookupSpec = { name: 'lookup', description: 'Looks a word up.', inputSchema: { type: 'object', properties: { word: { type: 'string' } }, required: ['word'] } };
 

@@ -142,7 +142,7 @@ describe('a damaged database', () => {
 
     const listed = await runTroupe(['runs', '--db', db, '--json']);
     expect(listed.code).toBe(0);
-    expect((JSON.parse(listed.stdout) as Array<{ id: string; status: string }>).map((r) => [r.id, r.status]).sort()).toEqual([
+    expect((JSON.parse(listed.stdout) as { runs: Array<{ id: string; status: string }> }).runs.map((r) => [r.id, r.status]).sort()).toEqual([
       ['r1', 'completed'],
       ['r2', 'completed'],
     ]);

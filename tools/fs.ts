@@ -1,18 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { tool, type Tool } from '../core/tool.js';
+import { holdDir, isInside, WalkRefused, whereIs, type HeldDir } from './confined-dir.js';
 
 /**
  * File-system tools confined to one directory. Every path is resolved through `realpath`
  * against the real root, so absolute paths elsewhere, `..` escapes and symlinks pointing
  * out are refused with `TOOL_FAILED` / `details.reason: 'path-outside-root'` (the executor
- * turns that into an error message for the model; an auditor sees the reason). A race with
- * another process swapping a directory for a symlink mid-call is out of scope: the root is
- * meant to be a directory only the crew writes.
+ * turns that into an error message for the model; an auditor sees the reason).
+ *
+ * The resolved path is then walked again from the root, one directory held open at a time
+ * and never through a symlink (tools/confined-dir.ts), and the file is opened, created or
+ * renamed only through the directory held: another process swapping a directory for a
+ * symlink mid-call makes the call fail, never reach outside (race-free on Linux, where
+ * `/proc/self/fd` lets a path start at a descriptor). Files with more than one hard link are
+ * refused: a link made inside the root to a file outside would otherwise be read through.
  */
 
 /** Options shared by the fs tools. */
@@ -24,7 +30,7 @@ export interface FsToolOptions {
 }
 
 /** Why a path was refused, in `details.why`. */
-export type PathRefusal = 'nul-byte' | 'absolute' | 'traversal' | 'symlink';
+export type PathRefusal = 'nul-byte' | 'absolute' | 'traversal' | 'symlink' | 'hard-link';
 
 const KiB = 1024;
 /** Default read limit of {@link readFileTool}: 256 KiB. */
@@ -40,16 +46,26 @@ function failure(reason: string, message: string, details: Record<string, unknow
 
 const refuse = (path: string, why: PathRefusal) =>
   failure('path-outside-root', `path "${path.replaceAll('\0', '\\0')}" is refused: ${
-    { 'nul-byte': 'it contains a NUL byte', absolute: 'it is an absolute path outside the allowed directory', traversal: 'it leads outside the allowed directory', symlink: 'a symlink on it leads outside the allowed directory' }[why]
+    {
+      'nul-byte': 'it contains a NUL byte',
+      absolute: 'it is an absolute path outside the allowed directory',
+      traversal: 'it leads outside the allowed directory',
+      symlink: 'a symlink on it leads outside the allowed directory',
+      'hard-link': 'the file has other hard links, which may be outside the allowed directory',
+    }[why]
   }`, { path, why });
 
-const inside = (root: string, path: string) => path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+const inside = isInside;
 
 const isOutside = (rel: string) => rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel);
 
 /** Where a requested path really is; `exists` false when it is yet to be created. */
 interface Confined {
   real: string;
+  /** The root's real path. */
+  root: string;
+  /** The components of `real` below `root`, none for the root itself. */
+  parts: string[];
   /** Relative to the real root, `.` for the root itself: what results show. */
   shown: string;
   exists: boolean;
@@ -105,7 +121,40 @@ async function locate(rootReal: string, candidate: string, requested: string): P
     }
   }
   if (!inside(rootReal, real)) throw refuse(requested, 'symlink');
-  return { real, shown: relative(rootReal, real) || '.', exists };
+  const rel = relative(rootReal, real);
+  return { real, root: rootReal, parts: rel === '' ? [] : rel.split(sep), shown: rel || '.', exists };
+}
+
+/**
+ * Holds the directory of `target` (its parent, or itself with `self`), turning a tree that
+ * changed since it was resolved into the refusal or `not-found` it amounts to.
+ */
+async function hold(target: Confined, requested: string, options: { self?: boolean; create?: boolean } = {}): Promise<HeldDir> {
+  const parts = options.self ? target.parts : target.parts.slice(0, -1);
+  try {
+    return await holdDir(target.root, parts, options.create);
+  } catch (error) {
+    throw raced(error, requested);
+  }
+}
+
+function raced(error: unknown, requested: string): unknown {
+  if (error instanceof WalkRefused) {
+    return error.why === 'not-a-directory' ? failure('not-found', `"${requested}" goes through something that is not a directory`, { path: requested }) : refuse(requested, 'symlink');
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return failure('not-found', `no such file or directory: "${requested}"`, { path: requested });
+  if (code === 'ELOOP') return refuse(requested, 'symlink');
+  if (code === 'ENOTDIR') return failure('not-found', `"${requested}" goes through something that is not a directory`, { path: requested });
+  return error;
+}
+
+/** Refuses an opened file that is not where it was looked for, or has other hard links. */
+async function checkOpened(handle: FileHandle, root: string, requested: string): Promise<void> {
+  const where = await whereIs(handle);
+  if (where !== undefined && !inside(root, where)) throw refuse(requested, 'symlink');
+  const info = await handle.stat();
+  if (!info.isDirectory() && info.nlink > 1) throw refuse(requested, 'hard-link');
 }
 
 function resolveRoot(factory: string, options: FsToolOptions): string {
@@ -141,10 +190,18 @@ export function readFileTool(options: ReadFileToolOptions): Tool {
       signal.throwIfAborted();
       const target = await confinePath(root, path);
       if (!target.exists) throw failure('not-found', `no such file: "${path}"`, { path });
-      // O_NOFOLLOW: the checked path must not turn into a symlink before it is opened;
-      // O_NONBLOCK: opening a FIFO must not hang the call.
-      const handle = await open(target.real, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+      if (target.parts.length === 0) throw failure('not-a-file', `"${path}" is not a regular file`, { path });
+      let handle: FileHandle;
+      {
+        await using dir = await hold(target, path);
+        // O_NOFOLLOW: the checked path must not turn into a symlink before it is opened;
+        // O_NONBLOCK: opening a FIFO must not hang the call.
+        handle = await open(dir.at(target.parts.at(-1)), constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0)).catch((error: unknown) => {
+          throw raced(error, path);
+        });
+      }
       try {
+        await checkOpened(handle, target.root, path);
         const info = await handle.stat();
         if (!info.isFile()) throw failure('not-a-file', `"${path}" is not a regular file`, { path });
         if (info.size > maxBytes) {
@@ -192,9 +249,10 @@ export function listDirTool(options: ListDirToolOptions): Tool {
       signal.throwIfAborted();
       const target = await confinePath(root, path);
       if (!target.exists) throw failure('not-found', `no such directory: "${path}"`, { path });
-      if (!(await stat(target.real)).isDirectory()) throw failure('not-a-directory', `"${path}" is not a directory`, { path });
+      if (!(await lstat(target.real)).isDirectory()) throw failure('not-a-directory', `"${path}" is not a directory`, { path });
       signal.throwIfAborted();
-      const dirents = (await readdir(target.real, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      await using dir = await hold(target, path, { self: true });
+      const dirents = (await readdir(dir.at(), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       const entries = dirents.slice(0, maxEntries).map((d) => ({
         name: d.name,
         type: d.isFile() ? 'file' : d.isDirectory() ? 'dir' : d.isSymbolicLink() ? 'symlink' : 'other',
@@ -232,16 +290,33 @@ export function writeFileTool(options: WriteFileToolOptions): Tool {
         throw failure('too-large', `content is ${bytes.length} bytes, over the write limit of ${maxBytes} bytes`, { path, size: bytes.length, limit: maxBytes });
       }
       const target = await confinePath(root, path);
-      if (target.shown === '.') throw failure('not-a-file', 'cannot write to the allowed directory itself', { path });
-      if (target.exists && (await stat(target.real)).isDirectory()) throw failure('not-a-file', `"${path}" is a directory`, { path });
-      await mkdir(dirname(target.real), { recursive: true });
-      const temp = join(dirname(target.real), `.${basename(target.real)}.${randomBytes(6).toString('hex')}.tmp`);
-      try {
-        await writeFile(temp, bytes, { flag: 'wx', signal });
-        await rename(temp, target.real);
-      } catch (error) {
-        await rm(temp, { force: true });
+      if (target.parts.length === 0) throw failure('not-a-file', 'cannot write to the allowed directory itself', { path });
+      const name = target.parts.at(-1)!;
+      await using dir = await hold(target, path, { create: true });
+      const existing = await lstat(dir.at(name)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
         throw error;
+      });
+      if (existing?.isDirectory()) throw failure('not-a-file', `"${path}" is a directory`, { path });
+      // Resolved to a real path, so a symlink here is one put in place since.
+      if (existing?.isSymbolicLink()) throw refuse(path, 'symlink');
+      // The rename below would replace the link, not write through it; refused all the same,
+      // as read_file refuses it, so a hard link never looks like a way out.
+      if (existing && existing.nlink > 1) throw refuse(path, 'hard-link');
+      const temp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
+      try {
+        // wx: O_EXCL never follows a symlink planted under the temporary name.
+        const handle = await open(dir.at(temp), 'wx', 0o666);
+        try {
+          await handle.writeFile(bytes, { signal });
+        } finally {
+          await handle.close();
+        }
+        await rename(dir.at(temp), dir.at(name));
+      } catch (error) {
+        await rm(dir.at(temp), { force: true });
+        // ENOENT: the directory held was removed meanwhile.
+        throw raced(error, path);
       }
       return { path: target.shown, bytes: bytes.length };
     },

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 
 /**
  * A real HTTP server on 127.0.0.1 that answers with the real OpenAI Chat Completions and
@@ -168,3 +169,25 @@ export const anthropicReply = {
     return { status, headers, json: { type: 'error', error: { type, message } } };
   },
 };
+
+/**
+ * One fake server for the tests of a file: started before them, its recorded requests
+ * cleared before each, closed after them. The returned object stands for the server.
+ */
+export function useFakeLLMServer(): FakeLLMServer {
+  let server: FakeLLMServer | undefined;
+  beforeAll(async () => {
+    server = await startFakeLLMServer();
+  });
+  afterAll(() => server?.close());
+  beforeEach(() => {
+    if (server) server.requests.length = 0;
+  });
+  return new Proxy({} as FakeLLMServer, {
+    get(_target, property) {
+      if (!server) throw new Error('the fake LLM server is used before its beforeAll started it');
+      const value = Reflect.get(server, property, server) as unknown;
+      return typeof value === 'function' ? value.bind(server) : value;
+    },
+  });
+}
