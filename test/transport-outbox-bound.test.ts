@@ -117,6 +117,30 @@ describe('a run whose peer is down', () => {
   });
 });
 
+describe('a run whose peer is down, closed while its mail waits', () => {
+  it('closes without waiting for the outbox, and delivers the waiting mail after a restart', async () => {
+    await using dirA = await tempDir();
+    const peer = await downPeer();
+    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
+    const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
+    const transport = () => wsTransport({ secret: SECRET, peers: { b: peer.url }, maxOutboxEntries: 1, reconnectMinMs: 10, reconnectMaxMs: 50 });
+    {
+      await using storeA = await levelStorage({ path: dirA.path });
+      const a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placed()], models: models() });
+      const run = await a.run(placed(), { input: 'brief me', runId: 'w2' });
+      await new Promise<void>((resolve) => run.subscribe((e) => e.type === 'message' && e.messageType === 'task' && e.to.endsWith('writer') && resolve()));
+      await a.close();
+    }
+    await using dirB = await tempDir();
+    await using storeB = await levelStorage({ path: dirB.path });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placed()], models: models() });
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placed()], models: models() });
+    expect((await a.get('w2')!.result()).output).toBe('final: a brief about actor and state');
+    expect(b.status).toBe('running');
+  });
+});
+
 describe('dead letters', () => {
   it('keeps the most recent ones in a bounded ring', async () => {
     await using dir = await tempDir();
