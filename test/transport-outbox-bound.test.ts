@@ -8,6 +8,7 @@ import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { scriptedModel } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { runTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
 const SECRET = 'outbox-bound-secret-0123456789';
@@ -138,6 +139,15 @@ describe('a run whose peer is down, closed while its mail waits', () => {
     await using a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placed()], models: models() });
     expect((await a.get('w2')!.result()).output).toBe('final: a brief about actor and state');
     expect(b.status).toBe('running');
+  });
+});
+
+describe('the outbox bound on the command line', () => {
+  it('refuses an --outbox-max that is not a positive whole number', async () => {
+    await using db = await tempDir();
+    const bad = await runTroupe(['node', '--listen', '127.0.0.1:0', '--db', db.path, '--outbox-max', '0'], { TROUPE_SECRET: SECRET });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--outbox-max is a whole number of at least 1/);
   });
 });
 
