@@ -212,15 +212,27 @@ async function follow(run: RunHandle, options: FollowOptions): Promise<number> {
   return result.status === 'completed' ? 0 : 1;
 }
 
-/** Loads the module a stored run was started from (read before the node takes the database). */
-async function moduleOfRun(db: string, runId: string) {
-  const source = await (async () => {
+/**
+ * The crew module of a stored run (read before the node takes the database): one of the
+ * `--crew` modules, by the run's crew id, or else the module `troupe run` recorded. A part a
+ * peer placed here never goes by a recorded path: that path came from the peer (older
+ * versions kept it), and importing it would run the peer's choice of code.
+ */
+async function moduleOfRun(db: string, runId: string, crewFiles: readonly string[] = []) {
+  const record = await (async () => {
     await using storage = await openExisting(db);
-    const record = await createRunStore(storage).requireRun(runId);
-    if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; use the API`);
-    return record.source;
+    // `return await`: the storage must stay open until the record is read.
+    return await createRunStore(storage).requireRun(runId);
   })();
-  return loadCrewModule(source);
+  if (crewFiles.length > 0) {
+    const modules = await Promise.all(crewFiles.map((f) => loadCrewModule(f)));
+    const mod = modules.find((m) => m.definition.id === record.crew);
+    if (!mod) throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run ${runId} needs crew "${record.crew}", which none of the --crew modules defines`, { details: { runId, crew: record.crew } });
+    return mod;
+  }
+  if (record.part) throw new InvalidArgumentError(`run ${runId} is a part hosted for node "${record.part.origin}"; pass --crew <file> with crew "${record.crew}"`);
+  if (!record.source) throw new InvalidArgumentError(`run ${runId} was not started from a module; pass --crew <file> or use the API`);
+  return loadCrewModule(record.source);
 }
 
 /** How {@link continueRun} continues a run. */
@@ -231,12 +243,14 @@ interface ContinueOptions {
   act?: (node: TroupeNode) => Promise<unknown>;
   flags?: NetworkFlags;
   wait?: boolean;
+  /** `--crew` modules to find the run's crew among, by id (instead of the recorded module). */
+  crewFiles?: readonly string[];
 }
 
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
 async function continueRun(db: string, runId: string, options: ContinueOptions) {
   const { json, act, flags, wait = false } = options;
-  const mod = await moduleOfRun(db, runId);
+  const mod = await moduleOfRun(db, runId, options.crewFiles);
   return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node, session) => {
     session.runId = runId;
     watch(node, json, options.global, { crew: mod.definition.id, runId });
@@ -294,8 +308,8 @@ export async function runCommand(file: string, opts: { db: string; runId?: strin
 }
 
 /** `troupe resume <run-id>`: continues an unfinished run from its last checkpoint. */
-export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; wait?: boolean } & NetworkFlags, global: GlobalOptions): Promise<void> {
-  process.exitCode = await continueRun(opts.db, runId, { json: opts.json ?? false, global, flags: opts, wait: opts.wait ?? false });
+export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; wait?: boolean; crew?: string[] } & NetworkFlags, global: GlobalOptions): Promise<void> {
+  process.exitCode = await continueRun(opts.db, runId, { json: opts.json ?? false, global, flags: opts, wait: opts.wait ?? false, ...(opts.crew ? { crewFiles: opts.crew } : {}) });
 }
 
 /** `troupe node`: a long-lived node hosting the actors its peers place on it, until a signal. */

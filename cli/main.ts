@@ -63,6 +63,7 @@ withNetworkOptions(program
   .argument('<run-id>')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
+  .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.resumeCommand>) => (await commands()).resumeCommand(runId, opts, program.opts()));
 

@@ -9,6 +9,10 @@ export interface NetworkFlags {
   listen?: string;
   peer?: string[];
   secretEnv: string;
+  /** Unacknowledged envelopes kept per peer (the transport's `maxOutboxEntries`). */
+  outboxMax?: number;
+  /** How long a send to a full outbox waits (`outboxWaitMs`). */
+  outboxWaitMs?: number;
 }
 
 const collectPeer = (value: string, previous: string[] = []) => {
@@ -16,11 +20,18 @@ const collectPeer = (value: string, previous: string[] = []) => {
   return [...previous, value];
 };
 
-/** Adds `--node-id`, `--listen`, `--peer` and `--secret-env` to a command. */
+const count = (flag: string, min: number) => (value: string) => {
+  if (!/^\d{1,9}$/.test(value) || Number(value) < min) throw new InvalidArgumentError(`${flag} is a whole number of at least ${min}`);
+  return Number(value);
+};
+
+/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env` and the outbox bounds to a command. */
 export function withNetworkOptions(command: Command): Command {
   return command
     .addOption(new Option('--node-id <id>', "this node's name among its peers").default(undefined))
     .option('--listen <host:port>', 'accept peers here, e.g. 127.0.0.1:7400 (port 0 picks one)')
     .option('--peer <id=url>', 'a node to dial, e.g. b=ws://127.0.0.1:7401 (repeatable)', collectPeer)
-    .option('--secret-env <name>', 'environment variable holding the shared cluster secret', 'TROUPE_SECRET');
+    .option('--secret-env <name>', 'environment variable holding the shared cluster secret', 'TROUPE_SECRET')
+    .option('--outbox-max <n>', 'envelopes kept unacknowledged per peer before sends fail with OUTBOX_FULL (default 10000)', count('--outbox-max', 1))
+    .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', count('--outbox-wait-ms', 0));
 }

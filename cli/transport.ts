@@ -15,7 +15,13 @@ export function transportFromFlags(flags: NetworkFlags, onListening?: (url: stri
     listen = { host: match[1]!, port: Number(match[2]) };
   }
   const peers = Object.fromEntries((flags.peer ?? []).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
-  const factory = wsTransport({ secret, peers, ...(listen ? { listen } : {}) });
+  const factory = wsTransport({
+    secret,
+    peers,
+    ...(listen ? { listen } : {}),
+    ...(flags.outboxMax !== undefined ? { maxOutboxEntries: flags.outboxMax } : {}),
+    ...(flags.outboxWaitMs !== undefined ? { outboxWaitMs: flags.outboxWaitMs } : {}),
+  });
   void factory.created.then((t) => {
     if (t.address) onListening?.(t.address.url);
   });

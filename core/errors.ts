@@ -48,6 +48,14 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   MCP_CONNECT_FAILED: 'MCP_CONNECT_FAILED',
   SCHEMA_UNSUPPORTED: 'SCHEMA_UNSUPPORTED',
+  /**
+   * A peer's envelope refused for good: its sender is not the authenticated peer, it asks
+   * this node to relay outside the runs it takes part in, or it is a spawn this node cannot
+   * honour. The transport acknowledges it as refused and dead-letters it.
+   */
+  ENVELOPE_REFUSED: 'ENVELOPE_REFUSED',
+  /** The transport's outbox for a peer holds its limit of unacknowledged envelopes (retryable: it drains when the peer is back). */
+  OUTBOX_FULL: 'OUTBOX_FULL',
   /** No node answers on the control socket of a database in use (none there, or it did not answer in time). */
   CONTROL_UNAVAILABLE: 'CONTROL_UNAVAILABLE',
   /** A control-socket request was malformed, too large or of an unknown kind. */

@@ -16,12 +16,14 @@ import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
 import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
+import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
+import { createStalledSends } from './stalled-sends.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -121,6 +123,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: NodeTransport | undefined;
+  const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
@@ -215,19 +218,19 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     };
   };
 
-  const sendRemote = (toNode: string, envelope: Envelope): Promise<void> => {
+  const sendRemote = (toNode: string, envelope: Envelope, fromRun = false): Promise<void> => {
     if (toNode === o.nodeId) throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
     if (!transport) {
       throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `${envelope.to} lives on node "${toNode}", and this node has no transport`, { details: { to: envelope.to, node: toNode } });
     }
-    return transport.send(toNode, envelope);
+    return fromRun ? stalls.send(toNode, envelope) : transport.send(toNode, envelope);
   };
 
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
-      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope);
+      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);
       const pending = asks.get(actorId);
       if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
@@ -237,14 +240,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     }
     if (runId !== undefined && actorId.startsWith(`${PART_ACTOR_ID}.`)) {
       const target = actorId.slice(PART_ACTOR_ID.length + 1);
-      if (target !== o.nodeId) return sendRemote(target, envelope);
+      if (target !== o.nodeId) return sendRemote(target, envelope, fromRun);
       if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
       const part = hosts.get(runId) ?? (await activate(runId));
       if (part && part.status === 'running') return part.accept(envelope, receipt);
       return; // the part already ended here: nothing to do
     }
     const host = runId === undefined ? undefined : (hosts.get(runId) ?? (await activate(runId)));
-    if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope);
+    if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope, fromRun);
     if (host && host.status === 'running') return host.accept(envelope, receipt);
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
@@ -269,27 +272,46 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
 
   /** Starts hosting the actors a peer placed on this node for one of its runs. */
   const spawnPart = async (runId: string, envelope: Envelope): Promise<void> => {
-    const spawn = envelope.payload as SpawnPayload;
+    // Every check before the first write: a spawn this node cannot honour leaves no record,
+    // no claim and no host behind, and is refused for good rather than retried into a loop.
+    const { spawn, definition } = checkSpawn(envelope, runId, o.nodeId, o.crews);
+    assertRunId(runId);
     const existing = await store.getRun(runId);
     if (existing) return; // a redelivered spawn: the part exists (maybe resumed, maybe done)
-    const definition = o.crews.get(spawn.crew);
-    if (!definition) {
-      throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `node "${o.nodeId}" was asked to host ${spawn.actors.join(', ')} of crew "${spawn.crew}", which it does not know`, {
-        details: { runId, crew: spawn.crew },
-      });
-    }
     await underClaim(runId, async (claim) => {
       // Checked again under the claim: another node on this storage may have taken the spawn first.
       if (await store.getRun(runId)) return o.storage.release(claim);
       const part = { origin: spawn.origin, actors: spawn.actors };
       const trace = tracing.runContext({ runId, crew: spawn.crew, part, parent: spawn.trace });
-      const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: spawn.source, input: spawn.input, part, trace });
+      // The peer's `source` is not kept: a node loads crew code from its own registry only,
+      // and a path a peer named must never reach `troupe resume`'s import.
+      const record = newRecord({ id: runId, crew: spawn.crew, version: spawn.version, source: undefined, input: spawn.input, part, trace });
       const host = newHost(definition, record, claim);
       track(host, openSlot(runId, definition));
-      host.start(spawn.input);
+      try {
+        host.start(spawn.input);
+      } catch (cause) {
+        // The crew could not build the part's machine: no retry can change that.
+        throw new TroupeError(ErrorCode.ENVELOPE_REFUSED, `node "${o.nodeId}" cannot host ${spawn.actors.join(', ')} of run "${runId}": ${(cause as Error)?.message ?? String(cause)}`, {
+          cause,
+          retryable: false,
+          details: { runId, crew: spawn.crew, reason: 'start' },
+        });
+      }
       // Acknowledged only once the part is on disk: a crash now resumes it, never loses it.
       await host.checkpointNow();
     });
+  };
+
+  /** Where the actors of `runId` live, for a run this node takes part in (loaded or not). */
+  const placementOf = (runId: string): RunPlacement | undefined | Promise<RunPlacement | undefined> => {
+    const host = hosts.get(runId);
+    if (host) return runPlacement(o.nodeId, host.record, slots.get(runId)?.definition ?? o.crews.get(host.record.crew));
+    return (async () => {
+      assertRunId(runId);
+      const record = await store.getRun(runId);
+      return record && runPlacement(o.nodeId, record, slots.get(runId)?.definition ?? o.crews.get(record.crew));
+    })().catch(() => undefined);
   };
 
   /** Gives up the claim of a host that no longer executes its run (ended, stopped, or taken over). */
@@ -417,7 +439,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       events,
       nodeId: o.nodeId,
       retention: o.retention,
-      route,
+      // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
+      route: (envelope: Envelope) => route(envelope, undefined, true),
       writes,
       security,
       blobs,
@@ -736,6 +759,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         claims.clear();
         for (const slot of [...slots.values()]) closeSlot(slot);
         tracing.close();
+        stalls.close();
         await transport?.close();
         events.end();
         // The audit heads committed by the final checkpoints must be saved before the
@@ -759,9 +783,13 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // Peers' envelopes are untrusted: validated and bounded like any other input, the
       // payload of every registered message type included (core/protocol.ts). A refusal is
       // INVALID_ENVELOPE, which the transport dead-letters: nothing reaches a run.
-      deliver: (envelope, _fromNode, receipt) => {
+      // Then admitted against the authenticated sender (core/peer-admission.ts): a peer
+      // speaks for itself only, about runs it takes part in; ENVELOPE_REFUSED otherwise.
+      deliver: (envelope, fromNode, receipt) => {
         ensureRunning();
-        return route(validatePayload(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes })), receipt);
+        const checked = validatePayload(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+        const admitted = admitPeerEnvelope(checked, fromNode, { nodeId: o.nodeId, run: placementOf });
+        return admitted ? admitted.then(() => route(checked, receipt)) : route(checked, receipt);
       },
     });
   }

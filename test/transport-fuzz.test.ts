@@ -4,7 +4,8 @@ import { expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeEnvelope, EnvelopeSchema, type Envelope } from '../core/envelope.js';
 import { memoryStorage } from '../storage/memory.js';
-import { clientHandshake, encodeAck, encodeBatch, PROTOCOL, secretKey } from '../transports/index.js';
+import { encodeAck, encodeBatch, secretKey } from '../transports/index.js';
+import { sealedClient } from './helpers/sealed-client.js';
 import { createWsTransport } from '../transports/ws.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { seededRandom } from '../core/clock.js';
@@ -125,12 +126,8 @@ it(`survives ${FRAMES} random and mutated frames (seed ${SEED}) and keeps servin
   };
   await using a = await createWsTransport({ nodeId: 'a', storage: memoryStorage(), secret: SECRET, deliver, listen: { host: '127.0.0.1', port: 0 }, maxPayload: 64 * 1024 });
   const key = secretKey(SECRET);
-  const connect = async () => {
-    const client = new WebSocket(a.address!.url, [PROTOCOL], { headers: clientHandshake(key, 'fuzz', 'a', Date.now()), perMessageDeflate: false });
-    client.on('error', () => {});
-    await once(client, 'open');
-    return client;
-  };
+  // Sealed with the connection's keys: the fuzz reaches the frame decoder, not just the tag check.
+  const connect = () => sealedClient(a.address!.url, key, 'fuzz', 'a');
   // A ping after each frame is a barrier: its pong comes back only once the frame was read.
   const settle = (client: WebSocket) =>
     new Promise<'open' | 'closed'>((resolve) => {
@@ -146,11 +143,11 @@ it(`survives ${FRAMES} random and mutated frames (seed ${SEED}) and keeps servin
   let client = await connect();
   let closings = 0;
   for (let n = 0; n < FRAMES; n++) {
-    if (client.readyState !== WebSocket.OPEN) client = await connect();
+    if (client.ws.readyState !== WebSocket.OPEN) client = await connect();
     client.send(generate(rng, state));
-    if ((await settle(client)) === 'closed') closings++;
+    if ((await settle(client.ws)) === 'closed') closings++;
   }
-  client.close();
+  client.ws.close();
 
   // Well-behaved peers, including one reusing the fuzzer's node id, are still served.
   await using good = await createWsTransport({ nodeId: 'good', storage: memoryStorage(), secret: SECRET, deliver: async () => {}, peers: { a: a.address!.url } });

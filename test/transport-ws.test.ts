@@ -18,6 +18,7 @@ import { createNode } from '../core/node.js';
 import { scriptedModel } from '../models/scripted.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { watchLines } from './helpers/lines.js';
+import { sealedClient, type SealedClient } from './helpers/sealed-client.js';
 import { tempDir } from './helpers/temp.js';
 import { recorder, testEnvelope, transportConformance, type Recorder } from '../testing/transport-conformance.js';
 
@@ -70,12 +71,8 @@ function upgrade(port: number, headers: Record<string, string>): Promise<number>
 
 const signed = (from: string, to: string, now = Date.now()) => ({ ...clientHandshake(KEY, from, to, now), 'sec-websocket-protocol': PROTOCOL });
 
-/** An authenticated WebSocket client speaking raw frames (for hostile peers). */
-async function rawClient(port: number, from: string, to: string): Promise<WebSocket> {
-  const client = new WebSocket(`ws://127.0.0.1:${port}`, [PROTOCOL], { headers: clientHandshake(KEY, from, to, Date.now()), perMessageDeflate: false });
-  await once(client, 'open');
-  return client;
-}
+/** An authenticated WebSocket client speaking sealed hand-built frames (for hostile peers holding the secret). */
+const rawClient = (port: number, from: string, to: string): Promise<SealedClient> => sealedClient(`ws://127.0.0.1:${port}`, KEY, from, to);
 
 /** A raw TCP socket that completed an authenticated WebSocket upgrade. */
 async function rawSocket(port: number, from: string, to: string): Promise<Socket> {
@@ -321,13 +318,14 @@ describe('handshake security', () => {
     const fresh = signed('x', 'a');
     expect(await upgrade(port, fresh)).toBe(101);
     expect(await upgrade(port, fresh)).toBe(401); // replayed nonce
-    expect(a.stats()).toMatchObject({ accepted: 1, rejected: { unauthorized: 8, badProtocol: 0 } });
+    // Upgraded, but never proven with a sealed hello: not counted as accepted.
+    expect(a.stats()).toMatchObject({ accepted: 0, rejected: { unauthorized: 8, badProtocol: 0 } });
   });
 
   it('answers a wrong or missing subprotocol with 400 and plain HTTP with 426', async () => {
     await using a = await ws('a', memoryStorage(), recorder(), { listen });
     const port = a.address!.port;
-    expect(await upgrade(port, { ...signed('x', 'a'), 'sec-websocket-protocol': 'chat, troupe.v2' })).toBe(400);
+    expect(await upgrade(port, { ...signed('x', 'a'), 'sec-websocket-protocol': 'chat, troupe.v1' })).toBe(400);
     const { 'sec-websocket-protocol': _omitted, ...bare } = signed('x', 'a');
     expect(await upgrade(port, bare)).toBe(400);
     expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(426);
@@ -374,9 +372,10 @@ describe('hostile peers cost their own connection only', () => {
   it('closes with 1009 on an oversized message and 1008/1003 on malformed frames', async () => {
     await using t = await target();
     await t.stillServes(1);
-    const closeOf = async (client: WebSocket, data: Uint8Array | string) => {
-      const closed = once(client, 'close');
-      client.send(data);
+    const closeOf = async (client: SealedClient, data: Uint8Array | string) => {
+      const closed = once(client.ws, 'close');
+      if (typeof data === 'string' || data.byteLength > 64 * 1024) client.sendRaw(data);
+      else client.send(data);
       return (await closed)[0] as number;
     };
     expect(await closeOf(await rawClient(t.port, 'big', 'a'), Buffer.alloc(100 * 1024))).toBe(1009);
@@ -397,10 +396,10 @@ describe('hostile peers cost their own connection only', () => {
   it('closes a peer that acknowledges more than it was sent', async () => {
     await using t = await target();
     const liar = await rawClient(t.port, 'liar', 'a');
-    const batch = once(liar, 'message');
+    const batch = once(liar.ws, 'message');
     await t.a.send('liar', testEnvelope(1));
-    const { epoch } = decode((await batch)[0] as Buffer) as { epoch: string };
-    const closed = once(liar, 'close');
+    const { epoch } = decode(liar.open((await batch)[0])) as { epoch: string };
+    const closed = once(liar.ws, 'close');
     liar.send(encodeFrame({ t: 'ack', epoch, upTo: 5 }));
     expect((await closed)[0]).toBe(1008);
     expect(t.a.peers().find((p) => p.nodeId === 'liar')).toMatchObject({ unacked: 1, acked: 0 });

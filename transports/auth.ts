@@ -4,16 +4,24 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import { ErrorCode, TroupeError } from '../core/errors.js';
+import { deriveSessionKeys, type SessionKeys } from './session.js';
 
 /**
  * Mutual authentication of a WebSocket handshake with a shared secret, both ends. The
  * dialling node signs who it is, whom it dials, when and a fresh nonce; the listener checks
- * that in its HTTP `upgrade` handler before any WebSocket exists, then proves in its 101
- * response that it knows the secret too (bound to the client's nonce, so it cannot be replayed).
+ * that in its HTTP `upgrade` handler before any WebSocket exists, then answers in its 101
+ * response with a fresh random challenge of its own and a proof that it knows the secret
+ * (bound to both nonces). Both ends derive the connection's frame keys from the two nonces
+ * (transports/session.ts), and the dialling node's first frame must be sealed with them.
+ *
+ * The challenge is what makes a recorded handshake worthless: replayed, even to a listener
+ * that restarted and forgot the nonce it had seen, it meets a challenge it was not made for,
+ * and whoever replays it cannot seal a single frame. The signed timestamp and the nonce cache
+ * stay as a cheap first filter (a replay inside the window is refused before any WebSocket).
  */
 
-/** The WebSocket subprotocol both ends must speak. */
-export const PROTOCOL = 'troupe.v1';
+/** The WebSocket subprotocol both ends must speak (v2: challenge and sealed frames). */
+export const PROTOCOL = 'troupe.v2';
 
 /** Header names of the handshake. */
 export const HEADERS = {
@@ -22,6 +30,7 @@ export const HEADERS = {
   nonce: 'x-troupe-nonce',
   sig: 'x-troupe-sig',
   proof: 'x-troupe-proof',
+  challenge: 'x-troupe-challenge',
 } as const;
 
 /** Node ids: safe inside storage keys (`outbox:<node>:…`), header values and log lines. */
@@ -49,7 +58,7 @@ const mac = (key: Buffer, text: string) => createHmac('sha256', key).update(text
 // listener (nonces are remembered per listener only). Client and server strings differ in
 // their second line, so one can never stand in for the other.
 const clientText = (from: string, to: string, ts: string, nonce: string) => `${PROTOCOL}\nclient\n${from}\n${to}\n${ts}\n${nonce}`;
-const serverText = (server: string, client: string, nonce: string) => `${PROTOCOL}\nserver\n${server}\n${client}\n${nonce}`;
+const serverText = (server: string, client: string, nonce: string, challenge: string) => `${PROTOCOL}\nserver\n${server}\n${client}\n${nonce}\n${challenge}`;
 
 function equalHex(a: string, b: string): boolean {
   return a.length === b.length && timingSafeEqual(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'));
@@ -61,16 +70,24 @@ export function clientHandshake(key: Buffer, from: string, to: string, now: numb
   return { [HEADERS.node]: from, [HEADERS.ts]: ts, [HEADERS.nonce]: nonce, [HEADERS.sig]: mac(key, clientText(from, to, ts, nonce)) };
 }
 
-/** The proof a listener returns in its 101 response to the client that sent `nonce`. */
-export function serverProof(key: Buffer, server: string, client: string, nonce: string): string {
-  return mac(key, serverText(server, client, nonce));
+/** A fresh listener challenge (one per connection). */
+export const newChallenge = (): string => randomBytes(16).toString('hex');
+
+/** The proof a listener returns in its 101 response to the client that sent `nonce`, with its `challenge`. */
+export function serverProof(key: Buffer, server: string, client: string, nonce: string, challenge: string): string {
+  return mac(key, serverText(server, client, nonce, challenge));
 }
 
-/** Whether a 101 response came from `expected`, a holder of the secret answering our `nonce`. */
-export function verifyServerProof(key: Buffer, headers: IncomingHttpHeaders, expected: string, client: string, nonce: string): boolean {
+/**
+ * The listener's challenge when a 101 response came from `expected`, a holder of the secret
+ * answering our `nonce`; `undefined` otherwise.
+ */
+export function verifyServerProof(key: Buffer, headers: IncomingHttpHeaders, expected: string, client: string, nonce: string): string | undefined {
   const node = headers[HEADERS.node];
   const proof = headers[HEADERS.proof];
-  return node === expected && typeof proof === 'string' && SIG.test(proof) && equalHex(proof, serverProof(key, expected, client, nonce));
+  const challenge = headers[HEADERS.challenge];
+  if (node !== expected || typeof proof !== 'string' || !SIG.test(proof) || typeof challenge !== 'string' || !NONCE.test(challenge)) return undefined;
+  return equalHex(proof, serverProof(key, expected, client, nonce, challenge)) ? challenge : undefined;
 }
 
 /** The outcome of checking a client handshake. */
@@ -145,13 +162,16 @@ export interface AuthenticatedListenerOptions {
   limits: WsLimits;
   /** Whether new connections are still welcome (503 otherwise). */
   isOpen(): boolean;
-  /** A connection from `node` passed the handshake. */
-  onConnection(ws: WebSocket, node: string): void;
+  /**
+   * A connection claiming to be `node` passed the handshake; `keys` seal its frames. It is
+   * not proven yet: only a first frame sealed with `keys` shows the client answered our challenge.
+   */
+  onConnection(ws: WebSocket, node: string, keys: SessionKeys): void;
   onRejected(kind: 'unauthorized' | 'badProtocol' | 'badRequest'): void;
   handshakeTimeoutMs: number;
 }
 
-/** A listening HTTP server that upgrades only authenticated `troupe.v1` handshakes. */
+/** A listening HTTP server that upgrades only authenticated `troupe.v2` handshakes. */
 export interface AuthenticatedListener {
   readonly address: { host: string; port: number; url: string };
   /** Stops listening and drops connections still in their handshake. */
@@ -170,11 +190,13 @@ function refuse(socket: Duplex, code: number, text: string) {
  */
 export async function listenAuthenticated(o: AuthenticatedListenerOptions): Promise<AuthenticatedListener> {
   const verifier = createHandshakeVerifier({ key: o.key, nodeId: o.nodeId, now: o.now, maxSkewMs: o.maxSkewMs });
-  const verdicts = new WeakMap<IncomingMessage, Extract<HandshakeVerdict, { ok: true }>>();
+  const verdicts = new WeakMap<IncomingMessage, Extract<HandshakeVerdict, { ok: true }> & { challenge: string }>();
   const wss = new WebSocketServer({ noServer: true, clientTracking: false, ...o.limits, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
   wss.on('headers', (headers, req) => {
     const verdict = verdicts.get(req);
-    if (verdict) headers.push(`${HEADERS.node}: ${o.nodeId}`, `${HEADERS.proof}: ${serverProof(o.key, o.nodeId, verdict.node, verdict.nonce)}`);
+    if (verdict) {
+      headers.push(`${HEADERS.node}: ${o.nodeId}`, `${HEADERS.challenge}: ${verdict.challenge}`, `${HEADERS.proof}: ${serverProof(o.key, o.nodeId, verdict.node, verdict.nonce, verdict.challenge)}`);
+    }
   });
   wss.on('wsClientError', (_error, socket) => {
     o.onRejected('badRequest');
@@ -197,8 +219,10 @@ export async function listenAuthenticated(o: AuthenticatedListenerOptions): Prom
       o.onRejected('badProtocol');
       return refuse(socket, 400, 'Bad Request');
     }
-    verdicts.set(req, verdict);
-    wss.handleUpgrade(req, socket, head, (ws) => (o.isOpen() ? o.onConnection(ws, verdict.node) : ws.terminate()));
+    const challenge = newChallenge();
+    verdicts.set(req, { ...verdict, challenge });
+    const keys = deriveSessionKeys(o.key, verdict.node, o.nodeId, verdict.nonce, challenge);
+    wss.handleUpgrade(req, socket, head, (ws) => (o.isOpen() ? o.onConnection(ws, verdict.node, keys) : ws.terminate()));
   });
   await new Promise<void>((ok, fail) => {
     const onError = (cause: NodeJS.ErrnoException) => {
@@ -238,15 +262,20 @@ export interface DialOptions {
   onImpostor(): void;
 }
 
-/** Dials `to` at `url` with a signed handshake and hangs up unless the listener proves itself. */
-export function dialAuthenticated(o: DialOptions): WebSocket {
+/**
+ * Dials `to` at `url` with a signed handshake and hangs up unless the listener proves itself.
+ * `keys()` are the connection's frame keys once it has (before `open` fires).
+ */
+export function dialAuthenticated(o: DialOptions): { ws: WebSocket; keys(): SessionKeys | undefined } {
   const headers = clientHandshake(o.key, o.from, o.to, o.now);
   const nonce = headers[HEADERS.nonce]!;
   const ws = new WebSocket(o.url, [PROTOCOL], { ...o.limits, headers, handshakeTimeout: o.handshakeTimeoutMs, followRedirects: false });
+  let keys: SessionKeys | undefined;
   ws.once('upgrade', (response) => {
-    if (verifyServerProof(o.key, response.headers, o.to, o.from, nonce)) return;
+    const challenge = verifyServerProof(o.key, response.headers, o.to, o.from, nonce);
+    if (challenge) return void (keys = deriveSessionKeys(o.key, o.from, o.to, nonce, challenge));
     ws.terminate(); // still CONNECTING: 'open' never fires, 'error' and 'close' do
     o.onImpostor();
   });
-  return ws;
+  return { ws, keys: () => keys };
 }

@@ -6,7 +6,11 @@ import { ErrorCode, TroupeError } from '../core/errors.js';
 /**
  * The wire format between two nodes: one msgpack map per WebSocket binary message.
  * - `{ t: 'batch', epoch, items: [{ seq, envelope }, …] }` envelopes in sender order
- * - `{ t: 'ack', epoch, upTo }` the receiver durably holds every seq ≤ `upTo` of `epoch`
+ * - `{ t: 'ack', epoch, upTo, refused? }` the receiver durably holds every seq ≤ `upTo` of
+ *   `epoch`; those in `refused` it refused for good (dead letters), so they are not resent
+ * - `{ t: 'hello' }` the dialling node's first frame: sealed with the connection's keys, it
+ *   answers the listener's challenge (transports/auth.ts)
+ * Every message on the wire is one of these followed by its tag (transports/session.ts).
  * The sender's identity is not in the frame: it is the node authenticated at the handshake.
  */
 
@@ -30,15 +34,19 @@ export const BatchFrameSchema = z.strictObject({
   items: z.array(z.strictObject({ seq: SeqSchema, envelope: EnvelopeSchema })).min(1).max(MAX_BATCH_ITEMS),
 });
 
-/** The receiver's cumulative acknowledgement. */
+/** The receiver's cumulative acknowledgement, naming the seqs of the batch it refused for good. */
 export const AckFrameSchema = z.strictObject({
   t: z.literal('ack'),
   epoch: EpochSchema,
   upTo: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  refused: z.array(SeqSchema).max(MAX_BATCH_ITEMS).optional(),
 });
 
+/** The dialling node's proof of the session keys, its first frame. */
+export const HelloFrameSchema = z.strictObject({ t: z.literal('hello') });
+
 /** Every frame a peer may send. */
-export const FrameSchema = z.discriminatedUnion('t', [BatchFrameSchema, AckFrameSchema]);
+export const FrameSchema = z.discriminatedUnion('t', [BatchFrameSchema, AckFrameSchema, HelloFrameSchema]);
 
 /** A decoded, validated frame. */
 export type Frame = z.infer<typeof FrameSchema>;
@@ -114,8 +122,13 @@ export function encodeBatch(epoch: string, items: readonly BatchItem[]): Uint8Ar
 }
 
 /** Encodes an acknowledgement. */
-export function encodeAck(epoch: string, upTo: number): Uint8Array {
-  return packr.pack({ t: 'ack', epoch, upTo });
+export function encodeAck(epoch: string, upTo: number, refused: readonly number[] = []): Uint8Array {
+  return packr.pack(refused.length > 0 ? { t: 'ack', epoch, upTo, refused: refused.slice(0, MAX_BATCH_ITEMS) } : { t: 'ack', epoch, upTo });
+}
+
+/** Encodes the hello frame. */
+export function encodeHello(): Uint8Array {
+  return packr.pack({ t: 'hello' });
 }
 
 /** Encodes any frame object as it is (tests use this to build well-formed and hostile frames). */

@@ -29,8 +29,9 @@ export interface DeliveryReceipt {
 /**
  * Hands an envelope from `fromNode` (authenticated) to the local node. Resolve once it is
  * durably accepted: only then is it acknowledged. Throw a `TroupeError` with code
- * `UNKNOWN_ACTOR`, `INVALID_ENVELOPE` or `FRAME_TOO_LARGE` to refuse it for good (it is
- * counted as a dead letter and acknowledged); any other error means "try again later".
+ * `UNKNOWN_ACTOR`, `INVALID_ENVELOPE`, `FRAME_TOO_LARGE` or `ENVELOPE_REFUSED` to refuse it
+ * for good (it is dead-lettered, and acknowledged as refused so the sender stops resending
+ * it); any other error means "try again later".
  */
 export type DeliverFn = (envelope: Envelope, fromNode: string, receipt: DeliveryReceipt) => Promise<void>;
 
@@ -73,6 +74,7 @@ export interface Transport extends NodeTransport, AsyncDisposable {
 }
 
 export { createWsTransport, wsTransport, type WsTransport, type WsTransportOptions, type WsTransportFactoryOptions, type WsTransportStats } from './ws.js';
-export { createOutbox, createInbox, transportKeys, type Outbox, type Inbox, type OutboxEntry, type InboxCursor } from './outbox.js';
-export { decodeFrame, encodeBatch, encodeAck, encodeFrame, FrameSchema, BatchFrameSchema, AckFrameSchema, MAX_BATCH_ITEMS, type Frame, type BatchFrame, type BatchItem } from './frames.js';
-export { PROTOCOL, HEADERS, NODE_ID, assertNodeId, secretKey, clientHandshake, serverProof, verifyServerProof, createHandshakeVerifier, type HandshakeVerdict, type HandshakeVerifier } from './auth.js';
+export { createOutbox, createInbox, transportKeys, DEFAULT_OUTBOX_LIMITS, type Outbox, type Inbox, type OutboxEntry, type InboxCursor, type DeadLetter } from './outbox.js';
+export { decodeFrame, encodeBatch, encodeAck, encodeHello, encodeFrame, FrameSchema, BatchFrameSchema, AckFrameSchema, HelloFrameSchema, MAX_BATCH_ITEMS, type Frame, type BatchFrame, type BatchItem } from './frames.js';
+export { PROTOCOL, HEADERS, NODE_ID, assertNodeId, secretKey, clientHandshake, serverProof, verifyServerProof, newChallenge, createHandshakeVerifier, type HandshakeVerdict, type HandshakeVerifier } from './auth.js';
+export { createFrameSeal, deriveSessionKeys, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';

@@ -11,12 +11,16 @@ import type { DeliverFn } from './index.js';
  * - `outseq:<toNode>`        highest seq ever assigned to `toNode`, so numbering never restarts when the outbox empties
  * - `inbox:<fromNode>`       `{ epoch, seq }`: highest seq of `fromNode`'s outbox delivered locally
  * - `transport:epoch`        this storage's outbox incarnation; a receiver seeing a new one restarts its cursor
+ * - `deadletter:<slot>`      a refused envelope's summary (never its payload), in a ring of `maxDeadLetters` slots
+ * - `deadletter:next`        how many dead letters were ever written (the next slot, modulo the ring)
  */
 export const transportKeys = {
   outbox: (toNode: string, seq: number) => `outbox:${toNode}:${seqKey(seq)}`,
   outseq: (toNode: string) => `outseq:${toNode}`,
   inbox: (fromNode: string) => `inbox:${fromNode}`,
   epoch: 'transport:epoch',
+  deadLetter: (slot: number) => `deadletter:${seqKey(slot)}`,
+  deadLetterNext: 'deadletter:next',
 };
 
 /** A durable, unacknowledged envelope. */
@@ -31,12 +35,24 @@ interface Waiter {
   reject(error: unknown): void;
 }
 
+interface RoomWaiter {
+  bytes: Uint8Array;
+  resolve(seq: number): void;
+  reject(error: unknown): void;
+  cancel?: () => void;
+}
+
 interface Destination {
   assigned: number;
   durable: number;
   acked: number;
   entries: OutboxEntry[];
   waiters: Waiter[];
+  /** Entries admitted and not yet acknowledged (durable or still being written), and their bytes. */
+  held: number;
+  heldBytes: number;
+  /** Sends waiting for room, in the order they were made. */
+  queued: RoomWaiter[];
 }
 
 interface Append {
@@ -49,8 +65,14 @@ interface Append {
 /** The sender's side: numbered envelopes per destination, kept until acknowledged. */
 export interface Outbox {
   readonly epoch: string;
-  /** Persists an encoded envelope for `to`; resolves with its seq once durable (group-committed). */
+  /**
+   * Persists an encoded envelope for `to`; resolves with its seq once durable (group-committed).
+   * When `to` already holds its limit of unacknowledged entries or bytes, waits up to
+   * `waitMs` for acknowledgements to make room, then rejects with `OUTBOX_FULL` (retryable).
+   */
   append(to: string, bytes: Uint8Array): Promise<number>;
+  /** Unacknowledged entries and bytes held for `to`, written or being written. */
+  held(to: string): { entries: number; bytes: number };
   /** Durable, unacknowledged entries for `to`, oldest first. Do not mutate. */
   unacked(to: string): readonly OutboxEntry[];
   /** Highest durable seq for `to` (an ack beyond it is a lie). */
@@ -76,7 +98,21 @@ export interface OutboxOptions {
   sync: boolean;
   /** Called after entries for `to` became durable (and sendable). */
   onDurable(to: string): void;
+  /** Most unacknowledged entries per destination. Default {@link DEFAULT_OUTBOX_LIMITS}. */
+  maxEntries?: number;
+  /** Most unacknowledged envelope bytes per destination. */
+  maxBytes?: number;
+  /**
+   * How long an append waits for room when its destination is full before it fails with
+   * `OUTBOX_FULL`; 0 fails at once.
+   */
+  waitMs?: number;
+  /** Timers for `waitMs` (the transport's clock). */
+  setTimer?: (fn: () => void, ms: number) => () => void;
 }
+
+/** Default bounds of one destination's outbox: what a peer that is down may accumulate. */
+export const DEFAULT_OUTBOX_LIMITS = { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, waitMs: 0 } as const;
 
 /** Opens the outbox on `options.storage`, loading unacknowledged entries left by a previous process. */
 export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
@@ -89,9 +125,16 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     await storage.write([{ type: 'put', key: transportKeys.epoch, value: encode(epoch) }], { sync: true });
   }
   const dests = new Map<string, Destination>();
+  const maxEntries = options.maxEntries ?? DEFAULT_OUTBOX_LIMITS.maxEntries;
+  const maxBytes = options.maxBytes ?? DEFAULT_OUTBOX_LIMITS.maxBytes;
+  const waitMs = options.waitMs ?? DEFAULT_OUTBOX_LIMITS.waitMs;
+  const setTimer = options.setTimer ?? ((fn: () => void, ms: number) => {
+    const t = setTimeout(fn, ms);
+    return () => clearTimeout(t);
+  });
   const dest = (to: string) => {
     let d = dests.get(to);
-    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], waiters: [] }));
+    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], waiters: [], held: 0, heldBytes: 0, queued: [] }));
     return d;
   };
   for await (const [key, value] of storage.entries(prefixRange('outseq:'))) {
@@ -103,7 +146,11 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     const d = dest(key.slice('outbox:'.length, cut));
     d.entries.push({ seq: Number(key.slice(cut + 1)), bytes: value });
   }
-  for (const d of dests.values()) if (d.entries.length > 0) d.acked = Math.min(d.acked, d.entries[0]!.seq - 1);
+  for (const d of dests.values()) {
+    if (d.entries.length > 0) d.acked = Math.min(d.acked, d.entries[0]!.seq - 1);
+    d.held = d.entries.length;
+    d.heldBytes = d.entries.reduce((sum, e) => sum + e.bytes.byteLength, 0);
+  }
 
   let appends: Append[] = [];
   let deletes: string[] = [];
@@ -151,6 +198,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       const d = dest(a.to);
       d.durable = a.entry.seq;
       if (a.entry.seq > d.acked) d.entries.push(a.entry);
+      else (d.held--, (d.heldBytes -= a.entry.bytes.byteLength));
       a.resolve(a.entry.seq);
     }
     for (const to of highest.keys()) options.onDurable(to);
@@ -160,6 +208,38 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     for (const d of dests.values()) {
       for (const w of d.waiters) w.reject(reason);
       d.waiters = [];
+      for (const q of d.queued) {
+        q.cancel?.();
+        q.reject(reason);
+      }
+      d.queued = [];
+    }
+  };
+
+  const fits = (d: Destination, bytes: number) => d.held === 0 || (d.held + 1 <= maxEntries && d.heldBytes + bytes <= maxBytes);
+
+  // Numbered only when admitted, so seq order is the order sends got room in.
+  const admit = (to: string, d: Destination, bytes: Uint8Array) => {
+    d.held++;
+    d.heldBytes += bytes.byteLength;
+    const entry = { seq: ++d.assigned, bytes };
+    return new Promise<number>((resolve, reject) => {
+      appends.push({ to, entry, resolve, reject });
+      schedule();
+    });
+  };
+
+  const full = (to: string, d: Destination, bytes: number) =>
+    new TroupeError(ErrorCode.OUTBOX_FULL, `the outbox for node "${to}" is full (${d.held} envelopes, ${d.heldBytes} bytes unacknowledged; limits ${maxEntries} and ${maxBytes})`, {
+      retryable: true,
+      details: { node: to, entries: d.held, bytes: d.heldBytes, maxEntries, maxBytes, size: bytes, waitedMs: waitMs },
+    });
+
+  const makeRoom = (to: string, d: Destination) => {
+    while (d.queued.length > 0 && !closed && fits(d, d.queued[0]!.bytes.byteLength)) {
+      const q = d.queued.shift()!;
+      q.cancel?.();
+      admit(to, d, q.bytes).then(q.resolve, q.reject);
     }
   };
 
@@ -182,12 +262,19 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     append(to, bytes) {
       if (closed) return Promise.reject(closed);
       const d = dest(to);
-      const entry = { seq: ++d.assigned, bytes };
+      // Behind sends already waiting, so a waiting send is never overtaken.
+      if (d.queued.length === 0 && fits(d, bytes.byteLength)) return admit(to, d, bytes);
+      if (waitMs === 0) return Promise.reject(full(to, d, bytes.byteLength));
       return new Promise<number>((resolve, reject) => {
-        appends.push({ to, entry, resolve, reject });
-        schedule();
+        const waiter: RoomWaiter = { bytes, resolve, reject };
+        waiter.cancel = setTimer(() => {
+          d.queued = d.queued.filter((q) => q !== waiter);
+          reject(full(to, d, bytes.byteLength));
+        }, waitMs);
+        d.queued.push(waiter);
       });
     },
+    held: (to) => ({ entries: dests.get(to)?.held ?? 0, bytes: dests.get(to)?.heldBytes ?? 0 }),
     unacked: (to) => dests.get(to)?.entries ?? [],
     durable: (to) => dests.get(to)?.durable ?? 0,
     ackedUpTo: (to) => dests.get(to)?.acked ?? 0,
@@ -196,9 +283,14 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       if (!d || upTo <= d.acked) return;
       d.acked = upTo;
       let n = 0;
-      while (n < d.entries.length && d.entries[n]!.seq <= upTo) deletes.push(transportKeys.outbox(to, d.entries[n++]!.seq));
+      while (n < d.entries.length && d.entries[n]!.seq <= upTo) {
+        d.held--;
+        d.heldBytes -= d.entries[n]!.bytes.byteLength;
+        deletes.push(transportKeys.outbox(to, d.entries[n++]!.seq));
+      }
       d.entries.splice(0, n);
       settle(d);
+      makeRoom(to, d);
       if (!closed) schedule();
     },
     acked: wait,
@@ -225,6 +317,8 @@ export interface ReceiveOutcome {
   delivered: number;
   duplicates: number;
   deadLetters: number;
+  /** Seqs of this batch refused for good (dead letters), told to the sender with the ack. */
+  refused: number[];
   /** The sender came back with a new epoch: its numbering restarted. */
   epochReset: boolean;
   /** Delivery stopped on a transient failure; the rest of the batch comes again. */
@@ -242,11 +336,32 @@ export interface ReceiveHandlers {
 }
 
 // Refusals that no retry can fix: the envelope becomes a dead letter instead of blocking the pair.
-const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE];
+const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE, ErrorCode.ENVELOPE_REFUSED];
+
+/** What the receiver keeps of an envelope it refused: enough to investigate, never the payload. */
+export interface DeadLetter {
+  from: string;
+  seq: number;
+  id: string;
+  type: string;
+  to: string;
+  code: string;
+  message: string;
+  at: number;
+}
+
+/** Options of {@link createInbox}. */
+export interface InboxOptions {
+  /** Most dead letters kept; the oldest is overwritten. Default 1000. */
+  maxDeadLetters?: number;
+  now?: () => number;
+}
 
 /** The receiver's side: per sender, the highest seq delivered, so duplicates are dropped. */
 export interface Inbox {
   cursor(from: string): Promise<InboxCursor>;
+  /** The dead letters kept, oldest first. */
+  deadLetters(): Promise<DeadLetter[]>;
   /**
    * Delivers the new envelopes of a batch from `from` one by one, moving the cursor after
    * each. Callers run batches of one sender strictly one after another.
@@ -254,10 +369,30 @@ export interface Inbox {
   receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }> }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
 }
 
-/** Creates the {@link Inbox} on `storage`; cursors are read once, then cached. */
-export function createInbox(storage: Storage, sync: boolean): Inbox {
+/**
+ * Creates the {@link Inbox} on `storage`; cursors are read once, then cached. Dead letters
+ * are written with the cursor that passes them, in a ring: a peer sending nothing but
+ * refusals costs a bounded amount of disk.
+ */
+export function createInbox(storage: Storage, sync: boolean, inboxOptions: InboxOptions = {}): Inbox {
+  const maxDead = inboxOptions.maxDeadLetters ?? 1000;
+  const now = inboxOptions.now ?? Date.now;
   const cache = new Map<string, InboxCursor>();
   const ops = (from: string, cursor: InboxCursor): StorageOp[] => [{ type: 'put', key: transportKeys.inbox(from), value: encode(cursor) }];
+  let deadNext: number | undefined;
+  const deadOps = async (letter: DeadLetter): Promise<StorageOp[]> => {
+    if (maxDead === 0) return [];
+    if (deadNext === undefined) {
+      const raw = await storage.get(transportKeys.deadLetterNext);
+      deadNext = raw ? (decode(raw, Infinity) as number) : 0;
+    }
+    const slot = deadNext % maxDead;
+    deadNext++;
+    return [
+      { type: 'put', key: transportKeys.deadLetter(slot), value: encode(letter) },
+      { type: 'put', key: transportKeys.deadLetterNext, value: encode(deadNext) },
+    ];
+  };
   const cursorOf = async (from: string): Promise<InboxCursor> => {
     let c = cache.get(from);
     if (!c) {
@@ -269,8 +404,13 @@ export function createInbox(storage: Storage, sync: boolean): Inbox {
   };
   return {
     cursor: cursorOf,
+    async deadLetters() {
+      const letters: DeadLetter[] = [];
+      for await (const [key, value] of storage.entries(prefixRange('deadletter:'))) if (key !== transportKeys.deadLetterNext) letters.push(decode(value, Infinity) as DeadLetter);
+      return letters.sort((a, b) => a.at - b.at);
+    },
     async receive(from, batch, handlers) {
-      const outcome: ReceiveOutcome = { cursor: { epoch: batch.epoch, seq: 0 }, delivered: 0, duplicates: 0, deadLetters: 0, epochReset: false };
+      const outcome: ReceiveOutcome = { cursor: { epoch: batch.epoch, seq: 0 }, delivered: 0, duplicates: 0, deadLetters: 0, refused: [], epochReset: false };
       try {
         const stored = await cursorOf(from);
         // A new epoch means the sender's outbox storage started over, numbering from 1.
@@ -287,6 +427,7 @@ export function createInbox(storage: Storage, sync: boolean): Inbox {
         }
         const next = { epoch: batch.epoch, seq };
         let taken = false;
+        let extra: StorageOp[] = [];
         try {
           await handlers.deliver(envelope, from, { seq, takeCursorOps: () => ((taken = true), ops(from, next)) });
           outcome.delivered++;
@@ -294,6 +435,12 @@ export function createInbox(storage: Storage, sync: boolean): Inbox {
           if (!isTroupeError(error) || !PERMANENT.includes(error.code)) return { ...outcome, failure: error };
           taken = false;
           outcome.deadLetters++;
+          outcome.refused.push(seq);
+          try {
+            extra = await deadOps({ from, seq, id: envelope.id, type: envelope.type, to: envelope.to, code: error.code, message: error.message.slice(0, 500), at: now() });
+          } catch (failure) {
+            return { ...outcome, failure };
+          }
           try {
             handlers.onDeadLetter?.(envelope, from, error);
           } catch {
@@ -301,7 +448,7 @@ export function createInbox(storage: Storage, sync: boolean): Inbox {
           }
         }
         try {
-          if (!taken) await storage.write(ops(from, next), { sync });
+          if (!taken) await storage.write([...ops(from, next), ...extra], { sync });
         } catch (error) {
           return { ...outcome, failure: error };
         }

@@ -7,9 +7,10 @@ import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
 import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { assertNodeId, dialAuthenticated, listenAuthenticated, secretKey, type AuthenticatedListener, type WsLimits } from './auth.js';
-import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
+import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, encodeHello, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
-import { createInbox, createOutbox, type InboxCursor, type OutboxEntry } from './outbox.js';
+import { createInbox, createOutbox, DEFAULT_OUTBOX_LIMITS, type DeadLetter, type InboxCursor, type OutboxEntry } from './outbox.js';
+import { createFrameSeal, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';
 
 /** Options of {@link createWsTransport}. */
 export interface WsTransportOptions {
@@ -35,13 +36,24 @@ export interface WsTransportOptions {
   heartbeatMs?: number;
   /** Stop sending above this many unsent bytes, stop reading above this many undelivered. Default 4 MiB. */
   maxBufferedBytes?: number;
-  /** Accepted clock difference in handshakes. Default 60 s. */
+  /** Accepted clock difference in handshakes (and how long a signed handshake's nonce is remembered). Default 60 s. */
   maxClockSkewMs?: number;
   /** Reconnect backoff bounds. Defaults 100 ms and 5 s. */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
   /** fsync outbox and inbox writes. Default `false` (survives SIGKILL, not power loss). */
   sync?: boolean;
+  /**
+   * Most envelopes kept unacknowledged for one peer (while it is down or slow). Default
+   * 10 000. A send beyond it waits `outboxWaitMs`, then fails with `OUTBOX_FULL` (retryable).
+   */
+  maxOutboxEntries?: number;
+  /** Most envelope bytes kept unacknowledged for one peer. Default 64 MiB (at least `maxPayload`). */
+  maxOutboxBytes?: number;
+  /** How long a send to a full outbox waits for the peer to make room. Default 0: fails at once. */
+  outboxWaitMs?: number;
+  /** Refused envelopes remembered in storage (a ring, summaries only). Default 1000. */
+  maxDeadLetters?: number;
   /** Time for handshake timestamps, heartbeats, backoff and close grace. Default the wall clock. */
   clock?: Clock;
 }
@@ -58,12 +70,27 @@ export interface WsTransportStats {
   /** Inbound connections that passed the handshake. */
   accepted: number;
   rejected: { unauthorized: number; badProtocol: number; badRequest: number };
-  closed: { malformed: number; oversized: number; fragmented: number; protocol: number; deadPeer: number; impostor: number; superseded: number; deliverFailed: number };
+  closed: {
+    malformed: number;
+    oversized: number;
+    fragmented: number;
+    protocol: number;
+    deadPeer: number;
+    impostor: number;
+    superseded: number;
+    deliverFailed: number;
+    /** A frame whose tag did not verify: altered, injected, replayed or reordered on the way. */
+    forged: number;
+    /** An inbound connection whose first frame was not a sealed hello (a replayed handshake), or none came in time. */
+    unproven: number;
+  };
   framesIn: number;
   framesOut: number;
   delivered: number;
   duplicates: number;
   deadLetters: number;
+  /** Envelopes a peer acknowledged as refused for good (its dead letters). */
+  refusedByPeer: number;
   epochResets: number;
   reconnects: number;
 }
@@ -78,11 +105,16 @@ export interface WsTransport extends Transport {
    */
   addPeer(nodeId: string, url: string): void;
   stats(): WsTransportStats;
+  /** The envelopes this node refused for good, as remembered in its storage (oldest first). */
+  deadLetters(): Promise<DeadLetter[]>;
 }
 
 interface Conn {
   ws: WebSocket;
   remote: string;
+  seal: FrameSeal;
+  /** Sealed frames came from it: outbound at once (the listener proved itself), inbound after its hello. */
+  proven: boolean;
   /** Got a pong or a message since the last ping. */
   alive: boolean;
   lastBuffered: number;
@@ -156,6 +188,10 @@ function resolve(options: WsTransportOptions): ResolvedWsTransportOptions {
     reconnectMaxMs: int('reconnectMaxMs', options.reconnectMaxMs, 5_000, reconnectMinMs),
     sync: options.sync ?? false,
     clock: options.clock ?? systemClock,
+    maxOutboxEntries: int('maxOutboxEntries', options.maxOutboxEntries, DEFAULT_OUTBOX_LIMITS.maxEntries, 1),
+    maxOutboxBytes: int('maxOutboxBytes', options.maxOutboxBytes, Math.max(DEFAULT_OUTBOX_LIMITS.maxBytes, options.maxPayload ?? 0), options.maxPayload ?? DEFAULT_MAX_FRAME_BYTES),
+    outboxWaitMs: int('outboxWaitMs', options.outboxWaitMs, DEFAULT_OUTBOX_LIMITS.waitMs, 0),
+    maxDeadLetters: int('maxDeadLetters', options.maxDeadLetters, 1000, 0),
   };
 }
 
@@ -171,20 +207,29 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   const stats: WsTransportStats = {
     accepted: 0,
     rejected: { unauthorized: 0, badProtocol: 0, badRequest: 0 },
-    closed: { malformed: 0, oversized: 0, fragmented: 0, protocol: 0, deadPeer: 0, impostor: 0, superseded: 0, deliverFailed: 0 },
+    closed: { malformed: 0, oversized: 0, fragmented: 0, protocol: 0, deadPeer: 0, impostor: 0, superseded: 0, deliverFailed: 0, forged: 0, unproven: 0 },
     framesIn: 0,
     framesOut: 0,
     delivered: 0,
     duplicates: 0,
     deadLetters: 0,
+    refusedByPeer: 0,
     epochResets: 0,
     reconnects: 0,
   };
   const peers = new Map<string, Peer>();
   const conns = new Set<Conn>();
   const chains = new Map<string, Promise<void>>();
-  const inbox = createInbox(o.storage, o.sync);
-  const outbox = await createOutbox({ storage: o.storage, sync: o.sync, onDurable: (to) => schedulePump(peerOf(to)) });
+  const inbox = createInbox(o.storage, o.sync, { maxDeadLetters: o.maxDeadLetters, now: () => clock.now() });
+  const outbox = await createOutbox({
+    storage: o.storage,
+    sync: o.sync,
+    onDurable: (to) => schedulePump(peerOf(to)),
+    maxEntries: o.maxOutboxEntries,
+    maxBytes: o.maxOutboxBytes,
+    waitMs: o.outboxWaitMs,
+    setTimer: (fn, ms) => clock.setTimer(fn, ms),
+  });
   const limits: WsLimits = { maxPayload: o.maxPayload, maxFragments: MAX_FRAGMENTS, maxBufferedChunks: MAX_BUFFERED_CHUNKS, perMessageDeflate: false };
 
   function peerOf(id: string): Peer {
@@ -228,14 +273,14 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
         return;
       }
       const items: OutboxEntry[] = [];
-      let size = BATCH_OVERHEAD_BYTES;
+      let size = BATCH_OVERHEAD_BYTES + MAC_BYTES;
       while (i < entries.length && items.length < o.batchMaxEnvelopes) {
         const next = entries[i]!.bytes.byteLength + ITEM_OVERHEAD_BYTES;
         if (items.length > 0 && size + next > o.maxPayload) break;
         items.push(entries[i++]!);
         size += next;
       }
-      conn.ws.send(encodeBatch(outbox.epoch, items), (error) => {
+      conn.ws.send(conn.seal.seal(encodeBatch(outbox.epoch, items)), (error) => {
         if (!error && conn.blocked) {
           conn.blocked = false;
           schedulePump(peer);
@@ -249,6 +294,10 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   function onAck(conn: Conn, frame: Extract<Frame, { t: 'ack' }>) {
     if (frame.epoch !== outbox.epoch) return; // for an earlier incarnation of our outbox
     if (frame.upTo > outbox.durable(conn.remote)) return violate(conn, 1008, 'ack beyond what was sent', 'malformed');
+    if (frame.refused?.length) {
+      stats.refusedByPeer += frame.refused.length;
+      peerOf(conn.remote).lastError = `refused ${frame.refused.length} envelope(s) for good (seq ${frame.refused.join(', ')})`;
+    }
     outbox.ack(conn.remote, frame.upTo);
   }
 
@@ -260,12 +309,17 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     stats.framesIn++;
     const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
     if (!isBinary) return violate(conn, 1003, 'binary frames only', 'malformed');
+    // Before decoding anything: bytes not sealed for this connection are nobody's to parse.
+    const opened = conn.seal.open(bytes);
+    if (!opened) return violate(conn, 1008, 'bad frame tag', conn.proven ? 'forged' : 'unproven');
     let frame: Frame;
     try {
-      frame = decodeFrame(bytes, o.maxPayload);
+      frame = decodeFrame(opened, o.maxPayload);
     } catch (error) {
       return isTroupeError(error, ErrorCode.FRAME_TOO_LARGE) ? violate(conn, 1009, 'frame too large', 'oversized') : violate(conn, 1008, 'malformed frame', 'malformed');
     }
+    if (!conn.proven) return frame.t === 'hello' ? prove(conn) : violate(conn, 1008, 'hello expected', 'unproven');
+    if (frame.t === 'hello') return violate(conn, 1008, 'unexpected hello', 'malformed');
     if (frame.t === 'ack') return onAck(conn, frame);
     conn.backlog += bytes.byteLength;
     if (conn.backlog > o.maxBufferedBytes && !conn.ws.isPaused) conn.ws.pause();
@@ -289,16 +343,16 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     stats.deadLetters += outcome.deadLetters;
     if (outcome.epochReset) stats.epochResets++;
     if (outcome.stopped) return;
-    sendAck(conn, outcome.cursor);
+    sendAck(conn, outcome.cursor, outcome.refused);
     if (outcome.failure === undefined) return;
     peerOf(conn.remote).lastError = `deliver failed: ${(outcome.failure as Error)?.message ?? String(outcome.failure)}`;
     // Closing makes the sender reconnect with backoff and resend from what we acknowledged.
     if (status === 'open') violate(conn, 1011, 'delivery failed, retry later', 'deliverFailed');
   }
 
-  function sendAck(conn: Conn, cursor: InboxCursor) {
-    if (conn.ws.readyState !== WebSocket.OPEN) return;
-    conn.ws.send(encodeAck(cursor.epoch, cursor.seq));
+  function sendAck(conn: Conn, cursor: InboxCursor, refused: readonly number[]) {
+    if (conn.ws.readyState !== WebSocket.OPEN || conn.closed) return;
+    conn.ws.send(conn.seal.seal(encodeAck(cursor.epoch, cursor.seq, refused)));
     stats.framesOut++;
   }
 
@@ -319,10 +373,11 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     conn.ws.once('close', cancel);
   }
 
-  function attach(ws: WebSocket, remote: string, outbound: boolean): Conn {
-    const conn: Conn = { ws, remote, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
+  function attach(ws: WebSocket, remote: string, outbound: boolean, keys: SessionKeys): Conn {
+    const conn: Conn = { ws, remote, seal: createFrameSeal(keys, outbound ? 'client' : 'server'), proven: outbound, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
     conns.add(conn);
     const peer = peerOf(remote);
+    let cancelProof: (() => void) | undefined;
     ws.on('message', (data, isBinary) => onMessage(conn, data, isBinary));
     ws.on('pong', () => (conn.alive = true));
     ws.on('error', (error: Error & { code?: string }) => {
@@ -334,6 +389,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     ws.on('close', () => {
       conn.closed = true;
       conns.delete(conn);
+      cancelProof?.();
       if (outbound) {
         if (peer.out === conn) peer.out = undefined;
         scheduleReconnect(peer);
@@ -344,24 +400,37 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       }
     });
     if (outbound) {
+      // The listener's challenge is answered before anything else goes out.
+      ws.send(conn.seal.seal(encodeHello()));
       peer.out = conn;
       peer.failedDials = 0;
       peer.lastError = undefined;
       useAsChannel(peer, conn);
     } else {
-      stats.accepted++;
-      // A node keeps one connection to us; an older one is a leftover of a dead process.
-      for (const old of peer.inbound) violate(old, 4000, 'superseded by a newer connection', 'superseded');
-      peer.inbound.push(conn);
-      if (!peer.url) useAsChannel(peer, conn);
+      // Until its hello, an inbound connection is nobody's channel and supersedes nothing:
+      // a replayed handshake must not be able to push the real peer's connection out.
+      cancelProof = clock.setTimer(() => {
+        if (!conn.proven) violate(conn, 1008, 'no hello in time', 'unproven');
+      }, HANDSHAKE_TIMEOUT_MS);
     }
     return conn;
+  }
+
+  /** An inbound connection's hello verified: it becomes one of the peer's connections. */
+  function prove(conn: Conn) {
+    const peer = peerOf(conn.remote);
+    conn.proven = true;
+    stats.accepted++;
+    // A node keeps one connection to us; an older one is a leftover of a dead process.
+    for (const old of peer.inbound) violate(old, 4000, 'superseded by a newer connection', 'superseded');
+    peer.inbound.push(conn);
+    if (!peer.url) useAsChannel(peer, conn);
   }
 
   function dial(peer: Peer) {
     if (status !== 'open' || !peer.url || peer.out || peer.dialing) return;
     let impostor = false;
-    const ws = dialAuthenticated({
+    const { ws, keys } = dialAuthenticated({
       url: peer.url,
       key: o.key,
       from: nodeId,
@@ -378,7 +447,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     peer.dialing = ws;
     ws.once('open', () => {
       peer.dialing = undefined;
-      attach(ws, peer.nodeId, true);
+      attach(ws, peer.nodeId, true, keys()!); // 'open' follows a verified 'upgrade' only
     });
     ws.on('error', (error) => {
       if (!impostor && peer.dialing === ws) peer.lastError = error.message;
@@ -416,7 +485,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       limits,
       handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
       isOpen: () => status === 'open',
-      onConnection: (ws, node) => attach(ws, node, false),
+      onConnection: (ws, node, keys) => attach(ws, node, false, keys),
       onRejected: (kind) => stats.rejected[kind]++,
     });
   }
@@ -446,7 +515,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   for (const id of Object.keys(o.peers)) dial(peerOf(id));
   for (const id of outbox.destinations()) if (outbox.unacked(id).length > 0) peerOf(id);
 
-  const maxEnvelopeBytes = o.maxPayload - BATCH_OVERHEAD_BYTES - ITEM_OVERHEAD_BYTES;
+  const maxEnvelopeBytes = o.maxPayload - BATCH_OVERHEAD_BYTES - ITEM_OVERHEAD_BYTES - MAC_BYTES;
   const closedError = () => new TroupeError(ErrorCode.NODE_CLOSED, `transport of node "${nodeId}" is ${status}`);
 
   const transport: WsTransport = {
@@ -504,6 +573,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       });
     },
     stats: () => structuredClone(stats),
+    deadLetters: () => inbox.deadLetters(),
     close() {
       closing ??= (async () => {
         status = 'closing';
