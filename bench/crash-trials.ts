@@ -261,13 +261,21 @@ async function forkPointOf(db: string, source: string, at: number): Promise<Pick
   const checkpoint = await store.checkpoint(source, at);
   const children = (checkpoint?.snapshot as { children?: Record<string, { snapshot?: { context?: { pendingCalls?: ToolCall[]; step?: number; tasksDone?: number } } }> })?.children ?? {};
   const states = statesOf(checkpoint?.snapshot, 'crew');
+  const sourceLedger = await store.ledger(source);
+  // In flight at the fork point: a pending call whose intent is in the fork's past. A call
+  // the agent had chosen but not started there (its intent came in a later batch) is the
+  // fork's to make, under its own key, like any call after the fork point.
+  const startedBy = new Set(sourceLedger.filter((e) => (e.status === 'intent' ? (e.checkpoint ?? Infinity) : (e.intentAt ?? Infinity)) <= at).map((e) => e.callId));
   const inFlight: ForkPoint['inFlight'] = [];
   for (const [agentId, child] of Object.entries(children)) {
     const context = child.snapshot?.context;
     if ((states[agentId] !== 'acting' && states[agentId] !== 'awaitingApproval') || !context?.pendingCalls) continue;
-    for (const call of context.pendingCalls) inFlight.push({ callId: `${agentId}/t${(context.tasksDone ?? 0) + 1}/s${context.step}/tool/${call.id}`, tool: call.name });
+    for (const call of context.pendingCalls) {
+      const callId = `${agentId}/t${(context.tasksDone ?? 0) + 1}/s${context.step}/tool/${call.id}`;
+      if (startedBy.has(callId)) inFlight.push({ callId, tool: call.name });
+    }
   }
-  return { inFlight, awaitingApproval: Object.values(states).includes('awaitingApproval'), sourceLedger: await store.ledger(source) };
+  return { inFlight, awaitingApproval: Object.values(states).includes('awaitingApproval'), sourceLedger };
 }
 
 interface TrialResult {

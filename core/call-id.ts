@@ -22,3 +22,9 @@ export function parseToolCallId(callId: string): { agentId: string; task: number
   const m = TOOL_CALL_ID.exec(callId);
   return m ? { agentId: m[1]!, task: Number(m[2]), step: Number(m[3]), id: m[4]! } : undefined;
 }
+
+/** The agent that made call `callId` (model or tool): everything before its first `/`. */
+export function agentOfCallId(callId: string): string {
+  const cut = callId.indexOf('/');
+  return cut < 0 ? callId : callId.slice(0, cut);
+}

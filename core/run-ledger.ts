@@ -1,3 +1,4 @@
+import { agentOfCallId } from './call-id.js';
 import type { LedgerEntry } from './run-store.js';
 
 /** Where a restored run's ledger entries are read from, one by id or all at once. */
@@ -25,6 +26,13 @@ export interface RunLedgerOptions {
  * megabytes that a resume would decode for the few calls it replays): an entry is read by
  * its call id the first time a call asks for it, as DBOS reads a step's recorded output. Only
  * effect inheritance, which scans an agent's earlier calls, loads the whole ledger, once.
+ *
+ * An agent makes its calls one at a time, in order, and the batch that records a call also
+ * holds the agent's state after it: everything stored for an agent precedes the state it was
+ * restored in. So once a lookup of an agent's call finds nothing, none of its later calls can
+ * be stored either, and they are answered at once, in the same turn as the call (which keeps
+ * a tool's intent in the batch of the answer that asked for it). A restored agent reads
+ * storage for the call in flight at its checkpoint and for the first new one, no more.
  */
 export interface RunLedger {
   /**
@@ -47,6 +55,8 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
   const entries = new Map<string, LedgerEntry>();
   // Ids known to have no stored entry, so a call asking twice reads storage once.
   const absent = new Set<string>();
+  // Agents one of whose lookups found nothing stored: their later calls are all new.
+  const caughtUp = new Set<string>();
   const secretNames = new Set<string>();
   let complete = true;
   let loading: Promise<ReadonlyMap<string, LedgerEntry>> | undefined;
@@ -61,7 +71,7 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
   return {
     get(callId) {
       const known = entries.get(callId);
-      if (known || complete || absent.has(callId)) return known;
+      if (known || complete || absent.has(callId) || caughtUp.has(agentOfCallId(callId))) return known;
       return (async () => {
         const stored = await options.source.one(callId);
         await learn(stored);
@@ -69,7 +79,10 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
         const now = entries.get(callId);
         if (now) return now;
         if (stored) entries.set(callId, stored);
-        else absent.add(callId);
+        else {
+          absent.add(callId);
+          caughtUp.add(agentOfCallId(callId));
+        }
         return stored;
       })();
     },
@@ -81,6 +94,7 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
         for (const entry of stored) if (!entries.has(entry.callId)) entries.set(entry.callId, entry);
         complete = true;
         absent.clear();
+        caughtUp.clear();
         return entries;
       })();
       return loading;
@@ -94,6 +108,7 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
     restored(names) {
       complete = false;
       loading = undefined;
+      caughtUp.clear();
       for (const name of names) secretNames.add(name);
     },
   };
