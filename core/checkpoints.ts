@@ -169,6 +169,21 @@ const corrupt = (runId: string, seq: number, cause: unknown) =>
     details: { runId, seq },
   });
 
+/**
+ * Which layout wrote a stored checkpoint: 2 (a manifest of records and logs) or 1 (a whole
+ * snapshot). A schema newer than this code reads is refused, never read as an older one.
+ */
+export function checkpointLayout(raw: { schemaVersion?: unknown; machine?: { id: string; version: string } }): 1 | 2 {
+  const version = raw.schemaVersion;
+  if (version === CHECKPOINT_SCHEMA_VERSION) return 2;
+  if (typeof version === 'number' && version > CHECKPOINT_SCHEMA_VERSION) {
+    throw new TroupeError(ErrorCode.SNAPSHOT_VERSION, `checkpoint was written by a newer Troupe (schema ${version}); this code reads schema ${CHECKPOINT_SCHEMA_VERSION}`, {
+      details: { schemaVersion: version, ...(raw.machine ? { machine: raw.machine } : {}) },
+    });
+  }
+  return 1;
+}
+
 /** The newest entry in `range`, its value decoded. */
 async function newestEntry<T>(storage: Storage, range: Parameters<Storage['entries']>[0]): Promise<[string, T] | undefined> {
   for await (const [key, value] of storage.entries({ ...range, reverse: true, limit: 1 })) return [key, decode(value, Infinity) as T];
@@ -194,7 +209,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
           return bytes && (decode(bytes, Infinity) as Manifest | Checkpoint);
         })();
   if (!raw) return undefined;
-  if (raw.schemaVersion !== 2) {
+  if (checkpointLayout(raw) === 1) {
     // Layout 1: the whole snapshot is in the checkpoint, long strings in blobs.
     const v1 = raw as Checkpoint;
     return { ...v1, snapshot: await hydrate(storage, v1.snapshot) };
@@ -310,7 +325,7 @@ export async function checkpointStates(storage: Storage, runId: string, legacyRo
     return found;
   };
   return manifests.map((m) => {
-    if (m.schemaVersion !== 2) return { seq: m.seq, ts: m.ts, version: m.machine.version, states: statesOf((m as Checkpoint).snapshot, legacyRootId) };
+    if (checkpointLayout(m) === 1) return { seq: m.seq, ts: m.ts, version: m.machine.version, states: statesOf((m as Checkpoint).snapshot, legacyRootId) };
     const manifest = m as Manifest;
     const states: Record<string, string> = {};
     const root = at(manifest.rootId, manifest.seq);

@@ -1,4 +1,4 @@
-import type { Checkpoint, Manifest } from './checkpoints.js';
+import { checkpointLayout, type Checkpoint, type Manifest } from './checkpoints.js';
 import { decode } from './codec.js';
 import { layout } from './layout.js';
 import { forkLogOps } from './log-store.js';
@@ -38,7 +38,7 @@ export async function forkOps(store: RunStore, source: RunRecord, checkpoint: Ch
   }
   const raw = await storage.get(layout.checkpoint(from, checkpoint.seq));
   const stored = raw && (decode(raw, Infinity) as Manifest | Checkpoint);
-  if (stored?.schemaVersion === 2) {
+  if (stored && checkpointLayout(stored) === 2) {
     const manifest = stored as Manifest;
     // The newest record of each actor at the checkpoint becomes the fork's record at 1.
     const newest = new Map<string, { key: string; value: Uint8Array }>();

@@ -188,6 +188,9 @@ describe('a layout-1 database', () => {
     // The same for a layout-1 checkpoint of a machine version no migration leads from.
     const unreachable = await failure(node.fork(RUN, { at: v1[0]!, runId: 'version-fork', definition: { ...migrationCrew(), version: '2' } }));
     expect(unreachable.code).toBe('SNAPSHOT_VERSION');
+    // Nor is it read as an older layout by the store's readers (history, inspect, fork).
+    await expect(createRunStore(storage).latestCheckpoint(RUN)).rejects.toMatchObject({ code: 'SNAPSHOT_VERSION' });
+    await expect(createRunStore(storage).checkpoint(RUN, newer)).rejects.toMatchObject({ code: 'SNAPSHOT_VERSION' });
     await node.close();
     expect(await dump(storage)).toEqual(bytes);
 
