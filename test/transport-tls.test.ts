@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createNode } from '../core/node.js';
 import { isTroupeError, ErrorCode } from '../core/errors.js';
 import { levelStorage } from '../storage/level.js';
@@ -7,7 +7,7 @@ import { scriptedModel } from '../models/scripted.js';
 import { loadTlsFiles } from '../transports/tls.js';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
-import { createTestPki, hasOpenssl } from './helpers/certs.js';
+import { createTestPki, hasOpenssl, type TestPki } from './helpers/certs.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { runTroupe, spawnTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
@@ -16,12 +16,20 @@ const SECRET = 'transport-test-secret-0123456789';
 const listen = { host: '127.0.0.1', port: 0 } as const;
 if (!hasOpenssl) console.warn('transport-tls: openssl is not installed, so no test certificates can be made; the TLS tests skip');
 
+// One PKI for the file: making keys is the slow part, and no test changes the files.
+let pki: TestPki;
+beforeAll(async () => {
+  if (hasOpenssl) pki = await createTestPki();
+});
+afterAll(async () => {
+  await pki?.[Symbol.asyncDispose]();
+});
+
 const ws = (nodeId: string, extra: Partial<WsTransportOptions>, deliver = recorder()) =>
   createWsTransport({ nodeId, storage: memoryStorage(), secret: SECRET, deliver: deliver.deliver, reconnectMinMs: 10, reconnectMaxMs: 100, ...extra });
 
 describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
   it('runs a crew across two nodes over TLS with a CA-signed server certificate, the sealed frames inside', async () => {
-    await using pki = await createTestPki();
     await using dirA = await tempDir();
     await using dirB = await tempDir();
     await using storeA = await levelStorage({ path: dirA.path });
@@ -44,7 +52,6 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
   });
 
   it('a peer trusting another CA cannot connect, and says why; the listener keeps serving', async () => {
-    await using pki = await createTestPki();
     const atA = recorder();
     await using a = await ws('a', { listen, tls: { cert: pki.pem.cert, key: pki.pem.key } }, atA);
     await using stranger = await ws('b', { peers: { a: a.address!.url }, tls: { ca: pki.pem.otherCa } });
@@ -60,7 +67,6 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
   });
 
   it('a ws:// dial to a TLS listener fails with an error naming wss://', async () => {
-    await using pki = await createTestPki();
     await using a = await ws('a', { listen, tls: { cert: pki.pem.cert, key: pki.pem.key } });
     const plain = a.address!.url.replace('wss://', 'ws://');
     await using b = await ws('b', { peers: { a: plain } });
@@ -72,7 +78,6 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
   });
 
   it('mutual TLS: with requireClientCert only a client holding a certificate signed by the CA gets through', async () => {
-    await using pki = await createTestPki();
     const atA = recorder();
     await using a = await ws('a', { listen, tls: { cert: pki.pem.cert, key: pki.pem.key, ca: pki.pem.ca, requireClientCert: true } }, atA);
     await using anonymous = await ws('b', { peers: { a: a.address!.url }, tls: { ca: pki.pem.ca } });
@@ -86,7 +91,6 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
   });
 
   it('refuses bad tls options at start, naming what is wrong', async () => {
-    await using pki = await createTestPki();
     await expect(ws('a', { listen, tls: { cert: pki.pem.cert } })).rejects.toThrow(/tls.cert needs tls.key too/);
     await expect(ws('a', { listen, tls: { ca: pki.pem.ca } })).rejects.toThrow(/listening with tls needs tls.cert and tls.key/);
     await expect(ws('a', { listen, tls: { cert: pki.pem.cert, key: pki.pem.clientKey } })).rejects.toThrow(/tls.key is not the private key of tls.cert/);
@@ -110,7 +114,6 @@ const ENV = { TROUPE_SECRET: 'test-cluster-secret-0123456789', TROUPE_DISTRIBUTE
 
 describe('troupe CLI with --tls-cert, --tls-key and --tls-ca', () => {
   it.skipIf(!hasOpenssl)('runs a crew against `troupe node`s listening on wss://', async () => {
-    await using pki = await createTestPki();
     await using dbA = await tempDir();
     await using dbB = await tempDir();
     await using dbC = await tempDir();
