@@ -35,7 +35,7 @@ export interface ResolvedTls {
   requireClientCert: boolean;
 }
 
-const asList = (pem: Pem): (string | Buffer)[] => (Array.isArray(pem) ? [...(pem as (string | Buffer)[])] : [pem as string | Buffer]);
+const asList = (pem: Pem): (string | Buffer)[] => (typeof pem === 'string' || Buffer.isBuffer(pem) ? [pem] : [...pem]);
 
 /**
  * Checks `tls` once, at start, so a bad certificate fails loudly here rather than as a
