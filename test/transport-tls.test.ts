@@ -4,7 +4,7 @@ import { isTroupeError, ErrorCode } from '../core/errors.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { scriptedModel } from '../models/scripted.js';
-import { loadTlsFiles } from '../transports/tls.js';
+import { describeDialError, loadTlsFiles } from '../transports/tls.js';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createTestPki, hasOpenssl, type TestPki } from './helpers/certs.js';
@@ -106,6 +106,8 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
     expect(isTroupeError(error, ErrorCode.CONFIG_INVALID)).toBe(true);
     expect((error as Error).message).toBe(`cannot read ${missing}: no such file`);
     expect(() => loadTlsFiles({ cert: pki.files.key, key: pki.files.key }, true)).toThrow(`${pki.files.key} is not a PEM certificate`);
+    const altname = Object.assign(new Error("Hostname/IP does not match certificate's altnames"), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    expect(describeDialError('wss://10.0.0.9:7401', altname)).toMatch(/^TLS: the certificate of wss:\/\/10\.0\.0\.9:7401 does not name that host/);
   });
 });
 

@@ -115,6 +115,9 @@ export function loadTlsFiles(files: TlsFiles, listens: boolean): WsTlsOptions {
  */
 export function describeDialError(url: string, error: Error & { code?: string }): string {
   const code = error.code ?? '';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `TLS: the certificate of ${url} does not name that host (${error.message}); its subjectAltName must list the address peers dial`;
+  }
   if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS|HOSTNAME/.test(code)) {
     return `TLS: ${url} presented a certificate this node does not trust (${code}: ${error.message}); pass the CA that signed it (tls.ca, --tls-ca)`;
   }
