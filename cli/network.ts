@@ -13,6 +13,10 @@ export interface NetworkFlags {
   outboxMax?: number;
   /** How long a send to a full outbox waits (`outboxWaitMs`). */
   outboxWaitMs?: number;
+  /** PEM files: this node's certificate and key (listen as wss://), and the CA trusted for wss:// peers. */
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 const collectPeer = (value: string, previous: string[] = []) => {
@@ -25,7 +29,7 @@ const count = (flag: string, min: number) => (value: string) => {
   return Number(value);
 };
 
-/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env` and the outbox bounds to a command. */
+/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env`, the outbox bounds and the TLS files to a command. */
 export function withNetworkOptions(command: Command): Command {
   return command
     .addOption(new Option('--node-id <id>', "this node's name among its peers").default(undefined))
@@ -33,5 +37,8 @@ export function withNetworkOptions(command: Command): Command {
     .option('--peer <id=url>', 'a node to dial, e.g. b=ws://127.0.0.1:7401 (repeatable)', collectPeer)
     .option('--secret-env <name>', 'environment variable holding the shared cluster secret', 'TROUPE_SECRET')
     .option('--outbox-max <n>', 'envelopes kept unacknowledged per peer before sends fail with OUTBOX_FULL (default 10000)', count('--outbox-max', 1))
-    .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', count('--outbox-wait-ms', 0));
+    .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', count('--outbox-wait-ms', 0))
+    .option('--tls-cert <file>', "this node's certificate (PEM): --listen serves wss://; also its client certificate for wss:// peers")
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'CA certificate(s) (PEM) trusted for wss:// peers (default the system CAs)');
 }

@@ -1,10 +1,12 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { deriveSessionKeys, type SessionKeys } from './session.js';
+import type { ResolvedTls } from './tls.js';
 
 /**
  * Mutual authentication of a WebSocket handshake with a shared secret, both ends. The
@@ -169,6 +171,8 @@ export interface AuthenticatedListenerOptions {
   onConnection(ws: WebSocket, node: string, keys: SessionKeys): void;
   onRejected(kind: 'unauthorized' | 'badProtocol' | 'badRequest'): void;
   handshakeTimeoutMs: number;
+  /** Listen as HTTPS (`wss://`) with this identity; `requireClientCert` asks clients for one signed by `ca`. */
+  tls?: ResolvedTls;
 }
 
 /** A listening HTTP server that upgrades only authenticated `troupe.v2` handshakes. */
@@ -202,10 +206,32 @@ export async function listenAuthenticated(o: AuthenticatedListenerOptions): Prom
     o.onRejected('badRequest');
     refuse(socket, 400, 'Bad Request');
   });
-  const http = createServer({ headersTimeout: o.handshakeTimeoutMs, requestTimeout: o.handshakeTimeoutMs }, (_req, res) => {
+  const timeouts = { headersTimeout: o.handshakeTimeoutMs, requestTimeout: o.handshakeTimeoutMs };
+  const notUpgrade = (_req: IncomingMessage, res: ServerResponse) => {
     res.writeHead(426, { connection: 'close', 'content-length': 0 }).end();
-  });
+  };
+  const identity = o.tls?.identity;
+  // The same upgrade handler either way: TLS wraps the handshake, it does not replace it.
+  const http = identity
+    ? createHttpsServer(
+        {
+          ...timeouts,
+          cert: identity.cert,
+          key: identity.key,
+          ...(o.tls!.ca ? { ca: o.tls!.ca } : {}),
+          // Mutual TLS: a client without a certificate signed by `ca` never reaches the upgrade.
+          ...(o.tls!.requireClientCert ? { requestCert: true, rejectUnauthorized: true } : {}),
+          handshakeTimeout: o.handshakeTimeoutMs,
+        },
+        notUpgrade,
+      )
+    : createServer(timeouts, notUpgrade);
   http.on('clientError', (_error, socket) => socket.destroy());
+  // A plaintext ws:// dial, a client that does not trust us, or one without a client certificate.
+  http.on('tlsClientError', (_error: Error, socket: Duplex) => {
+    o.onRejected('badRequest');
+    socket.destroy();
+  });
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     if (!o.isOpen()) return refuse(socket, 503, 'Service Unavailable');
@@ -238,7 +264,7 @@ export async function listenAuthenticated(o: AuthenticatedListenerOptions): Prom
   const bound = http.address() as AddressInfo;
   const host = bound.address.includes(':') ? `[${bound.address}]` : bound.address;
   return {
-    address: { host: bound.address, port: bound.port, url: `ws://${host}:${bound.port}` },
+    address: { host: bound.address, port: bound.port, url: `${identity ? 'wss' : 'ws'}://${host}:${bound.port}` },
     async close() {
       await new Promise<void>((ok) => {
         http.close(() => ok());
@@ -260,6 +286,8 @@ export interface DialOptions {
   handshakeTimeoutMs: number;
   /** The listener could not prove it is `to` holding the secret; the socket is already dropped. */
   onImpostor(): void;
+  /** For `wss://` urls: the CAs to verify the listener with (default the system's) and our client certificate. */
+  tls?: ResolvedTls;
 }
 
 /**
@@ -269,7 +297,10 @@ export interface DialOptions {
 export function dialAuthenticated(o: DialOptions): { ws: WebSocket; keys(): SessionKeys | undefined } {
   const headers = clientHandshake(o.key, o.from, o.to, o.now);
   const nonce = headers[HEADERS.nonce]!;
-  const ws = new WebSocket(o.url, [PROTOCOL], { ...o.limits, headers, handshakeTimeout: o.handshakeTimeoutMs, followRedirects: false });
+  // Server certificates are always verified (rejectUnauthorized is tls's default and never
+  // turned off): the secret authenticates the node, the certificate keeps the path private.
+  const tls = o.url.startsWith('wss://') && o.tls ? { ...(o.tls.ca ? { ca: o.tls.ca } : {}), ...(o.tls.identity ?? {}) } : {};
+  const ws = new WebSocket(o.url, [PROTOCOL], { ...o.limits, ...tls, headers, handshakeTimeout: o.handshakeTimeoutMs, followRedirects: false });
   let keys: SessionKeys | undefined;
   ws.once('upgrade', (response) => {
     const challenge = verifyServerProof(o.key, response.headers, o.to, o.from, nonce);

@@ -78,3 +78,4 @@ export { createOutbox, createInbox, transportKeys, DEFAULT_OUTBOX_LIMITS, type O
 export { decodeFrame, encodeBatch, encodeAck, encodeHello, encodeFrame, FrameSchema, BatchFrameSchema, AckFrameSchema, HelloFrameSchema, MAX_BATCH_ITEMS, type Frame, type BatchFrame, type BatchItem } from './frames.js';
 export { PROTOCOL, HEADERS, NODE_ID, assertNodeId, secretKey, clientHandshake, serverProof, verifyServerProof, newChallenge, createHandshakeVerifier, type HandshakeVerdict, type HandshakeVerifier } from './auth.js';
 export { createFrameSeal, deriveSessionKeys, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';
+export { resolveTls, loadTlsFiles, type WsTlsOptions, type ResolvedTls, type TlsFiles, type Pem } from './tls.js';

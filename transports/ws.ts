@@ -11,6 +11,7 @@ import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, encodeHello,
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
 import { createInbox, createOutbox, DEFAULT_OUTBOX_LIMITS, type DeadLetter, type InboxCursor, type OutboxEntry } from './outbox.js';
 import { createFrameSeal, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';
+import { describeDialError, resolveTls, type ResolvedTls, type WsTlsOptions } from './tls.js';
 
 /** Options of {@link createWsTransport}. */
 export interface WsTransportOptions {
@@ -56,12 +57,19 @@ export interface WsTransportOptions {
   maxDeadLetters?: number;
   /** Time for handshake timestamps, heartbeats, backoff and close grace. Default the wall clock. */
   clock?: Clock;
+  /**
+   * TLS: with `cert` and `key` the listener is `wss://`; `wss://` peers are verified against
+   * `ca` (default the system's CAs). The sealed-frame protocol runs unchanged inside it.
+   * See {@link WsTlsOptions}.
+   */
+  tls?: WsTlsOptions;
 }
 
 /** {@link WsTransportOptions} with every default applied and the secret turned into a key. */
-type ResolvedWsTransportOptions = Required<Omit<WsTransportOptions, 'listen' | 'onDeadLetter' | 'secret'>> & {
+type ResolvedWsTransportOptions = Required<Omit<WsTransportOptions, 'listen' | 'onDeadLetter' | 'secret' | 'tls'>> & {
   listen: { host: string; port: number } | undefined;
   onDeadLetter: WsTransportOptions['onDeadLetter'];
+  tls: ResolvedTls | undefined;
   key: Buffer;
 };
 
@@ -150,10 +158,11 @@ const WS_ERRORS: Record<string, keyof WsTransportStats['closed']> = {
   WS_ERR_TOO_MANY_BUFFERED_PARTS: 'fragmented',
 };
 
-function assertPeer(self: string, id: string, url: unknown): asserts url is string {
+function assertPeer(self: string, id: string, url: unknown, tls: ResolvedTls | undefined): asserts url is string {
   assertNodeId(id, 'peer id');
   if (id === self) throw new TypeError(`peer "${id}" is this node; local envelopes are routed by the node, not the transport`);
   if (typeof url !== 'string' || !/^wss?:\/\/[^\s]+$/.test(url)) throw new TypeError(`peer "${id}" needs a ws:// or wss:// url, not "${String(url)}"`);
+  if (tls?.requirePeers && !url.startsWith('wss://')) throw new TypeError(`peer "${id}" at ${url} is not TLS, and tls.requirePeers asks for wss:// urls only`);
 }
 
 function resolve(options: WsTransportOptions): ResolvedWsTransportOptions {
@@ -162,8 +171,9 @@ function resolve(options: WsTransportOptions): ResolvedWsTransportOptions {
   const key = secretKey(options.secret);
   if (typeof options.storage?.write !== 'function') throw new TypeError('createWsTransport({ storage }) needs a Storage for the outbox');
   if (typeof options.deliver !== 'function') throw new TypeError('createWsTransport({ deliver }) needs a function handing envelopes to the node');
+  const tls = options.tls === undefined ? undefined : resolveTls(options.tls, options.listen !== undefined);
   const peers = options.peers ?? {};
-  for (const [id, url] of Object.entries(peers)) assertPeer(options.nodeId, id, url);
+  for (const [id, url] of Object.entries(peers)) assertPeer(options.nodeId, id, url, tls);
   const int = (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) => {
     const v = value ?? fallback;
     if (!Number.isInteger(v) || v < min || v > max) throw new TypeError(`${name} must be an integer in [${min}, ${max}], not ${String(v)}`);
@@ -192,6 +202,7 @@ function resolve(options: WsTransportOptions): ResolvedWsTransportOptions {
     maxOutboxBytes: int('maxOutboxBytes', options.maxOutboxBytes, Math.max(DEFAULT_OUTBOX_LIMITS.maxBytes, options.maxPayload ?? 0), options.maxPayload ?? DEFAULT_MAX_FRAME_BYTES),
     outboxWaitMs: int('outboxWaitMs', options.outboxWaitMs, DEFAULT_OUTBOX_LIMITS.waitMs, 0),
     maxDeadLetters: int('maxDeadLetters', options.maxDeadLetters, 1000, 0),
+    tls,
   };
 }
 
@@ -438,6 +449,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       now: clock.now(),
       limits,
       handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+      ...(o.tls ? { tls: o.tls } : {}),
       onImpostor() {
         impostor = true;
         stats.closed.impostor++;
@@ -450,7 +462,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       attach(ws, peer.nodeId, true, keys()!); // 'open' follows a verified 'upgrade' only
     });
     ws.on('error', (error) => {
-      if (!impostor && peer.dialing === ws) peer.lastError = error.message;
+      if (!impostor && peer.dialing === ws) peer.lastError = describeDialError(peer.url!, error);
     });
     ws.once('close', () => {
       if (peer.dialing !== ws) return;
@@ -487,6 +499,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       isOpen: () => status === 'open',
       onConnection: (ws, node, keys) => attach(ws, node, false, keys),
       onRejected: (kind) => stats.rejected[kind]++,
+      ...(o.tls ? { tls: o.tls } : {}),
     });
   }
 
@@ -541,7 +554,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       await outbox.append(toNode, bytes);
     },
     addPeer(id, url) {
-      assertPeer(nodeId, id, url);
+      assertPeer(nodeId, id, url, o.tls);
       if (status !== 'open') throw closedError();
       const peer = peerOf(id);
       if (peer.url === url) return;
