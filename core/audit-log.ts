@@ -401,10 +401,10 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
       }
       head = stored;
       if (seal) {
-        const saved = await seal.heads.last();
+        const saved = await seal.heads.newest();
         // Records were removed from the end: continue after the saved head, never reusing a
         // sequence number; verify reports the gap.
-        if (saved.state === 'ok' && saved.head.seq > head.seq) head = saved.head;
+        if (saved && saved.seq > head.seq) head = saved;
       }
       durable = head;
       broken = undefined;

@@ -42,8 +42,13 @@ export type SavedHeadState =
 export interface AuditHeadStore {
   /** Where the heads are kept, for messages. */
   readonly path: string;
-  /** The newest head saved (the file's last complete, correctly keyed line). */
+  /** The newest head saved (the file's last complete, correctly keyed line), every line checked. */
   last(): Promise<SavedHeadState>;
+  /**
+   * The newest head saved, checking that line alone: what opening the log needs (where to
+   * continue), without checking hundreds of older lines at every start.
+   */
+  newest(): Promise<SavedHead | undefined>;
   /**
    * Saves `head` in the background. Writes are coalesced: while one is on its way to disk
    * newer heads only replace the one to write next, so a burst of commits costs one or two
@@ -151,6 +156,16 @@ export function auditHeadStore(dir: string, key: AuditKey): AuditHeadStore {
         head = parsed;
       }
       return head ? { state: 'ok', head } : { state: 'damaged', message: `the saved heads (${path}) are empty` };
+    },
+    async newest() {
+      const text = await readFile(path, 'utf8').catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+        return '';
+      });
+      const lines = text.split('\n');
+      if (!text.endsWith('\n')) lines.pop();
+      const line = lines.filter((l) => l !== '').at(-1);
+      return line === undefined ? undefined : parseHeadLine(key, line);
     },
     save(head) {
       if (next && head.seq <= next.seq) return;

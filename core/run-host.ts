@@ -9,6 +9,7 @@ import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
 import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
 import { createRunLedger, type RunLedger } from './run-ledger.js';
+import { restoreWithoutWalkingLogs } from './snapshot-parts.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
@@ -243,7 +244,7 @@ export class RunHost implements ActorRuntime {
     }
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
-    this.#boot(createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
+    this.#boot(restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect })));
     // A request an actor waits on with no approval of this run behind it (the run is a fork
     // of a waiting one): it gets one, or nobody could ever decide it.
     const known = new Set([...this.#waiting.values()].map((a) => a.requestId ?? a.id));

@@ -258,3 +258,53 @@ export async function reassemble(reader: PartReader, rootId: string): Promise<{ 
   }
   return { snapshot, arrays };
 }
+
+/** A logged array taken out of a machine's context for a restore. */
+interface Lifted {
+  context: Record<string, unknown>;
+  key: string;
+  array: unknown[];
+}
+
+type PersistedNode = { context?: unknown; children?: Record<string, { snapshot?: PersistedNode } | undefined> };
+
+/**
+ * Restores an actor from a reassembled snapshot without XState walking its conversations.
+ *
+ * XState's restore walks every machine's context, deeply, for actor references to revive:
+ * with thousands of messages that walk was the largest part of a resume, and a logged array
+ * (a conversation) never holds references. So the arrays rebuilt from logs are taken out of
+ * the contexts they sit in, `restore` runs, and they are put back into the same context
+ * objects, which XState keeps. If a future XState copied the contexts instead, the arrays
+ * would be missing from the live actor: that is checked, and the restore is then done again
+ * with the arrays in place.
+ */
+export function restoreWithoutWalkingLogs<A extends { getSnapshot(): unknown }>(snapshot: unknown, arrays: ReadonlyArray<readonly [unknown[], LogRef]>, restore: () => A): A {
+  const logged = new Set<unknown>(arrays.map(([array]) => array));
+  const lifted: Lifted[] = [];
+  const visit = (node: PersistedNode | undefined) => {
+    const context = node?.context;
+    if (context && typeof context === 'object' && !Array.isArray(context)) {
+      for (const [key, value] of Object.entries(context)) {
+        if (logged.has(value)) {
+          lifted.push({ context: context as Record<string, unknown>, key, array: value as unknown[] });
+          (context as Record<string, unknown>)[key] = [];
+        }
+      }
+    }
+    for (const child of Object.values(node?.children ?? {})) visit(child?.snapshot);
+  };
+  if (logged.size > 0) visit(snapshot as PersistedNode);
+  const actor = restore();
+  for (const { context, key, array } of lifted) context[key] = array;
+  if (lifted.length === 0) return actor;
+  // Every lifted context must be a live one, or the live actor lacks its conversation.
+  const live = new Set<unknown>();
+  const collect = (ref: { getSnapshot(): unknown }) => {
+    const s = ref.getSnapshot() as { context?: unknown; children?: Record<string, { getSnapshot(): unknown }> } | undefined;
+    live.add(s?.context);
+    for (const child of Object.values(s?.children ?? {})) collect(child);
+  };
+  collect(actor);
+  return lifted.every(({ context }) => live.has(context)) ? actor : restore();
+}
