@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Storage, StorageOp } from '../core/storage.js';
 import { memoryStorage } from '../storage/memory.js';
-import { createInbox } from '../transports/outbox.js';
+import { createInbox, createOutbox } from '../transports/outbox.js';
+import { encodeEnvelope } from '../core/envelope.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
@@ -100,6 +101,31 @@ describe('the receiver writes its inbox state once per frame', () => {
     expect(outcome.failure).toBeInstanceOf(Error);
     expect(outcome.cursor.seq).toBe(5);
     expect(await inbox.cursor('peer')).toEqual({ epoch: 'e1', seq: 5 });
+  });
+});
+
+describe('the sender writes its outbox once per flush and once per acknowledgement', () => {
+  it('persists every envelope appended in one tick with one storage batch', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    const before = storage.batches.length;
+    const seqs = await Promise.all(Array.from({ length: 500 }, (_, i) => outbox.append(i % 2 ? 'x' : 'y', encodeEnvelope(testEnvelope(i)))));
+    expect(seqs.filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    expect(storage.batches.slice(before)).toHaveLength(1);
+    expect(storage.batches.at(-1)!.filter((op) => op.key.startsWith('outbox:'))).toHaveLength(500);
+  });
+
+  it('deletes everything one acknowledgement covers with one storage batch', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
+    const before = storage.batches.length;
+    outbox.ack('x', 100);
+    await outbox.flushed('x');
+    await outbox.close(new Error('closed'));
+    const after = storage.batches.slice(before);
+    expect(after).toHaveLength(1);
+    expect(after[0]!.filter((op) => op.type === 'del')).toHaveLength(100);
   });
 });
 
