@@ -4,6 +4,9 @@ import { isTroupeError } from '../core/errors.js';
 import { decodeFrame, encodeBatch } from '../transports/frames.js';
 import { encodeEnvelope } from '../core/envelope.js';
 import { testEnvelope } from '../testing/transport-conformance.js';
+import { createNode } from '../core/node.js';
+import { memoryStorage } from '../storage/memory.js';
+import type { TransportBindings } from '../core/transport.js';
 
 const EPOCH = 'ab'.repeat(16);
 
@@ -42,5 +45,29 @@ describe('an envelope is validated once on the receive path', () => {
       error = e;
     }
     expect(isTroupeError(error, 'FRAME_TOO_LARGE')).toBe(true);
+  });
+});
+
+describe('through createNode, a peer envelope decoded from a frame', () => {
+  it('reaches peer admission without a second parse, and admission still refuses what the peer may not send', async () => {
+    let bindings!: TransportBindings;
+    await using node = await createNode({
+      nodeId: 'home',
+      storage: memoryStorage(),
+      transport: async (b) => ((bindings = b), { send: async () => {}, close: async () => {} }),
+    });
+    expect(node.status).toBe('running');
+    const frame = decodeFrame(encodeBatch(EPOCH, [{ seq: 1, bytes: encodeEnvelope(testEnvelope(1)) }]), 1024 * 1024);
+    if (frame.t !== 'batch') throw new Error('expected a batch');
+    const parse = vi.spyOn(EnvelopeSchema, 'safeParse');
+    const refused = await bindings.deliver(frame.items[0]!.envelope, 'peer').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(parse).not.toHaveBeenCalled();
+    expect(isTroupeError(refused, 'ENVELOPE_REFUSED')).toBe(true);
+    // The same envelope as a plain object, as another transport would hand it, is parsed.
+    await bindings.deliver({ ...testEnvelope(1) }, 'peer').catch(() => {});
+    expect(parse).toHaveBeenCalledTimes(1);
   });
 });
