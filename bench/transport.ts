@@ -135,6 +135,8 @@ async function troupeSide(root: string, throughputN: number, roundTrips: number,
     storage,
     peers: { peer: `ws://127.0.0.1:${peer.port}` },
     batchMaxEnvelopes: perFrame,
+    // The throughput run sends all of its envelopes at once: room for every one of them.
+    maxOutboxEntries: Math.max(throughputN, 2_000) + 1_000,
     deliver: async (e) => {
       if (e.type !== 'pong') return;
       const done = waiting.get(e.payload && typeof e.payload === 'object' ? String((e.payload as { n: number }).n) : '');

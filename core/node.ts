@@ -5,7 +5,7 @@ import { createBlobWriter } from './blobs.js';
 import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
 import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
-import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
+import { checkEnvelope, decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
 import { ErrorCode, isTroupeError, serializeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
@@ -782,12 +782,13 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       storage: o.storage,
       // Peers' envelopes are untrusted: validated and bounded like any other input, the
       // payload of every registered message type included (core/protocol.ts). A refusal is
-      // INVALID_ENVELOPE, which the transport dead-letters: nothing reaches a run.
+      // INVALID_ENVELOPE, which the transport dead-letters: nothing reaches a run. An
+      // envelope the transport's frame decoding already validated is not parsed twice.
       // Then admitted against the authenticated sender (core/peer-admission.ts): a peer
       // speaks for itself only, about runs it takes part in; ENVELOPE_REFUSED otherwise.
       deliver: (envelope, fromNode, receipt) => {
         ensureRunning();
-        const checked = validatePayload(parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+        const checked = validatePayload(checkEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
         const admitted = admitPeerEnvelope(checked, fromNode, { nodeId: o.nodeId, run: placementOf });
         return admitted ? admitted.then(() => route(checked, receipt)) : route(checked, receipt);
       },

@@ -262,6 +262,33 @@ describe('delivery over real sockets and LevelDB', () => {
     expect(log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
   });
 
+  it('survives a receiver SIGKILLed mid-frame while writing its cursor once per frame: after dedupe every envelope is delivered exactly once', async () => {
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    await using storeA = await levelStorage({ path: dirA.path });
+    await using a = await ws('a', storeA, recorder(), { listen });
+    const peer = { role: 'receiver', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url }, dedupe: true };
+    const first = spawnPeer({ ...peer, throttleMs: 1 });
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => a.send('b', testEnvelope(i + 1))));
+    await first.waitFor(/^delivered 250$/);
+    first.child.kill('SIGKILL');
+    expect((await first.exit).signal).toBe('SIGKILL');
+    expect(a.peers()[0]!.acked).toBeLessThan(1000);
+
+    const second = spawnPeer(peer);
+    await a.flushed('b');
+    second.child.kill('SIGTERM');
+    expect((await second.exit).code).toBe(0);
+    await using storeB = await levelStorage({ path: dirB.path });
+    const log: Array<{ seq: number; id: string }> = [];
+    for await (const [, value] of storeB.entries(prefixRange('log:'))) log.push(decode(value, Infinity) as { seq: number; id: string });
+    expect(log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
+    // Only the frame being delivered at the kill can come again: the transport dropped the rest.
+    const again = await keys(storeB, 'dup:');
+    expect(again.length).toBeLessThanOrEqual(100);
+  });
+
   it('survives a sender SIGKILLed mid-stream: its outbox is resent on restart, duplicates dropped', async () => {
     await using dirA = await tempDir();
     await using dirB = await tempDir();

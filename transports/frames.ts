@@ -1,6 +1,6 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { z } from 'zod';
-import { EnvelopeSchema } from '../core/envelope.js';
+import { EnvelopeSchema, vouchEnvelope } from '../core/envelope.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 
 /**
@@ -86,6 +86,8 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
         throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: items.${i}.seq: sequence numbers must increase`, { details: { path: `items.${i}.seq` } });
       }
     }
+    // Every envelope just passed EnvelopeSchema: the node's deliver need not parse it again.
+    for (const item of frame.items) vouchEnvelope(item.envelope, bytes.byteLength);
   }
   return frame;
 }

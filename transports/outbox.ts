@@ -363,8 +363,11 @@ export interface Inbox {
   /** The dead letters kept, oldest first. */
   deadLetters(): Promise<DeadLetter[]>;
   /**
-   * Delivers the new envelopes of a batch from `from` one by one, moving the cursor after
-   * each. Callers run batches of one sender strictly one after another.
+   * Delivers the new envelopes of a batch from `from` one by one, then records the cursor
+   * (and any dead letters) in one storage batch for the whole frame; a deliverer that took
+   * its receipt (`takeCursorOps`) already made its cursor durable. Resolves with the cursor
+   * to acknowledge, which is always durable. Callers run batches of one sender strictly one
+   * after another.
    */
   receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }> }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
 }
@@ -419,26 +422,55 @@ export function createInbox(storage: Storage, sync: boolean, inboxOptions: Inbox
       } catch (error) {
         return { ...outcome, failure: error };
       }
+      // The frame's receipts are written as one batch at its end (or where delivery stops),
+      // not one per envelope: per-envelope cursor writes were most of the receive cost.
+      // `outcome.cursor` (what gets acknowledged) only ever names what is durable.
+      let processed: InboxCursor = outcome.cursor;
+      let unwritten = false; // an envelope was delivered whose cursor nobody wrote yet
+      let pending: StorageOp[] = []; // dead-letter summaries waiting for the frame's batch
+      const commit = async (): Promise<unknown> => {
+        if (unwritten || pending.length > 0) {
+          try {
+            await storage.write([...ops(from, processed), ...pending], { sync });
+          } catch (error) {
+            // Some receipts may be durable through a deliverer's own batch: read them again.
+            cache.delete(from);
+            return error;
+          }
+        }
+        unwritten = false;
+        pending = [];
+        cache.set(from, processed);
+        outcome.cursor = processed;
+        return undefined;
+      };
       for (const { seq, envelope } of batch.items) {
-        if (!handlers.proceed()) return { ...outcome, stopped: true };
-        if (seq <= outcome.cursor.seq) {
+        if (!handlers.proceed()) {
+          // What was delivered stays delivered: recording it spares a redelivery after close.
+          const failure = await commit();
+          return { ...outcome, stopped: true, ...(failure === undefined ? {} : { failure }) };
+        }
+        if (seq <= processed.seq) {
           outcome.duplicates++;
           continue;
         }
         const next = { epoch: batch.epoch, seq };
         let taken = false;
-        let extra: StorageOp[] = [];
         try {
           await handlers.deliver(envelope, from, { seq, takeCursorOps: () => ((taken = true), ops(from, next)) });
           outcome.delivered++;
         } catch (error) {
-          if (!isTroupeError(error) || !PERMANENT.includes(error.code)) return { ...outcome, failure: error };
+          if (!isTroupeError(error) || !PERMANENT.includes(error.code)) {
+            await commit(); // acknowledge what came before; this one comes again
+            return { ...outcome, failure: error };
+          }
           taken = false;
           outcome.deadLetters++;
           outcome.refused.push(seq);
           try {
-            extra = await deadOps({ from, seq, id: envelope.id, type: envelope.type, to: envelope.to, code: error.code, message: error.message.slice(0, 500), at: now() });
+            pending.push(...(await deadOps({ from, seq, id: envelope.id, type: envelope.type, to: envelope.to, code: error.code, message: error.message.slice(0, 500), at: now() })));
           } catch (failure) {
+            await commit();
             return { ...outcome, failure };
           }
           try {
@@ -447,14 +479,17 @@ export function createInbox(storage: Storage, sync: boolean, inboxOptions: Inbox
             // an observer's failure must not stall the stream
           }
         }
-        try {
-          if (!taken) await storage.write([...ops(from, next), ...extra], { sync });
-        } catch (error) {
-          return { ...outcome, failure: error };
+        processed = next;
+        // A taken receipt is durable once `deliver` resolved, and the cursor is cumulative:
+        // it covers every envelope before it too.
+        unwritten = !taken;
+        if (taken && pending.length === 0) {
+          cache.set(from, processed);
+          outcome.cursor = processed;
         }
-        cache.set(from, next);
-        outcome.cursor = next;
       }
+      const failure = await commit();
+      if (failure !== undefined) return { ...outcome, failure };
       return outcome;
     },
   };

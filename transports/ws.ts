@@ -134,6 +134,12 @@ interface Conn {
   closed: boolean;
 }
 
+/** Received batches of one sender waiting for delivery, and the loop delivering them. */
+interface InboundQueue {
+  frames: Array<{ conn: Conn; frame: BatchFrame; bytes: number }>;
+  draining: Promise<void> | undefined;
+}
+
 interface Peer {
   nodeId: string;
   url: string | undefined;
@@ -152,6 +158,10 @@ interface Peer {
 const MAX_FRAGMENTS = 64;
 const MAX_BUFFERED_CHUNKS = 8192;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+// Queued frames of one connection are delivered and recorded together up to this many
+// envelopes (the default frame size): what a receiver crash can make come again stays
+// within one frame or this many envelopes, far inside a run's deduplication window.
+const MERGE_MAX_ENVELOPES = 100;
 const CLOSE_GRACE_MS = 1_000;
 const WS_ERRORS: Record<string, keyof WsTransportStats['closed']> = {
   WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 'oversized',
@@ -230,7 +240,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   };
   const peers = new Map<string, Peer>();
   const conns = new Set<Conn>();
-  const chains = new Map<string, Promise<void>>();
+  const queues = new Map<string, InboundQueue>();
   const inbox = createInbox(o.storage, o.sync, { maxDeadLetters: o.maxDeadLetters, now: () => clock.now() });
   const outbox = await createOutbox({
     storage: o.storage,
@@ -334,16 +344,42 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     if (frame.t === 'ack') return onAck(conn, frame);
     conn.backlog += bytes.byteLength;
     if (conn.backlog > o.maxBufferedBytes && !conn.ws.isPaused) conn.ws.pause();
-    // Batches of one sender are delivered strictly one after another, across connections.
-    const chain = (chains.get(conn.remote) ?? Promise.resolve())
-      .then(() => deliverBatch(conn, frame))
-      .catch(() => {})
-      .finally(() => {
-        conn.backlog -= bytes.byteLength;
-        if (conn.ws.isPaused && conn.backlog <= o.maxBufferedBytes / 2) conn.ws.resume();
-        if (chains.get(conn.remote) === chain) chains.delete(conn.remote);
-      });
-    chains.set(conn.remote, chain);
+    let queue = queues.get(conn.remote);
+    if (!queue) queues.set(conn.remote, (queue = { frames: [], draining: undefined }));
+    queue.frames.push({ conn, frame, bytes: bytes.byteLength });
+    queue.draining ??= drain(conn.remote, queue);
+  }
+
+  /**
+   * Batches of one sender are delivered strictly one after another, across connections.
+   * Frames of one connection that queued up while the previous ones were being delivered
+   * are taken together, up to {@link MERGE_MAX_ENVELOPES}: one storage batch and one
+   * acknowledgement for all of them.
+   */
+  async function drain(remote: string, queue: InboundQueue) {
+    while (queue.frames.length > 0) {
+      const first = queue.frames[0]!;
+      let n = 1;
+      let count = first.frame.items.length;
+      for (; n < queue.frames.length; n++) {
+        const next = queue.frames[n]!;
+        if (next.conn !== first.conn || next.frame.epoch !== first.frame.epoch || count + next.frame.items.length > MERGE_MAX_ENVELOPES) break;
+        count += next.frame.items.length;
+      }
+      const group = queue.frames.splice(0, n);
+      const frame: BatchFrame = n === 1 ? first.frame : { t: 'batch', epoch: first.frame.epoch, items: group.flatMap((g) => g.frame.items) };
+      try {
+        await deliverBatch(first.conn, frame);
+      } catch {
+        // deliverBatch reports its own failures; the frames come again on a new connection
+      }
+      for (const g of group) {
+        g.conn.backlog -= g.bytes;
+        if (g.conn.ws.isPaused && g.conn.backlog <= o.maxBufferedBytes / 2) g.conn.ws.resume();
+      }
+    }
+    queue.draining = undefined;
+    if (queues.get(remote) === queue) queues.delete(remote);
   }
 
   async function deliverBatch(conn: Conn, frame: BatchFrame) {
@@ -600,7 +636,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
         for (const conn of conns) closeConn(conn, 1001, 'node closing');
         await listener?.close();
         await Promise.all(gone);
-        await Promise.all(chains.values());
+        await Promise.all([...queues.values()].map((q) => q.draining));
         await outbox.close(closedError());
         status = 'closed';
       })();

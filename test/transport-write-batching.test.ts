@@ -1,0 +1,154 @@
+import { describe, expect, it } from 'vitest';
+import type { Storage, StorageOp } from '../core/storage.js';
+import { memoryStorage } from '../storage/memory.js';
+import { createInbox, createOutbox } from '../transports/outbox.js';
+import { encodeEnvelope } from '../core/envelope.js';
+import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
+import { ErrorCode, TroupeError } from '../core/errors.js';
+import { recorder, testEnvelope } from '../testing/transport-conformance.js';
+
+const SECRET = 'transport-test-secret-0123456789';
+
+/** A storage that remembers the ops of every batch written through it. */
+function countingStorage(inner: Storage = memoryStorage()): Storage & { batches: StorageOp[][] } {
+  const batches: StorageOp[][] = [];
+  return Object.assign(Object.create(inner) as Storage, {
+    batches,
+    write(ops: readonly StorageOp[], options?: Parameters<Storage['write']>[1]) {
+      batches.push([...ops]);
+      return inner.write(ops, options);
+    },
+    get: inner.get.bind(inner),
+    entries: inner.entries.bind(inner),
+    claim: inner.claim.bind(inner),
+    release: inner.release.bind(inner),
+    close: inner.close.bind(inner),
+  });
+}
+
+const touching = (batches: StorageOp[][], prefix: string, type?: StorageOp['type']) =>
+  batches.filter((ops) => ops.some((op) => op.key.startsWith(prefix) && (type === undefined || op.type === type)));
+
+const items = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, envelope: testEnvelope(from + i) }));
+
+describe('the receiver writes its inbox state once per frame', () => {
+  it('records a frame of 100 delivered envelopes with one storage batch holding the last cursor', async () => {
+    const storage = countingStorage();
+    const inbox = createInbox(storage, false);
+    const delivered: number[] = [];
+    const outcome = await inbox.receive('peer', { epoch: 'e1', items: items(1, 100) }, { deliver: async (_e, _f, { seq }) => void delivered.push(seq), proceed: () => true });
+    expect(delivered).toHaveLength(100);
+    expect(outcome).toMatchObject({ delivered: 100, cursor: { epoch: 'e1', seq: 100 } });
+    expect(storage.batches).toHaveLength(1);
+    expect(await inbox.cursor('peer')).toEqual({ epoch: 'e1', seq: 100 });
+  });
+
+  it('puts the dead letters of a frame into the same batch as its cursor', async () => {
+    const storage = countingStorage();
+    const inbox = createInbox(storage, false);
+    const outcome = await inbox.receive('peer', { epoch: 'e1', items: items(1, 10) }, {
+      deliver: async (_e, _f, { seq }) => {
+        if (seq % 3 === 0) throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, 'nobody there');
+      },
+      proceed: () => true,
+    });
+    expect(outcome).toMatchObject({ delivered: 7, deadLetters: 3, refused: [3, 6, 9], cursor: { seq: 10 } });
+    expect(storage.batches).toHaveLength(1);
+    expect(await inbox.deadLetters()).toHaveLength(3);
+  });
+
+  it('writes nothing itself when every deliverer took its receipt, and acknowledges only what is durable', async () => {
+    const storage = countingStorage();
+    const inbox = createInbox(storage, false);
+    const outcome = await inbox.receive('peer', { epoch: 'e1', items: items(1, 20) }, {
+      deliver: (_e, _f, receipt) => storage.write(receipt.takeCursorOps()),
+      proceed: () => true,
+    });
+    expect(outcome.cursor).toEqual({ epoch: 'e1', seq: 20 });
+    expect(storage.batches).toHaveLength(20); // the deliverer's own, one per envelope
+  });
+
+  it('on a transient failure mid-frame records and acknowledges what came before it', async () => {
+    const storage = countingStorage();
+    const inbox = createInbox(storage, false);
+    const outcome = await inbox.receive('peer', { epoch: 'e1', items: items(1, 10) }, {
+      deliver: async (_e, _f, { seq }) => {
+        if (seq === 6) throw new Error('disk hiccup');
+      },
+      proceed: () => true,
+    });
+    expect(outcome.failure).toBeInstanceOf(Error);
+    expect(outcome.cursor.seq).toBe(5);
+    expect(storage.batches).toHaveLength(1);
+    expect(await inbox.cursor('peer')).toEqual({ epoch: 'e1', seq: 5 });
+    // The rest comes again and is delivered once, the first five dropped as duplicates.
+    const again = await inbox.receive('peer', { epoch: 'e1', items: items(1, 10) }, { deliver: async () => {}, proceed: () => true });
+    expect(again).toMatchObject({ delivered: 5, duplicates: 5, cursor: { seq: 10 } });
+  });
+
+  it('acknowledges nothing beyond the durable cursor when the frame batch fails', async () => {
+    const inner = memoryStorage();
+    let fail = false;
+    const storage = Object.assign(Object.create(inner) as Storage, {
+      write: (ops: readonly StorageOp[]) => (fail ? Promise.reject(new Error('full disk')) : inner.write(ops)),
+      get: inner.get.bind(inner),
+      entries: inner.entries.bind(inner),
+    });
+    const inbox = createInbox(storage, false);
+    await inbox.receive('peer', { epoch: 'e1', items: items(1, 5) }, { deliver: async () => {}, proceed: () => true });
+    fail = true;
+    const outcome = await inbox.receive('peer', { epoch: 'e1', items: items(6, 10) }, { deliver: async () => {}, proceed: () => true });
+    expect(outcome.failure).toBeInstanceOf(Error);
+    expect(outcome.cursor.seq).toBe(5);
+    expect(await inbox.cursor('peer')).toEqual({ epoch: 'e1', seq: 5 });
+  });
+});
+
+describe('the sender writes its outbox once per flush and once per acknowledgement', () => {
+  it('persists every envelope appended in one tick with one storage batch', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    const before = storage.batches.length;
+    const seqs = await Promise.all(Array.from({ length: 500 }, (_, i) => outbox.append(i % 2 ? 'x' : 'y', encodeEnvelope(testEnvelope(i)))));
+    expect(seqs.filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    expect(storage.batches.slice(before)).toHaveLength(1);
+    expect(storage.batches.at(-1)!.filter((op) => op.key.startsWith('outbox:'))).toHaveLength(500);
+  });
+
+  it('deletes everything one acknowledgement covers with one storage batch', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
+    const before = storage.batches.length;
+    outbox.ack('x', 100);
+    await outbox.flushed('x');
+    await outbox.close(new Error('closed'));
+    const after = storage.batches.slice(before);
+    expect(after).toHaveLength(1);
+    expect(after[0]!.filter((op) => op.type === 'del')).toHaveLength(100);
+  });
+});
+
+describe('over real sockets, storage batches are per frame and per flush, not per envelope', () => {
+  const open = (nodeId: string, storage: Storage, deliver: WsTransportOptions['deliver'], extra: Partial<WsTransportOptions> = {}): Promise<WsTransport> =>
+    createWsTransport({ nodeId, storage, secret: SECRET, deliver, reconnectMinMs: 10, reconnectMaxMs: 200, ...extra });
+
+  it('writes the receiver inbox at most once per incoming frame, the sender outbox a few times for 1000 sends of one tick', async () => {
+    const storeA = countingStorage();
+    const storeB = countingStorage();
+    const atB = recorder();
+    await using a = await open('a', storeA, recorder().deliver, { listen: { host: '127.0.0.1', port: 0 } });
+    await using b = await open('b', storeB, atB.deliver, { peers: { a: a.address!.url } });
+    const before = storeA.batches.length;
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => a.send('b', testEnvelope(i + 1))));
+    // Sends of one tick share one batch.
+    expect(touching(storeA.batches.slice(before), 'outbox:', 'put')).toHaveLength(1);
+    await a.flushed('b');
+    expect(atB.received.map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    const frames = b.stats().framesIn;
+    expect(frames).toBeGreaterThanOrEqual(10);
+    expect(touching(storeB.batches, 'inbox:').length).toBeLessThanOrEqual(frames);
+    // Acknowledgements are per frame, and the deletes they cause share batches.
+    expect(touching(storeA.batches, 'outbox:', 'del').length).toBeLessThanOrEqual(a.stats().framesIn);
+  });
+});
