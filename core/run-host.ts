@@ -216,7 +216,14 @@ export class RunHost implements ActorRuntime {
     // by a migration) gets the whole ledger read back, which also yields the names.
     if (checkpoint.secrets) this.#ledger.restored(checkpoint.secrets);
     else for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry);
-    for (const approval of await store.listApprovals()) {
+    // Independent reads, issued together: a resume waits for one round of them.
+    const undelivered = Object.entries(checkpoint.mailboxSeq).filter(([actorId, seq]) => seq > (checkpoint.cursors[actorId] ?? 0));
+    const [approvals, unrouted, mail] = await Promise.all([
+      store.listApprovals(),
+      store.outbox(this.runId),
+      Promise.all(undelivered.map(([actorId]) => store.mailboxAfter(this.runId, actorId, checkpoint.cursors[actorId] ?? 0))),
+    ]);
+    for (const approval of approvals) {
       if (approval.runId !== this.runId) continue;
       if (approval.status === 'pending') this.#waiting.set(approval.id, approval);
       else {
@@ -236,12 +243,8 @@ export class RunHost implements ActorRuntime {
     // The arrays rebuilt from logs are not written again; every record is, once.
     this.#checkpointer.seed(checkpoint);
     for (const [actorId, version] of Object.entries(checkpoint.recordVersions ?? {})) this.#retention.wrote(actorId, version);
-    const unrouted = await store.outbox(this.runId);
     const pending: Record<string, Envelope[]> = {};
-    for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) {
-      const cursor = checkpoint.cursors[actorId] ?? 0;
-      if (seq > cursor) pending[actorId] = await store.mailboxAfter(this.runId, actorId, cursor);
-    }
+    undelivered.forEach(([actorId], i) => (pending[actorId] = mail[i]!));
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
     this.#boot(restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect })));
