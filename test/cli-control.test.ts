@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connectControl } from '../cli/control-client.js';
 import { controlSocketPath, MAX_SOCKET_PATH_BYTES } from '../cli/control-path.js';
@@ -14,33 +14,13 @@ import { prefixRange, type KeyRange } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { NOT_PUBLISHED, PUBLISHED } from './fixtures/approval-crew.js';
-import { runTroupe, spawnTroupe, type TroupeProcess } from './helpers/cli.js';
+import { runTroupe } from './helpers/cli.js';
 import { watchLines } from './helpers/lines.js';
-import { tempDir } from './helpers/temp.js';
+import { useCleanups } from './helpers/cleanups.js';
 
 const CREW = 'test/fixtures/approval-crew.ts';
 
-// Every fixture of a test, undone after it whatever happened: processes still running are
-// killed, servers closed, directories removed.
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function dir(): Promise<string> {
-  const d = await tempDir();
-  cleanups.push(async () => d[Symbol.asyncDispose]());
-  return d.path;
-}
-
-function spawn(args: string[], env: Record<string, string> = {}): TroupeProcess {
-  const proc = spawnTroupe(args, env);
-  cleanups.push(async () => {
-    if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGKILL');
-    await proc.exit;
-  });
-  return proc;
-}
+const { defer, dir, spawn } = useCleanups();
 
 /** `troupe run --wait` of the approval crew, once it waits: the process and the approval id. */
 async function parked(db: string, runId: string, extra: string[] = []) {
@@ -53,7 +33,7 @@ async function parked(db: string, runId: string, extra: string[] = []) {
 /** A raw connection to a control socket, its answers collected line by line. */
 async function rawClient(path: string) {
   const socket = createConnection(path);
-  cleanups.push(async () => socket.destroy());
+  defer(async () => socket.destroy());
   await once(socket, 'connect');
   const ended = new Promise((resolve) => socket.once('close', resolve));
   const lines = watchLines(socket, ended, () => 'control socket closed');
@@ -63,7 +43,7 @@ async function rawClient(path: string) {
 /** A WebSocket client of the inspector page's feed. */
 async function inspectorClient(url: string) {
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}ws`);
-  cleanups.push(async () => ws.close());
+  defer(async () => ws.close());
   const inbox: Array<{ type: string; [key: string]: unknown }> = [];
   const waiters: Array<{ test(m: (typeof inbox)[number]): boolean; resolve(m: (typeof inbox)[number]): void }> = [];
   ws.on('message', (data) => {
@@ -98,16 +78,16 @@ describe('control client and remote storage (in process)', () => {
   it('reads pages of entries in either direction, and reconnects after the node dropped the connection', async () => {
     const db = join(await dir(), 'db');
     const storage = memoryStorage();
-    cleanups.push(() => storage.close());
+    defer(() => storage.close());
     const node = await createNode({ storage, resume: false });
-    cleanups.push(() => node.close());
+    defer(() => node.close());
     let control = await createControlSocket({ db, node, storage });
-    cleanups.push(() => control.close());
+    defer(() => control.close());
     const keys = Array.from({ length: 1200 }, (_, i) => `k:${String(i).padStart(4, '0')}`);
     await storage.write(keys.map((key, i) => ({ type: 'put' as const, key, value: new Uint8Array([i % 256, 7]) })));
 
     const client = await connectControl(db, { timeoutMs: 5000 });
-    cleanups.push(() => client.close());
+    defer(() => client.close());
     expect(client.peer.pid).toBe(process.pid);
     const remote = createRemoteStorage(client, db);
     const read = async (range: KeyRange) => {
@@ -265,7 +245,7 @@ describe('CLI through the control socket of a running node', { timeout: 120_000 
     const db = join(await dir(), 'db');
     // This test process holds the database: no troupe node, no socket.
     const storage = await levelStorage({ path: db });
-    cleanups.push(() => storage.close());
+    defer(() => storage.close());
     const missing = await runTroupe(['runs', '--db', db]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/\[CONTROL_UNAVAILABLE\] the database at \S+ is in use by another process, and there is no control socket at /);
@@ -274,7 +254,7 @@ describe('CLI through the control socket of a running node', { timeout: 120_000 
     const accepted = new Set<Socket>();
     const silent: Server = createServer((socket) => void accepted.add(socket));
     await new Promise<void>((resolve) => silent.listen(controlSocketPath(db), resolve));
-    cleanups.push(async () => {
+    defer(async () => {
       for (const socket of accepted) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
     });

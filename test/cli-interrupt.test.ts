@@ -1,30 +1,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { controlSocketPath } from '../cli/control-path.js';
 import { CONFIRMED_OUTPUT } from '../examples/order-crew.js';
-import { runTroupe, spawnTroupe, type TroupeProcess } from './helpers/cli.js';
-import { tempDir } from './helpers/temp.js';
+import { runTroupe } from './helpers/cli.js';
+import { useCleanups } from './helpers/cleanups.js';
 
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
-
-async function dir(): Promise<string> {
-  const d = await tempDir();
-  cleanups.push(async () => d[Symbol.asyncDispose]());
-  return d.path;
-}
-
-function spawn(args: string[], env: Record<string, string> = {}): TroupeProcess {
-  const proc = spawnTroupe(args, env);
-  cleanups.push(async () => {
-    if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGKILL');
-    await proc.exit;
-  });
-  return proc;
-}
+const { dir, spawn } = useCleanups();
 
 // Each case starts several CLI processes (tsx compiles the sources in each): slow on a busy machine.
 describe('Ctrl-C on troupe run', { timeout: 120_000 }, () => {

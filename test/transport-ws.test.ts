@@ -238,15 +238,16 @@ describe('delivery over real sockets and LevelDB', () => {
     await storeB.close();
   });
 
-  it('survives a receiver SIGKILLed mid-stream: after restart every envelope is delivered exactly once, in order', async () => {
-    await using dirA = await tempDir();
-    await using dirB = await tempDir();
-    await using storeA = await levelStorage({ path: dirA.path });
-    await using a = await ws('a', storeA, recorder(), { listen });
-    const peer = { role: 'receiver', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url } };
+  /** Sends 1,000 envelopes to a receiver process, SIGKILLs it after `killAfter`, restarts it, and returns its log and store. */
+  async function receiverKilledMidStream(options: { killAfter: number; dedupe?: boolean }) {
+    const dirA = await tempDir();
+    const dirB = await tempDir();
+    const storeA = await levelStorage({ path: dirA.path });
+    const a = await ws('a', storeA, recorder(), { listen });
+    const peer = { role: 'receiver', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url }, ...(options.dedupe ? { dedupe: true } : {}) };
     const first = spawnPeer({ ...peer, throttleMs: 1 });
     await Promise.all(Array.from({ length: 1000 }, (_, i) => a.send('b', testEnvelope(i + 1))));
-    await first.waitFor(/^delivered 200$/);
+    await first.waitFor(new RegExp(`^delivered ${options.killAfter}$`));
     first.child.kill('SIGKILL');
     expect((await first.exit).signal).toBe('SIGKILL');
     expect(a.peers()[0]!.acked).toBeLessThan(1000);
@@ -255,37 +256,34 @@ describe('delivery over real sockets and LevelDB', () => {
     await a.flushed('b');
     second.child.kill('SIGTERM');
     expect((await second.exit).code).toBe(0);
-    await using storeB = await levelStorage({ path: dirB.path });
+    await a.close();
+    await storeA.close();
+    const storeB = await levelStorage({ path: dirB.path });
     const log: Array<{ seq: number; id: string }> = [];
     for await (const [, value] of storeB.entries(prefixRange('log:'))) log.push(decode(value, Infinity) as { seq: number; id: string });
-    expect(log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
-    expect(log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
+    return {
+      log,
+      storeB,
+      async [Symbol.asyncDispose]() {
+        await storeB.close();
+        await dirB[Symbol.asyncDispose]();
+        await dirA[Symbol.asyncDispose]();
+      },
+    };
+  }
+
+  it('survives a receiver SIGKILLed mid-stream: after restart every envelope is delivered exactly once, in order', async () => {
+    await using killed = await receiverKilledMidStream({ killAfter: 200 });
+    expect(killed.log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(killed.log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
   });
 
   it('survives a receiver SIGKILLed mid-frame while writing its cursor once per frame: after dedupe every envelope is delivered exactly once', async () => {
-    await using dirA = await tempDir();
-    await using dirB = await tempDir();
-    await using storeA = await levelStorage({ path: dirA.path });
-    await using a = await ws('a', storeA, recorder(), { listen });
-    const peer = { role: 'receiver', dir: dirB.path, nodeId: 'b', peer: { id: 'a', url: a.address!.url }, dedupe: true };
-    const first = spawnPeer({ ...peer, throttleMs: 1 });
-    await Promise.all(Array.from({ length: 1000 }, (_, i) => a.send('b', testEnvelope(i + 1))));
-    await first.waitFor(/^delivered 250$/);
-    first.child.kill('SIGKILL');
-    expect((await first.exit).signal).toBe('SIGKILL');
-    expect(a.peers()[0]!.acked).toBeLessThan(1000);
-
-    const second = spawnPeer(peer);
-    await a.flushed('b');
-    second.child.kill('SIGTERM');
-    expect((await second.exit).code).toBe(0);
-    await using storeB = await levelStorage({ path: dirB.path });
-    const log: Array<{ seq: number; id: string }> = [];
-    for await (const [, value] of storeB.entries(prefixRange('log:'))) log.push(decode(value, Infinity) as { seq: number; id: string });
-    expect(log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
-    expect(log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
+    await using killed = await receiverKilledMidStream({ killAfter: 250, dedupe: true });
+    expect(killed.log.map((l) => l.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(killed.log.map((l) => l.id)).toEqual(Array.from({ length: 1000 }, (_, i) => `env_${i + 1}`));
     // Only the frame being delivered at the kill can come again: the transport dropped the rest.
-    const again = await keys(storeB, 'dup:');
+    const again = await keys(killed.storeB, 'dup:');
     expect(again.length).toBeLessThanOrEqual(100);
   });
 
