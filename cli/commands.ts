@@ -295,6 +295,9 @@ const describe = (error: SerializedError | null) => (error ? `${error.code ? `[$
 
 /** `troupe run <file>`: runs a crew module to completion (or to its first wait for a human). */
 export async function runCommand(file: string, opts: { db: string; runId?: string; input?: string; json?: boolean; wait?: boolean } & NetworkFlags, global: GlobalOptions): Promise<void> {
+  // Loading a .ts crew (tsx compiling it and what it imports) can take a second or more:
+  // say what is happening before it, not after.
+  if (!opts.json) process.stdout.write(`loading ${file}…\n`);
   const mod = await loadCrewModule(file);
   const input = opts.input ?? mod.input;
   if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);

@@ -6,13 +6,14 @@ import { tempDir } from './helpers/temp.js';
 const FAST = { TROUPE_SCRIPTED_LATENCY_MS: '0' };
 
 describe('troupe CLI', () => {
-  it('runs the two-agent example crew to completion, printing the run id first, progress, then the output', async () => {
+  it('runs the two-agent example crew to completion, printing what it loads, the run id, progress, then the output', async () => {
     await using db = await tempDir();
     const { code, stdout, stderr } = await runTroupe(['run', 'examples/research-crew.ts', '--db', db.path, '--run-id', 'cli-1'], FAST);
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const lines = stdout.split('\n');
-    expect(lines[0]).toBe('run cli-1');
+    expect(lines[0]).toBe('loading examples/research-crew.ts…');
+    expect(lines[1]).toBe('run cli-1');
     expect(stdout).toMatch(/researcher\s+model scripted:default \d+→\d+ tok/);
     expect(stdout).toMatch(/researcher\s+tool search ok/);
     expect(stdout).toMatch(/writer\s+tool count_words ok/);
