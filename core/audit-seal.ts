@@ -83,6 +83,13 @@ export function auditKeyOf(secret: Uint8Array): AuditKey {
 const headMac = (key: AuditKey, head: SavedHead) => createHmac('sha256', key.secret).update(`troupe-audit-head:${head.seq}:${head.hash}`).digest('hex');
 const headLine = (key: AuditKey, head: SavedHead) => `${head.seq} ${head.hash} ${headMac(key, head)}\n`;
 
+/** The complete lines of the heads file: a last line without its newline is a write cut short by a crash. */
+function completeLines(text: string): string[] {
+  const lines = text.split('\n');
+  if (!text.endsWith('\n')) lines.pop();
+  return lines;
+}
+
 function parseHeadLine(key: AuditKey, line: string): SavedHead | undefined {
   const m = /^(\d{1,15}) ([0-9a-f]{64}) ([0-9a-f]{64})$/.exec(line);
   if (!m) return undefined;
@@ -144,9 +151,8 @@ export function auditHeadStore(dir: string, key: AuditKey): AuditHeadStore {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         return { state: 'damaged', message: `the saved heads (${path}) are missing` };
       }
-      const lines = text.split('\n');
-      // A line without its newline is a write cut short by a crash: not a sign of tampering.
-      if (!text.endsWith('\n')) lines.pop();
+      // A line cut short by a crash is not a sign of tampering.
+      const lines = completeLines(text);
       let head: SavedHead | undefined;
       for (const [i, line] of lines.entries()) {
         if (line === '') continue;
@@ -162,9 +168,7 @@ export function auditHeadStore(dir: string, key: AuditKey): AuditHeadStore {
         if (error.code !== 'ENOENT') throw error;
         return '';
       });
-      const lines = text.split('\n');
-      if (!text.endsWith('\n')) lines.pop();
-      const line = lines.filter((l) => l !== '').at(-1);
+      const line = completeLines(text).filter((l) => l !== '').at(-1);
       return line === undefined ? undefined : parseHeadLine(key, line);
     },
     save(head) {

@@ -100,13 +100,12 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
 }
 
 /** The earlier attempt's recorded effect this call takes over, if any (see core/effect-inheritance.ts). */
-async function inheritedEffect(deps: CallDeps, agentId: string, step: ToolStep, callId: string): Promise<LedgerEntry | undefined> {
-  if (!step.inherits?.length) return undefined;
+async function inheritedEffect(deps: CallDeps, agentId: string, step: ToolStep, inherits: readonly number[], callId: string): Promise<LedgerEntry | undefined> {
   const found = step.tools.find((t) => t.name === step.call.name);
   if (!found) return undefined;
   const decision = step.decisions[callId];
   const parsed = found.input.safeParse(decision?.args !== undefined ? decision.args : step.call.args);
-  return parsed.success ? findInheritedEffect(await deps.ledger.all(), agentId, step.inherits, found.name, parsed.data) : undefined;
+  return parsed.success ? findInheritedEffect(await deps.ledger.all(), agentId, inherits, found.name, parsed.data) : undefined;
 }
 
 /** Runs one tool call of an agent under the effect ledger, or replays its recorded result. */
@@ -121,7 +120,8 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     return message;
   }
   // A restarted attempt asking for what a failed attempt already did gets that outcome.
-  const inherited = recorded || !step.inherits?.length ? undefined : await inheritedEffect(deps, agentId, step, callId);
+  // Only a step that inherits looks (and waits): any other keeps its intent in this turn.
+  const inherited = recorded || !step.inherits?.length ? undefined : await inheritedEffect(deps, agentId, step, step.inherits, callId);
   const lineage = inherited ? { inheritedFrom: inherited.callId } : {};
   if (inherited?.status === 'done') {
     const message: ToolMessage = { ...(inherited.result as ToolMessage), toolCallId: step.call.id, name: step.call.name };

@@ -53,16 +53,15 @@ export interface RunLedger {
 /** Creates the ledger of one run; see {@link RunLedger}. */
 export function createRunLedger(options: RunLedgerOptions): RunLedger {
   const entries = new Map<string, LedgerEntry>();
-  // Ids known to have no stored entry, so a call asking twice reads storage once.
-  const absent = new Set<string>();
-  // Agents one of whose lookups found nothing stored: their later calls are all new.
+  // Agents one of whose lookups found nothing stored: their later calls are all new (and a
+  // call asking twice reads storage once).
   const caughtUp = new Set<string>();
   const secretNames = new Set<string>();
   let complete = true;
   let loading: Promise<ReadonlyMap<string, LedgerEntry>> | undefined;
 
-  const learn = async (entry: LedgerEntry | undefined): Promise<void> => {
-    const names = (entry?.secrets ?? []).filter((name) => !secretNames.has(name));
+  const learn = async (found: readonly (LedgerEntry | undefined)[]): Promise<void> => {
+    const names = [...new Set(found.flatMap((entry) => entry?.secrets ?? []))].filter((name) => !secretNames.has(name));
     if (names.length === 0) return;
     await options.recall(names);
     for (const name of names) secretNames.add(name);
@@ -71,18 +70,15 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
   return {
     get(callId) {
       const known = entries.get(callId);
-      if (known || complete || absent.has(callId) || caughtUp.has(agentOfCallId(callId))) return known;
+      if (known || complete || caughtUp.has(agentOfCallId(callId))) return known;
       return (async () => {
         const stored = await options.source.one(callId);
-        await learn(stored);
+        await learn([stored]);
         // This process may have recorded the call meanwhile: its entry is the newer one.
         const now = entries.get(callId);
         if (now) return now;
         if (stored) entries.set(callId, stored);
-        else {
-          absent.add(callId);
-          caughtUp.add(agentOfCallId(callId));
-        }
+        else caughtUp.add(agentOfCallId(callId));
         return stored;
       })();
     },
@@ -90,10 +86,9 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
       if (complete) return Promise.resolve(entries);
       loading ??= (async () => {
         const stored = await options.source.all();
-        for (const entry of stored) await learn(entry);
+        await learn(stored);
         for (const entry of stored) if (!entries.has(entry.callId)) entries.set(entry.callId, entry);
         complete = true;
-        absent.clear();
         caughtUp.clear();
         return entries;
       })();
@@ -101,7 +96,6 @@ export function createRunLedger(options: RunLedgerOptions): RunLedger {
     },
     set(entry) {
       entries.set(entry.callId, entry);
-      absent.delete(entry.callId);
       for (const name of entry.secrets ?? []) secretNames.add(name);
     },
     secretNames,
