@@ -304,6 +304,20 @@ export async function latestCheckpointHead(storage: Storage, runId: string): Pro
  * The states of a run's actors at each of its checkpoints, oldest first, without rebuilding
  * snapshots. `legacyRootId` names the root in layout-1 checkpoints, which do not record it.
  */
+/**
+ * Sequence number, time and newest journal entry of each checkpoint of a run, oldest first:
+ * where a reader of the journal finds the checkpoint that holds a given step. Reads the
+ * manifests alone (whole snapshots in layout 1), no actor records.
+ */
+export async function checkpointMarks(storage: Storage, runId: string): Promise<Array<{ seq: number; ts: number; journalSeq: number }>> {
+  const marks: Array<{ seq: number; ts: number; journalSeq: number }> = [];
+  for await (const [, value] of storage.entries(layout.checkpoints(runId))) {
+    const m = decode(value, Infinity) as Manifest | Checkpoint;
+    marks.push({ seq: m.seq, ts: m.ts, journalSeq: m.journalSeq });
+  }
+  return marks;
+}
+
 export async function checkpointStates(storage: Storage, runId: string, legacyRootId: string): Promise<Array<{ seq: number; ts: number; version: string; states: Record<string, string> }>> {
   const manifests: Array<Manifest | Checkpoint> = [];
   for await (const [, value] of storage.entries(layout.checkpoints(runId))) manifests.push(decode(value, Infinity) as Manifest | Checkpoint);

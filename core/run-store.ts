@@ -2,7 +2,7 @@ import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint } from './checkpoints.js';
+import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint } from './checkpoints.js';
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
@@ -162,6 +162,8 @@ export function createRunStore(storage: Storage) {
     latestCheckpointHead: (runId: string) => latestCheckpointHead(storage, runId),
     /** Each checkpoint of a run with the state of every actor at it, oldest first. */
     checkpointStates: (runId: string, legacyRootId: string) => checkpointStates(storage, runId, legacyRootId),
+    /** Each checkpoint's seq, time and newest journal entry, oldest first (manifests only). */
+    checkpointMarks: (runId: string) => checkpointMarks(storage, runId),
     journal: (runId: string) => collect<JournalEntry>(storage, layout.journals(runId)),
     /** Journal entries with a sequence number in `after < seq <= upTo`. */
     journalBetween: (runId: string, after: number, upTo = Infinity) =>
