@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
-import { createInspector } from '../inspector/index.js';
+import { createInspector, type InspectorActions } from '../inspector/index.js';
+import type { ControlClient } from './control-client.js';
 import type { Storage } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { serveControlSocket } from './control-socket.js';
@@ -22,13 +23,17 @@ export async function inspect(opts: InspectOptions): Promise<number> {
   const input = mod ? (opts.input ?? mod.input) : undefined;
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
   // Watching only reads: without --run a missing database is an error, not a new one.
-  await using storage: Storage = mod ? await levelStorage({ path: opts.db, create: true }) : (await openForReading(opts.db)).storage;
+  const database = mod ? undefined : await openForReading(opts.db);
+  await using storage: Storage = database ? database.storage : await levelStorage({ path: opts.db, create: true });
   // No resume: this command watches; it continues nobody's runs behind their back.
   await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
   await using _control = node ? await serveControlSocket({ db: opts.db, node, storage }, warn) : undefined;
-  await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(mod ? { machines: [mod.definition] } : {}) });
+  // Decisions from the page take the CLI's own paths: this node's, or the holder's over its control socket.
+  const actions: InspectorActions | undefined = node ? undefined : database?.control && controlActions(database.control);
+  await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(actions ? { actions } : {}), ...(mod ? { machines: [mod.definition] } : {}) });
   const out = (line: string) => process.stdout.write(`${line}\n`);
   out(`inspector ${inspector.url}  (Ctrl-C to stop)`);
+  out(`token ${inspector.token}  (approve, reject and fork from the page: open ${inspector.url}#token=${inspector.token})`);
 
   let run: RunHandle | undefined;
   if (node && mod) {
@@ -45,4 +50,16 @@ export async function inspect(opts: InspectOptions): Promise<number> {
   if (interrupted) process.stderr.write(`\n${signal}: checkpointing run ${run!.id}. Continue it with:\n  ${resumeHint(run!.id, opts.db)}\n`);
   // `await using` closes the inspector, then the node (checkpointing its run), then the storage.
   return interrupted ? 130 : 0;
+}
+
+/** `approve` and `reject` through the control socket of the node that holds the database, as `troupe approve` sends them. */
+function controlActions(control: ControlClient): InspectorActions {
+  return {
+    async approve(approvalId, options) {
+      await control.call({ method: 'approve', approvalId, ...(options.args !== undefined ? { args: options.args } : {}), ...(options.reason ? { reason: options.reason } : {}) });
+    },
+    async reject(approvalId, reason) {
+      await control.call({ method: 'reject', approvalId, reason });
+    },
+  };
 }

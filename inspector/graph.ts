@@ -5,46 +5,61 @@ import { systemClock } from '../core/clock.js';
 import { ROOT_ACTOR_ID } from '../core/node.js';
 import type { ActorRuntime, RunnableDefinition } from '../core/runtime.js';
 
-/** One drawable state: a leaf of the machine, named by its dotted path (`running.active`). */
+/**
+ * One drawable state, named by its dotted path (`running.active`). Compound and parallel
+ * states are boxes holding their children (`parent` names the box a state is drawn in).
+ */
 export interface GraphNode {
   id: string;
-  kind: 'atomic' | 'final' | 'any';
+  /** The state's own key (`active`), what its box is labelled with. */
+  label: string;
+  /** The enclosing state's id; `null` at the top of the machine. */
+  parent: string | null;
+  kind: 'atomic' | 'compound' | 'parallel' | 'final' | 'any';
   /** Ids of the actors the state invokes while in it (`model`, `tools`, `backoff`). */
   invokes: string[];
-  /** Top-left corner of the node's box in the graph's coordinate space. */
+  /** Top-left corner and size of the state's box, in the graph's coordinate space (absolute). */
   x: number;
   y: number;
+  width: number;
+  height: number;
 }
 
-/** One transition between two leaves; `from` is {@link ANY_STATE} for machine-level ones. */
+/** One transition as declared: from the state that declares it to its target state (either may be a box). */
 export interface GraphEdge {
+  id: string;
+  /** {@link ANY_STATE} for transitions declared on the machine itself. */
   from: string;
   to: string;
   /** Readable event: `envelope`, `model done`, `tools error`, `always`, `after 200 ms`. */
   event: string;
   guard?: string;
+  /** The routed line, absolute: start, bends, end. */
+  points: Array<{ x: number; y: number }>;
+  /** Where the event's label sits, absolute. */
+  label: { x: number; y: number; width: number; height: number } | null;
 }
 
-/** A state machine as plain data, laid out left to right; what the inspector page draws. */
+/** A state machine as plain data, laid out by elkjs (layered, left to right); what the inspector page draws. */
 export interface MachineGraph {
   machine: string;
+  /** The leaf a fresh actor starts in. */
   initial: string;
+  /** Every state, a box before the states inside it. */
   nodes: GraphNode[];
   edges: GraphEdge[];
   width: number;
   height: number;
-  nodeWidth: number;
-  nodeHeight: number;
 }
 
 /** The pseudo-state standing for "any state" (transitions declared on the machine itself). */
 export const ANY_STATE = '*';
 
-const NODE_W = 136;
-const NODE_H = 32;
-const COL = 184;
-const ROW = 50;
-const PAD = 12;
+// Sizes for a 12px monospace label (7.2px a character) and an 11px edge label.
+const CHAR_W = 7.2;
+const LABEL_CHAR_W = 6.4;
+const NODE_H = 30;
+const BOX_TOP = 26;
 
 /** The parts of an XState v5 state node this module reads (all public API). */
 interface StateNodeLike {
@@ -67,11 +82,6 @@ const isMachine = (logic: unknown): logic is AnyStateMachine =>
   typeof logic === 'object' && logic !== null && 'root' in logic && typeof (logic as { root?: { states?: unknown } }).root?.states === 'object';
 
 const pathOf = (node: StateNodeLike) => node.path.join('.');
-
-function leaves(node: StateNodeLike): StateNodeLike[] {
-  const children = Object.values(node.states).filter((c) => c.type !== 'history');
-  return children.length === 0 ? [node] : children.flatMap(leaves);
-}
 
 /** The leaf a transition into `node` lands on (initial children, first region of a parallel). */
 function entryLeaf(node: StateNodeLike): StateNodeLike {
@@ -97,73 +107,139 @@ function guardLabel(guard: unknown): string | undefined {
   return String((guard as { type?: unknown }).type ?? 'guard');
 }
 
+const edgeText = (e: { event: string; guard?: string }) => (e.guard ? `${e.event} [${e.guard}]` : e.event);
+
+interface ElkNode {
+  id: string;
+  width?: number;
+  height?: number;
+  x?: number;
+  y?: number;
+  children?: ElkNode[];
+  labels?: Array<{ text: string; width: number; height: number }>;
+  layoutOptions?: Record<string, string>;
+}
+interface ElkEdge {
+  id: string;
+  sources: string[];
+  targets: string[];
+  labels?: Array<{ text: string; width: number; height: number; x?: number; y?: number }>;
+  sections?: Array<{ startPoint: { x: number; y: number }; endPoint: { x: number; y: number }; bendPoints?: Array<{ x: number; y: number }> }>;
+  container?: string;
+}
+
+let elk: { layout(graph: ElkNode & { edges: ElkEdge[] }): Promise<ElkNode & { edges: ElkEdge[] }> } | undefined;
+/** elkjs, loaded on first use (its bundle is large; a process that draws nothing never loads it). */
+async function elkEngine() {
+  if (!elk) {
+    const mod = (await import('elkjs/lib/elk.bundled.js')) as unknown as { default: { default?: new () => unknown } & (new () => unknown) };
+    // A CommonJS module: its constructor is `default` (Node), or `default.default` (some loaders).
+    const ELK = mod.default.default ?? mod.default;
+    elk = new ELK() as typeof elk;
+  }
+  return elk!;
+}
+
+const ROOT_LAYOUT = {
+  'elk.algorithm': 'layered',
+  'elk.direction': 'RIGHT',
+  // One layout across the hierarchy: edges between states of different boxes are routed too.
+  'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
+  'elk.edgeRouting': 'ORTHOGONAL',
+  'elk.layered.spacing.nodeNodeBetweenLayers': '36',
+  'elk.spacing.nodeNode': '18',
+  'elk.spacing.edgeLabel': '3',
+  'elk.layered.considerModelOrder.strategy': 'NODES_AND_EDGES',
+  'elk.padding': '[top=8,left=8,bottom=8,right=8]',
+};
+
 /**
- * Reads a machine's states and transitions into a serialisable graph. Compound states are
- * flattened to their leaves: a transition declared on a compound state leaves from each of
- * its leaves, one into it lands on its initial leaf. Targetless transitions (actions only)
- * change no state and are left out.
+ * Reads a machine's states and transitions into a serialisable graph and lays it out with
+ * elkjs: compound and parallel states are boxes with their children inside, every
+ * transition is drawn from the state that declares it to its target with its event (and
+ * guard) as a label. Targetless transitions (actions only) change no state and are left out.
  */
-export function machineGraph(machine: AnyStateMachine): MachineGraph {
+export async function machineGraph(machine: AnyStateMachine): Promise<MachineGraph> {
   if (!isMachine(machine)) throw new TypeError('machineGraph(machine) needs an XState state machine');
   const root = machine.root as unknown as StateNodeLike;
-  const leafNodes = leaves(root);
-  const edges: GraphEdge[] = [];
+  const nodes: Array<Omit<GraphNode, 'x' | 'y' | 'width' | 'height'>> = [];
+  const edges: Array<Omit<GraphEdge, 'points' | 'label'>> = [];
   const seen = new Set<string>();
-  const walk = (node: StateNodeLike) => {
-    const sources = node === root ? [ANY_STATE] : leaves(node).map(pathOf);
+  const walk = (node: StateNodeLike, parent: string | null) => {
+    const from = node === root ? ANY_STATE : pathOf(node);
+    if (node !== root) {
+      const kind = node.type === 'final' ? 'final' : node.type === 'parallel' ? 'parallel' : node.type === 'compound' ? 'compound' : 'atomic';
+      nodes.push({ id: from, label: node.path.at(-1)!, parent, kind, invokes: node.invoke.map((i) => i.id) });
+    }
     const transitions = [...node.transitions.values()].flat().concat(node.always ?? []);
     for (const t of transitions) {
       const target = t.target?.[0];
       if (!target) continue;
-      const to = pathOf(entryLeaf(target));
+      const to = pathOf(target);
       const event = eventLabel(t.eventType ?? '');
       const guard = guardLabel(t.guard);
-      for (const from of sources) {
-        const key = `${from}\u0000${to}\u0000${event}\u0000${guard}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        edges.push({ from, to, event, ...(guard ? { guard } : {}) });
-      }
+      const key = `${from}\u0000${to}\u0000${event}\u0000${guard}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      edges.push({ id: `e${edges.length}`, from, to, event, ...(guard ? { guard } : {}) });
     }
-    Object.values(node.states).forEach(walk);
+    const children = Object.values(node.states).filter((c) => c.type !== 'history').sort((a, b) => a.order - b.order);
+    for (const child of children) walk(child, node === root ? null : from);
   };
-  walk(root);
-  const initial = pathOf(entryLeaf(root));
-  const nodes = layout(leafNodes, edges, initial);
-  const width = Math.max(...nodes.map((n) => n.x)) + NODE_W + PAD;
-  const height = Math.max(...nodes.map((n) => n.y)) + NODE_H + PAD;
-  return { machine: String(machine.id), initial, nodes, edges, width, height, nodeWidth: NODE_W, nodeHeight: NODE_H };
-}
+  walk(root, null);
+  if (edges.some((e) => e.from === ANY_STATE)) nodes.push({ id: ANY_STATE, label: 'any state', parent: null, kind: 'any', invokes: [] });
 
-/**
- * Columns by distance from the initial state (breadth first), rows in document order: a
- * machine's happy path reads left to right without a layout engine in the page.
- */
-function layout(leafNodes: StateNodeLike[], edges: GraphEdge[], initial: string): GraphNode[] {
-  const rank = new Map<string, number>([[initial, 0]]);
-  const queue = [initial];
-  while (queue.length) {
-    const from = queue.shift()!;
-    for (const e of edges) {
-      if (e.from === from && !rank.has(e.to)) {
-        rank.set(e.to, rank.get(from)! + 1);
-        queue.push(e.to);
-      }
-    }
+  // The elk graph: boxes nest their children; leaves are sized by their label.
+  const elkNodes = new Map<string, ElkNode>();
+  const top: ElkNode[] = [];
+  for (const n of nodes) {
+    const box = n.kind === 'compound' || n.kind === 'parallel';
+    const labelWidth = Math.ceil(n.label.length * CHAR_W) + 24;
+    const e: ElkNode = box
+      ? { id: n.id, children: [], labels: [{ text: n.label, width: labelWidth, height: 14 }], layoutOptions: { 'elk.padding': `[top=${BOX_TOP},left=10,bottom=10,right=10]`, 'elk.nodeSize.constraints': 'MINIMUM_SIZE', 'elk.nodeSize.minimum': `(${labelWidth + 16},${NODE_H})` } }
+      : { id: n.id, width: Math.max(64, labelWidth), height: NODE_H };
+    elkNodes.set(n.id, e);
+    (n.parent ? elkNodes.get(n.parent)!.children! : top).push(e);
   }
-  const last = Math.max(0, ...rank.values());
-  const columns: Array<Array<Omit<GraphNode, 'x' | 'y'>>> = [];
-  for (const node of [...leafNodes].sort((a, b) => a.order - b.order)) {
-    const id = pathOf(node);
-    const column = (columns[rank.get(id) ?? last + 1] ??= []);
-    column.push({ id, kind: node.type === 'final' ? 'final' : 'atomic', invokes: node.invoke.map((i) => i.id) });
-  }
-  if (edges.some((e) => e.from === ANY_STATE)) (columns[0] ??= []).push({ id: ANY_STATE, kind: 'any', invokes: [] });
-  const tallest = Math.max(...columns.map((c) => c?.length ?? 0));
-  return columns.flatMap((column, x) => {
-    const offset = ((tallest - (column?.length ?? 0)) * ROW) / 2;
-    return (column ?? []).map((n, y) => ({ ...n, x: PAD + x * COL, y: Math.round(PAD + offset + y * ROW) }));
+  const laid = await (await elkEngine()).layout({
+    id: '__root',
+    layoutOptions: ROOT_LAYOUT,
+    children: top,
+    edges: edges.map((e) => ({ id: e.id, sources: [e.from], targets: [e.to], labels: [{ text: edgeText(e), width: Math.ceil(edgeText(e).length * LABEL_CHAR_W) + 6, height: 13 }] })),
   });
+
+  // elk gives coordinates relative to the enclosing box (edges: to their container); the page gets them absolute.
+  const abs = new Map<string, { x: number; y: number; width: number; height: number }>([['__root', { x: 0, y: 0, width: laid.width ?? 0, height: laid.height ?? 0 }]]);
+  const place = (list: ElkNode[] | undefined, ox: number, oy: number) => {
+    for (const n of list ?? []) {
+      const x = ox + (n.x ?? 0);
+      const y = oy + (n.y ?? 0);
+      abs.set(n.id, { x, y, width: n.width ?? 0, height: n.height ?? 0 });
+      place(n.children, x, y);
+    }
+  };
+  place(laid.children, 0, 0);
+  const round = (v: number) => Math.round(v * 10) / 10;
+  const byId = new Map(laid.edges.map((e) => [e.id, e]));
+  const initial = pathOf(entryLeaf(root));
+  return {
+    machine: String(machine.id),
+    initial,
+    nodes: nodes.map((n) => {
+      const b = abs.get(n.id)!;
+      return { ...n, x: round(b.x), y: round(b.y), width: round(b.width), height: round(b.height) };
+    }),
+    edges: edges.map((e) => {
+      const routed = byId.get(e.id);
+      const o = abs.get(routed?.container ?? '__root') ?? { x: 0, y: 0 };
+      const section = routed?.sections?.[0];
+      const points = section ? [section.startPoint, ...(section.bendPoints ?? []), section.endPoint].map((p) => ({ x: round(o.x + p.x), y: round(o.y + p.y) })) : [];
+      const l = routed?.labels?.[0];
+      return { ...e, points, label: l && l.x !== undefined ? { x: round(o.x + l.x), y: round(o.y + (l.y ?? 0)), width: l.width, height: l.height } : null };
+    }),
+    width: Math.ceil(laid.width ?? 0),
+    height: Math.ceil(laid.height ?? 0),
+  };
 }
 
 /** Machines are only read here, never run: every effect of this runtime is a bug. */
@@ -179,32 +255,29 @@ function drawingRuntime(): ActorRuntime {
  * child it invokes that is itself a state machine, under the child's id (its agents).
  * Children that are not machines (the blackboard store) have no graph.
  */
-export function graphsOf(definition: RunnableDefinition): Record<string, MachineGraph> {
+export async function graphsOf(definition: RunnableDefinition): Promise<Record<string, MachineGraph>> {
   if (typeof definition?.createMachine !== 'function') throw new TypeError('graphsOf(definition) needs a crew or runnable definition');
   const machine = definition.createMachine(drawingRuntime());
-  const graphs: Record<string, MachineGraph> = { [ROOT_ACTOR_ID]: machineGraph(machine) };
+  const machines: Array<[string, AnyStateMachine]> = [[ROOT_ACTOR_ID, machine]];
   const actors = (machine.implementations.actors ?? {}) as Record<string, unknown>;
   const visit = (node: StateNodeLike) => {
     for (const { id, src } of node.invoke) {
       const logic = typeof src === 'string' ? actors[src] : src;
-      if (isMachine(logic)) graphs[id] = machineGraph(logic);
+      if (isMachine(logic)) machines.push([id, logic]);
     }
     Object.values(node.states).forEach(visit);
   };
   visit(machine.root as unknown as StateNodeLike);
-  return graphs;
+  return Object.fromEntries(await Promise.all(machines.map(async ([id, m]) => [id, await machineGraph(m)] as const)));
 }
 
-let defaults: { root: MachineGraph; agent: MachineGraph } | undefined;
+let defaults: Promise<{ root: MachineGraph; agent: MachineGraph }> | undefined;
 
 /**
  * Graphs of Troupe's own crew and agent machines, for runs whose definition the inspector
  * was not given: every crew shares the root machine's states, every agent the agent's.
  */
-export function defaultGraphs(): { root: MachineGraph; agent: MachineGraph } {
-  if (!defaults) {
-    const graphs = graphsOf(crew({ id: 'crew', agents: [agent({ id: 'agent', role: 'any agent', instructions: '', model: 'none' })] }));
-    defaults = { root: graphs[ROOT_ACTOR_ID]!, agent: graphs.agent! };
-  }
+export function defaultGraphs(): Promise<{ root: MachineGraph; agent: MachineGraph }> {
+  defaults ??= graphsOf(crew({ id: 'crew', agents: [agent({ id: 'agent', role: 'any agent', instructions: '', model: 'none' })] })).then((graphs) => ({ root: graphs[ROOT_ACTOR_ID]!, agent: graphs.agent! }));
   return defaults;
 }

@@ -6,18 +6,25 @@
  * @module
  */
 import type { WebSocket } from 'ws';
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { RunEvent } from '../core/events.js';
 import { ROOT_ACTOR_ID, type TroupeNode } from '../core/node.js';
+import type { RunStore } from '../core/run-store.js';
 import { createRunStore, type JournalEntry, type RunRecord } from '../core/run-store.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import type { Storage } from '../core/storage.js';
 import { defaultGraphs, graphsOf, type MachineGraph } from './graph.js';
 import { inspectorPage } from './page.js';
+import { stepView, textAt } from './step-view.js';
+import { clean, FULL_TEXT_CHARS, preview, PREVIEW_CHARS, STEP_PREVIEW_CHARS, type TextPreview } from './text.js';
+import { actionOf } from './actions.js';
 import { LOOPBACK_HOSTS, startInspectorServer, type LoopbackHost } from './server.js';
 
 export { ANY_STATE, defaultGraphs, graphsOf, machineGraph, type GraphEdge, type GraphNode, type MachineGraph } from './graph.js';
 export { LOOPBACK_HOSTS, WS_PATH, type LoopbackHost } from './server.js';
+export { stepView, textAt, STEP_MESSAGES, type StepCall, type StepMessage, type StepView } from './step-view.js';
+export { clean, preview, FULL_TEXT_CHARS, PREVIEW_CHARS, STEP_PREVIEW_CHARS, type TextPreview } from './text.js';
 
 /** Options of {@link createInspector}. */
 export interface InspectorOptions {
@@ -34,6 +41,43 @@ export interface InspectorOptions {
    * other crews are drawn with Troupe's standard crew and agent machines.
    */
   machines?: readonly RunnableDefinition[];
+  /**
+   * Where the page's decisions and forks go. Default with `node`: the node's own
+   * `approve`, `reject` and `fork` (what `troupe approve`/`reject`/`fork` call). Without
+   * either, the page is read-only and says so.
+   */
+  actions?: InspectorActions;
+  /** The secret actions must carry. Default: 24 random bytes, base64url; read it from {@link Inspector.token}. */
+  token?: string;
+  /**
+   * Runs that neither `node` hosts nor have ended are re-read from `storage` this often while
+   * a page watches them (a run of another process, read through its control socket). Default 300.
+   */
+  pollMs?: number;
+}
+
+/**
+ * The decisions and forks a page may ask for, each the same call the CLI makes. Errors are
+ * shown to the person on the page; a `TroupeError`'s `code` goes with its message.
+ */
+export interface InspectorActions {
+  approve(approvalId: string, options: { args?: unknown; reason?: string }): Promise<void>;
+  reject(approvalId: string, reason: string): Promise<void>;
+  /** Starts a new run from checkpoint `at` of `runId`; absent where forking is not possible here. */
+  fork?(runId: string, at: number): Promise<{ runId: string }>;
+}
+
+/** A waiting approval as the page shows it. */
+export interface ApprovalView {
+  id: string;
+  runId: string;
+  agentId: string;
+  tool: string;
+  /** The arguments the tool would run with (JSON), capped at {@link FULL_TEXT_CHARS}. */
+  args: TextPreview;
+  reason: string;
+  message: string;
+  createdAt: number;
 }
 
 /** A running inspector. Create with {@link createInspector}. */
@@ -43,16 +87,24 @@ export interface Inspector extends AsyncDisposable {
   readonly status: 'open' | 'closing' | 'closed';
   /** Pages (and other WebSocket clients) connected now. */
   readonly clients: number;
+  /** What every action (approve, reject, fork) must carry; `troupe inspect` prints it. */
+  readonly token: string;
   /** Closes every connection and the listener; the node and storage stay open. Idempotent. */
   close(): Promise<void>;
 }
 
-/** One step of a run as the page shows it; the same shape whether live or replayed. */
-export type TimelineEvent =
+/**
+ * One step of a run as the page shows it; the same shape whether live or replayed. `seq` is
+ * the step's journal entry (absent on live events that have none): the page asks for a
+ * step's details by it.
+ */
+export type TimelineEvent = (
   | { kind: 'state'; ts: number; actor: string; state: string }
   | { kind: 'message'; ts: number; from: string; to: string; messageType: string }
-  | { kind: 'call'; ts: number; actor: string; call: 'model' | 'tool'; name: string; ok: boolean }
-  | { kind: 'run'; ts: number; status: 'started' | 'resumed' | 'completed' | 'failed'; detail: string };
+  | { kind: 'call'; ts: number; actor: string; call: 'model' | 'tool'; name: string; ok: boolean; callId: string; ms: number; tokens: number; cost?: number }
+  | { kind: 'approval'; ts: number; actor: string; approvalId: string; decision: 'requested' | 'approve' | 'reject'; tool: string }
+  | { kind: 'run'; ts: number; status: 'started' | 'resumed' | 'completed' | 'failed'; detail: string }
+) & { seq?: number };
 
 /** A row of the page's run list. */
 export interface RunSummary {
@@ -67,28 +119,30 @@ export interface RunSummary {
   input: string;
   output: string;
   error: string;
+  /** On a fork: the run and checkpoint it started from. */
+  forkedFrom?: { runId: string; checkpoint: number };
 }
 
-/** Longest text (in characters) of any preview sent to the page. */
-export const PREVIEW_CHARS = 200;
 const MAX_TIMELINE = 20_000;
 const MAX_RUNS = 200;
 const MAX_BUFFERED = 4 * 1024 * 1024;
-// Controls, zero-width and bidirectional-override characters: nothing a page should echo.
-const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
-
-/** Text safe to stream: control characters stripped, whitespace runs folded, at most `max` characters. */
-export function clean(value: unknown, max = PREVIEW_CHARS): string {
-  const text = typeof value === 'string' ? value : value === undefined || value === null ? '' : (JSON.stringify(value) ?? String(value));
-  const chars = Array.from(text.replace(UNPRINTABLE, '').replace(/\s+/g, ' ').trim());
-  return chars.length > max ? `${chars.slice(0, max).join('')}…` : chars.join('');
-}
 
 /** `runId/actor` → `actor`; addresses outside the run stay whole. */
 const local = (address: unknown, runId: string) => clean(typeof address === 'string' && address.startsWith(`${runId}/`) ? address.slice(runId.length + 1) : address);
 
 /** The page's view of a journal entry; entries it does not show give `undefined`. */
 export function fromJournal(entry: JournalEntry, runId: string): TimelineEvent | undefined {
+  const item = journalItem(entry, runId);
+  return item && { ...item, seq: entry.seq };
+}
+
+const tokensOf = (usage: unknown) => {
+  const u = (usage ?? {}) as { inputTokens?: unknown; outputTokens?: unknown };
+  return (Number(u.inputTokens) || 0) + (Number(u.outputTokens) || 0);
+};
+const costOf = (cost: unknown) => (typeof cost === 'number' && Number.isFinite(cost) ? { cost } : {});
+
+function journalItem(entry: JournalEntry, runId: string): TimelineEvent | undefined {
   const d = entry.data;
   const ts = entry.ts;
   switch (entry.kind) {
@@ -98,9 +152,13 @@ export function fromJournal(entry: JournalEntry, runId: string): TimelineEvent |
       // Dead letters are never announced live; leaving them out keeps both views identical.
       return d.deadLetter ? undefined : { kind: 'message', ts, from: local(entry.actor, runId), to: local(d.to, runId), messageType: clean(d.type) };
     case 'model.call':
-      return { kind: 'call', ts, actor: clean(entry.actor), call: 'model', name: clean(d.model), ok: true };
+      return { kind: 'call', ts, actor: clean(entry.actor), call: 'model', name: clean(d.model), ok: true, callId: clean(d.callId), ms: Number(d.ms) || 0, tokens: tokensOf(d.usage), ...costOf(d.cost) };
     case 'tool.call':
-      return { kind: 'call', ts, actor: clean(entry.actor), call: 'tool', name: clean(d.tool), ok: d.ok === true };
+      return { kind: 'call', ts, actor: clean(entry.actor), call: 'tool', name: clean(d.tool), ok: d.ok === true, callId: clean(d.callId), ms: Number(d.ms) || 0, tokens: 0 };
+    case 'approval.requested':
+      return { kind: 'approval', ts, actor: clean(entry.actor), approvalId: clean(d.approvalId), decision: 'requested', tool: clean(d.tool) };
+    case 'approval.decided':
+      return { kind: 'approval', ts, actor: clean(entry.actor), approvalId: clean(d.approvalId), decision: d.decision === 'reject' ? 'reject' : 'approve', tool: '' };
     case 'run.started':
       return { kind: 'run', ts, status: 'started', detail: '' };
     case 'run.resumed':
@@ -116,6 +174,11 @@ export function fromJournal(entry: JournalEntry, runId: string): TimelineEvent |
 
 /** The page's view of a live event. Replayed calls are left out: the journal never has them. */
 export function fromRunEvent(event: RunEvent, ts: number): TimelineEvent | undefined {
+  const item = liveItem(event, ts);
+  return item && (event.journalSeq === undefined ? item : { ...item, seq: event.journalSeq });
+}
+
+function liveItem(event: RunEvent, ts: number): TimelineEvent | undefined {
   const { runId } = event;
   switch (event.type) {
     case 'state':
@@ -123,9 +186,13 @@ export function fromRunEvent(event: RunEvent, ts: number): TimelineEvent | undef
     case 'message':
       return { kind: 'message', ts, from: local(event.from, runId), to: local(event.to, runId), messageType: clean(event.messageType) };
     case 'model.call':
-      return event.replayed ? undefined : { kind: 'call', ts, actor: clean(event.actor), call: 'model', name: clean(event.model), ok: true };
+      return event.replayed ? undefined : { kind: 'call', ts, actor: clean(event.actor), call: 'model', name: clean(event.model), ok: true, callId: clean(event.callId), ms: event.ms, tokens: tokensOf(event.usage), ...costOf(event.cost) };
     case 'tool.call':
-      return event.replayed ? undefined : { kind: 'call', ts, actor: clean(event.actor), call: 'tool', name: clean(event.tool), ok: event.ok };
+      return event.replayed ? undefined : { kind: 'call', ts, actor: clean(event.actor), call: 'tool', name: clean(event.tool), ok: event.ok, callId: clean(event.callId), ms: event.ms, tokens: 0 };
+    case 'approval.requested':
+      return { kind: 'approval', ts, actor: clean(event.actor), approvalId: clean(event.approvalId), decision: 'requested', tool: clean(event.tool) };
+    case 'approval.decided':
+      return { kind: 'approval', ts, actor: clean(event.actor), approvalId: clean(event.approvalId), decision: event.decision, tool: '' };
     case 'run.started':
       return { kind: 'run', ts, status: 'started', detail: '' };
     case 'run.resumed':
@@ -161,10 +228,17 @@ interface Session {
   loading: boolean;
 }
 
+const RunId = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/);
+const Seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+
+/** What a page may ask over the WebSocket: reads only (actions go through `POST /action`). */
 const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('runs') }),
-  z.object({ type: z.literal('select'), runId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/) }),
+  z.object({ type: z.literal('select'), runId: RunId }),
   z.object({ type: z.literal('unselect') }),
+  z.object({ type: z.literal('step'), runId: RunId, seq: Seq }),
+  z.object({ type: z.literal('full'), runId: RunId, seq: Seq, path: z.array(z.union([z.string().max(40), z.number().int().min(0)])).min(1).max(8) }),
+  z.object({ type: z.literal('checkpoints'), runId: RunId }),
 ]);
 
 /**
@@ -189,9 +263,16 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
   const store = createRunStore(options.storage);
   const feeds = new Map<string, Feed>();
   const sessions = new Set<Session>();
-  const graphCache = new Map<string, Record<string, MachineGraph>>();
   let status: Inspector['status'] = 'open';
+  const pendingApprovals = new Set<string>();
+  const token = options.token ?? randomBytes(24).toString('base64url');
+  const actions: InspectorActions | undefined = options.actions ?? (node && nodeActions(node, store, definitions));
+  /** What the page may offer: decisions and forks need an actions backend (and the token). */
+  const actionsInfo = { decide: actions !== undefined, fork: actions?.fork !== undefined };
   let runsTimer: NodeJS.Timeout | undefined;
+  let pollTimer: NodeJS.Timeout | undefined;
+  const pollMs = options.pollMs ?? 300;
+  if (!Number.isInteger(pollMs) || pollMs < 10) throw new TypeError(`inspector pollMs must be an integer of at least 10 ms, not ${pollMs}`);
 
   const send = (ws: WebSocket, message: unknown) => {
     if (ws.readyState !== ws.OPEN) return;
@@ -219,6 +300,7 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     input: clean(r.input),
     output: clean(r.output),
     error: clean(r.error?.message),
+    ...(r.forkedFrom ? { forkedFrom: { runId: clean(r.forkedFrom.runId), checkpoint: r.forkedFrom.checkpoint } } : {}),
   });
   const summaries = async (): Promise<RunSummary[]> =>
     (await store.listRuns())
@@ -235,16 +317,37 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     runsTimer = setTimeout(() => void sendRuns(sessions).catch(() => {}), 50);
   };
 
-  const graphsFor = (crewId: string | undefined, timeline: readonly TimelineEvent[]): Record<string, MachineGraph> => {
+  const layouts = new Map<string, Promise<Record<string, MachineGraph>>>();
+  type Machines = { graphs: Record<string, MachineGraph> } | { standard: { root: MachineGraph; agent: MachineGraph } };
+  /** The laid-out machines of a crew: its definition's when given, else Troupe's standard ones. */
+  const machinesOf = async (crewId: string | undefined): Promise<Machines> => {
     const def = crewId === undefined ? undefined : definitions.get(crewId);
-    if (def) {
-      if (!graphCache.has(def.id)) graphCache.set(def.id, graphsOf(def));
-      return graphCache.get(def.id)!;
-    }
-    const defaults = defaultGraphs();
-    const graphs: Record<string, MachineGraph> = { [ROOT_ACTOR_ID]: defaults.root };
-    for (const e of timeline) if (e.kind === 'state' && e.actor !== ROOT_ACTOR_ID) graphs[e.actor] = defaults.agent;
+    if (!def) return { standard: await defaultGraphs() };
+    if (!layouts.has(def.id)) layouts.set(def.id, graphsOf(def));
+    return { graphs: await layouts.get(def.id)! };
+  };
+  // Laid out now, not when the first page asks: elk takes a moment, a live run does not wait.
+  for (const def of definitions.values()) layouts.set(def.id, graphsOf(def));
+  layouts.forEach((p) => p.catch(() => {}));
+  void defaultGraphs().catch(() => {});
+  const graphsFor = (machines: Machines, timeline: readonly TimelineEvent[]): Record<string, MachineGraph> => {
+    if ('graphs' in machines) return machines.graphs;
+    const graphs: Record<string, MachineGraph> = { [ROOT_ACTOR_ID]: machines.standard.root };
+    for (const e of timeline) if (e.kind === 'state' && e.actor !== ROOT_ACTOR_ID) graphs[e.actor] = machines.standard.agent;
     return graphs;
+  };
+
+  /** The approvals `runId` waits for, as the page shows them. */
+  const approvalsOf = async (runId: string): Promise<ApprovalView[]> =>
+    (await store.listApprovals())
+      .filter((a) => a.runId === runId && a.status === 'pending')
+      .sort((a, b) => a.createdAt - b.createdAt)
+      .map((a) => ({ id: clean(a.id), runId: clean(a.runId), agentId: clean(a.agentId), tool: clean(a.tool), args: preview(a.args, FULL_TEXT_CHARS), reason: clean(a.reason), message: clean(a.message, 2_000), createdAt: a.createdAt }));
+  const sendApprovals = async (runId: string) => {
+    const watching = [...sessions].filter((s) => s.runId === runId);
+    if (watching.length === 0) return;
+    const message = { type: 'approvals', runId, approvals: await approvalsOf(runId) };
+    for (const s of watching) send(s.ws, message);
   };
 
   const select = async (session: Session, runId: string) => {
@@ -253,16 +356,20 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     session.loading = true;
     try {
       const record = await store.getRun(runId);
-      const feed = feeds.get(runId);
+      // A foreign run is joined before its journal is read, so no entry falls between the two.
+      const feed = feeds.get(runId) ?? (isForeignActive(record) ? poll(record!) : undefined);
       if (!record && !feed) {
         session.runId = undefined;
         return send(session.ws, { type: 'error', message: `no run "${runId}" in ${clean(options.storage.location)}` });
       }
       let timeline = feed ? await feed.head : await readTimeline(runId);
+      const approvals = await approvalsOf(runId);
+      const machines = await machinesOf(record?.crew);
       if (token !== session.token) return;
-      // The tail is read after the await and before sending, so no live event falls between.
+      // The tail is read after the awaits and before sending, so no live event falls between.
       if (feed) timeline = [...timeline, ...feed.tail];
-      send(session.ws, { type: 'run', runId, run: record && summarize(record), live: node?.get(runId) !== undefined, graphs: graphsFor(record?.crew, timeline), timeline: timeline.slice(-MAX_TIMELINE) });
+      // A foreign run that is still going is followed too (by reading its journal as it grows).
+      send(session.ws, { type: 'run', runId, run: record && summarize(record), live: node?.get(runId) !== undefined || polled.has(runId), graphs: graphsFor(machines, timeline), timeline: timeline.slice(-MAX_TIMELINE), approvals, actions: actionsInfo });
     } finally {
       // Live events flow from here on; a superseded selection leaves the newer one loading.
       if (token === session.token) session.loading = false;
@@ -287,6 +394,65 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     return feed;
   };
 
+  /** Publishes a joined run's journal entries written since the last read (reads run in order). */
+  const catchUp = (runId: string, feed: Feed): Promise<unknown> => {
+    const journal = feed.journal!;
+    journal.reads = journal.reads
+      .then(() => readJournal(runId, journal.seq))
+      .then(({ last, timeline }) => {
+        journal.seq = last;
+        for (const item of timeline) publish(runId, feed, item);
+        return timeline.some((e) => e.kind === 'approval');
+      })
+      .catch(() => false);
+    return journal.reads;
+  };
+
+  /**
+   * Runs nobody here hosts but that have not ended (another process's, read through its
+   * control socket, or another node's on shared storage) are joined like a run attached
+   * mid-way and re-read every `pollMs` while a page watches them: storage is all there is.
+   */
+  const polled = new Map<string, { feed: Feed; status: RunRecord['status'] }>();
+  const isForeignActive = (record: RunRecord | undefined) => record !== undefined && (record.status === 'running' || record.status === 'waiting') && node?.get(record.id) === undefined;
+  const poll = (record: RunRecord): Feed => {
+    const feed = join(record.id);
+    feeds.set(record.id, feed);
+    polled.set(record.id, { feed, status: record.status });
+    return feed;
+  };
+  let lastRuns = '';
+  const tick = async () => {
+    for (const [runId, p] of polled) {
+      if (![...sessions].some((s) => s.runId === runId) || feeds.get(runId) !== p.feed) {
+        polled.delete(runId);
+        if (feeds.get(runId) === p.feed) feeds.delete(runId);
+        continue;
+      }
+      const record = await store.getRun(runId);
+      const sawApproval = await catchUp(runId, p.feed);
+      if (sawApproval || record?.status !== p.status) void sendApprovals(runId).catch(() => {});
+      if (record) p.status = record.status;
+      if (!record || !isForeignActive(record)) {
+        polled.delete(runId);
+        // Ended: its journal is complete; replays read it from there.
+        if (feeds.get(runId) === p.feed) feeds.delete(runId);
+      }
+    }
+    if (sessions.size > 0) {
+      const runs = await summaries();
+      const text = JSON.stringify(runs);
+      if (text !== lastRuns) {
+        lastRuns = text;
+        for (const s of sessions) send(s.ws, { type: 'runs', runs });
+      }
+    }
+  };
+  const schedule = () => {
+    pollTimer = setTimeout(() => void tick().catch(() => {}).finally(() => status === 'open' && schedule()), pollMs);
+    pollTimer.unref?.();
+  };
+
   const onEvent = (event: RunEvent) => {
     const { runId } = event;
     let feed = feeds.get(runId);
@@ -301,18 +467,11 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     if (!journal) {
       const item = fromRunEvent(event, Date.now());
       if (item) publish(runId, feed, item);
-    } else if (event.type === 'checkpoint') {
-      // Reads run one after another, so entries reach the page once and in order.
-      const joined = feed;
-      journal.reads = journal.reads
-        .then(() => readJournal(runId, journal.seq))
-        .then(({ last, timeline }) => {
-          journal.seq = last;
-          for (const item of timeline) publish(runId, joined, item);
-        })
-        .catch(() => {});
-    }
+    } else if (event.type === 'checkpoint') catchUp(runId, feed);
     if (event.type.startsWith('run.') || event.type.startsWith('approval.')) announceRuns();
+    // The approval record is written with the batch of this fact: read it once that is durable.
+    if (event.type.startsWith('approval.')) pendingApprovals.add(runId);
+    if (event.type === 'checkpoint' && pendingApprovals.delete(runId)) void sendApprovals(runId).catch(() => {});
     // Once a run has ended its journal is complete and durable: replays read it from there.
     if (event.type === 'run.completed' || event.type === 'run.failed') {
       const ended = feed;
@@ -329,11 +488,38 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
       parsed = undefined;
     }
     const request = ClientMessage.safeParse(parsed);
-    if (!request.success) return send(session.ws, { type: 'error', message: 'bad request: expected {"type":"runs"|"select"|"unselect"}' });
+    if (!request.success) return send(session.ws, { type: 'error', message: 'bad request: expected {"type":"runs"|"select"|"unselect"|"step"|"full"|"checkpoints"}' });
     const r = request.data;
     if (r.type === 'unselect') return void (session.runId = undefined);
-    const work = r.type === 'runs' ? sendRuns([session]) : select(session, r.runId);
+    const work =
+      r.type === 'runs'
+        ? sendRuns([session])
+        : r.type === 'select'
+          ? select(session, r.runId)
+          : r.type === 'step'
+            ? sendStep(session, r.runId, r.seq)
+            : r.type === 'full'
+              ? sendFull(session, r.runId, r.seq, r.path)
+              : sendCheckpoints(session, r.runId);
     void work.catch((error: unknown) => send(session.ws, { type: 'error', message: clean((error as Error)?.message) }));
+  };
+
+  const sendStep = async (session: Session, runId: string, seq: number) => {
+    const step = await stepView(store, runId, seq, STEP_PREVIEW_CHARS);
+    if (!step) return send(session.ws, { type: 'error', message: `run "${runId}" has no step ${seq}` });
+    send(session.ws, { type: 'step', runId, seq, step });
+  };
+  const sendFull = async (session: Session, runId: string, seq: number, path: Array<string | number>) => {
+    const step = await stepView(store, runId, seq, FULL_TEXT_CHARS);
+    const text = step && textAt(step, path);
+    if (!text) return send(session.ws, { type: 'error', message: `step ${seq} of run "${runId}" has no text at ${clean(path.join('.'))}` });
+    send(session.ws, { type: 'full', runId, seq, path, text });
+  };
+  const sendCheckpoints = async (session: Session, runId: string) => {
+    const [marks, states] = await Promise.all([store.checkpointMarks(runId), store.checkpointStates(runId, ROOT_ACTOR_ID)]);
+    const statesAt = new Map(states.map((c) => [c.seq, c.states]));
+    const checkpoints = marks.map((m) => ({ ...m, states: Object.fromEntries(Object.entries(statesAt.get(m.seq) ?? {}).map(([a, st]) => [clean(a), clean(st)])) }));
+    send(session.ws, { type: 'checkpoints', runId, checkpoints });
   };
 
   const unsubscribe = node?.subscribe(onEvent);
@@ -342,6 +528,16 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     port,
     maxPayload: 4 * 1024,
     page: inspectorPage,
+    token,
+    onAction: async (body) => {
+      const answer = await actionOf(body, actions);
+      // A decision changes what the run waits for: every page watching a run is told.
+      if (answer.status === 200) {
+        announceRuns();
+        for (const runId of new Set([...sessions].flatMap((s) => s.runId ?? []))) void sendApprovals(runId).catch(() => {});
+      }
+      return answer;
+    },
     onConnection(ws) {
       const session: Session = { ws, runId: undefined, token: 0, loading: false };
       sessions.add(session);
@@ -356,6 +552,8 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     throw error;
   });
 
+  schedule();
+
   let closing: Promise<void> | undefined;
   const inspector: Inspector = {
     url: server.url,
@@ -365,11 +563,13 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     get clients() {
       return server.sockets.size;
     },
+    token,
     close() {
       closing ??= (async () => {
         status = 'closing';
         unsubscribe?.();
         clearTimeout(runsTimer);
+        clearTimeout(pollTimer);
         await server.close();
         sessions.clear();
         feeds.clear();
@@ -382,4 +582,18 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     },
   };
   return inspector;
+}
+
+/** The node's own decision and fork paths, as `troupe approve`, `reject` and `fork` call them. */
+function nodeActions(node: TroupeNode, store: RunStore, definitions: ReadonlyMap<string, RunnableDefinition>): InspectorActions {
+  return {
+    approve: (approvalId, options) => node.approve(approvalId, options),
+    reject: (approvalId, reason) => node.reject(approvalId, reason),
+    async fork(runId, at) {
+      const source = await store.requireRun(runId);
+      const definition = definitions.get(source.crew);
+      const run = await node.fork(runId, { at, ...(definition ? { definition } : {}) });
+      return { runId: run.id };
+    },
+  };
 }

@@ -4,7 +4,7 @@ import type { AnyActorRef, InspectionEvent } from 'xstate';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createNode, memoryStorage, scriptedModel, type Storage, type TroupeNode } from '../index.js';
-import { ANY_STATE, clean, createInspector, graphsOf, machineGraph, type MachineGraph, type TimelineEvent } from '../inspector/index.js';
+import { ANY_STATE, clean, createInspector, graphsOf, machineGraph, type GraphEdge, type MachineGraph, type TimelineEvent } from '../inspector/index.js';
 import { createAgentMachine, agent } from '../actors/agent.js';
 import { systemClock } from '../core/clock.js';
 import type { ActorRuntime } from '../core/runtime.js';
@@ -85,31 +85,47 @@ describe('machine graphs', () => {
   const agentGraph = () => machineGraph(createAgentMachine(agent({ id: 'a', role: 'r', instructions: 'i', model: 'scripted' }), stubRuntime));
   const edge = (g: MachineGraph, from: string, to: string) => g.edges.filter((e) => e.from === from && e.to === to);
 
-  it('reads every state and transition of the real agent machine into plain data', () => {
-    const g = agentGraph();
+  it('reads every state and transition of the real agent machine into plain data, laid out without overlaps', async () => {
+    const g = await agentGraph();
     expect(g.initial).toBe('idle');
     expect(g.nodes.map((n) => n.id).sort()).toEqual(
       ['*', 'idle', 'planning', 'acting', 'observing', 'recovering', 'awaitingApproval', 'delegating', 'done', 'failed'].sort(),
     );
-    expect(edge(g, 'idle', 'planning')).toEqual([{ from: 'idle', to: 'planning', event: 'envelope', guard: 'isTask' }]);
-    expect(edge(g, 'planning', 'acting')).toEqual([{ from: 'planning', to: 'acting', event: 'model done', guard: 'wantsTools' }]);
+    const plain = (list: GraphEdge[]) => list.map(({ from, to, event, guard }) => ({ from, to, event, ...(guard ? { guard } : {}) }));
+    expect(plain(edge(g, 'idle', 'planning'))).toEqual([{ from: 'idle', to: 'planning', event: 'envelope', guard: 'isTask' }]);
+    expect(plain(edge(g, 'planning', 'acting'))).toEqual([{ from: 'planning', to: 'acting', event: 'model done', guard: 'wantsTools' }]);
     expect(edge(g, 'acting', 'awaitingApproval')[0]).toMatchObject({ event: 'tools error', guard: 'needsApproval' });
     expect(edge(g, 'observing', 'planning')[0]).toMatchObject({ event: 'always' });
     expect(edge(g, 'recovering', 'failed')[0]).toMatchObject({ event: 'always', guard: 'retriesExhausted' });
     // The supervisor's reset is declared on the machine: it leaves any state.
-    expect(edge(g, ANY_STATE, 'idle')).toEqual([{ from: ANY_STATE, to: 'idle', event: 'envelope', guard: 'isReset' }]);
+    expect(plain(edge(g, ANY_STATE, 'idle'))).toEqual([{ from: ANY_STATE, to: 'idle', event: 'envelope', guard: 'isReset' }]);
     expect(g.nodes.find((n) => n.id === 'planning')?.invokes).toEqual(['deadline', 'model']);
     expect(JSON.parse(JSON.stringify(g))).toEqual(g);
-    const boxes = g.nodes.map((n) => `${n.x},${n.y}`);
-    expect(new Set(boxes).size).toBe(boxes.length);
-    for (const n of g.nodes) expect(n.x + g.nodeWidth <= g.width && n.y + g.nodeHeight <= g.height).toBe(true);
+    // Every box inside the drawing, no two boxes overlapping, every edge routed with its label placed.
+    for (const n of g.nodes) expect(n.x >= 0 && n.y >= 0 && n.x + n.width <= g.width && n.y + n.height <= g.height).toBe(true);
+    for (const a of g.nodes) for (const b of g.nodes) if (a !== b) expect(a.x + a.width <= b.x || b.x + b.width <= a.x || a.y + a.height <= b.y || b.y + b.height <= a.y).toBe(true);
+    for (const e of g.edges) {
+      expect(e.points.length).toBeGreaterThanOrEqual(2);
+      expect(e.label).not.toBeNull();
+    }
   });
 
-  it('draws a crew as its root machine and each agent child, not the blackboard store', () => {
-    const graphs = graphsOf(twoAgentCrew({ crew: { blackboard: true } }));
+  it('draws a compound state as a box holding its children, and transitions from the state that declares them', async () => {
+    const graphs = await graphsOf(twoAgentCrew({ crew: { blackboard: true } }));
     expect(Object.keys(graphs).sort()).toEqual(['crew', 'researcher', 'writer']);
-    expect(graphs.crew!.nodes.map((n) => n.id)).toEqual(expect.arrayContaining(['running.active', 'running.backingOff', 'done', 'failed']));
-    expect(graphs.crew!.initial).toBe('running.active');
+    const crew = graphs.crew!;
+    expect(crew.initial).toBe('running.active');
+    const at = (id: string) => crew.nodes.find((n) => n.id === id)!;
+    expect(at('running')).toMatchObject({ kind: 'compound', parent: null, label: 'running' });
+    for (const child of ['running.active', 'running.backingOff']) {
+      const c = at(child);
+      expect(c.parent).toBe('running');
+      const p = at('running');
+      expect(c.x > p.x && c.y > p.y && c.x + c.width < p.x + p.width && c.y + c.height < p.y + p.height).toBe(true);
+    }
+    expect(crew.nodes.findIndex((n) => n.id === 'running')).toBeLessThan(crew.nodes.findIndex((n) => n.id === 'running.active'));
+    // "done" is reached from the box (any of its states), not from each leaf.
+    expect(crew.edges.filter((e) => e.to === 'done').map((e) => e.from)).toEqual(['running']);
     expect(graphs.researcher!.nodes.map((n) => n.id)).toContain('awaitingApproval');
   });
 });
