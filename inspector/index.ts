@@ -23,6 +23,7 @@ import { LOOPBACK_HOSTS, startInspectorServer, type LoopbackHost } from './serve
 
 export { ANY_STATE, defaultGraphs, graphsOf, machineGraph, type GraphEdge, type GraphNode, type MachineGraph } from './graph.js';
 export { LOOPBACK_HOSTS, WS_PATH, type LoopbackHost } from './server.js';
+export { statelySafe } from './stately.js';
 export { stepView, textAt, STEP_MESSAGES, type StepCall, type StepMessage, type StepView } from './step-view.js';
 export { clean, preview, FULL_TEXT_CHARS, PREVIEW_CHARS, STEP_PREVIEW_CHARS, type TextPreview } from './text.js';
 
