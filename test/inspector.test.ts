@@ -255,6 +255,51 @@ describe('inspector server', () => {
     same.close();
   });
 
+  it('answers step, whole-text and checkpoint requests from storage, and bad ones with an error', async () => {
+    await using ctx = await setup();
+    await (await ctx.node.run(twoAgentCrew(), { input: 'brief me', runId: 'r5' })).result();
+    await using client = await connect(ctx.inspector.url);
+    client.send({ type: 'select', runId: 'r5' });
+    const { timeline } = (await client.waitFor((m) => m.type === 'run')) as { timeline: TimelineEvent[] };
+    const toolCall = timeline.find((e) => e.kind === 'call' && e.call === 'tool')!;
+    expect(toolCall.seq).toBeGreaterThan(0);
+    client.send({ type: 'step', runId: 'r5', seq: toolCall.seq });
+    const { step } = await client.waitFor((m) => m.type === 'step');
+    expect(step).toMatchObject({ seq: toolCall.seq, kind: 'tool.call', actor: 'researcher', call: { kind: 'tool', status: 'done', args: { cut: false } } });
+    expect(step.checkpoint.journalSeq).toBeGreaterThanOrEqual(toolCall.seq);
+    expect(step.conversation.messages.map((m: { role: string }) => m.role)).toContain('tool');
+    client.send({ type: 'full', runId: 'r5', seq: toolCall.seq, path: ['call', 'args'] });
+    expect((await client.waitFor((m) => m.type === 'full')).text).toEqual(step.call.args);
+    client.send({ type: 'checkpoints', runId: 'r5' });
+    const { checkpoints } = await client.waitFor((m) => m.type === 'checkpoints');
+    expect(checkpoints.length).toBeGreaterThan(2);
+    expect(checkpoints.at(-1).states).toMatchObject({ researcher: 'done', writer: 'done' });
+    for (const bad of [{ type: 'step', runId: 'r5', seq: 10_000 }, { type: 'full', runId: 'r5', seq: toolCall.seq, path: ['run', 'nothing'] }]) {
+      const before = client.inbox.length;
+      client.send(bad);
+      expect(await client.waitFor((m) => m.type === 'error' && client.inbox.indexOf(m) >= before)).toMatchObject({ message: expect.stringMatching(/has no (step|text)/) });
+    }
+  });
+
+  it('takes actions only as JSON with the token; validates them; without a node it says it is read-only', async () => {
+    await using ctx = await setup();
+    const post = async (url: string, body: string, headers: Record<string, string>) => {
+      const response = await fetch(new URL('/action', url), { method: 'POST', headers, body });
+      return { status: response.status, body: (await response.json()) as { ok: boolean; error?: { code: string; message: string } } };
+    };
+    const auth = { 'content-type': 'application/json', authorization: `Bearer ${ctx.inspector.token}` };
+    expect(await post(ctx.inspector.url, '{}', { 'content-type': 'application/json' })).toMatchObject({ status: 401, body: { ok: false, error: { code: 'TOKEN_REQUIRED' } } });
+    expect((await post(ctx.inspector.url, 'not json', auth)).status).toBe(400);
+    expect(await post(ctx.inspector.url, JSON.stringify({ action: 'approve' }), auth)).toMatchObject({ status: 400, body: { error: { message: expect.stringMatching(/approvalId/) } } });
+    expect((await post(ctx.inspector.url, JSON.stringify({ action: 'approve', approvalId: 'x', pad: 'x'.repeat(70 * 1024) }), auth)).status).toBe(413);
+    expect(await post(ctx.inspector.url, JSON.stringify({ action: 'approve', approvalId: 'missing' }), auth)).toMatchObject({ status: 409, body: { error: { code: 'APPROVAL_NOT_FOUND' } } });
+    expect((await fetch(new URL('/action', ctx.inspector.url))).status).toBe(405);
+
+    await using readOnly = await createInspector({ storage: ctx.storage });
+    expect(await post(readOnly.url, JSON.stringify({ action: 'fork', runId: 'r1', at: 1 }), { ...auth, authorization: `Bearer ${readOnly.token}` })).toMatchObject({ status: 409, body: { error: { code: 'READ_ONLY' } } });
+    expect(readOnly.token).not.toBe(ctx.inspector.token);
+  });
+
   it('closes idempotently: clients get 1001, the port stops answering, node and storage stay open', async () => {
     await using ctx = await setup();
     const client = await connect(ctx.inspector.url);
