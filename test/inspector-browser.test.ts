@@ -6,13 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { createRunStore } from '../core/run-store.js';
-import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets, tool, type ModelProvider } from '../index.js';
+import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets, type ModelProvider } from '../index.js';
 import { createInspector } from '../inspector/index.js';
 import approvalCrew, { models as approvalModels, PUBLISHED } from './fixtures/approval-crew.js';
 import { levelStorage } from '../storage/level.js';
 import { useCleanups } from './helpers/cleanups.js';
+import { lookupTool } from './helpers/lookup-tool.js';
 
 /**
  * Drives the inspector page in a real headless Chromium (Debian's `chromium` package, driven
@@ -75,14 +75,7 @@ const APPROVAL_CREW = 'test/fixtures/approval-crew.ts';
  * reports a cost, so the page has money to add up.
  */
 function stepCrew() {
-  const lookup = tool({
-    name: 'lookup',
-    description: 'Looks notes up with an API token.',
-    input: z.object({ query: z.string() }),
-    effect: 'read',
-    secrets: ['PLANTED'],
-    run: ({ query }, { secrets }) => ({ query, echoedToken: secrets.PLANTED, notes: `${'actors keep state private; '.repeat(120)}END-OF-NOTES` }),
-  });
+  const lookup = lookupTool(`${'actors keep state private; '.repeat(120)}END-OF-NOTES`);
   const scripted = scriptedModel({
     script: {
       scout: [

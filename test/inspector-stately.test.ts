@@ -3,9 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { createWebSocketInspector } from '@statelyai/inspect';
 import { describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { z } from 'zod';
-import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets, tool } from '../index.js';
+import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets } from '../index.js';
 import { statelySafe } from '../inspector/index.js';
+import { lookupTool } from './helpers/lookup-tool.js';
 
 /**
  * The documented recipe for Stately's inspector (docs/inspector.md) on a Troupe node: the
@@ -17,14 +17,7 @@ import { statelySafe } from '../inspector/index.js';
 const PLANTED = 'sk-stately-planted-41c3b0f6';
 const CONVERSATION_TEXT = 'Looking the token up.';
 
-const lookup = tool({
-  name: 'lookup',
-  description: 'Looks notes up with an API token.',
-  input: z.object({ query: z.string() }),
-  effect: 'read',
-  secrets: ['PLANTED'],
-  run: ({ query }, { secrets }) => ({ query, token: secrets.PLANTED }),
-});
+const lookup = lookupTool();
 const definition = crew({ id: 'stately-crew', agents: [agent({ id: 'scout', role: 'looks things up', instructions: 'Look it up.', model: 'scripted', tools: [lookup] })] });
 const models = { scripted: scriptedModel({ script: { scout: [{ text: CONVERSATION_TEXT, toolCalls: [{ name: 'lookup', args: { query: 'private notes' } }] }, 'Found it.'] } }) };
 

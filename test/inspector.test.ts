@@ -266,7 +266,7 @@ describe('inspector server', () => {
     client.send({ type: 'step', runId: 'r5', seq: toolCall.seq });
     const { step } = await client.waitFor((m) => m.type === 'step');
     expect(step).toMatchObject({ seq: toolCall.seq, kind: 'tool.call', actor: 'researcher', call: { kind: 'tool', status: 'done', args: { cut: false } } });
-    expect(step.checkpoint.journalSeq).toBeGreaterThanOrEqual(toolCall.seq);
+    expect(step.checkpoint.journalSeq).toBeGreaterThanOrEqual(toolCall.seq!);
     expect(step.conversation.messages.map((m: { role: string }) => m.role)).toContain('tool');
     client.send({ type: 'full', runId: 'r5', seq: toolCall.seq, path: ['call', 'args'] });
     expect((await client.waitFor((m) => m.type === 'full')).text).toEqual(step.call.args);
