@@ -266,7 +266,9 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
   const sessions = new Set<Session>();
   let status: Inspector['status'] = 'open';
   const pendingApprovals = new Set<string>();
-  const token = options.token ?? randomBytes(24).toString('base64url');
+  if (options.token !== undefined && (typeof options.token !== 'string' || !/^\S{16,512}$/.test(options.token))) throw new TypeError('inspector token must be 16 to 512 characters without spaces: it is all that stands between a page and your runs');
+  if (options.actions && (typeof options.actions.approve !== 'function' || typeof options.actions.reject !== 'function')) throw new TypeError('createInspector({ actions }) needs approve(approvalId, options) and reject(approvalId, reason)');
+  const actionToken = options.token ?? randomBytes(24).toString('base64url');
   const actions: InspectorActions | undefined = options.actions ?? (node && nodeActions(node, store, definitions));
   /** What the page may offer: decisions and forks need an actions backend (and the token). */
   const actionsInfo = { decide: actions !== undefined, fork: actions?.fork !== undefined };
@@ -529,7 +531,7 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     port,
     maxPayload: 4 * 1024,
     page: inspectorPage,
-    token,
+    token: actionToken,
     onAction: async (body) => {
       const answer = await actionOf(body, actions);
       // A decision changes what the run waits for: every page watching a run is told.
@@ -564,7 +566,7 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
     get clients() {
       return server.sockets.size;
     },
-    token,
+    token: actionToken,
     close() {
       closing ??= (async () => {
         status = 'closing';
