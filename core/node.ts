@@ -471,12 +471,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
   const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<AnyHandle> => {
+    // Every read of a resume that needs nothing but the run id goes out at once: a resume
+    // waits for the slowest of them (the conversation logs), not for their sum.
+    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId) };
+    const latest = store.latestCheckpoint(runId);
+    for (const read of [reads.approvals, reads.outbox, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
       return finishedHandle(record, def);
     }
-    const checkpoint = await store.latestCheckpoint(runId);
+    const checkpoint = await latest;
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
@@ -485,7 +490,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
     const tracked = track(host, slot ?? openSlot(runId, def));
-    await host.restore(upgraded);
+    await host.restore(upgraded, reads);
     return handle(tracked);
   };
 

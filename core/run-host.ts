@@ -61,6 +61,12 @@ export interface RunHostOptions {
 
 
 /** What a finished run produced. */
+/** Reads of a restore that its caller issued early, beside the checkpoint read (see `node.ts`). */
+export interface RestoreReads {
+  approvals: Promise<ApprovalRecord[]>;
+  outbox: Promise<Envelope[]>;
+}
+
 export interface RunResult {
   runId: string;
   status: 'completed' | 'failed';
@@ -209,7 +215,7 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Restores the run from `checkpoint`, with the ledger and undelivered mail from storage. */
-  async restore(checkpoint: Checkpoint): Promise<void> {
+  async restore(checkpoint: Checkpoint, reads?: RestoreReads): Promise<void> {
     const { store } = this.#o;
     // The manifest names every secret the run's calls resolved, so the ledger stays in
     // storage (core/run-ledger.ts); a checkpoint that does not (written before it did, or
@@ -219,8 +225,8 @@ export class RunHost implements ActorRuntime {
     // Independent reads, issued together: a resume waits for one round of them.
     const undelivered = Object.entries(checkpoint.mailboxSeq).filter(([actorId, seq]) => seq > (checkpoint.cursors[actorId] ?? 0));
     const [approvals, unrouted, mail] = await Promise.all([
-      store.listApprovals(),
-      store.outbox(this.runId),
+      reads?.approvals ?? store.listApprovals(),
+      reads?.outbox ?? store.outbox(this.runId),
       Promise.all(undelivered.map(([actorId]) => store.mailboxAfter(this.runId, actorId, checkpoint.cursors[actorId] ?? 0))),
     ]);
     for (const approval of approvals) {
