@@ -16,7 +16,7 @@ import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
@@ -122,7 +122,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
-  let transport: NodeTransport | undefined;
+  let transport: Transport | undefined;
   const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
@@ -227,7 +227,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike, fromRun = false): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
       if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);

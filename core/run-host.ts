@@ -26,7 +26,7 @@ import type { StorageOp } from './storage.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
-import { PART_ACTOR_ID, SystemMessage, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type DeliveryReceipt, type SpawnPayload } from './transport.js';
 import { ENVELOPE_EVENT } from './protocol.js';
 
 export { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
@@ -368,7 +368,7 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
-  accept(envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> {
+  accept(envelope: Envelope, receipt?: DeliveryReceipt): Promise<void> {
     // The transport's "delivered up to here" goes in the batch that makes the envelope durable.
     if (receipt) this.#journal.raw(receipt.takeCursorOps());
     // A redelivery (at-least-once transports, a re-sent outbox) is acknowledged, not processed.
