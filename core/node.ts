@@ -226,6 +226,22 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     return fromRun ? stalls.send(toNode, envelope) : transport.send(toNode, envelope);
   };
 
+  /**
+   * The peer `route` would send `envelope` to, decided without waiting: run parts on other
+   * nodes, and actors a loaded run placed elsewhere. `undefined` for everything else (local
+   * mail, asks, runs this node has not loaded), which `route` then handles as it comes.
+   */
+  const remoteNodeOf = (envelope: Envelope): string | undefined => {
+    const { runId, actorId } = parseAddress(envelope.to);
+    if (runId === undefined || runId.startsWith(`${ASK_PREFIX}.`)) return undefined;
+    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) {
+      const target = actorId.slice(PART_ACTOR_ID.length + 1);
+      return target === o.nodeId ? undefined : target;
+    }
+    const host = hosts.get(runId);
+    return host && !host.isLocal(actorId) ? host.nodeOf(actorId) : undefined;
+  };
+
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
   const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
@@ -441,6 +457,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       retention: o.retention,
       // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
       route: (envelope: Envelope) => route(envelope, undefined, true),
+      remote: {
+        nodeOf: remoteNodeOf,
+        // Not while sends to that node wait for room: they were first.
+        reserve: (toNode, envelope) => (transport?.reserve && status === 'running' && stalls.waiting(toNode) === 0 ? transport.reserve(toNode, envelope) : undefined),
+      },
       writes,
       security,
       blobs,

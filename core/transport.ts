@@ -61,11 +61,31 @@ export interface Transport extends AsyncDisposable {
    * rejects with `NODE_CLOSED`, an invalid envelope with `INVALID_ENVELOPE`.
    */
   send(toNode: string, envelope: Envelope): Promise<void>;
+  /**
+   * Optional: takes `envelope` for `toNode` into the outbox through the caller's own batch.
+   * Returns the ops that write its outbox entry, for the caller to put in the atomic batch
+   * that also records the envelope's cause (a run's checkpoint), so an envelope leaving a run
+   * costs one durable write, not one in the run and another in the transport. The caller
+   * calls `commit()` once that batch is durable (it is then sent, in its pair's order) or
+   * `abort()` when it failed. `undefined` when the transport cannot take it now (no room, an
+   * invalid envelope, closed): the caller persists it itself and uses {@link send} once durable.
+   */
+  reserve?(toNode: string, envelope: Envelope): OutboxReservation | undefined;
   /** Resolves once `toNode` acknowledged everything sent to it so far; rejects with `NODE_CLOSED` on close. */
   flushed(toNode: string): Promise<void>;
   peers(): PeerStatus[];
   /** Idempotent: stops delivering, closes every socket and server it opened, waits for writes. */
   close(): Promise<void>;
+}
+
+/** An envelope numbered by {@link Transport.reserve}, written by the caller's own batch. */
+export interface OutboxReservation {
+  /** Its write: put it in the batch whose durability `commit()` reports. */
+  readonly ops: readonly StorageOp[];
+  /** The batch is durable: send it. Idempotent. */
+  commit(): void;
+  /** The batch failed: it does not exist. Idempotent. */
+  abort(): void;
 }
 
 /** What a node hands its transport when it creates it. */
