@@ -13,6 +13,7 @@ import type { Storage, StorageOp } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { grepDirectory } from './helpers/grep-dir.js';
+import { wrapStorage } from './helpers/wrap-storage.js';
 import { tempDir } from './helpers/temp.js';
 
 const entry = (n: number, runId = 'run_1'): AuditEntry => ({ kind: 'tool.call', runId, actor: 'researcher', data: { callId: `c${n}`, tool: 'lookup', ok: true } });
@@ -236,30 +237,20 @@ async function storageSwap(storage: Storage, a: AuditRecord, b: AuditRecord) {
 function flakyStorage() {
   const inner = memoryStorage();
   let failures = 0;
-  const storage: Storage & { failNext(n?: number): void } = {
-    get location() {
-      return inner.location;
-    },
-    get status() {
-      return inner.status;
-    },
-    get: (key) => inner.get(key),
-    entries: (range) => inner.entries(range),
-    claim: (runId, owner) => inner.claim(runId, owner),
-    release: (claim) => inner.release(claim),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-    async write(ops, options) {
+  const storage: Storage & { failNext(n?: number): void } = Object.assign(
+    wrapStorage(inner, async (_ops, _options, next) => {
       if (failures > 0) {
         failures--;
         throw new Error('disk full');
       }
-      return inner.write(ops, options);
+      return next();
+    }),
+    {
+      failNext(n = 1) {
+        failures = n;
+      },
     },
-    failNext(n = 1) {
-      failures = n;
-    },
-  };
+  );
   return storage;
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createNode } from '../core/node.js';
-import { prefixRange, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
+import { prefixRange, type Storage } from '../core/storage.js';
 import { decode } from '../core/codec.js';
 import { levelStorage } from '../storage/level.js';
 import { scriptedModel } from '../models/scripted.js';
@@ -10,6 +10,7 @@ import { createOutbox, transportKeys } from '../transports/outbox.js';
 import { wsTransport } from '../transports/ws.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
+import { wrapStorage } from './helpers/wrap-storage.js';
 
 const SECRET = 'single-outbox-secret-0123456789';
 const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
@@ -17,22 +18,10 @@ const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
 /** A storage that keeps the keys of every batch written through it. */
 function recording(inner: Storage) {
   const batches: string[][] = [];
-  const storage: Storage = {
-    get status() {
-      return inner.status;
-    },
-    location: inner.location,
-    get: (key) => inner.get(key),
-    entries: (range) => inner.entries(range),
-    claim: (runId, owner) => inner.claim(runId, owner),
-    release: (claim) => inner.release(claim),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-    async write(ops: readonly StorageOp[], options?: WriteOptions) {
-      await inner.write(ops, options);
-      batches.push(ops.filter((op) => op.type === 'put').map((op) => op.key));
-    },
-  };
+  const storage = wrapStorage(inner, async (ops, _options, next) => {
+    await next();
+    batches.push(ops.filter((op) => op.type === 'put').map((op) => op.key));
+  });
   return { storage, batches };
 }
 
