@@ -666,6 +666,11 @@ describe('troupe audit verify on a node\'s database', () => {
     await storage.write([{ type: 'put', key, value: encode(change(value)) }]);
   }
 
+  async function lastKey(storage: Storage, prefix: string) {
+    for await (const [key] of storage.entries({ gte: prefix, lt: `${prefix}\uffff`, reverse: true, limit: 1 })) return key;
+    throw new Error(`no ${prefix} key`);
+  }
+
   async function firstKey(storage: Storage, prefix: string, where: (value: Record<string, unknown>) => boolean = () => true) {
     for await (const [key, value] of storage.entries({ gte: prefix, lt: `${prefix}\uffff` })) if (where(decode(value, Infinity) as Record<string, unknown>)) return key;
     throw new Error(`no ${prefix} key`);
@@ -720,6 +725,15 @@ describe('troupe audit verify on a node\'s database', () => {
       const key = await firstKey(storage, 'ckpt:r1:');
       await edit(storage, key, (manifest) => ({ ...manifest, ts: 0 }));
     }, /\(state-altered\).*"ckpt:r1:/],
+    ['an actor record of the final checkpoint edited', async (storage) => {
+      // The newest: its batch ends the run, and has audited facts (a batch without any has no record to commit to it).
+      const key = await lastKey(storage, 'actor:r1:');
+      await edit(storage, key, (record) => ({ ...record, forged: true }));
+    }, /\(state-altered\).*"actor:r1:/],
+    ['a journal entry edited', async (storage) => {
+      const key = await firstKey(storage, 'jrnl:r1:');
+      await edit(storage, key, (entry) => ({ ...entry, actor: 'someone else' }));
+    }, /\(state-altered\).*"jrnl:r1:/],
   ];
 
   it.each(attacks)('fails on %s', async (_label, attack, reason) => {
