@@ -777,6 +777,7 @@ export class RunHost implements ActorRuntime {
   async stop(): Promise<void> {
     if (this.status !== 'running') {
       await this.#writeChain;
+      this.#journal.abandon();
       return;
     }
     const last = this.#capture();
@@ -784,6 +785,8 @@ export class RunHost implements ActorRuntime {
     await last.catch(() => {});
     await this.#writeChain;
     this.#actor.stop();
+    // Nothing is sealed after the last capture.
+    this.#journal.abandon();
     this.liveEvents.end();
   }
 }

@@ -124,6 +124,16 @@ export function createRunJournal(options: RunJournalOptions) {
       leaving.push(safe);
     },
 
+    /**
+     * Gives up what was collected and will never be sealed (the run stopped): envelopes the
+     * transport numbered for this journal would otherwise hold back every later one to
+     * their peers.
+     */
+    abandon(): void {
+      for (const reservation of reserved) reservation.abort();
+      reserved = [];
+    },
+
     /** Runs `fn` once the next sealed batch is durable. */
     afterCommit(fn: () => void): void {
       after.push(fn);
