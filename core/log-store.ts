@@ -1,4 +1,4 @@
-import { decode, decodeAll } from './codec.js';
+import { decode, decodeAll, encodeCompact } from './codec.js';
 import { layout, seqOf } from './layout.js';
 import type { Redactor } from './secrets.js';
 import type { LogEntry, LogRef } from './snapshot-parts.js';
@@ -48,7 +48,7 @@ export function createLogWriter(options: { runId: string; redact: Redactor; segm
         tails.set(entry.log, tail);
         if (tail.length < size) continue;
         const segment: Segment = { n: tail.map((e) => e.n), v: tail.map((e) => redact(e.value)) };
-        ops.push(put(layout.logSegment(runId, entry.log, entry.n), segment));
+        ops.push({ type: 'put', key: layout.logSegment(runId, entry.log, entry.n), value: encodeCompact(segment) });
         for (const e of tail) {
           packed.add(e.n);
           // Entries of this very batch are never written singly.
