@@ -52,6 +52,8 @@ export const layout = {
   run: (runId: string) => `run:${runId}`,
   runs: (): KeyRange => prefixRange('run:'),
   isRun: (key: string) => key.startsWith('run:'),
+  /** The run id of a run index key (`run:<run>`). */
+  runIdOf: (key: string) => after(key, 'run:'),
 
   checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
   checkpoints: (runId: string, options?: { reverse?: boolean; limit?: number }): KeyRange => prefixRange(`ckpt:${runId}:`, options),
@@ -114,6 +116,9 @@ export const layout = {
 
   approval: (approvalId: string) => `approval:${approvalId}`,
   approvals: (): KeyRange => prefixRange('approval:'),
+  isApproval: (key: string) => key.startsWith('approval:'),
+  /** The approval id of an approval key (`approval:<id>`). */
+  approvalIdOf: (key: string) => after(key, 'approval:'),
 
   blob: (hash: string) => `blob:${hash}`,
   /** The hash of a blob key, or `undefined` for any other key. */
