@@ -14,7 +14,9 @@ import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
-import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
+import { assertRunId, createRunStore, put, type RunRecord } from './run-store.js';
+import { layout } from './layout.js';
+import { leaseLostError } from './claims.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
@@ -89,6 +91,8 @@ interface ResolvedNodeOptions {
   nodeId: string;
   retention: RetentionPolicy;
   passivateAfterMs: number;
+  concurrency: number;
+  pollMs: number;
 }
 
 /**
@@ -117,7 +121,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     retention: resolveRetention(options.retention),
     // With an injected clock a test decides: the idle timers would be timers of its clock.
     passivateAfterMs: options.passivateAfterMs ?? (options.clock === undefined || options.clock === systemClock ? 60_000 : 0),
+    concurrency: options.concurrency ?? 8,
+    pollMs: options.pollMs ?? 1_000,
   };
+  if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new TypeError(`concurrency must be a positive integer (runs executed at once), got ${String(options.concurrency)}`);
+  if (!Number.isFinite(o.pollMs) || o.pollMs < 10) throw new TypeError(`pollMs must be at least 10 ms, got ${String(options.pollMs)}`);
   if (!Number.isFinite(o.passivateAfterMs) || o.passivateAfterMs < 0) throw new TypeError('passivateAfterMs must be a non-negative number of milliseconds (0 keeps every run loaded)');
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
@@ -127,13 +135,25 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
-  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock, auditDir: options.auditDir });
+  // A storage many nodes share (Postgres): runs go to whichever node takes them, and each
+  // node keeps its own audit chain, so node ids must be unique there (held as a claim).
+  const shared = o.storage.shared;
+  const owner = `${o.nodeId}.${o.ids('owner')}`;
+  const identity = shared ? await claimNodeId(o.storage, o.nodeId, owner) : undefined;
+  const security = await createSecurityContext(o.storage, {
+    secrets: options.secrets ?? envSecrets(),
+    clock: o.clock,
+    auditDir: options.auditDir,
+    ...(shared ? { auditChain: o.nodeId } : {}),
+  }).catch(async (error: unknown) => {
+    if (identity) await o.storage.release(identity).catch(() => {});
+    throw error;
+  });
   const hosts = new Map<string, RunHost>();
   // Every run this node executes, loaded or not: a handle outlives the host it started on.
   const slots = new Map<string, RunSlot>();
   // One node executes a run at a time: every host holds the storage's claim on its run
   // (core/storage.ts), and every batch it writes is fenced by that claim.
-  const owner = `${o.nodeId}.${o.ids('owner')}`;
   const claims = new Map<RunHost, RunClaim>();
   // Resumes in progress, so two concurrent resumes of one run share one host.
   const resuming = new Map<string, Promise<AnyHandle>>();
@@ -339,6 +359,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         slot.settle(result);
         closeSlot(slot);
       }
+      // Room for another run.
+      if (working) void takeRuns();
     });
     return slot;
   };
@@ -358,6 +380,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       claims.delete(host);
       await host.stop();
       disarmIdle(host);
+      if (shared && wakeAt === undefined && waiting.length > 0) {
+        // In a cluster a run waiting for a human is nobody's: whoever decides (`troupe
+        // approve` anywhere) takes and continues it, and it holds no lease meanwhile.
+        await o.storage.release(claim).catch(() => {});
+        closeSlot(slot);
+        events.emit({ type: 'run.unloaded', runId: slot.runId });
+        return;
+      }
       const cancelWake = wakeAt === undefined ? undefined : o.clock.setTimer(() => void activate(slot.runId).catch(() => {}), Math.max(0, wakeAt - o.clock.now()));
       slot.passive = { claim, waiting, ...(cancelWake ? { cancelWake } : {}) };
       const unloaded: RunEvent = { type: 'run.unloaded', runId: slot.runId, ...(wakeAt !== undefined ? { wakeAt } : {}) };
@@ -450,8 +480,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Claims `runId` for this node, runs `work` under the claim, and gives it back if `work` fails. */
-  const underClaim = async <T>(runId: string, work: (claim: RunClaim) => Promise<T>): Promise<T> => {
-    const claim = await o.storage.claim(runId, owner);
+  const underClaim = async <T>(runId: string, work: (claim: RunClaim) => Promise<T>): Promise<T> => withClaim(await o.storage.claim(runId, owner), work);
+
+  /** Runs `work` under `claim`, held by this node, and gives it back if `work` fails. */
+  const withClaim = async <T>(claim: RunClaim, work: (claim: RunClaim) => Promise<T>): Promise<T> => {
+    const { runId } = claim;
     try {
       // A node that began closing meanwhile would never stop, nor release, a host started now.
       ensureRunning();
@@ -477,6 +510,15 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return finishedHandle(record, def);
     }
     const checkpoint = await store.latestCheckpoint(runId);
+    if (!checkpoint && record.checkpoint === 0 && !record.part) {
+      // Submitted (node.submit) and never started: this node starts it.
+      const trace = tracing.runContext({ runId, crew: record.crew, parent: record.trace });
+      if (trace) record.trace = trace;
+      const host = newHost(def, record, claim);
+      const tracked = track(host, slot ?? openSlot(runId, def));
+      host.start(record.input);
+      return handle(tracked);
+    }
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
@@ -538,6 +580,94 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     }
     await host.decide(approvalId, decision);
   };
+
+  // ── Shared storage: taking free runs, and letting go of the ones whose lease was lost ──
+
+  /** Runs this node took but could not serve (a model it lacks, a snapshot it cannot read): left to other nodes. */
+  const refused = new Set<string>();
+  let working = false;
+  let stopPolling: (() => void) | undefined;
+  let taking: Promise<RunHandle<unknown>[]> | undefined;
+  let takeAgain = false;
+
+  /** Starts executing a run this node just took from the shared storage. */
+  const adopt = async (claim: RunClaim): Promise<AnyHandle | undefined> => {
+    const { runId } = claim;
+    try {
+      if (slots.has(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" is still held here under an older claim`);
+      const record = await store.requireRun(runId);
+      const def = o.crews.get(record.crew);
+      if (!def) throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}"`, { details: { runId, crew: record.crew } });
+      const head = await store.latestCheckpointHead(runId);
+      if (head) planUpgrade(head, def, def.migrations ?? []);
+      checkConfig(def, runId, record.part);
+      return await withClaim(claim, () => restoreClaimed(runId, def, claim));
+    } catch (error) {
+      refused.add(runId);
+      await o.storage.release(claim).catch(() => {});
+      events.emit({ type: 'run.refused', runId, error: serializeError(error) });
+      return undefined;
+    }
+  };
+
+  /** Takes free runs up to `concurrency` (one round at a time; a call meanwhile asks for another round). */
+  const takeRuns = (): Promise<RunHandle<unknown>[]> => {
+    if (!shared) return Promise.resolve([]);
+    if (taking) {
+      takeAgain = true;
+      return taking;
+    }
+    taking = (async () => {
+      const taken: RunHandle<unknown>[] = [];
+      do {
+        takeAgain = false;
+        if (status !== 'running') break;
+        const room = o.concurrency - hosts.size;
+        if (room <= 0) break;
+        const claimed = await shared.claimable(owner, [...o.crews.keys()], room, [...refused]);
+        for (const claim of claimed) {
+          const handle = await adopt(claim);
+          if (handle) taken.push(handle);
+        }
+        if (claimed.length === room) takeAgain = true;
+      } while (takeAgain);
+      return taken;
+    })().finally(() => (taking = undefined));
+    return taking;
+  };
+
+  const poll = () => {
+    stopPolling = backgroundTimer(o.clock, () => {
+      if (status !== 'running') return;
+      void takeRuns().catch(() => {}).finally(poll);
+    }, o.pollMs);
+  };
+
+  // A lease this node could not renew: another node may execute the run now. The run is
+  // stopped here; its last checkpoint write is fenced and refused, so it writes nothing more.
+  const offLeaseLost = shared?.onLeaseLost((lost) => {
+    for (const claim of lost) {
+      const slot = slots.get(claim.runId);
+      if (!slot) continue;
+      const lostEvent: RunEvent = { type: 'run.lost', runId: claim.runId };
+      slot.hub.emit(lostEvent);
+      events.emit(lostEvent);
+      const error = serializeError(leaseLostError([claim], () => 'another node took it, or its lease expired unrenewed'));
+      if (slot.passive?.claim === claim) {
+        slot.settle({ runId: claim.runId, status: 'failed', output: '', error });
+        closeSlot(slot);
+        continue;
+      }
+      const host = slot.host;
+      if (host && claims.get(host) === claim) {
+        claims.delete(host);
+        void host.stop();
+      }
+    }
+  });
+  const offAvailable = shared?.onRunsAvailable(() => {
+    if (working) void takeRuns().catch(() => {});
+  });
 
   const node: TroupeNode = {
     get status() {
@@ -642,6 +772,16 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
 
     async resumeAll(resumeOptions: ResumeAllOptions = {}) {
+      ensureRunning();
+      if (shared) {
+        // Shared storage: take what is free now, and keep taking until close.
+        const taken = await takeRuns();
+        if (!working) {
+          working = true;
+          poll();
+        }
+        return taken;
+      }
       const resumed: RunHandle<unknown>[] = [];
       for (const record of await store.listRuns()) {
         if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
@@ -659,6 +799,21 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
       }
       return resumed;
+    },
+
+    async submit(definition, submitOptions) {
+      ensureRunning();
+      if (typeof submitOptions?.input !== 'string') throw new TypeError('submit(definition, { input }) needs a string input');
+      const runId = submitOptions.runId ?? o.ids('run');
+      assertRunId(runId);
+      // Claimed while it is written, so two submissions of one id cannot both pass the check.
+      await underClaim(runId, async (claim) => {
+        if (await store.getRun(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
+        const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: submitOptions.source, input: submitOptions.input, trace: undefined });
+        await writes.write([put(layout.run(runId), record)], claim);
+        await o.storage.release(claim);
+      });
+      return runId;
     },
 
     loadedRuns: () => [...hosts.keys()],
@@ -743,6 +898,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     close() {
       closing ??= (async () => {
         status = 'closing';
+        working = false;
+        stopPolling?.();
+        offLeaseLost?.();
+        offAvailable?.();
+        await taking?.catch(() => {});
         for (const pending of asks.values()) {
           pending.cancel();
           pending.reject(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
@@ -757,6 +917,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         const unloaded = [...slots.values()].flatMap((slot) => (slot.passive ? [slot.passive.claim] : []));
         await Promise.all([...claims.values(), ...unloaded].map((claim) => o.storage.release(claim)));
         claims.clear();
+        if (identity) await o.storage.release(identity).catch(() => {});
         for (const slot of [...slots.values()]) closeSlot(slot);
         tracing.close();
         stalls.close();
@@ -796,6 +957,22 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   }
   if (o.resume) await node.resumeAll();
   return node;
+}
+
+/**
+ * Holds `node:<nodeId>` for the node's life on a shared storage: one node per id in a
+ * cluster, since each node's audit chain is named by its id. (`:` cannot be in a run id.)
+ */
+async function claimNodeId(storage: Storage, nodeId: string, owner: string): Promise<RunClaim> {
+  try {
+    return await storage.claim(`node:${nodeId}`, owner);
+  } catch (error) {
+    if (!isTroupeError(error, ErrorCode.RUN_CLAIMED)) throw error;
+    throw new TroupeError(ErrorCode.CONFIG_INVALID, `node id "${nodeId}" is in use on ${storage.location} by ${String(error.details.holder)}; every node sharing a database needs its own id (--node-id)`, {
+      cause: error,
+      details: { nodeId, holder: error.details.holder },
+    });
+  }
 }
 
 export { ROOT_ACTOR_ID };

@@ -91,11 +91,13 @@ export interface SharedRuns {
   readonly leaseMs: number;
   /**
    * Claims, for `owner`, up to `limit` unfinished runs of the named crews that nobody holds
-   * (never claimed, released, or whose lease expired), oldest first. Each returned claim is
+   * (never claimed, released, or whose lease expired), oldest first, passing over the runs
+   * in `exclude` (ones the caller cannot serve) and runs waiting for a human (whoever
+   * decides takes those). Each returned claim is
    * one the caller now holds, exactly as if it came from {@link Storage.claim}; a run two
    * nodes ask for at once is given to one of them.
    */
-  claimable(owner: string, crews: readonly string[], limit: number): Promise<RunClaim[]>;
+  claimable(owner: string, crews: readonly string[], limit: number, exclude?: readonly string[]): Promise<RunClaim[]>;
   /**
    * Calls `listener` with claims granted here whose lease could not be renewed: another
    * owner took the run, or renewing failed for longer than the lease. Their next fenced

@@ -97,7 +97,7 @@ describe('leases on a shared Postgres database', () => {
     const a = await node({ leaseMs: 300, heartbeatMs: 50 });
     const b = await node({ leaseMs: 300 });
     await a.claim('renewed', 'a.1');
-    const [{ until: granted }] = await sql<{ until: Date }>(`SELECT expires_at AS until FROM troupe_claims WHERE run_id = 'renewed'`);
+    const granted = (await sql<{ until: Date }>(`SELECT expires_at AS until FROM troupe_claims WHERE run_id = 'renewed'`))[0]!.until;
     // Renewed until past the first expiry: by then the lease would have run out unrenewed.
     await expect
       .poll(async () => (await sql<{ beyond: boolean }>(`SELECT clock_timestamp() > $1::timestamptz + interval '50 ms' AS beyond FROM troupe_claims WHERE run_id = 'renewed'`, [granted]))[0]!.beyond, {

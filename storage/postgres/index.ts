@@ -197,9 +197,9 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
 
   const shared: SharedRuns = {
     leaseMs: o.leaseMs,
-    async claimable(owner, crews, limit) {
+    async claimable(owner, crews, limit, exclude) {
       ensureOpen();
-      return track(leases.claimable(owner, crews, limit)).catch((error: unknown) => Promise.reject(failed(location, 'claiming free runs', error)));
+      return track(leases.claimable(owner, crews, limit, exclude)).catch((error: unknown) => Promise.reject(failed(location, 'claiming free runs', error)));
     },
     onLeaseLost(fn) {
       leaseListeners.add(fn);

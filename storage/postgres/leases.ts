@@ -28,7 +28,7 @@ export interface LeasesOptions {
 export interface Leases {
   claim(runId: string, owner: string): Promise<RunClaim>;
   release(claim: RunClaim): Promise<void>;
-  claimable(owner: string, crews: readonly string[], limit: number): Promise<RunClaim[]>;
+  claimable(owner: string, crews: readonly string[], limit: number, exclude?: readonly string[]): Promise<RunClaim[]>;
   /** Renews every held lease now; resolves when done (the heartbeat calls it). */
   renew(): Promise<void>;
   /** Stops the heartbeat and releases every held claim. */
@@ -147,7 +147,7 @@ export function createLeases(o: LeasesOptions): Leases {
       );
     },
 
-    async claimable(owner, crews, limit) {
+    async claimable(owner, crews, limit, exclude = []) {
       assertClaimArgs('any', owner);
       if (!Number.isInteger(limit) || limit < 0) throw new TypeError('claimable(owner, crews, limit) needs a non-negative integer limit');
       if (limit === 0 || crews.length === 0) return [];
@@ -156,7 +156,7 @@ export function createLeases(o: LeasesOptions): Leases {
         lease(
           `WITH free AS (
              SELECT c.run_id FROM troupe_claims c JOIN troupe_runs r USING (run_id)
-              WHERE r.status IN ('running', 'waiting') AND r.part_of IS NULL AND r.crew = ANY($2::text[])
+              WHERE r.status = 'running' AND r.part_of IS NULL AND r.crew = ANY($2::text[]) AND NOT (r.run_id = ANY($5::text[]))
                 AND (c.expires_at IS NULL OR c.expires_at <= clock_timestamp())
               ORDER BY r.started_at, r.run_id
               LIMIT $3
@@ -166,7 +166,7 @@ export function createLeases(o: LeasesOptions): Leases {
            RETURNING c.run_id, c.epoch`,
           4,
         ),
-        [owner, [...crews], limit, o.leaseMs],
+        [owner, [...crews], limit, o.leaseMs, [...exclude]],
       );
       return rows.map((r) => {
         const claim = Object.freeze({ runId: r.run_id, owner, epoch: Number(r.epoch) });
