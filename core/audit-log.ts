@@ -357,6 +357,23 @@ export async function storedAuditHead(storage: Storage, chain?: string): Promise
 }
 
 /**
+ * The chains of a database many nodes share (`audit.<chain>:…`, core/layout.ts), in order:
+ * one seek per chain, not a read of every record.
+ */
+export async function auditChains(storage: Storage): Promise<string[]> {
+  const chains: string[] = [];
+  let range = layout.auditChains();
+  for (;;) {
+    let next: string | undefined;
+    for await (const [key] of storage.entries({ ...range, limit: 1 })) next = key;
+    const chain = next === undefined ? undefined : layout.auditChainOf(next);
+    if (chain === undefined) return chains;
+    chains.push(chain);
+    range = layout.auditChainsAfter(chain);
+  }
+}
+
+/**
  * Creates the audit log of `storage`. Call `open()` once before appending; one log object
  * per database, since two would hand out the same sequence numbers.
  */

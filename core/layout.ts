@@ -159,6 +159,8 @@ export const layout = {
   },
   /** Every key of every node's audit chain (`audit.<chain>:…`), chain by chain. */
   auditChains: (): KeyRange => prefixRange('audit.'),
+  /** The keys of the chains after `chain` (`;` is the character after `:`). */
+  auditChainsAfter: (chain: string): KeyRange => ({ gte: `audit.${chain};`, lt: prefixRange('audit.').lt! }),
   /** The chain of a key in {@link layout.auditChains}, `undefined` for any other key. */
   auditChainOf: (key: string): string | undefined => /^audit\.([A-Za-z0-9_-]{1,64}):/.exec(key)?.[1],
 

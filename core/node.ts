@@ -348,13 +348,19 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     slot.host = host;
     host.liveEvents.subscribe((event) => {
       slot.hub.emit(event);
-      if (event.type === 'checkpoint' && o.passivateAfterMs > 0) armIdle(host, slot);
+      if (event.type === 'checkpoint' && o.passivateAfterMs > 0) armIdle(host, slot, waitsForHuman(host) ? HUMAN_WAIT_CHECK_MS : o.passivateAfterMs);
     });
     // Settled means the final checkpoint is durable (or the run could not write any more).
     void host.settled().then(async (result) => {
       disarmIdle(host);
       if (hosts.get(host.runId) === host) hosts.delete(host.runId);
       await releaseHost(host).catch(() => {});
+      if (result.status === 'failed' && result.error?.code === ErrorCode.LEASE_LOST) {
+        // Not this run's end: another owner executes it now, and this node wrote nothing more.
+        const lost: RunEvent = { type: 'run.lost', runId: host.runId };
+        slot.hub.emit(lost);
+        events.emit(lost);
+      }
       if (slot.host === host) {
         slot.settle(result);
         closeSlot(slot);
@@ -428,6 +434,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
    * and nothing polls: a clock's timers see one timer per run at most.
    */
   const idleTimers = new Map<RunHost, () => void>();
+  // In a cluster a run that waits for a human is let go at once (see `passivate`), so that
+  // whoever decides can take it; looked at again this soon while its last writes land.
+  const waitsForHuman = (host: RunHost) => shared !== undefined && host.pendingApprovals.length > 0;
+  const HUMAN_WAIT_CHECK_MS = 20;
   const armIdle = (host: RunHost, slot: RunSlot, delay = o.passivateAfterMs) => {
     idleTimers.get(host)?.();
     idleTimers.set(
@@ -436,7 +446,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         idleTimers.delete(host);
         if (status !== 'running' || slot.host !== host) return;
         const quiet = host.quiescence();
-        if (!quiet) return; // working: its next checkpoint arms the timer again
+        if (!quiet) {
+          if (waitsForHuman(host)) armIdle(host, slot, HUMAN_WAIT_CHECK_MS);
+          return; // working: its next checkpoint arms the timer again
+        }
+        if (waitsForHuman(host) && quiet.wakeAt === undefined) return passivate(slot, host, undefined);
         const now = o.clock.now();
         const idleFor = now - quiet.since;
         if (idleFor < o.passivateAfterMs) return armIdle(host, slot, o.passivateAfterMs - idleFor);
@@ -649,20 +663,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     for (const claim of lost) {
       const slot = slots.get(claim.runId);
       if (!slot) continue;
-      const lostEvent: RunEvent = { type: 'run.lost', runId: claim.runId };
-      slot.hub.emit(lostEvent);
-      events.emit(lostEvent);
-      const error = serializeError(leaseLostError([claim], () => 'another node took it, or its lease expired unrenewed'));
       if (slot.passive?.claim === claim) {
-        slot.settle({ runId: claim.runId, status: 'failed', output: '', error });
+        const lostEvent: RunEvent = { type: 'run.lost', runId: claim.runId };
+        slot.hub.emit(lostEvent);
+        events.emit(lostEvent);
+        slot.settle({ runId: claim.runId, status: 'failed', output: '', error: serializeError(leaseLostError([claim], () => 'another node took it, or its lease expired unrenewed')) });
         closeSlot(slot);
         continue;
       }
+      // Its final checkpoint is refused (LEASE_LOST): the host settles so, and `track` reports it.
       const host = slot.host;
-      if (host && claims.get(host) === claim) {
-        claims.delete(host);
-        void host.stop();
-      }
+      if (host && claims.get(host) === claim) void host.stop();
     }
   });
   const offAvailable = shared?.onRunsAvailable(() => {
