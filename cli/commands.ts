@@ -18,7 +18,7 @@ import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import type { Storage } from '../core/storage.js';
 import { repairLevelStorage } from '../storage/level.js';
-import { isDatabaseUrl, openStorage, processNodeId } from './open-storage.js';
+import { isDatabaseUrl, nodeIdFor, openStorage } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { DecidedResultSchema } from './control-protocol.js';
 import { DEFAULT_DB, decideHint, resumeHint } from './hints.js';
@@ -78,7 +78,7 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
   const outcome = await (async () => {
     await using storage = await openStorage(db, { create: setup.create }).catch((error: unknown) => explainLocked(db, error));
     const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
-    const nodeId = setup.flags?.nodeId ?? (storage.shared ? processNodeId() : undefined);
+    const nodeId = nodeIdFor(storage, setup.flags?.nodeId);
     await using node = await createNode({
       storage,
       models: setup.models,
@@ -87,8 +87,7 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
       ...(nodeId ? { nodeId } : {}),
       ...(transport ? { transport } : {}),
     });
-    // A shared database needs no control socket: every process opens it itself.
-    await using _control = storage.shared ? undefined : await serveControlSocket({ db, node, storage }, warn);
+    await using _control = await serveControlSocket({ db, node, storage }, warn);
     const working = work(node, session);
     // Abandoned on a signal: whatever it still throws once the node is closed is moot.
     working.catch(() => {});
@@ -327,7 +326,7 @@ export async function nodeCommand(opts: { db: string; crew?: string[]; concurren
   const modules = await Promise.all((opts.crew ?? []).map((f) => loadCrewModule(f)));
   const models = Object.assign({}, ...modules.map((m) => m.models)) as ModelProviders;
   await using storage = await openStorage(opts.db, { create: true, ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}) });
-  const nodeId = opts.nodeId ?? (storage.shared ? processNodeId() : undefined);
+  const nodeId = nodeIdFor(storage, opts.nodeId);
   const transport = opts.listen || opts.peer?.length ? transportFromFlags(opts, (url) => process.stdout.write(`node ${nodeId ?? 'local'} listening on ${url}\n`)) : undefined;
   await using node = await createNode({
     storage,
@@ -339,7 +338,7 @@ export async function nodeCommand(opts: { db: string; crew?: string[]; concurren
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
   });
-  await using _control = storage.shared ? undefined : await serveControlSocket({ db: opts.db, node, storage }, warn);
+  await using _control = await serveControlSocket({ db: opts.db, node, storage }, warn);
   node.subscribe(createProgressPrinter(process.stdout));
   node.subscribe((event) => {
     if (event.type === 'run.lost') process.stdout.write(`run ${event.runId}: lease lost, another node executes it now; stopped here\n`);

@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
-import { levelStorage } from '../storage/level.js';
 
 /** Whether `db` names a Postgres database rather than a directory. */
 export function isDatabaseUrl(db: string): boolean {
@@ -28,7 +27,10 @@ export interface OpenStorageOptions {
  * for a URL, and named with how to install it when it is missing.
  */
 export async function openStorage(db: string, options: OpenStorageOptions): Promise<Storage> {
-  if (!isDatabaseUrl(db)) return levelStorage({ path: db, create: options.create });
+  if (!isDatabaseUrl(db)) {
+    const { levelStorage } = await import('../storage/level.js');
+    return levelStorage({ path: db, create: options.create });
+  }
   const postgres = await import('../storage/postgres/index.js').catch((error: unknown) => {
     if ((error as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND' && /'pg'|"pg"/.test(String((error as Error).message))) {
       throw new TroupeError(ErrorCode.CONFIG_INVALID, 'a postgres:// --db needs the pg package, which is not installed: run `npm install pg`', { cause: error });
@@ -39,10 +41,15 @@ export async function openStorage(db: string, options: OpenStorageOptions): Prom
 }
 
 /**
- * The node id of a command on a database many processes share, when `--node-id` names none:
- * unique per process (node ids are held on a shared database, and each names an audit chain).
+ * The node id a command's node takes: `--node-id` when given; on a database many processes
+ * share, else one unique to this process (node ids are held there, and each names an audit
+ * chain); else the default (`local`).
  */
-export function processNodeId(): string {
+export function nodeIdFor(storage: Storage, flag: string | undefined): string | undefined {
+  return flag ?? (storage.shared ? processNodeId() : undefined);
+}
+
+function processNodeId(): string {
   const host = hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40) || 'host';
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }

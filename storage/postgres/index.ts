@@ -68,11 +68,6 @@ export function describeConnection(connectionString: string): string {
   }
 }
 
-/** Whether `text` names a Postgres database (`postgres://` or `postgresql://`). */
-export function isPostgresUrl(text: string): boolean {
-  return /^postgres(?:ql)?:\/\//.test(text);
-}
-
 // Postgres text holds neither U+0000 nor a lone surrogate: such a key would be changed or refused.
 const BAD_KEY = /\u0000|\p{Cs}/u;
 
