@@ -34,8 +34,12 @@ interface RunSlot {
   runId: string;
   definition: RunnableDefinition;
   host: RunHost | undefined;
-  /** Set while the run is unloaded: the claim it keeps, what it waits for, its wake-up timer. */
-  passive?: { claim: RunClaim; waiting: ApprovalRecord[]; cancelWake?: () => void };
+  /**
+   * Set while the run is unloaded: the claim it keeps, what it waits for, its wake-up timer.
+   * No claim: let go on a shared storage while it waits for a human; it is claimed again to
+   * be loaded (and another node or process may take it meanwhile).
+   */
+  passive?: { claim: RunClaim | undefined; waiting: ApprovalRecord[]; cancelWake?: () => void };
   passivating?: Promise<void> | undefined;
   activating?: Promise<RunHost> | undefined;
   /** Live events of every incarnation of the run. */
@@ -210,7 +214,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         await host.stop();
         if (hosts.get(slot.runId) === host) hosts.delete(slot.runId);
         await releaseHost(host);
-      } else if (slot.passive) {
+      } else if (slot.passive?.claim) {
         await o.storage.release(slot.passive.claim);
       }
       closeSlot(slot);
@@ -390,8 +394,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         // In a cluster a run waiting for a human is nobody's: whoever decides (`troupe
         // approve` anywhere) takes and continues it, and it holds no lease meanwhile.
         await o.storage.release(claim).catch(() => {});
-        closeSlot(slot);
-        events.emit({ type: 'run.unloaded', runId: slot.runId });
+        slot.passive = { claim: undefined, waiting };
+        const released: RunEvent = { type: 'run.unloaded', runId: slot.runId };
+        slot.hub.emit(released);
+        events.emit(released);
         return;
       }
       const cancelWake = wakeAt === undefined ? undefined : o.clock.setTimer(() => void activate(slot.runId).catch(() => {}), Math.max(0, wakeAt - o.clock.now()));
@@ -414,12 +420,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       passive.cancelWake?.();
       slot.passive = undefined;
       try {
-        await restoreClaimed(runId, slot.definition, passive.claim, slot);
+        // Let go meanwhile: RUN_CLAIMED when another node or process took it.
+        if (passive.claim) await restoreClaimed(runId, slot.definition, passive.claim, slot);
+        else await underClaim(runId, (claim) => restoreClaimed(runId, slot.definition, claim, slot));
         const loaded: RunEvent = { type: 'run.loaded', runId };
         slot.hub.emit(loaded);
         events.emit(loaded);
       } catch (error) {
-        await o.storage.release(passive.claim).catch(() => {});
+        if (passive.claim) await o.storage.release(passive.claim).catch(() => {});
         closeSlot(slot);
         throw error;
       }
@@ -608,14 +616,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const adopt = async (claim: RunClaim): Promise<AnyHandle | undefined> => {
     const { runId } = claim;
     try {
-      if (slots.has(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" is still held here under an older claim`);
+      // A run this node let go while it waited for a human comes back into its slot.
+      const mine = slots.get(runId);
+      if (mine && !(mine.passive && mine.passive.claim === undefined)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" is still held here under an older claim`);
       const record = await store.requireRun(runId);
       const def = o.crews.get(record.crew);
       if (!def) throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}"`, { details: { runId, crew: record.crew } });
       const head = await store.latestCheckpointHead(runId);
       if (head) planUpgrade(head, def, def.migrations ?? []);
       checkConfig(def, runId, record.part);
-      return await withClaim(claim, () => restoreClaimed(runId, def, claim));
+      if (mine) mine.passive = undefined;
+      return await withClaim(claim, () => restoreClaimed(runId, def, claim, mine));
     } catch (error) {
       refused.add(runId);
       await o.storage.release(claim).catch(() => {});
@@ -925,7 +936,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
         // After the final checkpoints: from here on another node may resume these runs.
-        const unloaded = [...slots.values()].flatMap((slot) => (slot.passive ? [slot.passive.claim] : []));
+        const unloaded = [...slots.values()].flatMap((slot) => (slot.passive?.claim ? [slot.passive.claim] : []));
         await Promise.all([...claims.values(), ...unloaded].map((claim) => o.storage.release(claim)));
         claims.clear();
         if (identity) await o.storage.release(identity).catch(() => {});

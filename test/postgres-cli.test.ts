@@ -1,20 +1,14 @@
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runTroupe } from './helpers/cli.js';
 import { useCleanups } from './helpers/cleanups.js';
-import { testDatabase, type TestDatabase } from './helpers/postgres.js';
+import { useTestDatabase } from './helpers/postgres.js';
 
 /** The commands with `--db postgres://…`: the same ones, on a database any machine can reach. */
 
 const CREW = fileURLToPath(new URL('./fixtures/cluster-crew.ts', import.meta.url));
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await testDatabase();
-});
-afterAll(async () => {
-  await db?.[Symbol.asyncDispose]();
-});
+const db = useTestDatabase();
 
 const fx = useCleanups();
 

@@ -1,21 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import { describe, expect, it } from 'vitest';
 import { createNode, scriptedModel, type RunEvent, type TroupeNode } from '../index.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
-import { testDatabase, type TestDatabase } from './helpers/postgres.js';
+import { useTestDatabase } from './helpers/postgres.js';
 import { useCleanups } from './helpers/cleanups.js';
 import { failure } from './helpers/failure.js';
 
 /** Nodes in one process, each with its own storage object (pool) on one database: a cluster as the database sees it. */
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await testDatabase();
-});
-afterAll(async () => {
-  await db?.[Symbol.asyncDispose]();
-});
+const db = useTestDatabase();
 
 const fx = useCleanups();
 
@@ -27,15 +20,7 @@ const clusterNode = async (nodeId: string, options: { concurrency?: number; leas
   return node;
 };
 
-const sql = async <T extends pg.QueryResultRow>(query: string, params: unknown[] = []) => {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  try {
-    return (await client.query<T>(query, params)).rows;
-  } finally {
-    await client.end();
-  }
-};
+const sql = db.sql;
 
 describe('a cluster on one Postgres database', () => {
   it('runs submitted runs on the nodes that take them, each run once, with the single-node output', async () => {

@@ -1,5 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import { describe, expect, it } from 'vitest';
 import { manualClock } from '../core/clock.js';
 import { createWriteQueue } from '../core/write-queue.js';
 import { put } from '../core/run-store.js';
@@ -7,7 +6,7 @@ import { layout } from '../core/layout.js';
 import type { RunClaim, Storage } from '../core/storage.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import { failure } from './helpers/failure.js';
-import { testDatabase, type TestDatabase } from './helpers/postgres.js';
+import { useTestDatabase } from './helpers/postgres.js';
 import { useCleanups } from './helpers/cleanups.js';
 
 /**
@@ -15,13 +14,7 @@ import { useCleanups } from './helpers/cleanups.js';
  * two nodes as far as the database can tell.
  */
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await testDatabase();
-});
-afterAll(async () => {
-  await db?.[Symbol.asyncDispose]();
-});
+const db = useTestDatabase();
 
 const fx = useCleanups();
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -34,15 +27,7 @@ const node = async (options: Partial<Parameters<typeof postgresStorage>[0]> = {}
   return storage;
 };
 
-const sql = async <T extends pg.QueryResultRow>(query: string, params: unknown[] = []) => {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  try {
-    return (await client.query<T>(query, params)).rows;
-  } finally {
-    await client.end();
-  }
-};
+const sql = db.sql;
 
 /** Tries `claim` until the database says the lease is gone (it expires on the database's clock). */
 const claimOnceExpired = async (storage: Storage, runId: string, owner: string): Promise<RunClaim> => {

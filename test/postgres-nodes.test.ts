@@ -1,13 +1,12 @@
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
+import { describe, expect, it } from 'vitest';
 import { createNode, memoryStorage } from '../index.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import { createRunStore } from '../core/run-store.js';
 import clusterCrew, { models, readStamps } from './fixtures/cluster-crew.js';
 import { runTroupe, type TroupeProcess } from './helpers/cli.js';
 import { useCleanups } from './helpers/cleanups.js';
-import { testDatabase, type TestDatabase } from './helpers/postgres.js';
+import { useTestDatabase } from './helpers/postgres.js';
 
 /**
  * `troupe node` processes on one Postgres database: runs spread over them, a killed node's
@@ -16,25 +15,11 @@ import { testDatabase, type TestDatabase } from './helpers/postgres.js';
 
 const CREW = fileURLToPath(new URL('./fixtures/cluster-crew.ts', import.meta.url));
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await testDatabase();
-});
-afterAll(async () => {
-  await db?.[Symbol.asyncDispose]();
-});
+const db = useTestDatabase();
 
 const fx = useCleanups();
 
-const sql = async <T extends pg.QueryResultRow>(query: string, params: unknown[] = []) => {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  try {
-    return (await client.query<T>(query, params)).rows;
-  } finally {
-    await client.end();
-  }
-};
+const sql = db.sql;
 
 /** Records runs of the cluster crew for the nodes to take, as `troupe run` from any machine would. */
 const submit = async (ids: string[], input: (id: string) => string) => {

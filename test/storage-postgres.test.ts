@@ -1,25 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createNode, scriptedModel } from '../index.js';
 import { postgresStorage, SCHEMA_VERSION } from '../storage/postgres/index.js';
 import { failure } from './helpers/failure.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { storageConformance } from './storage-conformance.js';
-import { testDatabase, type TestDatabase } from './helpers/postgres.js';
+import { useTestDatabase } from './helpers/postgres.js';
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await testDatabase();
-});
-afterAll(async () => {
-  await db?.[Symbol.asyncDispose]();
-});
+const db = useTestDatabase();
 
-const clear = async () => {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  await client.query('DROP VIEW IF EXISTS troupe_run_leases; DROP TABLE IF EXISTS troupe_kv, troupe_claims, troupe_runs, troupe_approvals, troupe_schema CASCADE').finally(() => client.end());
-};
+const sql = db.sql;
+/** Drops Troupe's tables: each case starts from a database without them. */
+const clear = () => sql('DROP VIEW IF EXISTS troupe_run_leases; DROP TABLE IF EXISTS troupe_kv, troupe_claims, troupe_runs, troupe_approvals, troupe_schema CASCADE');
 
 storageConformance('Postgres', async () => {
   await clear();
@@ -29,16 +21,6 @@ storageConformance('Postgres', async () => {
     cleanup: async () => {},
   };
 });
-
-const sql = async <T extends pg.QueryResultRow>(query: string, params: unknown[] = []) => {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  try {
-    return (await client.query<T>(query, params)).rows;
-  } finally {
-    await client.end();
-  }
-};
 
 describe('the Postgres schema', () => {
   it('creates its tables at version 1 on a fresh database, and opens them again unchanged', async () => {
@@ -93,9 +75,10 @@ describe('runs and approvals readable with SQL', () => {
     const [run] = await sql('SELECT run_id, crew, status, owner, output, checkpoint > 0 AS checkpointed FROM troupe_runs');
     expect(run).toEqual({ run_id: 'pair-1', crew: 'pair', status: 'completed', owner: expect.stringMatching(/^n1\./), output: 'final: a brief about actor and state', checkpointed: true });
 
-    await using node = await createNode({ storage, models: approvals.models, nodeId: 'n1' });
+    await using node = await createNode({ storage, models: approvals.models, nodeId: 'n1', crews: [approvals.default], resume: false });
     const waiting = await node.run(approvals.default, { input: approvals.input, runId: 'ask-1' });
-    await expect.poll(() => waiting.waiting().length).toBe(1);
+    // In a cluster a run waiting for a human holds no lease: whoever decides takes it.
+    await expect.poll(async () => (await sql(`SELECT 1 FROM troupe_run_leases WHERE run_id = 'ask-1' AND status = 'waiting' AND NOT lease_live`)).length).toBe(1);
     const [pending] = await sql(`SELECT r.status AS run_status, a.approval_id, a.tool, a.status FROM troupe_approvals a JOIN troupe_runs r USING (run_id) WHERE a.run_id = 'ask-1'`);
     expect(pending).toMatchObject({ run_status: 'waiting', tool: 'publish', status: 'pending' });
     await node.approve(pending!.approval_id as string);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
 
 /**
  * Where the test Postgres server is: `TROUPE_TEST_POSTGRES` (a server URL without a
@@ -35,5 +36,42 @@ export async function testDatabase(): Promise<TestDatabase> {
     name,
     url: `${POSTGRES_SERVER}/${name}`,
     [Symbol.asyncDispose]: () => admin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => {}),
+  };
+}
+
+/** The database of a test file, with a way to look at it in plain SQL. */
+export interface FileDatabase {
+  /** Its connection string (read it inside a test or hook: it exists from `beforeAll` on). */
+  readonly url: string;
+  /** Runs one query on a connection of its own and returns the rows. */
+  sql<T extends pg.QueryResultRow = pg.QueryResultRow>(query: string, params?: unknown[]): Promise<T[]>;
+}
+
+/** A fresh database for the calling test file: created before its tests, dropped after them. */
+export function useTestDatabase(): FileDatabase {
+  let db: TestDatabase | undefined;
+  beforeAll(async () => {
+    db = await testDatabase();
+  });
+  afterAll(async () => {
+    await db?.[Symbol.asyncDispose]();
+  });
+  const url = () => {
+    if (!db) throw new TypeError('the test database exists from beforeAll on');
+    return db.url;
+  };
+  return {
+    get url() {
+      return url();
+    },
+    async sql<T extends pg.QueryResultRow>(query: string, params: unknown[] = []) {
+      const client = new pg.Client({ connectionString: url() });
+      await client.connect();
+      try {
+        return (await client.query<T>(query, params)).rows;
+      } finally {
+        await client.end();
+      }
+    },
   };
 }
