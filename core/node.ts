@@ -6,7 +6,7 @@ import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } fr
 import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { checkEnvelope, decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
-import { ErrorCode, isTroupeError, serializeError, TroupeError } from './errors.js';
+import { ErrorCode, isRetryable, isTroupeError, serializeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import { checkModelRefs, type ModelProviders } from './model.js';
@@ -628,9 +628,13 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (mine) mine.passive = undefined;
       return await withClaim(claim, () => restoreClaimed(runId, def, claim, mine));
     } catch (error) {
-      refused.add(runId);
       await o.storage.release(claim).catch(() => {});
-      events.emit({ type: 'run.refused', runId, error: serializeError(error) });
+      // Left to other nodes for good only when no retry here can help; a passing failure (the
+      // database, a race) is tried again at the next poll.
+      if (!isRetryable(error) || isTroupeError(error, ErrorCode.CREW_NOT_REGISTERED)) {
+        refused.add(runId);
+        events.emit({ type: 'run.refused', runId, error: serializeError(error) });
+      }
       return undefined;
     }
   };

@@ -110,7 +110,8 @@ export function createLeases(o: LeasesOptions): Leases {
   return {
     async claim(runId, owner) {
       assertClaimArgs(runId, owner);
-      for (;;) {
+      // Tried again only when the claim was let go between the two statements.
+      for (let attempt = 1; ; attempt++) {
         const { rows } = await o.pool.query<{ epoch: string }>(
           lease(
             `INSERT INTO troupe_claims AS c (run_id, owner, epoch, expires_at, claimed_at) VALUES ($1, $2, 1, ${LEASE}, clock_timestamp())
@@ -131,8 +132,9 @@ export function createLeases(o: LeasesOptions): Leases {
           [runId],
         );
         const row = holder.rows[0];
-        // Released or expired between the two statements: try again.
-        if (row?.live && row.owner !== null) throw runClaimedError(runId, row.owner, Number(row.epoch), o.location);
+        // Released or expired between the two statements: try again (a few times: under
+        // heavy contention the next taker may win each time, and the caller hears so).
+        if ((row?.live && row.owner !== null) || attempt >= 3) throw runClaimedError(runId, row?.owner ?? 'another owner', row ? Number(row.epoch) : undefined, o.location);
       }
     },
 
