@@ -802,7 +802,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (shared) {
         // Shared storage: take what is free now, and keep taking until close.
         const taken = await takeRuns();
-        if (!working) {
+        // A node without crews takes nothing: no polling either.
+        if (!working && o.crews.size > 0) {
           working = true;
           poll();
         }
