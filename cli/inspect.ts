@@ -2,13 +2,17 @@ import { InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { createInspector } from '../inspector/index.js';
 import type { Storage } from '../core/storage.js';
-import { levelStorage } from '../storage/level.js';
+import { nodeIdFor, openStorage } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { resumeHint } from './hints.js';
 import type { InspectOptions } from './inspect-command.js';
 import { loadCrewModule, type CrewModule } from './load.js';
 import { openForReading } from './read-database.js';
 
+const nodeIdOption = (storage: Storage) => {
+  const nodeId = nodeIdFor(storage, undefined);
+  return nodeId ? { nodeId } : {};
+};
 const warn = (message: string) => process.stderr.write(`troupe: warning: ${message}\n`);
 
 /**
@@ -22,9 +26,9 @@ export async function inspect(opts: InspectOptions): Promise<number> {
   const input = mod ? (opts.input ?? mod.input) : undefined;
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
   // Watching only reads: without --run a missing database is an error, not a new one.
-  await using storage: Storage = mod ? await levelStorage({ path: opts.db, create: true }) : (await openForReading(opts.db)).storage;
+  await using storage: Storage = mod ? await openStorage(opts.db, { create: true }) : (await openForReading(opts.db)).storage;
   // No resume: this command watches; it continues nobody's runs behind their back.
-  await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
+  await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false, ...nodeIdOption(storage) }) : undefined;
   await using _control = node ? await serveControlSocket({ db: opts.db, node, storage }, warn) : undefined;
   await using inspector = await createInspector({ storage, port: opts.port, ...(node ? { node } : {}), ...(mod ? { machines: [mod.definition] } : {}) });
   const out = (line: string) => process.stdout.write(`${line}\n`);

@@ -11,7 +11,7 @@ import type * as Commands from './commands.js';
 import { DEFAULT_DB } from './hints.js';
 import { registerInspectCommand } from './inspect-command.js';
 import { registerMcpCommand } from './mcp-register.js';
-import { withNetworkOptions } from './network.js';
+import { wholeNumber, withNetworkOptions } from './network.js';
 
 // The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
 // the sources and from dist/, where a relative URL would differ by a directory.
@@ -50,7 +50,7 @@ withNetworkOptions(program
   .command('run'))
   .description('run a crew module (its default export) to completion, printing progress')
   .argument('<file>', 'crew module, e.g. examples/research-crew.ts')
-  .option('--db <dir>', 'LevelDB directory for runs and checkpoints', DEFAULT_DB)
+  .option('--db <dir|url>', 'where runs are kept: a LevelDB directory, or a postgres:// URL shared by a cluster', DEFAULT_DB)
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
@@ -61,7 +61,7 @@ withNetworkOptions(program
   .command('resume'))
   .description('resume an unfinished run from its last checkpoint')
   .argument('<run-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
@@ -69,15 +69,18 @@ withNetworkOptions(program
 
 withNetworkOptions(program
   .command('node'))
-  .description('run a long-lived node: host actors that peers place here, resume them after a restart')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .description('run a long-lived node: host actors that peers place here, resume them after a restart; on a postgres:// --db, a worker taking runs from the shared database')
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--concurrency <n>', 'on a shared database: runs executed at once (default 8)', wholeNumber('--concurrency', 1))
+  .option('--lease-ms <ms>', 'on a shared database: how long a run stays this node\'s without a heartbeat (default 15000)', wholeNumber('--lease-ms', 100))
+  .option('--poll-ms <ms>', 'on a shared database: how often to look for free runs besides being notified (default 1000)', wholeNumber('--poll-ms', 10))
   .action(async (opts: Parameters<typeof Commands.nodeCommand>[0]) => (await commands()).nodeCommand(opts));
 
 program
   .command('approvals')
   .description('list tool calls waiting for a human (and decided ones with --all)')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--all', 'include decided approvals')
   .option('--json', 'print one JSON object: { "approvals": [...] }')
   .action(async (opts: Parameters<typeof Commands.approvalsCommand>[0]) => (await commands()).approvalsCommand(opts));
@@ -86,7 +89,7 @@ program
   .command('approve')
   .description('approve a waiting tool call, then continue its run here')
   .argument('<approval-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--edit-args <json>', 'run the tool with these arguments instead', parseJson('--edit-args'))
   .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
   .option('--reason <text>', 'why (kept in the journal)')
@@ -98,7 +101,7 @@ program
   .description('reject a waiting tool call (the model is told why), then continue its run here')
   .argument('<approval-id>')
   .requiredOption('--reason <text>', 'why; shown to the model')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (approvalId: string, opts: OptionsOf<typeof Commands.rejectCommand>) => (await commands()).rejectCommand(approvalId, opts, program.opts()));
 
@@ -106,7 +109,7 @@ program
   .command('audit')
   .description("print a run's audit trail, or `troupe audit verify` to check the whole log's hash chain")
   .argument('<run-id|verify>', 'a run id, or `verify`')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'the trail as JSON lines (one record a line); with verify, one JSON object: { "verify": {...} }')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
   .option('--audit-dir <dir>', 'with verify: the audit key and saved heads (default $TROUPE_AUDIT_DIR, else <db>.audit)')
@@ -117,7 +120,7 @@ program
   .command('history')
   .description("list a run's checkpoints with each actor's state")
   .argument('<run-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print one JSON object: { "runId": ..., "history": [...] }')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.historyCommand>) => (await commands()).historyCommand(runId, opts));
 
@@ -131,14 +134,14 @@ program
     return n;
   })
   .option('--run-id <id>', 'id of the new run')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
 
 program
   .command('runs')
   .description('list runs, newest first')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print one JSON object: { "runs": [...] }')
   .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
@@ -147,7 +150,7 @@ program
   .description('maintain the database')
   .command('repair')
   .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .action(async (opts: Parameters<typeof Commands.dbRepairCommand>[0]) => (await commands()).dbRepairCommand(opts));
 
 registerInspectCommand(program);

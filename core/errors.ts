@@ -14,6 +14,11 @@ export const ErrorCode = {
   STORAGE_CORRUPT: 'STORAGE_CORRUPT',
   /** No database at the path, and the caller asked not to create one (a read command). */
   STORAGE_NOT_FOUND: 'STORAGE_NOT_FOUND',
+  /**
+   * The database's schema is newer than this code knows (a shared database another,
+   * newer Troupe migrated): nothing was read or written; upgrade this node.
+   */
+  STORAGE_VERSION: 'STORAGE_VERSION',
   /** Another live owner executes the run (one node per run, see `Storage.claim`). */
   RUN_CLAIMED: 'RUN_CLAIMED',
   /** A write was fenced by a claim that is no longer current: another owner took the run. */

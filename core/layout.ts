@@ -25,6 +25,7 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  * - `approval:<id>`                   human approvals
  * - `blob:<hash>`                     long strings of actor records, content-addressed
  * - `audit:<seq>`                     the hash-chained audit log
+ * - `audit.<node>:<seq>`              one node's audit chain, in a database nodes share
  * - `meta:layout`                     the layout version of this database
  * - `outbox:`, `outseq:`, `inbox:`, `transport:` the WebSocket transport's delivery state
  */
@@ -37,6 +38,13 @@ const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Throws a `TypeError` unless `runId` may be used as a run id. */
 export function assertRunId(runId: string): void {
   if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
+}
+
+const AUDIT_CHAIN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Throws a `TypeError` unless `chain` may name an audit chain (a node id). */
+export function assertAuditChain(chain: string): void {
+  if (!AUDIT_CHAIN.test(chain)) throw new TypeError(`audit chain "${chain}" must match ${AUDIT_CHAIN} (it is a node id)`);
 }
 
 /** Everything after `prefix` in `key`. */
@@ -52,6 +60,8 @@ export const layout = {
   run: (runId: string) => `run:${runId}`,
   runs: (): KeyRange => prefixRange('run:'),
   isRun: (key: string) => key.startsWith('run:'),
+  /** The run id of a run index key (`run:<run>`). */
+  runIdOf: (key: string) => after(key, 'run:'),
 
   checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
   checkpoints: (runId: string, options?: { reverse?: boolean; limit?: number }): KeyRange => prefixRange(`ckpt:${runId}:`, options),
@@ -117,6 +127,9 @@ export const layout = {
 
   approval: (approvalId: string) => `approval:${approvalId}`,
   approvals: (): KeyRange => prefixRange('approval:'),
+  isApproval: (key: string) => key.startsWith('approval:'),
+  /** The approval id of an approval key (`approval:<id>`). */
+  approvalIdOf: (key: string) => after(key, 'approval:'),
 
   blob: (hash: string) => `blob:${hash}`,
   /** The hash of a blob key, or `undefined` for any other key. */
@@ -128,6 +141,31 @@ export const layout = {
   isAudit: (key: string) => key.startsWith('audit:'),
   /** The sequence number of an audit key, or `undefined` when the key is not strictly `audit:<12 digits>`. */
   auditSeq: (key: string): number | undefined => (/^audit:\d{12}$/.test(key) ? Number(after(key, 'audit:')) : undefined),
+  /**
+   * The keys of one audit chain: `audit:<seq>` for a database's one chain (no `chain`), or
+   * `audit.<chain>:<seq>` for one node's chain in a database many nodes share (each node
+   * chains what it writes; core/security.ts).
+   */
+  auditChain: (chain?: string) => {
+    if (chain === undefined) return { key: layout.audit, range: layout.audits, after: layout.auditsAfter, is: layout.isAudit, seqOf: layout.auditSeq, shape: 'audit:<12 digits>' };
+    assertAuditChain(chain);
+    const prefix = `audit.${chain}:`;
+    const exact = new RegExp(`^${prefix.replaceAll('.', '\\.')}\\d{12}$`);
+    return {
+      key: (seq: number) => `${prefix}${seqKey(seq)}`,
+      range: (): KeyRange => prefixRange(prefix),
+      after: (seq: number): KeyRange => ({ gte: `${prefix}${seqKey(seq + 1)}`, lt: `${prefix}\uffff` }),
+      is: (key: string) => key.startsWith(prefix),
+      seqOf: (key: string): number | undefined => (exact.test(key) ? Number(after(key, prefix)) : undefined),
+      shape: `${prefix}<12 digits>`,
+    };
+  },
+  /** Every key of every node's audit chain (`audit.<chain>:…`), chain by chain. */
+  auditChains: (): KeyRange => prefixRange('audit.'),
+  /** The keys of the chains after `chain` (`;` is the character after `:`). */
+  auditChainsAfter: (chain: string): KeyRange => ({ gte: `audit.${chain};`, lt: prefixRange('audit.').lt! }),
+  /** The chain of a key in {@link layout.auditChains}, `undefined` for any other key. */
+  auditChainOf: (key: string): string | undefined => /^audit\.([A-Za-z0-9_-]{1,64}):/.exec(key)?.[1],
 
   /** Every per-run range: what a fork copies from and what deleting a run removes. */
   perRun: (runId: string): KeyRange[] => [

@@ -76,6 +76,18 @@ export interface NodeOptions {
    * unkeyed records, truncation only detectable against an anchor. See docs/security.md.
    */
   auditDir?: string | false;
+  /**
+   * On a storage many nodes share (`troupe/storage/postgres`): how many runs this node
+   * executes at once. `resumeAll()` (and so `createNode({ crews })`) takes free runs of its
+   * crews up to this many, and keeps taking them as runs end, are submitted or are left by
+   * a node that stopped. Default 8. Unused on embedded storage, whose one process resumes everything.
+   */
+  concurrency?: number;
+  /**
+   * On a shared storage: how often this node looks for free runs, in ms, besides being woken
+   * when one is submitted or released (LISTEN/NOTIFY can miss). Default 1 000.
+   */
+  pollMs?: number;
 }
 
 
@@ -164,6 +176,15 @@ export interface TroupeNode extends AsyncDisposable {
    * returned are the runs this node now executes.
    */
   resumeAll(options?: ResumeAllOptions): Promise<RunHandle<unknown>[]>;
+  /**
+   * Records a new run of `definition` without executing it here: it starts on the node that
+   * takes it (on a shared storage, any node with the crew registered and room under its
+   * `concurrency`; on an embedded one, the next `resumeAll`). Returns the run id.
+   *
+   * @example
+   * const id = await node.submit(research, { input: 'Compare LevelDB and Postgres' });
+   */
+  submit(definition: RunnableDefinition, options: RunOptions): Promise<string>;
   /**
    * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
    * another live node executes it: one node per run.
