@@ -1,7 +1,8 @@
 /**
  * The storage plug-in point: an ordered key-value store with atomic batches. LevelDB is the
- * production implementation (`troupe/storage/level`); `memoryStorage` serves tests. Both run
- * the shared conformance suite in `test/storage-conformance.ts`.
+ * embedded implementation (`troupe/storage/level`), Postgres the shared one
+ * (`troupe/storage/postgres`); `memoryStorage` serves tests. All run the shared conformance
+ * suite `storageConformance` of `troupe/testing` (testing/storage-conformance.ts).
  */
 
 /** Lifecycle of a long-lived object. */

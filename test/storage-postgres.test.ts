@@ -1,10 +1,10 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createNode, scriptedModel } from '../index.js';
 import { postgresStorage, SCHEMA_VERSION } from '../storage/postgres/index.js';
 import { failure } from './helpers/failure.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
-import { storageConformance } from './storage-conformance.js';
+import { storageConformance } from '../testing.js';
 import { useTestDatabase } from './helpers/postgres.js';
 
 const db = useTestDatabase();
@@ -13,7 +13,7 @@ const sql = db.sql;
 /** Drops Troupe's tables: each case starts from a database without them. */
 const clear = () => sql('DROP VIEW IF EXISTS troupe_run_leases; DROP TABLE IF EXISTS troupe_kv, troupe_claims, troupe_runs, troupe_approvals, troupe_schema CASCADE');
 
-storageConformance('Postgres', async () => {
+storageConformance({ describe, it, afterEach }, 'Postgres', async () => {
   await clear();
   return {
     storage: await postgresStorage({ connectionString: db.url }),
