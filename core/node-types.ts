@@ -1,6 +1,7 @@
 import type { InspectionEvent, Observer } from 'xstate';
 import type { ApprovalRecord } from './approvals.js';
 import type { RetentionPolicy } from './retention.js';
+import type { ReplayOptions, ReplayReport } from './replay/replay.js';
 import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { TroupeError } from './errors.js';
@@ -171,6 +172,18 @@ export interface TroupeNode extends AsyncDisposable {
   resume<T = string>(runId: string, definition?: RunDefinition<T>): Promise<RunHandle<T>>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
+  /**
+   * Re-executes recorded run `runId` with the crew code `options.crew` in a scratch space
+   * (the run and this node's storage are only read), serving every model and tool call from
+   * the recording while the new code asks the same, and reports the first divergence: which
+   * agent and step, what the recording had, what the new code asked for. No tool executes.
+   * With `rehearse: { from, to }` the calls of model `from` are asked of `to` instead.
+   *
+   * @example
+   * const report = await node.replay('run-42', { crew: nextVersionOfCrew });
+   * if (!report.clean) console.log(report.divergences[0]); // { kind: 'conversation', agent: 'writer', step: 1, … }
+   */
+  replay(runId: string, options: ReplayOptions): Promise<ReplayReport>;
   /**
    * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
    * replayed from the journal, not redone; the original run is not touched.

@@ -24,6 +24,8 @@ import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
+import { CALL_GATE, type GatedNodeOptions } from './replay/gate.js';
+import { replayRun } from './replay/replay.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -143,6 +145,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
+  const gate = (options as NodeOptions & GatedNodeOptions)[CALL_GATE];
 
   const ensureRunning = () => {
     if (status !== 'running') throw new TroupeError(ErrorCode.NODE_CLOSED, `node is ${status}`);
@@ -444,6 +447,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       writes,
       security,
       blobs,
+      ...(gate ? { gate } : {}),
     });
     claims.set(host, claim);
     return host;
@@ -610,6 +614,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
 
     history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
+
+    replay(runId, replayOptions) {
+      ensureRunning();
+      return replayRun({ store, models: o.models, clock: o.clock, ids: o.ids, createNode }, runId, replayOptions);
+    },
 
     async fork(runId, forkOptions) {
       ensureRunning();

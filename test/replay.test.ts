@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createNode, crew, memoryStorage, scriptedModel, tool, type Storage } from '../index.js';
+import { createRunStore } from '../core/run-store.js';
+import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+
+/** A recorded run of the pair crew in `storage` (id `rec`), and the words its tool looked up live. */
+async function record(storage: Storage) {
+  const looked: string[] = [];
+  await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) } });
+  const result = await (await node.run(twoAgentCrew({ calls: looked }), { input: 'brief me', runId: 'rec' })).result();
+  return { looked, output: result.output };
+}
+
+/** A node on `storage` that replays: its own model must never be asked for a served call. */
+async function replayer(storage: Storage) {
+  const asked: string[] = [];
+  const live = scriptedModel({ script: pairScript });
+  const node = await createNode({ storage, resume: false, models: { scripted: { id: 'scripted', generate: (req, ctx) => (asked.push(`${req.agent}#${req.step}`), live.generate(req, ctx)) } } });
+  return { node, asked };
+}
+
+describe('replay against recorded runs', () => {
+  it('replays a recorded run cleanly against its own code, serving every call and running no tool', async () => {
+    await using storage = memoryStorage();
+    const { looked, output } = await record(storage);
+    expect(looked).toEqual(['actor', 'state']);
+    const before = await createRunStore(storage).journal('rec');
+    const { node, asked } = await replayer(storage);
+    await using _node = node;
+    const replayedTools: string[] = [];
+    const report = await node.replay('rec', { crew: twoAgentCrew({ calls: replayedTools }) });
+    expect(report).toMatchObject({ clean: true, ended: 'finished', divergences: [], calls: { recorded: 6, served: 6, unserved: 0 } });
+    expect(report.outcome).toEqual({ recorded: { status: 'completed', output }, replayed: { status: 'completed', output } });
+    expect(replayedTools).toEqual([]);
+    expect(asked).toEqual([]);
+    // The recorded run is only read.
+    expect(await createRunStore(storage).journal('rec')).toEqual(before);
+  });
+
+  it('stops at the first step whose conversation differs when a prompt changed, and names the message', async () => {
+    await using storage = memoryStorage();
+    await record(storage);
+    const { node, asked } = await replayer(storage);
+    await using _node = node;
+    const report = await node.replay('rec', { crew: twoAgentCrew({ writer: { instructions: 'Write tersely.' } }) });
+    expect(report.clean).toBe(false);
+    expect(report.ended).toBe('diverged');
+    expect(report.divergences).toEqual([
+      {
+        kind: 'conversation',
+        agent: 'writer',
+        task: 1,
+        step: 1,
+        callId: 'writer/t1/s1/model',
+        message: 0,
+        recorded: 'message 1 of 2: system: "Write."',
+        requested: 'message 1 of 2: system: "Write tersely."',
+      },
+    ]);
+    // The researcher's three calls and two lookups were served before it; nothing was asked.
+    expect(report.calls).toMatchObject({ served: 5, unserved: 0 });
+    expect(asked).toEqual([]);
+  });
+
+  it('diverges at the first model call when an agent is offered an added tool', async () => {
+    await using storage = memoryStorage();
+    await record(storage);
+    const { node } = await replayer(storage);
+    await using _node = node;
+    const extra = tool({ name: 'search', description: 'Searches.', input: z.object({ q: z.string() }), effect: 'read', run: () => 'never' });
+    const base = twoAgentCrew();
+    const lookup = base.agents.find((a) => a.id === 'researcher')!.tools[0]!;
+    const report = await node.replay('rec', { crew: twoAgentCrew({ researcher: { tools: [lookup, extra] } }) });
+    expect(report.divergences).toEqual([
+      { kind: 'tools', agent: 'researcher', task: 1, step: 1, callId: 'researcher/t1/s1/model', recorded: 'tools [lookup]', requested: 'tools [lookup, search] (adds search)' },
+    ]);
+    expect(report.calls.served).toBe(0);
+  });
+
+  it('diverges at the step a reordered process reaches first, with what each side sent', async () => {
+    await using storage = memoryStorage();
+    await record(storage);
+    const { node } = await replayer(storage);
+    await using _node = node;
+    const { agents, ...rest } = twoAgentCrew();
+    const reordered = crew({ id: rest.id, supervision: { maxRestarts: 0 }, agents: [...agents].reverse() });
+    const report = await node.replay('rec', { crew: reordered });
+    expect(report.divergences).toHaveLength(1);
+    expect(report.divergences[0]).toMatchObject({ kind: 'conversation', agent: 'writer', task: 1, step: 1, message: 1 });
+    expect(report.divergences[0]!.recorded).toContain('findings: actor, state');
+    expect(report.divergences[0]!.requested).toContain('brief me');
+  });
+});
