@@ -91,4 +91,56 @@ describe('replay against recorded runs', () => {
     expect(report.divergences[0]!.recorded).toContain('findings: actor, state');
     expect(report.divergences[0]!.requested).toContain('brief me');
   });
+
+  it('goes on past a divergence on request: the changed call is asked of the model, the rest still served', async () => {
+    await using storage = memoryStorage();
+    const { output } = await record(storage);
+    const { node, asked } = await replayer(storage);
+    await using _node = node;
+    const report = await node.replay('rec', { crew: twoAgentCrew({ writer: { instructions: 'Write tersely.' } }), continue: true });
+    expect(report).toMatchObject({ clean: false, ended: 'finished', calls: { recorded: 6, served: 5, unserved: 1 } });
+    expect(report.divergences.map((d) => [d.kind, d.callId])).toEqual([['conversation', 'writer/t1/s1/model']]);
+    expect(asked).toEqual(['writer#1']);
+    expect(report.outcome.replayed).toEqual({ status: 'completed', output });
+  });
+
+  it('replays from a checkpoint: the recorded state there is taken, only the calls after it are compared', async () => {
+    await using storage = memoryStorage();
+    await record(storage);
+    const { node, asked } = await replayer(storage);
+    await using _node = node;
+    const history = await node.history('rec');
+    const at = history.find((h) => h.states.writer === 'planning')!.seq;
+    const report = await node.replay('rec', { crew: twoAgentCrew(), at });
+    expect(report).toMatchObject({ clean: true, ended: 'finished', from: at, calls: { recorded: 1, served: 1, unserved: 0 } });
+    expect(asked).toEqual([]);
+    await expect(node.replay('rec', { crew: twoAgentCrew(), at: 999 })).rejects.toThrow(/has no checkpoint 999/);
+  });
+
+  it('rehearses a new model: its answers beside the recorded ones per step, tool calls served where they match', async () => {
+    await using storage = memoryStorage();
+    const { output } = await record(storage);
+    const { node, asked } = await replayer(storage);
+    await using _node = node;
+    const next = scriptedModel({
+      id: 'next',
+      script: { researcher: [{ text: 'one lookup', toolCalls: [{ name: 'lookup', args: { word: 'actor' } }] }, 'findings: actor'], writer: ['final: a brief about actors'] },
+    });
+    const looked: string[] = [];
+    const report = await node.replay('rec', { crew: twoAgentCrew({ calls: looked }), rehearse: { from: 'scripted', to: 'next:v2' }, models: { next } });
+    expect(asked).toEqual([]);
+    expect(looked).toEqual([]);
+    expect(report.ended).toBe('finished');
+    expect(report.rehearsal!.map((r) => [r.callId, r.recorded?.text, r.replayed?.text])).toEqual([
+      ['researcher/t1/s1/model', 'looking up actors', 'one lookup'],
+      ['researcher/t1/s2/model', 'looking up states', 'findings: actor'],
+      ['writer/t1/s1/model', 'final: a brief about actor and state', 'final: a brief about actors'],
+    ]);
+    expect(report.rehearsal![0]!.replayed).toMatchObject({ model: 'next:v2', toolCalls: ['lookup({"word":"actor"})'] });
+    expect(report.rehearsal![0]!.recorded!.tokens.output).toBeGreaterThan(0);
+    // The first lookup matched the recording and was served; the recorded second one was never asked for.
+    expect(report.calls.served).toBe(1);
+    expect(report.divergences[0]).toMatchObject({ kind: 'not-asked', callId: 'researcher/t1/s2/tool/call_1_0' });
+    expect(report.outcome).toEqual({ recorded: { status: 'completed', output }, replayed: { status: 'completed', output: 'final: a brief about actors' } });
+  });
 });
