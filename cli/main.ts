@@ -24,6 +24,8 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 const commands = () => import('./commands.js');
+const replayCommands = () => import('./replay.js');
+type replayCommand = typeof import('./replay.js').replayCommand;
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
 /** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
@@ -44,6 +46,13 @@ const parseJson = (label: string) => (value: string) => {
   } catch {
     throw new InvalidArgumentError(`${label} must be JSON`);
   }
+};
+
+/** A parser of a checkpoint number option (`--at`). */
+const checkpointNumber = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a checkpoint number`);
+  return n;
 };
 
 withNetworkOptions(program
@@ -125,15 +134,25 @@ program
   .command('fork')
   .description('start a new run from a checkpoint of another (see `troupe history`)')
   .argument('<run-id>')
-  .requiredOption('--at <checkpoint>', 'checkpoint number', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--at takes a checkpoint number');
-    return n;
-  })
+  .requiredOption('--at <checkpoint>', 'checkpoint number', checkpointNumber('--at'))
   .option('--run-id <id>', 'id of the new run')
   .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
+
+program
+  .command('replay')
+  .description('re-execute a recorded run with new crew code (or a new model) in a scratch space, serving its recorded calls, and report the first divergence')
+  .argument('<run-id>')
+  .requiredOption('--crew <file>', 'the crew module to replay the run with')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--at <checkpoint>', 'replay from this checkpoint instead of the start (see `troupe history`)', checkpointNumber('--at'))
+  .option('--continue', "go on past divergences: the new code's calls that do not match are not served (models asked, tools not executed)")
+  .option('--model <old=new>', 'rehearse: ask the calls of model `old` of model `new` (a provider the crew module exports), side by side with the recording')
+  .option('--json', 'print one JSON object: { "replay": { "clean", "ended", "calls", "divergences", "outcome", "rehearsal"? } }')
+  .action(async (runId: string, opts: Parameters<replayCommand>[1]) => {
+    process.exitCode = await (await replayCommands()).replayCommand(runId, opts);
+  });
 
 program
   .command('runs')
