@@ -26,6 +26,9 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 const commands = () => import('./commands.js');
 const replayCommands = () => import('./replay.js');
 type replayCommand = typeof import('./replay.js').replayCommand;
+const exportCommands = () => import('./export.js');
+type exportCommand = typeof import('./export.js').exportCommand;
+type importCommand = typeof import('./export.js').importCommand;
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
 /** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
@@ -152,6 +155,27 @@ program
   .option('--json', 'print one JSON object: { "replay": { "clean", "ended", "calls", "divergences", "outcome", "rehearsal"? } }')
   .action(async (runId: string, opts: Parameters<replayCommand>[1]) => {
     process.exitCode = await (await replayCommands()).replayCommand(runId, opts);
+  });
+
+program
+  .command('export')
+  .description('write one run (record, checkpoints, conversations, journal, ledger, approvals) to one redacted, portable file')
+  .argument('<run-id>')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--out <file>', 'where to write it (default <run-id>.recording.json)')
+  .option('--json', 'print one JSON object: { "export": { "runId", "crew", "file", "keys", "secrets" } }')
+  .action(async (runId: string, opts: Parameters<exportCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).exportCommand(runId, opts);
+  });
+
+program
+  .command('import')
+  .description('load a recording file (troupe export) into a database; never overwrites a run, a damaged file writes nothing')
+  .argument('<file>')
+  .option('--db <dir>', 'LevelDB directory (created if missing)', DEFAULT_DB)
+  .option('--json', 'print one JSON object: { "import": { "runId", "crew", "keys", "db" } }')
+  .action(async (file: string, opts: Parameters<importCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).importCommand(file, opts);
   });
 
 program

@@ -114,6 +114,7 @@ export const layout = {
 
   approval: (approvalId: string) => `approval:${approvalId}`,
   approvals: (): KeyRange => prefixRange('approval:'),
+  isApproval: (key: string) => key.startsWith('approval:'),
 
   blob: (hash: string) => `blob:${hash}`,
   /** The hash of a blob key, or `undefined` for any other key. */
@@ -126,6 +127,8 @@ export const layout = {
   /** The sequence number of an audit key, or `undefined` when the key is not strictly `audit:<12 digits>`. */
   auditSeq: (key: string): number | undefined => (/^audit:\d{12}$/.test(key) ? Number(after(key, 'audit:')) : undefined),
 
+  /** Whether `key` is one of the per-run keys of `runId` (in {@link layout.perRun}) or its run record. */
+  ownedByRun: (runId: string, key: string): boolean => key === layout.run(runId) || layout.perRun(runId).some((r) => key >= r.gte! && key < r.lt!),
   /** Every per-run range: what a fork copies from and what deleting a run removes. */
   perRun: (runId: string): KeyRange[] => [
     prefixRange(`ckpt:${runId}:`),
