@@ -29,6 +29,7 @@ type replayCommand = typeof import('./replay.js').replayCommand;
 const exportCommands = () => import('./export.js');
 type exportCommand = typeof import('./export.js').exportCommand;
 type importCommand = typeof import('./export.js').importCommand;
+type upgradeCommand = typeof import('./upgrade.js').upgradeCommand;
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
 /** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
@@ -176,6 +177,17 @@ program
   .option('--json', 'print one JSON object: { "import": { "runId", "crew", "keys", "db" } }')
   .action(async (file: string, opts: Parameters<importCommand>[1]) => {
     process.exitCode = await (await exportCommands()).importCommand(file, opts);
+  });
+
+program
+  .command('upgrade')
+  .description('replay every unfinished run of a crew against new code and its migrations; upgrade only those that replay cleanly (--dry-run: list them)')
+  .requiredOption('--crew <file>', 'the crew module with the new code')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--dry-run', 'list which runs would continue cleanly and which diverge; change nothing')
+  .option('--json', 'print one JSON object: { "upgrade": { "crew", "version", "dryRun", "runs": [{ "runId", "status", "version", "verdict", "reason"?, "upgraded"? }] } }')
+  .action(async (opts: Parameters<upgradeCommand>[0]) => {
+    process.exitCode = await (await import('./upgrade.js')).upgradeCommand(opts);
   });
 
 program

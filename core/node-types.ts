@@ -136,6 +136,12 @@ export interface RunHandle<T = string> {
   stop(): Promise<void>;
 }
 
+/** Options of {@link TroupeNode.resume}. */
+export interface ResumeOptions {
+  /** The module the run is resumed from, recorded in its run record from now on (an upgrade to new code). */
+  source?: string;
+}
+
 /** Options of {@link TroupeNode.resumeAll}. */
 export interface ResumeAllOptions {
   /** Called for each unfinished run left alone because another live owner executes it. */
@@ -169,7 +175,7 @@ export interface TroupeNode extends AsyncDisposable {
    * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
    * another live node executes it: one node per run.
    */
-  resume<T = string>(runId: string, definition?: RunDefinition<T>): Promise<RunHandle<T>>;
+  resume<T = string>(runId: string, definition?: RunDefinition<T>, options?: ResumeOptions): Promise<RunHandle<T>>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
   /**

@@ -474,7 +474,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<AnyHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
@@ -485,6 +485,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
     record.version = def.version;
+    // An upgrade moves the run to another module: `troupe resume` and `approve` load that one from now on.
+    if (source !== undefined) record.source = source;
     const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
@@ -582,7 +584,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(slot);
     },
 
-    async resume(runId, definition) {
+    async resume(runId, definition, resumeOptions) {
       ensureRunning();
       const known = slots.get(runId);
       if (known) {
@@ -607,7 +609,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         if (head) planUpgrade(head, def, def.migrations ?? []);
         checkConfig(def, runId, record.part);
         // RUN_CLAIMED while another live node executes it.
-        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim));
+        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source));
       })().finally(() => resuming.delete(runId));
       resuming.set(runId, resumed);
       return resumed;

@@ -1,3 +1,4 @@
+import { ErrorCode, TroupeError } from '../errors.js';
 import type { ToolMessage } from '../messages.js';
 import type { ModelResponse } from '../model.js';
 import type { ModelStep, ToolStep } from '../runtime.js';
@@ -30,4 +31,13 @@ export const CALL_GATE: unique symbol = Symbol('troupe.callGate');
 /** `createNode` options as a replay passes them. */
 export interface GatedNodeOptions {
   [CALL_GATE]?: CallGate;
+}
+
+/** A call a gate will not let through: settles only when `signal` aborts (the run was stopped), rejecting with `ABORTED` and `why`. */
+export function holdCall(signal: AbortSignal, why: string): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    const abort = () => reject(new TroupeError(ErrorCode.ABORTED, why));
+    if (signal.aborted) abort();
+    else signal.addEventListener('abort', abort, { once: true });
+  });
 }

@@ -10,7 +10,7 @@ import type { NodeOptions, TroupeNode } from '../node-types.js';
 import type { RunStore } from '../run-store.js';
 import type { ModelStep, RunnableDefinition, ToolStep } from '../runtime.js';
 import { compareModelCall, describeCall, DivergenceKind, type Divergence } from './divergence.js';
-import { CALL_GATE, type CallGate, type GatedModelCall, type GatedNodeOptions } from './gate.js';
+import { CALL_GATE, holdCall, type CallGate, type GatedModelCall, type GatedNodeOptions } from './gate.js';
 import { doneCalls, loadRecording, type Recording } from './recording.js';
 import { rehearsalSide, type RehearsalStep } from './rehearsal.js';
 
@@ -85,14 +85,6 @@ const recordingOnly = (id: string): ModelProvider => ({
   id,
   generate: () => Promise.reject(new TroupeError(ErrorCode.MODEL_NOT_FOUND, `model provider "${id}" is not registered for this replay: only recorded answers can be served`, { retryable: false })),
 });
-
-/** A promise that settles only when `signal` aborts: a call the replay will not let through. */
-const held = (signal: AbortSignal): Promise<never> =>
-  new Promise((_resolve, reject) => {
-    const abort = () => reject(new TroupeError(ErrorCode.ABORTED, 'the replay stopped here'));
-    if (signal.aborted) abort();
-    else signal.addEventListener('abort', abort, { once: true });
-  });
 
 const notExecuted = (step: ToolStep, why: string): ToolMessage => ({
   role: 'tool',
@@ -190,12 +182,12 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
     const waitingHere = recording.waiting.find((a) => a.callId === callId);
     if (!recording.finished && pending.size === 0 && (recording.waiting.length === 0 || waitingHere)) {
       halt('caught-up');
-      return held(signal);
+      return holdCall(signal, 'the replay stopped here');
     }
     const next = nextOf(agentId)[0];
     const { task, step } = stepFields(callId);
     const recordedText = next ? `next recorded call of ${agentId}: ${next.callId} (${next.kind === 'tool' ? describeCall({ name: next.name, args: next.args }) : next.name})` : recording.finished ? `no more calls of ${agentId}: the recorded run ${recording.run.status}` : `no more calls of ${agentId}`;
-    return diverge({ kind: DivergenceKind.unrecorded, agent: agentId, ...(task !== undefined ? { task, step } : {}), callId, recorded: recordedText, requested: what }) ? undefined : held(signal);
+    return diverge({ kind: DivergenceKind.unrecorded, agent: agentId, ...(task !== undefined ? { task, step } : {}), callId, recorded: recordedText, requested: what }) ? undefined : holdCall(signal, 'the replay stopped here');
   };
 
   const gate: CallGate = {
@@ -217,7 +209,7 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
       const divergence = await compareModelCall(entry, step, { agent: agentId, callId }, () => recording.conversationOf(entry), { checkModel: true });
       if (divergence) {
         pending.delete(callId);
-        if (!diverge(divergence)) return held(signal);
+        if (!diverge(divergence)) return holdCall(signal, 'the replay stopped here');
         unserved += 1;
         return { ask: step.model };
       }
@@ -242,8 +234,8 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
       // What the recorded model asked for (a human may have edited the arguments it ran with).
       const wanted = recording.toolCallOf(callId) ?? { name: entry.name, args: entry.args };
       if (wanted.name !== step.call.name || canonicalJson(wanted.args) !== canonicalJson(step.call.args)) {
-        const held_ = !diverge({ kind: DivergenceKind.toolCall, agent: agentId, task: step.task, step: step.step, callId, recorded: `tool call ${describeCall(wanted)}`, requested: `tool call ${asked}` });
-        if (held_) return held(signal);
+        const stop = !diverge({ kind: DivergenceKind.toolCall, agent: agentId, task: step.task, step: step.step, callId, recorded: `tool call ${describeCall(wanted)}`, requested: `tool call ${asked}` });
+        if (stop) return holdCall(signal, 'the replay stopped here');
         unserved += 1;
         return notExecuted(step, 'its tool or arguments differ from the recorded call');
       }
