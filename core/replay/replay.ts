@@ -8,7 +8,7 @@ import type { ToolMessage } from '../messages.js';
 import { splitModelRef, type ModelProvider, type ModelProviders, type ModelResponse } from '../model.js';
 import type { NodeOptions, TroupeNode } from '../node-types.js';
 import type { RunStore } from '../run-store.js';
-import type { ModelStep, RunnableDefinition, ToolStep } from '../runtime.js';
+import type { RunnableDefinition, ToolStep } from '../runtime.js';
 import { compareModelCall, describeCall, DivergenceKind, type Divergence } from './divergence.js';
 import { CALL_GATE, holdCall, type CallGate, type GatedModelCall, type GatedNodeOptions } from './gate.js';
 import { doneCalls, loadRecording, type Recording } from './recording.js';
@@ -293,4 +293,3 @@ const stepFields = (callId: string): { task?: number; step?: number } => {
 
 export type { Divergence, DivergenceKind } from './divergence.js';
 export type { RehearsalStep } from './rehearsal.js';
-export type { ModelStep };
