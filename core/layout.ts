@@ -91,6 +91,7 @@ export const layout = {
 
   journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
   journals: (runId: string): KeyRange => prefixRange(`jrnl:${runId}:`),
+  isJournal: (key: string) => key.startsWith('jrnl:'),
 
   ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
   ledgers: (runId: string): KeyRange => prefixRange(`ledger:${runId}:`),

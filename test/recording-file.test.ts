@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createNode, ErrorCode, scriptedModel, staticSecrets, type Storage } from '../index.js';
 import { replayRecording } from '../testing.js';
+import { canonicalJson } from '../core/audit-log.js';
 import { layout } from '../core/layout.js';
 import { exportRecording, importRecording, parseRecording } from '../core/replay/recording-file.js';
 import { createRunStore, put } from '../core/run-store.js';
@@ -73,13 +75,19 @@ describe('portable recordings', () => {
     expect(refused(good.replace('"brief me"', '"brief you"'))).toContain('its digest does not match its content');
     expect(refused(JSON.stringify({ ...JSON.parse(good), version: 9 }))).toContain('version: Invalid input: expected 1');
     expect(refused(good, { maxBytes: 1000 })).toMatch(/the file has \d+ bytes, more than the limit of 1000/);
-    // A well-formed file carrying another run's key (digest recomputed, as a forger would).
-    const forged = JSON.parse(good) as { entries: unknown[]; digest: string };
-    forged.entries.push({ k: 'run:other', v: { id: 'other' } });
-    const { createHash } = await import('node:crypto');
-    const { canonicalJson } = await import('../core/audit-log.js');
-    forged.digest = createHash('sha256').update(canonicalJson(forged.entries)).digest('hex');
-    expect(refused(JSON.stringify(forged))).toContain("key run:other is not one of run rec's");
+    // Well-formed files a forger made (the digest recomputed): another run's key, a ledger entry filed under another call.
+    const forge = (change: (entries: Array<{ k: string; v?: unknown }>) => void) => {
+      const forged = JSON.parse(good) as { entries: Array<{ k: string; v?: unknown }>; digest: string };
+      change(forged.entries);
+      forged.digest = createHash('sha256').update(canonicalJson(forged.entries)).digest('hex');
+      return JSON.stringify(forged);
+    };
+    expect(refused(forge((entries) => entries.push({ k: 'run:other', v: { id: 'other' } })))).toContain("key run:other is not one of run rec's");
+    const moved = forge((entries) => {
+      const entry = entries.find((e) => e.k === 'ledger:rec:writer/t1/s1/model')!;
+      entry.k = 'ledger:rec:writer/t1/s2/model';
+    });
+    expect(refused(moved)).toContain('ledger entry ledger:rec:writer/t1/s2/model is malformed or filed under another call id');
   });
 
   it('scrubs the values of the run\'s secrets from the file, and lists the ones it could not resolve', async () => {

@@ -19,8 +19,9 @@ import type { Storage, StorageOp } from '../storage.js';
  * on the way in, and imported in one batch or not at all.
  */
 
-/** The format this code writes and reads. */
+/** The `format` of a recording file. */
 export const RECORDING_FORMAT = 'troupe.recording';
+/** The version of the format this code writes and reads. */
 export const RECORDING_VERSION = 1;
 
 /** Limits of {@link parseRecording}: a file beyond them is refused before anything is read into a database. */
@@ -31,6 +32,7 @@ export interface RecordingLimits {
   maxEntries: number;
 }
 
+/** The limits {@link parseRecording} applies unless told otherwise. */
 export const DEFAULT_RECORDING_LIMITS: RecordingLimits = { maxBytes: 256 * 1024 * 1024, maxEntries: 1_000_000 };
 
 const MAX_KEY = 1024;
@@ -131,6 +133,11 @@ export async function exportRecording(storage: Storage, runId: string, options: 
 const invalid = (why: string, cause?: unknown, details: Record<string, unknown> = {}) =>
   new TroupeError(ErrorCode.RECORDING_INVALID, `not a usable recording: ${why}; nothing was imported`, { ...(cause ? { cause } : {}), details, retryable: false });
 
+// What a replay and a resume read of the entries, checked here: restore trusts the rest of a record's shape.
+const LedgerEntrySchema = z.object({ callId: z.string().min(1).max(MAX_KEY), kind: z.enum(['model', 'tool']), status: z.enum(['intent', 'done']), name: z.string(), ts: z.number() }).passthrough();
+const JournalEntrySchema = z.object({ seq: z.number().int().positive(), ts: z.number(), kind: z.string(), actor: z.string(), data: z.record(z.string(), z.unknown()) }).passthrough();
+const CheckpointSchema = z.object({ seq: z.number().int().positive(), schemaVersion: z.number().int().positive(), machine: z.object({ id: z.string(), version: z.string() }) }).passthrough();
+
 const RunRecordSchema = z.object({ id: z.string(), crew: z.string(), version: z.string(), status: z.enum(['running', 'waiting', 'completed', 'failed']), input: z.string(), checkpoint: z.number().int().nonnegative(), startedAt: z.number(), updatedAt: z.number(), resumes: z.number().int().nonnegative() }).passthrough();
 
 /**
@@ -168,6 +175,16 @@ export function parseRecording(text: string | Uint8Array, limits: Partial<Record
     } else if (layout.isApproval(entry.k)) {
       if ((value as { runId?: unknown })?.runId !== file.runId) throw invalid(`approval ${entry.k} belongs to another run`);
     } else if (!layout.ownedByRun(file.runId, entry.k)) throw invalid(`key ${entry.k} is not one of run ${file.runId}'s`);
+    else if (layout.isLedger(entry.k)) {
+      const ledger = LedgerEntrySchema.safeParse(value);
+      if (!ledger.success || entry.k !== layout.ledger(file.runId, ledger.data.callId)) throw invalid(`ledger entry ${entry.k} is malformed or filed under another call id`);
+    } else if (layout.isJournal(entry.k)) {
+      const fact = JournalEntrySchema.safeParse(value);
+      if (!fact.success || entry.k !== layout.journal(file.runId, fact.data.seq)) throw invalid(`journal entry ${entry.k} is malformed or filed under another number`);
+    } else if (layout.isCheckpoint(entry.k)) {
+      const checkpoint = CheckpointSchema.safeParse(value);
+      if (!checkpoint.success || entry.k !== layout.checkpoint(file.runId, checkpoint.data.seq) || checkpoint.data.machine.id !== file.crew) throw invalid(`checkpoint ${entry.k} is malformed, filed under another number or of another crew`);
+    }
     if (entry.k === layout.run(file.runId)) {
       const record = RunRecordSchema.safeParse(value);
       if (!record.success || record.data.id !== file.runId || record.data.crew !== file.crew) throw invalid('its run record is malformed or names another run');

@@ -63,13 +63,18 @@ export interface ReplayReport {
   ended: ReplayEnd;
   /** Recorded calls (model and tool), calls served from the recording, calls that were not. */
   calls: { recorded: number; served: number; unserved: number };
-  /** The first divergence, or with `continue` / rehearsal every one, in the order found. */
+  /** The first divergence, or with `continue` / rehearsal every one in the order found, up to {@link MAX_DIVERGENCES}. */
   divergences: Divergence[];
+  /** Divergences found beyond {@link MAX_DIVERGENCES}, counted, not listed. */
+  moreDivergences?: number;
   /** Status and final answer of the recorded run and of the replay (when it finished). */
   outcome: { recorded: { status: string; output?: string }; replayed?: { status: string; output: string } };
   /** With `rehearse`: the rehearsed model's calls, recorded and new side by side. */
   rehearsal?: RehearsalStep[];
 }
+
+/** Divergences a report lists; a replay that goes on past them counts the rest. */
+export const MAX_DIVERGENCES = 100;
 
 /** What `node.replay` lends the replay engine. */
 export interface ReplayContext {
@@ -152,9 +157,11 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
   const { ledger } = recording;
   const keepGoing = options.continue === true || options.rehearse !== undefined;
   // Work before the starting checkpoint is in the scratch run's own ledger: never asked again.
-  const recorded = doneCalls(ledger).filter((e) => from === 0 || (e.checkpoint ?? 0) > from);
+  // (An entry that does not say which checkpoint wrote it is not copied by a fork: it counts as after.)
+  const recorded = doneCalls(ledger).filter((e) => from === 0 || (e.checkpoint ?? Infinity) > from);
   const pending = new Set(recorded.map((e) => e.callId));
   const divergences: Divergence[] = [];
+  let moreDivergences = 0;
   const rehearsal: RehearsalStep[] = [];
   let served = 0;
   let unserved = 0;
@@ -164,7 +171,8 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
 
   /** Records a divergence; `true` when the replay goes on (the call is then not served). */
   const diverge = (d: Divergence): boolean => {
-    divergences.push(d);
+    if (divergences.length < MAX_DIVERGENCES) divergences.push(d);
+    else moreDivergences += 1;
     if (keepGoing) return true;
     halt('diverged');
     return false;
@@ -278,6 +286,7 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
         ended,
         calls: { recorded: recorded.length, served, unserved },
         divergences,
+        ...(moreDivergences > 0 ? { moreDivergences } : {}),
         outcome: { recorded: { status: recording.run.status, ...(recording.run.output !== undefined ? { output: recording.run.output } : {}) }, ...(replayed ? { replayed } : {}) },
         ...(options.rehearse ? { rehearsal } : {}),
       };
