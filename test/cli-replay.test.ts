@@ -54,5 +54,5 @@ describe('troupe replay', () => {
     expect(imported.code).toBe(4);
     expect(imported.stdout).toContain('diverged at writer, task 1 step 1 (writer/t1/s1/model): the conversation differs\n  recorded:  message 1 of 2: system: "Write."\n  new code:  message 1 of 2: system: "Write tersely."');
     expect(await readFile(tools, 'utf8')).toBe('actor\n');
-  });
+  }, 120_000);
 });

@@ -117,14 +117,21 @@ describe('replay against recorded runs', () => {
     await expect(node.replay('rec', { crew: twoAgentCrew(), at: 999 })).rejects.toThrow(/has no checkpoint 999/);
   });
 
-  it('rehearses a new model: its answers beside the recorded ones per step, tool calls served where they match', async () => {
+  it('rehearses a new model: its answers beside the recorded ones per step, tool calls served where they match and never executed where not', async () => {
     await using storage = memoryStorage();
     const { output } = await record(storage);
     const { node, asked } = await replayer(storage);
     await using _node = node;
     const next = scriptedModel({
       id: 'next',
-      script: { researcher: [{ text: 'one lookup', toolCalls: [{ name: 'lookup', args: { word: 'actor' } }] }, 'findings: actor'], writer: ['final: a brief about actors'] },
+      script: {
+        researcher: [
+          { text: 'one lookup', toolCalls: [{ name: 'lookup', args: { word: 'actor' } }] },
+          { text: 'and another', toolCalls: [{ name: 'lookup', args: { word: 'states' } }] },
+          'findings: actor',
+        ],
+        writer: ['final: a brief about actors'],
+      },
     });
     const looked: string[] = [];
     const report = await node.replay('rec', { crew: twoAgentCrew({ calls: looked }), rehearse: { from: 'scripted', to: 'next:v2' }, models: { next } });
@@ -133,14 +140,18 @@ describe('replay against recorded runs', () => {
     expect(report.ended).toBe('finished');
     expect(report.rehearsal!.map((r) => [r.callId, r.recorded?.text, r.replayed?.text])).toEqual([
       ['researcher/t1/s1/model', 'looking up actors', 'one lookup'],
-      ['researcher/t1/s2/model', 'looking up states', 'findings: actor'],
+      ['researcher/t1/s2/model', 'looking up states', 'and another'],
+      ['researcher/t1/s3/model', 'findings: actor, state', 'findings: actor'],
       ['writer/t1/s1/model', 'final: a brief about actor and state', 'final: a brief about actors'],
     ]);
     expect(report.rehearsal![0]!.replayed).toMatchObject({ model: 'next:v2', toolCalls: ['lookup({"word":"actor"})'] });
     expect(report.rehearsal![0]!.recorded!.tokens.output).toBeGreaterThan(0);
-    // The first lookup matched the recording and was served; the recorded second one was never asked for.
-    expect(report.calls.served).toBe(1);
-    expect(report.divergences[0]).toMatchObject({ kind: 'not-asked', callId: 'researcher/t1/s2/tool/call_1_0' });
+    // The first lookup matched the recording and was served; the second asked for another word: not executed.
+    expect(report.calls).toMatchObject({ served: 1, unserved: 5 });
+    expect(report.divergences).toEqual([
+      { kind: 'tool-call', agent: 'researcher', task: 1, step: 2, callId: 'researcher/t1/s2/tool/call_1_0', recorded: 'tool call lookup({"word":"state"})', requested: 'tool call lookup({"word":"states"})' },
+      { kind: 'outcome', recorded: 'completed: "final: a brief about actor and state"', requested: 'completed: "final: a brief about actors"' },
+    ]);
     expect(report.outcome).toEqual({ recorded: { status: 'completed', output }, replayed: { status: 'completed', output: 'final: a brief about actors' } });
   });
 });

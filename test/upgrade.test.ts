@@ -77,5 +77,5 @@ describe('troupe upgrade', () => {
     const [approval] = await node.approvals({ runId: 'same-prompt', status: 'pending' });
     await node.approve(approval!.id);
     expect((await node.get('same-prompt')!.result()).output).toBe(PUBLISHED);
-  });
+  }, 120_000);
 });

@@ -126,7 +126,7 @@ export async function replayRecording(ctx: ReplayContext, recording: Recording, 
     await scratch.write((await forkOps(ctx.store, recording.run, checkpoint, { runId, now: ctx.clock.now() })).ops);
   }
   const session = createReplaySession(recording, options, from);
-  const models: Record<string, ModelProvider> = { ...(options.models ?? ctx.models) };
+  const models: Record<string, ModelProvider> = { ...ctx.models, ...options.models };
   const refs = [...Object.values(options.crew.modelRefs ?? {}), ...(options.rehearse ? [options.rehearse.to] : [])];
   for (const ref of refs) {
     const id = splitModelRef(ref).provider;
@@ -232,6 +232,15 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
     async tool(agentId, step, callId, signal): Promise<ToolMessage> {
       const entry = ledger.get(callId);
       const asked = describeCall(step.call);
+      // What the recorded model asked for (a human may have edited the arguments it ran with).
+      const wanted = recording.toolCallOf(callId) ?? (entry ? { name: entry.name, args: entry.args } : undefined);
+      if (wanted && (wanted.name !== step.call.name || canonicalJson(wanted.args) !== canonicalJson(step.call.args))) {
+        pending.delete(callId);
+        const stop = !diverge({ kind: DivergenceKind.toolCall, agent: agentId, task: step.task, step: step.step, callId, recorded: `tool call ${describeCall(wanted)}`, requested: `tool call ${asked}` });
+        if (stop) return holdCall(signal, 'the replay stopped here');
+        unserved += 1;
+        return notExecuted(step, 'its tool or arguments differ from the recorded call');
+      }
       if (entry?.kind !== 'tool' || entry.status !== 'done') {
         const hold = unrecorded(agentId, callId, `tool call ${asked}`, signal);
         if (hold) return hold;
@@ -239,14 +248,6 @@ function createReplaySession(recording: Recording, options: ReplayOptions, from:
         return notExecuted(step, 'the recording has no result for this call');
       }
       pending.delete(callId);
-      // What the recorded model asked for (a human may have edited the arguments it ran with).
-      const wanted = recording.toolCallOf(callId) ?? { name: entry.name, args: entry.args };
-      if (wanted.name !== step.call.name || canonicalJson(wanted.args) !== canonicalJson(step.call.args)) {
-        const stop = !diverge({ kind: DivergenceKind.toolCall, agent: agentId, task: step.task, step: step.step, callId, recorded: `tool call ${describeCall(wanted)}`, requested: `tool call ${asked}` });
-        if (stop) return holdCall(signal, 'the replay stopped here');
-        unserved += 1;
-        return notExecuted(step, 'its tool or arguments differ from the recorded call');
-      }
       served += 1;
       return { ...(entry.result as ToolMessage), toolCallId: step.call.id, name: step.call.name };
     },
