@@ -25,25 +25,33 @@ export interface RequestPrint {
 
 const hash = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 22);
 
-// Messages are immutable and a conversation grows by appending around the same objects, so
-// the chain up to a message is computed once: a step hashes what it added, not the whole
-// conversation (a long run would otherwise hash O(steps²) bytes).
-const chained = new WeakMap<object, { prev: object | undefined; digest: string }>();
+// Messages are immutable and a conversation grows by appending around the same objects (as
+// core/snapshot-parts.ts relies on too), so the digest of the last conversation seen starting
+// with a given message is kept: a step whose conversation extends it (the same objects in
+// front, checked one by one) hashes only what it added, not the whole conversation again (a
+// long run would otherwise hash O(steps²) bytes).
+const lineages = new WeakMap<object, { messages: readonly Message[]; digest: string }>();
 const specDigests = new WeakMap<object, Map<string, string>>();
 
-/** The chained digest of `messages`: `h(i) = H(h(i-1) + canonical(message i))`. */
+/** Whether `messages` starts with the very objects of `prefix`. */
+function extends_(messages: readonly Message[], prefix: readonly Message[]): boolean {
+  for (let i = prefix.length - 1; i >= 0; i--) if (messages[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** The chained digest of `messages`: `h(0) = ''`, `h(i) = H(h(i-1) + canonical(message i))`. */
 export function conversationDigest(messages: readonly Message[]): string {
+  const first = messages[0];
+  if (!first) return '';
+  const known = lineages.get(first);
   let digest = '';
-  let prev: object | undefined;
-  for (const message of messages) {
-    const known = chained.get(message);
-    if (known && known.prev === prev) digest = known.digest;
-    else {
-      digest = hash(`${digest}\n${canonicalJson(message)}`);
-      chained.set(message, { prev, digest });
-    }
-    prev = message;
+  let from = 0;
+  if (known && known.messages.length <= messages.length && extends_(messages, known.messages)) {
+    digest = known.digest;
+    from = known.messages.length;
   }
+  for (let i = from; i < messages.length; i++) digest = hash(`${digest}\n${canonicalJson(messages[i])}`);
+  lineages.set(first, { messages, digest });
   return digest;
 }
 
