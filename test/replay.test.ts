@@ -104,6 +104,15 @@ describe('replay against recorded runs', () => {
     expect(report.outcome.replayed).toEqual({ status: 'completed', output });
   });
 
+  it('stops when its signal aborts, reporting what it saw and nothing clean', async () => {
+    await using storage = memoryStorage();
+    await record(storage);
+    const { node } = await replayer(storage);
+    await using _node = node;
+    const report = await node.replay('rec', { crew: twoAgentCrew(), signal: AbortSignal.abort() });
+    expect(report).toMatchObject({ clean: false, ended: 'stopped', divergences: [] });
+  });
+
   it('replays from a checkpoint: the recorded state there is taken, only the calls after it are compared', async () => {
     await using storage = memoryStorage();
     await record(storage);

@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createNode, type RunDefinition, type Storage } from '../index.js';
+import { countingIds, createNode, memoryStorage, systemClock, type RunDefinition, type Storage } from '../index.js';
+import { upgradeRuns } from '../advanced.js';
 import { layout } from '../core/layout.js';
 import { createRunStore } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
@@ -78,4 +79,19 @@ describe('troupe upgrade', () => {
     await node.approve(approval!.id);
     expect((await node.get('same-prompt')!.result()).output).toBe(PUBLISHED);
   }, 120_000);
+
+  it('finds a waiting run caught up with, and blocks an upgrade no migration reaches, writing nothing', async () => {
+    await using storage = memoryStorage();
+    await waitingRun(storage, current, 'waiting', 'approval-crew.ts');
+    await using node = await createNode({ storage, models, resume: false });
+    // The replay reaches the approval the run waits for, having asked for everything recorded.
+    expect(await node.replay('waiting', { crew: next })).toMatchObject({ clean: true, ended: 'caught-up', calls: { recorded: 1, served: 1 } });
+    const before = await everythingOf(storage, 'waiting');
+    const v3 = { ...next, version: '3', migrations: [] };
+    const [verdict] = await upgradeRuns({ storage, store: createRunStore(storage), models, clock: systemClock, ids: countingIds(), createNode }, { crew: v3, dryRun: false });
+    expect(verdict).toMatchObject({ runId: 'waiting', verdict: 'blocked', version: '1' });
+    expect(verdict!.reason).toMatch(/no migration leads from version "1" to it/);
+    expect(verdict!.upgraded).toBeUndefined();
+    expect(await everythingOf(storage, 'waiting')).toEqual(before);
+  });
 });
