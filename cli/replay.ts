@@ -10,6 +10,7 @@ import { replayRun, type ReplayOptions, type ReplayReport } from '../core/replay
 import type { RehearsalSide } from '../core/replay/rehearsal.js';
 import { createRunStore } from '../core/run-store.js';
 import type { Storage } from '../core/storage.js';
+import { EXIT_INTERRUPTED } from './commands.js';
 import { loadCrewModule, type CrewModule } from './load.js';
 import { openForReading } from './read-database.js';
 
@@ -46,10 +47,26 @@ export async function replayCommand(runId: string, opts: ReplayCommandOptions): 
   const rehearse = opts.model === undefined ? undefined : parseRehearsal(opts.model);
   const mod = await loadCrewModule(opts.crew);
   await using db = await openForReading(opts.db);
-  const report = await replayWith(db.storage, mod, runId, { ...(opts.at !== undefined ? { at: opts.at } : {}), ...(opts.continue ? { continue: true } : {}), ...(rehearse ? { rehearse } : {}) });
-  process.stdout.write(opts.json ? `${JSON.stringify({ replay: report })}\n` : formatReport(report, opts.crew));
-  // A rehearsal compares two models: that their runs differ is its finding, not a failure.
-  return report.clean || rehearse ? 0 : EXIT_DIVERGED;
+  // Ctrl-C ends the replay with what it found so far (it only ever read the database).
+  const interrupt = new AbortController();
+  const stop = () => interrupt.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const report = await replayWith(db.storage, mod, runId, {
+      signal: interrupt.signal,
+      ...(opts.at !== undefined ? { at: opts.at } : {}),
+      ...(opts.continue ? { continue: true } : {}),
+      ...(rehearse ? { rehearse } : {}),
+    });
+    process.stdout.write(opts.json ? `${JSON.stringify({ replay: report })}\n` : formatReport(report, opts.crew));
+    if (report.ended === 'stopped') return EXIT_INTERRUPTED;
+    // A rehearsal compares two models: that their runs differ is its finding, not a failure.
+    return report.clean || rehearse ? 0 : EXIT_DIVERGED;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
