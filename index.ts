@@ -61,5 +61,5 @@ export { memoryStorage } from './storage/memory.js';
 export { definePolicy, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
 export { envSecrets, staticSecrets, REDACTED, type SecretsProvider } from './core/secrets.js';
 export type { AuditLog, AuditRecord, AuditEntry, AuditHead, AuditVerification, AuditFailure } from './core/audit-log.js';
-export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';
+export type { Transport, TransportStatus, PeerStatus, DeliverFn, DeliveryReceipt, TransportBindings, TransportFactory } from './core/transport.js';
 export type { TraceCarrier, TelemetryFactory, TelemetryBindings, NodeTelemetry, RunTraceStart } from './core/telemetry.js';

@@ -17,6 +17,10 @@ export interface NetworkFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /** Dial only `wss://` peers (the transport's `tls.requirePeers`). */
+  tlsPeersOnly?: boolean;
+  /** Admit only peers presenting a client certificate signed by `--tls-ca` (`tls.requireClientCert`). */
+  tlsClientCert?: boolean;
 }
 
 const collectPeer = (value: string, previous: string[] = []) => {
@@ -29,7 +33,7 @@ const count = (flag: string, min: number) => (value: string) => {
   return Number(value);
 };
 
-/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env`, the outbox bounds and the TLS files to a command. */
+/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env`, the outbox bounds and the TLS files and rules to a command. */
 export function withNetworkOptions(command: Command): Command {
   return command
     .addOption(new Option('--node-id <id>', "this node's name among its peers").default(undefined))
@@ -40,5 +44,7 @@ export function withNetworkOptions(command: Command): Command {
     .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', count('--outbox-wait-ms', 0))
     .option('--tls-cert <file>', "this node's certificate (PEM): --listen serves wss://; also its client certificate for wss:// peers")
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
-    .option('--tls-ca <file>', 'CA certificate(s) (PEM) trusted for wss:// peers (default the system CAs)');
+    .option('--tls-ca <file>', 'CA certificate(s) (PEM) trusted for wss:// peers (default the system CAs)')
+    .option('--tls-peers-only', 'refuse to dial a ws:// (unencrypted) peer')
+    .option('--tls-client-cert', 'admit only peers whose client certificate --tls-ca signed (needs --listen, --tls-cert and --tls-ca)');
 }

@@ -58,6 +58,7 @@ export const layout = {
   isCheckpoint: (key: string) => key.startsWith('ckpt:'),
 
   actor: (runId: string, actorId: string, seq: number) => `actor:${runId}:${actorId}:${seqKey(seq)}`,
+  isActor: (key: string) => key.startsWith('actor:'),
   /** Records of one actor written at or before checkpoint `seq`, newest first when `reverse`. */
   actorUpTo: (runId: string, actorId: string, seq: number, options?: { reverse?: boolean; limit?: number }): KeyRange => ({
     gte: `actor:${runId}:${actorId}:`,
@@ -98,6 +99,7 @@ export const layout = {
   isLedger: (key: string) => key.startsWith('ledger:'),
 
   mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
+  isMailbox: (key: string) => key.startsWith('mbox:'),
   /** Mail of `actorId` with a sequence number above `cursor`, up to `last` when given. */
   mailboxAfter: (runId: string, actorId: string, cursor: number, last?: number): KeyRange => ({
     gte: layout.mailbox(runId, actorId, cursor + 1),

@@ -75,6 +75,10 @@ export type LogWriter = ReturnType<typeof createLogWriter>;
  * continues from). Damaged values throw; the caller reports whose they are.
  */
 export async function readLogRange(storage: Storage, runId: string, ref: LogRef): Promise<{ values: unknown[]; singles: Array<{ n: number; value: unknown }> }> {
+  // The singles are an independent read: issued beside the segments', a resume waits for one.
+  const pending = collect(storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to)));
+  // Settled at once, so that a failed segment read does not leave it rejecting unobserved.
+  pending.catch(() => {});
   const values: unknown[] = [];
   let lastPacked = -Infinity;
   for await (const [, raw] of storage.entries(layout.logSegmentsFrom(runId, ref.log, ref.from))) {
@@ -87,18 +91,23 @@ export async function readLogRange(storage: Storage, runId: string, ref: LogRef)
       lastPacked = Math.max(lastPacked, n);
     }
   }
-  const keys: string[] = [];
-  const raws: Uint8Array[] = [];
-  for await (const [key, raw] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) {
-    keys.push(key);
-    raws.push(raw);
-  }
-  const decoded = decodeAll(raws);
-  const singles = decoded.map((value, i) => ({ n: seqOf(keys[i]!), value }));
+  const single = await pending;
+  const decoded = decodeAll(single.raws);
+  const singles = decoded.map((value, i) => ({ n: seqOf(single.keys[i]!), value }));
   // Singles always follow the segments of their log; one before them means damage.
   if (singles.length > 0 && singles[0]!.n <= lastPacked) throw new Error(`log ${ref.log} has entry ${singles[0]!.n} both packed and single`);
   for (const s of singles) values.push(s.value);
   return { values, singles };
+}
+
+async function collect(entries: AsyncIterable<[string, Uint8Array]>): Promise<{ keys: string[]; raws: Uint8Array[] }> {
+  const keys: string[] = [];
+  const raws: Uint8Array[] = [];
+  for await (const [key, raw] of entries) {
+    keys.push(key);
+    raws.push(raw);
+  }
+  return { keys, raws };
 }
 
 /**

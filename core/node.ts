@@ -16,7 +16,7 @@ import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
@@ -124,7 +124,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
-  let transport: NodeTransport | undefined;
+  let transport: Transport | undefined;
   const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
@@ -229,8 +229,24 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     return fromRun ? stalls.send(toNode, envelope) : transport.send(toNode, envelope);
   };
 
+  /**
+   * The peer `route` would send `envelope` to, decided without waiting: run parts on other
+   * nodes, and actors a loaded run placed elsewhere. `undefined` for everything else (local
+   * mail, asks, runs this node has not loaded), which `route` then handles as it comes.
+   */
+  const remoteNodeOf = (envelope: Envelope): string | undefined => {
+    const { runId, actorId } = parseAddress(envelope.to);
+    if (runId === undefined || runId.startsWith(`${ASK_PREFIX}.`)) return undefined;
+    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) {
+      const target = actorId.slice(PART_ACTOR_ID.length + 1);
+      return target === o.nodeId ? undefined : target;
+    }
+    const host = hosts.get(runId);
+    return host && !host.isLocal(actorId) ? host.nodeOf(actorId) : undefined;
+  };
+
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike, fromRun = false): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
       if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);
@@ -444,6 +460,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       retention: o.retention,
       // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
       route: (envelope: Envelope) => route(envelope, undefined, true),
+      remote: {
+        nodeOf: remoteNodeOf,
+        // Not while sends to that node wait for room: they were first.
+        reserve: (toNode, envelope) => (transport?.reserve && status === 'running' && stalls.waiting(toNode) === 0 ? transport.reserve(toNode, envelope) : undefined),
+      },
       writes,
       security,
       blobs,
@@ -475,12 +496,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
   const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
+    // Every read of a resume that needs nothing but the run id goes out at once: a resume
+    // waits for the slowest of them (the conversation logs), not for their sum.
+    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId) };
+    const latest = store.latestCheckpoint(runId);
+    for (const read of [reads.approvals, reads.outbox, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
       return finishedHandle(record, def);
     }
-    const checkpoint = await store.latestCheckpoint(runId);
+    const checkpoint = await latest;
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
@@ -491,7 +517,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
     const tracked = track(host, slot ?? openSlot(runId, def));
-    await host.restore(upgraded);
+    await host.restore(upgraded, reads);
     return handle(tracked);
   };
 
