@@ -10,5 +10,7 @@ export { scriptedModel, type ScriptedModelOptions, type ScriptedTurn, type Scrip
 export { createRunStore, type RunStore } from './core/run-store.js';
 export type { TestRegistrar } from './testing/suite.js';
 export { transportConformance, recorder, testEnvelope, type Recorder, type Received, type TransportPair, type TransportPairFactory } from './testing/transport-conformance.js';
+export { replayRecording, type ReplayRecordingOptions } from './testing/replay-recording.js';
+export type { ReplayReport, ReplayOptions, Divergence, DivergenceKind, RehearsalStep } from './core/replay/replay.js';
 export { modelProviderConformance, type ModelProviderFixture } from './testing/model-conformance.js';
 export { storageConformance, type StorageFixture, type StorageConformanceOptions } from './testing/storage-conformance.js';

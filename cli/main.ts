@@ -24,6 +24,12 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 const commands = () => import('./commands.js');
+const replayCommands = () => import('./replay.js');
+type replayCommand = typeof import('./replay.js').replayCommand;
+const exportCommands = () => import('./export.js');
+type exportCommand = typeof import('./export.js').exportCommand;
+type importCommand = typeof import('./export.js').importCommand;
+type upgradeCommand = typeof import('./upgrade.js').upgradeCommand;
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
 /** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
@@ -44,6 +50,13 @@ const parseJson = (label: string) => (value: string) => {
   } catch {
     throw new InvalidArgumentError(`${label} must be JSON`);
   }
+};
+
+/** A parser of a checkpoint number option (`--at`). */
+const checkpointNumber = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a checkpoint number`);
+  return n;
 };
 
 withNetworkOptions(program
@@ -128,15 +141,57 @@ program
   .command('fork')
   .description('start a new run from a checkpoint of another (see `troupe history`)')
   .argument('<run-id>')
-  .requiredOption('--at <checkpoint>', 'checkpoint number', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--at takes a checkpoint number');
-    return n;
-  })
+  .requiredOption('--at <checkpoint>', 'checkpoint number', checkpointNumber('--at'))
   .option('--run-id <id>', 'id of the new run')
   .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
+
+program
+  .command('replay')
+  .description('re-execute a recorded run with new crew code (or a new model) in a scratch space, serving its recorded calls, and report the first divergence')
+  .argument('<run-id>')
+  .requiredOption('--crew <file>', 'the crew module to replay the run with')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--at <checkpoint>', 'replay from this checkpoint instead of the start (see `troupe history`)', checkpointNumber('--at'))
+  .option('--continue', "go on past divergences: the new code's calls that do not match are not served (models asked, tools not executed)")
+  .option('--model <old=new>', 'rehearse: ask the calls of model `old` of model `new` (a provider the crew module exports), side by side with the recording')
+  .option('--json', 'print one JSON object: { "replay": { "clean", "ended", "calls", "divergences", "outcome", "rehearsal"? } }')
+  .action(async (runId: string, opts: Parameters<replayCommand>[1]) => {
+    process.exitCode = await (await replayCommands()).replayCommand(runId, opts);
+  });
+
+program
+  .command('export')
+  .description('write one run (record, checkpoints, conversations, journal, ledger, approvals) to one redacted, portable file')
+  .argument('<run-id>')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--out <file>', 'where to write it (default <run-id>.recording.json)')
+  .option('--json', 'print one JSON object: { "export": { "runId", "crew", "file", "keys", "secrets" } }')
+  .action(async (runId: string, opts: Parameters<exportCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).exportCommand(runId, opts);
+  });
+
+program
+  .command('import')
+  .description('load a recording file (troupe export) into a database; never overwrites a run, a damaged file writes nothing')
+  .argument('<file>')
+  .option('--db <dir>', 'LevelDB directory (created if missing)', DEFAULT_DB)
+  .option('--json', 'print one JSON object: { "import": { "runId", "crew", "keys", "db" } }')
+  .action(async (file: string, opts: Parameters<importCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).importCommand(file, opts);
+  });
+
+program
+  .command('upgrade')
+  .description('replay every unfinished run of a crew against new code and its migrations; upgrade only those that replay cleanly (--dry-run: list them)')
+  .requiredOption('--crew <file>', 'the crew module with the new code')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--dry-run', 'list which runs would continue cleanly and which diverge; change nothing')
+  .option('--json', 'print one JSON object: { "upgrade": { "crew", "version", "dryRun", "runs": [{ "runId", "status", "version", "verdict", "reason"?, "upgraded"? }] } }')
+  .action(async (opts: Parameters<upgradeCommand>[0]) => {
+    process.exitCode = await (await import('./upgrade.js')).upgradeCommand(opts);
+  });
 
 program
   .command('runs')

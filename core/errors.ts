@@ -69,6 +69,8 @@ export const ErrorCode = {
   AUDIT_KEY_MISSING: 'AUDIT_KEY_MISSING',
   /** The audit key found is not the one the database's records were written with. */
   AUDIT_KEY_MISMATCH: 'AUDIT_KEY_MISMATCH',
+  /** A recording file (`troupe export`) is damaged, truncated, too large or not a recording; nothing was imported. */
+  RECORDING_INVALID: 'RECORDING_INVALID',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

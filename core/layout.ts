@@ -167,6 +167,8 @@ export const layout = {
   /** The chain of a key in {@link layout.auditChains}, `undefined` for any other key. */
   auditChainOf: (key: string): string | undefined => /^audit\.([A-Za-z0-9_-]{1,64}):/.exec(key)?.[1],
 
+  /** Whether `key` is one of the per-run keys of `runId` (in {@link layout.perRun}) or its run record. */
+  ownedByRun: (runId: string, key: string): boolean => key === layout.run(runId) || layout.perRun(runId).some((r) => key >= r.gte! && key < r.lt!),
   /** Every per-run range: what a fork copies from and what deleting a run removes. */
   perRun: (runId: string): KeyRange[] => [
     prefixRange(`ckpt:${runId}:`),

@@ -1,6 +1,7 @@
 import type { InspectionEvent, Observer } from 'xstate';
 import type { ApprovalRecord } from './approvals.js';
 import type { RetentionPolicy } from './retention.js';
+import type { ReplayOptions, ReplayReport } from './replay/replay.js';
 import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { TroupeError } from './errors.js';
@@ -147,6 +148,12 @@ export interface RunHandle<T = string> {
   stop(): Promise<void>;
 }
 
+/** Options of {@link TroupeNode.resume}. */
+export interface ResumeOptions {
+  /** The module the run is resumed from, recorded in its run record from now on (an upgrade to new code). */
+  source?: string;
+}
+
 /** Options of {@link TroupeNode.resumeAll}. */
 export interface ResumeAllOptions {
   /** Called for each unfinished run left alone because another live owner executes it. */
@@ -189,9 +196,21 @@ export interface TroupeNode extends AsyncDisposable {
    * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
    * another live node executes it: one node per run.
    */
-  resume<T = string>(runId: string, definition?: RunDefinition<T>): Promise<RunHandle<T>>;
+  resume<T = string>(runId: string, definition?: RunDefinition<T>, options?: ResumeOptions): Promise<RunHandle<T>>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
+  /**
+   * Re-executes recorded run `runId` with the crew code `options.crew` in a scratch space
+   * (the run and this node's storage are only read), serving every model and tool call from
+   * the recording while the new code asks the same, and reports the first divergence: which
+   * agent and step, what the recording had, what the new code asked for. No tool executes.
+   * With `rehearse: { from, to }` the calls of model `from` are asked of `to` instead.
+   *
+   * @example
+   * const report = await node.replay('run-42', { crew: nextVersionOfCrew });
+   * if (!report.clean) console.log(report.divergences[0]); // { kind: 'conversation', agent: 'writer', step: 1, … }
+   */
+  replay(runId: string, options: ReplayOptions): Promise<ReplayReport>;
   /**
    * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
    * replayed from the journal, not redone; the original run is not touched.

@@ -26,6 +26,8 @@ import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
+import { CALL_GATE, type GatedNodeOptions } from './replay/gate.js';
+import { replayRun } from './replay/replay.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -167,6 +169,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
+  const gate = (options as NodeOptions & GatedNodeOptions)[CALL_GATE];
 
   const ensureRunning = () => {
     if (status !== 'running') throw new TroupeError(ErrorCode.NODE_CLOSED, `node is ${status}`);
@@ -517,6 +520,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       writes,
       security,
       blobs,
+      ...(gate ? { gate } : {}),
     });
     claims.set(host, claim);
     return host;
@@ -546,7 +550,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<AnyHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
     // waits for the slowest of them (the conversation logs), not for their sum.
     const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId) };
@@ -571,6 +575,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
     record.version = def.version;
+    // An upgrade moves the run to another module: `troupe resume` and `approve` load that one from now on.
+    if (source !== undefined) record.source = source;
     const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
@@ -760,7 +766,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(slot);
     },
 
-    async resume(runId, definition) {
+    async resume(runId, definition, resumeOptions) {
       ensureRunning();
       const known = slots.get(runId);
       if (known) {
@@ -785,13 +791,18 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         if (head) planUpgrade(head, def, def.migrations ?? []);
         checkConfig(def, runId, record.part);
         // RUN_CLAIMED while another live node executes it.
-        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim));
+        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source));
       })().finally(() => resuming.delete(runId));
       resuming.set(runId, resumed);
       return resumed;
     },
 
     history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
+
+    replay(runId, replayOptions) {
+      ensureRunning();
+      return replayRun({ store, models: o.models, clock: o.clock, ids: o.ids, createNode }, runId, replayOptions);
+    },
 
     async fork(runId, forkOptions) {
       ensureRunning();

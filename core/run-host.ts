@@ -28,6 +28,7 @@ import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
 import { PART_ACTOR_ID, SystemMessage, type DeliveryReceipt, type OutboxReservation, type SpawnPayload } from './transport.js';
 import { ENVELOPE_EVENT } from './protocol.js';
+import type { CallGate } from './replay/gate.js';
 
 export { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
 
@@ -66,6 +67,8 @@ export interface RunHostOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Node-wide event fan-out. */
   events: EventHub<RunEvent>;
+  /** A replay's scratch run: every call goes through this gate (core/replay/gate.ts). */
+  gate?: CallGate;
 }
 
 
@@ -163,6 +166,7 @@ export class RunHost implements ActorRuntime {
       checkpoint: () => this.#durableSoon(),
       room: () => this.#o.writes.room(),
       blackboard: (agentId) => this.#blackboard(agentId),
+      ...(options.gate ? { gate: options.gate } : {}),
     };
     const part = options.record.part;
     const def = options.definition;
