@@ -75,10 +75,6 @@ export type LogWriter = ReturnType<typeof createLogWriter>;
  * continues from). Damaged values throw; the caller reports whose they are.
  */
 export async function readLogRange(storage: Storage, runId: string, ref: LogRef): Promise<{ values: unknown[]; singles: Array<{ n: number; value: unknown }> }> {
-  // The singles are an independent read: issued beside the segments', a resume waits for one.
-  const pending = collect(storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to)));
-  // Settled at once, so that a failed segment read does not leave it rejecting unobserved.
-  pending.catch(() => {});
   const values: unknown[] = [];
   let lastPacked = -Infinity;
   for await (const [, raw] of storage.entries(layout.logSegmentsFrom(runId, ref.log, ref.from))) {
@@ -91,11 +87,12 @@ export async function readLogRange(storage: Storage, runId: string, ref: LogRef)
       lastPacked = Math.max(lastPacked, n);
     }
   }
-  const single = await pending;
+  // Singles come after the segments, and are read from there on: below lie the deleted
+  // singles of every packed entry, which LevelDB would step over one by one until it
+  // compacts them (milliseconds for a long conversation, more than the segments' read).
+  const single = await collect(storage.entries(layout.logRange(runId, ref.log, Math.max(ref.from, lastPacked + 1), ref.to)));
   const decoded = decodeAll(single.raws);
   const singles = decoded.map((value, i) => ({ n: seqOf(single.keys[i]!), value }));
-  // Singles always follow the segments of their log; one before them means damage.
-  if (singles.length > 0 && singles[0]!.n <= lastPacked) throw new Error(`log ${ref.log} has entry ${singles[0]!.n} both packed and single`);
   for (const s of singles) values.push(s.value);
   return { values, singles };
 }
