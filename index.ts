@@ -7,7 +7,10 @@
  * @module
  */
 export { createNode, type NodeOptions, type NodeStatus, type ResumeAllOptions, type RunDefinition, type RunHandle, type RunOptions, type SendOptions, type TroupeNode } from './core/node.js';
-export type { RunResult } from './core/node-types.js';
+export type { RunResult, ResumeOptions } from './core/node-types.js';
+export type { ReplayOptions, ReplayReport, ReplayEnd, Divergence, RehearsalStep } from './core/replay/replay.js';
+export { DivergenceKind } from './core/replay/divergence.js';
+export type { RehearsalSide } from './core/replay/rehearsal.js';
 export type { OutputContract } from './core/output-schema.js';
 export { TroupeError, ErrorCode, FINAL_CODES, isTroupeError, isRetryable, serializeError, type SerializedError, type TroupeErrorOptions } from './core/errors.js';
 export { address, parseAddress, parseEnvelope, EnvelopeSchema, AddressSchema, type Address, type Envelope, type EnvelopeLimits } from './core/envelope.js';
@@ -58,5 +61,5 @@ export { memoryStorage } from './storage/memory.js';
 export { definePolicy, PolicySchema, type Policy, type PolicyDecision } from './core/policy.js';
 export { envSecrets, staticSecrets, REDACTED, type SecretsProvider } from './core/secrets.js';
 export type { AuditLog, AuditRecord, AuditEntry, AuditHead, AuditVerification, AuditFailure } from './core/audit-log.js';
-export type { NodeTransport, TransportBindings, TransportFactory } from './core/transport.js';
+export type { Transport, TransportStatus, PeerStatus, DeliverFn, DeliveryReceipt, TransportBindings, TransportFactory } from './core/transport.js';
 export type { TraceCarrier, TelemetryFactory, TelemetryBindings, NodeTelemetry, RunTraceStart } from './core/telemetry.js';

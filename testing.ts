@@ -1,6 +1,6 @@
 /**
  * Test helpers: deterministic clock and ids, in-memory storage, the scripted model, and the
- * conformance suites a transport or a model provider must pass (runner independent: pass your
+ * conformance suites a storage, a transport or a model provider must pass (runner independent: pass your
  * runner's `describe`, `it` and `afterEach`).
  * @module troupe/testing
  */
@@ -10,4 +10,7 @@ export { scriptedModel, type ScriptedModelOptions, type ScriptedTurn, type Scrip
 export { createRunStore, type RunStore } from './core/run-store.js';
 export type { TestRegistrar } from './testing/suite.js';
 export { transportConformance, recorder, testEnvelope, type Recorder, type Received, type TransportPair, type TransportPairFactory } from './testing/transport-conformance.js';
+export { replayRecording, type ReplayRecordingOptions } from './testing/replay-recording.js';
+export type { ReplayReport, ReplayOptions, Divergence, DivergenceKind, RehearsalStep } from './core/replay/replay.js';
 export { modelProviderConformance, type ModelProviderFixture } from './testing/model-conformance.js';
+export { storageConformance, type StorageFixture, type StorageConformanceOptions } from './testing/storage-conformance.js';

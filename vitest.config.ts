@@ -13,6 +13,8 @@ export default defineConfig({
   ssr: { resolve: { conditions } },
   test: {
     include: ['test/**/*.test.ts'],
+    // The CLI tests spawn the compiled CLI; this rebuilds dist/ when a source is newer.
+    globalSetup: ['test/helpers/dist-setup.ts'],
     // Crash tests spawn real child processes; two cores means two workers at most.
     maxWorkers: 2,
     testTimeout: 30_000,

@@ -22,16 +22,16 @@ import { levelStorage } from '../storage/level.js';
 import { CONFIRMED_OUTPUT, readEffects, UNCONFIRMED_OUTPUT } from '../examples/order-crew.js';
 import { auditTrial, EFFECT_OF, type DrivenRun, type ForkPoint, type RunFacts, type TrialAudit } from './crash-trial-audit.js';
 
-const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../examples/order-crew.ts', import.meta.url));
 
 const opts = new Command()
   .option('--trials <n>', 'number of trials', (v) => Number.parseInt(v, 10), 20)
+  .option('--bin <path>', 'the troupe CLI to run (the test suite passes the compiled dist/bin/troupe.js)', fileURLToPath(new URL('../bin/dev.js', import.meta.url)))
   .option('--seed <n>', 'seed of the kill schedule and of the human decisions', (v) => Number.parseInt(v, 10), 1)
   .option('--max-kills <n>', 'kills per run (the source run and its fork each) at most', (v) => Number.parseInt(v, 10), 3)
   .option('--only <i>', 'run only trial i (to replay a failing trial of a seed)', (v) => Number.parseInt(v, 10))
   .parse()
-  .opts<{ trials: number; seed: number; maxKills: number; only?: number }>();
+  .opts<{ trials: number; seed: number; maxKills: number; only?: number; bin: string }>();
 
 const TOOL_LATENCY_MS = 20;
 const ENV = { TROUPE_SCRIPTED_LATENCY_MS: '40', TROUPE_TOOL_LATENCY_MS: String(TOOL_LATENCY_MS), TROUPE_ANNOUNCE_TOOLS: '1' };
@@ -73,7 +73,7 @@ function troupe(command: CommandName | 'history', args: string[], env: Record<st
   return new Promise((resolve) => {
     const spawned = performance.now();
     let firstOutput: number | undefined;
-    const child = spawn(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [opts.bin, ...args, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: string[] = [];
     let partial = '';
     let err = '';

@@ -20,7 +20,9 @@
  * - `langgraph`: the same scripted agent loop on LangGraph.js + SqliteSaver
  *   (bench/langgraph.ts; skipped with a note when the dev packages are missing);
  * - `memory`: heap per idle agent and agents per GiB, in `--expose-gc` child processes
- *   (bench/memory.ts).
+ *   (bench/memory.ts);
+ * - `replay`: recorded steps per second replaying a 1,000-step run against its own code,
+ *   next to executing the same run live (bench/replay.ts).
  *
  * Every figure is measured in the same process run as its baseline (the memory and
  * transport sections start child processes of their own). A section that throws is reported
@@ -33,6 +35,7 @@ import { benchMessaging, quickMessaging } from './messaging.js';
 import { benchPassivation } from './passivation.js';
 import { benchPersistence, quickPersistence } from './persistence.js';
 import { benchResume, quickResume } from './resume-time.js';
+import { benchReplay } from './replay.js';
 import { benchStorage, quickStorage } from './storage.js';
 import { benchTransport, quickTransport } from './transport.js';
 
@@ -51,6 +54,7 @@ const sections: Array<[string, () => Promise<unknown>]> = [
   ['langgraph', () => benchLangGraph(quick ? quickLangGraph : {})],
   ['memory', () => benchMemory(quick ? quickMemory : {})],
   ['passivation', () => benchPassivation({ quick })],
+  ['replay', () => benchReplay(quick ? 200 : 1000)],
 ];
 
 const started = performance.now();

@@ -1,6 +1,6 @@
 import { createAuditLog, type AuditHead } from '../core/audit-log.js';
 import { openAuditSeal } from '../core/audit-seal.js';
-import { auditDirOf } from '../core/security.js';
+import { auditDirOf, chainSealDir } from '../core/security.js';
 import type { Storage } from '../core/storage.js';
 
 /** Options of {@link auditVerify}. */
@@ -12,6 +12,8 @@ export interface AuditVerifyOptions {
   key?: boolean;
   /** Print `{ verify: <verdict> }` as one JSON line instead of words. */
   json?: boolean;
+  /** One node's chain of a shared database (its seal is in that chain's subdirectory of the audit directory). */
+  chain?: string;
 }
 
 /**
@@ -20,15 +22,17 @@ export interface AuditVerifyOptions {
  * is an error (`AUDIT_KEY_MISSING`), not a pass: without it a rewritten log looks intact.
  */
 export async function auditVerify(storage: Storage, options: AuditVerifyOptions): Promise<number> {
-  const dir = options.key === false ? undefined : await auditDirOf(storage, options.auditDir);
+  const base = options.key === false ? undefined : await auditDirOf(storage, options.auditDir);
+  const dir = base && options.chain !== undefined ? chainSealDir(base, options.chain) : base;
   const seal = dir ? await openAuditSeal(dir, { create: false }) : undefined;
-  const log = createAuditLog(storage, seal ? { seal } : {});
+  const log = createAuditLog(storage, { ...(seal ? { seal } : {}), ...(options.chain !== undefined ? { chain: options.chain } : {}) });
   const verdict = await log.verify(options.anchor ? { anchor: options.anchor } : {});
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ verify: { ...verdict, ...(dir ? { auditDir: dir } : {}) } })}\n`);
+    process.stdout.write(`${JSON.stringify({ verify: { ...verdict, ...(dir ? { auditDir: dir } : {}), ...(options.chain !== undefined ? { chain: options.chain } : {}) } })}\n`);
     return verdict.ok ? 0 : 1;
   }
-  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const prefix = options.chain === undefined ? '' : `node ${options.chain}: `;
+  const out = (line: string) => process.stdout.write(`${prefix}${line}\n`);
   if (!verdict.ok) {
     out(`audit log TAMPERED: first bad record ${verdict.firstBad} (${verdict.reason}): ${verdict.message}`);
     return 1;

@@ -8,7 +8,7 @@ import { InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
-import { createAuditLog, toJsonl } from '../core/audit-log.js';
+import { auditChains, createAuditLog, toJsonl } from '../core/audit-log.js';
 import { auditVerify } from './audit-verify.js';
 import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
@@ -17,7 +17,8 @@ import type { RunnableDefinition } from '../core/runtime.js';
 import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import type { Storage } from '../core/storage.js';
-import { levelStorage, repairLevelStorage } from '../storage/level.js';
+import { repairLevelStorage } from '../storage/level.js';
+import { isDatabaseUrl, nodeIdFor, openStorage } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { DecidedResultSchema } from './control-protocol.js';
 import { DEFAULT_DB, decideHint, resumeHint } from './hints.js';
@@ -75,14 +76,15 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
   });
   const session: NodeSession = {};
   const outcome = await (async () => {
-    await using storage = await levelStorage({ path: db, create: setup.create }).catch((error: unknown) => explainLocked(db, error));
+    await using storage = await openStorage(db, { create: setup.create }).catch((error: unknown) => explainLocked(db, error));
     const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
+    const nodeId = nodeIdFor(storage, setup.flags?.nodeId);
     await using node = await createNode({
       storage,
       models: setup.models,
       resume: false,
       crews: setup.crews ?? [],
-      ...(setup.flags?.nodeId ? { nodeId: setup.flags.nodeId } : {}),
+      ...(nodeId ? { nodeId } : {}),
       ...(transport ? { transport } : {}),
     });
     await using _control = await serveControlSocket({ db, node, storage }, warn);
@@ -316,24 +318,36 @@ export async function resumeCommand(runId: string, opts: { db: string; json?: bo
 }
 
 /** `troupe node`: a long-lived node hosting the actors its peers place on it, until a signal. */
-export async function nodeCommand(opts: { db: string; crew?: string[] } & NetworkFlags): Promise<void> {
-  if (!opts.listen && !opts.peer?.length) throw new InvalidArgumentError('a node needs --listen and/or --peer');
+export async function nodeCommand(opts: { db: string; crew?: string[]; concurrency?: number; leaseMs?: number; pollMs?: number } & NetworkFlags): Promise<void> {
+  const shared = isDatabaseUrl(opts.db);
+  // On a shared database a node is a worker: it takes runs from the database, peers or not.
+  if (!shared && !opts.listen && !opts.peer?.length) throw new InvalidArgumentError('a node needs --listen and/or --peer (or a postgres:// --db to work on)');
+  if (shared && !opts.crew?.length) throw new InvalidArgumentError('a node on a shared database needs --crew <file>: the crews whose runs it takes');
   const modules = await Promise.all((opts.crew ?? []).map((f) => loadCrewModule(f)));
   const models = Object.assign({}, ...modules.map((m) => m.models)) as ModelProviders;
-  await using storage = await levelStorage({ path: opts.db });
-  const transport = transportFromFlags(opts, (url) => process.stdout.write(`node ${opts.nodeId ?? 'local'} listening on ${url}\n`));
+  await using storage = await openStorage(opts.db, { create: true, ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}) });
+  const nodeId = nodeIdFor(storage, opts.nodeId);
+  const transport = opts.listen || opts.peer?.length ? transportFromFlags(opts, (url) => process.stdout.write(`node ${nodeId ?? 'local'} listening on ${url}\n`)) : undefined;
   await using node = await createNode({
     storage,
     models,
     crews: modules.map((m) => m.definition),
     resume: false,
-    ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
+    ...(nodeId ? { nodeId } : {}),
     ...(transport ? { transport } : {}),
+    ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+    ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
   });
   await using _control = await serveControlSocket({ db: opts.db, node, storage }, warn);
   node.subscribe(createProgressPrinter(process.stdout));
+  node.subscribe((event) => {
+    if (event.type === 'run.lost') process.stdout.write(`run ${event.runId}: lease lost, another node executes it now; stopped here\n`);
+    if (event.type === 'run.refused') process.stdout.write(`run ${event.runId}: cannot run here (${describe(event.error)}); left to other nodes\n`);
+  });
   const resumed = await node.resumeAll({ onSkipped: (s) => process.stdout.write(`run ${s.runId} is executed by ${s.holder}; not resumed here\n`) });
-  process.stdout.write(`node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
+  process.stdout.write(storage.shared
+    ? `node ${node.nodeId} ready: taking runs of ${modules.map((m) => m.definition.id).join(', ')} from ${storage.location} (${resumed.length} taken so far)\n`
+    : `node ${node.nodeId} ready (${resumed.length} unfinished runs resumed)\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
@@ -405,12 +419,20 @@ export async function rejectCommand(approvalId: string, opts: { db: string; reas
 export async function auditCommand(target: string, opts: { db: string; json?: boolean; anchor?: string; auditDir?: string; key?: boolean }): Promise<void> {
   const anchor = target === 'verify' && opts.anchor ? parseAnchor(opts.anchor) : undefined;
   await using storage = await openExisting(opts.db);
-  const audit = createAuditLog(storage);
+  // A shared database holds one chain per node; an embedded one, its one chain.
+  const chains = storage.shared ? await auditChains(storage) : [undefined];
   if (target === 'verify') {
-    process.exitCode = await auditVerify(storage, { ...(anchor ? { anchor } : {}), ...(opts.auditDir ? { auditDir: opts.auditDir } : {}), ...(opts.key === false ? { key: false } : {}), ...(opts.json ? { json: true } : {}) });
+    if (anchor && chains.length !== 1) throw new InvalidArgumentError('--anchor names the head of one chain; this database holds one chain per node');
+    let code = 0;
+    for (const chain of chains) {
+      const verified = await auditVerify(storage, { ...(chain !== undefined ? { chain } : {}), ...(anchor ? { anchor } : {}), ...(opts.auditDir ? { auditDir: opts.auditDir } : {}), ...(opts.key === false ? { key: false } : {}), ...(opts.json ? { json: true } : {}) });
+      code = Math.max(code, verified);
+    }
+    process.exitCode = code;
     return;
   }
-  const records = await audit.read({ runId: target });
+  const read = await Promise.all(chains.map((chain) => createAuditLog(storage, chain === undefined ? {} : { chain }).read({ runId: target })));
+  const records = read.flat().sort((a, b) => a.ts - b.ts);
   if (records.length === 0 && !(await createRunStore(storage).getRun(target))) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `no run "${target}" in ${opts.db}`);
   if (opts.json) return void process.stdout.write(toJsonl(records));
   for (const r of records) {
@@ -458,6 +480,7 @@ export async function runsCommand(opts: { db: string; json?: boolean }): Promise
 
 /** `troupe db repair`: backs the directory up, runs LevelDB's repair, reports what it can read. */
 export async function dbRepairCommand(opts: { db: string }): Promise<void> {
+  if (isDatabaseUrl(opts.db)) throw new InvalidArgumentError('troupe db repair repairs a LevelDB directory; a Postgres database is repaired with Postgres\'s own tools');
   const { backup } = await repairLevelStorage(opts.db);
   process.stdout.write(`backed up ${opts.db} to ${backup}\n`);
   await using storage = await openExisting(opts.db);

@@ -260,6 +260,8 @@ function listenFailed(path: string, cause: unknown, why?: string): TroupeError {
  * from another shell). Disposing the result closes the socket.
  */
 export async function serveControlSocket(options: ControlSocketOptions, warn: (message: string) => void): Promise<AsyncDisposable> {
+  // A database many processes share (Postgres) is opened by every command itself.
+  if (options.storage.shared) return { [Symbol.asyncDispose]: async () => {} };
   try {
     return await createControlSocket(options);
   } catch (error) {

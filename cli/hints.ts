@@ -3,6 +3,7 @@
  * with the `--db` in use so they can be pasted as they are.
  * @module
  */
+import { isDatabaseUrl } from './open-storage.js';
 
 /** Where runs are kept unless `--db` says otherwise. */
 export const DEFAULT_DB = './.troupe';
@@ -14,7 +15,23 @@ export function shellWord(value: string): string {
 
 /** ` --db DIR`, or nothing for the default database (the same one either way). */
 export function dbFlag(db: string): string {
-  return db === DEFAULT_DB ? '' : ` --db ${shellWord(db)}`;
+  return db === DEFAULT_DB ? '' : ` --db ${shellWord(withoutPassword(db))}`;
+}
+
+/**
+ * A `postgres://` URL as hints print it: without its password, which belongs in
+ * `PGPASSWORD` or `~/.pgpass`, not in a terminal's scrollback.
+ */
+function withoutPassword(db: string): string {
+  if (!isDatabaseUrl(db)) return db;
+  try {
+    const url = new URL(db);
+    if (!url.password) return db;
+    url.password = '';
+    return url.toString();
+  } catch {
+    return db;
+  }
 }
 
 /** `troupe resume <run-id> [--db DIR]`. */

@@ -29,7 +29,7 @@ export function registerInspectCommand(program: Command): void {
   program
     .command('inspect')
     .description('serve a local page that shows every agent\'s state machine, live (with --run) or replayed from the journal')
-    .option('--db <dir>', 'LevelDB directory for runs and checkpoints', DEFAULT_DB)
+    .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
     .option('--port <n>', `port on 127.0.0.1 (0: any free port)`, parsePort, DEFAULT_INSPECT_PORT)
     .option('--run <file>', 'also run this crew module here and follow it live')
     .option('--input <text>', 'the task for --run (default: the module\'s `input` export)')

@@ -3,13 +3,17 @@ import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { createInspector, type InspectorActions } from '../inspector/index.js';
 import type { ControlClient } from './control-client.js';
 import type { Storage } from '../core/storage.js';
-import { levelStorage } from '../storage/level.js';
+import { nodeIdFor, openStorage } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { resumeHint } from './hints.js';
 import type { InspectOptions } from './inspect-command.js';
 import { loadCrewModule, type CrewModule } from './load.js';
 import { openForReading } from './read-database.js';
 
+const nodeIdOption = (storage: Storage) => {
+  const nodeId = nodeIdFor(storage, undefined);
+  return nodeId ? { nodeId } : {};
+};
 const warn = (message: string) => process.stderr.write(`troupe: warning: ${message}\n`);
 
 /**
@@ -24,9 +28,9 @@ export async function inspect(opts: InspectOptions): Promise<number> {
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
   // Watching only reads: without --run a missing database is an error, not a new one.
   const database = mod ? undefined : await openForReading(opts.db);
-  await using storage: Storage = database ? database.storage : await levelStorage({ path: opts.db, create: true });
+  await using storage: Storage = database ? database.storage : await openStorage(opts.db, { create: true });
   // No resume: this command watches; it continues nobody's runs behind their back.
-  await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false }) : undefined;
+  await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false, ...nodeIdOption(storage) }) : undefined;
   await using _control = node ? await serveControlSocket({ db: opts.db, node, storage }, warn) : undefined;
   // Decisions from the page take the CLI's own paths: this node's, or the holder's over its control socket.
   const actions: InspectorActions | undefined = node ? undefined : database?.control && controlActions(database.control);

@@ -11,7 +11,7 @@ import type * as Commands from './commands.js';
 import { DEFAULT_DB } from './hints.js';
 import { registerInspectCommand } from './inspect-command.js';
 import { registerMcpCommand } from './mcp-register.js';
-import { withNetworkOptions } from './network.js';
+import { wholeNumber, withNetworkOptions } from './network.js';
 
 // The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
 // the sources and from dist/, where a relative URL would differ by a directory.
@@ -24,6 +24,12 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 const commands = () => import('./commands.js');
+const replayCommands = () => import('./replay.js');
+type replayCommand = typeof import('./replay.js').replayCommand;
+const exportCommands = () => import('./export.js');
+type exportCommand = typeof import('./export.js').exportCommand;
+type importCommand = typeof import('./export.js').importCommand;
+type upgradeCommand = typeof import('./upgrade.js').upgradeCommand;
 type OptionsOf<F extends (...args: never[]) => unknown> = Parameters<F>[1];
 
 /** Exit code of a usage error: an unknown command or option, a missing or bad argument. */
@@ -46,11 +52,18 @@ const parseJson = (label: string) => (value: string) => {
   }
 };
 
+/** A parser of a checkpoint number option (`--at`). */
+const checkpointNumber = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a checkpoint number`);
+  return n;
+};
+
 withNetworkOptions(program
   .command('run'))
   .description('run a crew module (its default export) to completion, printing progress')
   .argument('<file>', 'crew module, e.g. examples/research-crew.ts')
-  .option('--db <dir>', 'LevelDB directory for runs and checkpoints', DEFAULT_DB)
+  .option('--db <dir|url>', 'where runs are kept: a LevelDB directory, or a postgres:// URL shared by a cluster', DEFAULT_DB)
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
@@ -61,7 +74,7 @@ withNetworkOptions(program
   .command('resume'))
   .description('resume an unfinished run from its last checkpoint')
   .argument('<run-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
@@ -69,15 +82,18 @@ withNetworkOptions(program
 
 withNetworkOptions(program
   .command('node'))
-  .description('run a long-lived node: host actors that peers place here, resume them after a restart')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .description('run a long-lived node: host actors that peers place here, resume them after a restart; on a postgres:// --db, a worker taking runs from the shared database')
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--concurrency <n>', 'on a shared database: runs executed at once (default 8)', wholeNumber('--concurrency', 1))
+  .option('--lease-ms <ms>', 'on a shared database: how long a run stays this node\'s without a heartbeat (default 15000)', wholeNumber('--lease-ms', 100))
+  .option('--poll-ms <ms>', 'on a shared database: how often to look for free runs besides being notified (default 1000)', wholeNumber('--poll-ms', 10))
   .action(async (opts: Parameters<typeof Commands.nodeCommand>[0]) => (await commands()).nodeCommand(opts));
 
 program
   .command('approvals')
   .description('list tool calls waiting for a human (and decided ones with --all)')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--all', 'include decided approvals')
   .option('--json', 'print one JSON object: { "approvals": [...] }')
   .action(async (opts: Parameters<typeof Commands.approvalsCommand>[0]) => (await commands()).approvalsCommand(opts));
@@ -86,7 +102,7 @@ program
   .command('approve')
   .description('approve a waiting tool call, then continue its run here')
   .argument('<approval-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--edit-args <json>', 'run the tool with these arguments instead', parseJson('--edit-args'))
   .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
   .option('--reason <text>', 'why (kept in the journal)')
@@ -98,7 +114,7 @@ program
   .description('reject a waiting tool call (the model is told why), then continue its run here')
   .argument('<approval-id>')
   .requiredOption('--reason <text>', 'why; shown to the model')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (approvalId: string, opts: OptionsOf<typeof Commands.rejectCommand>) => (await commands()).rejectCommand(approvalId, opts, program.opts()));
 
@@ -106,7 +122,7 @@ program
   .command('audit')
   .description("print a run's audit trail, or `troupe audit verify` to check the whole log's hash chain")
   .argument('<run-id|verify>', 'a run id, or `verify`')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'the trail as JSON lines (one record a line); with verify, one JSON object: { "verify": {...} }')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
   .option('--audit-dir <dir>', 'with verify: the audit key and saved heads (default $TROUPE_AUDIT_DIR, else <db>.audit)')
@@ -117,7 +133,7 @@ program
   .command('history')
   .description("list a run's checkpoints with each actor's state")
   .argument('<run-id>')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print one JSON object: { "runId": ..., "history": [...] }')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.historyCommand>) => (await commands()).historyCommand(runId, opts));
 
@@ -125,20 +141,62 @@ program
   .command('fork')
   .description('start a new run from a checkpoint of another (see `troupe history`)')
   .argument('<run-id>')
-  .requiredOption('--at <checkpoint>', 'checkpoint number', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--at takes a checkpoint number');
-    return n;
-  })
+  .requiredOption('--at <checkpoint>', 'checkpoint number', checkpointNumber('--at'))
   .option('--run-id <id>', 'id of the new run')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
 
 program
+  .command('replay')
+  .description('re-execute a recorded run with new crew code (or a new model) in a scratch space, serving its recorded calls, and report the first divergence')
+  .argument('<run-id>')
+  .requiredOption('--crew <file>', 'the crew module to replay the run with')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--at <checkpoint>', 'replay from this checkpoint instead of the start (see `troupe history`)', checkpointNumber('--at'))
+  .option('--continue', "go on past divergences: the new code's calls that do not match are not served (models asked, tools not executed)")
+  .option('--model <old=new>', 'rehearse: ask the calls of model `old` of model `new` (a provider the crew module exports), side by side with the recording')
+  .option('--json', 'print one JSON object: { "replay": { "clean", "ended", "calls", "divergences", "outcome", "rehearsal"? } }')
+  .action(async (runId: string, opts: Parameters<replayCommand>[1]) => {
+    process.exitCode = await (await replayCommands()).replayCommand(runId, opts);
+  });
+
+program
+  .command('export')
+  .description('write one run (record, checkpoints, conversations, journal, ledger, approvals) to one redacted, portable file')
+  .argument('<run-id>')
+  .option('--db <dir>', 'LevelDB directory (only read)', DEFAULT_DB)
+  .option('--out <file>', 'where to write it (default <run-id>.recording.json)')
+  .option('--json', 'print one JSON object: { "export": { "runId", "crew", "file", "keys", "secrets" } }')
+  .action(async (runId: string, opts: Parameters<exportCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).exportCommand(runId, opts);
+  });
+
+program
+  .command('import')
+  .description('load a recording file (troupe export) into a database; never overwrites a run, a damaged file writes nothing')
+  .argument('<file>')
+  .option('--db <dir>', 'LevelDB directory (created if missing)', DEFAULT_DB)
+  .option('--json', 'print one JSON object: { "import": { "runId", "crew", "keys", "db" } }')
+  .action(async (file: string, opts: Parameters<importCommand>[1]) => {
+    process.exitCode = await (await exportCommands()).importCommand(file, opts);
+  });
+
+program
+  .command('upgrade')
+  .description('replay every unfinished run of a crew against new code and its migrations; upgrade only those that replay cleanly (--dry-run: list them)')
+  .requiredOption('--crew <file>', 'the crew module with the new code')
+  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--dry-run', 'list which runs would continue cleanly and which diverge; change nothing')
+  .option('--json', 'print one JSON object: { "upgrade": { "crew", "version", "dryRun", "runs": [{ "runId", "status", "version", "verdict", "reason"?, "upgraded"? }] } }')
+  .action(async (opts: Parameters<upgradeCommand>[0]) => {
+    process.exitCode = await (await import('./upgrade.js')).upgradeCommand(opts);
+  });
+
+program
   .command('runs')
   .description('list runs, newest first')
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print one JSON object: { "runs": [...] }')
   .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
@@ -147,7 +205,7 @@ program
   .description('maintain the database')
   .command('repair')
   .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
-  .option('--db <dir>', 'LevelDB directory', DEFAULT_DB)
+  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .action(async (opts: Parameters<typeof Commands.dbRepairCommand>[0]) => (await commands()).dbRepairCommand(opts));
 
 registerInspectCommand(program);

@@ -9,7 +9,7 @@ import { createNode, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
 import type { RunResult } from '../core/run-host.js';
-import { levelStorage } from '../storage/level.js';
+import { nodeIdFor, openStorage } from './open-storage.js';
 import { closeMcpToolsets } from '../tools/mcp.js';
 import { serveControlSocket } from './control-socket.js';
 import { decideHint, resumeHint } from './hints.js';
@@ -74,9 +74,10 @@ export async function serve(mod: CrewModule, opts: ServeOptions): Promise<number
   }
   const [{ McpServer }, { StdioServerTransport }, { StreamableHTTPServerTransport }, { isInitializeRequest }] = sdk;
 
-  await using storage = await levelStorage({ path: opts.db });
+  await using storage = await openStorage(opts.db, { create: true });
   // Not resumed: a run left by an earlier server has no caller waiting for its answer.
-  await using node = await createNode({ storage, models: mod.models, crews: [mod.definition], resume: false });
+  const nodeId = nodeIdFor(storage, undefined);
+  await using node = await createNode({ storage, models: mod.models, crews: [mod.definition], resume: false, ...(nodeId ? { nodeId } : {}) });
   // Other commands (runs, approvals, approve) reach the database through this server meanwhile.
   await using _control = await serveControlSocket({ db: opts.db, node, storage }, (message) => process.stderr.write(`troupe: warning: ${message}\n`));
   const name = toolName(mod.definition.id);

@@ -18,7 +18,7 @@ export function registerMcpCommand(program: Command): void {
     .command('serve')
     .description('serve a crew module as one MCP tool (named after the crew, input { input }) over stdio, or Streamable HTTP with --http')
     .argument('<crew-file>', 'crew module, e.g. examples/research-crew.ts')
-    .option('--db <dir>', 'LevelDB directory for the runs', './.troupe')
+    .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL, for the runs', './.troupe')
     .option('--http <host:port>', 'listen for Streamable HTTP at http://HOST:PORT/mcp instead of stdio', parseHostPort)
     .action(async (file: string, opts: { db: string; http?: { host: string; port: number } }) => {
       const [{ serve }, { loadCrewModule }] = await Promise.all([import('./mcp-command.js'), import('./load.js')]);

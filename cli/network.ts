@@ -17,6 +17,10 @@ export interface NetworkFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /** Dial only `wss://` peers (the transport's `tls.requirePeers`). */
+  tlsPeersOnly?: boolean;
+  /** Admit only peers presenting a client certificate signed by `--tls-ca` (`tls.requireClientCert`). */
+  tlsClientCert?: boolean;
 }
 
 const collectPeer = (value: string, previous: string[] = []) => {
@@ -24,21 +28,24 @@ const collectPeer = (value: string, previous: string[] = []) => {
   return [...previous, value];
 };
 
-const count = (flag: string, min: number) => (value: string) => {
+/** A commander parser of a whole number flag of at least `min`. */
+export const wholeNumber = (flag: string, min: number) => (value: string) => {
   if (!/^\d{1,9}$/.test(value) || Number(value) < min) throw new InvalidArgumentError(`${flag} is a whole number of at least ${min}`);
   return Number(value);
 };
 
-/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env`, the outbox bounds and the TLS files to a command. */
+/** Adds `--node-id`, `--listen`, `--peer`, `--secret-env`, the outbox bounds and the TLS files and rules to a command. */
 export function withNetworkOptions(command: Command): Command {
   return command
     .addOption(new Option('--node-id <id>', "this node's name among its peers").default(undefined))
     .option('--listen <host:port>', 'accept peers here, e.g. 127.0.0.1:7400 (port 0 picks one)')
     .option('--peer <id=url>', 'a node to dial, e.g. b=ws://127.0.0.1:7401 (repeatable)', collectPeer)
     .option('--secret-env <name>', 'environment variable holding the shared cluster secret', 'TROUPE_SECRET')
-    .option('--outbox-max <n>', 'envelopes kept unacknowledged per peer before sends fail with OUTBOX_FULL (default 10000)', count('--outbox-max', 1))
-    .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', count('--outbox-wait-ms', 0))
+    .option('--outbox-max <n>', 'envelopes kept unacknowledged per peer before sends fail with OUTBOX_FULL (default 10000)', wholeNumber('--outbox-max', 1))
+    .option('--outbox-wait-ms <ms>', 'how long a send to a full outbox waits for room (default 0)', wholeNumber('--outbox-wait-ms', 0))
     .option('--tls-cert <file>', "this node's certificate (PEM): --listen serves wss://; also its client certificate for wss:// peers")
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
-    .option('--tls-ca <file>', 'CA certificate(s) (PEM) trusted for wss:// peers (default the system CAs)');
+    .option('--tls-ca <file>', 'CA certificate(s) (PEM) trusted for wss:// peers (default the system CAs)')
+    .option('--tls-peers-only', 'refuse to dial a ws:// (unencrypted) peer')
+    .option('--tls-client-cert', 'admit only peers whose client certificate --tls-ca signed (needs --listen, --tls-cert and --tls-ca)');
 }

@@ -5,7 +5,7 @@
  */
 import { ErrorCode, isTroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
-import { levelStorage } from '../storage/level.js';
+import { isDatabaseUrl, openStorage } from './open-storage.js';
 import { connectControl, type ControlClient } from './control-client.js';
 import { createRemoteStorage } from './remote-storage.js';
 
@@ -28,8 +28,13 @@ export function isLockedError(error: unknown): boolean {
 export async function openForReading(db: string): Promise<ReadDatabase> {
   let storage: Storage;
   let control: ControlClient | undefined;
+  // A shared database admits every process: nothing to go through.
+  if (isDatabaseUrl(db)) {
+    storage = await openStorage(db, { create: false });
+    return { storage, control: undefined, [Symbol.asyncDispose]: () => storage.close() };
+  }
   try {
-    storage = await levelStorage({ path: db, create: false });
+    storage = await openStorage(db, { create: false });
   } catch (error) {
     if (!isLockedError(error)) throw error;
     control = await connectControl(db);

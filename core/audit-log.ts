@@ -171,7 +171,7 @@ function isRecord(value: unknown): value is AuditRecord {
  * (a truncated or rewritten log shows against them); `key` checks keyed records, which
  * without it are `unverifiable`. See {@link AuditLog.verify}.
  */
-export function createChainChecker(anchors: readonly AuditHead[] = [], key?: AuditKey) {
+export function createChainChecker(anchors: readonly AuditHead[] = [], key?: AuditKey, keys = layout.auditChain()) {
   let last: AuditHead = { seq: 0, hash: GENESIS };
   let count = 0;
   let keyed = 0;
@@ -180,12 +180,12 @@ export function createChainChecker(anchors: readonly AuditHead[] = [], key?: Aud
   const committed = new Map<string, { seq: number; commitment: StateCommitment }>();
   const fail = (firstBad: number, reason: AuditFailure, message: string, extra: { key?: string } = {}): AuditVerification => ({ ok: false, firstBad, reason, message, ...extra });
   return {
-    /** Feeds the next stored entry: its key (`audit:<12 digits>`) and its decoded value. */
+    /** Feeds the next stored entry: its key (`audit:<12 digits>`, or the chain's) and its decoded value. */
     next(storedKey: string, record: unknown): AuditVerification | undefined {
       const expected = last.seq + 1;
-      const keySeq = layout.auditSeq(storedKey);
+      const keySeq = keys.seqOf(storedKey);
       if (keySeq === undefined || keySeq < 1) {
-        return fail(expected, 'stray-key', `"${storedKey}" is not an audit record key (audit:<12 digits>); something other than the log wrote it`, { key: storedKey });
+        return fail(expected, 'stray-key', `"${storedKey}" is not an audit record key (${keys.shape}); something other than the log wrote it`, { key: storedKey });
       }
       if (!isRecord(record)) return fail(keySeq, 'altered', `record ${keySeq} is not a readable audit record`);
       if (record.keyId !== undefined && record.keyId !== key?.id) {
@@ -245,6 +245,12 @@ export interface AuditLogOptions {
    * Without one records carry a plain sha256 and only an `anchor` shows truncation.
    */
   seal?: { readonly key: AuditKey; readonly heads: AuditHeadStore };
+  /**
+   * The chain this log writes and reads (`audit.<chain>:<seq>`, core/layout.ts): one per node
+   * in a database many nodes share, since each chains what it writes. Default the
+   * database's one chain (`audit:<seq>`).
+   */
+  chain?: string;
 }
 
 /** Filter of {@link AuditLog.read}. */
@@ -257,6 +263,8 @@ export interface AuditQuery {
 
 /** An audit log on a {@link Storage}; see {@link createAuditLog}. */
 export interface AuditLog {
+  /** The chain of this log (see {@link AuditLogOptions.chain}); `undefined` for the database's one chain. */
+  readonly chain: string | undefined;
   /** The newest record appended (written or not); `{ seq: 0, hash: GENESIS }` when empty. */
   readonly head: AuditHead;
   /** Reads the newest stored record to continue the chain. Required before the first append. */
@@ -335,9 +343,10 @@ const decodeOrUndefined = (value: Uint8Array): unknown => {
  * The newest record stored under a proper key (`audit:<12 digits>`), skipping stray keys so
  * a planted `audit:1e1` can neither rewind the sequence nor get a genuine record overwritten.
  */
-export async function storedAuditHead(storage: Storage): Promise<AuditHead & { keyId?: string }> {
-  for await (const [key, value] of storage.entries({ ...layout.audits(), reverse: true })) {
-    const seq = layout.auditSeq(key);
+export async function storedAuditHead(storage: Storage, chain?: string): Promise<AuditHead & { keyId?: string }> {
+  const keys = layout.auditChain(chain);
+  for await (const [key, value] of storage.entries({ ...keys.range(), reverse: true })) {
+    const seq = keys.seqOf(key);
     if (seq === undefined || seq < 1) continue;
     const record = decodeOrUndefined(value);
     // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
@@ -348,6 +357,23 @@ export async function storedAuditHead(storage: Storage): Promise<AuditHead & { k
 }
 
 /**
+ * The chains of a database many nodes share (`audit.<chain>:…`, core/layout.ts), in order:
+ * one seek per chain, not a read of every record.
+ */
+export async function auditChains(storage: Storage): Promise<string[]> {
+  const chains: string[] = [];
+  let range = layout.auditChains();
+  for (;;) {
+    let next: string | undefined;
+    for await (const [key] of storage.entries({ ...range, limit: 1 })) next = key;
+    const chain = next === undefined ? undefined : layout.auditChainOf(next);
+    if (chain === undefined) return chains;
+    chains.push(chain);
+    range = layout.auditChainsAfter(chain);
+  }
+}
+
+/**
  * Creates the audit log of `storage`. Call `open()` once before appending; one log object
  * per database, since two would hand out the same sequence numbers.
  */
@@ -355,6 +381,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
   const clock = options.clock ?? systemClock;
   const redact = options.redact ?? ((data) => data);
   const seal = options.seal;
+  const keys = layout.auditChain(options.chain);
   let opened = false;
   let broken: unknown;
   let head: AuditHead = { seq: 0, hash: GENESIS };
@@ -374,7 +401,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     if (seal && durable.seq > 0) seal.heads.save(durable);
   };
   const pendingOf = (ops: readonly StorageOp[], use: string) => {
-    const seqs = new Set(ops.map((op) => op.key).filter(layout.isAudit).map(seqOfKey));
+    const seqs = new Set(ops.map((op) => op.key).filter(keys.is).map(seqOfKey));
     const found = [...seqs].flatMap((seq) => {
       const p = bySeq.get(seq);
       return p && !p.committed ? [p] : [];
@@ -384,12 +411,13 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
   };
 
   const log: AuditLog = {
+    chain: options.chain,
     get head() {
       return head;
     },
     async open() {
       if (pending.length > 0) throw new TypeError('open() while appended records are neither committed nor rolled back');
-      const { keyId, ...stored } = await storedAuditHead(storage);
+      const { keyId, ...stored } = await storedAuditHead(storage, options.chain);
       if (keyId !== undefined && keyId !== seal?.key.id) {
         throw new TroupeError(
           seal ? ErrorCode.AUDIT_KEY_MISMATCH : ErrorCode.AUDIT_KEY_MISSING,
@@ -434,7 +462,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         };
         const record: AuditRecord = { ...body, hash: seal ? macRecord(body, seal.key) : hashRecord(body) };
         built.push(record);
-        ops.push({ type: 'put', key: auditKey(record.seq), value: encode(record) });
+        ops.push({ type: 'put', key: keys.key(record.seq), value: encode(record) });
         last = { seq: record.seq, hash: record.hash };
       }
       // Only after every entry was built: a throwing entry leaves the log untouched.
@@ -468,7 +496,7 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
         ? log.append([{ kind: BATCH_FAILED, runId: failed[0]!.record.runId, actor: failed[0]!.record.actor, data: { records: committing } }])
         : [];
       try {
-        await storage.write([...ops.filter((op) => layout.isAudit(op.key)), ...voided]);
+        await storage.write([...ops.filter((op) => keys.is(op.key)), ...voided]);
         for (const p of failed) p.committed = true;
         settle();
         log.commit(voided);
@@ -495,10 +523,10 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     },
     async read(query = {}) {
       const out: AuditRecord[] = [];
-      const range = query.after === undefined ? layout.audits() : layout.auditsAfter(query.after);
+      const range = query.after === undefined ? keys.range() : keys.after(query.after);
       for await (const [key, value] of storage.entries(range)) {
         // Not a record of this log, whatever it holds; verify() reports it.
-        if (layout.auditSeq(key) === undefined) continue;
+        if (keys.seqOf(key) === undefined) continue;
         const record = decodeOrUndefined(value);
         if (!isRecord(record)) {
           throw new TroupeError(ErrorCode.STORAGE_FAILED, `audit record ${seqOfKey(key)} is unreadable; run verify()`, { details: { seq: seqOfKey(key) } });
@@ -510,8 +538,8 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     async verify(verifyOptions = {}) {
       const saved = seal ? await seal.heads.last() : undefined;
       const anchors = [durable, ...(verifyOptions.anchor ? [verifyOptions.anchor] : []), ...(saved?.state === 'ok' ? [saved.head] : [])];
-      const checker = createChainChecker(anchors, seal?.key);
-      for await (const [key, value] of storage.entries(layout.audits())) {
+      const checker = createChainChecker(anchors, seal?.key, keys);
+      for await (const [key, value] of storage.entries(keys.range())) {
         const failure = checker.next(key, decodeOrUndefined(value));
         if (failure) return failure;
       }

@@ -8,7 +8,9 @@ import type { Storage, StorageOp } from './storage.js';
  * that stay as written, so `verify` also shows them edited afterwards. Only values no later
  * batch rewrites are committed, or an honest later write would look like tampering:
  *
- * - checkpoint manifests (`ckpt:`), written once each;
+ * - checkpoint manifests (`ckpt:`) and the parts they are assembled from: actor records
+ *   (`actor:`), conversation log entries and segments (`log:`, `logseg:`), each written once;
+ * - journal entries (`jrnl:`) and mailbox entries (`mbox:`), written once each;
  * - effect-ledger entries once `done` (the call's recorded result);
  * - the run index record in the batch that ends the run (its status and output), with the
  *   checkpoint it names: a record naming a later checkpoint was rewritten by a later batch
@@ -39,6 +41,10 @@ const decodeOr = (bytes: Uint8Array): unknown => {
 
 const TERMINAL = new Set(['run.completed', 'run.failed']);
 
+/** Keys whose value no batch writes twice (a pruned or packed one is gone, never rewritten). */
+const writtenOnce = (key: string) =>
+  layout.isCheckpoint(key) || layout.isActor(key) || layout.isLogEntry(key) || layout.isLogSegment(key) || layout.isJournal(key) || layout.isMailbox(key);
+
 /** The commitments of a batch of `ops` whose audited facts are of `kinds`. */
 export function committedState(ops: readonly StorageOp[], kinds: readonly string[]): CommittedState {
   const ends = kinds.some((kind) => TERMINAL.has(kind));
@@ -48,7 +54,7 @@ export function committedState(ops: readonly StorageOp[], kinds: readonly string
       delete out[op.key];
       continue;
     }
-    if (layout.isCheckpoint(op.key)) out[op.key] = { sha256: sha256(op.value) };
+    if (writtenOnce(op.key)) out[op.key] = { sha256: sha256(op.value) };
     else if (layout.isLedger(op.key)) {
       if ((decodeOr(op.value) as { status?: unknown } | undefined)?.status === 'done') out[op.key] = { sha256: sha256(op.value) };
       else delete out[op.key];

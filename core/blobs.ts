@@ -33,7 +33,7 @@ export function createBlobWriter(minChars = BLOB_MIN_CHARS) {
   const hashOf = (text: string) => {
     let hash = hashes.get(text);
     if (!hash) {
-      hash = createHash('sha256').update(text).digest('hex').slice(0, 40);
+      hash = blobHashOf(text);
       if (cachedChars + text.length > 16_000_000) {
         hashes.clear();
         cachedChars = 0;
@@ -80,6 +80,20 @@ export function createBlobWriter(minChars = BLOB_MIN_CHARS) {
 
 /** The writer type returned by {@link createBlobWriter}. */
 export type BlobWriter = ReturnType<typeof createBlobWriter>;
+
+/** Adds to `into` the hashes of the blobs a dehydrated value refers to (what an export must carry along). */
+export function blobRefs(value: unknown, into: Set<string>): Set<string> {
+  if (Array.isArray(value)) for (const item of value) blobRefs(item, into);
+  else if (value && typeof value === 'object') {
+    const ref = (value as Record<string, unknown>)[REF];
+    if (typeof ref === 'string') into.add(ref);
+    else for (const child of Object.values(value)) blobRefs(child, into);
+  }
+  return into;
+}
+
+/** The hash a blob holding `text` is stored under: what an imported blob is checked against. */
+export const blobHashOf = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 40);
 
 /** Puts the blobs a dehydrated value refers to back in place. */
 export async function hydrate(storage: Storage, value: unknown): Promise<unknown> {

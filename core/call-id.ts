@@ -28,3 +28,11 @@ export function agentOfCallId(callId: string): string {
   const cut = callId.indexOf('/');
   return cut < 0 ? callId : callId.slice(0, cut);
 }
+
+const CALL_ID = /^([^/]+)\/t(\d+)\/s(\d+)\/(model|tool\/.+)$/;
+
+/** Agent, task and step of any call id (model or tool), or `undefined` when `callId` is neither. */
+export function parseCallId(callId: string): { agentId: string; task: number; step: number; kind: 'model' | 'tool' } | undefined {
+  const m = CALL_ID.exec(callId);
+  return m ? { agentId: m[1]!, task: Number(m[2]), step: Number(m[3]), kind: m[4] === 'model' ? 'model' : 'tool' } : undefined;
+}

@@ -12,6 +12,8 @@ import type { BlackboardAccess } from './tool.js';
 import { executeTool } from './tool-executor.js';
 import { modelCallId, toolCallId } from './call-id.js';
 import { findInheritedEffect } from './effect-inheritance.js';
+import type { CallGate } from './replay/gate.js';
+import { requestPrint } from './replay/request-print.js';
 
 /** What a run lends its model and tool calls: its ledger, journal and events. */
 export interface CallDeps {
@@ -31,6 +33,8 @@ export interface CallDeps {
   /** `undefined` when the node's write queue has room, else a promise of room: the backpressure every call waits for. */
   room(): Promise<void> | undefined;
   blackboard(agentId: string): BlackboardAccess | undefined;
+  /** Set in a replay's scratch run only: every call not already in the run's ledger goes through it (core/replay/gate.ts). */
+  gate?: CallGate;
 }
 
 /** Calls a model for one step of an agent, or replays the recorded answer of that step. */
@@ -47,12 +51,13 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
   }
   const full = deps.room();
   if (full) await full;
-  const { provider, model } = resolveModel(deps.models, step.model);
+  const gated = deps.gate ? await deps.gate.model(agentId, step, callId, signal) : undefined;
+  const { provider, model } = resolveModel(deps.models, gated && 'ask' in gated ? gated.ask : step.model);
   const reserved = deps.usage.reserve(agentId);
   const started = clock.now();
   let response: ModelResponse;
   try {
-    response = await provider.generate(
+    response = gated && 'response' in gated ? gated.response : await provider.generate(
       {
         model,
         messages: step.messages,
@@ -83,9 +88,11 @@ export async function performModelCall(deps: CallDeps, agentId: string, step: Mo
     throw error;
   }
   const ms = clock.now() - started;
+  if (gated && 'ask' in gated) deps.gate!.answered?.(agentId, step, callId, response);
   deps.usage.charge(agentId, reserved, response.usage.inputTokens + response.usage.outputTokens, response.cost ?? 0);
   const served = response.model ?? `${provider.id}:${model}`;
-  deps.record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: clock.now() });
+  // The request's print is what a replay compares new code's request with (core/replay/).
+  deps.record({ callId, kind: 'model', status: 'done', name: served, result: response, ts: clock.now(), request: requestPrint(step) });
   const seq = deps.journal('model.call', agentId, {
     callId,
     model: served,
@@ -119,6 +126,7 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
     deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 });
     return message;
   }
+  if (deps.gate) return gatedToolCall(deps, agentId, step, callId, signal);
   // A restarted attempt asking for what a failed attempt already did gets that outcome.
   // Only a step that inherits looks (and waits): any other keeps its intent in this turn.
   const inherited = recorded || !step.inherits?.length ? undefined : await inheritedEffect(deps, agentId, step, step.inherits, callId);
@@ -181,5 +189,15 @@ export async function performToolCall(deps: CallDeps, agentId: string, step: Too
   deps.record({ ...known, ...(intentAt !== undefined ? { intentAt } : {}), status: 'done', result: message, ts: clock.now() });
   const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms, ...(refusal ? { refused: refusal } : {}), ...lineage });
   deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: false, ms }, seq);
+  return message;
+}
+
+/** A tool call of a replay's scratch run: answered by the gate, never executed. */
+async function gatedToolCall(deps: CallDeps, agentId: string, step: ToolStep, callId: string, signal: AbortSignal): Promise<ToolMessage> {
+  const { runId, clock } = deps;
+  const message = await deps.gate!.tool(agentId, step, callId, signal);
+  deps.record({ callId, kind: 'tool', status: 'done', name: step.call.name, args: step.call.args, result: message, ts: clock.now() });
+  const seq = deps.journal('tool.call', agentId, { callId, tool: step.call.name, ok: !message.isError, ms: 0 });
+  deps.emit({ type: 'tool.call', runId, actor: agentId, callId, tool: step.call.name, ok: !message.isError, replayed: true, ms: 0 }, seq);
   return message;
 }

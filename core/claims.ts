@@ -31,7 +31,34 @@ interface Held {
   epoch: number;
 }
 
-function assertClaim(claim: RunClaim, use: string): void {
+/** Throws a `TypeError` unless `runId` and `owner` are what {@link Storage.claim} takes. */
+export function assertClaimArgs(runId: string, owner: string): void {
+  if (typeof runId !== 'string' || runId.length === 0) throw new TypeError('claim(runId, owner) needs a run id');
+  if (typeof owner !== 'string' || owner.length === 0) throw new TypeError('claim(runId, owner) needs an owner id (who executes the run)');
+}
+
+/** The `RUN_CLAIMED` error of every storage: `holder` executes `runId` (at `epoch`, when known). */
+export function runClaimedError(runId: string, holder: string, epoch: number | undefined, location: string): TroupeError {
+  return new TroupeError(
+    ErrorCode.RUN_CLAIMED,
+    `run "${runId}" is being executed by owner "${holder}"${epoch === undefined ? '' : ` (epoch ${epoch})`} on ${location}; a run is executed by one node at a time`,
+    { details: { runId, holder, ...(epoch === undefined ? {} : { epoch }) } },
+  );
+}
+
+/**
+ * The `LEASE_LOST` error of every storage: the batch fenced by `lost` wrote nothing.
+ * `describe(runId)` says who holds each run now.
+ */
+export function leaseLostError(lost: readonly RunClaim[], describe: (runId: string) => string): TroupeError {
+  const what = lost.map((c) => `run "${c.runId}" (owner "${c.owner}", epoch ${c.epoch}; ${describe(c.runId)})`).join(', ');
+  return new TroupeError(ErrorCode.LEASE_LOST, `lost the claim on ${what}: nothing was written`, {
+    details: { lost: lost.map(({ runId, owner, epoch }) => ({ runId, owner, epoch })) },
+  });
+}
+
+/** Throws a `TypeError` unless `claim` has the shape {@link Storage.claim} returns. */
+export function assertClaim(claim: RunClaim, use: string): void {
   if (typeof claim?.runId !== 'string' || typeof claim.owner !== 'string' || !Number.isInteger(claim.epoch)) {
     throw new TypeError(`${use} takes a claim returned by claim(runId, owner): { runId, owner, epoch }`);
   }
@@ -63,16 +90,9 @@ export function createLocalClaims(io: LocalClaimsIO): LocalClaims {
 
   return {
     async claim(runId, owner) {
-      if (typeof runId !== 'string' || runId.length === 0) throw new TypeError('claim(runId, owner) needs a run id');
-      if (typeof owner !== 'string' || owner.length === 0) throw new TypeError('claim(runId, owner) needs an owner id (who executes the run)');
+      assertClaimArgs(runId, owner);
       const held = live.get(runId);
-      if (held) {
-        throw new TroupeError(
-          ErrorCode.RUN_CLAIMED,
-          `run "${runId}" is being executed by owner "${held.owner}"${Number.isNaN(held.epoch) ? '' : ` (epoch ${held.epoch})`} on ${io.location}; a run is executed by one node at a time`,
-          { details: { runId, holder: held.owner, ...(Number.isNaN(held.epoch) ? {} : { epoch: held.epoch }) } },
-        );
-      }
+      if (held) throw runClaimedError(runId, held.owner, Number.isNaN(held.epoch) ? undefined : held.epoch, io.location);
       // Reserved synchronously: a concurrent claim of the same run fails instead of racing.
       const reservation: Held = { owner, epoch: Number.NaN };
       live.set(runId, reservation);
@@ -99,14 +119,7 @@ export function createLocalClaims(io: LocalClaimsIO): LocalClaims {
       if (fence === undefined || fence.length === 0) return write();
       for (const claim of fence) assertClaim(claim, 'write(ops, { fence })');
       const lost = fence.filter((claim) => !isCurrent(claim));
-      if (lost.length > 0) {
-        const what = lost.map((c) => `run "${c.runId}" (owner "${c.owner}", epoch ${c.epoch}; ${describe(c.runId)})`).join(', ');
-        return Promise.reject(
-          new TroupeError(ErrorCode.LEASE_LOST, `lost the claim on ${what}: nothing was written`, {
-            details: { lost: lost.map(({ runId, owner, epoch }) => ({ runId, owner, epoch })) },
-          }),
-        );
-      }
+      if (lost.length > 0) return Promise.reject(leaseLostError(lost, describe));
       const done = write();
       for (const { runId } of fence) {
         let set = inflight.get(runId);

@@ -14,6 +14,11 @@ export const ErrorCode = {
   STORAGE_CORRUPT: 'STORAGE_CORRUPT',
   /** No database at the path, and the caller asked not to create one (a read command). */
   STORAGE_NOT_FOUND: 'STORAGE_NOT_FOUND',
+  /**
+   * The database's schema is newer than this code knows (a shared database another,
+   * newer Troupe migrated): nothing was read or written; upgrade this node.
+   */
+  STORAGE_VERSION: 'STORAGE_VERSION',
   /** Another live owner executes the run (one node per run, see `Storage.claim`). */
   RUN_CLAIMED: 'RUN_CLAIMED',
   /** A write was fenced by a claim that is no longer current: another owner took the run. */
@@ -64,6 +69,8 @@ export const ErrorCode = {
   AUDIT_KEY_MISSING: 'AUDIT_KEY_MISSING',
   /** The audit key found is not the one the database's records were written with. */
   AUDIT_KEY_MISMATCH: 'AUDIT_KEY_MISMATCH',
+  /** A recording file (`troupe export`) is damaged, truncated, too large or not a recording; nothing was imported. */
+  RECORDING_INVALID: 'RECORDING_INVALID',
 } as const;
 
 /** One of the {@link ErrorCode} strings. */

@@ -31,6 +31,10 @@ export type RunEventBody =
   | { type: 'run.unloaded'; runId: string; wakeAt?: number }
   /** An unloaded run was loaded again (an envelope, a decision or its deadline). */
   | { type: 'run.loaded'; runId: string }
+  /** On a shared storage: this node took a run and could not serve it (left to other nodes). */
+  | { type: 'run.refused'; runId: string; error: SerializedError }
+  /** On a shared storage: this node lost the run's lease (another node executes it now) and stopped it. */
+  | { type: 'run.lost'; runId: string }
   | { type: 'run.completed'; runId: string; output: string }
   | { type: 'run.failed'; runId: string; error: SerializedError };
 

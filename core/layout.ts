@@ -25,6 +25,7 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  * - `approval:<id>`                   human approvals
  * - `blob:<hash>`                     long strings of actor records, content-addressed
  * - `audit:<seq>`                     the hash-chained audit log
+ * - `audit.<node>:<seq>`              one node's audit chain, in a database nodes share
  * - `meta:layout`                     the layout version of this database
  * - `outbox:`, `outseq:`, `inbox:`, `transport:` the WebSocket transport's delivery state
  */
@@ -37,6 +38,13 @@ const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Throws a `TypeError` unless `runId` may be used as a run id. */
 export function assertRunId(runId: string): void {
   if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
+}
+
+const AUDIT_CHAIN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Throws a `TypeError` unless `chain` may name an audit chain (a node id). */
+export function assertAuditChain(chain: string): void {
+  if (!AUDIT_CHAIN.test(chain)) throw new TypeError(`audit chain "${chain}" must match ${AUDIT_CHAIN} (it is a node id)`);
 }
 
 /** Everything after `prefix` in `key`. */
@@ -52,12 +60,15 @@ export const layout = {
   run: (runId: string) => `run:${runId}`,
   runs: (): KeyRange => prefixRange('run:'),
   isRun: (key: string) => key.startsWith('run:'),
+  /** The run id of a run index key (`run:<run>`). */
+  runIdOf: (key: string) => after(key, 'run:'),
 
   checkpoint: (runId: string, seq: number) => `ckpt:${runId}:${seqKey(seq)}`,
   checkpoints: (runId: string, options?: { reverse?: boolean; limit?: number }): KeyRange => prefixRange(`ckpt:${runId}:`, options),
   isCheckpoint: (key: string) => key.startsWith('ckpt:'),
 
   actor: (runId: string, actorId: string, seq: number) => `actor:${runId}:${actorId}:${seqKey(seq)}`,
+  isActor: (key: string) => key.startsWith('actor:'),
   /** Records of one actor written at or before checkpoint `seq`, newest first when `reverse`. */
   actorUpTo: (runId: string, actorId: string, seq: number, options?: { reverse?: boolean; limit?: number }): KeyRange => ({
     gte: `actor:${runId}:${actorId}:`,
@@ -91,12 +102,14 @@ export const layout = {
 
   journal: (runId: string, seq: number) => `jrnl:${runId}:${seqKey(seq)}`,
   journals: (runId: string): KeyRange => prefixRange(`jrnl:${runId}:`),
+  isJournal: (key: string) => key.startsWith('jrnl:'),
 
   ledger: (runId: string, callId: string) => `ledger:${runId}:${callId}`,
   ledgers: (runId: string): KeyRange => prefixRange(`ledger:${runId}:`),
   isLedger: (key: string) => key.startsWith('ledger:'),
 
   mailbox: (runId: string, actorId: string, seq: number) => `mbox:${runId}:${actorId}:${seqKey(seq)}`,
+  isMailbox: (key: string) => key.startsWith('mbox:'),
   /** Mail of `actorId` with a sequence number above `cursor`, up to `last` when given. */
   mailboxAfter: (runId: string, actorId: string, cursor: number, last?: number): KeyRange => ({
     gte: layout.mailbox(runId, actorId, cursor + 1),
@@ -114,6 +127,9 @@ export const layout = {
 
   approval: (approvalId: string) => `approval:${approvalId}`,
   approvals: (): KeyRange => prefixRange('approval:'),
+  isApproval: (key: string) => key.startsWith('approval:'),
+  /** The approval id of an approval key (`approval:<id>`). */
+  approvalIdOf: (key: string) => after(key, 'approval:'),
 
   blob: (hash: string) => `blob:${hash}`,
   /** The hash of a blob key, or `undefined` for any other key. */
@@ -125,7 +141,34 @@ export const layout = {
   isAudit: (key: string) => key.startsWith('audit:'),
   /** The sequence number of an audit key, or `undefined` when the key is not strictly `audit:<12 digits>`. */
   auditSeq: (key: string): number | undefined => (/^audit:\d{12}$/.test(key) ? Number(after(key, 'audit:')) : undefined),
+  /**
+   * The keys of one audit chain: `audit:<seq>` for a database's one chain (no `chain`), or
+   * `audit.<chain>:<seq>` for one node's chain in a database many nodes share (each node
+   * chains what it writes; core/security.ts).
+   */
+  auditChain: (chain?: string) => {
+    if (chain === undefined) return { key: layout.audit, range: layout.audits, after: layout.auditsAfter, is: layout.isAudit, seqOf: layout.auditSeq, shape: 'audit:<12 digits>' };
+    assertAuditChain(chain);
+    const prefix = `audit.${chain}:`;
+    const exact = new RegExp(`^${prefix.replaceAll('.', '\\.')}\\d{12}$`);
+    return {
+      key: (seq: number) => `${prefix}${seqKey(seq)}`,
+      range: (): KeyRange => prefixRange(prefix),
+      after: (seq: number): KeyRange => ({ gte: `${prefix}${seqKey(seq + 1)}`, lt: `${prefix}\uffff` }),
+      is: (key: string) => key.startsWith(prefix),
+      seqOf: (key: string): number | undefined => (exact.test(key) ? Number(after(key, prefix)) : undefined),
+      shape: `${prefix}<12 digits>`,
+    };
+  },
+  /** Every key of every node's audit chain (`audit.<chain>:…`), chain by chain. */
+  auditChains: (): KeyRange => prefixRange('audit.'),
+  /** The keys of the chains after `chain` (`;` is the character after `:`). */
+  auditChainsAfter: (chain: string): KeyRange => ({ gte: `audit.${chain};`, lt: prefixRange('audit.').lt! }),
+  /** The chain of a key in {@link layout.auditChains}, `undefined` for any other key. */
+  auditChainOf: (key: string): string | undefined => /^audit\.([A-Za-z0-9_-]{1,64}):/.exec(key)?.[1],
 
+  /** Whether `key` is one of the per-run keys of `runId` (in {@link layout.perRun}) or its run record. */
+  ownedByRun: (runId: string, key: string): boolean => key === layout.run(runId) || layout.perRun(runId).some((r) => key >= r.gte! && key < r.lt!),
   /** Every per-run range: what a fork copies from and what deleting a run removes. */
   perRun: (runId: string): KeyRange[] => [
     prefixRange(`ckpt:${runId}:`),

@@ -1,4 +1,4 @@
-import { decode, decodeAll } from './codec.js';
+import { decode, decodeAll, encodeCompact } from './codec.js';
 import { layout, seqOf } from './layout.js';
 import type { Redactor } from './secrets.js';
 import type { LogEntry, LogRef } from './snapshot-parts.js';
@@ -48,7 +48,7 @@ export function createLogWriter(options: { runId: string; redact: Redactor; segm
         tails.set(entry.log, tail);
         if (tail.length < size) continue;
         const segment: Segment = { n: tail.map((e) => e.n), v: tail.map((e) => redact(e.value)) };
-        ops.push(put(layout.logSegment(runId, entry.log, entry.n), segment));
+        ops.push({ type: 'put', key: layout.logSegment(runId, entry.log, entry.n), value: encodeCompact(segment) });
         for (const e of tail) {
           packed.add(e.n);
           // Entries of this very batch are never written singly.
@@ -87,18 +87,24 @@ export async function readLogRange(storage: Storage, runId: string, ref: LogRef)
       lastPacked = Math.max(lastPacked, n);
     }
   }
+  // Singles come after the segments, and are read from there on: below lie the deleted
+  // singles of every packed entry, which LevelDB would step over one by one until it
+  // compacts them (milliseconds for a long conversation, more than the segments' read).
+  const single = await collect(storage.entries(layout.logRange(runId, ref.log, Math.max(ref.from, lastPacked + 1), ref.to)));
+  const decoded = decodeAll(single.raws);
+  const singles = decoded.map((value, i) => ({ n: seqOf(single.keys[i]!), value }));
+  for (const s of singles) values.push(s.value);
+  return { values, singles };
+}
+
+async function collect(entries: AsyncIterable<[string, Uint8Array]>): Promise<{ keys: string[]; raws: Uint8Array[] }> {
   const keys: string[] = [];
   const raws: Uint8Array[] = [];
-  for await (const [key, raw] of storage.entries(layout.logRange(runId, ref.log, ref.from, ref.to))) {
+  for await (const [key, raw] of entries) {
     keys.push(key);
     raws.push(raw);
   }
-  const decoded = decodeAll(raws);
-  const singles = decoded.map((value, i) => ({ n: seqOf(keys[i]!), value }));
-  // Singles always follow the segments of their log; one before them means damage.
-  if (singles.length > 0 && singles[0]!.n <= lastPacked) throw new Error(`log ${ref.log} has entry ${singles[0]!.n} both packed and single`);
-  for (const s of singles) values.push(s.value);
-  return { values, singles };
+  return { keys, raws };
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { InspectionEvent, Observer } from 'xstate';
 import type { ApprovalRecord } from './approvals.js';
 import type { RetentionPolicy } from './retention.js';
+import type { ReplayOptions, ReplayReport } from './replay/replay.js';
 import type { AuditLog } from './audit-log.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { TroupeError } from './errors.js';
@@ -76,6 +77,18 @@ export interface NodeOptions {
    * unkeyed records, truncation only detectable against an anchor. See docs/security.md.
    */
   auditDir?: string | false;
+  /**
+   * On a storage many nodes share (`troupe/storage/postgres`): how many runs this node
+   * executes at once. `resumeAll()` (and so `createNode({ crews })`) takes free runs of its
+   * crews up to this many, and keeps taking them as runs end, are submitted or are left by
+   * a node that stopped. Default 8. Unused on embedded storage, whose one process resumes everything.
+   */
+  concurrency?: number;
+  /**
+   * On a shared storage: how often this node looks for free runs, in ms, besides being woken
+   * when one is submitted or released (LISTEN/NOTIFY can miss). Default 1 000.
+   */
+  pollMs?: number;
 }
 
 
@@ -135,6 +148,12 @@ export interface RunHandle<T = string> {
   stop(): Promise<void>;
 }
 
+/** Options of {@link TroupeNode.resume}. */
+export interface ResumeOptions {
+  /** The module the run is resumed from, recorded in its run record from now on (an upgrade to new code). */
+  source?: string;
+}
+
 /** Options of {@link TroupeNode.resumeAll}. */
 export interface ResumeAllOptions {
   /** Called for each unfinished run left alone because another live owner executes it. */
@@ -165,12 +184,33 @@ export interface TroupeNode extends AsyncDisposable {
    */
   resumeAll(options?: ResumeAllOptions): Promise<RunHandle<unknown>[]>;
   /**
+   * Records a new run of `definition` without executing it here: it starts on the node that
+   * takes it (on a shared storage, any node with the crew registered and room under its
+   * `concurrency`; on an embedded one, the next `resumeAll`). Returns the run id.
+   *
+   * @example
+   * const id = await node.submit(research, { input: 'Compare LevelDB and Postgres' });
+   */
+  submit(definition: RunnableDefinition, options: RunOptions): Promise<string>;
+  /**
    * Resumes an unfinished run from its latest checkpoint. Fails with `RUN_CLAIMED` while
    * another live node executes it: one node per run.
    */
-  resume<T = string>(runId: string, definition?: RunDefinition<T>): Promise<RunHandle<T>>;
+  resume<T = string>(runId: string, definition?: RunDefinition<T>, options?: ResumeOptions): Promise<RunHandle<T>>;
   /** Every checkpoint of a run with the state of each actor at it, oldest first. */
   history(runId: string): Promise<HistoryEntry[]>;
+  /**
+   * Re-executes recorded run `runId` with the crew code `options.crew` in a scratch space
+   * (the run and this node's storage are only read), serving every model and tool call from
+   * the recording while the new code asks the same, and reports the first divergence: which
+   * agent and step, what the recording had, what the new code asked for. No tool executes.
+   * With `rehearse: { from, to }` the calls of model `from` are asked of `to` instead.
+   *
+   * @example
+   * const report = await node.replay('run-42', { crew: nextVersionOfCrew });
+   * if (!report.clean) console.log(report.divergences[0]); // { kind: 'conversation', agent: 'writer', step: 1, … }
+   */
+  replay(runId: string, options: ReplayOptions): Promise<ReplayReport>;
   /**
    * Starts a new run from checkpoint `at` of `runId`. Work recorded up to that checkpoint is
    * replayed from the journal, not redone; the original run is not touched.

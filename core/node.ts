@@ -6,7 +6,7 @@ import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } fr
 import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 import { checkEnvelope, decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
-import { ErrorCode, isTroupeError, serializeError, TroupeError } from './errors.js';
+import { ErrorCode, isRetryable, isTroupeError, serializeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import { checkModelRefs, type ModelProviders } from './model.js';
@@ -14,9 +14,11 @@ import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
-import { assertRunId, createRunStore, type RunRecord } from './run-store.js';
+import { assertRunId, createRunStore, put, type RunRecord } from './run-store.js';
+import { layout } from './layout.js';
+import { leaseLostError } from './claims.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type NodeTransport, type DeliveryReceiptLike } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
@@ -24,6 +26,8 @@ import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
+import { CALL_GATE, type GatedNodeOptions } from './replay/gate.js';
+import { replayRun } from './replay/replay.js';
 
 export type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunOptions, SendOptions, TroupeNode } from './node-types.js';
 
@@ -32,8 +36,12 @@ interface RunSlot {
   runId: string;
   definition: RunnableDefinition;
   host: RunHost | undefined;
-  /** Set while the run is unloaded: the claim it keeps, what it waits for, its wake-up timer. */
-  passive?: { claim: RunClaim; waiting: ApprovalRecord[]; cancelWake?: () => void };
+  /**
+   * Set while the run is unloaded: the claim it keeps, what it waits for, its wake-up timer.
+   * No claim: let go on a shared storage while it waits for a human; it is claimed again to
+   * be loaded (and another node or process may take it meanwhile).
+   */
+  passive?: { claim: RunClaim | undefined; waiting: ApprovalRecord[]; cancelWake?: () => void };
   passivating?: Promise<void> | undefined;
   activating?: Promise<RunHost> | undefined;
   /** Live events of every incarnation of the run. */
@@ -89,6 +97,8 @@ interface ResolvedNodeOptions {
   nodeId: string;
   retention: RetentionPolicy;
   passivateAfterMs: number;
+  concurrency: number;
+  pollMs: number;
 }
 
 /**
@@ -117,23 +127,39 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     retention: resolveRetention(options.retention),
     // With an injected clock a test decides: the idle timers would be timers of its clock.
     passivateAfterMs: options.passivateAfterMs ?? (options.clock === undefined || options.clock === systemClock ? 60_000 : 0),
+    concurrency: options.concurrency ?? 8,
+    pollMs: options.pollMs ?? 1_000,
   };
+  if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new TypeError(`concurrency must be a positive integer (runs executed at once), got ${String(options.concurrency)}`);
+  if (!Number.isFinite(o.pollMs) || o.pollMs < 10) throw new TypeError(`pollMs must be at least 10 ms, got ${String(options.pollMs)}`);
   if (!Number.isFinite(o.passivateAfterMs) || o.passivateAfterMs < 0) throw new TypeError('passivateAfterMs must be a non-negative number of milliseconds (0 keeps every run loaded)');
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
-  let transport: NodeTransport | undefined;
+  let transport: Transport | undefined;
   const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
   const blobs = createBlobWriter();
-  const security = await createSecurityContext(o.storage, { secrets: options.secrets ?? envSecrets(), clock: o.clock, auditDir: options.auditDir });
+  // A storage many nodes share (Postgres): runs go to whichever node takes them, and each
+  // node keeps its own audit chain, so node ids must be unique there (held as a claim).
+  const shared = o.storage.shared;
+  const owner = `${o.nodeId}.${o.ids('owner')}`;
+  const identity = shared ? await claimNodeId(o.storage, o.nodeId, owner) : undefined;
+  const security = await createSecurityContext(o.storage, {
+    secrets: options.secrets ?? envSecrets(),
+    clock: o.clock,
+    auditDir: options.auditDir,
+    ...(shared ? { auditChain: o.nodeId } : {}),
+  }).catch(async (error: unknown) => {
+    if (identity) await o.storage.release(identity).catch(() => {});
+    throw error;
+  });
   const hosts = new Map<string, RunHost>();
   // Every run this node executes, loaded or not: a handle outlives the host it started on.
   const slots = new Map<string, RunSlot>();
   // One node executes a run at a time: every host holds the storage's claim on its run
   // (core/storage.ts), and every batch it writes is fenced by that claim.
-  const owner = `${o.nodeId}.${o.ids('owner')}`;
   const claims = new Map<RunHost, RunClaim>();
   // Resumes in progress, so two concurrent resumes of one run share one host.
   const resuming = new Map<string, Promise<AnyHandle>>();
@@ -143,6 +169,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
+  const gate = (options as NodeOptions & GatedNodeOptions)[CALL_GATE];
 
   const ensureRunning = () => {
     if (status !== 'running') throw new TroupeError(ErrorCode.NODE_CLOSED, `node is ${status}`);
@@ -190,7 +217,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         await host.stop();
         if (hosts.get(slot.runId) === host) hosts.delete(slot.runId);
         await releaseHost(host);
-      } else if (slot.passive) {
+      } else if (slot.passive?.claim) {
         await o.storage.release(slot.passive.claim);
       }
       closeSlot(slot);
@@ -226,8 +253,24 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     return fromRun ? stalls.send(toNode, envelope) : transport.send(toNode, envelope);
   };
 
+  /**
+   * The peer `route` would send `envelope` to, decided without waiting: run parts on other
+   * nodes, and actors a loaded run placed elsewhere. `undefined` for everything else (local
+   * mail, asks, runs this node has not loaded), which `route` then handles as it comes.
+   */
+  const remoteNodeOf = (envelope: Envelope): string | undefined => {
+    const { runId, actorId } = parseAddress(envelope.to);
+    if (runId === undefined || runId.startsWith(`${ASK_PREFIX}.`)) return undefined;
+    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) {
+      const target = actorId.slice(PART_ACTOR_ID.length + 1);
+      return target === o.nodeId ? undefined : target;
+    }
+    const host = hosts.get(runId);
+    return host && !host.isLocal(actorId) ? host.nodeOf(actorId) : undefined;
+  };
+
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
-  const route = async (envelope: Envelope, receipt?: DeliveryReceiptLike, fromRun = false): Promise<void> => {
+  const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
     if (runId?.startsWith(`${ASK_PREFIX}.`)) {
       if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);
@@ -328,17 +371,25 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     slot.host = host;
     host.liveEvents.subscribe((event) => {
       slot.hub.emit(event);
-      if (event.type === 'checkpoint' && o.passivateAfterMs > 0) armIdle(host, slot);
+      if (event.type === 'checkpoint' && o.passivateAfterMs > 0) armIdle(host, slot, waitsForHuman(host) ? HUMAN_WAIT_CHECK_MS : o.passivateAfterMs);
     });
     // Settled means the final checkpoint is durable (or the run could not write any more).
     void host.settled().then(async (result) => {
       disarmIdle(host);
       if (hosts.get(host.runId) === host) hosts.delete(host.runId);
       await releaseHost(host).catch(() => {});
+      if (result.status === 'failed' && result.error?.code === ErrorCode.LEASE_LOST) {
+        // Not this run's end: another owner executes it now, and this node wrote nothing more.
+        const lost: RunEvent = { type: 'run.lost', runId: host.runId };
+        slot.hub.emit(lost);
+        events.emit(lost);
+      }
       if (slot.host === host) {
         slot.settle(result);
         closeSlot(slot);
       }
+      // Room for another run.
+      if (working) void takeRuns();
     });
     return slot;
   };
@@ -358,6 +409,16 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       claims.delete(host);
       await host.stop();
       disarmIdle(host);
+      if (shared && wakeAt === undefined && waiting.length > 0) {
+        // In a cluster a run waiting for a human is nobody's: whoever decides (`troupe
+        // approve` anywhere) takes and continues it, and it holds no lease meanwhile.
+        await o.storage.release(claim).catch(() => {});
+        slot.passive = { claim: undefined, waiting };
+        const released: RunEvent = { type: 'run.unloaded', runId: slot.runId };
+        slot.hub.emit(released);
+        events.emit(released);
+        return;
+      }
       const cancelWake = wakeAt === undefined ? undefined : o.clock.setTimer(() => void activate(slot.runId).catch(() => {}), Math.max(0, wakeAt - o.clock.now()));
       slot.passive = { claim, waiting, ...(cancelWake ? { cancelWake } : {}) };
       const unloaded: RunEvent = { type: 'run.unloaded', runId: slot.runId, ...(wakeAt !== undefined ? { wakeAt } : {}) };
@@ -378,12 +439,14 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       passive.cancelWake?.();
       slot.passive = undefined;
       try {
-        await restoreClaimed(runId, slot.definition, passive.claim, slot);
+        // Let go meanwhile: RUN_CLAIMED when another node or process took it.
+        if (passive.claim) await restoreClaimed(runId, slot.definition, passive.claim, slot);
+        else await underClaim(runId, (claim) => restoreClaimed(runId, slot.definition, claim, slot));
         const loaded: RunEvent = { type: 'run.loaded', runId };
         slot.hub.emit(loaded);
         events.emit(loaded);
       } catch (error) {
-        await o.storage.release(passive.claim).catch(() => {});
+        if (passive.claim) await o.storage.release(passive.claim).catch(() => {});
         closeSlot(slot);
         throw error;
       }
@@ -398,6 +461,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
    * and nothing polls: a clock's timers see one timer per run at most.
    */
   const idleTimers = new Map<RunHost, () => void>();
+  // In a cluster a run that waits for a human is let go at once (see `passivate`), so that
+  // whoever decides can take it; looked at again this soon while its last writes land.
+  const waitsForHuman = (host: RunHost) => shared !== undefined && host.pendingApprovals.length > 0;
+  const HUMAN_WAIT_CHECK_MS = 20;
   const armIdle = (host: RunHost, slot: RunSlot, delay = o.passivateAfterMs) => {
     idleTimers.get(host)?.();
     idleTimers.set(
@@ -406,7 +473,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         idleTimers.delete(host);
         if (status !== 'running' || slot.host !== host) return;
         const quiet = host.quiescence();
-        if (!quiet) return; // working: its next checkpoint arms the timer again
+        if (!quiet) {
+          if (waitsForHuman(host)) armIdle(host, slot, HUMAN_WAIT_CHECK_MS);
+          return; // working: its next checkpoint arms the timer again
+        }
+        if (waitsForHuman(host) && quiet.wakeAt === undefined) return passivate(slot, host, undefined);
         const now = o.clock.now();
         const idleFor = now - quiet.since;
         if (idleFor < o.passivateAfterMs) return armIdle(host, slot, o.passivateAfterMs - idleFor);
@@ -441,17 +512,26 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       retention: o.retention,
       // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
       route: (envelope: Envelope) => route(envelope, undefined, true),
+      remote: {
+        nodeOf: remoteNodeOf,
+        // Not while sends to that node wait for room: they were first.
+        reserve: (toNode, envelope) => (transport?.reserve && status === 'running' && stalls.waiting(toNode) === 0 ? transport.reserve(toNode, envelope) : undefined),
+      },
       writes,
       security,
       blobs,
+      ...(gate ? { gate } : {}),
     });
     claims.set(host, claim);
     return host;
   };
 
   /** Claims `runId` for this node, runs `work` under the claim, and gives it back if `work` fails. */
-  const underClaim = async <T>(runId: string, work: (claim: RunClaim) => Promise<T>): Promise<T> => {
-    const claim = await o.storage.claim(runId, owner);
+  const underClaim = async <T>(runId: string, work: (claim: RunClaim) => Promise<T>): Promise<T> => withClaim(await o.storage.claim(runId, owner), work);
+
+  /** Runs `work` under `claim`, held by this node, and gives it back if `work` fails. */
+  const withClaim = async <T>(claim: RunClaim, work: (claim: RunClaim) => Promise<T>): Promise<T> => {
+    const { runId } = claim;
     try {
       // A node that began closing meanwhile would never stop, nor release, a host started now.
       ensureRunning();
@@ -470,22 +550,38 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot): Promise<AnyHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
+    // Every read of a resume that needs nothing but the run id goes out at once: a resume
+    // waits for the slowest of them (the conversation logs), not for their sum.
+    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId) };
+    const latest = store.latestCheckpoint(runId);
+    for (const read of [reads.approvals, reads.outbox, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
       return finishedHandle(record, def);
     }
-    const checkpoint = await store.latestCheckpoint(runId);
+    const checkpoint = await latest;
+    if (!checkpoint && record.checkpoint === 0 && !record.part) {
+      // Submitted (node.submit) and never started: this node starts it.
+      const trace = tracing.runContext({ runId, crew: record.crew, parent: record.trace });
+      if (trace) record.trace = trace;
+      const host = newHost(def, record, claim);
+      const tracked = track(host, slot ?? openSlot(runId, def));
+      host.start(record.input);
+      return handle(tracked);
+    }
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
     record.version = def.version;
+    // An upgrade moves the run to another module: `troupe resume` and `approve` load that one from now on.
+    if (source !== undefined) record.source = source;
     const trace = tracing.runContext({ runId, crew: record.crew, part: record.part, parent: record.trace, resumed: checkpoint.seq });
     if (trace) record.trace = trace;
     const host = newHost(def, record, claim);
     const tracked = track(host, slot ?? openSlot(runId, def));
-    await host.restore(upgraded);
+    await host.restore(upgraded, reads);
     return handle(tracked);
   };
 
@@ -539,6 +635,98 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     await host.decide(approvalId, decision);
   };
 
+  // ── Shared storage: taking free runs, and letting go of the ones whose lease was lost ──
+
+  /** Runs this node took but could not serve (a model it lacks, a snapshot it cannot read): left to other nodes. */
+  const refused = new Set<string>();
+  let working = false;
+  let stopPolling: (() => void) | undefined;
+  let taking: Promise<RunHandle<unknown>[]> | undefined;
+  let takeAgain = false;
+
+  /** Starts executing a run this node just took from the shared storage. */
+  const adopt = async (claim: RunClaim): Promise<AnyHandle | undefined> => {
+    const { runId } = claim;
+    try {
+      // A run this node let go while it waited for a human comes back into its slot.
+      const mine = slots.get(runId);
+      if (mine && !(mine.passive && mine.passive.claim === undefined)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" is still held here under an older claim`);
+      const record = await store.requireRun(runId);
+      const def = o.crews.get(record.crew);
+      if (!def) throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}"`, { details: { runId, crew: record.crew } });
+      const head = await store.latestCheckpointHead(runId);
+      if (head) planUpgrade(head, def, def.migrations ?? []);
+      checkConfig(def, runId, record.part);
+      if (mine) mine.passive = undefined;
+      return await withClaim(claim, () => restoreClaimed(runId, def, claim, mine));
+    } catch (error) {
+      await o.storage.release(claim).catch(() => {});
+      // Left to other nodes for good only when no retry here can help; a passing failure (the
+      // database, a race) is tried again at the next poll.
+      if (!isRetryable(error) || isTroupeError(error, ErrorCode.CREW_NOT_REGISTERED)) {
+        refused.add(runId);
+        events.emit({ type: 'run.refused', runId, error: serializeError(error) });
+      }
+      return undefined;
+    }
+  };
+
+  /** Takes free runs up to `concurrency` (one round at a time; a call meanwhile asks for another round). */
+  const takeRuns = (): Promise<RunHandle<unknown>[]> => {
+    if (!shared) return Promise.resolve([]);
+    if (taking) {
+      takeAgain = true;
+      return taking;
+    }
+    taking = (async () => {
+      const taken: RunHandle<unknown>[] = [];
+      do {
+        takeAgain = false;
+        if (status !== 'running') break;
+        const room = o.concurrency - hosts.size;
+        if (room <= 0) break;
+        const claimed = await shared.claimable(owner, [...o.crews.keys()], room, [...refused]);
+        for (const claim of claimed) {
+          const handle = await adopt(claim);
+          if (handle) taken.push(handle);
+        }
+        if (claimed.length === room) takeAgain = true;
+      } while (takeAgain);
+      return taken;
+    })().finally(() => (taking = undefined));
+    return taking;
+  };
+
+  const poll = () => {
+    stopPolling = backgroundTimer(o.clock, () => {
+      if (status !== 'running') return;
+      void takeRuns().catch(() => {}).finally(poll);
+    }, o.pollMs);
+  };
+
+  // A lease this node could not renew: another node may execute the run now. The run is
+  // stopped here; its last checkpoint write is fenced and refused, so it writes nothing more.
+  const offLeaseLost = shared?.onLeaseLost((lost) => {
+    for (const claim of lost) {
+      const slot = slots.get(claim.runId);
+      if (!slot) continue;
+      if (slot.passive?.claim === claim) {
+        const lostEvent: RunEvent = { type: 'run.lost', runId: claim.runId };
+        slot.hub.emit(lostEvent);
+        events.emit(lostEvent);
+        slot.settle({ runId: claim.runId, status: 'failed', output: '', error: serializeError(leaseLostError([claim], () => 'another node took it, or its lease expired unrenewed')) });
+        closeSlot(slot);
+        continue;
+      }
+      // Its final checkpoint is refused (LEASE_LOST): the host settles so, and `track` reports it.
+      const host = slot.host;
+      if (host && claims.get(host) === claim) void host.stop();
+    }
+  });
+  const offAvailable = shared?.onRunsAvailable(() => {
+    if (working) void takeRuns().catch(() => {});
+  });
+
   const node: TroupeNode = {
     get status() {
       return status;
@@ -578,7 +766,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(slot);
     },
 
-    async resume(runId, definition) {
+    async resume(runId, definition, resumeOptions) {
       ensureRunning();
       const known = slots.get(runId);
       if (known) {
@@ -603,13 +791,18 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         if (head) planUpgrade(head, def, def.migrations ?? []);
         checkConfig(def, runId, record.part);
         // RUN_CLAIMED while another live node executes it.
-        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim));
+        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source));
       })().finally(() => resuming.delete(runId));
       resuming.set(runId, resumed);
       return resumed;
     },
 
     history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
+
+    replay(runId, replayOptions) {
+      ensureRunning();
+      return replayRun({ store, models: o.models, clock: o.clock, ids: o.ids, createNode }, runId, replayOptions);
+    },
 
     async fork(runId, forkOptions) {
       ensureRunning();
@@ -642,6 +835,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     },
 
     async resumeAll(resumeOptions: ResumeAllOptions = {}) {
+      ensureRunning();
+      if (shared) {
+        // Shared storage: take what is free now, and keep taking until close.
+        const taken = await takeRuns();
+        // A node without crews takes nothing: no polling either.
+        if (!working && o.crews.size > 0) {
+          working = true;
+          poll();
+        }
+        return taken;
+      }
       const resumed: RunHandle<unknown>[] = [];
       for (const record of await store.listRuns()) {
         if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
@@ -659,6 +863,21 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
       }
       return resumed;
+    },
+
+    async submit(definition, submitOptions) {
+      ensureRunning();
+      if (typeof submitOptions?.input !== 'string') throw new TypeError('submit(definition, { input }) needs a string input');
+      const runId = submitOptions.runId ?? o.ids('run');
+      assertRunId(runId);
+      // Claimed while it is written, so two submissions of one id cannot both pass the check.
+      await underClaim(runId, async (claim) => {
+        if (await store.getRun(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });
+        const record = newRecord({ id: runId, crew: definition.id, version: definition.version, source: submitOptions.source, input: submitOptions.input, trace: undefined });
+        await writes.write([put(layout.run(runId), record)], claim);
+        await o.storage.release(claim);
+      });
+      return runId;
     },
 
     loadedRuns: () => [...hosts.keys()],
@@ -743,6 +962,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     close() {
       closing ??= (async () => {
         status = 'closing';
+        working = false;
+        stopPolling?.();
+        offLeaseLost?.();
+        offAvailable?.();
+        await taking?.catch(() => {});
         for (const pending of asks.values()) {
           pending.cancel();
           pending.reject(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
@@ -754,9 +978,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         await Promise.all([...hosts.values()].map((host) => host.stop()));
         hosts.clear();
         // After the final checkpoints: from here on another node may resume these runs.
-        const unloaded = [...slots.values()].flatMap((slot) => (slot.passive ? [slot.passive.claim] : []));
+        const unloaded = [...slots.values()].flatMap((slot) => (slot.passive?.claim ? [slot.passive.claim] : []));
         await Promise.all([...claims.values(), ...unloaded].map((claim) => o.storage.release(claim)));
         claims.clear();
+        if (identity) await o.storage.release(identity).catch(() => {});
         for (const slot of [...slots.values()]) closeSlot(slot);
         tracing.close();
         stalls.close();
@@ -796,6 +1021,22 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   }
   if (o.resume) await node.resumeAll();
   return node;
+}
+
+/**
+ * Holds `node:<nodeId>` for the node's life on a shared storage: one node per id in a
+ * cluster, since each node's audit chain is named by its id. (`:` cannot be in a run id.)
+ */
+async function claimNodeId(storage: Storage, nodeId: string, owner: string): Promise<RunClaim> {
+  try {
+    return await storage.claim(`node:${nodeId}`, owner);
+  } catch (error) {
+    if (!isTroupeError(error, ErrorCode.RUN_CLAIMED)) throw error;
+    throw new TroupeError(ErrorCode.CONFIG_INVALID, `node id "${nodeId}" is in use on ${storage.location} by ${String(error.details.holder)}; every node sharing a database needs its own id (--node-id)`, {
+      cause: error,
+      details: { nodeId, holder: error.details.holder },
+    });
+  }
 }
 
 export { ROOT_ACTOR_ID };

@@ -26,8 +26,9 @@ import type { StorageOp } from './storage.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
-import { PART_ACTOR_ID, SystemMessage, type DeliveryReceiptLike, type SpawnPayload } from './transport.js';
+import { PART_ACTOR_ID, SystemMessage, type DeliveryReceipt, type OutboxReservation, type SpawnPayload } from './transport.js';
 import { ENVELOPE_EVENT } from './protocol.js';
+import type { CallGate } from './replay/gate.js';
 
 export { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
 
@@ -42,6 +43,15 @@ export interface RunHostOptions {
   sync: boolean;
   /** Hands an envelope leaving this node's part of the run to the node; called once it is durable. */
   route(envelope: Envelope): Promise<void>;
+  /**
+   * The node's peers, for envelopes leaving the run for another node: which node an envelope
+   * is for (`undefined` when it stays on this node), and `Transport.reserve` on the node's
+   * transport, which puts it into the transport's outbox through the run's own batch.
+   */
+  remote?: {
+    nodeOf(envelope: Envelope): string | undefined;
+    reserve(toNode: string, envelope: Envelope): OutboxReservation | undefined;
+  };
   /** This node's id (where unplaced actors of runs started here live). */
   nodeId: string;
   /** The node's single, ordered write path (group commit). */
@@ -57,10 +67,18 @@ export interface RunHostOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Node-wide event fan-out. */
   events: EventHub<RunEvent>;
+  /** A replay's scratch run: every call goes through this gate (core/replay/gate.ts). */
+  gate?: CallGate;
 }
 
 
 /** What a finished run produced. */
+/** Reads of a restore that its caller issued early, beside the checkpoint read (see `node.ts`). */
+export interface RestoreReads {
+  approvals: Promise<ApprovalRecord[]>;
+  outbox: Promise<Envelope[]>;
+}
+
 export interface RunResult {
   runId: string;
   status: 'completed' | 'failed';
@@ -114,6 +132,9 @@ export class RunHost implements ActorRuntime {
   #writesInFlight = 0;
   #lastActive = 0;
   #writeChain: Promise<void> = Promise.resolve();
+  /** Per node, envelopes of this run kept under `rout:` that the node has yet to take; by envelope id, their node. */
+  #unrouted = new Map<string, number>();
+  #unroutedNode = new Map<string, string>();
   #writeError: unknown;
   #resultPromise: Promise<RunResult>;
   #settle!: (result: RunResult) => void;
@@ -145,6 +166,7 @@ export class RunHost implements ActorRuntime {
       checkpoint: () => this.#durableSoon(),
       room: () => this.#o.writes.room(),
       blackboard: (agentId) => this.#blackboard(agentId),
+      ...(options.gate ? { gate: options.gate } : {}),
     };
     const part = options.record.part;
     const def = options.definition;
@@ -158,7 +180,35 @@ export class RunHost implements ActorRuntime {
   }
 
   #newJournal(journalSeq: number): RunJournal {
-    return createRunJournal({ runId: this.runId, clock: this.clock, redact: this.#o.security.redact, audit: this.#o.security.audit, journalSeq });
+    return createRunJournal({ runId: this.runId, clock: this.clock, redact: this.#o.security.redact, audit: this.#o.security.audit, journalSeq, reserve: (envelope) => this.#reserve(envelope) });
+  }
+
+  /**
+   * An envelope for another node goes into the transport's outbox with the run's batch,
+   * unless mail of this run for that node is still on the way through the node (kept under
+   * `rout:`, handed over once durable): the newer envelope would overtake it.
+   */
+  #reserve(envelope: Envelope): OutboxReservation | undefined {
+    const toNode = this.#o.remote?.nodeOf(envelope);
+    if (toNode === undefined) return undefined;
+    const reservation = this.#unrouted.has(toNode) ? undefined : this.#o.remote!.reserve(toNode, envelope);
+    if (!reservation) this.#unroutedFor(envelope, toNode);
+    return reservation;
+  }
+
+  /** Counts `envelope` as mail for `toNode` that the node has yet to take (see {@link RunHost.#reserve}). */
+  #unroutedFor(envelope: Envelope, toNode: string): void {
+    this.#unroutedNode.set(envelope.id, toNode);
+    this.#unrouted.set(toNode, (this.#unrouted.get(toNode) ?? 0) + 1);
+  }
+
+  #routed(envelope: Envelope): void {
+    const toNode = this.#unroutedNode.get(envelope.id);
+    if (toNode === undefined) return;
+    this.#unroutedNode.delete(envelope.id);
+    const left = (this.#unrouted.get(toNode) ?? 1) - 1;
+    if (left > 0) this.#unrouted.set(toNode, left);
+    else this.#unrouted.delete(toNode);
   }
 
   /** Whether `actorId` of this run lives on this node. */
@@ -209,7 +259,7 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Restores the run from `checkpoint`, with the ledger and undelivered mail from storage. */
-  async restore(checkpoint: Checkpoint): Promise<void> {
+  async restore(checkpoint: Checkpoint, reads?: RestoreReads): Promise<void> {
     const { store } = this.#o;
     // The manifest names every secret the run's calls resolved, so the ledger stays in
     // storage (core/run-ledger.ts); a checkpoint that does not (written before it did, or
@@ -219,8 +269,8 @@ export class RunHost implements ActorRuntime {
     // Independent reads, issued together: a resume waits for one round of them.
     const undelivered = Object.entries(checkpoint.mailboxSeq).filter(([actorId, seq]) => seq > (checkpoint.cursors[actorId] ?? 0));
     const [approvals, unrouted, mail] = await Promise.all([
-      store.listApprovals(),
-      store.outbox(this.runId),
+      reads?.approvals ?? store.listApprovals(),
+      reads?.outbox ?? store.outbox(this.runId),
       Promise.all(undelivered.map(([actorId]) => store.mailboxAfter(this.runId, actorId, checkpoint.cursors[actorId] ?? 0))),
     ]);
     for (const approval of approvals) {
@@ -257,7 +307,11 @@ export class RunHost implements ActorRuntime {
     this.#mailboxes.restore(checkpoint, pending);
     this.#scheduleDelivery();
     // Mail that was durable but not yet handed on when the process stopped (at least once).
-    for (const envelope of unrouted) this.#routeOut(envelope);
+    for (const envelope of unrouted) {
+      const toNode = this.#o.remote?.nodeOf(envelope);
+      if (toNode !== undefined) this.#unroutedFor(envelope, toNode);
+      this.#routeOut(envelope);
+    }
   }
 
   #boot(actor: AnyActor): void {
@@ -362,7 +416,7 @@ export class RunHost implements ActorRuntime {
   }
 
   /** Accepts an envelope from outside the run (validated by the node); resolves once durable. */
-  accept(envelope: Envelope, receipt?: DeliveryReceiptLike): Promise<void> {
+  accept(envelope: Envelope, receipt?: DeliveryReceipt): Promise<void> {
     // The transport's "delivered up to here" goes in the batch that makes the envelope durable.
     if (receipt) this.#journal.raw(receipt.takeCursorOps());
     // A redelivery (at-least-once transports, a re-sent outbox) is acknowledged, not processed.
@@ -392,7 +446,7 @@ export class RunHost implements ActorRuntime {
 
   /** Hands an envelope to the node; once it is, its durable outbox copy is dropped. */
   #routeOut(envelope: Envelope): void {
-    void this.#o.route(envelope).then(
+    void this.#o.route(envelope).finally(() => this.#routed(envelope)).then(
       () => {
         if (isAskAddress(envelope.to)) return;
         this.#journal.raw([{ type: 'del', key: layout.routed(this.runId, envelope.id) }]);
@@ -727,6 +781,7 @@ export class RunHost implements ActorRuntime {
   async stop(): Promise<void> {
     if (this.status !== 'running') {
       await this.#writeChain;
+      this.#journal.abandon();
       return;
     }
     const last = this.#capture();
@@ -734,6 +789,8 @@ export class RunHost implements ActorRuntime {
     await last.catch(() => {});
     await this.#writeChain;
     this.#actor.stop();
+    // Nothing is sealed after the last capture.
+    this.#journal.abandon();
     this.liveEvents.end();
   }
 }

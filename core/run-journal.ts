@@ -8,6 +8,7 @@ import { layout } from './layout.js';
 import { put, type JournalEntry, type JournalKind, type LedgerEntry } from './run-store.js';
 import type { Redactor } from './secrets.js';
 import type { StorageOp } from './storage.js';
+import type { OutboxReservation } from './transport.js';
 
 /**
  * The unit of work of one run. Everything a macrostep produces that must reach disk (facts,
@@ -24,12 +25,18 @@ export interface RunJournalOptions {
   audit: AuditLog;
   /** The sequence number of the newest journal entry already durable. */
   journalSeq?: number;
+  /**
+   * Takes an envelope leaving the run straight into the transport's outbox, through this
+   * journal's batch (see `Transport.reserve`); `undefined` when it cannot, and the envelope
+   * is then kept under `rout:` until the node routed it.
+   */
+  reserve?: (envelope: Envelope) => OutboxReservation | undefined;
 }
 
 /** A sealed batch: its ops, and what to do once they are on disk or have failed. */
 export interface SealedBatch {
   readonly ops: readonly StorageOp[];
-  /** Envelopes that leave the run once the batch is durable. */
+  /** Envelopes the node routes once the batch is durable (those the transport took are sent by it). */
   readonly leaving: readonly Envelope[];
   /** The batch is durable: commit the audit records, wake the waiters, run the after-commit work. */
   committed(): void;
@@ -44,6 +51,7 @@ export function createRunJournal(options: RunJournalOptions) {
   let ops: StorageOp[] = [];
   let facts: AuditEntry[] = [];
   let leaving: Envelope[] = [];
+  let reserved: OutboxReservation[] = [];
   let after: Array<() => void> = [];
   let waiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
   // Journal entries not yet durable: a reader joining the journal with live events needs them.
@@ -59,7 +67,7 @@ export function createRunJournal(options: RunJournalOptions) {
 
     /** Whether anything waits to be sealed. */
     get dirty(): boolean {
-      return ops.length > 0 || facts.length > 0 || leaving.length > 0 || after.length > 0 || waiters.length > 0;
+      return ops.length > 0 || facts.length > 0 || leaving.length > 0 || reserved.length > 0 || after.length > 0 || waiters.length > 0;
     },
 
     /** Facts journaled but not yet durable, oldest first. */
@@ -103,8 +111,27 @@ export function createRunJournal(options: RunJournalOptions) {
      */
     leave(envelope: Envelope): void {
       const safe = redact(envelope);
+      if (!isAskAddress(safe.to)) {
+        // For a peer: its outbox entry is written by this batch, and sent once it is durable.
+        const reservation = options.reserve?.(safe);
+        if (reservation) {
+          ops.push(...reservation.ops);
+          reserved.push(reservation);
+          return;
+        }
+        ops.push(put(layout.routed(runId, safe.id), safe));
+      }
       leaving.push(safe);
-      if (!isAskAddress(safe.to)) ops.push(put(layout.routed(runId, safe.id), safe));
+    },
+
+    /**
+     * Gives up what was collected and will never be sealed (the run stopped): envelopes the
+     * transport numbered for this journal would otherwise hold back every later one to
+     * their peers.
+     */
+    abandon(): void {
+      for (const reservation of reserved) reservation.abort();
+      reserved = [];
     },
 
     /** Runs `fn` once the next sealed batch is durable. */
@@ -126,24 +153,28 @@ export function createRunJournal(options: RunJournalOptions) {
       const auditOps = facts.length > 0 ? audit.append(facts, { state: committedState([...ops, ...checkpoint], facts.map((f) => f.kind)) }) : [];
       const batch: StorageOp[] = [...ops, ...auditOps, ...checkpoint];
       const out = leaving;
+      const held = reserved;
       const todo = after;
       const wake = waiters;
       const upTo = journalSeq;
       ops = [];
       facts = [];
       leaving = [];
+      reserved = [];
       after = [];
       waiters = [];
       return {
         ops: batch,
         leaving: out,
         committed() {
+          for (const reservation of held) reservation.commit();
           audit.commit(auditOps);
           recent = recent.filter((entry) => entry.seq > upTo);
           for (const waiter of wake) waiter.resolve();
           for (const fn of todo) fn();
         },
         async failed(error) {
+          for (const reservation of held) reservation.abort();
           await audit.rollback(auditOps).catch(() => {});
           for (const waiter of wake) waiter.reject(error);
         },

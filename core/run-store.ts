@@ -6,6 +6,7 @@ import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
+import type { RequestPrint } from './replay/request-print.js';
 
 /**
  * Typed records of a run and typed reads over the storage layout (core/layout.ts owns the
@@ -108,6 +109,8 @@ export interface LedgerEntry {
   inheritedFrom?: string;
   /** Names of the secrets the call resolved; a resumed run resolves them again to redact. */
   secrets?: string[];
+  /** A model call's request, as a replay compares it (absent in entries written before replay existed). */
+  request?: RequestPrint;
 }
 
 /**

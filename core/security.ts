@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createAuditLog, storedAuditHead, type AuditLog } from './audit-log.js';
 import { openAuditSeal } from './audit-seal.js';
 import type { Clock } from './clock.js';
@@ -25,7 +25,7 @@ export interface SecurityContext {
   recall(names: Iterable<string>): Promise<string[]>;
 }
 
-const auditLogs = new WeakMap<Storage, Promise<AuditLog>>();
+const auditLogs = new WeakMap<Storage, Map<string, Promise<AuditLog>>>();
 
 /**
  * Where the audit key and saved heads of `storage` live: `option` when given (`false`: none,
@@ -46,22 +46,34 @@ export async function auditDirOf(storage: Storage, option?: string | false): Pro
  * but never for a database whose records are already keyed: that key was lost or is
  * elsewhere, and a fresh one would leave every earlier record unverifiable (`AUDIT_KEY_MISSING`).
  */
-export async function openSealedAuditLog(storage: Storage, dir: string | undefined, clock?: Clock): Promise<AuditLog> {
-  const stored = await storedAuditHead(storage);
-  const seal = dir ? await openAuditSeal(dir, { create: stored.keyId === undefined, initial: { seq: stored.seq, hash: stored.hash } }) : undefined;
-  const log = createAuditLog(storage, { ...(clock ? { clock } : {}), ...(seal ? { seal } : {}) });
+export async function openSealedAuditLog(storage: Storage, dir: string | undefined, clock?: Clock, chain?: string): Promise<AuditLog> {
+  const stored = await storedAuditHead(storage, chain);
+  const sealDir = dir && chain !== undefined ? chainSealDir(dir, chain) : dir;
+  const seal = sealDir ? await openAuditSeal(sealDir, { create: stored.keyId === undefined, initial: { seq: stored.seq, hash: stored.hash } }) : undefined;
+  const log = createAuditLog(storage, { ...(clock ? { clock } : {}), ...(seal ? { seal } : {}), ...(chain !== undefined ? { chain } : {}) });
   await log.open();
   return log;
 }
 
-/** The audit log of `storage`, opened once however many nodes use it. */
-function sharedAuditLog(storage: Storage, clock: Clock, auditDir: string | false | undefined): Promise<AuditLog> {
-  let log = auditLogs.get(storage);
+/**
+ * Where the key and heads of one node's chain live inside an audit directory: each chain
+ * has its own, so nodes given the same directory do not share a heads file.
+ */
+export function chainSealDir(dir: string, chain: string): string {
+  return join(dir, `chain-${chain}`);
+}
+
+/** The audit log of `storage` (of one chain of it), opened once however many nodes use it. */
+function sharedAuditLog(storage: Storage, clock: Clock, auditDir: string | false | undefined, chain: string | undefined): Promise<AuditLog> {
+  let chains = auditLogs.get(storage);
+  if (!chains) auditLogs.set(storage, (chains = new Map()));
+  const name = chain ?? '';
+  let log = chains.get(name);
   if (!log) {
-    log = (async () => openSealedAuditLog(storage, await auditDirOf(storage, auditDir), clock))();
-    auditLogs.set(storage, log);
+    log = (async () => openSealedAuditLog(storage, await auditDirOf(storage, auditDir), clock, chain))();
+    chains.set(name, log);
     // A failed open is not cached: the next node tries again.
-    log.catch(() => auditLogs.delete(storage));
+    log.catch(() => chains.delete(name));
   }
   return log;
 }
@@ -70,13 +82,13 @@ function sharedAuditLog(storage: Storage, clock: Clock, auditDir: string | false
 const RECALL_TIMEOUT_MS = 10_000;
 
 /** Opens the audit log of `storage` and returns the node's security context. */
-export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock; auditDir?: string | false }): Promise<SecurityContext> {
+export async function createSecurityContext(storage: Storage, options: { secrets?: SecretsProvider; clock: Clock; auditDir?: string | false; auditChain?: string }): Promise<SecurityContext> {
   const known = new Set<string>();
   let redactor: Redactor = createRedactor(known);
   // One audit log per storage: nodes sharing a storage would otherwise hand out the same
   // sequence numbers and overwrite each other's records. Each node scrubs what it appends
   // (core/run-journal.ts), so the shared log needs no redactor of its own.
-  const audit = await sharedAuditLog(storage, options.clock, options.auditDir);
+  const audit = await sharedAuditLog(storage, options.clock, options.auditDir, options.auditChain);
   const context: SecurityContext = {
     secrets: options.secrets,
     audit,

@@ -225,7 +225,15 @@ export interface PartReader {
  */
 export async function reassemble(reader: PartReader, rootId: string): Promise<{ snapshot: unknown; arrays: Array<[unknown[], LogRef]> }> {
   const arrays: Array<[unknown[], LogRef]> = [];
-  const cache = new Map<string, unknown[]>();
+  // Promises, so that the reads of every log (and record) a snapshot names go out together:
+  // a resume of a crew waits for one round of reads, not one per agent.
+  const cache = new Map<string, Promise<unknown[]>>();
+  const readLog = async (ref: LogRef): Promise<unknown[]> => {
+    const array = await reader.log(ref);
+    if (array.length !== ref.length) throw new RangeError(`log ${ref.log} holds ${array.length} of the ${ref.length} entries ${ref.from}..${ref.to - 1} a record refers to`);
+    arrays.push([array, ref]);
+    return array;
+  };
   const resolve = async (v: unknown): Promise<unknown> => {
     if (Array.isArray(v)) return Promise.all(v.map(resolve));
     if (v && typeof v === 'object') {
@@ -233,29 +241,26 @@ export async function reassemble(reader: PartReader, rootId: string): Promise<{ 
       if (ref) {
         const key = `${ref.log}:${ref.from}:${ref.to}`;
         let array = cache.get(key);
-        if (!array) {
-          array = await reader.log(ref);
-          if (array.length !== ref.length) throw new RangeError(`log ${ref.log} holds ${array.length} of the ${ref.length} entries ${ref.from}..${ref.to - 1} a record refers to`);
-          cache.set(key, array);
-          arrays.push([array, ref]);
-        }
+        if (!array) cache.set(key, (array = readLog(ref)));
         // The same range read twice is the same array, as it was in the live actor.
         return array;
       }
-      const out: Record<string, unknown> = {};
-      for (const [k, child] of Object.entries(v)) out[k] = await resolve(child);
-      return out;
+      const entries = Object.entries(v);
+      const values = await Promise.all(entries.map(([, child]) => resolve(child)));
+      return Object.fromEntries(entries.map(([k], i) => [k, values[i]]));
     }
     return v;
   };
   const root = await reader.actor(rootId);
   if (!root) throw new RangeError(`the record of the run's root "${rootId}" is missing`);
   const snapshot = (await resolve(root.snapshot)) as { children?: Record<string, Record<string, unknown>> };
-  for (const [id, stub] of Object.entries(snapshot.children ?? {})) {
-    const record = await reader.actor(id);
-    if (!record) throw new RangeError(`the record of actor "${id}" is missing`);
-    stub.snapshot = await resolve(record.snapshot);
-  }
+  await Promise.all(
+    Object.entries(snapshot.children ?? {}).map(async ([id, stub]) => {
+      const record = await reader.actor(id);
+      if (!record) throw new RangeError(`the record of actor "${id}" is missing`);
+      stub.snapshot = await resolve(record.snapshot);
+    }),
+  );
   return { snapshot, arrays };
 }
 

@@ -1,7 +1,8 @@
 /**
  * The storage plug-in point: an ordered key-value store with atomic batches. LevelDB is the
- * production implementation (`troupe/storage/level`); `memoryStorage` serves tests. Both run
- * the shared conformance suite in `test/storage-conformance.ts`.
+ * embedded implementation (`troupe/storage/level`), Postgres the shared one
+ * (`troupe/storage/postgres`); `memoryStorage` serves tests. All run the shared conformance
+ * suite `storageConformance` of `troupe/testing` (testing/storage-conformance.ts).
  */
 
 /** Lifecycle of a long-lived object. */
@@ -73,6 +74,43 @@ export interface Storage extends AsyncDisposable {
   release(claim: RunClaim): Promise<void>;
   /** Idempotent; waits for pending writes. */
   close(): Promise<void>;
+  /**
+   * Set by a storage many nodes share (Postgres): its claims are leases that expire unless
+   * renewed, and any node may take the unfinished runs nobody holds. Absent on embedded
+   * stores, whose runs are resumed by the one process that opens them.
+   */
+  readonly shared?: SharedRuns;
+}
+
+/**
+ * What a storage shared by many nodes adds to {@link Storage}: leases and the runs free to
+ * take. The storage renews the leases of the claims it granted (a heartbeat) until they are
+ * released or it is closed.
+ */
+export interface SharedRuns {
+  /** How long a lease lasts without renewal, in ms: a dead node's runs are free after at most this. */
+  readonly leaseMs: number;
+  /**
+   * Claims, for `owner`, up to `limit` unfinished runs of the named crews that nobody holds
+   * (never claimed, released, or whose lease expired), oldest first, passing over the runs
+   * in `exclude` (ones the caller cannot serve) and runs waiting for a human (whoever
+   * decides takes those). Each returned claim is
+   * one the caller now holds, exactly as if it came from {@link Storage.claim}; a run two
+   * nodes ask for at once is given to one of them.
+   */
+  claimable(owner: string, crews: readonly string[], limit: number, exclude?: readonly string[]): Promise<RunClaim[]>;
+  /**
+   * Calls `listener` with claims granted here whose lease could not be renewed: another
+   * owner took the run, or renewing failed for longer than the lease. Their next fenced
+   * write fails with `LEASE_LOST`; the holder should stop those runs now. Returns the
+   * unsubscribe function.
+   */
+  onLeaseLost(listener: (lost: readonly RunClaim[]) => void): () => void;
+  /**
+   * Calls `listener` when a run may have become free to take (a run was submitted, a lease
+   * released). A hint only: a node also polls, as notifications can be missed.
+   */
+  onRunsAvailable(listener: () => void): () => void;
 }
 
 /** The key holding the newest claim of a run (owner and epoch). */

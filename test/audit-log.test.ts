@@ -13,6 +13,7 @@ import type { Storage, StorageOp } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { grepDirectory } from './helpers/grep-dir.js';
+import { wrapStorage } from './helpers/wrap-storage.js';
 import { tempDir } from './helpers/temp.js';
 
 const entry = (n: number, runId = 'run_1'): AuditEntry => ({ kind: 'tool.call', runId, actor: 'researcher', data: { callId: `c${n}`, tool: 'lookup', ok: true } });
@@ -236,30 +237,20 @@ async function storageSwap(storage: Storage, a: AuditRecord, b: AuditRecord) {
 function flakyStorage() {
   const inner = memoryStorage();
   let failures = 0;
-  const storage: Storage & { failNext(n?: number): void } = {
-    get location() {
-      return inner.location;
-    },
-    get status() {
-      return inner.status;
-    },
-    get: (key) => inner.get(key),
-    entries: (range) => inner.entries(range),
-    claim: (runId, owner) => inner.claim(runId, owner),
-    release: (claim) => inner.release(claim),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-    async write(ops, options) {
+  const storage: Storage & { failNext(n?: number): void } = Object.assign(
+    wrapStorage(inner, async (_ops, _options, next) => {
       if (failures > 0) {
         failures--;
         throw new Error('disk full');
       }
-      return inner.write(ops, options);
+      return next();
+    }),
+    {
+      failNext(n = 1) {
+        failures = n;
+      },
     },
-    failNext(n = 1) {
-      failures = n;
-    },
-  };
+  );
   return storage;
 }
 
@@ -675,6 +666,11 @@ describe('troupe audit verify on a node\'s database', () => {
     await storage.write([{ type: 'put', key, value: encode(change(value)) }]);
   }
 
+  async function lastKey(storage: Storage, prefix: string) {
+    for await (const [key] of storage.entries({ gte: prefix, lt: `${prefix}\uffff`, reverse: true, limit: 1 })) return key;
+    throw new Error(`no ${prefix} key`);
+  }
+
   async function firstKey(storage: Storage, prefix: string, where: (value: Record<string, unknown>) => boolean = () => true) {
     for await (const [key, value] of storage.entries({ gte: prefix, lt: `${prefix}\uffff` })) if (where(decode(value, Infinity) as Record<string, unknown>)) return key;
     throw new Error(`no ${prefix} key`);
@@ -729,6 +725,15 @@ describe('troupe audit verify on a node\'s database', () => {
       const key = await firstKey(storage, 'ckpt:r1:');
       await edit(storage, key, (manifest) => ({ ...manifest, ts: 0 }));
     }, /\(state-altered\).*"ckpt:r1:/],
+    ['an actor record of the final checkpoint edited', async (storage) => {
+      // The newest: its batch ends the run, and has audited facts (a batch without any has no record to commit to it).
+      const key = await lastKey(storage, 'actor:r1:');
+      await edit(storage, key, (record) => ({ ...record, forged: true }));
+    }, /\(state-altered\).*"actor:r1:/],
+    ['a journal entry edited', async (storage) => {
+      const key = await firstKey(storage, 'jrnl:r1:');
+      await edit(storage, key, (entry) => ({ ...entry, actor: 'someone else' }));
+    }, /\(state-altered\).*"jrnl:r1:/],
   ];
 
   it.each(attacks)('fails on %s', async (_label, attack, reason) => {

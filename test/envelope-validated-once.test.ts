@@ -7,6 +7,7 @@ import { testEnvelope } from '../testing/transport-conformance.js';
 import { createNode } from '../core/node.js';
 import { memoryStorage } from '../storage/memory.js';
 import type { TransportBindings } from '../core/transport.js';
+import { inProcessTransport, noCursor } from './helpers/memory-network.js';
 
 const EPOCH = 'ab'.repeat(16);
 
@@ -54,20 +55,20 @@ describe('through createNode, a peer envelope decoded from a frame', () => {
     await using node = await createNode({
       nodeId: 'home',
       storage: memoryStorage(),
-      transport: async (b) => ((bindings = b), { send: async () => {}, close: async () => {} }),
+      transport: async (b) => ((bindings = b), inProcessTransport(b.nodeId)),
     });
     expect(node.status).toBe('running');
     const frame = decodeFrame(encodeBatch(EPOCH, [{ seq: 1, bytes: encodeEnvelope(testEnvelope(1)) }]), 1024 * 1024);
     if (frame.t !== 'batch') throw new Error('expected a batch');
     const parse = vi.spyOn(EnvelopeSchema, 'safeParse');
-    const refused = await bindings.deliver(frame.items[0]!.envelope, 'peer').then(
+    const refused = await bindings.deliver(frame.items[0]!.envelope, 'peer', noCursor()).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(parse).not.toHaveBeenCalled();
     expect(isTroupeError(refused, 'ENVELOPE_REFUSED')).toBe(true);
     // The same envelope as a plain object, as another transport would hand it, is parsed.
-    await bindings.deliver({ ...testEnvelope(1) }, 'peer').catch(() => {});
+    await bindings.deliver({ ...testEnvelope(1) }, 'peer', noCursor()).catch(() => {});
     expect(parse).toHaveBeenCalledTimes(1);
   });
 });

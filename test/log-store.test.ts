@@ -94,13 +94,15 @@ describe('log store', () => {
     }
   });
 
-  it('a segment that is malformed, or an entry both packed and single, is an error', async () => {
+  it('a segment that is malformed is an error; a stray single copy of a packed entry is not read', async () => {
     await using storage = memoryStorage();
     const writer = createLogWriter({ runId: 'r', redact: identity, segmentEntries: 2 });
     await append(storage, writer, 1, 3); // a: 1 2 packed; b: 3
     const { encode } = await import('../core/codec.js');
+    // Packing deletes the singles in the same batch, so only damage leaves one behind: the
+    // segment's copy is the entry, and singles are read from after the last packed one.
     await storage.write([{ type: 'put', key: layout.log('r', 'a', 2), value: encode({ text: 'dup' }) }]);
-    await expect(readLogRange(storage, 'r', { log: 'a', from: 1, to: 4, length: 2 })).rejects.toThrow(/both packed and single/);
+    expect(texts((await readLogRange(storage, 'r', { log: 'a', from: 1, to: 4, length: 2 })).values)).toEqual(expected(1, 3, 'a'));
     await storage.write([{ type: 'put', key: layout.logSegment('r', 'a', 2), value: encode({ n: [1, 2], v: ['x'] }) }]);
     await expect(readLogRange(storage, 'r', { log: 'a', from: 1, to: 4, length: 2 })).rejects.toThrow(/malformed/);
   });

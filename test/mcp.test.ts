@@ -12,13 +12,13 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { agent, createNode, crew, memoryStorage, scriptedModel, staticSecrets, tool, type ModelRequest, type RunEvent, type RunHandle, type SecretsProvider, type Storage, type Tool, type ToolContext } from '../index.js';
 import type { ScriptedTurn } from '../models/scripted.js';
 import { mcpTools, secret, type McpStdioServer } from '../tools/mcp.js';
+import { TROUPE_BIN } from './helpers/built-cli.js';
 import { runTroupe, spawnTroupe } from './helpers/cli.js';
 import { watchLines } from './helpers/lines.js';
 import { tempDir } from './helpers/temp.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('./fixtures/mcp-server.ts', import.meta.url));
-const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 
 let dir: { path: string } & AsyncDisposable;
 let logCount = 0;
@@ -323,7 +323,7 @@ describe('mcpTools over Streamable HTTP', () => {
 describe('troupe mcp serve', () => {
   /** An SDK client speaking to `troupe mcp serve …args` over its stdio. */
   async function serveOverStdio(args: string[]) {
-    const transport = new StdioClientTransport({ command: process.execPath, args: [BIN, 'mcp', 'serve', ...args], cwd: ROOT, env: { TROUPE_SCRIPTED_LATENCY_MS: '0', NO_COLOR: '1' }, stderr: 'ignore' });
+    const transport = new StdioClientTransport({ command: process.execPath, args: [TROUPE_BIN, 'mcp', 'serve', ...args], cwd: ROOT, env: { TROUPE_SCRIPTED_LATENCY_MS: '0', NO_COLOR: '1' }, stderr: 'ignore' });
     const client = new Client({ name: 'test', version: '1' });
     await client.connect(transport);
     return { client, transport };

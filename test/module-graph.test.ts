@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { TROUPE_DEV_BIN } from './helpers/built-cli.js';
 import { runTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -24,7 +25,7 @@ describe('sources inside the repository', () => {
 
   it('gives the in-repository CLI and the crew modules it loads one module graph', async () => {
     await using db = await tempDir();
-    const { code, stderr, stdout } = await runTroupe(['run', 'test/fixtures/graph-crew.ts', '--db', db.path], { TROUPE_SCRIPTED_LATENCY_MS: '0' });
+    const { code, stderr, stdout } = await runTroupe(['run', 'test/fixtures/graph-crew.ts', '--db', db.path], { TROUPE_SCRIPTED_LATENCY_MS: '0' }, { bin: TROUPE_DEV_BIN });
     expect(stderr).toBe(`troupe resolves to ${pathToFileURL(join(ROOT, 'index.ts')).href}; one module graph: true\n`);
     expect(code).toBe(0);
     expect(stdout).toMatch(/\n\ndone$/);

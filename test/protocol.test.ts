@@ -9,7 +9,7 @@ import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { CREW_PAYLOAD_SCHEMAS, CrewMessage, TaskPayloadSchema } from '../actors/protocol.js';
 import { createInbox } from '../transports/outbox.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
-import { memoryNetwork } from './helpers/memory-network.js';
+import { inProcessTransport, memoryNetwork, noCursor } from './helpers/memory-network.js';
 
 const root = join(import.meta.dirname, '..');
 const PROTOCOL_FILES = ['actors/protocol.ts', 'core/protocol.ts'];
@@ -49,9 +49,9 @@ function capturingTransport() {
   let bindings: TransportBindings | undefined;
   const factory: TransportFactory = async (b) => {
     bindings = b;
-    return { send: async () => {}, close: async () => {} };
+    return inProcessTransport(b.nodeId);
   };
-  return { factory, deliver: (e: unknown, from = 'peer') => bindings!.deliver(e as Envelope, from) };
+  return { factory, deliver: (e: unknown, from = 'peer') => bindings!.deliver(e as Envelope, from, noCursor()) };
 }
 
 describe('the actor protocol', () => {
@@ -166,8 +166,8 @@ describe('the actor protocol', () => {
     // As if node a sent them: a task without content for the writer, a result of no string for the crew.
     const toWriter = envelope({ id: 'bad-1', from: 'x1/crew', to: 'x1/writer', type: CrewMessage.task, payload: { content: 42 }, corr: 'c', replyTo: 'x1/crew' });
     const toCrew = envelope({ id: 'bad-2', from: 'x1/writer', to: 'x1/crew', type: CrewMessage.result, payload: { output: { nested: true } }, corr: 'c' });
-    await expect(Promise.resolve().then(() => seen.get('b')!.deliver(toWriter, 'a'))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
-    await expect(Promise.resolve().then(() => seen.get('a')!.deliver(toCrew, 'b'))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
+    await expect(Promise.resolve().then(() => seen.get('b')!.deliver(toWriter, 'a', noCursor()))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
+    await expect(Promise.resolve().then(() => seen.get('a')!.deliver(toCrew, 'b', noCursor()))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await partDone;
     expect(net.delivered.map((d) => `${d.from}>${d.to}:${d.type}`)).toEqual(['a>b:troupe.spawn', 'a>b:task', 'b>a:result', 'a>b:troupe.end']);

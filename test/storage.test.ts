@@ -1,16 +1,16 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { isTroupeError } from '../core/errors.js';
-import { storageConformance } from './storage-conformance.js';
+import { storageConformance } from '../testing.js';
 import { tempDir } from './helpers/temp.js';
 
-storageConformance('memory', async () => ({ storage: memoryStorage(), cleanup: async () => {} }));
+storageConformance({ describe, it, afterEach }, 'memory', async () => ({ storage: memoryStorage(), cleanup: async () => {} }), { durable: false });
 
-storageConformance('LevelDB', async () => {
+storageConformance({ describe, it, afterEach }, 'LevelDB', async () => {
   const path = await mkdtemp(join(tmpdir(), 'troupe-level-'));
   return {
     storage: await levelStorage({ path }),

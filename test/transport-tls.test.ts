@@ -5,6 +5,7 @@ import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { scriptedModel } from '../models/scripted.js';
 import { describeDialError, loadTlsFiles } from '../transports/tls.js';
+import { get as httpsGet } from 'node:https';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createTestPki, hasOpenssl, type TestPki } from './helpers/certs.js';
@@ -120,19 +121,32 @@ describe('troupe CLI with --tls-cert, --tls-key and --tls-ca', () => {
     await using dbB = await tempDir();
     await using dbC = await tempDir();
     const tlsArgs = ['--tls-cert', pki.files.cert, '--tls-key', pki.files.key];
-    const start = async (id: string, db: string) => {
-      const proc = spawnTroupe(['node', '--node-id', id, '--listen', '127.0.0.1:0', '--db', db, '--crew', EXAMPLE, ...tlsArgs], ENV);
+    const start = async (id: string, db: string, extra: string[] = []) => {
+      const proc = spawnTroupe(['node', '--node-id', id, '--listen', '127.0.0.1:0', '--db', db, '--crew', EXAMPLE, ...tlsArgs, ...extra], ENV);
       const line = await proc.waitFor(/^node \S+ listening on wss:\/\//);
       await proc.waitFor(/^node \S+ ready/);
       return { proc, url: line.slice(line.indexOf('wss://')) };
     };
     const b = await start('b', dbB.path);
-    const c = await start('c', dbC.path);
+    // c admits only peers with a client certificate of the CA; the origin dials wss:// only.
+    const c = await start('c', dbC.path, ['--tls-client-cert', '--tls-ca', pki.files.ca]);
     try {
-      const origin = await runTroupe(['run', EXAMPLE, '--node-id', 'a', '--db', dbA.path, '--peer', `b=${b.url}`, '--peer', `c=${c.url}`, '--tls-ca', pki.files.ca], ENV);
+      const client = ['--tls-cert', pki.files.clientCert, '--tls-key', pki.files.clientKey, '--tls-ca', pki.files.ca, '--tls-peers-only'];
+      const origin = await runTroupe(['run', EXAMPLE, '--node-id', 'a', '--db', dbA.path, '--peer', `b=${b.url}`, '--peer', `c=${c.url}`, ...client], ENV);
       expect(origin.stderr).not.toMatch(/Error/);
       expect(origin.code).toBe(0);
       expect(origin.stdout).toMatch(/completed in/);
+      // Without a client certificate, c hangs up during the TLS handshake; b answers over HTTPS.
+      const probe = (url: string) =>
+        new Promise<string>((resolve) => {
+          const req = httpsGet(url.replace(/^wss:/, 'https:'), { ca: pki.pem.ca }, (res) => {
+            res.resume();
+            resolve(`http ${res.statusCode}`);
+          });
+          req.on('error', (error: NodeJS.ErrnoException) => resolve(`error ${error.code ?? error.message}`));
+        });
+      expect(await probe(b.url)).toMatch(/^http \d+$/);
+      expect(await probe(c.url)).toMatch(/^error /);
     } finally {
       b.proc.child.kill('SIGTERM');
       c.proc.child.kill('SIGTERM');
@@ -148,5 +162,15 @@ describe('troupe CLI with --tls-cert, --tls-key and --tls-ca', () => {
     const missing = await runTroupe(['node', '--listen', '127.0.0.1:0', '--db', db.path, '--tls-cert', `${db.path}/none.pem`, '--tls-key', `${db.path}/none.key`], ENV);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`cannot read ${db.path}/none.pem: no such file`);
+  }, 30_000);
+
+  it('exits 2 for --tls-client-cert without a CA to check against, and 1 for a ws:// peer under --tls-peers-only', async () => {
+    await using db = await tempDir();
+    const noCa = await runTroupe(['node', '--listen', '127.0.0.1:0', '--db', db.path, '--tls-cert', pki.files.cert, '--tls-key', pki.files.key, '--tls-client-cert'], ENV);
+    expect(noCa.code).toBe(2);
+    expect(noCa.stderr).toMatch(/--tls-client-cert needs --listen, --tls-cert and --tls-key \(to serve wss:\/\/\) and --tls-ca/);
+    const plain = await runTroupe(['run', EXAMPLE, '--db', db.path, '--peer', 'b=ws://127.0.0.1:9', '--tls-ca', pki.files.ca, '--tls-peers-only'], ENV);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/peer "b" at ws:\/\/127.0.0.1:9 is not TLS, and tls.requirePeers asks for wss:\/\/ urls only/);
   }, 30_000);
 });

@@ -3,7 +3,7 @@ import { decode, encode } from '../core/codec.js';
 import type { Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import { prefixRange, seqKey, type Storage, type StorageOp } from '../core/storage.js';
-import type { DeliverFn } from './index.js';
+import type { DeliverFn, OutboxReservation as CoreReservation } from '../core/transport.js';
 
 /**
  * Both ends of the durable sequence protocol between two nodes, on a {@link Storage}. Keys:
@@ -46,7 +46,15 @@ interface Destination {
   assigned: number;
   durable: number;
   acked: number;
+  /** Durable entries that may be sent: every seq below the oldest reservation still open. */
   entries: OutboxEntry[];
+  /** Durable entries behind an open reservation, in seq order: sent once it settles. */
+  parked: OutboxEntry[];
+  /** Seqs reserved for a caller's batch that is not yet durable (see {@link Outbox.reserve}). */
+  reserved: Set<number>;
+  /** Highest seq durable through an append or a committed reservation, and the `outseq` written. */
+  high: number;
+  highWritten: number;
   waiters: Waiter[];
   /** Entries admitted and not yet acknowledged (durable or still being written), and their bytes. */
   held: number;
@@ -71,6 +79,14 @@ export interface Outbox {
    * `waitMs` for acknowledgements to make room, then rejects with `OUTBOX_FULL` (retryable).
    */
   append(to: string, bytes: Uint8Array): Promise<number>;
+  /**
+   * Numbers an encoded envelope for `to` now and hands back the write of its entry, for the
+   * caller to put in its own atomic batch (a run's checkpoint): one durable write for both.
+   * `commit()` once that batch is durable, `abort()` if it failed. Until it settles, entries
+   * numbered after it wait, so the receiver sees the pair's order. `undefined` when `to` has
+   * no room or sends already wait for it (the caller then persists and `append`s itself).
+   */
+  reserve(to: string, bytes: Uint8Array): OutboxReservation | undefined;
   /** Unacknowledged entries and bytes held for `to`, written or being written. */
   held(to: string): { entries: number; bytes: number };
   /** Durable, unacknowledged entries for `to`, oldest first. Do not mutate. */
@@ -89,6 +105,11 @@ export interface Outbox {
   destinations(): string[];
   /** Refuses new appends, waits for pending writes, then rejects every waiter with `reason`. */
   close(reason: Error): Promise<void>;
+}
+
+/** An entry numbered by {@link Outbox.reserve}: core's {@link CoreReservation} with its seq. */
+export interface OutboxReservation extends CoreReservation {
+  readonly seq: number;
 }
 
 /** Options of {@link createOutbox}. */
@@ -134,12 +155,12 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   });
   const dest = (to: string) => {
     let d = dests.get(to);
-    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], waiters: [], held: 0, heldBytes: 0, queued: [] }));
+    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], parked: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
     return d;
   };
   for await (const [key, value] of storage.entries(prefixRange('outseq:'))) {
     const d = dest(key.slice('outseq:'.length));
-    d.assigned = d.durable = d.acked = decode(value, Infinity) as number;
+    d.assigned = d.durable = d.acked = d.high = d.highWritten = decode(value, Infinity) as number;
   }
   for await (const [key, value] of storage.entries(prefixRange('outbox:'))) {
     const cut = key.lastIndexOf(':');
@@ -148,6 +169,12 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   }
   for (const d of dests.values()) {
     if (d.entries.length > 0) d.acked = Math.min(d.acked, d.entries[0]!.seq - 1);
+    // An entry a run's batch wrote can be newer than the last `outseq` (the outbox writes
+    // that after the batch): numbering continues after whichever is higher.
+    const last = d.entries.at(-1)?.seq ?? 0;
+    d.assigned = Math.max(d.assigned, last);
+    d.durable = Math.max(d.durable, last);
+    d.high = Math.max(d.high, last);
     d.held = d.entries.length;
     d.heldBytes = d.entries.reduce((sum, e) => sum + e.bytes.byteLength, 0);
   }
@@ -178,9 +205,14 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     const highest = new Map<string, number>();
     for (const a of batch) {
       ops.push({ type: 'put', key: transportKeys.outbox(a.to, a.entry.seq), value: a.entry.bytes });
-      highest.set(a.to, a.entry.seq);
+      highest.set(a.to, Math.max(highest.get(a.to) ?? 0, a.entry.seq));
     }
-    for (const [to, seq] of highest) ops.push({ type: 'put', key: transportKeys.outseq(to), value: encode(seq) });
+    // `outseq` never goes back, and covers committed reservations before their entries can be
+    // acknowledged and deleted: a restart then never numbers a new envelope with a used seq.
+    for (const [to, d] of dests) {
+      const high = Math.max(d.high, highest.get(to) ?? 0);
+      if (high > d.highWritten) ops.push({ type: 'put', key: transportKeys.outseq(to), value: encode(high) });
+    }
     try {
       await storage.write(ops, { sync });
     } catch (cause) {
@@ -194,14 +226,40 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       rejectWaiters(closed);
       return;
     }
+    for (const [to, d] of dests) {
+      const high = Math.max(d.high, highest.get(to) ?? 0);
+      d.high = d.highWritten = Math.max(d.highWritten, high);
+    }
     for (const a of batch) {
       const d = dest(a.to);
-      d.durable = a.entry.seq;
-      if (a.entry.seq > d.acked) d.entries.push(a.entry);
-      else (d.held--, (d.heldBytes -= a.entry.bytes.byteLength));
+      durable(d, a.entry);
       a.resolve(a.entry.seq);
     }
     for (const to of highest.keys()) options.onDurable(to);
+  };
+
+  /** A durable entry: sendable, unless a reservation numbered before it is still open. */
+  const durable = (d: Destination, entry: OutboxEntry) => {
+    if (entry.seq <= d.acked) {
+      d.held--;
+      d.heldBytes -= entry.bytes.byteLength;
+      return;
+    }
+    let i = d.parked.length;
+    while (i > 0 && d.parked[i - 1]!.seq > entry.seq) i--;
+    d.parked.splice(i, 0, entry);
+    promote(d);
+  };
+
+  const promote = (d: Destination) => {
+    const oldest = d.reserved.size > 0 ? Math.min(...d.reserved) : Infinity;
+    let n = 0;
+    while (n < d.parked.length && d.parked[n]!.seq < oldest) n++;
+    if (n === 0) return;
+    for (const entry of d.parked.splice(0, n)) {
+      d.entries.push(entry);
+      d.durable = Math.max(d.durable, entry.seq);
+    }
   };
 
   const rejectWaiters = (reason: Error) => {
@@ -273,6 +331,44 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
         }, waitMs);
         d.queued.push(waiter);
       });
+    },
+    reserve(to, bytes) {
+      if (closed) return undefined;
+      const d = dest(to);
+      if (d.queued.length > 0 || !fits(d, bytes.byteLength)) return undefined;
+      d.held++;
+      d.heldBytes += bytes.byteLength;
+      const entry = { seq: ++d.assigned, bytes };
+      d.reserved.add(entry.seq);
+      let settled = false;
+      return {
+        seq: entry.seq,
+        ops: [{ type: 'put', key: transportKeys.outbox(to, entry.seq), value: bytes }],
+        commit() {
+          if (settled) return;
+          settled = true;
+          d.reserved.delete(entry.seq);
+          // Closed: the entry is on disk, and the next process's outbox sends it.
+          if (closed) return;
+          // Written as `outseq` by the next flush, which comes before the entry's deletion.
+          d.high = Math.max(d.high, entry.seq);
+          durable(d, entry);
+          options.onDurable(to);
+        },
+        abort() {
+          if (settled) return;
+          settled = true;
+          d.reserved.delete(entry.seq);
+          d.held--;
+          d.heldBytes -= bytes.byteLength;
+          // The newest number is given back; an older one stays a gap, which receivers accept.
+          if (entry.seq === d.assigned) d.assigned--;
+          promote(d);
+          if (closed) return;
+          options.onDurable(to);
+          makeRoom(to, d);
+        },
+      };
     },
     held: (to) => ({ entries: dests.get(to)?.held ?? 0, bytes: dests.get(to)?.heldBytes ?? 0 }),
     unacked: (to) => dests.get(to)?.entries ?? [],

@@ -567,6 +567,24 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   const maxEnvelopeBytes = o.maxPayload - BATCH_OVERHEAD_BYTES - ITEM_OVERHEAD_BYTES - MAC_BYTES;
   const closedError = () => new TroupeError(ErrorCode.NODE_CLOSED, `transport of node "${nodeId}" is ${status}`);
 
+  /** The checks of a send, and the envelope's bytes; throws what `send` rejects with. */
+  const admissible = (toNode: string, envelope: Envelope): Uint8Array => {
+    if (status !== 'open') throw closedError();
+    assertNodeId(toNode, 'destination node');
+    if (toNode === nodeId) throw new TypeError(`send(toNode) targets this node "${nodeId}"; local envelopes are routed by the node`);
+    const checked = EnvelopeSchema.safeParse(envelope);
+    const valid = checked.success ? checked.data : parseEnvelope(envelope); // throws INVALID_ENVELOPE naming the field
+    const bytes = encodeEnvelope(valid);
+    if (bytes.byteLength > maxEnvelopeBytes) {
+      // It could never fit a frame; refusing now beats an outbox entry stuck forever.
+      throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `envelope of ${bytes.byteLength} bytes exceeds the transport limit of ${maxEnvelopeBytes}`, {
+        details: { size: bytes.byteLength, limit: maxEnvelopeBytes },
+      });
+    }
+    peerOf(toNode);
+    return bytes;
+  };
+
   const transport: WsTransport = {
     nodeId,
     get status() {
@@ -574,20 +592,17 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     },
     address: listener?.address,
     async send(toNode, envelope) {
-      if (status !== 'open') throw closedError();
-      assertNodeId(toNode, 'destination node');
-      if (toNode === nodeId) throw new TypeError(`send(toNode) targets this node "${nodeId}"; local envelopes are routed by the node`);
-      const checked = EnvelopeSchema.safeParse(envelope);
-      const valid = checked.success ? checked.data : parseEnvelope(envelope); // throws INVALID_ENVELOPE naming the field
-      const bytes = encodeEnvelope(valid);
-      if (bytes.byteLength > maxEnvelopeBytes) {
-        // It could never fit a frame; refusing now beats an outbox entry stuck forever.
-        throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `envelope of ${bytes.byteLength} bytes exceeds the transport limit of ${maxEnvelopeBytes}`, {
-          details: { size: bytes.byteLength, limit: maxEnvelopeBytes },
-        });
-      }
-      peerOf(toNode);
+      const bytes = admissible(toNode, envelope);
       await outbox.append(toNode, bytes);
+    },
+    reserve(toNode, envelope) {
+      let bytes: Uint8Array;
+      try {
+        bytes = admissible(toNode, envelope);
+      } catch {
+        return undefined; // send() says what is wrong with it
+      }
+      return outbox.reserve(toNode, bytes);
     },
     addPeer(id, url) {
       assertPeer(nodeId, id, url, o.tls);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { agent, crew, tool, type AgentOptions, type CrewOptions } from '../../index.js';
-import type { Script } from '../../models/scripted.js';
+// Through the package name, not a relative path: crew modules the CLI loads (test/fixtures)
+// build on these too, and must see the same Troupe the CLI is (dist/ for the compiled one).
+import { agent, crew, tool, type AgentOptions, type CrewOptions, type Script } from 'troupe';
 
 /** Two agents handing work along: `researcher` (uses `lookup`) then `writer`. */
 export function twoAgentCrew(

@@ -1,0 +1,55 @@
+/**
+ * The one rule for what a command's `--db` names: a LevelDB directory, or a Postgres
+ * database given as a `postgres://` (or `postgresql://`) URL. Every command opens its storage
+ * here.
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { ErrorCode, TroupeError } from '../core/errors.js';
+import type { Storage } from '../core/storage.js';
+
+/** Whether `db` names a Postgres database rather than a directory. */
+export function isDatabaseUrl(db: string): boolean {
+  return /^postgres(?:ql)?:\/\//.test(db);
+}
+
+/** How a command opens its storage. */
+export interface OpenStorageOptions {
+  /** Create a database (LevelDB) or Troupe's tables (Postgres) when there are none. */
+  create: boolean;
+  /** Postgres only: the lease of the runs this process claims, in ms. */
+  leaseMs?: number;
+}
+
+/**
+ * Opens the storage `db` names. `pg` is an optional peer dependency of Troupe: loaded only
+ * for a URL, and named with how to install it when it is missing.
+ */
+export async function openStorage(db: string, options: OpenStorageOptions): Promise<Storage> {
+  if (!isDatabaseUrl(db)) {
+    const { levelStorage } = await import('../storage/level.js');
+    return levelStorage({ path: db, create: options.create });
+  }
+  const postgres = await import('../storage/postgres/index.js').catch((error: unknown) => {
+    if ((error as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND' && /'pg'|"pg"/.test(String((error as Error).message))) {
+      throw new TroupeError(ErrorCode.CONFIG_INVALID, 'a postgres:// --db needs the pg package, which is not installed: run `npm install pg`', { cause: error });
+    }
+    throw error;
+  });
+  return postgres.postgresStorage({ connectionString: db, create: options.create, ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}) });
+}
+
+/**
+ * The node id a command's node takes: `--node-id` when given; on a database many processes
+ * share, else one unique to this process (node ids are held there, and each names an audit
+ * chain); else the default (`local`).
+ */
+export function nodeIdFor(storage: Storage, flag: string | undefined): string | undefined {
+  return flag ?? (storage.shared ? processNodeId() : undefined);
+}
+
+function processNodeId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40) || 'host';
+  return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}

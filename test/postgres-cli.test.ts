@@ -1,0 +1,51 @@
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { runTroupe } from './helpers/cli.js';
+import { useCleanups } from './helpers/cleanups.js';
+import { useTestDatabase } from './helpers/postgres.js';
+
+/** The commands with `--db postgres://…`: the same ones, on a database any machine can reach. */
+
+const CREW = fileURLToPath(new URL('./fixtures/cluster-crew.ts', import.meta.url));
+
+const db = useTestDatabase();
+
+const fx = useCleanups();
+
+describe('troupe commands on a postgres:// --db', () => {
+  it('runs a crew, then lists, audits, verifies, shows history and forks it; refuses what does not apply', async () => {
+    const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '0' };
+    const ran = await runTroupe(['run', CREW, '--db', db.url, '--run-id', 'pg-1'], world);
+    expect(ran.stderr).toBe('');
+    expect(ran.code).toBe(0);
+    expect(ran.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
+
+    const [runs, history, audit, verify, approvals, repair, node] = await Promise.all([
+      runTroupe(['runs', '--db', db.url, '--json']),
+      runTroupe(['history', 'pg-1', '--db', db.url, '--json']),
+      runTroupe(['audit', 'pg-1', '--db', db.url, '--json']),
+      runTroupe(['audit', 'verify', '--db', db.url]),
+      runTroupe(['approvals', '--db', db.url, '--json']),
+      // What does not apply to a shared database is refused, saying why.
+      runTroupe(['db', 'repair', '--db', db.url]),
+      runTroupe(['node', '--db', db.url]),
+    ]);
+    expect(JSON.parse(runs.stdout).runs).toEqual([expect.objectContaining({ id: 'pg-1', status: 'completed', crew: 'cluster-crew' })]);
+    const checkpoints = JSON.parse(history.stdout).history as Array<{ seq: number }>;
+    expect(checkpoints.length).toBeGreaterThan(1);
+    const kinds = audit.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l).kind as string);
+    expect(kinds).toEqual(expect.arrayContaining(['run.started', 'model.call', 'tool.call', 'run.completed']));
+    // One chain, of the node `troupe run` was (an id of its own, since the database is shared).
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+    expect(verify.stdout).toMatch(/^node \S+-\d+-[0-9a-f]{6}: audit log intact: \d+ records/);
+    expect(JSON.parse(approvals.stdout)).toEqual({ approvals: [] });
+    expect(repair.code).toBe(2);
+    expect(repair.stderr).toMatch(/repairs a LevelDB directory/);
+    expect(node.code).toBe(2);
+    expect(node.stderr).toMatch(/needs --crew <file>/);
+
+    const forked = await runTroupe(['fork', 'pg-1', '--at', String(checkpoints[0]!.seq), '--run-id', 'pg-fork', '--db', db.url], world);
+    expect(forked.code, forked.stderr).toBe(0);
+    expect(forked.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
+  }, 60_000);
+});
