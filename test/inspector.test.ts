@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { request } from 'node:http';
 import type { AnyActorRef, InspectionEvent } from 'xstate';
 import { describe, expect, it } from 'vitest';
@@ -8,7 +9,8 @@ import { ANY_STATE, clean, createInspector, graphsOf, machineGraph, type GraphEd
 import { createAgentMachine, agent } from '../actors/agent.js';
 import { systemClock } from '../core/clock.js';
 import type { ActorRuntime } from '../core/runtime.js';
-import { spawnTroupe } from './helpers/cli.js';
+import { levelStorage } from '../storage/level.js';
+import { runTroupe, spawnTroupe } from './helpers/cli.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -298,6 +300,29 @@ describe('inspector server', () => {
     await using readOnly = await createInspector({ storage: ctx.storage });
     expect(await post(readOnly.url, JSON.stringify({ action: 'fork', runId: 'r1', at: 1 }), { ...auth, authorization: `Bearer ${readOnly.token}` })).toMatchObject({ status: 409, body: { error: { code: 'READ_ONLY' } } });
     expect(readOnly.token).not.toBe(ctx.inspector.token);
+  });
+
+  it('opens a run exported with `troupe export` once `troupe import` loaded it into a database of its own', async () => {
+    await using from = await tempDir();
+    await using to = await tempDir();
+    await using out = await tempDir();
+    {
+      await using storage = await levelStorage({ path: from.path, create: true });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript }) }, resume: false });
+      await (await node.run(twoAgentCrew(), { input: 'brief me', runId: 'x1' })).result();
+    }
+    const file = join(out.path, 'x1.recording.json');
+    expect((await runTroupe(['export', 'x1', '--db', from.path, '--out', file])).code).toBe(0);
+    expect((await runTroupe(['import', file, '--db', to.path])).code).toBe(0);
+    await using storage = await levelStorage({ path: to.path, create: false });
+    await using inspector = await createInspector({ storage });
+    await using client = await connect(inspector.url);
+    client.send({ type: 'select', runId: 'x1' });
+    const { timeline } = (await client.waitFor((m) => m.type === 'run')) as { timeline: TimelineEvent[] };
+    expect(summarise(timeline).messages).toEqual(EXPECTED_MESSAGES);
+    const toolCall = timeline.find((e) => e.kind === 'call' && e.call === 'tool')!;
+    client.send({ type: 'step', runId: 'x1', seq: toolCall.seq });
+    expect((await client.waitFor((m) => m.type === 'step')).step).toMatchObject({ kind: 'tool.call', call: { kind: 'tool', status: 'done' }, conversation: { actor: 'researcher' } });
   });
 
   it('closes idempotently: clients get 1001, the port stops answering, node and storage stay open', async () => {
