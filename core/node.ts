@@ -137,6 +137,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: Transport | undefined;
+  // Settled once the unfinished runs are resumed at start (see the transport's `deliver`).
+  let resumeDone!: () => void;
+  const runsResumed = new Promise<void>((resolve) => (resumeDone = resolve));
   const stalls = createStalledSends({ send: (toNode, envelope) => transport!.send(toNode, envelope), clock: o.clock, running: () => status === 'running' });
   const store = createRunStore(o.storage);
   const writes = createWriteQueue(o.storage, { sync: o.sync, ...(options.maxQueuedBytes !== undefined ? { maxQueuedBytes: options.maxQueuedBytes } : {}) });
@@ -1011,15 +1014,25 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // envelope the transport's frame decoding already validated is not parsed twice.
       // Then admitted against the authenticated sender (core/peer-admission.ts): a peer
       // speaks for itself only, about runs it takes part in; ENVELOPE_REFUSED otherwise.
-      deliver: (envelope, fromNode, receipt) => {
+      // They wait for this node's unfinished runs to be resumed (the transport acknowledges
+      // nothing meanwhile): a peer resending to a run here after a restart would otherwise
+      // find no actor yet, and its envelope would be refused for good (UNKNOWN_ACTOR).
+      deliver: async (envelope, fromNode, receipt) => {
         ensureRunning();
         const checked = validatePayload(checkEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+        await runsResumed;
+        ensureRunning();
         const admitted = admitPeerEnvelope(checked, fromNode, { nodeId: o.nodeId, run: placementOf });
-        return admitted ? admitted.then(() => route(checked, receipt)) : route(checked, receipt);
+        if (admitted) await admitted;
+        return route(checked, receipt);
       },
     });
   }
-  if (o.resume) await node.resumeAll();
+  try {
+    if (o.resume) await node.resumeAll();
+  } finally {
+    resumeDone();
+  }
   return node;
 }
 

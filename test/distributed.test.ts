@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { createNode, memoryStorage, scriptedModel, type ModelRequest } from '../index.js';
+import { describe, expect, it, vi } from 'vitest';
+import { createNode, manualClock, memoryStorage, scriptedModel, type ModelRequest } from '../index.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { memoryNetwork } from './helpers/memory-network.js';
 
@@ -17,7 +17,8 @@ describe('actors placed on other nodes', () => {
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     // The origin tells the part the run ended; the part finishes too.
     await partDone;
-    expect(net.delivered.map((d) => `${d.from}>${d.to}:${d.type}`)).toEqual(['a>b:troupe.spawn', 'a>b:task', 'b>a:result', 'a>b:troupe.end']);
+    // The network records a delivery once `deliver` resolved, which may be after the part's end event.
+    await vi.waitFor(() => expect(net.delivered.map((d) => `${d.from}>${d.to}:${d.type}`)).toEqual(['a>b:troupe.spawn', 'a>b:task', 'b>a:result', 'a>b:troupe.end']));
     // Each node persisted the actors it hosts.
     expect((await b.runs())[0]).toMatchObject({ id: 'd1', status: 'completed', part: { origin: 'a', actors: ['writer'] } });
     expect((await a.runs())[0]).toMatchObject({ id: 'd1', status: 'completed' });
@@ -39,6 +40,37 @@ describe('actors placed on other nodes', () => {
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await part.settled();
     expect((await b2.runs())[0]).toMatchObject({ id: 'd2', status: 'completed', resumes: 1 });
+  });
+
+  it('holds mail that reaches a restarted node before it resumed the run, instead of refusing it', async () => {
+    const net = memoryNetwork();
+    await using sa = memoryStorage();
+    await using sb = memoryStorage();
+    // The researcher on a answers only when the test moves this clock: b goes down in between.
+    const gate = manualClock(0);
+    const b1 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript, latencyMs: 1, clock: gate }) } });
+    const spawned = new Promise<void>((resolve) => b1.subscribe((e) => e.type === 'run.started' && e.runId === 'd5' && resolve()));
+    const run = await a.run(placed(), { input: 'brief me', runId: 'd5' });
+    await spawned;
+    await b1.close();
+    // The researcher's three turns; its task for the writer then waits for b in the network.
+    let answered = 0;
+    const taskSent = new Promise<void>((resolve) => a.subscribe((e) => e.type === 'state' && e.actor === 'researcher' && e.state === 'done' && resolve()));
+    while (answered < 3) {
+      if (gate.pending === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      gate.advance(1);
+      answered++;
+    }
+    await taskSent;
+    // b comes back: the network hands it the task as soon as it connects, before its runs are resumed.
+    await using b2 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    expect((await run.result()).output).toBe('final: a brief about actor and state');
+    await vi.waitFor(() => expect(net.delivered.filter((d) => d.to === 'b' && d.type === 'task')).toHaveLength(1));
+    await b2.get('d5')!.settled();
   });
 
   it('answers ask() across nodes', async () => {

@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { createNode, isTroupeError, memoryStorage, scriptedModel, type Envelope } from '../index.js';
 import { encode } from '../core/codec.js';
@@ -170,7 +170,8 @@ describe('the actor protocol', () => {
     await expect(Promise.resolve().then(() => seen.get('a')!.deliver(toCrew, 'b', noCursor()))).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'INVALID_ENVELOPE'));
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await partDone;
-    expect(net.delivered.map((d) => `${d.from}>${d.to}:${d.type}`)).toEqual(['a>b:troupe.spawn', 'a>b:task', 'b>a:result', 'a>b:troupe.end']);
+    // The network records a delivery once `deliver` resolved, which may be after the part's end event.
+    await vi.waitFor(() => expect(net.delivered.map((d) => `${d.from}>${d.to}:${d.type}`)).toEqual(['a>b:troupe.spawn', 'a>b:task', 'b>a:result', 'a>b:troupe.end']));
     expect([a.status, b.status]).toEqual(['running', 'running']);
   });
 });
