@@ -1,13 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { runTroupe, spawnTroupe, type TroupeProcess } from './helpers/cli.js';
+import { runTroupe, type TroupeProcess } from './helpers/cli.js';
+import { useCleanups } from './helpers/cleanups.js';
 import { tempDir } from './helpers/temp.js';
 
 const EXAMPLE = 'examples/distributed-crew.ts';
 const SECRET = { TROUPE_SECRET: 'test-cluster-secret-0123456789', TROUPE_DISTRIBUTED: '1', TROUPE_SCRIPTED_LATENCY_MS: '150' };
 const outputOf = (stdout: string) => stdout.slice(stdout.indexOf('\n\n', stdout.indexOf('completed in')) + 2);
 
+// Every process is killed after the test, however it ended (a timeout included).
+const fx = useCleanups();
+
 async function startNode(id: string, db: string, port = 0): Promise<{ proc: TroupeProcess; url: string }> {
-  const proc = spawnTroupe(['node', '--node-id', id, '--listen', `127.0.0.1:${port}`, '--db', db, '--crew', EXAMPLE], SECRET);
+  const proc = fx.spawn(['node', '--node-id', id, '--listen', `127.0.0.1:${port}`, '--db', db, '--crew', EXAMPLE], SECRET);
   const line = await proc.waitFor(/^node \S+ listening on ws:\/\//);
   await proc.waitFor(/^node \S+ ready/);
   return { proc, url: line.slice(line.indexOf('ws://')) };
@@ -26,7 +30,7 @@ describe('a crew over three processes and WebSockets', () => {
     const c = await startNode('c', dbC.path);
     const port = Number(new URL(b.url).port);
     try {
-      const origin = spawnTroupe(['run', EXAMPLE, '--node-id', 'a', '--db', dbA.path, '--run-id', 'x1', '--peer', `b=${b.url}`, '--peer', `c=${c.url}`], SECRET);
+      const origin = fx.spawn(['run', EXAMPLE, '--node-id', 'a', '--db', dbA.path, '--run-id', 'x1', '--peer', `b=${b.url}`, '--peer', `c=${c.url}`], SECRET);
       // Kill b while its researcher is working on the task it received over the wire.
       await b.proc.waitFor(/^ {2}researcher\s+planning$/);
       b.proc.child.kill('SIGKILL');
