@@ -142,6 +142,40 @@ describe('Outbox.reserve', () => {
     }
   });
 
+  it('keeps the numbering of a reservation committed while the outbox writes: a restart never reuses its seq', async () => {
+    await using dir = await tempDir();
+    {
+      const level = await levelStorage({ path: dir.path });
+      let hold: Promise<void> | undefined;
+      const storage = wrapStorage(level, async (_ops, _options, next) => {
+        await hold;
+        return next();
+      });
+      const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+      let release!: () => void;
+      hold = new Promise((resolve) => (release = resolve));
+      const first = outbox.append('b', bytes(1)); // its batch (outseq 1) waits on the gate
+      await Promise.resolve();
+      const r = outbox.reserve('b', bytes(2))!;
+      await level.write([...r.ops]); // the run's batch lands while the outbox's is in flight
+      r.commit();
+      release();
+      expect(await first).toBe(1);
+      hold = undefined;
+      outbox.ack('b', 2); // both delivered: their entries go, outseq must reach 2 first
+      await outbox.close(new Error('done'));
+      expect(await keys(level, 'outbox:')).toEqual([]);
+      await level.close();
+    }
+    const { storage, outbox } = await open(dir.path);
+    try {
+      expect(await outbox.append('b', bytes(3))).toBe(3);
+    } finally {
+      await outbox.close(new Error('done'));
+      await storage.close();
+    }
+  });
+
   it('takes nothing when the destination is full, so the caller falls back to its own record and send', async () => {
     await using dir = await tempDir();
     const storage = await levelStorage({ path: dir.path });

@@ -209,10 +209,14 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
     // `outseq` never goes back, and covers committed reservations before their entries can be
     // acknowledged and deleted: a restart then never numbers a new envelope with a used seq.
+    // What this batch writes is fixed now: a reservation committed during the write raises
+    // `high` for the next batch, never what counts as written.
+    const raised = new Map<string, number>();
     for (const [to, d] of dests) {
       const high = Math.max(d.high, highest.get(to) ?? 0);
-      if (high > d.highWritten) ops.push({ type: 'put', key: transportKeys.outseq(to), value: encode(high) });
+      if (high > d.highWritten) raised.set(to, high);
     }
+    for (const [to, high] of raised) ops.push({ type: 'put', key: transportKeys.outseq(to), value: encode(high) });
     try {
       await storage.write(ops, { sync });
     } catch (cause) {
@@ -226,9 +230,10 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       rejectWaiters(closed);
       return;
     }
-    for (const [to, d] of dests) {
-      const high = Math.max(d.high, highest.get(to) ?? 0);
-      d.high = d.highWritten = Math.max(d.highWritten, high);
+    for (const [to, high] of raised) {
+      const d = dest(to);
+      d.highWritten = Math.max(d.highWritten, high);
+      d.high = Math.max(d.high, high);
     }
     for (const a of batch) {
       const d = dest(a.to);
