@@ -17,8 +17,9 @@ import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, put, type RunRecord } from './run-store.js';
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
+import { askNodeOf, partNodeOf } from './address.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
-import { PART_ACTOR_ID, SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
+import { SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
@@ -263,11 +264,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
    */
   const remoteNodeOf = (envelope: Envelope): string | undefined => {
     const { runId, actorId } = parseAddress(envelope.to);
-    if (runId === undefined || runId.startsWith(`${ASK_PREFIX}.`)) return undefined;
-    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) {
-      const target = actorId.slice(PART_ACTOR_ID.length + 1);
-      return target === o.nodeId ? undefined : target;
-    }
+    if (runId === undefined || askNodeOf(runId) !== undefined) return undefined;
+    const target = partNodeOf(actorId);
+    if (target !== undefined) return target === o.nodeId ? undefined : target;
     const host = hosts.get(runId);
     return host && !host.isLocal(actorId) ? host.nodeOf(actorId) : undefined;
   };
@@ -275,8 +274,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
   const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
-    if (runId?.startsWith(`${ASK_PREFIX}.`)) {
-      if (runId !== askInbox) return sendRemote(runId.slice(ASK_PREFIX.length + 1), envelope, fromRun);
+    const askNode = askNodeOf(runId);
+    if (askNode !== undefined) {
+      if (askNode !== o.nodeId) return sendRemote(askNode, envelope, fromRun);
       const pending = asks.get(actorId);
       if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
@@ -284,8 +284,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       pending.resolve(envelope);
       return;
     }
-    if (runId !== undefined && actorId.startsWith(`${PART_ACTOR_ID}.`)) {
-      const target = actorId.slice(PART_ACTOR_ID.length + 1);
+    const target = partNodeOf(actorId);
+    if (runId !== undefined && target !== undefined) {
       if (target !== o.nodeId) return sendRemote(target, envelope, fromRun);
       if (envelope.type === SystemMessage.spawn) return spawnPart(runId, envelope);
       const part = hosts.get(runId) ?? (await activate(runId));

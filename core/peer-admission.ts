@@ -1,10 +1,9 @@
-import { ASK_PREFIX, partActorId, ROOT_ACTOR_ID } from './address.js';
+import { askNodeOf, partNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { SpawnPayloadSchema, SystemMessage, type SpawnPayload } from './protocol.js';
 import type { RunRecord } from './run-store.js';
 import type { RunnableDefinition } from './runtime.js';
-import { PART_ACTOR_ID } from './transport.js';
 
 /**
  * What a node accepts from a peer. The transport authenticates the node at the other end of
@@ -34,7 +33,8 @@ export function runPlacement(self: string, record: Pick<RunRecord, 'part'>, defi
   return {
     nodes,
     nodeOf(actorId) {
-      if (actorId.startsWith(`${PART_ACTOR_ID}.`)) return actorId.slice(PART_ACTOR_ID.length + 1);
+      const partNode = partNodeOf(actorId);
+      if (partNode !== undefined) return partNode;
       if (part?.actors.includes(actorId)) return self;
       const placed = placement[actorId];
       if (placed !== undefined) return placed;
@@ -59,7 +59,6 @@ const refuse = (why: string, envelope: Envelope, fromNode: string, details: Reco
     details: { id: envelope.id, type: envelope.type, from: envelope.from, to: envelope.to, fromNode, ...details },
   });
 
-const askNode = (runId: string | undefined) => (runId?.startsWith(`${ASK_PREFIX}.`) ? runId.slice(ASK_PREFIX.length + 1) : undefined);
 
 /**
  * Throws `ENVELOPE_REFUSED` unless `envelope`, received from the authenticated peer
@@ -70,25 +69,24 @@ const askNode = (runId: string | undefined) => (runId?.startsWith(`${ASK_PREFIX}
 export function admitPeerEnvelope(envelope: Envelope, fromNode: string, ctx: AdmissionContext): void | Promise<void> {
   const to = parseAddress(envelope.to);
   const from = parseAddress(envelope.from);
-  const toAsk = askNode(to.runId);
+  const toAsk = askNodeOf(to.runId);
   if (toAsk !== undefined && toAsk !== ctx.nodeId) throw refuse(`it is for node "${toAsk}"'s ask inbox; replies go straight to the asker`, envelope, fromNode);
   if (to.runId === undefined) throw refuse('it names no run', envelope, fromNode);
-  if (toAsk === undefined && to.actorId.startsWith(`${PART_ACTOR_ID}.`) && to.actorId !== partActorId(ctx.nodeId)) {
-    throw refuse(`it is for the part on node "${to.actorId.slice(PART_ACTOR_ID.length + 1)}"; this node relays no system messages`, envelope, fromNode);
+  const toPart = partNodeOf(to.actorId);
+  if (toAsk === undefined && toPart !== undefined && toPart !== ctx.nodeId) {
+    throw refuse(`it is for the part on node "${toPart}"; this node relays no system messages`, envelope, fromNode);
   }
   if (envelope.replyTo !== undefined) {
     const reply = parseAddress(envelope.replyTo);
-    const replyAsk = askNode(reply.runId);
+    const replyAsk = askNodeOf(reply.runId);
     if (replyAsk !== undefined ? replyAsk !== fromNode : reply.runId !== (toAsk === undefined ? to.runId : from.runId)) {
       throw refuse(`its replyTo ${envelope.replyTo} is not the sender's`, envelope, fromNode);
     }
   }
   // The sender's own inbox or part root: the node is in the address.
-  const fromAsk = askNode(from.runId);
-  if (fromAsk !== undefined || from.actorId.startsWith(`${PART_ACTOR_ID}.`)) {
-    const claimed = fromAsk ?? from.actorId.slice(PART_ACTOR_ID.length + 1);
-    if (claimed !== fromNode) throw refuse(`it claims to come from node "${claimed}"`, envelope, fromNode, { claimed });
-  }
+  const fromAsk = askNodeOf(from.runId);
+  const claimed = fromAsk ?? partNodeOf(from.actorId);
+  if (claimed !== undefined && claimed !== fromNode) throw refuse(`it claims to come from node "${claimed}"`, envelope, fromNode, { claimed });
   if (envelope.type === SystemMessage.spawn && toAsk === undefined) {
     const origin = (envelope.payload as Partial<SpawnPayload> | undefined)?.origin;
     if (origin !== fromNode) throw refuse(`its origin "${String(origin)}" is not the sending node`, envelope, fromNode, { claimed: origin });

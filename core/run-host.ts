@@ -14,7 +14,7 @@ import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } fro
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
 import { createRunJournal, type RunJournal } from './run-journal.js';
-import { ASK_PREFIX, isAskAddress, partActorId, ROOT_ACTOR_ID } from './address.js';
+import { ASK_PREFIX, isAskAddress, partActorId, partNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
 import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
@@ -26,7 +26,7 @@ import type { StorageOp } from './storage.js';
 import type { WriteQueue } from './write-queue.js';
 import { stateString } from './state-string.js';
 import { performModelCall, performToolCall, type CallDeps } from './calls.js';
-import { PART_ACTOR_ID, SystemMessage, type DeliveryReceipt, type OutboxReservation, type SpawnPayload } from './transport.js';
+import { SystemMessage, type DeliveryReceipt, type OutboxReservation, type SpawnPayload } from './transport.js';
 import { ENVELOPE_EVENT } from './protocol.js';
 import type { CallGate } from './replay/gate.js';
 
@@ -72,13 +72,13 @@ export interface RunHostOptions {
 }
 
 
-/** What a finished run produced. */
 /** Reads of a restore that its caller issued early, beside the checkpoint read (see `node.ts`). */
 export interface RestoreReads {
   approvals: Promise<ApprovalRecord[]>;
   outbox: Promise<Envelope[]>;
 }
 
+/** What a finished run produced. */
 export interface RunResult {
   runId: string;
   status: 'completed' | 'failed';
@@ -132,9 +132,8 @@ export class RunHost implements ActorRuntime {
   #writesInFlight = 0;
   #lastActive = 0;
   #writeChain: Promise<void> = Promise.resolve();
-  /** Per node, envelopes of this run kept under `rout:` that the node has yet to take; by envelope id, their node. */
-  #unrouted = new Map<string, number>();
-  #unroutedNode = new Map<string, string>();
+  /** Per node, the ids of envelopes of this run kept under `rout:` that the node has yet to take. */
+  #unrouted = new Map<string, Set<string>>();
   #writeError: unknown;
   #resultPromise: Promise<RunResult>;
   #settle!: (result: RunResult) => void;
@@ -198,17 +197,16 @@ export class RunHost implements ActorRuntime {
 
   /** Counts `envelope` as mail for `toNode` that the node has yet to take (see {@link RunHost.#reserve}). */
   #unroutedFor(envelope: Envelope, toNode: string): void {
-    this.#unroutedNode.set(envelope.id, toNode);
-    this.#unrouted.set(toNode, (this.#unrouted.get(toNode) ?? 0) + 1);
+    const ids = this.#unrouted.get(toNode) ?? new Set<string>();
+    this.#unrouted.set(toNode, ids.add(envelope.id));
   }
 
   #routed(envelope: Envelope): void {
-    const toNode = this.#unroutedNode.get(envelope.id);
-    if (toNode === undefined) return;
-    this.#unroutedNode.delete(envelope.id);
-    const left = (this.#unrouted.get(toNode) ?? 1) - 1;
-    if (left > 0) this.#unrouted.set(toNode, left);
-    else this.#unrouted.delete(toNode);
+    for (const [toNode, ids] of this.#unrouted) {
+      if (!ids.delete(envelope.id)) continue;
+      if (ids.size === 0) this.#unrouted.delete(toNode);
+      return;
+    }
   }
 
   /** Whether `actorId` of this run lives on this node. */
@@ -219,7 +217,8 @@ export class RunHost implements ActorRuntime {
   /** The node that hosts `actorId` of this run. */
   nodeOf(actorId: string): string {
     if (this.#locals.has(actorId)) return this.#o.nodeId;
-    if (actorId.startsWith(`${PART_ACTOR_ID}.`)) return actorId.slice(PART_ACTOR_ID.length + 1);
+    const partNode = partNodeOf(actorId);
+    if (partNode !== undefined) return partNode;
     const placed = this.#o.definition.placement?.[actorId];
     return placed ?? this.record.part?.origin ?? this.#o.nodeId;
   }
