@@ -1,19 +1,18 @@
 import { describe, expect, it, vi } from 'vitest';
 import { createNode, manualClock, memoryStorage, scriptedModel, type ModelRequest } from '../index.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew } from './helpers/fixtures.js';
 import { memoryNetwork } from './helpers/memory-network.js';
 
-const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
 
 describe('actors placed on other nodes', () => {
   it('runs a crew whose writer lives on another node, with the same output as on one node', async () => {
     const net = memoryNetwork();
     await using sa = memoryStorage();
     await using sb = memoryStorage();
-    await using b = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
-    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using b = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
     const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 'd1' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 'd1' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'd1' });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     // The origin tells the part the run ended; the part finishes too.
     await partDone;
@@ -29,13 +28,13 @@ describe('actors placed on other nodes', () => {
     await using sa = memoryStorage();
     await using sb = memoryStorage();
     const slowWriter = { scripted: scriptedModel({ script: pairScript, latencyMs: 600_000 }) };
-    const b1 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: slowWriter });
-    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
-    const run = await a.run(placed(), { input: 'brief me', runId: 'd2' });
+    const b1 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: slowWriter });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'd2' });
     // The writer on b has its task and is planning when b goes down.
     await new Promise<void>((resolve) => b1.subscribe((e) => e.type === 'state' && e.actor === 'writer' && e.state === 'planning' && resolve()));
     await b1.close();
-    await using b2 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using b2 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
     const part = b2.get('d2')!;
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await part.settled();
@@ -48,10 +47,10 @@ describe('actors placed on other nodes', () => {
     await using sb = memoryStorage();
     // The researcher on a answers only when the test moves this clock: b goes down in between.
     const gate = manualClock(0);
-    const b1 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
-    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript, latencyMs: 1, clock: gate }) } });
+    const b1 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript, latencyMs: 1, clock: gate }) } });
     const spawned = new Promise<void>((resolve) => b1.subscribe((e) => e.type === 'run.started' && e.runId === 'd5' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 'd5' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'd5' });
     await spawned;
     await b1.close();
     // The researcher's three turns; its task for the writer then waits for b in the network.
@@ -67,7 +66,7 @@ describe('actors placed on other nodes', () => {
     }
     await taskSent;
     // b comes back: the network hands it the task as soon as it connects, before its runs are resumed.
-    await using b2 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using b2 = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await vi.waitFor(() => expect(net.delivered.filter((d) => d.to === 'b' && d.type === 'task')).toHaveLength(1));
     await b2.get('d5')!.settled();
@@ -78,9 +77,9 @@ describe('actors placed on other nodes', () => {
     await using sa = memoryStorage();
     await using sb = memoryStorage();
     const script = (req: ModelRequest) => (req.messages[1]?.content === 'second task' ? 'remote answer' : 'x');
-    await using b = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script }) } });
-    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placed()], models: { scripted: scriptedModel({ script: { researcher: ['r'], writer: [] } as never, latencyMs: 600_000 }) } });
-    await a.run(placed(), { input: 'x', runId: 'd3' });
+    await using b = await createNode({ nodeId: 'b', storage: sb, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script }) } });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: net.transport, crews: [placedCrew()], models: { scripted: scriptedModel({ script: { researcher: ['r'], writer: [] } as never, latencyMs: 600_000 }) } });
+    await a.run(placedCrew(), { input: 'x', runId: 'd3' });
     await new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.started' && resolve()));
     const reply = await a.ask('d3/writer', 'task', { content: 'second task' }, { timeoutMs: 5_000 });
     expect(reply).toMatchObject({ type: 'result', from: 'd3/writer', payload: { output: 'remote answer' } });

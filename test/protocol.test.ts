@@ -8,7 +8,7 @@ import { APPROVAL_DECISION, ENVELOPE_EVENT, payloadSchemaOf, registerPayloadSche
 import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { CREW_PAYLOAD_SCHEMAS, CrewMessage, TaskPayloadSchema } from '../actors/protocol.js';
 import { createInbox } from '../transports/outbox.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew, twoAgentCrew } from './helpers/fixtures.js';
 import { inProcessTransport, memoryNetwork, noCursor } from './helpers/memory-network.js';
 
 const root = join(import.meta.dirname, '..');
@@ -154,14 +154,13 @@ describe('the actor protocol', () => {
       seen.set(bindings.nodeId, bindings);
       return net.transport(bindings);
     };
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     await using sa = memoryStorage();
     await using sb = memoryStorage();
-    await using b = await createNode({ nodeId: 'b', storage: sb, transport: spying, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript, latencyMs: 50 }) } });
-    await using a = await createNode({ nodeId: 'a', storage: sa, transport: spying, crews: [placed()], models: { scripted: scriptedModel({ script: pairScript }) } });
+    await using b = await createNode({ nodeId: 'b', storage: sb, transport: spying, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript, latencyMs: 50 }) } });
+    await using a = await createNode({ nodeId: 'a', storage: sa, transport: spying, crews: [placedCrew()], models: { scripted: scriptedModel({ script: pairScript }) } });
     const started = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.started' && e.runId === 'x1' && resolve()));
     const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 'x1' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 'x1' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'x1' });
     await started;
     // As if node a sent them: a task without content for the writer, a result of no string for the crew.
     const toWriter = envelope({ id: 'bad-1', from: 'x1/crew', to: 'x1/writer', type: CrewMessage.task, payload: { content: 42 }, corr: 'c', replyTo: 'x1/crew' });

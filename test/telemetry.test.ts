@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { createNode, manualClock, memoryStorage, scriptedModel, tool, type ManualClock, type ModelProvider, type RunEvent } from '../index.js';
 import { createRunStore } from '../core/run-store.js';
 import { otelTelemetry, traceCarrier } from '../otel/index.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew, twoAgentCrew } from './helpers/fixtures.js';
 import { memoryNetwork } from './helpers/memory-network.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -198,14 +198,13 @@ describe('OpenTelemetry spans of a run', () => {
     const net = memoryNetwork();
     const onA = inMemoryTracing();
     const onB = inMemoryTracing();
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     const models = { scripted: timedModel(clock, 10, scriptedModel({ script: pairScript })) };
     await using sa = memoryStorage();
     await using sb = memoryStorage();
-    await using b = await createNode({ nodeId: 'b', storage: sb, clock, transport: net.transport, crews: [placed()], models, telemetry: onB.telemetry });
-    await using a = await createNode({ nodeId: 'a', storage: sa, clock, transport: net.transport, crews: [placed()], models, telemetry: onA.telemetry });
+    await using b = await createNode({ nodeId: 'b', storage: sb, clock, transport: net.transport, crews: [placedCrew()], models, telemetry: onB.telemetry });
+    await using a = await createNode({ nodeId: 'a', storage: sa, clock, transport: net.transport, crews: [placedCrew()], models, telemetry: onA.telemetry });
     const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 'd1' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 'd1' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'd1' });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await partDone;
 

@@ -7,7 +7,7 @@ import { memoryStorage } from '../storage/memory.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { scriptedModel } from '../models/scripted.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew } from './helpers/fixtures.js';
 import { runTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -98,18 +98,17 @@ describe('a run whose peer is down', () => {
     await using dirA = await tempDir();
     await using storeA = await levelStorage({ path: dirA.path });
     const peer = await downPeer();
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
     // Room for one envelope: the spawn gets in, the writer's task finds the outbox full.
     const atA = wsTransport({ secret: SECRET, peers: { b: peer.url }, maxOutboxEntries: 1, reconnectMinMs: 10, reconnectMaxMs: 50 });
-    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
-    const run = await a.run(placed(), { input: 'brief me', runId: 'w1' });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placedCrew()], models: models() });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'w1' });
     // The writer's task has left the run: with the spawn still unacknowledged, it finds no room.
     await new Promise<void>((resolve) => run.subscribe((e) => e.type === 'message' && e.messageType === 'task' && e.to.endsWith('writer') && resolve()));
     expect((await atA.created).peers()[0]).toMatchObject({ nodeId: 'b', unacked: 1 });
     await using dirB = await tempDir();
     await using storeB = await levelStorage({ path: dirB.path });
-    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placed()], models: models() });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placedCrew()], models: models() });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     const journal: string[] = [];
     for await (const event of run.events()) if (event.type === 'message' && (event as { deadLetter?: boolean }).deadLetter) journal.push(JSON.stringify(event));
@@ -122,21 +121,20 @@ describe('a run whose peer is down, closed while its mail waits', () => {
   it('closes without waiting for the outbox, and delivers the waiting mail after a restart', async () => {
     await using dirA = await tempDir();
     const peer = await downPeer();
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
     const transport = () => wsTransport({ secret: SECRET, peers: { b: peer.url }, maxOutboxEntries: 1, reconnectMinMs: 10, reconnectMaxMs: 50 });
     {
       await using storeA = await levelStorage({ path: dirA.path });
-      const a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placed()], models: models() });
-      const run = await a.run(placed(), { input: 'brief me', runId: 'w2' });
+      const a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placedCrew()], models: models() });
+      const run = await a.run(placedCrew(), { input: 'brief me', runId: 'w2' });
       await new Promise<void>((resolve) => run.subscribe((e) => e.type === 'message' && e.messageType === 'task' && e.to.endsWith('writer') && resolve()));
       await a.close();
     }
     await using dirB = await tempDir();
     await using storeB = await levelStorage({ path: dirB.path });
-    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placed()], models: models() });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: peer.port } }), crews: [placedCrew()], models: models() });
     await using storeA = await levelStorage({ path: dirA.path });
-    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placed()], models: models() });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: transport(), crews: [placedCrew()], models: models() });
     expect((await a.get('w2')!.result()).output).toBe('final: a brief about actor and state');
     expect(b.status).toBe('running');
   });

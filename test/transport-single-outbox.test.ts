@@ -8,12 +8,11 @@ import { encodeEnvelope } from '../core/envelope.js';
 import { testEnvelope } from '../testing/transport-conformance.js';
 import { createOutbox, transportKeys } from '../transports/outbox.js';
 import { wsTransport } from '../transports/ws.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
 import { wrapStorage } from './helpers/wrap-storage.js';
 
 const SECRET = 'single-outbox-secret-0123456789';
-const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
 
 /** A storage that keeps the keys of every batch written through it. */
 function recording(inner: Storage) {
@@ -40,11 +39,11 @@ describe('an envelope leaving a run for a peer is written once, with the run’s
     const { storage: storeA, batches } = recording(levelA);
     const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
     const atB = wsTransport({ secret: SECRET, listen: { host: '127.0.0.1', port: 0 } });
-    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placed()], models: models() });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placedCrew()], models: models() });
     const url = (await atB.created).address!.url;
     const atA = wsTransport({ secret: SECRET, peers: { b: url } });
-    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
-    const run = await a.run(placed(), { input: 'actors', runId: 'one-outbox' });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placedCrew()], models: models() });
+    const run = await a.run(placedCrew(), { input: 'actors', runId: 'one-outbox' });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     expect(b.status).toBe('running');
     const toPeer = batches.flat().filter((key) => key.startsWith('outbox:b:'));

@@ -9,7 +9,7 @@ import { get as httpsGet } from 'node:https';
 import { createWsTransport, wsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { createTestPki, hasOpenssl, type TestPki } from './helpers/certs.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew } from './helpers/fixtures.js';
 import { runTroupe, spawnTroupe } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -35,16 +35,15 @@ describe.skipIf(!hasOpenssl)('wss:// between nodes', () => {
     await using dirB = await tempDir();
     await using storeA = await levelStorage({ path: dirA.path });
     await using storeB = await levelStorage({ path: dirB.path });
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
     const atA = wsTransport({ secret: SECRET, listen, tls: { cert: pki.pem.cert, key: pki.pem.key } });
-    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placedCrew()], models: models() });
     const url = (await atA.created).address!.url;
     expect(url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
     const atB = wsTransport({ secret: SECRET, peers: { a: url }, tls: { ca: pki.pem.ca, requirePeers: true }, reconnectMinMs: 10 });
-    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placed()], models: models() });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placedCrew()], models: models() });
     const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 't1' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 't1' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 't1' });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await partDone;
     const [tA, tB] = [await atA.created, await atB.created];

@@ -16,7 +16,7 @@ import { encodeEnvelope } from '../core/envelope.js';
 import { createWsTransport, wsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { createNode } from '../core/node.js';
 import { scriptedModel } from '../models/scripted.js';
-import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { pairScript, placedCrew } from './helpers/fixtures.js';
 import { watchLines } from './helpers/lines.js';
 import { sealedClient, type SealedClient } from './helpers/sealed-client.js';
 import { tempDir } from './helpers/temp.js';
@@ -518,15 +518,14 @@ describe('plugged into createNode', () => {
     await using dirB = await tempDir();
     await using storeA = await levelStorage({ path: dirA.path });
     await using storeB = await levelStorage({ path: dirB.path });
-    const placed = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
     const models = () => ({ scripted: scriptedModel({ script: pairScript }) });
     const atA = wsTransport({ secret: SECRET, listen });
-    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placed()], models: models() });
+    await using a = await createNode({ nodeId: 'a', storage: storeA, transport: atA, crews: [placedCrew()], models: models() });
     // b has no listener: it dials a, and a's mail for b travels back on that connection.
     const atB = wsTransport({ secret: SECRET, peers: { a: (await atA.created).address!.url }, reconnectMinMs: 10 });
-    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placed()], models: models() });
+    await using b = await createNode({ nodeId: 'b', storage: storeB, transport: atB, crews: [placedCrew()], models: models() });
     const partDone = new Promise<void>((resolve) => b.subscribe((e) => e.type === 'run.completed' && e.runId === 'w1' && resolve()));
-    const run = await a.run(placed(), { input: 'brief me', runId: 'w1' });
+    const run = await a.run(placedCrew(), { input: 'brief me', runId: 'w1' });
     expect((await run.result()).output).toBe('final: a brief about actor and state');
     await partDone;
     expect((await b.runs())[0]).toMatchObject({ id: 'w1', status: 'completed', part: { origin: 'a', actors: ['writer'] } });

@@ -3,6 +3,9 @@ import { z } from 'zod';
 // build on these too, and must see the same Troupe the CLI is (dist/ for the compiled one).
 import { agent, crew, tool, type AgentOptions, type CrewOptions, type Script } from 'troupe';
 
+/** {@link twoAgentCrew} with its writer placed on node `b`: the crew of the cross-node tests. */
+export const placedCrew = () => twoAgentCrew({ crew: { placement: { writer: 'b' } } });
+
 /** Two agents handing work along: `researcher` (uses `lookup`) then `writer`. */
 export function twoAgentCrew(
   options: { id?: string; researcher?: Partial<AgentOptions>; writer?: Partial<AgentOptions>; calls?: string[]; crew?: Partial<CrewOptions>; define?: (word: string) => string } = {},
