@@ -20,6 +20,10 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  * - `mbox:<run>:<actor>:<seq>`        mailbox entries (undelivered beyond the actor's cursor)
  * - `seen:<run>:<slot>`               a ring of ids of envelopes accepted from outside the run
  * - `rout:<run>:<envelope>`           envelopes leaving the run, until the node routed them
+ * - `inq:<run>:<sender>:<seq>:<n>`    mail for the run from another run (`<sender>` its run id)
+ *                                     or from outside (`~<owner>`), written by the sender's
+ *                                     batch (`<seq>` the sender's checkpoint or count, `<n>` its
+ *                                     place in it) and deleted by the batch that accepts it
  * - `claim:<run>`                     which node owns the run, with its fencing epoch
  * Shared:
  * - `approval:<id>`                   human approvals
@@ -122,6 +126,25 @@ export const layout = {
 
   routed: (runId: string, envelopeId: string) => `rout:${runId}:${envelopeId}`,
   routeds: (runId: string): KeyRange => prefixRange(`rout:${runId}:`),
+
+  /**
+   * Mail for `runId` from `sender` (a run id, or `~<owner>` for a node's `tell`): written by
+   * the sender's own batch, so it is durable exactly when the sender's step is, and drained
+   * into the run's mailbox by whichever node holds the run. Keys sort in the sender's order.
+   */
+  inboundMail: (runId: string, sender: string, seq: number, n: number) => `inq:${runId}:${sender}:${seqKey(seq)}:${String(n).padStart(4, '0')}`,
+  /** Mail waiting for `runId`, oldest of each sender first. */
+  inboundMails: (runId: string): KeyRange => prefixRange(`inq:${runId}:`),
+  /** Mail waiting for any run. */
+  allInboundMail: (): KeyRange => prefixRange('inq:'),
+  isInboundMail: (key: string) => key.startsWith('inq:'),
+  /** The run an inbound mail key is for. */
+  inboundMailRunOf: (key: string) => {
+    const rest = after(key, 'inq:');
+    return rest.slice(0, rest.indexOf(':'));
+  },
+  /** The sender part of an inbound mail key for a node's `tell` (run ids never start with `~`). */
+  outsideSender: (owner: string) => `~${owner}`,
 
   claim: (runId: string) => `claim:${runId}`,
 

@@ -167,6 +167,8 @@ export type NodeStatus = 'running' | 'closing' | 'closed';
 export interface SendOptions {
   from?: Address;
   corr?: string;
+  /** `tell` only: where the receiver sends its answer (an agent given a task answers there), e.g. an actor of another run. */
+  replyTo?: Address;
 }
 
 /** One process's host of actors. Create with {@link createNode}. */
@@ -244,7 +246,7 @@ export interface TroupeNode extends AsyncDisposable {
   /** Sends a message to an actor address; resolves once it is durably in the mailbox. */
   tell(to: Address, type: string, payload: unknown, options?: SendOptions): Promise<void>;
   /** Sends a message and waits for the envelope that answers it (`corr` matches). */
-  ask(to: Address, type: string, payload: unknown, options?: SendOptions & { timeoutMs?: number }): Promise<Envelope>;
+  ask(to: Address, type: string, payload: unknown, options?: Omit<SendOptions, 'replyTo'> & { timeoutMs?: number }): Promise<Envelope>;
   /** Accepts an untrusted envelope object: validated, then routed. Throws on bad input. */
   deliver(value: unknown): Promise<void>;
   /** Accepts untrusted msgpack bytes holding one envelope. Throws on bad input. */

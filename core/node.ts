@@ -21,12 +21,13 @@ import { askNodeOf, partNodeOf } from './address.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
-import type { RunClaim, Storage } from './storage.js';
+import type { KeyRange, RunClaim, Storage, StorageOp } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
 import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
+import { createOutsideMail, noSuchRun, takesMail } from './inbound-mail.js';
 import { CALL_GATE, type GatedNodeOptions } from './replay/gate.js';
 import { replayRun } from './replay/replay.js';
 
@@ -276,7 +277,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const { runId, actorId } = parseAddress(envelope.to);
     const askNode = askNodeOf(runId);
     if (askNode !== undefined) {
-      if (askNode !== o.nodeId) return sendRemote(askNode, envelope, fromRun);
+      // In a cluster on one database the asker reads its replies from there, whatever links the nodes.
+      if (askNode !== o.nodeId) return shared ? outsideMail.post(envelope) : sendRemote(askNode, envelope, fromRun);
       const pending = asks.get(actorId);
       if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
@@ -295,7 +297,72 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const host = runId === undefined ? undefined : (hosts.get(runId) ?? (await activate(runId)));
     if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope, fromRun);
     if (host && host.status === 'running') return host.accept(envelope, receipt);
+    // A run this node does not hold (another node does, or nobody yet): a row of its mail.
+    if (!host && runId !== undefined && !fromRun && !slots.has(runId)) return outsideMail.post(security.redact(envelope));
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
+  };
+
+  const outsideMail = createOutsideMail(store, owner, (ops) => writes.write(ops));
+
+  /**
+   * Someone wrote mail for `runId` (see core/inbound-mail.ts): drained here at once when this
+   * node holds the run, loaded first when it is unloaded here. Held elsewhere or by nobody,
+   * the row waits for its holder (a shared storage wakes it) or for the node that takes it.
+   */
+  const mailFor = async (runId: string): Promise<void> => {
+    if (runId === askInbox) return drainAsks();
+    if (slots.has(runId)) {
+      const host = hosts.get(runId) ?? (await activate(runId));
+      if (host?.status === 'running') return host.drainMail();
+    }
+    if (!takesMail(await store.getRun(runId))) throw noSuchRun(`${runId}/${ROOT_ACTOR_ID}`);
+  };
+
+  /**
+   * Replies to this node's asks that other nodes of a cluster wrote as rows: each answers its
+   * pending ask (a late one is dropped, as over a transport) and is deleted.
+   */
+  let askDrain: Promise<void> | undefined;
+  let askDrainAgain = false;
+  const drainAsks = (): Promise<void> => {
+    if (askDrain) {
+      askDrainAgain = true;
+      return askDrain;
+    }
+    askDrain = (async () => {
+      do {
+        askDrainAgain = false;
+        const rows = await store.inboundMail(askInbox);
+        if (rows.length === 0) continue;
+        for (const { value } of rows) {
+          let reply: Envelope;
+          try {
+            reply = parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes });
+          } catch {
+            continue; // not a reply anyone can be given; deleted with the rest
+          }
+          const pending = asks.get(parseAddress(reply.to).actorId);
+          if (!pending) continue;
+          asks.delete(parseAddress(reply.to).actorId);
+          pending.cancel();
+          pending.resolve(reply);
+        }
+        await writes.write(rows.map(({ key }) => ({ type: 'del' as const, key })));
+      } while (askDrainAgain);
+    })().finally(() => (askDrain = undefined));
+    return askDrain;
+  };
+
+  const dropRange = async (range: KeyRange) => {
+    const ops: StorageOp[] = [];
+    for await (const [key] of o.storage.entries(range)) ops.push({ type: 'del', key });
+    if (ops.length > 0) await writes.write(ops);
+  };
+
+  /** Drains the mail waiting for runs this node holds (at start, and on a shared storage at every poll: a notification can be missed). */
+  const drainHeld = async (): Promise<void> => {
+    const runs = await store.runsWithMail();
+    await Promise.all(runs.filter((runId) => slots.has(runId) || runId === askInbox).map((runId) => mailFor(runId).catch(() => {})));
   };
 
   const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part' | 'trace'> & { source: string | undefined }): RunRecord => {
@@ -515,6 +582,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       retention: o.retention,
       // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
       route: (envelope: Envelope) => route(envelope, undefined, true),
+      mailFor,
+      parseMail: (value) => validatePayload(parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes })),
       remote: {
         nodeOf: remoteNodeOf,
         // Not while sends to that node wait for room: they were first.
@@ -556,9 +625,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
     // waits for the slowest of them (the conversation logs), not for their sum.
-    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId) };
+    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId), inbound: store.inboundMail(runId) };
     const latest = store.latestCheckpoint(runId);
-    for (const read of [reads.approvals, reads.outbox, latest]) read.catch(() => {});
+    for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
@@ -572,6 +641,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       const host = newHost(def, record, claim);
       const tracked = track(host, slot ?? openSlot(runId, def));
       host.start(record.input);
+      // Mail can be written for a submitted run before any node starts it.
+      if ((await reads.inbound).length > 0) void host.drainMail().catch(() => {});
       return handle(tracked);
     }
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
@@ -703,7 +774,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const poll = () => {
     stopPolling = backgroundTimer(o.clock, () => {
       if (status !== 'running') return;
-      void takeRuns().catch(() => {}).finally(poll);
+      void Promise.all([takeRuns().catch(() => {}), drainHeld().catch(() => {})]).finally(poll);
     }, o.pollMs);
   };
 
@@ -728,6 +799,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   });
   const offAvailable = shared?.onRunsAvailable(() => {
     if (working) void takeRuns().catch(() => {});
+  });
+  // Mail for a run held here is drained; for one nobody holds (waiting for a human), taken.
+  const offMail = shared?.onMail((runId) => {
+    if (slots.has(runId) || runId === askInbox) void mailFor(runId).catch(() => {});
+    else if (working && askNodeOf(runId) === undefined) void takeRuns().catch(() => {});
   });
 
   const node: TroupeNode = {
@@ -842,6 +918,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (shared) {
         // Shared storage: take what is free now, and keep taking until close.
         const taken = await takeRuns();
+        await drainHeld();
         // A node without crews takes nothing: no polling either.
         if (!working && o.crews.size > 0) {
           working = true;
@@ -865,6 +942,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
         }
       }
+      // Mail written for runs registered unloaded (and for any left undrained by a crash).
+      await drainHeld();
       return resumed;
     },
 
@@ -919,6 +998,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           type,
           payload,
           ...(sendOptions.corr ? { corr: sendOptions.corr } : {}),
+          ...(sendOptions.replyTo ? { replyTo: sendOptions.replyTo } : {}),
           seq: 0,
           ts: o.clock.now(),
         },
@@ -969,6 +1049,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         stopPolling?.();
         offLeaseLost?.();
         offAvailable?.();
+        offMail?.();
         await taking?.catch(() => {});
         for (const pending of asks.values()) {
           pending.cancel();
@@ -1029,6 +1110,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     });
   }
   try {
+    // Replies to asks of this node's earlier incarnation: nobody waits for them any more.
+    if (shared) await dropRange(layout.inboundMails(askInbox));
     if (o.resume) await node.resumeAll();
   } finally {
     resumeDone();

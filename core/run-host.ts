@@ -13,7 +13,7 @@ import { restoreWithoutWalkingLogs } from './snapshot-parts.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
-import { createRunJournal, type RunJournal } from './run-journal.js';
+import { createRunJournal, type InboundMailRow, type RunJournal } from './run-journal.js';
 import { ASK_PREFIX, isAskAddress, partActorId, partNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
@@ -52,6 +52,14 @@ export interface RunHostOptions {
     nodeOf(envelope: Envelope): string | undefined;
     reserve(toNode: string, envelope: Envelope): OutboxReservation | undefined;
   };
+  /**
+   * Tells whoever holds run `runId` that this run wrote it mail (a row of its inbound mail,
+   * now durable): this node drains it at once when it holds the run, a shared storage wakes
+   * the holder. Rejects with `UNKNOWN_ACTOR` when no unfinished run `runId` exists.
+   */
+  mailFor(runId: string): Promise<void>;
+  /** Checks a row of inbound mail as anything else crossing into the node (bounded, schema). */
+  parseMail(value: unknown): Envelope;
   /** This node's id (where unplaced actors of runs started here live). */
   nodeId: string;
   /** The node's single, ordered write path (group commit). */
@@ -76,7 +84,10 @@ export interface RunHostOptions {
 export interface RestoreReads {
   approvals: Promise<ApprovalRecord[]>;
   outbox: Promise<Envelope[]>;
+  inbound: Promise<InboundRows>;
 }
+
+type InboundRows = Array<{ key: string; value: unknown }>;
 
 /** What a finished run produced. */
 export interface RunResult {
@@ -132,6 +143,11 @@ export class RunHost implements ActorRuntime {
   #writesInFlight = 0;
   #lastActive = 0;
   #writeChain: Promise<void> = Promise.resolve();
+  /** Rows of inbound mail being drained; another drain asked for meanwhile runs after it. */
+  #draining: Promise<void> | undefined;
+  #drainAgain = false;
+  /** Rows that could not be read as envelopes: reported once, left where they are. */
+  readonly #unreadable = new Set<string>();
   /** Per node, the ids of envelopes of this run kept under `rout:` that the node has yet to take. */
   #unrouted = new Map<string, Set<string>>();
   #writeError: unknown;
@@ -267,9 +283,10 @@ export class RunHost implements ActorRuntime {
     else for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry);
     // Independent reads, issued together: a resume waits for one round of them.
     const undelivered = Object.entries(checkpoint.mailboxSeq).filter(([actorId, seq]) => seq > (checkpoint.cursors[actorId] ?? 0));
-    const [approvals, unrouted, mail] = await Promise.all([
+    const [approvals, unrouted, inbound, mail] = await Promise.all([
       reads?.approvals ?? store.listApprovals(),
       reads?.outbox ?? store.outbox(this.runId),
+      reads?.inbound ?? store.inboundMail(this.runId),
       Promise.all(undelivered.map(([actorId]) => store.mailboxAfter(this.runId, actorId, checkpoint.cursors[actorId] ?? 0))),
     ]);
     for (const approval of approvals) {
@@ -304,6 +321,7 @@ export class RunHost implements ActorRuntime {
       if (!known.has(request.id) && !this.#decidedRequest(request.id)) this.requestApproval(actorId, request, this.newId('approval'));
     }
     this.#mailboxes.restore(checkpoint, pending);
+    this.#acceptRows(inbound);
     this.#scheduleDelivery();
     // Mail that was durable but not yet handed on when the process stopped (at least once).
     for (const envelope of unrouted) {
@@ -429,6 +447,50 @@ export class RunHost implements ActorRuntime {
     return this.#durableSoon();
   }
 
+  /**
+   * Moves the run's inbound mail into its mailboxes: each row is deleted by the batch that
+   * makes its envelope the mailbox's, so it is accepted once whatever crashes; an id seen
+   * before (a second drain of the same row) is only deleted. Resolves once that is durable.
+   */
+  drainMail(): Promise<void> {
+    if (this.#draining) {
+      this.#drainAgain = true;
+      return this.#draining;
+    }
+    this.#draining = (async () => {
+      do {
+        this.#drainAgain = false;
+        if (this.status !== 'running') return;
+        const rows = await this.#o.store.inboundMail(this.runId);
+        if (this.status !== 'running') return;
+        const durable = this.#acceptRows(rows);
+        if (durable) await durable;
+      } while (this.#drainAgain);
+    })().finally(() => (this.#draining = undefined));
+    return this.#draining;
+  }
+
+  #acceptRows(rows: InboundRows): Promise<void> | undefined {
+    let durable: Promise<void> | undefined;
+    for (const { key, value } of rows) {
+      let envelope: Envelope;
+      try {
+        envelope = this.#o.parseMail(value instanceof Error ? undefined : value);
+        if (parseAddress(envelope.to).runId !== this.runId) throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `addressed to ${envelope.to}, not to this run`);
+      } catch (error) {
+        // Another writer's row: reported, never deleted (a damaged database is not overwritten).
+        if (!this.#unreadable.has(key)) {
+          this.#unreadable.add(key);
+          this.#fact('message', this.rootId, { deadLetter: true, key, reason: `unreadable inbound mail: ${(value instanceof Error ? value : (error as Error)).message}` });
+          this.#scheduleCapture();
+        }
+        continue;
+      }
+      durable = this.accept(envelope, { seq: 0, takeCursorOps: () => [{ type: 'del', key }] });
+    }
+    return durable;
+  }
+
   /** Resolves once everything recorded so far is durable: it joins the capture of this macrostep. */
   #durableSoon(): Promise<void> {
     const durable = this.#journal.durable();
@@ -458,6 +520,21 @@ export class RunHost implements ActorRuntime {
         this.#scheduleCapture();
       },
     );
+  }
+
+  /** Tells the holders of the runs this batch wrote mail for; a run that does not exist (or ended) gets none. */
+  #mailOut(rows: readonly InboundMailRow[]): void {
+    for (const runId of new Set(rows.map((row) => parseAddress(row.envelope.to).runId!))) {
+      void this.#o.mailFor(runId).catch((error: unknown) => {
+        if (this.status !== 'running' || !isTroupeError(error, ErrorCode.UNKNOWN_ACTOR)) return;
+        for (const { key, envelope } of rows) {
+          if (parseAddress(envelope.to).runId !== runId) continue;
+          this.#fact('message', this.rootId, { deadLetter: true, id: envelope.id, to: envelope.to, type: envelope.type });
+          this.#journal.raw([{ type: 'del', key }]);
+        }
+        this.#scheduleCapture();
+      });
+    }
   }
 
   callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
@@ -705,13 +782,14 @@ export class RunHost implements ActorRuntime {
     this.record.updatedAt = ts;
     this.#journal.put(layout.run(this.runId), this.record);
     for (const actorId of captured.manifest.changed) this.#retention.wrote(actorId, seq);
-    const batch = this.#journal.seal([...captured.blobOps, ...captured.ops, ...this.#retention.prune(seq)]);
+    const batch = this.#journal.seal([...captured.blobOps, ...captured.ops, ...this.#retention.prune(seq)], seq);
     return this.#enqueueWrite(batch.ops).then(
       () => {
         this.#o.blobs.commit(captured.blobOps);
         batch.committed();
         this.#emit({ type: 'checkpoint', runId: this.runId, seq });
         for (const envelope of batch.leaving) this.#routeOut(envelope);
+        this.#mailOut(batch.mail);
       },
       async (error: unknown) => {
         await batch.failed(error);

@@ -2,7 +2,7 @@ import { isAskAddress } from './address.js';
 import type { AuditEntry, AuditLog } from './audit-log.js';
 import { committedState } from './audit-state.js';
 import type { Clock } from './clock.js';
-import type { Envelope } from './envelope.js';
+import { parseAddress, type Envelope } from './envelope.js';
 import { isAuditable } from './facts.js';
 import { layout } from './layout.js';
 import { put, type JournalEntry, type JournalKind, type LedgerEntry } from './run-store.js';
@@ -33,11 +33,19 @@ export interface RunJournalOptions {
   reserve?: (envelope: Envelope) => OutboxReservation | undefined;
 }
 
+/** An envelope for another run, written by the batch as a row of that run's inbound mail. */
+export interface InboundMailRow {
+  readonly key: string;
+  readonly envelope: Envelope;
+}
+
 /** A sealed batch: its ops, and what to do once they are on disk or have failed. */
 export interface SealedBatch {
   readonly ops: readonly StorageOp[];
   /** Envelopes the node routes once the batch is durable (those the transport took are sent by it). */
   readonly leaving: readonly Envelope[];
+  /** Mail for other runs this batch wrote as their rows: their holders are told once it is durable. */
+  readonly mail: readonly InboundMailRow[];
   /** The batch is durable: commit the audit records, wake the waiters, run the after-commit work. */
   committed(): void;
   /** The batch failed: roll the audit log back and reject the waiters. */
@@ -51,6 +59,7 @@ export function createRunJournal(options: RunJournalOptions) {
   let ops: StorageOp[] = [];
   let facts: AuditEntry[] = [];
   let leaving: Envelope[] = [];
+  let mailOut: Envelope[] = [];
   let reserved: OutboxReservation[] = [];
   let after: Array<() => void> = [];
   let waiters: Array<{ resolve(): void; reject(error: unknown): void }> = [];
@@ -67,7 +76,7 @@ export function createRunJournal(options: RunJournalOptions) {
 
     /** Whether anything waits to be sealed. */
     get dirty(): boolean {
-      return ops.length > 0 || facts.length > 0 || leaving.length > 0 || reserved.length > 0 || after.length > 0 || waiters.length > 0;
+      return ops.length > 0 || facts.length > 0 || leaving.length > 0 || mailOut.length > 0 || reserved.length > 0 || after.length > 0 || waiters.length > 0;
     },
 
     /** Facts journaled but not yet durable, oldest first. */
@@ -111,6 +120,12 @@ export function createRunJournal(options: RunJournalOptions) {
      */
     leave(envelope: Envelope): void {
       const safe = redact(envelope);
+      const to = parseAddress(safe.to).runId;
+      if (to !== undefined && to !== runId && !isAskAddress(safe.to)) {
+        // Another run's: a row of its inbound mail in this very batch, whichever node holds it.
+        mailOut.push(safe);
+        return;
+      }
       if (!isAskAddress(safe.to)) {
         // For a peer: its outbox entry is written by this batch, and sent once it is durable.
         const reservation = options.reserve?.(safe);
@@ -145,10 +160,13 @@ export function createRunJournal(options: RunJournalOptions) {
     },
 
     /**
-     * Seals everything collected with `checkpoint` (the ops of the checkpoint itself) into
-     * one batch, and starts collecting the next one.
+     * Seals everything collected with `checkpoint` (the ops of the checkpoint itself, numbered
+     * `seq`) into one batch, and starts collecting the next one.
      */
-    seal(checkpoint: readonly StorageOp[]): SealedBatch {
+    seal(checkpoint: readonly StorageOp[], seq: number): SealedBatch {
+      // Keyed by this run's checkpoint number, which no other batch of the run ever takes.
+      const mail = mailOut.map((envelope, n): InboundMailRow => ({ key: layout.inboundMail(parseAddress(envelope.to).runId!, runId, seq, n), envelope }));
+      for (const row of mail) ops.push(put(row.key, row.envelope));
       // The audit records commit to the values of their batch that stay as written (core/audit-state.ts).
       const auditOps = facts.length > 0 ? audit.append(facts, { state: committedState([...ops, ...checkpoint], facts.map((f) => f.kind)) }) : [];
       const batch: StorageOp[] = [...ops, ...auditOps, ...checkpoint];
@@ -160,12 +178,14 @@ export function createRunJournal(options: RunJournalOptions) {
       ops = [];
       facts = [];
       leaving = [];
+      mailOut = [];
       reserved = [];
       after = [];
       waiters = [];
       return {
         ops: batch,
         leaving: out,
+        mail,
         committed() {
           for (const reservation of held) reservation.commit();
           audit.commit(auditOps);

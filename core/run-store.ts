@@ -178,6 +178,37 @@ export function createRunStore(storage: Storage) {
       return raw && (decode(raw, Infinity) as LedgerEntry);
     },
     outbox: (runId: string) => collect<Envelope>(storage, layout.routeds(runId)),
+    /**
+     * Rows of mail other runs and nodes wrote for `runId`, in each sender's order, decoded
+     * but not yet checked: whoever accepts them validates each (a row is another writer's).
+     */
+    async inboundMail(runId: string): Promise<Array<{ key: string; value: unknown }>> {
+      const out: Array<{ key: string; value: unknown }> = [];
+      for await (const [key, raw] of storage.entries(layout.inboundMails(runId))) {
+        let value: unknown;
+        try {
+          value = decode(raw, Infinity);
+        } catch (error) {
+          value = error;
+        }
+        out.push({ key, value });
+      }
+      return out;
+    },
+    /** The runs that have mail waiting, each once. */
+    async runsWithMail(): Promise<string[]> {
+      const runs: string[] = [];
+      const all = layout.allInboundMail();
+      // One row read per run, skipping past the rest of its mail (`;` follows `:`).
+      for (let from = all.gte!; ; ) {
+        let next: string | undefined;
+        for await (const [key] of storage.entries({ gte: from, lt: all.lt!, limit: 1 })) next = key;
+        if (next === undefined) return runs;
+        const runId = layout.inboundMailRunOf(next);
+        runs.push(runId);
+        from = `${layout.inboundMails(runId).gte!.slice(0, -1)};`;
+      }
+    },
     /** Envelopes for `actorId` with a sequence number above `after`. */
     mailboxAfter: (runId: string, actorId: string, after: number) => collect<Envelope>(storage, layout.mailboxAfter(runId, actorId, after)),
   };

@@ -94,7 +94,7 @@ export interface SharedRuns {
    * Claims, for `owner`, up to `limit` unfinished runs of the named crews that nobody holds
    * (never claimed, released, or whose lease expired), oldest first, passing over the runs
    * in `exclude` (ones the caller cannot serve) and runs waiting for a human (whoever
-   * decides takes those). Each returned claim is
+   * decides takes those) unless mail waits for them. Each returned claim is
    * one the caller now holds, exactly as if it came from {@link Storage.claim}; a run two
    * nodes ask for at once is given to one of them.
    */
@@ -111,6 +111,13 @@ export interface SharedRuns {
    * released). A hint only: a node also polls, as notifications can be missed.
    */
   onRunsAvailable(listener: () => void): () => void;
+  /**
+   * Calls `listener` with the run id of mail written for a run (a row of `inq:<run>:`,
+   * core/layout.ts), once the write that holds it commits: the run's holder drains it, and a
+   * run nobody holds becomes free to take (see {@link claimable}). A hint only, like
+   * {@link onRunsAvailable}: a node also looks for waiting mail when it polls.
+   */
+  onMail(listener: (runId: string) => void): () => void;
 }
 
 /** The key holding the newest claim of a run (owner and epoch). */

@@ -11,7 +11,7 @@ const db = useTestDatabase();
 
 const sql = db.sql;
 /** Drops Troupe's tables: each case starts from a database without them. */
-const clear = () => sql('DROP VIEW IF EXISTS troupe_run_leases; DROP TABLE IF EXISTS troupe_kv, troupe_claims, troupe_runs, troupe_approvals, troupe_schema CASCADE');
+const clear = () => sql('DROP VIEW IF EXISTS troupe_run_leases, troupe_mail; DROP TABLE IF EXISTS troupe_kv, troupe_claims, troupe_runs, troupe_approvals, troupe_schema CASCADE');
 
 storageConformance({ describe, it, afterEach }, 'Postgres', async () => {
   await clear();
@@ -23,13 +23,29 @@ storageConformance({ describe, it, afterEach }, 'Postgres', async () => {
 });
 
 describe('the Postgres schema', () => {
-  it('creates its tables at version 1 on a fresh database, and opens them again unchanged', async () => {
+  it('creates its tables at the newest version on a fresh database, and opens them again unchanged', async () => {
     await clear();
     await (await postgresStorage({ connectionString: db.url })).close();
-    expect(await sql('SELECT version, description FROM troupe_schema')).toEqual([{ version: SCHEMA_VERSION, description: expect.any(String) }]);
+    const applied = await sql<{ version: number }>('SELECT version FROM troupe_schema ORDER BY version');
+    expect(applied.map((r) => r.version)).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
     await using again = await postgresStorage({ connectionString: db.url });
     await again.write([{ type: 'put', key: 'k', value: new Uint8Array([1]) }]);
-    expect(await sql('SELECT count(*)::int AS n FROM troupe_schema')).toEqual([{ n: 1 }]);
+    expect(await sql('SELECT count(*)::int AS n FROM troupe_schema')).toEqual([{ n: SCHEMA_VERSION }]);
+  });
+
+  it('migrates a version 1 database to the newest version, keeping its data', async () => {
+    await clear();
+    {
+      await using storage = await postgresStorage({ connectionString: db.url });
+      await storage.write([{ type: 'put', key: 'inq:r1:r2:000000000001:0000', value: new Uint8Array([7, 7]) }]);
+    }
+    // What a database of the first release looks like.
+    await sql('DROP VIEW troupe_mail; DELETE FROM troupe_schema WHERE version > 1');
+    expect((await failure(postgresStorage({ connectionString: db.url, create: false }))).code).toBe('STORAGE_VERSION');
+    await using storage = await postgresStorage({ connectionString: db.url });
+    expect(await sql('SELECT max(version)::int AS v FROM troupe_schema')).toEqual([{ v: SCHEMA_VERSION }]);
+    expect(await sql('SELECT run_id, sender, bytes FROM troupe_mail')).toEqual([{ run_id: 'r1', sender: 'r2', bytes: 2 }]);
+    expect(await storage.get('inq:r1:r2:000000000001:0000')).toEqual(Buffer.from([7, 7]));
   });
 
   it('refuses a schema newer than it knows, reading and writing nothing', async () => {

@@ -5,7 +5,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../../core/errors.js';
 import { assertOps, type KeyRange, type RunClaim, type SharedRuns, type Status, type Storage, type StorageOp, type WriteOptions } from '../../core/storage.js';
 import { createLeases } from './leases.js';
-import { projectionOf, RUNS_CHANNEL, writeProjection } from './projection.js';
+import { MAIL_CHANNEL, projectionOf, RUNS_CHANNEL, writeProjection } from './projection.js';
 import { migrate } from './schema.js';
 
 export { SCHEMA_VERSION } from './schema.js';
@@ -143,6 +143,7 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
 
   const leaseListeners = new Set<(lost: readonly RunClaim[]) => void>();
   const availableListeners = new Set<() => void>();
+  const mailListeners = new Set<(runId: string) => void>();
   const leases = createLeases({
     pool,
     location,
@@ -205,6 +206,11 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
       listen();
       return () => availableListeners.delete(fn);
     },
+    onMail(fn) {
+      mailListeners.add(fn);
+      listen();
+      return () => mailListeners.delete(fn);
+    },
   };
 
   /** The connection that LISTENs for runs to take, opened on the first subscriber. */
@@ -215,15 +221,17 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
     l.ready = (async () => {
       const client = await pool.connect();
       l.client = client;
-      client.on('notification', () => {
-        for (const fn of availableListeners) fn();
+      client.on('notification', (message) => {
+        if (message.channel === MAIL_CHANNEL) {
+          if (message.payload) for (const fn of mailListeners) fn(message.payload);
+        } else for (const fn of availableListeners) fn();
       });
       // A lost connection only costs the wake-ups: polling still finds the runs.
       client.on('error', () => {
         if (listener === l) listener = undefined;
         client.release(true);
       });
-      await client.query(`LISTEN ${RUNS_CHANNEL}`);
+      await client.query(`LISTEN ${RUNS_CHANNEL}; LISTEN ${MAIL_CHANNEL}`);
     })();
     l.ready.catch(() => {
       if (listener === l) listener = undefined;
@@ -349,11 +357,12 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
         await leases.close().catch(() => {});
         leaseListeners.clear();
         availableListeners.clear();
+        mailListeners.clear();
         const l = listener;
         listener = undefined;
         if (l) {
           await l.ready.catch(() => {});
-          await l.client?.query(`UNLISTEN ${RUNS_CHANNEL}`).catch(() => {});
+          await l.client?.query('UNLISTEN *').catch(() => {});
           l.client?.release();
         }
         // The error listener stays: a connection the server ends during or after end() must not crash the process.

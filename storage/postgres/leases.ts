@@ -158,7 +158,10 @@ export function createLeases(o: LeasesOptions): Leases {
         lease(
           `WITH free AS (
              SELECT c.run_id FROM troupe_claims c JOIN troupe_runs r USING (run_id)
-              WHERE r.status = 'running' AND r.part_of IS NULL AND r.crew = ANY($2::text[]) AND NOT (r.run_id = ANY($5::text[]))
+              WHERE (r.status = 'running' OR (r.status = 'waiting' AND EXISTS (
+                       -- Mail waits for it: the human it waits for is not all it needs.
+                       SELECT 1 FROM troupe_kv k WHERE k.key >= 'inq:' || r.run_id || ':' AND k.key < 'inq:' || r.run_id || ';')))
+                AND r.part_of IS NULL AND r.crew = ANY($2::text[]) AND NOT (r.run_id = ANY($5::text[]))
                 AND (c.expires_at IS NULL OR c.expires_at <= clock_timestamp())
               ORDER BY r.started_at, r.run_id
               LIMIT $3

@@ -55,6 +55,8 @@ export interface Projection {
   deletedApprovals: string[];
   /** Some run now waits for a node to take it (submitted without an owner). */
   runsAvailable: boolean;
+  /** Runs this batch wrote mail for (rows of `inq:<run>:`). */
+  mailFor: Set<string>;
 }
 
 function record<T>(schema: z.ZodType<T>, op: Extract<StorageOp, { type: 'put' }>, what: string): T {
@@ -69,7 +71,7 @@ function record<T>(schema: z.ZodType<T>, op: Extract<StorageOp, { type: 'put' }>
 
 /** The projection changes of `ops`, which hold at most one op per key (the last of the batch). */
 export function projectionOf(ops: Iterable<StorageOp>): Projection {
-  const out: Projection = { runs: [], deletedRuns: [], approvals: [], deletedApprovals: [], runsAvailable: false };
+  const out: Projection = { runs: [], deletedRuns: [], approvals: [], deletedApprovals: [], runsAvailable: false, mailFor: new Set() };
   for (const op of ops) {
     if (layout.isRun(op.key)) {
       if (op.type === 'del') out.deletedRuns.push(layout.runIdOf(op.key));
@@ -78,6 +80,8 @@ export function projectionOf(ops: Iterable<StorageOp>): Projection {
         out.runs.push(run);
         if (run.owner === undefined && (run.status === 'running' || run.status === 'waiting')) out.runsAvailable = true;
       }
+    } else if (layout.isInboundMail(op.key)) {
+      if (op.type === 'put') out.mailFor.add(layout.inboundMailRunOf(op.key));
     } else if (layout.isApproval(op.key)) {
       if (op.type === 'del') out.deletedApprovals.push(layout.approvalIdOf(op.key));
       else out.approvals.push(record(ApprovalRowSchema, op, 'an approval record'));
@@ -95,6 +99,8 @@ const time = (ms: number | undefined) => (ms === undefined ? null : new Date(ms)
 
 /** Channel of the notifications that a run may be free to take. */
 export const RUNS_CHANNEL = 'troupe_runs';
+/** Channel of the notifications that mail was written for a run (the payload is its id). */
+export const MAIL_CHANNEL = 'troupe_mail';
 
 /** Writes `projection` through `client`, inside the caller's transaction. */
 export async function writeProjection(client: PoolClient, projection: Projection): Promise<void> {
@@ -158,4 +164,5 @@ export async function writeProjection(client: PoolClient, projection: Projection
   }
   // Delivered at commit, and only then: a node woken by it finds the run.
   if (projection.runsAvailable) await client.query('SELECT pg_notify($1, $2)', [RUNS_CHANNEL, 'submitted']);
+  if (projection.mailFor.size > 0) await client.query('SELECT pg_notify($1, r) FROM unnest($2::text[]) AS r', [MAIL_CHANNEL, [...projection.mailFor]]);
 }

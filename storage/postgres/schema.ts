@@ -76,13 +76,23 @@ const MIGRATIONS: readonly Migration[] = [
           FROM troupe_runs r LEFT JOIN troupe_claims c USING (run_id);
     `,
   },
+  {
+    version: 2,
+    description: 'mail waiting for runs, readable with SQL',
+    sql: `
+      -- Rows of mail between runs (inq:<run>:<sender>:<seq>:<n>, core/layout.ts): what waits for which run.
+      CREATE VIEW troupe_mail AS
+        SELECT split_part(key, ':', 2) AS run_id, split_part(key, ':', 3) AS sender, key, octet_length(value) AS bytes
+          FROM troupe_kv WHERE key >= 'inq:' AND key < 'inq;';
+    `,
+  },
 ];
 
 /** The newest schema version this code knows. */
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
 
 /** The tables and views the newest schema has: a database that lacks one is damaged. */
-const OBJECTS = ['troupe_kv', 'troupe_claims', 'troupe_runs', 'troupe_approvals', 'troupe_run_leases'];
+const OBJECTS = ['troupe_kv', 'troupe_claims', 'troupe_runs', 'troupe_approvals', 'troupe_run_leases', 'troupe_mail'];
 
 // Any constant will do, as long as every Troupe agrees on it: it serialises migrations
 // of one database between nodes that start at once.
