@@ -666,6 +666,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
    * nodes are checked there, against that node's providers.
    */
   const checkConfig = (definition: RunnableDefinition, runId: string, part?: { actors: readonly string[] }) => {
+    checkPlacement(definition, runId);
     const hosted = (actor: string) => (part ? part.actors.includes(actor) : (definition.placement?.[actor] ?? o.nodeId) === o.nodeId);
     const refs = Object.fromEntries(Object.entries(definition.modelRefs ?? {}).filter(([actor]) => hosted(actor)));
     const problems = checkModelRefs(o.models, refs);
@@ -674,6 +675,19 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     throw new TroupeError(ErrorCode.CONFIG_INVALID, `run "${runId}" of crew "${definition.id}" cannot start: ${list}`, {
       details: { runId, crew: definition.id, problems },
     });
+  };
+
+  /** Throws CONFIG_INVALID for a crew that places actors on other nodes when the storage is shared. */
+  const checkPlacement = (definition: RunnableDefinition, runId: string) => {
+    const placed = Object.entries(definition.placement ?? {});
+    if (shared && placed.length > 0) {
+      // A part's records would share the run's keys in the one database: the part would never start.
+      throw new TroupeError(
+        ErrorCode.CONFIG_INVALID,
+        `run "${runId}" of crew "${definition.id}" places ${placed.map(([actor, node]) => `${actor} on node "${node}"`).join(', ')}: on a database nodes share, every actor of a run runs on the node that holds it. Split the crew into runs that send each other mail (it crosses nodes as rows), or use placement on a ws mesh of nodes with their own LevelDB`,
+        { details: { runId, crew: definition.id, placement: Object.fromEntries(placed) } },
+      );
+    }
   };
 
   /** A waiting run found at start, taken as an unloaded slot: claimed, not read beyond its approvals. */
@@ -952,6 +966,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (typeof submitOptions?.input !== 'string') throw new TypeError('submit(definition, { input }) needs a string input');
       const runId = submitOptions.runId ?? o.ids('run');
       assertRunId(runId);
+      checkPlacement(definition, runId);
       // Claimed while it is written, so two submissions of one id cannot both pass the check.
       await underClaim(runId, async (claim) => {
         if (await store.getRun(runId)) throw new TroupeError(ErrorCode.RUN_ALREADY_ACTIVE, `run "${runId}" already exists`, { details: { runId } });

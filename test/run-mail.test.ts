@@ -7,6 +7,7 @@ import type { Storage, StorageOp } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import desk, { deskModels, models } from './fixtures/mail-crew.js';
+import { placedCrew } from './helpers/fixtures.js';
 import { fileURLToPath } from 'node:url';
 import { useCleanups } from './helpers/cleanups.js';
 import { useTestDatabase } from './helpers/postgres.js';
@@ -215,6 +216,14 @@ describe('mail between runs held by different nodes of one Postgres database', (
     heir.child.kill('SIGTERM');
     expect((await heir.exit).code).toBe(0);
   }, 60_000);
+
+  it('refuses a crew that places actors on named nodes, writing nothing: a run is executed whole by the node that holds it', async () => {
+    const { node } = await open('placer', true);
+    for (const start of [() => node.run(placedCrew(), { input: 'x', runId: 'placed-1' }), () => node.submit(placedCrew(), { input: 'x', runId: 'placed-2' })]) {
+      await expect(start()).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/places writer on node "b": on a database nodes share/) });
+    }
+    expect(await db.sql("SELECT run_id FROM troupe_runs WHERE run_id LIKE 'placed-%'")).toEqual([]);
+  });
 
   it("writes a run's mail for a run another node holds in the sender's transaction, and the holder drains it", async () => {
     const a = await open('node-a', true);
