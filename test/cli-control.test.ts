@@ -4,7 +4,6 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { connectControl } from '../cli/control-client.js';
 import { controlSocketPath, MAX_SOCKET_PATH_BYTES } from '../cli/control-path.js';
 import { createControlSocket } from '../cli/control-socket.js';
@@ -17,6 +16,7 @@ import { NOT_PUBLISHED, PUBLISHED } from './fixtures/approval-crew.js';
 import { runTroupe } from './helpers/cli.js';
 import { watchLines } from './helpers/lines.js';
 import { useCleanups } from './helpers/cleanups.js';
+import { inspectorClient } from './helpers/inspector-client.js';
 
 const CREW = 'test/fixtures/approval-crew.ts';
 
@@ -38,27 +38,6 @@ async function rawClient(path: string) {
   const ended = new Promise((resolve) => socket.once('close', resolve));
   const lines = watchLines(socket, ended, () => 'control socket closed');
   return { socket, lines, ended };
-}
-
-/** A WebSocket client of the inspector page's feed. */
-async function inspectorClient(url: string) {
-  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}ws`);
-  defer(async () => ws.close());
-  const inbox: Array<{ type: string; [key: string]: unknown }> = [];
-  const waiters: Array<{ test(m: (typeof inbox)[number]): boolean; resolve(m: (typeof inbox)[number]): void }> = [];
-  ws.on('message', (data) => {
-    const message = JSON.parse(String(data)) as (typeof inbox)[number];
-    inbox.push(message);
-    for (const w of [...waiters]) if (w.test(message)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(message);
-  });
-  await once(ws, 'open');
-  return {
-    send: (message: unknown) => ws.send(JSON.stringify(message)),
-    waitFor: (test: (m: (typeof inbox)[number]) => boolean) => {
-      const seen = inbox.find(test);
-      return seen ? Promise.resolve(seen) : new Promise<(typeof inbox)[number]>((resolve) => waiters.push({ test, resolve }));
-    },
-  };
 }
 
 describe('control socket path', () => {
@@ -141,7 +120,7 @@ describe('CLI through the control socket of a running node', { timeout: 120_000 
     // The inspector lists and replays the run as it is stored, read through the socket.
     const inspect = spawn(['inspect', '--db', db, '--port', '0']);
     const url = /^inspector (http:\/\/127\.0\.0\.1:\d+\/)/.exec(await inspect.waitFor(/^inspector http/))![1]!;
-    const page = await inspectorClient(url);
+    const page = await inspectorClient(url, defer);
     const listed = await page.waitFor((m) => m.type === 'runs');
     expect(listed.runs).toMatchObject([{ id: 'c1', status: 'waiting', live: false }]);
     page.send({ type: 'select', runId: 'c1' });

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { runTroupe } from './helpers/cli.js';
 import { useCleanups } from './helpers/cleanups.js';
+import { inspectorClient } from './helpers/inspector-client.js';
 import { useTestDatabase } from './helpers/postgres.js';
 
 /** The commands with `--db postgres://…`: the same ones, on a database any machine can reach. */
@@ -13,7 +14,7 @@ const db = useTestDatabase();
 const fx = useCleanups();
 
 describe('troupe commands on a postgres:// --db', () => {
-  it('runs a crew, then lists, audits, verifies, shows history and forks it; refuses what does not apply', async () => {
+  it('runs a crew, then lists, audits, verifies, shows history, forks and inspects it; refuses what does not apply', async () => {
     const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '0' };
     const ran = await runTroupe(['run', CREW, '--db', db.url, '--run-id', 'pg-1'], world);
     expect(ran.stderr).toBe('');
@@ -47,5 +48,17 @@ describe('troupe commands on a postgres:// --db', () => {
     const forked = await runTroupe(['fork', 'pg-1', '--at', String(checkpoints[0]!.seq), '--run-id', 'pg-fork', '--db', db.url], world);
     expect(forked.code, forked.stderr).toBe(0);
     expect(forked.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
+
+    // The inspector reads the same database from here as any machine would.
+    const inspect = fx.spawn(['inspect', '--db', db.url, '--port', '0']);
+    const url = /^inspector (http:\/\/127\.0\.0\.1:\d+\/)/.exec(await inspect.waitFor(/^inspector http/))![1]!;
+    const page = await inspectorClient(url, fx.defer);
+    const listed = (await page.waitFor((m) => m.type === 'runs')) as unknown as { runs: Array<{ id: string; status: string }> };
+    expect(listed.runs.map((r) => [r.id, r.status]).sort()).toEqual([['pg-1', 'completed'], ['pg-fork', 'completed']]);
+    page.send({ type: 'select', runId: 'pg-fork' });
+    const run = (await page.waitFor((m) => m.type === 'run')) as unknown as { timeline: Array<{ kind: string; actor?: string; state?: string }> };
+    expect(run.timeline.filter((e) => e.kind === 'state' && e.actor === 'stamper').at(-1)?.state).toBe('done');
+    inspect.child.kill('SIGINT');
+    expect((await inspect.exit).code).toBe(0);
   }, 60_000);
 });
