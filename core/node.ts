@@ -932,7 +932,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       if (shared) {
         // Shared storage: take what is free now, and keep taking until close.
         const taken = await takeRuns();
-        await drainHeld();
+        // Not awaited: a resume is not held up by a look for mail (the runs taken read theirs).
+        void drainHeld().catch(() => {});
         // A node without crews takes nothing: no polling either.
         if (!working && o.crews.size > 0) {
           working = true;
@@ -956,8 +957,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
         }
       }
-      // Mail written for runs registered unloaded (and for any left undrained by a crash).
-      await drainHeld();
+      // Mail written for runs registered unloaded; not awaited, as the runs resumed read theirs.
+      void drainHeld().catch(() => {});
       return resumed;
     },
 
