@@ -558,9 +558,17 @@ export class RunHost implements ActorRuntime {
    */
   quiescence(): { since: number; wakeAt: number | undefined } | undefined {
     if (this.status !== 'running' || this.#inFlight > 0 || this.#captureScheduled || this.#deliveryScheduled || this.#journal.dirty || this.#writesInFlight > 0) return undefined;
+    const idle = this.#actorsIdle();
+    return idle ? { since: this.#lastActive, wakeAt: idle.wakeAt } : undefined;
+  }
+
+  /**
+   * Whether no actor runs anything but a durable timer (`wakeAt`: the earliest deadline).
+   * Actors that wait on a timer say so with a numeric `input.deadline`; any other invoked
+   * actor with an input (a promise) is work in progress.
+   */
+  #actorsIdle(): { wakeAt: number | undefined } | undefined {
     let wakeAt: number | undefined;
-    // Actors that wait on a timer say so with a numeric `input.deadline`; any other invoked
-    // actor with an input (a promise) is work in progress.
     const walk = (ref: { getSnapshot(): unknown }): boolean => {
       const snapshot = ref.getSnapshot() as { status?: string; input?: { deadline?: unknown }; children?: Record<string, { getSnapshot(): unknown }> };
       if (snapshot?.status === 'active' && snapshot.input !== undefined && !('value' in snapshot)) {
@@ -571,7 +579,7 @@ export class RunHost implements ActorRuntime {
       for (const child of Object.values(snapshot?.children ?? {})) if (!walk(child)) return false;
       return true;
     };
-    return walk(this.#actor) ? { since: this.#lastActive, wakeAt } : undefined;
+    return walk(this.#actor) ? { wakeAt } : undefined;
   }
 
   /** Journal entries not yet durable, for a reader joining the journal with live events. */
@@ -774,7 +782,11 @@ export class RunHost implements ActorRuntime {
       seen,
       secrets: this.#ledger.secretNames,
     });
-    const status = this.record.status === 'running' || this.record.status === 'waiting' ? (this.#waiting.size > 0 ? 'waiting' : 'running') : this.record.status;
+    // `waiting` promises that only a human can move the run on: a node that finds it so at
+    // start leaves it unloaded. While another actor still works (a call in flight, mail to
+    // hand over) the run is `running`, or a crash would leave that work unloaded for good.
+    const onlyWaits = () => this.#inFlight === 0 && !this.#deliveryScheduled && this.#actorsIdle() !== undefined;
+    const status = this.record.status === 'running' || this.record.status === 'waiting' ? (this.#waiting.size > 0 && onlyWaits() ? 'waiting' : 'running') : this.record.status;
     if (captured.empty && !this.#journal.dirty && status === this.record.status) return this.#writeChain;
     this.#checkpointSeq = seq;
     this.record.checkpoint = seq;

@@ -4,6 +4,9 @@ import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEv
 import { manualClock } from '../core/clock.js';
 import { levelStorage } from '../storage/level.js';
 import { tempDir } from './helpers/temp.js';
+import { wrapStorage } from './helpers/wrap-storage.js';
+import desk, { deskModels } from './fixtures/mail-crew.js';
+import { createRunStore } from '../core/run-store.js';
 
 const IDLE = 10_000;
 const pay = tool({ name: 'pay', description: 'Pays.', input: z.object({ amount: z.number() }), effect: 'irreversible', scopes: ['money'], run: ({ amount }) => `paid ${amount}` });
@@ -98,5 +101,37 @@ describe('passivation', () => {
     await expect.poll(() => node.loadedRuns()).toEqual([]);
     await node.tell('p4/cashier', 'note', { text: 'hello' });
     expect(node.loadedRuns()).toEqual(['p4']);
+  });
+
+  it("records a run as waiting only when nothing but a human can move it: one whose other agent was working when the process died is loaded again at start, and that agent finishes", async () => {
+    const disk = memoryStorage();
+    {
+      await using node = await createNode({ storage: disk, models: deskModels() });
+      const waiting = new Promise<void>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve()));
+      await node.run(desk, { input: 'q', runId: 'w1' });
+      await waiting;
+    }
+    expect((await createRunStore(disk).getRun('w1'))?.status).toBe('waiting');
+    // The clerk takes a second task while the keeper waits for its human; the process dies
+    // before the clerk's answer is written.
+    let dead = false;
+    const dying = wrapStorage(disk, (ops, _options, next) => {
+      if (ops.some((op) => op.key.startsWith('ledger:w1:clerk/t2'))) dead = true;
+      return dead ? Promise.reject(new Error('the process died')) : next();
+    });
+    {
+      const node = await createNode({ storage: dying, models: deskModels(), crews: [desk] });
+      await node.tell('w1/clerk', 'task', { content: 'again' });
+      await expect.poll(() => dead).toBe(true);
+      await node.close().catch(() => {});
+    }
+    expect((await createRunStore(disk).getRun('w1'))?.status).toBe('running');
+    await using node = await createNode({ storage: disk, models: deskModels(), crews: [desk] });
+    await expect
+      .poll(async () => (await createRunStore(disk).journal('w1')).some((e) => e.kind === 'model.call' && e.data.callId === 'clerk/t2/s1/model'))
+      .toBe(true);
+    // Back to waiting once the clerk is done: the keeper's approval is all that is left.
+    await expect.poll(async () => (await createRunStore(disk).getRun('w1'))?.status).toBe('waiting');
+    expect(node.status).toBe('running');
   });
 });
