@@ -120,6 +120,76 @@ describe('mail between runs on one node', () => {
   });
 });
 
+describe('mail between runs across a crash', () => {
+  /**
+   * The memory storage of a process that dies at the first batch `dies` picks: that batch
+   * and every write after it never reach the disk (the storage object outlives the "process").
+   */
+  const dyingAt = (inner: Storage, dies: (ops: readonly StorageOp[]) => boolean) => {
+    let dead = false;
+    let resolveDied!: () => void;
+    const died = new Promise<void>((resolve) => (resolveDied = resolve));
+    const storage = wrapStorage(inner, (ops, _options, next) => {
+      if (!dead && dies(ops)) {
+        dead = true;
+        resolveDied();
+      }
+      return dead ? Promise.reject(new Error('the process died')) : next();
+    });
+    return { storage, died };
+  };
+  const mailOf = async (storage: Storage, runId: string, actor: string) => {
+    const mail: Envelope[] = [];
+    for await (const [, value] of storage.entries({ gte: `mbox:${runId}:${actor}:`, lt: `mbox:${runId}:${actor}:\uffff` })) mail.push(decode(value, Infinity) as Envelope);
+    return mail;
+  };
+  const answersFrom = async (storage: Storage, runId: string, from: string) => (await mailOf(storage, runId, 'clerk')).filter((m) => m.from === from && m.type === 'result');
+  const seed = async (disk: Storage) => {
+    await using node = await createNode({ storage: disk, models });
+    await openDesk(node, 'a1');
+    await openDesk(node, 'b1');
+  };
+
+  it('keeps the row when the receiver dies before the batch that accepts it: the next node delivers it, once', async () => {
+    const disk = memoryStorage();
+    await seed(disk);
+    const { storage, died } = dyingAt(disk, (ops) => ops.some((op) => op.type === 'del' && op.key.startsWith('inq:a1:')));
+    {
+      await using node = await createNode({ storage, models, crews: [desk] });
+      await node.tell('b1/clerk', 'task', { content: 'ping' }, { from: 'a1/clerk', replyTo: 'a1/clerk' });
+      await died;
+      await node.close().catch(() => {});
+    }
+    expect(await keysOf(disk, 'inq:a1:b1:')).toHaveLength(1);
+    expect(await answersFrom(disk, 'a1', 'b1/clerk')).toEqual([]);
+    await using node = await createNode({ storage: disk, models, crews: [desk] });
+    await expect.poll(() => keysOf(disk, 'inq:')).toEqual([]);
+    expect((await answersFrom(disk, 'a1', 'b1/clerk')).map((m) => m.payload)).toEqual([{ output: 'answer: ping' }]);
+    expect(node.status).toBe('running');
+  });
+
+  it('writes no row when the sender dies before its batch: the step is redone on resume and its mail sent once', async () => {
+    const disk = memoryStorage();
+    await seed(disk);
+    const { storage, died } = dyingAt(disk, (ops) => ops.some((op) => op.type === 'put' && op.key.startsWith('inq:a1:')));
+    {
+      await using node = await createNode({ storage, models, crews: [desk] });
+      await node.tell('b1/clerk', 'task', { content: 'pong' }, { from: 'a1/clerk', replyTo: 'a1/clerk' });
+      await died;
+      await node.close().catch(() => {});
+    }
+    expect(await keysOf(disk, 'inq:')).toEqual([]);
+    await using node = await createNode({ storage: disk, models, crews: [desk] });
+    await new Promise((r) => setTimeout(r, 300));
+    console.log((await journalOf(disk, 'b1')).map((e) => `${e.seq} ${e.kind} ${e.actor} ${JSON.stringify(e.data).slice(0, 100)}`).join('\n'));
+    console.log(await keysOf(disk, 'mbox:b1'), await keysOf(disk, 'ledger:b1'), node.get('b1')?.status);
+    node.subscribe((e) => console.log('EV', JSON.stringify(e).slice(0, 200)));
+    await expect.poll(async () => (await answersFrom(disk, 'a1', 'b1/clerk')).map((m) => m.payload)).toEqual([{ output: 'answer: pong' }]);
+    await expect.poll(() => keysOf(disk, 'inq:')).toEqual([]);
+    expect(node.status).toBe('running');
+  });
+});
+
 describe('mail between runs held by different nodes of one Postgres database', () => {
   const db = useTestDatabase();
   const nodes: TroupeNode[] = [];
