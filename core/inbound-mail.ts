@@ -1,4 +1,4 @@
-import { askNodeOf } from './address.js';
+import { askNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { parseAddress, type Envelope } from './envelope.js';
 import { ErrorCode, TroupeError } from './errors.js';
 import { layout } from './layout.js';
@@ -57,6 +57,92 @@ export function createOutsideMail(store: RunStore, owner: string, write: (ops: S
         if (chains.get(runId) === work) chains.delete(runId);
       });
       return work;
+    },
+  };
+}
+
+/**
+ * Calls `round` once; a call while a round runs asks for one more after it (never two at
+ * once, never a request lost): what draining rows needs, as each notification may find the
+ * rows of the one before.
+ */
+export function singleFlight(round: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await round();
+      } while (again);
+    })().finally(() => (running = undefined));
+    return running;
+  };
+}
+
+/** What a node gives {@link createNodeMail}. */
+export interface NodeMailOptions {
+  store: RunStore;
+  /** The node's write queue. */
+  write(ops: StorageOp[]): Promise<void>;
+  /** The node's owner id (the sender of its outside rows). */
+  owner: string;
+  /** The node's `ask` inbox (`_ask.<node>`): replies to its asks from other nodes are rows of it. */
+  askInbox: string;
+  /** Checks a row read back as anything crossing into the node is checked. */
+  parse(value: unknown): Envelope;
+  /** Hands a reply to the ask it answers (a late one is dropped). */
+  answer(reply: Envelope): void;
+  /** Whether this node knows the run (hosts it, or keeps it unloaded). */
+  holds(runId: string): boolean;
+  /** Loads the run if need be and drains its rows; `false` when the run is not running here after all. */
+  drain(runId: string): Promise<boolean>;
+}
+
+/** A node's side of mail as rows: writing rows for runs it does not hold, and taking those for runs it does. */
+export function createNodeMail(o: NodeMailOptions) {
+  const outside = createOutsideMail(o.store, o.owner, o.write);
+  const drainAsks = singleFlight(async () => {
+    const rows = await o.store.inboundMail(o.askInbox);
+    if (rows.length === 0) return;
+    for (const { value } of rows) {
+      try {
+        o.answer(o.parse(value));
+      } catch {
+        // not a reply anyone can be given; deleted with the rest
+      }
+    }
+    await o.write(rows.map(({ key }) => ({ type: 'del' as const, key })));
+  });
+  /**
+   * Someone wrote mail for `runId`: drained here at once when this node holds the run
+   * (loaded first when it is unloaded). Held elsewhere or by nobody, the row waits for its
+   * holder (a shared storage wakes it) or for the node that takes the run.
+   */
+  const mailFor = async (runId: string): Promise<void> => {
+    if (runId === o.askInbox) return drainAsks();
+    if (o.holds(runId) && (await o.drain(runId))) return;
+    if (!takesMail(await o.store.getRun(runId))) throw noSuchRun(`${runId}/${ROOT_ACTOR_ID}`);
+  };
+  return {
+    post: outside.post,
+    mailFor,
+    /** Whether mail for `runId` is this node's to take. */
+    isMine: (runId: string) => runId === o.askInbox || o.holds(runId),
+    /** Drains the mail waiting for runs this node holds (at start; on a shared storage at every poll, as a notification can be missed). */
+    async drainHeld(): Promise<void> {
+      const runs = await o.store.runsWithMail();
+      await Promise.all(runs.filter((runId) => runId === o.askInbox || o.holds(runId)).map((runId) => mailFor(runId).catch(() => {})));
+    },
+    /** Deletes replies left for asks of this node's earlier incarnation: nobody waits for them. */
+    async dropStaleReplies(): Promise<void> {
+      const ops: StorageOp[] = [];
+      for await (const [key] of o.store.storage.entries(layout.inboundMails(o.askInbox))) ops.push({ type: 'del', key });
+      if (ops.length > 0) await o.write(ops);
     },
   };
 }

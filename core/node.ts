@@ -21,13 +21,13 @@ import { askNodeOf, partNodeOf } from './address.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
 import { SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
-import type { KeyRange, RunClaim, Storage, StorageOp } from './storage.js';
+import type { RunClaim, Storage } from './storage.js';
 import type { NodeOptions, NodeStatus, ResumeAllOptions, RunDefinition, RunHandle, RunResult as TypedRunResult, TroupeNode } from './node-types.js';
 import { nodeTelemetry } from './telemetry.js';
 import { validatePayload } from './protocol.js';
 import { admitPeerEnvelope, checkSpawn, runPlacement, type RunPlacement } from './peer-admission.js';
 import { createStalledSends } from './stalled-sends.js';
-import { createOutsideMail, noSuchRun, takesMail } from './inbound-mail.js';
+import { createNodeMail } from './inbound-mail.js';
 import { CALL_GATE, type GatedNodeOptions } from './replay/gate.js';
 import { replayRun } from './replay/replay.js';
 
@@ -278,7 +278,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const askNode = askNodeOf(runId);
     if (askNode !== undefined) {
       // In a cluster on one database the asker reads its replies from there, whatever links the nodes.
-      if (askNode !== o.nodeId) return shared ? outsideMail.post(envelope) : sendRemote(askNode, envelope, fromRun);
+      if (askNode !== o.nodeId) return shared ? mail.post(envelope) : sendRemote(askNode, envelope, fromRun);
       const pending = asks.get(actorId);
       if (!pending) return; // the asker timed out; a late answer is dropped
       asks.delete(actorId);
@@ -298,72 +298,32 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (host && !host.isLocal(actorId)) return sendRemote(host.nodeOf(actorId), envelope, fromRun);
     if (host && host.status === 'running') return host.accept(envelope, receipt);
     // A run this node does not hold (another node does, or nobody yet): a row of its mail.
-    if (!host && runId !== undefined && !fromRun && !slots.has(runId)) return outsideMail.post(security.redact(envelope));
+    if (!host && runId !== undefined && !fromRun && !slots.has(runId)) return mail.post(security.redact(envelope));
     throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, `no active actor at ${envelope.to}`, { details: { to: envelope.to } });
   };
 
-  const outsideMail = createOutsideMail(store, owner, (ops) => writes.write(ops));
-
-  /**
-   * Someone wrote mail for `runId` (see core/inbound-mail.ts): drained here at once when this
-   * node holds the run, loaded first when it is unloaded here. Held elsewhere or by nobody,
-   * the row waits for its holder (a shared storage wakes it) or for the node that takes it.
-   */
-  const mailFor = async (runId: string): Promise<void> => {
-    if (runId === askInbox) return drainAsks();
-    if (slots.has(runId)) {
+  const mail = createNodeMail({
+    store,
+    write: (ops) => writes.write(ops),
+    owner,
+    askInbox,
+    parse: (value) => parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes }),
+    answer: (reply) => {
+      const corr = parseAddress(reply.to).actorId;
+      const pending = asks.get(corr);
+      if (!pending) return;
+      asks.delete(corr);
+      pending.cancel();
+      pending.resolve(reply);
+    },
+    holds: (runId) => slots.has(runId),
+    drain: async (runId) => {
       const host = hosts.get(runId) ?? (await activate(runId));
-      if (host?.status === 'running') return host.drainMail();
-    }
-    if (!takesMail(await store.getRun(runId))) throw noSuchRun(`${runId}/${ROOT_ACTOR_ID}`);
-  };
-
-  /**
-   * Replies to this node's asks that other nodes of a cluster wrote as rows: each answers its
-   * pending ask (a late one is dropped, as over a transport) and is deleted.
-   */
-  let askDrain: Promise<void> | undefined;
-  let askDrainAgain = false;
-  const drainAsks = (): Promise<void> => {
-    if (askDrain) {
-      askDrainAgain = true;
-      return askDrain;
-    }
-    askDrain = (async () => {
-      do {
-        askDrainAgain = false;
-        const rows = await store.inboundMail(askInbox);
-        if (rows.length === 0) continue;
-        for (const { value } of rows) {
-          let reply: Envelope;
-          try {
-            reply = parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes });
-          } catch {
-            continue; // not a reply anyone can be given; deleted with the rest
-          }
-          const pending = asks.get(parseAddress(reply.to).actorId);
-          if (!pending) continue;
-          asks.delete(parseAddress(reply.to).actorId);
-          pending.cancel();
-          pending.resolve(reply);
-        }
-        await writes.write(rows.map(({ key }) => ({ type: 'del' as const, key })));
-      } while (askDrainAgain);
-    })().finally(() => (askDrain = undefined));
-    return askDrain;
-  };
-
-  const dropRange = async (range: KeyRange) => {
-    const ops: StorageOp[] = [];
-    for await (const [key] of o.storage.entries(range)) ops.push({ type: 'del', key });
-    if (ops.length > 0) await writes.write(ops);
-  };
-
-  /** Drains the mail waiting for runs this node holds (at start, and on a shared storage at every poll: a notification can be missed). */
-  const drainHeld = async (): Promise<void> => {
-    const runs = await store.runsWithMail();
-    await Promise.all(runs.filter((runId) => slots.has(runId) || runId === askInbox).map((runId) => mailFor(runId).catch(() => {})));
-  };
+      if (host?.status !== 'running') return false;
+      await host.drainMail();
+      return true;
+    },
+  });
 
   const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part' | 'trace'> & { source: string | undefined }): RunRecord => {
     const now = o.clock.now();
@@ -582,7 +542,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       retention: o.retention,
       // A run's mail waits out a full outbox (see createStalledSends) instead of being dead-lettered.
       route: (envelope: Envelope) => route(envelope, undefined, true),
-      mailFor,
+      mailFor: mail.mailFor,
       parseMail: (value) => validatePayload(parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes })),
       remote: {
         nodeOf: remoteNodeOf,
@@ -788,7 +748,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const poll = () => {
     stopPolling = backgroundTimer(o.clock, () => {
       if (status !== 'running') return;
-      void Promise.all([takeRuns().catch(() => {}), drainHeld().catch(() => {})]).finally(poll);
+      void Promise.all([takeRuns().catch(() => {}), mail.drainHeld().catch(() => {})]).finally(poll);
     }, o.pollMs);
   };
 
@@ -816,7 +776,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   });
   // Mail for a run held here is drained; for one nobody holds (waiting for a human), taken.
   const offMail = shared?.onMail((runId) => {
-    if (slots.has(runId) || runId === askInbox) void mailFor(runId).catch(() => {});
+    if (mail.isMine(runId)) void mail.mailFor(runId).catch(() => {});
     else if (working && askNodeOf(runId) === undefined) void takeRuns().catch(() => {});
   });
 
@@ -933,7 +893,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         // Shared storage: take what is free now, and keep taking until close.
         const taken = await takeRuns();
         // Not awaited: a resume is not held up by a look for mail (the runs taken read theirs).
-        void drainHeld().catch(() => {});
+        void mail.drainHeld().catch(() => {});
         // A node without crews takes nothing: no polling either.
         if (!working && o.crews.size > 0) {
           working = true;
@@ -958,7 +918,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
       }
       // Mail written for runs registered unloaded; not awaited, as the runs resumed read theirs.
-      void drainHeld().catch(() => {});
+      void mail.drainHeld().catch(() => {});
       return resumed;
     },
 
@@ -1127,7 +1087,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   }
   try {
     // Replies to asks of this node's earlier incarnation: nobody waits for them any more.
-    if (shared) await dropRange(layout.inboundMails(askInbox));
+    if (shared) await mail.dropStaleReplies();
     if (o.resume) await node.resumeAll();
   } finally {
     resumeDone();

@@ -14,6 +14,7 @@ import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } fro
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
 import { createRunJournal, type InboundMailRow, type RunJournal } from './run-journal.js';
+import { singleFlight } from './inbound-mail.js';
 import { ASK_PREFIX, isAskAddress, partActorId, partNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
@@ -143,9 +144,6 @@ export class RunHost implements ActorRuntime {
   #writesInFlight = 0;
   #lastActive = 0;
   #writeChain: Promise<void> = Promise.resolve();
-  /** Rows of inbound mail being drained; another drain asked for meanwhile runs after it. */
-  #draining: Promise<void> | undefined;
-  #drainAgain = false;
   /** Rows that could not be read as envelopes: reported once, left where they are. */
   readonly #unreadable = new Set<string>();
   /** Per node, the ids of envelopes of this run kept under `rout:` that the node has yet to take. */
@@ -452,23 +450,12 @@ export class RunHost implements ActorRuntime {
    * makes its envelope the mailbox's, so it is accepted once whatever crashes; an id seen
    * before (a second drain of the same row) is only deleted. Resolves once that is durable.
    */
-  drainMail(): Promise<void> {
-    if (this.#draining) {
-      this.#drainAgain = true;
-      return this.#draining;
-    }
-    this.#draining = (async () => {
-      do {
-        this.#drainAgain = false;
-        if (this.status !== 'running') return;
-        const rows = await this.#o.store.inboundMail(this.runId);
-        if (this.status !== 'running') return;
-        const durable = this.#acceptRows(rows);
-        if (durable) await durable;
-      } while (this.#drainAgain);
-    })().finally(() => (this.#draining = undefined));
-    return this.#draining;
-  }
+  readonly drainMail = singleFlight(async () => {
+    if (this.status !== 'running') return;
+    const rows = await this.#o.store.inboundMail(this.runId);
+    if (this.status !== 'running') return;
+    await this.#acceptRows(rows);
+  });
 
   #acceptRows(rows: InboundRows): Promise<void> | undefined {
     let durable: Promise<void> | undefined;
