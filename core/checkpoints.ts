@@ -195,12 +195,45 @@ async function newest<T>(storage: Storage, range: Parameters<Storage['entries']>
   return (await newestEntry<T>(storage, range))?.[1];
 }
 
+/** What a reader of the latest checkpoint may know of a run: its records are then read with the manifest. */
+export interface CheckpointHint {
+  /** The root actor's id (`crew`, or `_part.<node>`); a wrong guess costs one read. */
+  rootId: string;
+  /** The ids of the root's children (the crew's agents). */
+  actorIds: readonly string[];
+}
+
+/** The ring of ids of envelopes accepted from outside the run. */
+async function readRing(storage: Storage, runId: string): Promise<Array<{ index: number; id: string }>> {
+  const ring: Array<{ index: number; id: string }> = [];
+  for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
+  return ring;
+}
+
 /**
  * Reads checkpoint `seq` of a run (the newest with `'latest'`) and rebuilds it whole, or
  * `undefined` when there is none. A checkpoint whose records or logs are missing fails with
  * `STORAGE_CORRUPT`.
  */
-export async function readCheckpoint(storage: Storage, runId: string, seq: number | 'latest'): Promise<Checkpoint | undefined> {
+export async function readCheckpoint(storage: Storage, runId: string, seq: number | 'latest', hint?: CheckpointHint): Promise<Checkpoint | undefined> {
+  // The newest record of an actor is never newer than the newest manifest (both are written
+  // by one batch), so with a hint the latest checkpoint's records are read with its manifest.
+  const early = seq === 'latest' && hint ? new Map<string, Promise<[string, unknown] | undefined>>() : undefined;
+  const newestOf = (actorId: string) => newestEntry<unknown>(storage, layout.actorRecords(runId, actorId));
+  if (early && hint) {
+    for (const actorId of [hint.rootId, ...hint.actorIds]) {
+      for (const id of [actorId, usageOf(actorId)]) {
+        const read = newestOf(id);
+        read.catch(() => {});
+        early.set(id, read);
+      }
+    }
+    const total = newestOf(USAGE_TOTAL);
+    total.catch(() => {});
+    early.set(USAGE_TOTAL, total);
+  }
+  const earlyRing = early ? readRing(storage, runId) : undefined;
+  earlyRing?.catch(() => {});
   const raw =
     seq === 'latest'
       ? await newest<Manifest | Checkpoint>(storage, layout.checkpoints(runId))
@@ -216,50 +249,47 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
   }
   const manifest = raw as Manifest;
   try {
-    const records = new Map<string, StoredActor | undefined>();
+    const records = new Map<string, Promise<StoredActor | undefined>>();
     const tails = new Map<string, Array<{ n: number; value: unknown }>>();
     const recordVersions: Record<string, number> = {};
     const versionOf = async <T>(actorId: string): Promise<T | undefined> => {
-      const found = await newestEntry<T>(storage, layout.actorUpTo(runId, actorId, manifest.seq));
+      const found = ((await early?.get(actorId)) ?? (early?.has(actorId) ? undefined : await newestEntry<T>(storage, layout.actorUpTo(runId, actorId, manifest.seq)))) as [string, T] | undefined;
       if (found) recordVersions[actorId] = layout.parseActor(runId, found[0])[1];
       return found?.[1];
     };
-    const recordOf = async (actorId: string) => {
-      if (!records.has(actorId)) {
-        const found = await versionOf<StoredActor>(actorId);
-        records.set(actorId, found === undefined ? undefined : ((await hydrate(storage, found)) as StoredActor));
+    // One read per record however many ask for it at once.
+    const recordOf = (actorId: string) => {
+      let record = records.get(actorId);
+      if (!record) {
+        record = versionOf<StoredActor>(actorId).then(async (found) => (found === undefined ? undefined : ((await hydrate(storage, found)) as StoredActor)));
+        records.set(actorId, record);
       }
-      return records.get(actorId);
+      return record;
     };
     // Every read a rebuild needs, issued together once the root names the children: a
     // resume waits for one round of storage reads, not one per record.
     const root = await recordOf(manifest.rootId);
     const childIds = Object.keys(((root?.snapshot ?? {}) as { children?: object }).children ?? {});
     const actorIds = [manifest.rootId, ...childIds];
-    const readRing = async () => {
-      const ring: Array<{ index: number; id: string }> = [];
-      for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
-      return ring;
-    };
-    const [, used, total, ring] = await Promise.all([
-      Promise.all(childIds.map(recordOf)),
+    for (const childId of childIds) void recordOf(childId).catch(() => {});
+    const [{ snapshot, arrays }, used, total, ring] = await Promise.all([
+      reassemble(
+        {
+          actor: recordOf,
+          log: async (ref) => {
+            const { values, singles } = await readLogRange(storage, runId, ref);
+            // The newest range of a log ends with its singles: the tail its writer continues.
+            const known = tails.get(ref.log);
+            if (!known || (singles.at(-1)?.n ?? -1) > (known.at(-1)?.n ?? -1)) tails.set(ref.log, singles);
+            return values;
+          },
+        },
+        manifest.rootId,
+      ),
       Promise.all(actorIds.map((actorId) => versionOf<UsageTotals>(usageOf(actorId)))),
       versionOf<UsageTotals>(USAGE_TOTAL),
-      readRing(),
+      earlyRing ?? readRing(storage, runId),
     ]);
-    const { snapshot, arrays } = await reassemble(
-      {
-        actor: recordOf,
-        log: async (ref) => {
-          const { values, singles } = await readLogRange(storage, runId, ref);
-          // The newest range of a log ends with its singles: the tail its writer continues.
-          const known = tails.get(ref.log);
-          if (!known || (singles.at(-1)?.n ?? -1) > (known.at(-1)?.n ?? -1)) tails.set(ref.log, singles);
-          return values;
-        },
-      },
-      manifest.rootId,
-    );
     const cursors: Record<string, number> = {};
     const mailboxSeq: Record<string, number> = {};
     const agents: Record<string, UsageTotals> = {};

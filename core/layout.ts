@@ -80,6 +80,8 @@ export const layout = {
     ...options,
   }),
   actors: (runId: string): KeyRange => prefixRange(`actor:${runId}:`),
+  /** Every record of one actor, oldest first. */
+  actorRecords: (runId: string, actorId: string): KeyRange => prefixRange(`actor:${runId}:${actorId}:`),
   /** `[actorId, seq]` of an actor record key. */
   parseActor: (runId: string, key: string): [string, number] => {
     const rest = after(key, `actor:${runId}:`);

@@ -586,7 +586,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
     // waits for the slowest of them (the conversation logs), not for their sum.
     const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId), inbound: store.inboundMail(runId) };
-    const latest = store.latestCheckpoint(runId);
+    // With the crew's actor ids its records are read beside the manifest, not after it.
+    const latest = store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
     for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {

@@ -2,7 +2,7 @@ import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint } from './checkpoints.js';
+import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint, type CheckpointHint } from './checkpoints.js';
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
@@ -160,7 +160,7 @@ export function createRunStore(storage: Storage) {
     /** Checkpoint `seq` of a run, rebuilt whole (message bodies in place). */
     checkpoint: (runId: string, seq: number): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, seq),
     /** The newest checkpoint of a run, rebuilt whole. */
-    latestCheckpoint: (runId: string): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest'),
+    latestCheckpoint: (runId: string, hint?: CheckpointHint): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest', hint),
     /** Schema and machine of the newest checkpoint, without rebuilding it. */
     latestCheckpointHead: (runId: string) => latestCheckpointHead(storage, runId),
     /** Each checkpoint of a run with the state of every actor at it, oldest first. */
