@@ -4,7 +4,11 @@
  * calls; fork the finished run from a random checkpoint and drive the fork the same way. Then
  * check what the world saw (bench/crash-trial-audit.ts).
  *
- *   npm run crash-trials -- --trials 1000 [--seed 7] [--max-kills 3] [--only 12]
+ *   npm run crash-trials -- --trials 1000 [--seed 7] [--max-kills 3] [--only 12] [--storage postgres]
+ *
+ * With `--storage postgres` every trial (and the reference run) gets a database of its own on
+ * the server (`--postgres-server`, default `TROUPE_TEST_POSTGRES` or the tests' server),
+ * dropped when the trial ends, and every command is given its `postgres://` URL as `--db`.
  *
  * Prints one JSON object; exits non-zero when any invariant is broken.
  */
@@ -13,13 +17,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command } from 'commander';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Command, Option } from 'commander';
+import { openStorage } from '../cli/open-storage.js';
 import { seededRandom } from '../core/clock.js';
+import { ErrorCode, isTroupeError } from '../core/errors.js';
 import { statesOf, type HistoryEntry } from '../core/history.js';
 import type { ToolCall } from '../core/messages.js';
-import { createRunStore } from '../core/run-store.js';
-import { levelStorage } from '../storage/level.js';
+import { createRunStore, type RunStore } from '../core/run-store.js';
 import { CONFIRMED_OUTPUT, readEffects, UNCONFIRMED_OUTPUT } from '../examples/order-crew.js';
+import { POSTGRES_SERVER, testDatabase } from '../test/helpers/postgres-server.js';
 import { auditTrial, EFFECT_OF, type DrivenRun, type ForkPoint, type RunFacts, type TrialAudit } from './crash-trial-audit.js';
 
 const EXAMPLE = fileURLToPath(new URL('../examples/order-crew.ts', import.meta.url));
@@ -30,8 +37,10 @@ const opts = new Command()
   .option('--seed <n>', 'seed of the kill schedule and of the human decisions', (v) => Number.parseInt(v, 10), 1)
   .option('--max-kills <n>', 'kills per run (the source run and its fork each) at most', (v) => Number.parseInt(v, 10), 3)
   .option('--only <i>', 'run only trial i (to replay a failing trial of a seed)', (v) => Number.parseInt(v, 10))
+  .addOption(new Option('--storage <kind>', 'where the runs are kept: a LevelDB directory, or a database on a Postgres server, per trial').choices(['level', 'postgres']).default('level'))
+  .option('--postgres-server <url>', 'with --storage postgres: the server (a URL without a database) the trials create their databases on', POSTGRES_SERVER)
   .parse()
-  .opts<{ trials: number; seed: number; maxKills: number; only?: number; bin: string }>();
+  .opts<{ trials: number; seed: number; maxKills: number; only?: number; bin: string; storage: 'level' | 'postgres'; postgresServer: string }>();
 
 const TOOL_LATENCY_MS = 20;
 const ENV = { TROUPE_SCRIPTED_LATENCY_MS: '40', TROUPE_TOOL_LATENCY_MS: String(TOOL_LATENCY_MS), TROUPE_ANNOUNCE_TOOLS: '1' };
@@ -41,6 +50,19 @@ const KILL_RATE = 0.85;
 const REJECT_RATE = 0.25;
 /** No command of this crew takes long: one that does is hung, not slow. */
 const WATCHDOG_MS = 60_000;
+/**
+ * The lease the commands hold their runs with (`--lease-ms`). On Postgres a killed command
+ * keeps its run claimed until its lease expires, and the next command must wait that out:
+ * short, so a trial waits about a second per such kill rather than the default 15.
+ */
+const LEASE_MS = 1000;
+/**
+ * A command started this long after a kill's lease expired finds its run free: a renewal the
+ * killed process sent just before it died can land a little later, never a lease later.
+ */
+const LEASE_SLACK_MS = LEASE_MS;
+/** TROUPE_TRIAL_KEEP=1 keeps each trial's database and world to look at a failure. */
+const KEEP = Boolean(process.env.TROUPE_TRIAL_KEEP);
 
 type CommandName = 'run' | 'resume' | 'approve' | 'approveResult' | 'reject' | 'fork';
 const COMMANDS: CommandName[] = ['run', 'resume', 'approve', 'approveResult', 'reject', 'fork'];
@@ -66,6 +88,9 @@ interface Step {
   /** Spawn to first output, and first output to exit. */
   loadMs: number;
   runMs: number;
+  /** When it was spawned and when it exited (`performance.now()`). */
+  spawnedAt: number;
+  endedAt: number;
 }
 
 /** Runs `troupe ...args --json` as a child process, SIGKILLing it at `moment` when given. */
@@ -73,7 +98,8 @@ function troupe(command: CommandName | 'history', args: string[], env: Record<st
   return new Promise((resolve) => {
     const spawned = performance.now();
     let firstOutput: number | undefined;
-    const child = spawn(process.execPath, [opts.bin, ...args, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const lease = command === 'history' ? [] : ['--lease-ms', String(LEASE_MS)];
+    const child = spawn(process.execPath, [opts.bin, ...args, ...lease, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: string[] = [];
     let partial = '';
     let err = '';
@@ -128,27 +154,60 @@ function troupe(command: CommandName | 'history', args: string[], env: Record<st
         stderr: err,
         loadMs: (firstOutput ?? end) - spawned,
         runMs: end - (firstOutput ?? end),
+        spawnedAt: spawned,
+        endedAt: end,
       });
     });
   });
 }
 
+/** Reads the trial's database opened as every command opens its `--db`. */
+async function readStore<T>(db: string, read: (store: RunStore) => Promise<T>): Promise<T> {
+  await using storage = await openStorage(db, { create: false });
+  return await read(createRunStore(storage));
+}
+
 /** What is durable about `runId` right now (every child has exited). */
 async function readFacts(db: string, runId: string): Promise<RunFacts> {
-  await using storage = await levelStorage({ path: db });
-  const store = createRunStore(storage);
-  const record = await store.getRun(runId);
-  const approvals = (await store.listApprovals()).filter((a) => a.runId === runId);
-  return { runId, record, approvals, ledger: record ? await store.ledger(runId) : [] };
+  try {
+    return await readStore(db, async (store) => {
+      const record = await store.getRun(runId);
+      const approvals = (await store.listApprovals()).filter((a) => a.runId === runId);
+      return { runId, record, approvals, ledger: record ? await store.ledger(runId) : [] };
+    });
+  } catch (error) {
+    // The first `run` was killed before it created the database (or Troupe's tables).
+    if (isTroupeError(error, ErrorCode.STORAGE_NOT_FOUND)) return { runId, record: undefined, approvals: [], ledger: [] };
+    throw error;
+  }
+}
+
+/** A database of the trial's own, named as `--db` names it. */
+interface TrialDatabase extends AsyncDisposable {
+  db: string;
+}
+
+/**
+ * A directory under the trial's `root`, or a fresh database on the Postgres server, dropped
+ * on dispose. Its name starts with `troupe_trial_<name>`: which trial is running, to a look
+ * at the server.
+ */
+async function trialDatabase(root: string, name: string): Promise<TrialDatabase> {
+  if (opts.storage === 'level') return { db: join(root, 'db'), [Symbol.asyncDispose]: async () => {} };
+  const database = await testDatabase({ server: opts.postgresServer, prefix: `troupe_trial_${name}` });
+  return { db: database.url, [Symbol.asyncDispose]: () => database[Symbol.asyncDispose]() };
 }
 
 interface Totals {
   commands: Record<CommandName, number>;
   kills: Record<CommandName, number> & { total: number; whileLoading: number; inTool: number };
-  /** Decision commands issued (a killed one may be issued again). */
+  /** Decision commands issued (a killed one, or one that found its run still claimed, may be issued again). */
   decisions: { approve: number; approveResult: number; reject: number };
   /** Approvals created: calls parked for a human. */
   parked: number;
+  /** Commands that found their run still claimed by a killed one, and waited for its lease to expire. */
+  leaseWaits: number;
+  leaseWaitSeconds: number;
 }
 
 interface TrialContext {
@@ -158,6 +217,8 @@ interface TrialContext {
   random: () => number;
   reference: { loadMs: number; runMs: number; output: string };
   totals: Totals;
+  /** When the last killed command of the trial exited: its leases end at most `LEASE_MS` later. */
+  lastKillAt?: number;
   /** One line per command, printed when the trial breaks an invariant. */
   log: string[];
 }
@@ -243,6 +304,23 @@ async function drive(ctx: TrialContext, runId: string, start: { command: 'run' |
       ctx.totals.kills[command]++;
       if (step.killedWhile === 'loading') ctx.totals.kills.whileLoading++;
       if (step.killedInTool) ctx.totals.kills.inTool++;
+      ctx.lastKillAt = step.endedAt;
+      continue;
+    }
+    if (opts.storage === 'postgres' && step.code === 1 && /^troupe: \[RUN_CLAIMED\]/m.test(step.stderr)) {
+      // Claimed by the command killed last (the only process that can hold it): it renewed
+      // its lease at most until it died, so the run is free LEASE_MS after that. Claimed by
+      // a command started well past then, the lease outlived its holder.
+      const free = (ctx.lastKillAt ?? -Infinity) + LEASE_MS;
+      if (step.spawnedAt >= free + LEASE_SLACK_MS) {
+        stuck = `${args[0]} found the run claimed ${ctx.lastKillAt === undefined ? 'with no command killed' : `${Math.round(step.spawnedAt - ctx.lastKillAt)} ms after the last kill`}, past its ${LEASE_MS} ms lease: ${step.stderr.trim()}`;
+        return settle();
+      }
+      const wait = Math.max(0, free - performance.now());
+      ctx.totals.leaseWaits++;
+      ctx.totals.leaseWaitSeconds += wait / 1000;
+      ctx.log.push(`${runId}: still claimed by the killed command; waited ${Math.round(wait)} ms for its lease to expire`);
+      await delay(wait);
       continue;
     }
     if (step.hung || (step.code !== 0 && step.code !== 1 && step.code !== 3) || (step.code === 1 && !/"type":"result"/.test(step.lines.join('\n')))) {
@@ -255,9 +333,7 @@ async function drive(ctx: TrialContext, runId: string, start: { command: 'run' |
 }
 
 /** The tool calls agents were running at a checkpoint, and whether one was waiting for a human. */
-async function forkPointOf(db: string, source: string, at: number): Promise<Pick<ForkPoint, 'inFlight' | 'awaitingApproval' | 'sourceLedger'>> {
-  await using storage = await levelStorage({ path: db });
-  const store = createRunStore(storage);
+async function forkPointOf(store: RunStore, source: string, at: number): Promise<Pick<ForkPoint, 'inFlight' | 'awaitingApproval' | 'sourceLedger'>> {
   const checkpoint = await store.checkpoint(source, at);
   const children = (checkpoint?.snapshot as { children?: Record<string, { snapshot?: { context?: { pendingCalls?: ToolCall[]; step?: number; tasksDone?: number } } }> })?.children ?? {};
   const states = statesOf(checkpoint?.snapshot, 'crew');
@@ -288,19 +364,21 @@ interface TrialResult {
 
 async function trial(index: number, reference: TrialContext['reference'], totals: Totals): Promise<TrialResult> {
   const root = await mkdtemp(join(tmpdir(), `troupe-trial-${index}-`));
-  // Each trial has its own stream, so trial i of a seed can be replayed alone (--only i).
-  const ctx: TrialContext = {
-    index,
-    db: join(root, 'db'),
-    env: { ...ENV, TROUPE_WORLD: join(root, 'world') },
-    random: seededRandom(Math.imul(opts.seed, 0x9e3779b1) ^ index),
-    reference,
-    totals,
-    log: [],
-  };
+  let database: TrialDatabase | undefined;
   const runId = `trial-${index}`;
   const forkId = `${runId}-fork`;
   try {
+    database = await trialDatabase(root, String(index));
+    // Each trial has its own stream, so trial i of a seed can be replayed alone (--only i).
+    const ctx: TrialContext = {
+      index,
+      db: database.db,
+      env: { ...ENV, TROUPE_WORLD: join(root, 'world') },
+      random: seededRandom(Math.imul(opts.seed, 0x9e3779b1) ^ index),
+      reference,
+      totals,
+      log: [],
+    };
     const source = await drive(ctx, runId, { command: 'run', args: ['run', EXAMPLE, '--db', ctx.db, '--run-id', runId] });
     const outcomes = [source];
     let fork: ForkPoint | undefined;
@@ -308,7 +386,7 @@ async function trial(index: number, reference: TrialContext['reference'], totals
       const history = await troupe('history', ['history', runId, '--db', ctx.db], ctx.env);
       const entries = (JSON.parse(history.lines.join('\n')) as { history: HistoryEntry[] }).history;
       const at = entries[Math.floor(ctx.random() * entries.length)]!.seq;
-      fork = { source: runId, at, effectsBefore: readEffects(ctx.env.TROUPE_WORLD), ...(await forkPointOf(ctx.db, runId, at)) };
+      fork = { source: runId, at, effectsBefore: readEffects(ctx.env.TROUPE_WORLD), ...(await readStore(ctx.db, (store) => forkPointOf(store, runId, at))) };
       ctx.log.push(`fork at checkpoint ${at}: ${JSON.stringify(entries.find((e) => e.seq === at)?.states)}`);
       outcomes.push(await drive(ctx, forkId, { command: 'fork', args: ['fork', runId, '--at', String(at), '--run-id', forkId, '--db', ctx.db], source: runId }));
     }
@@ -323,12 +401,15 @@ async function trial(index: number, reference: TrialContext['reference'], totals
     const stuck = outcomes.flatMap((o) => (o.stuck ? [`${o.run.runId}: ${o.stuck}`] : o.run.record?.status === 'completed' ? [] : [`${o.run.runId}: ${o.run.record?.status ?? 'never started'}`]));
     const broken = violations(audit);
     if (!completed || broken.length > 0) {
-      process.stderr.write(`\ntrial ${index} (--seed ${opts.seed} --only ${index}): ${[...broken, ...stuck].join('; ')}\n  ${ctx.log.join('\n  ')}\n`);
+      const kept = KEEP ? ` [kept: --db ${ctx.db}, world ${ctx.env.TROUPE_WORLD}]` : '';
+      process.stderr.write(`\ntrial ${index} (--storage ${opts.storage} --seed ${opts.seed} --only ${index})${kept}: ${[...broken, ...stuck].join('; ')}\n  ${ctx.log.join('\n  ')}\n`);
     }
     return { audit, runs: outcomes.length, completed, stuck, forkAtAwaitingApproval: fork?.awaitingApproval ?? false };
   } finally {
-    // TROUPE_TRIAL_KEEP=1 keeps the trial's database and world to look at a failure.
-    if (!process.env.TROUPE_TRIAL_KEEP) await rm(root, { recursive: true, force: true });
+    if (!KEEP) {
+      await database?.[Symbol.asyncDispose]();
+      await rm(root, { recursive: true, force: true });
+    }
   }
 }
 
@@ -353,8 +434,10 @@ function violations(a: TrialAudit): string[] {
 
 const started = performance.now();
 const refRoot = await mkdtemp(join(tmpdir(), 'troupe-ref-'));
-const referenceStep = await troupe('run', ['run', EXAMPLE, '--db', join(refRoot, 'db'), '--run-id', 'reference'], { ...ENV, TROUPE_WORLD: join(refRoot, 'world') });
-await rm(refRoot, { recursive: true, force: true });
+const referenceStep = await (async () => {
+  await using database = await trialDatabase(refRoot, 'reference');
+  return await troupe('run', ['run', EXAMPLE, '--db', database.db, '--run-id', 'reference'], { ...ENV, TROUPE_WORLD: join(refRoot, 'world') });
+})().finally(() => rm(refRoot, { recursive: true, force: true }));
 const referenceOutput = (referenceStep.lines.map((l) => (l.startsWith('{') ? (JSON.parse(l) as { type?: string; output?: string }) : {})).find((l) => l.type === 'result'))?.output;
 if (referenceOutput !== CONFIRMED_OUTPUT) throw new Error(`the uncrashed reference run did not complete with the crew's answer: ${referenceOutput}`);
 const reference = { loadMs: referenceStep.loadMs, runMs: referenceStep.runMs, output: referenceOutput };
@@ -365,6 +448,8 @@ const totals: Totals = {
   kills: { total: 0, ...zero(COMMANDS), whileLoading: 0, inTool: 0 },
   decisions: { approve: 0, approveResult: 0, reject: 0 },
   parked: 0,
+  leaseWaits: 0,
+  leaseWaitSeconds: 0,
 };
 const sum = {
   trials: 0,
@@ -417,6 +502,6 @@ for (const i of indices) {
 }
 const ok = failedTrials.length === 0 && sum.completed === sum.trials && sum.expectedOutputs === sum.runs;
 process.stdout.write(
-  `${JSON.stringify({ benchmark: 'crash-trials', seed: opts.seed, ...sum, ...totals, notCompleted, failedTrials, ok, seconds: Math.round((performance.now() - started) / 100) / 10 }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'crash-trials', storage: opts.storage, ...(opts.storage === 'postgres' ? { leaseMs: LEASE_MS } : {}), seed: opts.seed, ...sum, ...totals, leaseWaitSeconds: Math.round(totals.leaseWaitSeconds * 10) / 10, notCompleted, failedTrials, ok, seconds: Math.round((performance.now() - started) / 100) / 10 }, null, 2)}\n`,
 );
 process.exitCode = ok ? 0 : 1;

@@ -18,7 +18,7 @@ import { createRunStore } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import type { Storage } from '../core/storage.js';
 import { repairLevelStorage } from '../storage/level.js';
-import { isDatabaseUrl, nodeIdFor, openStorage } from './open-storage.js';
+import { isDatabaseUrl, nodeIdFor, openStorage, type LeaseFlags } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { DecidedResultSchema } from './control-protocol.js';
 import { DEFAULT_DB, decideHint, resumeHint } from './hints.js';
@@ -41,6 +41,8 @@ interface NodeSetup {
   flags?: NetworkFlags;
   /** Whether a missing database may be created (only `run` starts one). */
   create: boolean;
+  /** `--lease-ms`: the lease of the runs the node claims (Postgres). */
+  leaseMs?: number;
 }
 
 export { DEFAULT_DB };
@@ -76,7 +78,7 @@ async function withNode(db: string, setup: NodeSetup, work: (node: TroupeNode, s
   });
   const session: NodeSession = {};
   const outcome = await (async () => {
-    await using storage = await openStorage(db, { create: setup.create }).catch((error: unknown) => explainLocked(db, error));
+    await using storage = await openStorage(db, { create: setup.create, leaseMs: setup.leaseMs }).catch((error: unknown) => explainLocked(db, error));
     const transport = setup.flags ? transportFromFlags(setup.flags, (url) => process.stderr.write(`listening on ${url}\n`)) : undefined;
     const nodeId = nodeIdFor(storage, setup.flags?.nodeId);
     await using node = await createNode({
@@ -247,13 +249,14 @@ interface ContinueOptions {
   wait?: boolean;
   /** `--crew` modules to find the run's crew among, by id (instead of the recorded module). */
   crewFiles?: readonly string[];
+  leaseMs?: number;
 }
 
 /** Resumes `runId` in this process, applies `act` (e.g. a decision) and follows it to its end or next wait. */
 async function continueRun(db: string, runId: string, options: ContinueOptions) {
   const { json, act, flags, wait = false } = options;
   const mod = await moduleOfRun(db, runId, options.crewFiles);
-  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, ...(flags ? { flags } : {}) }, async (node, session) => {
+  return withNode(db, { models: mod.models, crews: [mod.definition], create: false, leaseMs: options.leaseMs, ...(flags ? { flags } : {}) }, async (node, session) => {
     session.runId = runId;
     watch(node, json, options.global, { crew: mod.definition.id, runId });
     const run = await node.resume(runId, mod.definition);
@@ -296,7 +299,7 @@ async function runOfApproval(storage: Storage, db: string, approvalId: string): 
 const describe = (error: SerializedError | null) => (error ? `${error.code ? `[${error.code}] ` : ''}${error.message}` : 'unknown error');
 
 /** `troupe run <file>`: runs a crew module to completion (or to its first wait for a human). */
-export async function runCommand(file: string, opts: { db: string; runId?: string; input?: string; json?: boolean; wait?: boolean } & NetworkFlags, global: GlobalOptions): Promise<void> {
+export async function runCommand(file: string, opts: { db: string; runId?: string; input?: string; json?: boolean; wait?: boolean } & NetworkFlags & LeaseFlags, global: GlobalOptions): Promise<void> {
   // Loading a .ts crew (tsx compiling it and what it imports) can take a second or more:
   // say what is happening before it, not after.
   if (!opts.json) process.stdout.write(`loading ${file}…\n`);
@@ -304,7 +307,7 @@ export async function runCommand(file: string, opts: { db: string; runId?: strin
   const input = opts.input ?? mod.input;
   if (input === undefined) throw new InvalidArgumentError(`${file} exports no \`input\`; pass --input`);
   const json = opts.json ?? false;
-  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true }, async (node, session) => {
+  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], flags: opts, create: true, leaseMs: opts.leaseMs }, async (node, session) => {
     watch(node, json, global, { crew: mod.definition.id, ...(opts.runId ? { runId: opts.runId } : {}) });
     const run = await node.run(mod.definition, { input, source: mod.path, ...(opts.runId ? { runId: opts.runId } : {}) });
     session.runId = run.id;
@@ -313,19 +316,19 @@ export async function runCommand(file: string, opts: { db: string; runId?: strin
 }
 
 /** `troupe resume <run-id>`: continues an unfinished run from its last checkpoint. */
-export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; wait?: boolean; crew?: string[] } & NetworkFlags, global: GlobalOptions): Promise<void> {
-  process.exitCode = await continueRun(opts.db, runId, { json: opts.json ?? false, global, flags: opts, wait: opts.wait ?? false, ...(opts.crew ? { crewFiles: opts.crew } : {}) });
+export async function resumeCommand(runId: string, opts: { db: string; json?: boolean; wait?: boolean; crew?: string[] } & NetworkFlags & LeaseFlags, global: GlobalOptions): Promise<void> {
+  process.exitCode = await continueRun(opts.db, runId, { json: opts.json ?? false, global, flags: opts, wait: opts.wait ?? false, leaseMs: opts.leaseMs, ...(opts.crew ? { crewFiles: opts.crew } : {}) });
 }
 
 /** `troupe node`: a long-lived node hosting the actors its peers place on it, until a signal. */
-export async function nodeCommand(opts: { db: string; crew?: string[]; concurrency?: number; leaseMs?: number; pollMs?: number } & NetworkFlags): Promise<void> {
+export async function nodeCommand(opts: { db: string; crew?: string[]; concurrency?: number; pollMs?: number } & NetworkFlags & LeaseFlags): Promise<void> {
   const shared = isDatabaseUrl(opts.db);
   // On a shared database a node is a worker: it takes runs from the database, peers or not.
   if (!shared && !opts.listen && !opts.peer?.length) throw new InvalidArgumentError('a node needs --listen and/or --peer (or a postgres:// --db to work on)');
   if (shared && !opts.crew?.length) throw new InvalidArgumentError('a node on a shared database needs --crew <file>: the crews whose runs it takes');
   const modules = await Promise.all((opts.crew ?? []).map((f) => loadCrewModule(f)));
   const models = Object.assign({}, ...modules.map((m) => m.models)) as ModelProviders;
-  await using storage = await openStorage(opts.db, { create: true, ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}) });
+  await using storage = await openStorage(opts.db, { create: true, leaseMs: opts.leaseMs });
   const nodeId = nodeIdFor(storage, opts.nodeId);
   const transport = opts.listen || opts.peer?.length ? transportFromFlags(opts, (url) => process.stdout.write(`node ${nodeId ?? 'local'} listening on ${url}\n`)) : undefined;
   await using node = await createNode({
@@ -374,7 +377,7 @@ type Decision = { method: 'approve'; args?: unknown; result?: unknown; reason?: 
  * its control socket (it resolves once the decision is durable there) and that node
  * continues the run; otherwise the run is resumed here, decided, and followed.
  */
-async function decideCommand(approvalId: string, decision: Decision, opts: { db: string; json?: boolean }, global: GlobalOptions): Promise<number> {
+async function decideCommand(approvalId: string, decision: Decision, opts: { db: string; json?: boolean } & LeaseFlags, global: GlobalOptions): Promise<number> {
   const json = opts.json ?? false;
   const runId = await (async () => {
     await using database = await openForReading(opts.db);
@@ -396,11 +399,11 @@ async function decideCommand(approvalId: string, decision: Decision, opts: { db:
           ...(decision.result !== undefined ? { result: decision.result } : {}),
           ...(decision.reason ? { reason: decision.reason } : {}),
         });
-  return continueRun(opts.db, runId, { json, global, act });
+  return continueRun(opts.db, runId, { json, global, act, leaseMs: opts.leaseMs });
 }
 
 /** `troupe approve <id>`: records the approval, then continues its run (here, or in the node holding the database). */
-export async function approveCommand(approvalId: string, opts: { db: string; editArgs?: unknown; result?: unknown; reason?: string; json?: boolean }, global: GlobalOptions): Promise<void> {
+export async function approveCommand(approvalId: string, opts: { db: string; editArgs?: unknown; result?: unknown; reason?: string; json?: boolean } & LeaseFlags, global: GlobalOptions): Promise<void> {
   const decision: Decision = {
     method: 'approve',
     ...(opts.editArgs !== undefined ? { args: opts.editArgs } : {}),
@@ -411,7 +414,7 @@ export async function approveCommand(approvalId: string, opts: { db: string; edi
 }
 
 /** `troupe reject <id>`: records the rejection (the model is told why), then continues the run. */
-export async function rejectCommand(approvalId: string, opts: { db: string; reason: string; json?: boolean }, global: GlobalOptions): Promise<void> {
+export async function rejectCommand(approvalId: string, opts: { db: string; reason: string; json?: boolean } & LeaseFlags, global: GlobalOptions): Promise<void> {
   process.exitCode = await decideCommand(approvalId, { method: 'reject', reason: opts.reason }, opts, global);
 }
 
@@ -453,10 +456,10 @@ export async function historyCommand(runId: string, opts: { db: string; json?: b
 }
 
 /** `troupe fork <run-id> --at N`: a new run from a checkpoint of another. */
-export async function forkCommand(runId: string, opts: { at: number; runId?: string; db: string; json?: boolean }, global: GlobalOptions): Promise<void> {
+export async function forkCommand(runId: string, opts: { at: number; runId?: string; db: string; json?: boolean } & LeaseFlags, global: GlobalOptions): Promise<void> {
   const mod = await moduleOfRun(opts.db, runId);
   const json = opts.json ?? false;
-  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false }, async (node, session) => {
+  process.exitCode = await withNode(opts.db, { models: mod.models, crews: [mod.definition], create: false, leaseMs: opts.leaseMs }, async (node, session) => {
     watch(node, json, global);
     const run = await node.fork(runId, { at: opts.at, definition: mod.definition, ...(opts.runId ? { runId: opts.runId } : {}) });
     session.runId = run.id;

@@ -1,11 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_DB } from './hints.js';
+import { leaseMsOption, type LeaseFlags } from './open-storage.js';
 
 /** Port of `troupe inspect` unless `--port` says otherwise. */
 export const DEFAULT_INSPECT_PORT = 7433;
 
 /** The options of `troupe inspect`. */
-export interface InspectOptions {
+export interface InspectOptions extends LeaseFlags {
   db: string;
   port: number;
   run?: string;
@@ -34,6 +35,7 @@ export function registerInspectCommand(program: Command): void {
     .option('--run <file>', 'also run this crew module here and follow it live')
     .option('--input <text>', 'the task for --run (default: the module\'s `input` export)')
     .option('--run-id <id>', 'id for the --run run (default: generated)')
+    .addOption(leaseMsOption())
     .action(async (opts: InspectOptions) => {
       // The inspector (its server, the node, LevelDB) loads only when the command runs.
       const { inspect } = await import('./inspect.js');

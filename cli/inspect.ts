@@ -28,7 +28,7 @@ export async function inspect(opts: InspectOptions): Promise<number> {
   if (mod && input === undefined) throw new InvalidArgumentError(`${opts.run} exports no \`input\`; pass --input`);
   // Watching only reads: without --run a missing database is an error, not a new one.
   const database = mod ? undefined : await openForReading(opts.db);
-  await using storage: Storage = database ? database.storage : await openStorage(opts.db, { create: true });
+  await using storage: Storage = database ? database.storage : await openStorage(opts.db, { create: true, leaseMs: opts.leaseMs });
   // No resume: this command watches; it continues nobody's runs behind their back.
   await using node: TroupeNode | undefined = mod ? await createNode({ storage, models: mod.models, resume: false, ...nodeIdOption(storage) }) : undefined;
   await using _control = node ? await serveControlSocket({ db: opts.db, node, storage }, warn) : undefined;

@@ -12,6 +12,7 @@ import { DEFAULT_DB } from './hints.js';
 import { registerInspectCommand } from './inspect-command.js';
 import { registerMcpCommand } from './mcp-register.js';
 import { wholeNumber, withNetworkOptions } from './network.js';
+import { leaseMsOption } from './open-storage.js';
 
 // The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
 // the sources and from dist/, where a relative URL would differ by a directory.
@@ -68,6 +69,7 @@ withNetworkOptions(program
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from `troupe approve`/`reject` in another shell (instead of exiting 3)')
+  .addOption(leaseMsOption())
   .action(async (file: string, opts: OptionsOf<typeof Commands.runCommand>) => (await commands()).runCommand(file, opts, program.opts()));
 
 withNetworkOptions(program
@@ -78,6 +80,7 @@ withNetworkOptions(program
   .option('--json', 'print events and the result as JSON lines')
   .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
+  .addOption(leaseMsOption())
   .action(async (runId: string, opts: OptionsOf<typeof Commands.resumeCommand>) => (await commands()).resumeCommand(runId, opts, program.opts()));
 
 withNetworkOptions(program
@@ -86,7 +89,7 @@ withNetworkOptions(program
   .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--concurrency <n>', 'on a shared database: runs executed at once (default 8)', wholeNumber('--concurrency', 1))
-  .option('--lease-ms <ms>', 'on a shared database: how long a run stays this node\'s without a heartbeat (default 15000)', wholeNumber('--lease-ms', 100))
+  .addOption(leaseMsOption())
   .option('--poll-ms <ms>', 'on a shared database: how often to look for free runs besides being notified (default 1000)', wholeNumber('--poll-ms', 10))
   .action(async (opts: Parameters<typeof Commands.nodeCommand>[0]) => (await commands()).nodeCommand(opts));
 
@@ -107,6 +110,7 @@ program
   .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
   .option('--reason <text>', 'why (kept in the journal)')
   .option('--json', 'print events and the result as JSON lines')
+  .addOption(leaseMsOption())
   .action(async (approvalId: string, opts: OptionsOf<typeof Commands.approveCommand>) => (await commands()).approveCommand(approvalId, opts, program.opts()));
 
 program
@@ -116,6 +120,7 @@ program
   .requiredOption('--reason <text>', 'why; shown to the model')
   .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
+  .addOption(leaseMsOption())
   .action(async (approvalId: string, opts: OptionsOf<typeof Commands.rejectCommand>) => (await commands()).rejectCommand(approvalId, opts, program.opts()));
 
 program
@@ -145,6 +150,7 @@ program
   .option('--run-id <id>', 'id of the new run')
   .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
   .option('--json', 'print events and the result as JSON lines')
+  .addOption(leaseMsOption())
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
 
 program

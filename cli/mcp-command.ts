@@ -9,13 +9,13 @@ import { createNode, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
 import type { RunResult } from '../core/run-host.js';
-import { nodeIdFor, openStorage } from './open-storage.js';
+import { nodeIdFor, openStorage, type LeaseFlags } from './open-storage.js';
 import { closeMcpToolsets } from '../tools/mcp.js';
 import { serveControlSocket } from './control-socket.js';
 import { decideHint, resumeHint } from './hints.js';
 import type { CrewModule } from './load.js';
 
-interface ServeOptions {
+interface ServeOptions extends LeaseFlags {
   db: string;
   http?: { host: string; port: number };
 }
@@ -74,7 +74,7 @@ export async function serve(mod: CrewModule, opts: ServeOptions): Promise<number
   }
   const [{ McpServer }, { StdioServerTransport }, { StreamableHTTPServerTransport }, { isInitializeRequest }] = sdk;
 
-  await using storage = await openStorage(opts.db, { create: true });
+  await using storage = await openStorage(opts.db, { create: true, leaseMs: opts.leaseMs });
   // Not resumed: a run left by an earlier server has no caller waiting for its answer.
   const nodeId = nodeIdFor(storage, undefined);
   await using node = await createNode({ storage, models: mod.models, crews: [mod.definition], resume: false, ...(nodeId ? { nodeId } : {}) });

@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { leaseMsOption, type LeaseFlags } from './open-storage.js';
 
 /**
  * Declares `troupe mcp serve`. The command's work (the MCP SDK, a node, LevelDB) is in
@@ -20,7 +21,8 @@ export function registerMcpCommand(program: Command): void {
     .argument('<crew-file>', 'crew module, e.g. examples/research-crew.ts')
     .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL, for the runs', './.troupe')
     .option('--http <host:port>', 'listen for Streamable HTTP at http://HOST:PORT/mcp instead of stdio', parseHostPort)
-    .action(async (file: string, opts: { db: string; http?: { host: string; port: number } }) => {
+    .addOption(leaseMsOption())
+    .action(async (file: string, opts: { db: string; http?: { host: string; port: number } } & LeaseFlags) => {
       const [{ serve }, { loadCrewModule }] = await Promise.all([import('./mcp-command.js'), import('./load.js')]);
       process.exitCode = await serve(await loadCrewModule(file), opts);
     });

@@ -6,8 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { Option } from 'commander';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
+import { wholeNumber } from './network.js';
 
 /** Whether `db` names a Postgres database rather than a directory. */
 export function isDatabaseUrl(db: string): boolean {
@@ -21,6 +23,23 @@ export interface OpenStorageOptions {
   /** Postgres only: the lease of the runs this process claims, in ms. */
   leaseMs?: number;
 }
+
+/** What {@link leaseMsOption} gives a command's options. */
+export interface LeaseFlags {
+  leaseMs?: number;
+}
+
+/**
+ * `--lease-ms`, one definition for every command that executes runs. On Postgres a process
+ * that dies keeps its runs until their leases expire, so a short lease lets another process
+ * take them over sooner, at the cost of more frequent heartbeats. On LevelDB the flag is
+ * accepted and changes nothing: one process holds the database, and the claims end with it
+ * (a killed process's lock is gone at once), so one command line works on both.
+ */
+export const leaseMsOption = () =>
+  new Option('--lease-ms <ms>', 'on a postgres:// --db: how long a run this process executes stays claimed after its last heartbeat, i.e. how soon another process may take it over if this one dies (default 15000; no effect on LevelDB)').argParser(
+    wholeNumber('--lease-ms', 100),
+  );
 
 /**
  * Opens the storage `db` names. `pg` is an optional peer dependency of Troupe: loaded only

@@ -61,4 +61,23 @@ describe('troupe commands on a postgres:// --db', () => {
     inspect.child.kill('SIGINT');
     expect((await inspect.exit).code).toBe(0);
   }, 60_000);
+
+  it('holds the run of a one-off command with its --lease-ms: killed, the run is free that soon instead of after the default 15 s', async () => {
+    const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '300' };
+    const lease = () => db.sql<{ live: boolean; ms: number }>("SELECT lease_live AS live, extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000 AS ms FROM troupe_run_leases WHERE run_id = 'pg-lease'");
+    const first = fx.spawn(['run', CREW, '--db', db.url, '--run-id', 'pg-lease', '--lease-ms', '1000', '--json'], world);
+    await first.waitFor(/"type":"tool.call"/);
+    // Renewed every third of the lease: at most 1 s left at any moment (15 s by default).
+    const held = (await lease())[0]!;
+    expect(held.live).toBe(true);
+    expect(Number(held.ms)).toBeLessThanOrEqual(1000);
+    first.child.kill('SIGKILL');
+    expect((await first.exit).signal).toBe('SIGKILL');
+    expect(Number((await lease())[0]!.ms)).toBeLessThanOrEqual(1000);
+    // Until the instant the database judges the lease by, then not a moment longer.
+    await db.sql("SELECT pg_sleep(greatest(0, extract(epoch FROM expires_at - clock_timestamp()))) FROM troupe_claims WHERE run_id = 'pg-lease'");
+    const resumed = await runTroupe(['resume', 'pg-lease', '--db', db.url], world);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
+  }, 60_000);
 });
