@@ -22,41 +22,24 @@
  * object. Not a test: nothing is asserted.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { createNode, scriptedModel, type RunEvent, type Storage } from '../index.js';
 import { levelStorage } from '../storage/level.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import { machineInfo, round, stepCrew, summarize, tempDir } from './durable-step.js';
+import { testDatabase } from '../test/helpers/postgres-server.js';
 
-const SERVER = process.env.TROUPE_TEST_POSTGRES ?? 'postgres://root@127.0.0.1:5432';
 const quick = process.argv.includes('--quick');
 const trialsAt = process.argv.indexOf('--trials');
 const trials = trialsAt > 0 ? Number(process.argv[trialsAt + 1]) : quick ? 1 : 3;
 const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
 const CREW = fileURLToPath(new URL('../test/fixtures/cluster-crew.ts', import.meta.url));
 
-async function admin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: `${SERVER}/postgres` });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 /** A fresh database for one measurement, dropped afterwards. */
 async function withDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {
-  const name = `troupe_bench_${randomBytes(5).toString('hex')}`;
-  await admin(`CREATE DATABASE ${name} ENCODING 'UTF8' TEMPLATE template0`);
-  try {
-    return await work(`${SERVER}/${name}`);
-  } finally {
-    await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  }
+  await using db = await testDatabase({ prefix: 'troupe_bench' });
+  return await work(db.url);
 }
 
 /** `runs` step-crew runs on `nodes`, started `parallel` at a time (submitted, when several nodes share the storage). */
