@@ -1,6 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_DB } from './hints.js';
-import { leaseMsOption, type LeaseFlags } from './open-storage.js';
+import { dbOption, leaseMsOption, storageOption, type LeaseFlags } from './open-storage.js';
 
 /** Port of `troupe inspect` unless `--port` says otherwise. */
 export const DEFAULT_INSPECT_PORT = 7433;
@@ -30,7 +29,8 @@ export function registerInspectCommand(program: Command): void {
   program
     .command('inspect')
     .description('serve a local page that shows every agent\'s state machine, live (with --run) or replayed from the journal')
-    .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+    .addOption(dbOption())
+    .addOption(storageOption())
     .option('--port <n>', `port on 127.0.0.1 (0: any free port)`, parsePort, DEFAULT_INSPECT_PORT)
     .option('--run <file>', 'also run this crew module here and follow it live')
     .option('--input <text>', 'the task for --run (default: the module\'s `input` export)')

@@ -12,7 +12,7 @@ import { DEFAULT_DB } from './hints.js';
 import { registerInspectCommand } from './inspect-command.js';
 import { registerMcpCommand } from './mcp-register.js';
 import { wholeNumber, withNetworkOptions } from './network.js';
-import { leaseMsOption } from './open-storage.js';
+import { dbOption, leaseMsOption, resolveStorageFlag, storageOption } from './open-storage.js';
 
 // The package's own manifest, through its `exports` (`troupe/package.json`): the same path from
 // the sources and from dist/, where a relative URL would differ by a directory.
@@ -64,7 +64,8 @@ withNetworkOptions(program
   .command('run'))
   .description('run a crew module (its default export) to completion, printing progress')
   .argument('<file>', 'crew module, e.g. examples/research-crew.ts')
-  .option('--db <dir|url>', 'where runs are kept: a LevelDB directory, or a postgres:// URL shared by a cluster', DEFAULT_DB)
+  .addOption(dbOption('where runs are kept: a LevelDB directory, or a postgres:// URL shared by a cluster'))
+  .addOption(storageOption())
   .option('--run-id <id>', 'id for the new run (default: generated)')
   .option('--input <text>', 'the task (default: the module\'s `input` export)')
   .option('--json', 'print events and the result as JSON lines')
@@ -76,7 +77,8 @@ withNetworkOptions(program
   .command('resume'))
   .description('resume an unfinished run from its last checkpoint')
   .argument('<run-id>')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'print events and the result as JSON lines')
   .option('--crew <file>', 'the crew module to resume it with, found by the run\'s crew id (repeatable; needed for parts hosted for a peer)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--wait', 'when the run waits for a human, keep it here and take the decision from another shell (instead of exiting 3)')
@@ -86,7 +88,8 @@ withNetworkOptions(program
 withNetworkOptions(program
   .command('node'))
   .description('run a long-lived node: host actors that peers place here, resume them after a restart; on a postgres:// --db, a worker taking runs from the shared database')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--crew <file>', 'a crew module this node can host actors of (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--concurrency <n>', 'on a shared database: runs executed at once (default 8)', wholeNumber('--concurrency', 1))
   .addOption(leaseMsOption())
@@ -96,7 +99,8 @@ withNetworkOptions(program
 program
   .command('approvals')
   .description('list tool calls waiting for a human (and decided ones with --all)')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--all', 'include decided approvals')
   .option('--json', 'print one JSON object: { "approvals": [...] }')
   .action(async (opts: Parameters<typeof Commands.approvalsCommand>[0]) => (await commands()).approvalsCommand(opts));
@@ -105,7 +109,8 @@ program
   .command('approve')
   .description('approve a waiting tool call, then continue its run here')
   .argument('<approval-id>')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--edit-args <json>', 'run the tool with these arguments instead', parseJson('--edit-args'))
   .option('--result <json>', 'the call did happen with this result: record it, do not run it again', parseJson('--result'))
   .option('--reason <text>', 'why (kept in the journal)')
@@ -118,7 +123,8 @@ program
   .description('reject a waiting tool call (the model is told why), then continue its run here')
   .argument('<approval-id>')
   .requiredOption('--reason <text>', 'why; shown to the model')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'print events and the result as JSON lines')
   .addOption(leaseMsOption())
   .action(async (approvalId: string, opts: OptionsOf<typeof Commands.rejectCommand>) => (await commands()).rejectCommand(approvalId, opts, program.opts()));
@@ -127,7 +133,8 @@ program
   .command('audit')
   .description("print a run's audit trail, or `troupe audit verify` to check the whole log's hash chain")
   .argument('<run-id|verify>', 'a run id, or `verify`')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'the trail as JSON lines (one record a line); with verify, one JSON object: { "verify": {...} }')
   .option('--anchor <seq:hash>', 'with verify: a head saved elsewhere, to detect removal of the newest records')
   .option('--audit-dir <dir>', 'with verify: the audit key and saved heads (default $TROUPE_AUDIT_DIR, else <db>.audit)')
@@ -138,7 +145,8 @@ program
   .command('history')
   .description("list a run's checkpoints with each actor's state")
   .argument('<run-id>')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'print one JSON object: { "runId": ..., "history": [...] }')
   .action(async (runId: string, opts: OptionsOf<typeof Commands.historyCommand>) => (await commands()).historyCommand(runId, opts));
 
@@ -148,7 +156,8 @@ program
   .argument('<run-id>')
   .requiredOption('--at <checkpoint>', 'checkpoint number', checkpointNumber('--at'))
   .option('--run-id <id>', 'id of the new run')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'print events and the result as JSON lines')
   .addOption(leaseMsOption())
   .action(async (runId: string, opts: OptionsOf<typeof Commands.forkCommand>) => (await commands()).forkCommand(runId, opts, program.opts()));
@@ -202,7 +211,8 @@ program
 program
   .command('runs')
   .description('list runs, newest first')
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .option('--json', 'print one JSON object: { "runs": [...] }')
   .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
@@ -211,7 +221,8 @@ program
   .description('maintain the database')
   .command('repair')
   .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
-  .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL', DEFAULT_DB)
+  .addOption(dbOption())
+  .addOption(storageOption())
   .action(async (opts: Parameters<typeof Commands.dbRepairCommand>[0]) => (await commands()).dbRepairCommand(opts));
 
 registerInspectCommand(program);
@@ -230,6 +241,8 @@ for (const command of everyCommand(program)) command.showHelpAfterError(usageHin
 let acting: Command = program;
 program.hook('preAction', (_program, actionCommand) => {
   acting = actionCommand;
+  const opts = actionCommand.opts<{ db?: string; storage?: string }>();
+  resolveStorageFlag(opts, actionCommand.getOptionValueSource('db') === 'default', (db) => actionCommand.setOptionValue('db', db));
 });
 
 try {

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { leaseMsOption, type LeaseFlags } from './open-storage.js';
+import { dbOption, leaseMsOption, storageOption, type LeaseFlags } from './open-storage.js';
 
 /**
  * Declares `troupe mcp serve`. The command's work (the MCP SDK, a node, LevelDB) is in
@@ -19,7 +19,8 @@ export function registerMcpCommand(program: Command): void {
     .command('serve')
     .description('serve a crew module as one MCP tool (named after the crew, input { input }) over stdio, or Streamable HTTP with --http')
     .argument('<crew-file>', 'crew module, e.g. examples/research-crew.ts')
-    .option('--db <dir|url>', 'a LevelDB directory, or a postgres:// URL, for the runs', './.troupe')
+    .addOption(dbOption('a LevelDB directory, or a postgres:// URL, for the runs'))
+    .addOption(storageOption())
     .option('--http <host:port>', 'listen for Streamable HTTP at http://HOST:PORT/mcp instead of stdio', parseHostPort)
     .addOption(leaseMsOption())
     .action(async (file: string, opts: { db: string; http?: { host: string; port: number } } & LeaseFlags) => {

@@ -6,9 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { Storage } from '../core/storage.js';
+import { DEFAULT_DB } from './hints.js';
 import { wholeNumber } from './network.js';
 
 /** Whether `db` names a Postgres database rather than a directory. */
@@ -40,6 +41,24 @@ export const leaseMsOption = () =>
   new Option('--lease-ms <ms>', 'on a postgres:// --db: how long a run this process executes stays claimed after its last heartbeat, i.e. how soon another process may take it over if this one dies (default 15000; no effect on LevelDB)').argParser(
     wholeNumber('--lease-ms', 100),
   );
+
+/**
+ * `--db <dir|url>`, one definition for every command that opens a LevelDB directory or a
+ * Postgres database. Commands add {@link storageOption} beside it: the same option under the
+ * name a cluster's operators look for (`troupe node --storage postgres://…`). Give one of
+ * them; {@link resolveStorageFlag} folds `--storage` into `db` before the command runs.
+ */
+export const dbOption = (description = 'a LevelDB directory, or a postgres:// URL', fallback = DEFAULT_DB) => new Option('--db <dir|url>', description).default(fallback);
+
+/** `--storage <dir|url>`: {@link dbOption} under the other name. */
+export const storageOption = () => new Option('--storage <dir|url>', 'the same as --db (a postgres:// URL, or a LevelDB directory)');
+
+/** Moves `--storage` into `--db` (a usage error when both name different places). */
+export function resolveStorageFlag(opts: { db?: string; storage?: string }, usesDefault: boolean, setDb: (db: string) => void): void {
+  if (opts.storage === undefined) return;
+  if (!usesDefault && opts.db !== opts.storage) throw new InvalidArgumentError(`--db ${opts.db} and --storage ${opts.storage} name different databases: give one`);
+  setDb(opts.storage);
+}
 
 /**
  * Opens the storage `db` names. `pg` is an optional peer dependency of Troupe: loaded only

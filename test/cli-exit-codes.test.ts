@@ -13,6 +13,7 @@ describe('CLI exit codes', { timeout: 120_000 }, () => {
       { args: ['fork', 'r1', '--at', 'zero'], error: /--at takes a checkpoint number/, usage: 'usage: troupe fork [options] <run-id>' },
       { args: ['approve', 'a1', '--result', '{oops'], error: /--result must be JSON/, usage: 'usage: troupe approve [options] <approval-id>' },
       { args: ['resume', 'r1', '--lease-ms', '50'], error: /--lease-ms is a whole number of at least 100/, usage: 'usage: troupe resume [options] <run-id>' },
+      { args: ['runs', '--db', 'one', '--storage', 'two'], error: /--db one and --storage two name different databases/, usage: 'usage: troupe runs [options]' },
       { args: ['db', 'repair', 'extra'], error: /too many arguments/, usage: 'usage: troupe db repair [options]' },
       // Found by the command itself, not by the parser: still a usage error.
       { args: ['node', '--db', 'unused'], error: /a node needs --listen and\/or --peer/, usage: 'usage: troupe node [options]' },

@@ -22,7 +22,8 @@ describe('troupe commands on a postgres:// --db', () => {
     expect(ran.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
 
     const [runs, history, audit, verify, approvals, repair, node] = await Promise.all([
-      runTroupe(['runs', '--db', db.url, '--json']),
+      // --storage is --db under the name a cluster's operators look for.
+      runTroupe(['runs', '--storage', db.url, '--json']),
       runTroupe(['history', 'pg-1', '--db', db.url, '--json']),
       runTroupe(['audit', 'pg-1', '--db', db.url, '--json']),
       runTroupe(['audit', 'verify', '--db', db.url]),
