@@ -474,6 +474,8 @@ export class RunHost implements ActorRuntime {
         continue;
       }
       durable = this.accept(envelope, { seq: 0, takeCursorOps: () => [{ type: 'del', key }] });
+      // One capture makes them all durable; a failed one stops the run, which says so itself.
+      durable.catch(() => {});
     }
     return durable;
   }
