@@ -127,3 +127,31 @@ describe('keys on Postgres', () => {
     expect(await storage.get('ok')).toBeUndefined();
   });
 });
+
+describe('the LISTEN connection', () => {
+  const terminateListeners = () => sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()");
+
+  it('is listened on again after the server ends it, and the process survives the server ending it after close', async () => {
+    await clear();
+    const storage = await postgresStorage({ connectionString: db.url });
+    const heard: string[] = [];
+    storage.shared!.onMail((runId) => heard.push(runId));
+    await expect.poll(async () => (await sql("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"))[0]!.n).toBe(1);
+    await terminateListeners();
+    // Listening again within a second or so: a notification sent then is heard.
+    await expect
+      .poll(
+        async () => {
+          await sql("SELECT pg_notify('troupe_mail', 'r-after')");
+          return heard.includes('r-after');
+        },
+        { timeout: 10_000, interval: 200 },
+      )
+      .toBe(true);
+    await storage.close();
+    // Ended by the server once more, now that the storage gave it back: nothing may throw.
+    await terminateListeners();
+    await sql('SELECT 1');
+    expect(storage.status).toBe('closed');
+  });
+});

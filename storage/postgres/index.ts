@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { assertClaim, leaseLostError } from '../../core/claims.js';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { backgroundTimer, systemClock, type Clock } from '../../core/clock.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../../core/errors.js';
 import { assertOps, type KeyRange, type RunClaim, type SharedRuns, type Status, type Storage, type StorageOp, type WriteOptions } from '../../core/storage.js';
 import { createLeases } from './leases.js';
@@ -73,6 +73,9 @@ const BAD_KEY = /\u0000|\p{Cs}/u;
 
 /** SQLSTATEs after which the whole transaction may simply be tried again (nothing was applied). */
 const RETRY_STATES = new Set(['40001', '40P01']);
+
+/** How soon a node listens again after its LISTEN connection was lost. */
+const RELISTEN_MS = 1_000;
 
 const failed = (location: string, what: string, error: unknown) =>
   isTroupeError(error) || error instanceof TypeError
@@ -156,7 +159,7 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
   });
   const pending = new Set<Promise<unknown>>();
   let closing: Promise<void> | undefined;
-  let listener: { client?: PoolClient; ready: Promise<void> } | undefined;
+  let listener: { client?: PoolClient; ready: Promise<void>; released: boolean } | undefined;
 
   const ensureOpen = () => {
     if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, `storage at ${location} is ${status}`);
@@ -216,8 +219,14 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
   /** The connection that LISTENs for runs to take, opened on the first subscriber. */
   const listen = () => {
     if (listener || status !== 'open') return;
-    const l: { client?: PoolClient; ready: Promise<void> } = { ready: Promise.resolve() };
+    const l: { client?: PoolClient; ready: Promise<void>; released: boolean } = { ready: Promise.resolve(), released: false };
     listener = l;
+    const lost = () => {
+      if (listener !== l) return;
+      listener = undefined;
+      // Listening again soon; meanwhile (and for what was missed) polling finds the runs and the mail.
+      if (status === 'open') backgroundTimer(o.clock, listen, RELISTEN_MS);
+    };
     l.ready = (async () => {
       const client = await pool.connect();
       l.client = client;
@@ -226,16 +235,18 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
           if (message.payload) for (const fn of mailListeners) fn(message.payload);
         } else for (const fn of availableListeners) fn();
       });
-      // A lost connection only costs the wake-ups: polling still finds the runs.
+      // The server may end this connection at any time (a restart, a dropped database, even
+      // after close() gave it back): never a crash, and never released twice.
       client.on('error', () => {
-        if (listener === l) listener = undefined;
-        client.release(true);
+        if (!l.released) {
+          l.released = true;
+          client.release(true);
+        }
+        lost();
       });
       await client.query(`LISTEN ${RUNS_CHANNEL}; LISTEN ${MAIL_CHANNEL}`);
     })();
-    l.ready.catch(() => {
-      if (listener === l) listener = undefined;
-    });
+    l.ready.catch(lost);
   };
 
   const storage: Storage = {
@@ -363,7 +374,10 @@ export async function postgresStorage(options: PostgresStorageOptions): Promise<
         if (l) {
           await l.ready.catch(() => {});
           await l.client?.query('UNLISTEN *').catch(() => {});
-          l.client?.release();
+          if (l.client && !l.released) {
+            l.released = true;
+            l.client.release();
+          }
         }
         // The error listener stays: a connection the server ends during or after end() must not crash the process.
         if (owned) await pool.end().catch(() => {});
