@@ -133,10 +133,25 @@ export function createNodeMail(o: NodeMailOptions) {
     mailFor,
     /** Whether mail for `runId` is this node's to take. */
     isMine: (runId: string) => runId === o.askInbox || o.holds(runId),
-    /** Drains the mail waiting for runs this node holds (at start; on a shared storage at every poll, as a notification can be missed). */
+    /**
+     * Drains the mail waiting for runs this node holds (at start; on a shared storage at every
+     * poll, as a notification can be missed), and deletes mail left for runs that ended or do
+     * not exist: it can arrive as its run ends, and would otherwise stay for good.
+     */
     async drainHeld(): Promise<void> {
       const runs = await o.store.runsWithMail();
-      await Promise.all(runs.filter((runId) => runId === o.askInbox || o.holds(runId)).map((runId) => mailFor(runId).catch(() => {})));
+      await Promise.all(
+        runs.map(async (runId) => {
+          if (runId === o.askInbox || o.holds(runId)) return mailFor(runId).catch(() => {});
+          if (askNodeOf(runId) !== undefined) return;
+          // A failed read deletes nothing: only a run known to have ended (or never been) loses its mail.
+          const record = await o.store.getRun(runId).then((r) => ({ r }), () => undefined);
+          if (!record || takesMail(record.r)) return;
+          const ops: StorageOp[] = [];
+          for await (const [key] of o.store.storage.entries(layout.inboundMails(runId))) ops.push({ type: 'del', key });
+          if (ops.length > 0) await o.write(ops).catch(() => {});
+        }),
+      );
     },
     /** Deletes replies left for asks of this node's earlier incarnation: nobody waits for them. */
     async dropStaleReplies(): Promise<void> {

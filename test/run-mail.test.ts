@@ -90,6 +90,29 @@ describe('mail between runs on one node', () => {
     await expect(node.tell('ghost/clerk', 'task', { content: 'x' })).rejects.toMatchObject({ code: 'UNKNOWN_ACTOR' });
   });
 
+  it('deletes, when a node starts, mail left for a run that has ended or never existed, and keeps mail for a run of a crew it does not know', async () => {
+    const dir = { path: await fx.dir() };
+    {
+      await using storage = await levelStorage({ path: dir.path });
+      await using node = await createNode({ storage, models });
+      await openDesk(node, 'open-1');
+      const done = await node.run(desk, { input: 'x', runId: 'ended-1' });
+      await expect.poll(async () => (await node.approvals({ status: 'pending', runId: 'ended-1' })).length).toBe(1);
+      await node.approve((await node.approvals({ status: 'pending', runId: 'ended-1' }))[0]!.id);
+      await done.result();
+    }
+    const row = (runId: string) => ({ id: `env_${runId}`, from: 'elsewhere/x', to: `${runId}/clerk`, type: 'note', payload: {}, seq: 0, ts: 1 });
+    {
+      await using storage = await levelStorage({ path: dir.path });
+      await storage.write(['ended-1', 'never-1', 'open-1'].map((runId) => ({ type: 'put' as const, key: `inq:${runId}:elsewhere:000000000001:0000`, value: encode(row(runId)) })));
+    }
+    // A node without the desk crew: it holds none of these runs.
+    await using storage = await levelStorage({ path: dir.path });
+    await using node = await createNode({ storage });
+    await expect.poll(() => keysOf(storage, 'inq:')).toEqual(['inq:open-1:elsewhere:000000000001:0000']);
+    expect(node.status).toBe('running');
+  });
+
   it('delivers rows left behind when a node stopped once a node opens the database again, and reports an unreadable row without deleting it', async () => {
     const dir = { path: await fx.dir() };
     {
