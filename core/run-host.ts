@@ -773,8 +773,13 @@ export class RunHost implements ActorRuntime {
     });
     // `waiting` promises that only a human can move the run on: a node that finds it so at
     // start leaves it unloaded. While another actor still works (a call in flight, mail to
-    // hand over) the run is `running`, or a crash would leave that work unloaded for good.
-    const onlyWaits = () => this.#inFlight === 0 && !this.#deliveryScheduled && this.#actorsIdle() !== undefined;
+    // hand over, a backoff timer running) the run is `running`, or a crash would leave that
+    // work unloaded, and never woken, for good.
+    const onlyWaits = () => {
+      if (this.#inFlight > 0 || this.#deliveryScheduled) return false;
+      const idle = this.#actorsIdle();
+      return idle !== undefined && idle.wakeAt === undefined;
+    };
     const status = this.record.status === 'running' || this.record.status === 'waiting' ? (this.#waiting.size > 0 && onlyWaits() ? 'waiting' : 'running') : this.record.status;
     if (captured.empty && !this.#journal.dirty && status === this.record.status) return this.#writeChain;
     this.#checkpointSeq = seq;

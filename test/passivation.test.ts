@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEvent } from '../index.js';
+import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type RunEvent, type Script } from '../index.js';
 import { manualClock } from '../core/clock.js';
 import { levelStorage } from '../storage/level.js';
 import { tempDir } from './helpers/temp.js';
@@ -133,5 +133,44 @@ describe('passivation', () => {
     // Back to waiting once the clerk is done: the keeper's approval is all that is left.
     await expect.poll(async () => (await createRunStore(disk).getRun('w1'))?.status).toBe('waiting');
     expect(node.status).toBe('running');
+  });
+
+  it('records a run whose other agent waits on a backoff beside a pending approval as running: loaded at start, the backoff is woken at its deadline', async () => {
+    const clock = manualClock(0);
+    const disk = memoryStorage();
+    // The clerk's second task fails once, retryably: it backs off 60 s while the keeper waits for its human.
+    const script: Script = (request) => {
+      if (request.agent === 'clerk') return request.priorTurns ? { text: 'second answer', failFirst: 1 } : 'first answer';
+      return request.messages.some((m) => m.role === 'tool') ? 'filed' : { toolCalls: [{ name: 'file', args: { answer: 'x' } }] };
+    };
+    const file = tool({ name: 'file', description: 'Files.', input: z.object({ answer: z.string() }), effect: 'irreversible', approval: 'ask', run: () => 'filed' });
+    const desk2 = crew({
+      id: 'desk2',
+      agents: [
+        agent({ id: 'clerk', role: 'c', instructions: 'Answer.', model: 'scripted', retry: { initialDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 } }),
+        agent({ id: 'keeper', role: 'k', instructions: 'File.', model: 'scripted', tools: [file] }),
+      ],
+    });
+    const models = { scripted: scriptedModel({ script }) };
+    {
+      await using node = await createNode({ storage: disk, clock, passivateAfterMs: IDLE, models });
+      const approval = asked(node);
+      await node.run(desk2, { input: 'q', runId: 'b1' });
+      await approval;
+      const recovering = new Promise<void>((resolve) => node.subscribe((e) => e.type === 'state' && e.actor === 'clerk' && e.state === 'recovering' && resolve()));
+      await node.tell('b1/clerk', 'task', { content: 'again' });
+      await recovering;
+      await expect.poll(async () => (await createRunStore(disk).getRun('b1'))?.status).toBe('running');
+    }
+    await using node = await createNode({ storage: disk, clock, passivateAfterMs: IDLE, models, crews: [desk2] });
+    expect(node.loadedRuns()).toEqual(['b1']);
+    // The run may be unloaded while it backs off and woken at the deadline: step the clock until the retry is made.
+    await expect
+      .poll(async () => {
+        clock.advance(IDLE);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        return (await createRunStore(disk).journal('b1')).some((e) => e.kind === 'model.call' && e.data.callId === 'clerk/t2/s1/model');
+      })
+      .toBe(true);
   });
 });
