@@ -203,10 +203,6 @@ describe('mail between runs across a crash', () => {
     }
     expect(await keysOf(disk, 'inq:')).toEqual([]);
     await using node = await createNode({ storage: disk, models, crews: [desk] });
-    await new Promise((r) => setTimeout(r, 300));
-    console.log((await journalOf(disk, 'b1')).map((e) => `${e.seq} ${e.kind} ${e.actor} ${JSON.stringify(e.data).slice(0, 100)}`).join('\n'));
-    console.log(await keysOf(disk, 'mbox:b1'), await keysOf(disk, 'ledger:b1'), node.get('b1')?.status);
-    node.subscribe((e) => console.log('EV', JSON.stringify(e).slice(0, 200)));
     await expect.poll(async () => (await answersFrom(disk, 'a1', 'b1/clerk')).map((m) => m.payload)).toEqual([{ output: 'answer: pong' }]);
     await expect.poll(() => keysOf(disk, 'inq:')).toEqual([]);
     expect(node.status).toBe('running');
