@@ -267,8 +267,11 @@ export interface AuditLog {
   readonly chain: string | undefined;
   /** The newest record appended (written or not); `{ seq: 0, hash: GENESIS }` when empty. */
   readonly head: AuditHead;
-  /** Reads the newest stored record to continue the chain. Required before the first append. */
-  open(): Promise<void>;
+  /**
+   * Reads the newest stored record to continue the chain, or takes `known`, that record as its
+   * caller just read it ({@link storedAuditHead}). Required before the first append.
+   */
+  open(known?: AuditHead & { keyId?: string }): Promise<void>;
   /**
    * Builds the records and their put ops and advances the head at once, so consecutive
    * appends chain even before anything is written. The caller writes the ops (in the same
@@ -345,16 +348,26 @@ const decodeOrUndefined = (value: Uint8Array): unknown => {
  */
 export async function storedAuditHead(storage: Storage, chain?: string): Promise<AuditHead & { keyId?: string }> {
   const keys = layout.auditChain(chain);
-  for await (const [key, value] of storage.entries({ ...keys.range(), reverse: true })) {
-    const seq = keys.seqOf(key);
-    if (seq === undefined || seq < 1) continue;
-    const record = decodeOrUndefined(value);
-    // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
-    if (!isRecord(record)) return { seq, hash: createHash('sha256').update(value).digest('hex') };
-    return { seq, hash: record.hash, ...(record.keyId !== undefined ? { keyId: record.keyId } : {}) };
+  // The newest record is nearly always the last key: a few are read, not a whole chunk of the
+  // chain (a node reads this at every start); keys that are not records make it read on.
+  for (const limit of [HEAD_PROBE, undefined]) {
+    let seen = 0;
+    for await (const [key, value] of storage.entries({ ...keys.range(), reverse: true, ...(limit ? { limit } : {}) })) {
+      seen++;
+      const seq = keys.seqOf(key);
+      if (seq === undefined || seq < 1) continue;
+      const record = decodeOrUndefined(value);
+      // A damaged tail still gets successors (verify reports it); the chain goes on from its bytes.
+      if (!isRecord(record)) return { seq, hash: createHash('sha256').update(value).digest('hex') };
+      return { seq, hash: record.hash, ...(record.keyId !== undefined ? { keyId: record.keyId } : {}) };
+    }
+    if (limit === undefined || seen < limit) break;
   }
   return { seq: 0, hash: GENESIS };
 }
+
+/** Keys {@link storedAuditHead} reads before it reads on through the whole chain. */
+const HEAD_PROBE = 8;
 
 /**
  * The chains of a database many nodes share (`audit.<chain>:…`, core/layout.ts), in order:
@@ -415,9 +428,9 @@ export function createAuditLog(storage: Storage, options: AuditLogOptions = {}):
     get head() {
       return head;
     },
-    async open() {
+    async open(known) {
       if (pending.length > 0) throw new TypeError('open() while appended records are neither committed nor rolled back');
-      const { keyId, ...stored } = await storedAuditHead(storage, options.chain);
+      const { keyId, ...stored } = known ?? (await storedAuditHead(storage, options.chain));
       if (keyId !== undefined && keyId !== seal?.key.id) {
         throw new TroupeError(
           seal ? ErrorCode.AUDIT_KEY_MISMATCH : ErrorCode.AUDIT_KEY_MISSING,

@@ -51,7 +51,8 @@ export async function openSealedAuditLog(storage: Storage, dir: string | undefin
   const sealDir = dir && chain !== undefined ? chainSealDir(dir, chain) : dir;
   const seal = sealDir ? await openAuditSeal(sealDir, { create: stored.keyId === undefined, initial: { seq: stored.seq, hash: stored.hash } }) : undefined;
   const log = createAuditLog(storage, { ...(clock ? { clock } : {}), ...(seal ? { seal } : {}), ...(chain !== undefined ? { chain } : {}) });
-  await log.open();
+  // The head just read: nothing has written the chain since.
+  await log.open(stored);
   return log;
 }
 

@@ -341,6 +341,19 @@ describe('failed batches', () => {
   });
 });
 
+describe('the stored head', () => {
+  it('is the newest record, however many keys that are not records sort after it', async () => {
+    await using storage = memoryStorage();
+    const log = createAuditLog(storage);
+    await log.open();
+    await storage.write(log.append([{ kind: 'run.started', runId: 'r1', actor: 'crew', data: {} }, { kind: 'run.completed', runId: 'r1', actor: 'crew', data: {} }]));
+    await log.commit([]);
+    // More stray keys than one probe reads, all after the records (letters sort after digits).
+    await storage.write(Array.from({ length: 20 }, (_, i) => ({ type: 'put' as const, key: `audit:x${String(i).padStart(2, '0')}`, value: new Uint8Array([1]) })));
+    expect((await storedAuditHead(storage)).seq).toBe(2);
+  });
+});
+
 describe('misuse', () => {
   it('refuses to append before open(), which would restart sequence numbers', () => {
     expect(() => createAuditLog(memoryStorage()).append(entries(1, 1))).toThrow(/call open\(\) before append\(\)/);
