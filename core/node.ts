@@ -103,6 +103,9 @@ interface ResolvedNodeOptions {
   pollMs: number;
 }
 
+/** Runs a node resumes at once when it starts on an embedded storage (see `resumeAll`). */
+const RESUME_PARALLEL = 8;
+
 /**
  * Creates a node on `storage`. With `crews` registered it resumes their unfinished runs
  * before resolving. Close it (or `await using`) to checkpoint and stop every run.
@@ -902,25 +905,33 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
         return taken;
       }
-      const resumed: RunHandle<unknown>[] = [];
-      for (const record of await store.listRuns()) {
-        if ((record.status !== 'running' && record.status !== 'waiting') || !o.crews.has(record.crew)) continue;
-        try {
-          if (record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id)) {
+      const records = (await store.listRuns()).filter((r) => (r.status === 'running' || r.status === 'waiting') && o.crews.has(r.crew));
+      const resumed: Array<RunHandle<unknown> | undefined> = new Array(records.length);
+      // A few at a time: a resume mostly waits for its reads, so a node with many unfinished
+      // runs starts in a fraction of the time one after another takes. The first failure
+      // (other than a run another node holds) stops new resumes and is thrown once the
+      // started ones are done.
+      let next = 0;
+      let failure: { error: unknown } | undefined;
+      const worker = async () => {
+        while (next < records.length && !failure) {
+          const i = next++;
+          const record = records[i]!;
+          try {
             // Waiting for a human: registered, not loaded, until the decision comes.
-            resumed.push(await registerWaiting(record));
-            continue;
+            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record) : await node.resume(record.id);
+          } catch (error) {
+            // Another live node executes it: not ours to resume, and not a failure of this node.
+            if (isTroupeError(error, ErrorCode.RUN_CLAIMED)) resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
+            else failure ??= { error };
           }
-          resumed.push(await node.resume(record.id));
-        } catch (error) {
-          // Another live node executes it: not ours to resume, and not a failure of this node.
-          if (!isTroupeError(error, ErrorCode.RUN_CLAIMED)) throw error;
-          resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(RESUME_PARALLEL, records.length) }, worker));
+      if (failure) throw failure.error;
       // Mail written for runs registered unloaded; not awaited, as the runs resumed read theirs.
       void mail.drainHeld().catch(() => {});
-      return resumed;
+      return resumed.filter((h): h is RunHandle<unknown> => h !== undefined);
     },
 
     async submit(definition, submitOptions) {
