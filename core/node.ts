@@ -779,7 +779,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (working) void takeRuns().catch(() => {});
   });
   // Mail for a run held here is drained; for one nobody holds (waiting for a human), taken.
-  const offMail = shared?.onMail((runId) => {
+  const offMail = shared?.onMail?.((runId) => {
     if (mail.isMine(runId)) void mail.mailFor(runId).catch(() => {});
     else if (working && askNodeOf(runId) === undefined) void takeRuns().catch(() => {});
   });

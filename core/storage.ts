@@ -115,9 +115,10 @@ export interface SharedRuns {
    * Calls `listener` with the run id of mail written for a run (a row of `inq:<run>:`,
    * core/layout.ts), once the write that holds it commits: the run's holder drains it, and a
    * run nobody holds becomes free to take (see {@link claimable}). A hint only, like
-   * {@link onRunsAvailable}: a node also looks for waiting mail when it polls.
+   * {@link onRunsAvailable}: a node also looks for waiting mail when it polls, which is all
+   * it does on a shared storage without this.
    */
-  onMail(listener: (runId: string) => void): () => void;
+  onMail?(listener: (runId: string) => void): () => void;
 }
 
 /** The key holding the newest claim of a run (owner and epoch). */

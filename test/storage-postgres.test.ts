@@ -135,7 +135,7 @@ describe('the LISTEN connection', () => {
     await clear();
     const storage = await postgresStorage({ connectionString: db.url });
     const heard: string[] = [];
-    storage.shared!.onMail((runId) => heard.push(runId));
+    storage.shared!.onMail!((runId) => heard.push(runId));
     await expect.poll(async () => (await sql("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"))[0]!.n).toBe(1);
     await terminateListeners();
     // Listening again within a second or so: a notification sent then is heard.
