@@ -34,10 +34,7 @@ export function createOutsideMail(store: RunStore, owner: string, write: (ops: S
   const sender = layout.outsideSender(owner);
   const chains = new Map<string, Promise<unknown>>();
   const next = async (runId: string): Promise<number> => {
-    const prefix = `${layout.inboundMails(runId).gte!}${sender}:`;
-    for await (const [key] of store.storage.entries({ gte: prefix, lt: `${prefix}\uffff`, reverse: true, limit: 1 })) {
-      return Number(key.slice(prefix.length).split(':')[0]) + 1;
-    }
+    for await (const [key] of store.storage.entries({ ...layout.inboundMailsFrom(runId, sender), reverse: true, limit: 1 })) return layout.parseInboundMail(key).seq + 1;
     return 1;
   };
   return {

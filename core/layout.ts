@@ -24,6 +24,8 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  *                                     or from outside (`~<owner>`), written by the sender's
  *                                     batch (`<seq>` the sender's checkpoint or count, `<n>` its
  *                                     place in it) and deleted by the batch that accepts it
+ *                                     (Postgres reads these keys in SQL too: the view
+ *                                     `troupe_mail` and `claimable`, storage/postgres/)
  * - `claim:<run>`                     which node owns the run, with its fencing epoch
  * Shared:
  * - `approval:<id>`                   human approvals
@@ -137,13 +139,19 @@ export const layout = {
   inboundMail: (runId: string, sender: string, seq: number, n: number) => `inq:${runId}:${sender}:${seqKey(seq)}:${String(n).padStart(4, '0')}`,
   /** Mail waiting for `runId`, oldest of each sender first. */
   inboundMails: (runId: string): KeyRange => prefixRange(`inq:${runId}:`),
+  /** Mail waiting for `runId` from `sender`, oldest first. */
+  inboundMailsFrom: (runId: string, sender: string): KeyRange => prefixRange(`inq:${runId}:${sender}:`),
   /** Mail waiting for any run. */
   allInboundMail: (): KeyRange => prefixRange('inq:'),
+  /** Mail waiting for the runs after `runId` in key order (`;` is the character after `:`). */
+  inboundMailAfterRun: (runId: string): KeyRange => ({ gte: `inq:${runId};`, lt: prefixRange('inq:').lt! }),
   isInboundMail: (key: string) => key.startsWith('inq:'),
   /** The run an inbound mail key is for. */
-  inboundMailRunOf: (key: string) => {
-    const rest = after(key, 'inq:');
-    return rest.slice(0, rest.indexOf(':'));
+  inboundMailRunOf: (key: string) => layout.parseInboundMail(key).runId,
+  /** The parts of an inbound mail key (run and sender ids hold no `:`). */
+  parseInboundMail: (key: string): { runId: string; sender: string; seq: number; n: number } => {
+    const [runId = '', sender = '', seq = '', n = ''] = after(key, 'inq:').split(':');
+    return { runId, sender, seq: Number(seq), n: Number(n) };
   },
   /** The sender part of an inbound mail key for a node's `tell` (run ids never start with `~`). */
   outsideSender: (owner: string) => `~${owner}`,

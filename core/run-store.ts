@@ -198,15 +198,14 @@ export function createRunStore(storage: Storage) {
     /** The runs that have mail waiting, each once. */
     async runsWithMail(): Promise<string[]> {
       const runs: string[] = [];
-      const all = layout.allInboundMail();
-      // One row read per run, skipping past the rest of its mail (`;` follows `:`).
-      for (let from = all.gte!; ; ) {
+      // One row read per run, skipping past the rest of its mail.
+      for (let range = layout.allInboundMail(); ; ) {
         let next: string | undefined;
-        for await (const [key] of storage.entries({ gte: from, lt: all.lt!, limit: 1 })) next = key;
+        for await (const [key] of storage.entries({ ...range, limit: 1 })) next = key;
         if (next === undefined) return runs;
         const runId = layout.inboundMailRunOf(next);
         runs.push(runId);
-        from = `${layout.inboundMails(runId).gte!.slice(0, -1)};`;
+        range = layout.inboundMailAfterRun(runId);
       }
     },
     /** Envelopes for `actorId` with a sequence number above `after`. */
