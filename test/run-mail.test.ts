@@ -113,7 +113,7 @@ describe('mail between runs on one node', () => {
     expect(node.status).toBe('running');
   });
 
-  it('delivers rows left behind when a node stopped once a node opens the database again, and reports an unreadable row without deleting it', async () => {
+  it('delivers rows left behind when a node stopped once a node opens the database again, and reports an unreadable or oversized row without deleting it', async () => {
     const dir = { path: await fx.dir() };
     {
       await using storage = await levelStorage({ path: dir.path });
@@ -128,17 +128,21 @@ describe('mail between runs on one node', () => {
       await storage.write([
         { type: 'put', key: 'inq:a3:b9:000000000004:0000', value: encode(note) },
         { type: 'put', key: 'inq:a3:b9:000000000005:0000', value: new Uint8Array([0xc1, 0xff, 0x00]) },
+        // Well formed, but beyond the bound of anything crossing into a node (1 MiB by default).
+        { type: 'put', key: 'inq:a3:b9:000000000006:0000', value: encode({ ...note, id: 'env_huge', payload: { text: 'x'.repeat(1_100_000) } }) },
       ]);
     }
     await using storage = await levelStorage({ path: dir.path });
     await using node = await createNode({ storage, models, crews: [desk] });
-    await expect.poll(() => keysOf(storage, 'inq:')).toEqual(['inq:a3:b9:000000000005:0000']);
+    await expect.poll(() => keysOf(storage, 'inq:')).toEqual(['inq:a3:b9:000000000005:0000', 'inq:a3:b9:000000000006:0000']);
     const mail: Envelope[] = [];
     for await (const [, value] of storage.entries({ gte: 'mbox:a3:clerk:', lt: 'mbox:a3:clerk:\uffff' })) mail.push(decode(value, Infinity) as Envelope);
     expect(mail.filter((m) => m.id === 'env_left')).toHaveLength(1);
     await expect.poll(async () => deadLetters(await journalOf(storage, 'a3'))).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ key: 'inq:a3:b9:000000000005:0000', reason: expect.stringMatching(/^unreadable inbound mail/) }) }),
+      expect.objectContaining({ data: expect.objectContaining({ key: 'inq:a3:b9:000000000006:0000', reason: expect.stringMatching(/^unreadable inbound mail: envelope of \d+ bytes exceeds the limit/) }) }),
     ]);
+    expect(mail.some((m) => m.id === 'env_huge')).toBe(false);
     expect(node.status).toBe('running');
   });
 });
