@@ -655,13 +655,13 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** A waiting run found at start, taken as an unloaded slot: claimed, not read beyond its approvals. */
-  const registerWaiting = async (record: RunRecord): Promise<AnyHandle> => {
+  const registerWaiting = async (record: RunRecord, approvals: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
     const def = o.crews.get(record.crew)!;
     const head = await store.latestCheckpointHead(record.id);
     if (head) planUpgrade(head, def, def.migrations ?? []);
     checkConfig(def, record.id, record.part);
     return underClaim(record.id, async (claim) => {
-      const waiting = (await store.listApprovals()).filter((a) => a.runId === record.id && a.status === 'pending');
+      const waiting = (await approvals).filter((a) => a.runId === record.id && a.status === 'pending');
       const slot = openSlot(record.id, def);
       slot.passive = { claim, waiting };
       return handle(slot);
@@ -913,13 +913,17 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // started ones are done.
       let next = 0;
       let failure: { error: unknown } | undefined;
+      // Read once for every run registered unloaded, not once a run: a node with thousands
+      // of waiting runs would read every approval thousands of times at start.
+      let allApprovals: Promise<ApprovalRecord[]> | undefined;
+      const approvals = () => (allApprovals ??= store.listApprovals());
       const worker = async () => {
         while (next < records.length && !failure) {
           const i = next++;
           const record = records[i]!;
           try {
             // Waiting for a human: registered, not loaded, until the decision comes.
-            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record) : await node.resume(record.id);
+            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record, approvals()) : await node.resume(record.id);
           } catch (error) {
             // Another live node executes it: not ours to resume, and not a failure of this node.
             if (isTroupeError(error, ErrorCode.RUN_CLAIMED)) resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });

@@ -7,6 +7,7 @@ import { tempDir } from './helpers/temp.js';
 import { wrapStorage } from './helpers/wrap-storage.js';
 import desk, { deskModels } from './fixtures/mail-crew.js';
 import { createRunStore } from '../core/run-store.js';
+import type { KeyRange } from '../core/storage.js';
 
 const IDLE = 10_000;
 const pay = tool({ name: 'pay', description: 'Pays.', input: z.object({ amount: z.number() }), effect: 'irreversible', scopes: ['money'], run: ({ amount }) => `paid ${amount}` });
@@ -172,5 +173,31 @@ describe('passivation', () => {
         return (await createRunStore(disk).journal('b1')).some((e) => e.kind === 'model.call' && e.data.callId === 'clerk/t2/s1/model');
       })
       .toBe(true);
+  });
+
+  it('reads the approvals once when it starts with many runs waiting for a human, not once a run', async () => {
+    const disk = memoryStorage();
+    const models = { scripted: scriptedModel({ script }) };
+    {
+      await using node = await createNode({ storage: disk, models });
+      for (let i = 0; i < 20; i++) {
+        const approval = asked(node);
+        await node.run(team(), { input: 'go', runId: `many-${i}` });
+        await approval;
+      }
+    }
+    let approvalScans = 0;
+    const counted = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'entries') return (range: KeyRange) => (range.gte === 'approval:' && approvalScans++, target.entries(range));
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    await using node = await createNode({ storage: counted, models, crews: [team()] });
+    expect(node.loadedRuns()).toEqual([]);
+    expect((await node.approvals({ status: 'pending' })).length).toBe(20);
+    // One scan at start, one for the approvals() call above.
+    expect(approvalScans).toBe(2);
   });
 });
