@@ -585,10 +585,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string): Promise<AnyHandle> => {
+  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string, approvals?: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
-    // waits for the slowest of them (the conversation logs), not for their sum.
-    const reads = { approvals: store.listApprovals(), outbox: store.outbox(runId), inbound: store.inboundMail(runId) };
+    // waits for the slowest of them (the conversation logs), not for their sum. The
+    // approvals may come from a node's start, which reads them once for all its runs.
+    const reads = { approvals: approvals ?? store.listApprovals(), outbox: store.outbox(runId), inbound: store.inboundMail(runId) };
     // With the crew's actor ids its records are read beside the manifest, not after it.
     const latest = store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
     for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});
@@ -666,6 +667,38 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       slot.passive = { claim, waiting };
       return handle(slot);
     });
+  };
+
+  /** `node.resume`; `approvals` as in {@link restoreClaimed}. */
+  const resumeRun = async (runId: string, definition?: RunnableDefinition, resumeOptions?: { source?: string }, approvals?: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
+    ensureRunning();
+    const known = slots.get(runId);
+    if (known) {
+      await activate(runId);
+      return handle(known);
+    }
+    const inProgress = resuming.get(runId);
+    if (inProgress) return inProgress;
+    const resumed = (async () => {
+      const record = await store.requireRun(runId);
+      // A finished run resolves at once with its recorded outcome.
+      if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record, definition ?? o.crews.get(record.crew));
+      const def = definition ?? o.crews.get(record.crew);
+      if (!def) {
+        throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
+          details: { runId, crew: record.crew },
+        });
+      }
+      if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
+      // Before the claim, which is a write: a run this node cannot serve is left as it was.
+      const head = await store.latestCheckpointHead(runId);
+      if (head) planUpgrade(head, def, def.migrations ?? []);
+      checkConfig(def, runId, record.part);
+      // RUN_CLAIMED while another live node executes it.
+      return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source, approvals));
+    })().finally(() => resuming.delete(runId));
+    resuming.set(runId, resumed);
+    return resumed;
   };
 
   const decide = async (approvalId: string, raw: ApprovalDecision): Promise<void> => {
@@ -823,36 +856,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(slot);
     },
 
-    async resume(runId, definition, resumeOptions) {
-      ensureRunning();
-      const known = slots.get(runId);
-      if (known) {
-        await activate(runId);
-        return handle(known);
-      }
-      const inProgress = resuming.get(runId);
-      if (inProgress) return inProgress;
-      const resumed = (async () => {
-        const record = await store.requireRun(runId);
-        // A finished run resolves at once with its recorded outcome.
-        if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record, definition ?? o.crews.get(record.crew));
-        const def = definition ?? o.crews.get(record.crew);
-        if (!def) {
-          throw new TroupeError(ErrorCode.CREW_NOT_REGISTERED, `run "${runId}" needs crew "${record.crew}", which this node does not know`, {
-            details: { runId, crew: record.crew },
-          });
-        }
-        if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
-        // Before the claim, which is a write: a run this node cannot serve is left as it was.
-        const head = await store.latestCheckpointHead(runId);
-        if (head) planUpgrade(head, def, def.migrations ?? []);
-        checkConfig(def, runId, record.part);
-        // RUN_CLAIMED while another live node executes it.
-        return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source));
-      })().finally(() => resuming.delete(runId));
-      resuming.set(runId, resumed);
-      return resumed;
-    },
+    resume: (runId, definition, resumeOptions) => resumeRun(runId, definition, resumeOptions),
 
     history: (runId) => runHistory(store, runId, ROOT_ACTOR_ID),
 
@@ -913,8 +917,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // started ones are done.
       let next = 0;
       let failure: { error: unknown } | undefined;
-      // Read once for every run registered unloaded, not once a run: a node with thousands
-      // of waiting runs would read every approval thousands of times at start.
+      // Read once for every run, not once a run: a node with thousands of unfinished runs would
+      // read every approval thousands of times at start. Nothing decides them meanwhile: a
+      // decision for a run being resumed waits for that resume.
       let allApprovals: Promise<ApprovalRecord[]> | undefined;
       const approvals = () => (allApprovals ??= store.listApprovals());
       const worker = async () => {
@@ -923,7 +928,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           const record = records[i]!;
           try {
             // Waiting for a human: registered, not loaded, until the decision comes.
-            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record, approvals()) : await node.resume(record.id);
+            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record, approvals()) : await resumeRun(record.id, undefined, undefined, approvals());
           } catch (error) {
             // Another live node executes it: not ours to resume, and not a failure of this node.
             if (isTroupeError(error, ErrorCode.RUN_CLAIMED)) resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });

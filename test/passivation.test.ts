@@ -175,7 +175,10 @@ describe('passivation', () => {
       .toBe(true);
   });
 
-  it('reads the approvals once when it starts with many runs waiting for a human, not once a run', async () => {
+  it.each([
+    ['registered unloaded', 60_000],
+    ['loaded', 0],
+  ])('reads the approvals once when it starts with many runs waiting for a human (%s), not once a run', async (_how, passivateAfterMs) => {
     const disk = memoryStorage();
     const models = { scripted: scriptedModel({ script }) };
     {
@@ -194,8 +197,8 @@ describe('passivation', () => {
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
-    await using node = await createNode({ storage: counted, models, crews: [team()] });
-    expect(node.loadedRuns()).toEqual([]);
+    await using node = await createNode({ storage: counted, models, crews: [team()], passivateAfterMs });
+    expect(node.loadedRuns()).toHaveLength(passivateAfterMs === 0 ? 20 : 0);
     expect((await node.approvals({ status: 'pending' })).length).toBe(20);
     // One scan at start, one for the approvals() call above.
     expect(approvalScans).toBe(2);
