@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, TroupeError } from './errors.js';
 
@@ -204,15 +204,23 @@ export async function openAuditSeal(dir: string, options: { create: boolean; ini
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   let created = false;
-  if (text === undefined) {
+  // A key file a killed process left half-written, before any record was keyed with it
+  // (`create` says the database has none): nothing depends on it, so it is replaced.
+  const damaged = text !== undefined && !KEY_TEXT.test(text) && options.create;
+  if (text === undefined || damaged) {
     if (!options.create) {
       throw new TroupeError(ErrorCode.AUDIT_KEY_MISSING, `no audit key at ${keyPath}: the audit log cannot be verified without the key it was written with (restore the directory ${dir} from a backup, or pass the right --audit-dir)`, { details: { path: keyPath } });
     }
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const secret = randomBytes(32);
-    // `wx`: two processes racing to create the key must not each keep a different one.
+    // Written whole to a file of its own first: a kill at any moment leaves either no key or
+    // the whole key, never a file that holds part of one.
+    const temp = `${keyPath}.${randomBytes(6).toString('hex')}.tmp`;
+    await writeDurably(temp, `${secret.toString('hex')}\n`, 'wx');
     try {
-      await writeDurably(keyPath, `${secret.toString('hex')}\n`, 'wx');
+      // `link` fails when the key exists: two processes racing to create it keep one key.
+      if (damaged) await rename(temp, keyPath);
+      else await link(temp, keyPath);
       created = true;
       const key = auditKeyOf(secret);
       await writeDurably(join(dir, HEADS_FILE), headLine(key, options.initial ?? { seq: 0, hash: '0'.repeat(64) }), 'w');
@@ -221,6 +229,8 @@ export async function openAuditSeal(dir: string, options: { create: boolean; ini
         if (created) await rm(keyPath, { force: true });
         throw error;
       }
+    } finally {
+      await rm(temp, { force: true });
     }
     text = await readFile(keyPath, 'utf8');
   }

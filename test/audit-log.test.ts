@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditKey, canonicalJson, createAuditLog, GENESIS, hashRecord, macRecord, storedAuditHead, toJsonl, type AuditEntry, type AuditRecord } from '../core/audit-log.js';
@@ -619,6 +619,20 @@ describe('audit log sealed outside the database (key and saved heads)', () => {
     await written(db, 3);
     await tamper(join(db.auditDir, 'heads'));
     expect(await (await db.verifier()).verify()).toMatchObject({ ok: false, reason: 'unverifiable' });
+  });
+
+  it('replaces a key file a kill left empty before any record was keyed, and refuses one once records are', async () => {
+    await using db = await sealedDatabase();
+    // Killed after the key file was created, before its key was written: nothing is keyed yet.
+    await mkdir(db.auditDir, { recursive: true });
+    await writeFile(join(db.auditDir, 'key'), '');
+    const log = await db.open();
+    await log.write(entries(1, 2));
+    expect(await (await db.verifier()).verify()).toMatchObject({ ok: true });
+    // With keyed records the key is irreplaceable: a damaged one is refused, nothing written.
+    await writeFile(join(db.auditDir, 'key'), '12');
+    await expect(db.open()).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'AUDIT_KEY_MISSING'));
+    expect(await readFile(join(db.auditDir, 'key'), 'utf8')).toBe('12');
   });
 
   it('keeps the heads file small by rewriting it down to its newest line', async () => {
