@@ -220,7 +220,13 @@ export async function openAuditSeal(dir: string, options: { create: boolean; ini
     try {
       // `link` fails when the key exists: two processes racing to create it keep one key.
       if (damaged) await rename(temp, keyPath);
-      else await link(temp, keyPath);
+      else {
+        await link(temp, keyPath).catch(async (error: NodeJS.ErrnoException) => {
+          // A file system without hard links: create it in place, as exclusive as `link`.
+          if (error.code !== 'EPERM' && error.code !== 'ENOTSUP' && error.code !== 'ENOSYS') throw error;
+          await writeDurably(keyPath, `${secret.toString('hex')}\n`, 'wx');
+        });
+      }
       created = true;
       const key = auditKeyOf(secret);
       await writeDurably(join(dir, HEADS_FILE), headLine(key, options.initial ?? { seq: 0, hash: '0'.repeat(64) }), 'w');
