@@ -64,7 +64,9 @@ describe('troupe commands on a postgres:// --db', () => {
   }, 60_000);
 
   it('holds the run of a one-off command with its --lease-ms: killed, the run is free that soon instead of after the default 15 s', async () => {
-    const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '300' };
+    // The killed command's model calls take 3 s: killed after its first tool call, it is
+    // inside the next model call whatever the load, so no irreversible call is left in doubt.
+    const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '3000' };
     const lease = () => db.sql<{ live: boolean; ms: number }>("SELECT lease_live AS live, extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000 AS ms FROM troupe_run_leases WHERE run_id = 'pg-lease'");
     const first = fx.spawn(['run', CREW, '--db', db.url, '--run-id', 'pg-lease', '--lease-ms', '1000', '--json'], world);
     await first.waitFor(/"type":"tool.call"/);
@@ -77,7 +79,7 @@ describe('troupe commands on a postgres:// --db', () => {
     expect(Number((await lease())[0]!.ms)).toBeLessThanOrEqual(1000);
     // Until the instant the database judges the lease by, then not a moment longer.
     await db.sql("SELECT pg_sleep(greatest(0, extract(epoch FROM expires_at - clock_timestamp()))) FROM troupe_claims WHERE run_id = 'pg-lease'");
-    const resumed = await runTroupe(['resume', 'pg-lease', '--db', db.url], world);
+    const resumed = await runTroupe(['resume', 'pg-lease', '--db', db.url], { ...world, TROUPE_SCRIPTED_LATENCY_MS: '0' });
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stdout).toMatch(/\n\nStamped twice for: stamp it$/);
   }, 60_000);
