@@ -7,7 +7,7 @@ import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
 import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
-import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, UsageLedger } from './run-store.js';
+import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, StoredMail, UsageLedger } from './run-store.js';
 import { createRunLedger, type RunLedger } from './run-ledger.js';
 import { restoreWithoutWalkingLogs } from './snapshot-parts.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
@@ -85,10 +85,8 @@ export interface RunHostOptions {
 export interface RestoreReads {
   approvals: Promise<ApprovalRecord[]>;
   outbox: Promise<Envelope[]>;
-  inbound: Promise<InboundRows>;
+  inbound: Promise<StoredMail[]>;
 }
-
-type InboundRows = Array<{ key: string; value: unknown }>;
 
 /** What a finished run produced. */
 export interface RunResult {
@@ -457,18 +455,19 @@ export class RunHost implements ActorRuntime {
     await this.#acceptRows(rows);
   });
 
-  #acceptRows(rows: InboundRows): Promise<void> | undefined {
+  #acceptRows(rows: readonly StoredMail[]): Promise<void> | undefined {
     let durable: Promise<void> | undefined;
-    for (const { key, value } of rows) {
+    for (const { key, value, unreadable } of rows) {
       let envelope: Envelope;
       try {
-        envelope = this.#o.parseMail(value instanceof Error ? undefined : value);
+        if (unreadable) throw unreadable;
+        envelope = this.#o.parseMail(value);
         if (parseAddress(envelope.to).runId !== this.runId) throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `addressed to ${envelope.to}, not to this run`);
       } catch (error) {
         // Another writer's row: reported, never deleted (a damaged database is not overwritten).
         if (!this.#unreadable.has(key)) {
           this.#unreadable.add(key);
-          this.#fact('message', this.rootId, { deadLetter: true, key, reason: `unreadable inbound mail: ${(value instanceof Error ? value : (error as Error)).message}` });
+          this.#fact('message', this.rootId, { deadLetter: true, key, reason: `unreadable inbound mail: ${(error as Error).message}` });
           this.#scheduleCapture();
         }
         continue;
@@ -513,11 +512,10 @@ export class RunHost implements ActorRuntime {
 
   /** Tells the holders of the runs this batch wrote mail for; a run that does not exist (or ended) gets none. */
   #mailOut(rows: readonly InboundMailRow[]): void {
-    for (const runId of new Set(rows.map((row) => parseAddress(row.envelope.to).runId!))) {
+    for (const runId of new Set(rows.map((row) => row.runId))) {
       void this.#o.mailFor(runId).catch((error: unknown) => {
         if (this.status !== 'running' || !isTroupeError(error, ErrorCode.UNKNOWN_ACTOR)) return;
-        for (const { key, envelope } of rows) {
-          if (parseAddress(envelope.to).runId !== runId) continue;
+        for (const { key, envelope } of rows.filter((row) => row.runId === runId)) {
           this.#fact('message', this.rootId, { deadLetter: true, id: envelope.id, to: envelope.to, type: envelope.type });
           this.#journal.raw([{ type: 'del', key }]);
         }

@@ -35,6 +35,8 @@ export interface RunJournalOptions {
 
 /** An envelope for another run, written by the batch as a row of that run's inbound mail. */
 export interface InboundMailRow {
+  /** The run the mail is for. */
+  readonly runId: string;
   readonly key: string;
   readonly envelope: Envelope;
 }
@@ -165,7 +167,10 @@ export function createRunJournal(options: RunJournalOptions) {
      */
     seal(checkpoint: readonly StorageOp[], seq: number): SealedBatch {
       // Keyed by this run's checkpoint number, which no other batch of the run ever takes.
-      const mail = mailOut.map((envelope, n): InboundMailRow => ({ key: layout.inboundMail(parseAddress(envelope.to).runId!, runId, seq, n), envelope }));
+      const mail = mailOut.map((envelope, n): InboundMailRow => {
+        const to = parseAddress(envelope.to).runId!;
+        return { runId: to, key: layout.inboundMail(to, runId, seq, n), envelope };
+      });
       for (const row of mail) ops.push(put(row.key, row.envelope));
       // The audit records commit to the values of their batch that stay as written (core/audit-state.ts).
       const auditOps = facts.length > 0 ? audit.append(facts, { state: committedState([...ops, ...checkpoint], facts.map((f) => f.kind)) }) : [];

@@ -138,6 +138,13 @@ async function collect<T>(storage: Storage, range: KeyRange): Promise<T[]> {
   return out;
 }
 
+/** A row of a run's inbound mail as read back: decoded, or why it could not be. */
+export interface StoredMail {
+  key: string;
+  value: unknown;
+  unreadable?: Error;
+}
+
 /** Typed reads over the layout. */
 export function createRunStore(storage: Storage) {
   return {
@@ -182,16 +189,14 @@ export function createRunStore(storage: Storage) {
      * Rows of mail other runs and nodes wrote for `runId`, in each sender's order, decoded
      * but not yet checked: whoever accepts them validates each (a row is another writer's).
      */
-    async inboundMail(runId: string): Promise<Array<{ key: string; value: unknown }>> {
-      const out: Array<{ key: string; value: unknown }> = [];
+    async inboundMail(runId: string): Promise<StoredMail[]> {
+      const out: StoredMail[] = [];
       for await (const [key, raw] of storage.entries(layout.inboundMails(runId))) {
-        let value: unknown;
         try {
-          value = decode(raw, Infinity);
+          out.push({ key, value: decode(raw, Infinity) });
         } catch (error) {
-          value = error;
+          out.push({ key, value: undefined, unreadable: error as Error });
         }
-        out.push({ key, value });
       }
       return out;
     },
