@@ -106,7 +106,8 @@ export function createNodeMail(o: NodeMailOptions) {
   const drainAsks = singleFlight(async () => {
     const rows = await o.store.inboundMail(o.askInbox);
     if (rows.length === 0) return;
-    for (const { value } of rows) {
+    for (const { value, unreadable } of rows) {
+      if (unreadable) continue;
       try {
         o.answer(o.parse(value));
       } catch {
@@ -125,6 +126,11 @@ export function createNodeMail(o: NodeMailOptions) {
     if (o.holds(runId) && (await o.drain(runId))) return;
     if (!takesMail(await o.store.getRun(runId))) throw noSuchRun(`${runId}/${ROOT_ACTOR_ID}`);
   };
+  const dropMailOf = async (runId: string) => {
+    const ops: StorageOp[] = [];
+    for await (const [key] of o.store.storage.entries(layout.inboundMails(runId))) ops.push({ type: 'del', key });
+    if (ops.length > 0) await o.write(ops);
+  };
   return {
     post: outside.post,
     mailFor,
@@ -133,28 +139,24 @@ export function createNodeMail(o: NodeMailOptions) {
     /**
      * Drains the mail waiting for runs this node holds (at start; on a shared storage at every
      * poll, as a notification can be missed), and deletes mail left for runs that ended or do
-     * not exist: it can arrive as its run ends, and would otherwise stay for good.
+     * not exist: it can arrive as its run ends, and would otherwise stay for good. With
+     * `skip`, those runs are passed over (at start: the runs just loaded read their own).
      */
-    async drainHeld(): Promise<void> {
+    async drainHeld(skip?: (runId: string) => boolean): Promise<void> {
       const runs = await o.store.runsWithMail();
       await Promise.all(
         runs.map(async (runId) => {
+          if (skip?.(runId)) return;
           if (runId === o.askInbox || o.holds(runId)) return mailFor(runId).catch(() => {});
           if (askNodeOf(runId) !== undefined) return;
           // A failed read deletes nothing: only a run known to have ended (or never been) loses its mail.
           const record = await o.store.getRun(runId).then((r) => ({ r }), () => undefined);
           if (!record || takesMail(record.r)) return;
-          const ops: StorageOp[] = [];
-          for await (const [key] of o.store.storage.entries(layout.inboundMails(runId))) ops.push({ type: 'del', key });
-          if (ops.length > 0) await o.write(ops).catch(() => {});
+          await dropMailOf(runId).catch(() => {});
         }),
       );
     },
     /** Deletes replies left for asks of this node's earlier incarnation: nobody waits for them. */
-    async dropStaleReplies(): Promise<void> {
-      const ops: StorageOp[] = [];
-      for await (const [key] of o.store.storage.entries(layout.inboundMails(o.askInbox))) ops.push({ type: 'del', key });
-      if (ops.length > 0) await o.write(ops);
-    },
+    dropStaleReplies: () => dropMailOf(o.askInbox),
   };
 }

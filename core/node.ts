@@ -275,6 +275,16 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     return host && !host.isLocal(actorId) ? host.nodeOf(actorId) : undefined;
   };
 
+  /** Hands a reply to the pending ask of this node it answers (`_ask.<node>/<corr>`). */
+  const answerAsk = (reply: Envelope): void => {
+    const corr = parseAddress(reply.to).actorId;
+    const pending = asks.get(corr);
+    if (!pending) return; // the asker timed out; a late answer is dropped
+    asks.delete(corr);
+    pending.cancel();
+    pending.resolve(reply);
+  };
+
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
   const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
     const { runId, actorId } = parseAddress(envelope.to);
@@ -282,12 +292,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     if (askNode !== undefined) {
       // In a cluster on one database the asker reads its replies from there, whatever links the nodes.
       if (askNode !== o.nodeId) return shared ? mail.post(envelope) : sendRemote(askNode, envelope, fromRun);
-      const pending = asks.get(actorId);
-      if (!pending) return; // the asker timed out; a late answer is dropped
-      asks.delete(actorId);
-      pending.cancel();
-      pending.resolve(envelope);
-      return;
+      return answerAsk(envelope);
     }
     const target = partNodeOf(actorId);
     if (runId !== undefined && target !== undefined) {
@@ -311,14 +316,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     owner,
     askInbox,
     parse: (value) => parseEnvelope(value, { maxBytes: o.maxEnvelopeBytes }),
-    answer: (reply) => {
-      const corr = parseAddress(reply.to).actorId;
-      const pending = asks.get(corr);
-      if (!pending) return;
-      asks.delete(corr);
-      pending.cancel();
-      pending.resolve(reply);
-    },
+    answer: answerAsk,
     holds: (runId) => slots.has(runId),
     drain: async (runId) => {
       const host = hosts.get(runId) ?? (await activate(runId));
@@ -901,7 +899,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         // Shared storage: take what is free now, and keep taking until close.
         const taken = await takeRuns();
         // Not awaited: a resume is not held up by a look for mail (the runs taken read theirs).
-        void mail.drainHeld().catch(() => {});
+        void mail.drainHeld((runId) => hosts.has(runId)).catch(() => {});
         // A node without crews takes nothing: no polling either.
         if (!working && o.crews.size > 0) {
           working = true;
@@ -939,7 +937,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       await Promise.all(Array.from({ length: Math.min(RESUME_PARALLEL, records.length) }, worker));
       if (failure) throw failure.error;
       // Mail written for runs registered unloaded; not awaited, as the runs resumed read theirs.
-      void mail.drainHeld().catch(() => {});
+      void mail.drainHeld((runId) => hosts.has(runId)).catch(() => {});
       return resumed.filter((h): h is RunHandle<unknown> => h !== undefined);
     },
 
