@@ -512,6 +512,7 @@ export class RunHost implements ActorRuntime {
 
   /** Tells the holders of the runs this batch wrote mail for; a run that does not exist (or ended) gets none. */
   #mailOut(rows: readonly InboundMailRow[]): void {
+    if (rows.length === 0) return;
     for (const runId of new Set(rows.map((row) => row.runId))) {
       void this.#o.mailFor(runId).catch((error: unknown) => {
         if (this.status !== 'running' || !isTroupeError(error, ErrorCode.UNKNOWN_ACTOR)) return;
