@@ -10,15 +10,16 @@ import { ErrorCode, TroupeError } from './errors.js';
 export type Address = string;
 
 // A segment of dots only (`..`) is refused: addresses must never read as relative paths.
-const SEGMENT = /^(?!\.+$)[A-Za-z0-9_.:-]{1,128}$/;
+// One expression for the whole address (each segment's lookahead refuses all-dots), not a
+// split and a test per segment: three addresses are checked per envelope on the hot path.
+const SEGMENT = String.raw`(?!\.+(?:/|$))[A-Za-z0-9_.:-]{1,128}`;
+const ADDRESS = new RegExp(`^${SEGMENT}(?:/${SEGMENT})*$`);
 
 /** The zod schema of an {@link Address}. */
 export const AddressSchema = z
   .string()
   .max(256)
-  .refine((value) => value.split('/').every((part) => SEGMENT.test(part)), {
-    message: 'an address is 1-256 characters of [A-Za-z0-9_.:-] segments joined by "/"',
-  });
+  .regex(ADDRESS, 'an address is 1-256 characters of [A-Za-z0-9_.:-] segments joined by "/"');
 
 /** Builds the address of `actorId` inside run `runId`. */
 export function address(runId: string, actorId: string): Address {

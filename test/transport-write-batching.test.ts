@@ -3,6 +3,7 @@ import type { Storage, StorageOp } from '../core/storage.js';
 import { memoryStorage } from '../storage/memory.js';
 import { createInbox, createOutbox } from '../transports/outbox.js';
 import { encodeEnvelope } from '../core/envelope.js';
+import { encode } from '../core/codec.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
@@ -105,14 +106,65 @@ describe('the receiver writes its inbox state once per frame', () => {
 });
 
 describe('the sender writes its outbox once per flush and once per acknowledgement', () => {
-  it('persists every envelope appended in one tick with one storage batch', async () => {
+  const outboxKeys = async (storage: Storage) => {
+    const keys: string[] = [];
+    for await (const [key] of storage.entries({ gte: 'outbox:', lt: 'outbox;' })) keys.push(key);
+    return keys;
+  };
+
+  it('persists every envelope appended in one tick with one storage batch, one key per destination', async () => {
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
     const before = storage.batches.length;
     const seqs = await Promise.all(Array.from({ length: 500 }, (_, i) => outbox.append(i % 2 ? 'x' : 'y', encodeEnvelope(testEnvelope(i)))));
     expect(seqs.filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
     expect(storage.batches.slice(before)).toHaveLength(1);
-    expect(storage.batches.at(-1)!.filter((op) => op.key.startsWith('outbox:'))).toHaveLength(500);
+    expect(storage.batches.at(-1)!.filter((op) => op.key.startsWith('outbox:'))).toHaveLength(2);
+    await outbox.close(new Error('closed'));
+    // What the next process's outbox reads back: every envelope, in order, with its bytes.
+    const again = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    expect(again.unacked('x').map((e) => e.seq)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    expect(again.unacked('y').map((e) => e.bytes)).toEqual(Array.from({ length: 250 }, (_, i) => encodeEnvelope(testEnvelope(2 * i))));
+  });
+
+  it('splits a long flush into bounded groups, deletes a group only once its last envelope is acknowledged, and resends the rest after a restart', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    await Promise.all(Array.from({ length: 600 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1)))));
+    expect(await outboxKeys(storage)).toEqual(['outbox:x:000000000001..000000000256', 'outbox:x:000000000257..000000000512', 'outbox:x:000000000513..000000000600']);
+    outbox.ack('x', 300);
+    await outbox.close(new Error('closed'));
+    expect(await outboxKeys(storage)).toHaveLength(2);
+    const again = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    // The receiver drops 257…300 as duplicates; nothing after 300 is lost.
+    expect(again.unacked('x').map((e) => e.seq)).toEqual(Array.from({ length: 344 }, (_, i) => i + 257));
+    expect(await again.append('x', encodeEnvelope(testEnvelope(601)))).toBe(601);
+    again.ack('x', 601);
+    await again.flushed('x');
+    await again.close(new Error('closed'));
+    expect(await outboxKeys(storage)).toEqual([]);
+  });
+
+  it('reads single-envelope keys of a run batch or an older database among groups, in seq order', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    await Promise.all([1, 2, 3].map((i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
+    const reserved = outbox.reserve('x', encodeEnvelope(testEnvelope(4)))!;
+    await storage.write(reserved.ops);
+    reserved.commit();
+    await Promise.all([5, 6].map((i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
+    await outbox.close(new Error('closed'));
+    expect(await outboxKeys(storage)).toEqual(['outbox:x:000000000001..000000000003', 'outbox:x:000000000004', 'outbox:x:000000000005..000000000006']);
+    const again = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    expect(again.unacked('x').map((e) => e.bytes)).toEqual([1, 2, 3, 4, 5, 6].map((i) => encodeEnvelope(testEnvelope(i))));
+  });
+
+  it('refuses a group whose value does not hold the envelopes its key names, and leaves it as it is', async () => {
+    const storage = memoryStorage();
+    const damaged = encode([encodeEnvelope(testEnvelope(1))]);
+    await storage.write([{ type: 'put', key: 'outbox:x:000000000001..000000000002', value: damaged }]);
+    await expect(createOutbox({ storage, sync: false, onDurable: () => {} })).rejects.toSatisfy((e) => e instanceof TroupeError && e.code === ErrorCode.STORAGE_CORRUPT);
+    expect(await storage.get('outbox:x:000000000001..000000000002')).toEqual(damaged);
   });
 
   it('deletes everything one acknowledgement covers with one storage batch', async () => {
@@ -125,7 +177,8 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     await outbox.close(new Error('closed'));
     const after = storage.batches.slice(before);
     expect(after).toHaveLength(1);
-    expect(after[0]!.filter((op) => op.type === 'del')).toHaveLength(100);
+    expect(after[0]!.filter((op) => op.type === 'del')).toHaveLength(1);
+    expect(await outboxKeys(storage)).toEqual([]);
   });
 });
 

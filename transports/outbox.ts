@@ -7,7 +7,11 @@ import type { DeliverFn, OutboxReservation as CoreReservation } from '../core/tr
 
 /**
  * Both ends of the durable sequence protocol between two nodes, on a {@link Storage}. Keys:
- * - `outbox:<toNode>:<seq>`  an envelope (msgpack) for `toNode`, written before `send` resolves, deleted once acked
+ * - `outbox:<toNode>:<seq>`  an envelope (msgpack) for `toNode` that a run's batch wrote (a reservation), deleted once acked
+ * - `outbox:<toNode>:<first>..<last>`  the envelopes `first`…`last` that one group commit wrote for
+ *   `toNode` (a msgpack array of their bytes), written before those `send`s resolve, deleted
+ *   once `last` is acked. One key per group, not per envelope: a flush of thousands of sends
+ *   was mostly the storage's per-key cost, and so was deleting them.
  * - `outseq:<toNode>`        highest seq ever assigned to `toNode`, so numbering never restarts when the outbox empties
  * - `inbox:<fromNode>`       `{ epoch, seq }`: highest seq of `fromNode`'s outbox delivered locally
  * - `transport:epoch`        this storage's outbox incarnation; a receiver seeing a new one restarts its cursor
@@ -16,6 +20,7 @@ import type { DeliverFn, OutboxReservation as CoreReservation } from '../core/tr
  */
 export const transportKeys = {
   outbox: (toNode: string, seq: number) => `outbox:${toNode}:${seqKey(seq)}`,
+  outboxGroup: (toNode: string, first: number, last: number) => `outbox:${toNode}:${seqKey(first)}${GROUP_SEPARATOR}${seqKey(last)}`,
   outseq: (toNode: string) => `outseq:${toNode}`,
   inbox: (fromNode: string) => `inbox:${fromNode}`,
   epoch: 'transport:epoch',
@@ -27,6 +32,20 @@ export const transportKeys = {
 export interface OutboxEntry {
   readonly seq: number;
   readonly bytes: Uint8Array;
+}
+
+const GROUP_SEPARATOR = '..';
+
+/**
+ * Most envelopes, and bytes, one group key holds: large enough that the per-key cost
+ * vanishes, small enough that a partly acknowledged group re-sent after a restart is cheap.
+ */
+const GROUP_MAX_ENTRIES = 256;
+const GROUP_MAX_BYTES = 256 * 1024;
+
+/** An entry as the outbox holds it: `release` is the key its acknowledgement deletes, if any. */
+interface Held extends OutboxEntry {
+  release?: string;
 }
 
 interface Waiter {
@@ -47,9 +66,9 @@ interface Destination {
   durable: number;
   acked: number;
   /** Durable entries that may be sent: every seq below the oldest reservation still open. */
-  entries: OutboxEntry[];
+  entries: Held[];
   /** Durable entries behind an open reservation, in seq order: sent once it settles. */
-  parked: OutboxEntry[];
+  parked: Held[];
   /** Seqs reserved for a caller's batch that is not yet durable (see {@link Outbox.reserve}). */
   reserved: Set<number>;
   /** Highest seq durable through an append or a committed reservation, and the `outseq` written. */
@@ -65,7 +84,7 @@ interface Destination {
 
 interface Append {
   to: string;
-  entry: OutboxEntry;
+  entry: Held;
   resolve(seq: number): void;
   reject(error: unknown): void;
 }
@@ -165,9 +184,21 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   for await (const [key, value] of storage.entries(prefixRange('outbox:'))) {
     const cut = key.lastIndexOf(':');
     const d = dest(key.slice('outbox:'.length, cut));
-    d.entries.push({ seq: Number(key.slice(cut + 1)), bytes: value });
+    const span = key.slice(cut + 1).split(GROUP_SEPARATOR);
+    if (span.length === 1) {
+      d.entries.push({ seq: Number(span[0]), bytes: value, release: key });
+      continue;
+    }
+    const first = Number(span[0]);
+    const group = decode(value, Infinity);
+    if (!Array.isArray(group) || group.length !== Number(span[1]) - first + 1 || !group.every((b) => b instanceof Uint8Array)) {
+      throw new TroupeError(ErrorCode.STORAGE_CORRUPT, `outbox entry ${key} in ${storage.location} is not the group of envelopes its key names`, { details: { key } });
+    }
+    group.forEach((bytes: Uint8Array, i) => d.entries.push({ seq: first + i, bytes, ...(i === group.length - 1 ? { release: key } : {}) }));
   }
   for (const d of dests.values()) {
+    // Keys sort by their first seq; a single entry written by a run's batch can sit among groups.
+    d.entries.sort((a, b) => a.seq - b.seq);
     if (d.entries.length > 0) d.acked = Math.min(d.acked, d.entries[0]!.seq - 1);
     // An entry a run's batch wrote can be newer than the last `outseq` (the outbox writes
     // that after the batch): numbering continues after whichever is higher.
@@ -203,9 +234,29 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     deletes = [];
     const ops: StorageOp[] = dels.map((key) => ({ type: 'del', key }));
     const highest = new Map<string, number>();
+    // Appends to one destination are numbered in the order they were queued, so they
+    // split into runs of consecutive seqs: one key each, up to the group bounds.
+    const byDest = new Map<string, Append[]>();
     for (const a of batch) {
-      ops.push({ type: 'put', key: transportKeys.outbox(a.to, a.entry.seq), value: a.entry.bytes });
+      let list = byDest.get(a.to);
+      if (!list) byDest.set(a.to, (list = []));
+      list.push(a);
       highest.set(a.to, Math.max(highest.get(a.to) ?? 0, a.entry.seq));
+    }
+    for (const [to, list] of byDest) {
+      for (let i = 0; i < list.length; ) {
+        let j = i + 1;
+        let bytes = list[i]!.entry.bytes.byteLength;
+        while (j < list.length && j - i < GROUP_MAX_ENTRIES && list[j]!.entry.seq === list[j - 1]!.entry.seq + 1 && bytes + list[j]!.entry.bytes.byteLength <= GROUP_MAX_BYTES) {
+          bytes += list[j++]!.entry.bytes.byteLength;
+        }
+        const first = list[i]!.entry;
+        const last = list[j - 1]!.entry;
+        const key = j - i === 1 ? transportKeys.outbox(to, first.seq) : transportKeys.outboxGroup(to, first.seq, last.seq);
+        ops.push({ type: 'put', key, value: j - i === 1 ? first.bytes : encode(list.slice(i, j).map((a) => a.entry.bytes)) });
+        last.release = key;
+        i = j;
+      }
     }
     // `outseq` never goes back, and covers committed reservations before their entries can be
     // acknowledged and deleted: a restart then never numbers a new envelope with a used seq.
@@ -244,10 +295,11 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   };
 
   /** A durable entry: sendable, unless a reservation numbered before it is still open. */
-  const durable = (d: Destination, entry: OutboxEntry) => {
+  const durable = (d: Destination, entry: Held) => {
     if (entry.seq <= d.acked) {
       d.held--;
       d.heldBytes -= entry.bytes.byteLength;
+      if (entry.release) (deletes.push(entry.release), schedule());
       return;
     }
     let i = d.parked.length;
@@ -285,7 +337,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   const admit = (to: string, d: Destination, bytes: Uint8Array) => {
     d.held++;
     d.heldBytes += bytes.byteLength;
-    const entry = { seq: ++d.assigned, bytes };
+    const entry: Held = { seq: ++d.assigned, bytes };
     return new Promise<number>((resolve, reject) => {
       appends.push({ to, entry, resolve, reject });
       schedule();
@@ -343,12 +395,13 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       if (d.queued.length > 0 || !fits(d, bytes.byteLength)) return undefined;
       d.held++;
       d.heldBytes += bytes.byteLength;
-      const entry = { seq: ++d.assigned, bytes };
+      const entry: Held = { seq: ++d.assigned, bytes };
+      entry.release = transportKeys.outbox(to, entry.seq);
       d.reserved.add(entry.seq);
       let settled = false;
       return {
         seq: entry.seq,
-        ops: [{ type: 'put', key: transportKeys.outbox(to, entry.seq), value: bytes }],
+        ops: [{ type: 'put', key: entry.release, value: bytes }],
         commit() {
           if (settled) return;
           settled = true;
@@ -385,9 +438,10 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       d.acked = upTo;
       let n = 0;
       while (n < d.entries.length && d.entries[n]!.seq <= upTo) {
+        const entry = d.entries[n++]!;
         d.held--;
-        d.heldBytes -= d.entries[n]!.bytes.byteLength;
-        deletes.push(transportKeys.outbox(to, d.entries[n++]!.seq));
+        d.heldBytes -= entry.bytes.byteLength;
+        if (entry.release) deletes.push(entry.release);
       }
       d.entries.splice(0, n);
       settle(d);
