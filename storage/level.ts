@@ -23,6 +23,9 @@ export interface LevelStorageOptions {
 type Db = ClassicLevel<string, Uint8Array>;
 
 /** LevelDB's own file names: a directory holding one of these but no CURRENT is a damaged database. */
+/** Most bytes one iterator chunk (`nextv`) gathers before it hands them over. */
+const ITERATOR_CHUNK_BYTES = 1024 * 1024;
+
 const LEVELDB_FILE = /^(?:\d+\.(?:ldb|sst|log)|MANIFEST-\d+|LOCK|LOG|LOG\.old)$/;
 
 const repairHint = (path: string) => `run \`troupe db repair --db ${path}\` (it backs the directory up first)`;
@@ -236,6 +239,10 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
         ...(range.lt !== undefined ? { lt: range.lt } : {}),
         reverse: range.reverse ?? false,
         limit: range.limit ?? -1,
+        // classic-level stops a chunk at 16 KiB by default: a chunk of one packed log
+        // segment each, one thread-pool round trip per segment, was most of a long
+        // conversation's resume. The bound still caps what one chunk holds in memory.
+        highWaterMarkBytes: ITERATOR_CHUNK_BYTES,
       });
       try {
         // Entries come from LevelDB in chunks: one native call and one promise per chunk
