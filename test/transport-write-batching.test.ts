@@ -145,6 +145,26 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     expect(await outboxKeys(storage)).toEqual([]);
   });
 
+  it('keeps the unacknowledged entries exact through many partial acknowledgements, and says where sending resumes', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 10_000 });
+    await Promise.all(Array.from({ length: 5_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1)))));
+    for (let upTo = 100; upTo < 5_000; upTo += 100) {
+      outbox.ack('x', upTo);
+      const { entries, from } = outbox.sendable('x', upTo + 50);
+      expect(entries[from]!.seq).toBe(upTo + 51);
+      expect(outbox.sendable('x', 0).entries[outbox.sendable('x', 0).from]!.seq).toBe(upTo + 1);
+      expect(outbox.held('x').entries).toBe(5_000 - upTo);
+    }
+    expect(outbox.unacked('x').map((e) => e.seq)).toEqual(Array.from({ length: 100 }, (_, i) => 4_901 + i));
+    const { entries, from } = outbox.sendable('x', 5_000);
+    expect(from).toBe(entries.length);
+    outbox.ack('x', 5_000);
+    await outbox.flushed('x');
+    expect(outbox.unacked('x')).toEqual([]);
+    await outbox.close(new Error('closed'));
+  });
+
   it('reads single-envelope keys of a run batch or an older database among groups, in seq order', async () => {
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });

@@ -65,8 +65,13 @@ interface Destination {
   assigned: number;
   durable: number;
   acked: number;
-  /** Durable entries that may be sent: every seq below the oldest reservation still open. */
+  /**
+   * Durable entries that may be sent: every seq below the oldest reservation still open.
+   * Those before `head` are acknowledged, dropped in bulk once they are many (an ack per
+   * frame shifting the whole list made a burst of sends quadratic).
+   */
   entries: Held[];
+  head: number;
   /** Durable entries behind an open reservation, in seq order: sent once it settles. */
   parked: Held[];
   /** Seqs reserved for a caller's batch that is not yet durable (see {@link Outbox.reserve}). */
@@ -108,8 +113,14 @@ export interface Outbox {
   reserve(to: string, bytes: Uint8Array): OutboxReservation | undefined;
   /** Unacknowledged entries and bytes held for `to`, written or being written. */
   held(to: string): { entries: number; bytes: number };
-  /** Durable, unacknowledged entries for `to`, oldest first. Do not mutate. */
+  /** Durable, unacknowledged entries for `to`, oldest first (a copy). */
   unacked(to: string): readonly OutboxEntry[];
+  /**
+   * What a sender sends next to `to`: the outbox's own list of durable entries (do not
+   * mutate or keep it) and the index of the first one with a seq above `after`. No copy: a
+   * pump runs once per tick with tens of thousands of entries held.
+   */
+  sendable(to: string, after: number): { entries: readonly OutboxEntry[]; from: number };
   /** Highest durable seq for `to` (an ack beyond it is a lie). */
   durable(to: string): number;
   /** Highest acknowledged seq for `to`. */
@@ -174,7 +185,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   });
   const dest = (to: string) => {
     let d = dests.get(to);
-    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], parked: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
+    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], head: 0, parked: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
     return d;
   };
   for await (const [key, value] of storage.entries(prefixRange('outseq:'))) {
@@ -429,21 +440,42 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       };
     },
     held: (to) => ({ entries: dests.get(to)?.held ?? 0, bytes: dests.get(to)?.heldBytes ?? 0 }),
-    unacked: (to) => dests.get(to)?.entries ?? [],
+    unacked(to) {
+      const d = dests.get(to);
+      return d ? d.entries.slice(d.head) : [];
+    },
+    sendable(to, after) {
+      const d = dests.get(to);
+      if (!d) return { entries: [], from: 0 };
+      // Binary search: entries are in seq order.
+      let lo = d.head;
+      let hi = d.entries.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (d.entries[mid]!.seq <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      return { entries: d.entries, from: lo };
+    },
     durable: (to) => dests.get(to)?.durable ?? 0,
     ackedUpTo: (to) => dests.get(to)?.acked ?? 0,
     ack(to, upTo) {
       const d = dests.get(to);
       if (!d || upTo <= d.acked) return;
       d.acked = upTo;
-      let n = 0;
-      while (n < d.entries.length && d.entries[n]!.seq <= upTo) {
-        const entry = d.entries[n++]!;
+      while (d.head < d.entries.length && d.entries[d.head]!.seq <= upTo) {
+        const entry = d.entries[d.head++]!;
         d.held--;
         d.heldBytes -= entry.bytes.byteLength;
         if (entry.release) deletes.push(entry.release);
       }
-      d.entries.splice(0, n);
+      if (d.head === d.entries.length) {
+        d.entries = [];
+        d.head = 0;
+      } else if (d.head >= 1024 && d.head * 2 >= d.entries.length) {
+        d.entries.splice(0, d.head);
+        d.head = 0;
+      }
       settle(d);
       makeRoom(to, d);
       if (!closed) schedule();

@@ -286,8 +286,8 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   function pump(peer: Peer) {
     const conn = channel(peer);
     if (!conn || conn.closed || status !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return;
-    const entries = outbox.unacked(peer.nodeId);
-    let i = firstAbove(entries, conn.sentUpTo);
+    const { entries, from } = outbox.sendable(peer.nodeId, conn.sentUpTo);
+    let i = from;
     while (i < entries.length) {
       if (conn.ws.bufferedAmount > o.maxBufferedBytes) {
         conn.blocked = true; // resumed by the send callback of a frame that got out
@@ -691,16 +691,4 @@ export function wsTransport(options: WsTransportFactoryOptions): TransportFactor
     }
   };
   return Object.assign(factory, { created });
-}
-
-/** Index of the first entry with a seq above `seq` (entries are sorted). */
-function firstAbove(entries: readonly OutboxEntry[], seq: number): number {
-  let lo = 0;
-  let hi = entries.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (entries[mid]!.seq <= seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
