@@ -41,6 +41,12 @@ export interface Manifest {
    * without reading the effect ledger. Absent in manifests written before it existed.
    */
   secrets?: string[];
+  /**
+   * The run's approvals are all in its index (`apprun:`, core/layout.ts): a restore reads
+   * those. Absent in manifests written before the index existed, whose runs' approvals are
+   * found by reading them all, once, and then indexed.
+   */
+  approvalIndex?: true;
 }
 
 /** A whole checkpoint, whatever layout wrote it: what restore, migrations and fork use. */
@@ -66,6 +72,8 @@ export interface Checkpoint {
   recordVersions?: Record<string, number>;
   /** See {@link Manifest.secrets}; `undefined` when the checkpoint does not say. */
   secrets?: string[];
+  /** See {@link Manifest.approvalIndex}. */
+  approvalIndex?: boolean;
   /** Layout 2: per log, the entries read back that are stored singly (not yet packed). */
   logTails?: Array<[string, Array<{ n: number; value: unknown }>]>;
 }
@@ -150,7 +158,7 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
         changed.push(USAGE_TOTAL);
       }
       for (const { index, id } of input.seen) ops.push(put(layout.seen(runId, index % SEEN_RING), { index, id }));
-      const manifest: Manifest = { seq: input.seq, ts: input.ts, schemaVersion: 2, machine, rootId, journalSeq: input.journalSeq, logSeq: capture.logSeq, changed, secrets: [...(input.secrets ?? [])] };
+      const manifest: Manifest = { seq: input.seq, ts: input.ts, schemaVersion: 2, machine, rootId, journalSeq: input.journalSeq, logSeq: capture.logSeq, changed, secrets: [...(input.secrets ?? [])], approvalIndex: true };
       ops.push(put(layout.checkpoint(runId, input.seq), manifest));
       return { ops, blobOps, manifest, empty: changed.length === 0 && capture.entries.length === 0 && input.seen.length === 0 };
     },
@@ -316,6 +324,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       arrays,
       recordVersions,
       ...(manifest.secrets ? { secrets: manifest.secrets } : {}),
+      ...(manifest.approvalIndex ? { approvalIndex: true } : {}),
       logTails: [...tails],
     };
   } catch (error) {

@@ -27,6 +27,9 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  *                                     (Postgres reads these keys in SQL too: the view
  *                                     `troupe_mail` and `claimable`, storage/postgres/)
  * - `claim:<run>`                     which node owns the run, with its fencing epoch
+ * - `apprun:<run>:<approval>`         the index of the run's approvals, written with each
+ *                                     approval's first record, so a resume reads its own
+ *                                     approvals instead of every approval in the database
  * Shared:
  * - `approval:<id>`                   human approvals
  * - `blob:<hash>`                     long strings of actor records, content-addressed
@@ -160,6 +163,11 @@ export const layout = {
 
   approval: (approvalId: string) => `approval:${approvalId}`,
   approvals: (): KeyRange => prefixRange('approval:'),
+  /** The index entry of one of a run's approvals. */
+  runApproval: (runId: string, approvalId: string) => `apprun:${runId}:${approvalId}`,
+  runApprovals: (runId: string): KeyRange => prefixRange(`apprun:${runId}:`),
+  /** The approval id of a run's approval index key. */
+  runApprovalIdOf: (runId: string, key: string) => after(key, `apprun:${runId}:`),
   isApproval: (key: string) => key.startsWith('approval:'),
   /** The approval id of an approval key (`approval:<id>`). */
   approvalIdOf: (key: string) => after(key, 'approval:'),
@@ -213,5 +221,6 @@ export const layout = {
     prefixRange(`mbox:${runId}:`),
     prefixRange(`seen:${runId}:`),
     prefixRange(`rout:${runId}:`),
+    prefixRange(`apprun:${runId}:`),
   ],
 } as const;

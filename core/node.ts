@@ -18,7 +18,7 @@ import { assertRunId, createRunStore, put, type RunRecord } from './run-store.js
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
 import { askNodeOf, partNodeOf } from './address.js';
-import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RunResult } from './run-host.js';
+import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RestoreReads, type RunResult } from './run-host.js';
 import { SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
 import type { RunClaim, Storage } from './storage.js';
@@ -586,8 +586,15 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string, approvals?: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
     // waits for the slowest of them (the conversation logs), not for their sum. The
-    // approvals may come from a node's start, which reads them once for all its runs.
-    const reads = { approvals: approvals ?? store.listApprovals(), outbox: store.outbox(runId), inbound: store.inboundMail(runId) };
+    // approvals may come from a node's start, which reads them once for all its runs;
+    // otherwise the run's own, through its index (every approval of the database would be
+    // read again for each run a decision or a takeover loads).
+    const reads: RestoreReads = {
+      approvals: approvals ?? store.runApprovals(runId),
+      approvalsFrom: approvals ? 'all' : 'index',
+      outbox: store.outbox(runId),
+      inbound: store.inboundMail(runId),
+    };
     // With the crew's actor ids its records are read beside the manifest, not after it.
     const latest = store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
     for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});

@@ -83,7 +83,9 @@ export interface RunHostOptions {
 
 /** Reads of a restore that its caller issued early, beside the checkpoint read (see `node.ts`). */
 export interface RestoreReads {
+  /** Approvals of the run, among others (`all`) or read through the run's index (`index`). */
   approvals: Promise<ApprovalRecord[]>;
+  approvalsFrom: 'all' | 'index';
   outbox: Promise<Envelope[]>;
   inbound: Promise<StoredMail[]>;
 }
@@ -279,12 +281,16 @@ export class RunHost implements ActorRuntime {
     else for (const entry of await store.ledger(this.runId)) this.#ledger.set(entry);
     // Independent reads, issued together: a resume waits for one round of them.
     const undelivered = Object.entries(checkpoint.mailboxSeq).filter(([actorId, seq]) => seq > (checkpoint.cursors[actorId] ?? 0));
-    const [approvals, unrouted, inbound, mail] = await Promise.all([
-      reads?.approvals ?? store.listApprovals(),
+    const [indexed, unrouted, inbound, mail] = await Promise.all([
+      reads?.approvals ?? store.runApprovals(this.runId),
       reads?.outbox ?? store.outbox(this.runId),
       reads?.inbound ?? store.inboundMail(this.runId),
       Promise.all(undelivered.map(([actorId]) => store.mailboxAfter(this.runId, actorId, checkpoint.cursors[actorId] ?? 0))),
     ]);
+    // Checkpointed before runs indexed their approvals: they are found among all of them,
+    // this once, and indexed by the batch of the next checkpoint, which says so.
+    const unindexed = !checkpoint.approvalIndex;
+    const approvals = unindexed && reads?.approvalsFrom !== 'all' ? await store.listApprovals() : indexed;
     for (const approval of approvals) {
       if (approval.runId !== this.runId) continue;
       if (approval.status === 'pending') this.#waiting.set(approval.id, approval);
@@ -298,6 +304,7 @@ export class RunHost implements ActorRuntime {
     const names = this.#ledger.secretNames;
     const unavailable = names.size > 0 ? await this.#o.security.recall(names) : [];
     this.#journal = this.#newJournal(checkpoint.journalSeq);
+    if (unindexed) for (const approval of approvals) if (approval.runId === this.runId) this.#journal.put(layout.runApproval(this.runId, approval.id), 1);
     this.#checkpointSeq = checkpoint.seq;
     this.#usage.restore(checkpoint.usage);
     for (const id of checkpoint.seen ?? []) this.#remember(id);
@@ -596,6 +603,7 @@ export class RunHost implements ActorRuntime {
     };
     this.#waiting.set(record.id, record);
     this.#journal.put(layout.approval(record.id), record);
+    this.#journal.put(layout.runApproval(this.runId, record.id), 1);
     const seq = this.#fact('approval.requested', agentId, { approvalId: record.id, callId: record.callId, tool: record.tool, reason: record.reason, message: record.message });
     // Announced once durable, so whoever reacts to the event can already decide on it.
     this.#journal.afterCommit(() =>

@@ -160,6 +160,18 @@ export function createRunStore(storage: Storage) {
     },
     listRuns: () => collect<RunRecord>(storage, layout.runs()),
     listApprovals: () => collect<ApprovalRecord>(storage, layout.approvals()),
+    /**
+     * The approvals of one run, through its index (`apprun:`): reads what the run has, not
+     * every approval of the database. Complete for runs whose checkpoints say so
+     * ({@link Checkpoint.approvalIndex}); runs checkpointed before the index existed need
+     * {@link listApprovals}.
+     */
+    async runApprovals(runId: string): Promise<ApprovalRecord[]> {
+      const ids: string[] = [];
+      for await (const [key] of storage.entries(layout.runApprovals(runId))) ids.push(layout.runApprovalIdOf(runId, key));
+      const records = await Promise.all(ids.map((id) => this.getApproval(id)));
+      return records.filter((r): r is ApprovalRecord => r !== undefined && r.runId === runId);
+    },
     async getApproval(approvalId: string): Promise<ApprovalRecord | undefined> {
       const raw = await storage.get(layout.approval(approvalId));
       return raw && (decode(raw, Infinity) as ApprovalRecord);

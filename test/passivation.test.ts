@@ -7,7 +7,8 @@ import { tempDir } from './helpers/temp.js';
 import { wrapStorage } from './helpers/wrap-storage.js';
 import desk, { deskModels } from './fixtures/mail-crew.js';
 import { createRunStore } from '../core/run-store.js';
-import type { KeyRange } from '../core/storage.js';
+import type { KeyRange, StorageOp } from '../core/storage.js';
+import { decode, encode } from '../core/codec.js';
 
 const IDLE = 10_000;
 const pay = tool({ name: 'pay', description: 'Pays.', input: z.object({ amount: z.number() }), effect: 'irreversible', scopes: ['money'], run: ({ amount }) => `paid ${amount}` });
@@ -202,5 +203,80 @@ describe('passivation', () => {
     expect((await node.approvals({ status: 'pending' })).length).toBe(20);
     // One scan at start, one for the approvals() call above.
     expect(approvalScans).toBe(2);
+  });
+});
+
+describe("a run's approvals are read through its index", () => {
+  /** `disk` with a count of the scans over every approval of the database. */
+  const counting = (disk: ReturnType<typeof memoryStorage>) => {
+    const scans = { all: 0 };
+    const storage = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'entries') return (range: KeyRange) => (range.gte === 'approval:' && scans.all++, target.entries(range));
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    return { storage, scans };
+  };
+
+  it('loads a passivated run for its decision without reading the approvals of other runs', async () => {
+    const clock = manualClock(0);
+    const { storage, scans } = counting(memoryStorage());
+    await using node = await createNode({ storage, clock, passivateAfterMs: IDLE, models: { scripted: scriptedModel({ script }) } });
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const approval = asked(node);
+      await node.run(team(), { input: 'go', runId: `idx-${i}` });
+      ids.push(await approval);
+    }
+    clock.advance(IDLE);
+    await expect.poll(() => node.loadedRuns()).toEqual([]);
+    const before = scans.all;
+    await node.approve(ids[3]!);
+    expect(node.loadedRuns()).toEqual(['idx-3']);
+    expect((await node.get('idx-3')!.result()).output).toBe('all paid');
+    expect(scans.all).toBe(before);
+    const index: string[] = [];
+    for await (const [key] of storage.entries({ gte: 'apprun:idx-3:', lt: 'apprun:idx-3:\uffff' })) index.push(key);
+    expect(index).toEqual([`apprun:idx-3:${ids[3]}`]);
+  });
+
+  it('finds the approvals of a run checkpointed before the index existed, indexes them, and completes it after a restart', async () => {
+    await using dir = await tempDir();
+    let id: string;
+    {
+      await using storage = await levelStorage({ path: dir.path });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
+      const approval = asked(node);
+      await node.run(team(), { input: 'go', runId: 'old-1' });
+      id = await approval;
+      await node.close();
+      // What an older Troupe left: no index, and manifests that do not claim one.
+      const ops: StorageOp[] = [];
+      for await (const [key] of storage.entries({ gte: 'apprun:', lt: 'apprun:\uffff' })) ops.push({ type: 'del', key });
+      for await (const [key, raw] of storage.entries({ gte: 'ckpt:old-1:', lt: 'ckpt:old-1:\uffff' })) {
+        const { approvalIndex: _, ...manifest } = decode(raw, Infinity) as Record<string, unknown>;
+        ops.push({ type: 'put', key, value: encode(manifest) });
+      }
+      expect(ops.filter((op) => op.key.startsWith('apprun:'))).toHaveLength(1);
+      await storage.write(ops, { sync: true });
+    }
+    {
+      // Loaded only after start (not with the approvals a start reads for all its runs).
+      await using storage = await levelStorage({ path: dir.path });
+      await using node = await createNode({ storage, resume: false, crews: [team()], models: { scripted: scriptedModel({ script }) } });
+      const run = await node.resume('old-1');
+      expect(run.waiting().map((a) => a.id)).toEqual([id]);
+      await expect.poll(async () => (await storage.get(`apprun:old-1:${id}`)) !== undefined).toBe(true);
+      const newest = await createRunStore(storage).latestCheckpoint('old-1');
+      expect(newest?.approvalIndex).toBe(true);
+    }
+    await using storage = await levelStorage({ path: dir.path });
+    await using node = await createNode({ storage, resume: false, crews: [team()], models: { scripted: scriptedModel({ script }) } });
+    const run = await node.resume('old-1');
+    expect(run.waiting().map((a) => a.id)).toEqual([id]);
+    await node.approve(id);
+    expect((await run.result()).output).toBe('all paid');
   });
 });
