@@ -245,6 +245,17 @@ program.hook('preAction', (_program, actionCommand) => {
   resolveStorageFlag(opts, actionCommand.getOptionValueSource('db') === 'default', (db) => actionCommand.setOptionValue('db', db));
 });
 
+/**
+ * With `--json`, a command that fails says so on stdout too, as one JSON object: a script
+ * reading stdout would otherwise see nothing at all, or the start of a stream with no end.
+ */
+const jsonFailure = (error: { code: string; message: string; retryable?: boolean; details?: unknown }, exitCode: number) => {
+  const json = acting.opts<{ json?: boolean }>().json === true || (acting === program && process.argv.includes('--json'));
+  if (!json) return;
+  const { code, message, retryable, details } = error;
+  process.stdout.write(`${JSON.stringify({ error: { code, message, exitCode, ...(retryable ? { retryable } : {}), ...(details && typeof details === 'object' && Object.keys(details).length > 0 ? { details } : {}) } })}\n`);
+};
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
@@ -253,13 +264,16 @@ try {
     // commander has not printed.
     process.stderr.write(`troupe: ${error.message}\n${usageHint(acting)}\n`);
     process.exitCode = EXIT_USAGE;
+    jsonFailure({ code: 'USAGE', message: error.message }, EXIT_USAGE);
   } else if (error instanceof CommanderError) {
     // Already printed by commander (with the usage hint); `--help` and `--version` exit 0.
     process.exitCode = error.exitCode === 0 ? 0 : EXIT_USAGE;
+    if (process.exitCode !== 0) jsonFailure({ code: 'USAGE', message: error.message.replace(/^error: /, '') }, EXIT_USAGE);
   } else {
     const code = isTroupeError(error) ? ` [${error.code}]` : '';
     process.stderr.write(`troupe:${code} ${(error as Error).message}\n`);
     process.exitCode = 1;
+    jsonFailure(isTroupeError(error) ? error : { code: 'ERROR', message: String((error as Error)?.message ?? error) }, 1);
   }
 }
 // An interrupted command has closed its node (everything is durable) and said how to go on:

@@ -59,4 +59,26 @@ describe('CLI --json', { timeout: 120_000 }, () => {
     expect(rejected.code).toBe(0);
     expect(jsonLines(rejected.stdout).at(-1)).toMatchObject({ type: 'result', runId: 'j1', status: 'completed', output: NOT_PUBLISHED });
   });
+
+  it('prints a failure as one JSON object on stdout too: a storage error, a run that does not exist, a usage error', async () => {
+    await using dir = await tempDir();
+    const missing = `${dir.path}/none`;
+    const storage = await runTroupe(['runs', '--db', missing, '--json']);
+    expect(storage.code).toBe(1);
+    expect(storage.stderr).toContain('STORAGE_NOT_FOUND');
+    expect(oneObject(storage.stdout)).toEqual({ error: { code: 'STORAGE_NOT_FOUND', message: expect.stringContaining(missing), exitCode: 1, details: { path: missing } } });
+
+    const db = `${dir.path}/db`;
+    expect((await runTroupe(['run', CREW, '--db', db, '--run-id', 'k1'])).code).toBe(3);
+    const unknown = await runTroupe(['history', 'k2', '--db', db, '--json']);
+    expect(unknown.code).toBe(1);
+    expect(oneObject(unknown.stdout)).toMatchObject({ error: { code: 'RUN_NOT_FOUND', exitCode: 1 } });
+
+    const usage = await runTroupe(['runs', '--db', db, '--json', '--bogus']);
+    expect(usage.code).toBe(2);
+    expect(oneObject(usage.stdout)).toEqual({ error: { code: 'USAGE', message: "unknown option '--bogus'", exitCode: 2 } });
+
+    // Without --json, stdout stays empty.
+    expect((await runTroupe(['runs', '--db', missing])).stdout).toBe('');
+  });
 });
