@@ -4,6 +4,8 @@ import { runTroupe } from './helpers/cli.js';
 import { useCleanups } from './helpers/cleanups.js';
 import { inspectorClient } from './helpers/inspector-client.js';
 import { useTestDatabase } from './helpers/postgres.js';
+import { postgresStorage } from '../storage/postgres/index.js';
+import { createRunStore } from '../core/run-store.js';
 
 /** The commands with `--db postgres://…`: the same ones, on a database any machine can reach. */
 
@@ -64,12 +66,19 @@ describe('troupe commands on a postgres:// --db', () => {
   }, 60_000);
 
   it('holds the run of a one-off command with its --lease-ms: killed, the run is free that soon instead of after the default 15 s', async () => {
-    // The killed command's model calls take 3 s: killed after its first tool call, it is
-    // inside the next model call whatever the load, so no irreversible call is left in doubt.
+    // The killed command's model calls take 3 s: killed once its first tool call's result is
+    // durable, it is inside the next model call, so no irreversible call is left in doubt.
     const world = { TROUPE_WORLD: await fx.dir(), TROUPE_SCRIPTED_LATENCY_MS: '3000' };
     const lease = () => db.sql<{ live: boolean; ms: number }>("SELECT lease_live AS live, extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000 AS ms FROM troupe_run_leases WHERE run_id = 'pg-lease'");
     const first = fx.spawn(['run', CREW, '--db', db.url, '--run-id', 'pg-lease', '--lease-ms', '1000', '--json'], world);
     await first.waitFor(/"type":"tool.call"/);
+    // The event comes as the call's result is recorded, before the batch holding it is
+    // durable: killed in between, the stamp would rightly be parked as in doubt (exit 3).
+    {
+      await using reader = await postgresStorage({ connectionString: db.url });
+      const store = createRunStore(reader);
+      await expect.poll(async () => (await store.ledger('pg-lease')).some((e) => e.kind === 'tool' && e.status === 'done'), { timeout: 20_000, interval: 20 }).toBe(true);
+    }
     // Renewed every third of the lease: at most 1 s left at any moment (15 s by default).
     const held = (await lease())[0]!;
     expect(held.live).toBe(true);
