@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import pg from 'pg';
 
 /**
@@ -27,6 +28,38 @@ export interface TestDatabaseOptions {
   prefix?: string;
 }
 
+/** Who created a test database: a process of this machine, which drops it when done. */
+const creatorMark = `troupe-test host=${hostname()} pid=${process.pid}`;
+const MARK = /^troupe-test host=(\S+) pid=(\d+)$/;
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** Per server, the one sweep of this process (see {@link sweepAbandoned}). */
+const swept: Record<string, Promise<void>> = {};
+
+/**
+ * Drops the test databases a process of this machine created and can no longer drop: it was
+ * killed (a benchmark interrupted, a test run past its time limit). A database of a live
+ * process, of another machine or without the mark is left alone.
+ */
+async function sweepAbandoned(server: string): Promise<void> {
+  const { rows } = await admin(server, (client) =>
+    client.query<{ name: string; mark: string | null }>("SELECT datname AS name, shobj_description(oid, 'pg_database') AS mark FROM pg_database WHERE datname LIKE 'troupe\\_%'"),
+  );
+  for (const { name, mark } of rows) {
+    const match = MARK.exec(mark ?? '');
+    if (!match || match[1] !== hostname() || alive(Number(match[2])) || !/^[a-z_][a-z0-9_]*$/.test(name)) continue;
+    await admin(server, (client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).catch(() => {});
+  }
+}
+
 const admin = async <T>(server: string, work: (client: pg.Client) => Promise<T>): Promise<T> => {
   const client = new pg.Client({ connectionString: `${server}/postgres` });
   await client.connect();
@@ -46,7 +79,11 @@ export async function testDatabase(options: TestDatabaseOptions = {}): Promise<T
   const prefix = options.prefix ?? 'troupe_test';
   if (!/^[a-z_][a-z0-9_]*$/.test(prefix)) throw new TypeError(`a database name prefix is lower-case letters, digits and _, got ${JSON.stringify(prefix)}`);
   const name = `${prefix}_${randomBytes(6).toString('hex')}`;
-  await admin(server, (client) => client.query(`CREATE DATABASE ${name} ENCODING 'UTF8' TEMPLATE template0`));
+  await (swept[server] ??= sweepAbandoned(server).catch(() => {}));
+  await admin(server, async (client) => {
+    await client.query(`CREATE DATABASE ${name} ENCODING 'UTF8' TEMPLATE template0`);
+    await client.query(`COMMENT ON DATABASE ${name} IS '${creatorMark}'`);
+  });
   return {
     name,
     url: `${server}/${name}`,
