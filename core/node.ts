@@ -14,7 +14,7 @@ import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
-import { assertRunId, createRunStore, put, type RunRecord } from './run-store.js';
+import { assertRunId, createRunStore, put, type Checkpoint, type RunRecord } from './run-store.js';
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
 import { askNodeOf, partNodeOf } from './address.js';
@@ -583,7 +583,15 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
-  const restoreClaimed = async (runId: string, def: RunnableDefinition, claim: RunClaim, slot?: RunSlot, source?: string, approvals?: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
+  const restoreClaimed = async (
+    runId: string,
+    def: RunnableDefinition,
+    claim: RunClaim,
+    slot?: RunSlot,
+    source?: string,
+    approvals?: Promise<ApprovalRecord[]>,
+    prefetched?: Promise<Checkpoint | undefined>,
+  ): Promise<AnyHandle> => {
     // Every read of a resume that needs nothing but the run id goes out at once: a resume
     // waits for the slowest of them (the conversation logs), not for their sum. The
     // approvals may come from a node's start, which reads them once for all its runs;
@@ -596,14 +604,16 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       inbound: store.inboundMail(runId),
     };
     // With the crew's actor ids its records are read beside the manifest, not after it.
-    const latest = store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+    const latest = prefetched ?? store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
     for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
       await o.storage.release(claim);
       return finishedHandle(record, def);
     }
-    const checkpoint = await latest;
+    let checkpoint = await latest;
+    // Read before the claim: a checkpoint written since (which only the claim excludes) is read again.
+    if (prefetched && (checkpoint?.seq ?? 0) < record.checkpoint) checkpoint = await store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
     if (!checkpoint && record.checkpoint === 0 && !record.part) {
       // Submitted (node.submit) and never started: this node starts it.
       const trace = tracing.runContext({ runId, crew: record.crew, parent: record.trace });
@@ -675,7 +685,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** `node.resume`; `approvals` as in {@link restoreClaimed}. */
-  const resumeRun = async (runId: string, definition?: RunnableDefinition, resumeOptions?: { source?: string }, approvals?: Promise<ApprovalRecord[]>): Promise<AnyHandle> => {
+  const resumeRun = async (runId: string, definition?: RunnableDefinition, resumeOptions?: { source?: string }, approvals?: Promise<ApprovalRecord[]>, listed?: RunRecord): Promise<AnyHandle> => {
     ensureRunning();
     const known = slots.get(runId);
     if (known) {
@@ -685,7 +695,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     const inProgress = resuming.get(runId);
     if (inProgress) return inProgress;
     const resumed = (async () => {
-      const record = await store.requireRun(runId);
+      const record = listed ?? (await store.requireRun(runId));
       // A finished run resolves at once with its recorded outcome.
       if (record.status === 'completed' || record.status === 'failed') return finishedHandle(record, definition ?? o.crews.get(record.crew));
       const def = definition ?? o.crews.get(record.crew);
@@ -696,11 +706,15 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       }
       if (def.id !== record.crew) throw new TypeError(`run "${runId}" belongs to crew "${record.crew}", not "${def.id}"`);
       // Before the claim, which is a write: a run this node cannot serve is left as it was.
+      // On an embedded storage (one process) the whole checkpoint is read meanwhile, beside
+      // the claim's own reads and write, instead of after them.
+      const prefetched = shared ? undefined : store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+      prefetched?.catch(() => {});
       const head = await store.latestCheckpointHead(runId);
       if (head) planUpgrade(head, def, def.migrations ?? []);
       checkConfig(def, runId, record.part);
       // RUN_CLAIMED while another live node executes it.
-      return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source, approvals));
+      return underClaim(runId, (claim) => restoreClaimed(runId, def, claim, undefined, resumeOptions?.source, approvals, prefetched));
     })().finally(() => resuming.delete(runId));
     resuming.set(runId, resumed);
     return resumed;
@@ -933,7 +947,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
           const record = records[i]!;
           try {
             // Waiting for a human: registered, not loaded, until the decision comes.
-            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record, approvals()) : await resumeRun(record.id, undefined, undefined, approvals());
+            resumed[i] = record.status === 'waiting' && o.passivateAfterMs > 0 && !slots.has(record.id) ? await registerWaiting(record, approvals()) : await resumeRun(record.id, undefined, undefined, approvals(), record);
           } catch (error) {
             // Another live node executes it: not ours to resume, and not a failure of this node.
             if (isTroupeError(error, ErrorCode.RUN_CLAIMED)) resumeOptions.onSkipped?.({ runId: record.id, holder: String(error.details.holder), error });
