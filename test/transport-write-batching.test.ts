@@ -187,6 +187,34 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     expect(await storage.get('outbox:x:000000000001..000000000002')).toEqual(damaged);
   });
 
+  it('writes the deletes an acknowledgement causes with the next append, or on their own once a timer fires, not as a write of their own at once', async () => {
+    const storage = countingStorage();
+    const timers: Array<() => void> = [];
+    const setTimer = (fn: () => void) => (timers.push(fn), () => void timers.splice(timers.indexOf(fn), 1));
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {}, setTimer });
+    await Promise.all([1, 2, 3].map((i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
+    let before = storage.batches.length;
+    outbox.ack('x', 3);
+    await outbox.flushed('x');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(storage.batches.length).toBe(before);
+    expect(timers).toHaveLength(1);
+    // The next append takes them along: one batch, and the timer is off.
+    await outbox.append('x', encodeEnvelope(testEnvelope(4)));
+    expect(storage.batches.slice(before)).toHaveLength(1);
+    expect(storage.batches.at(-1)!.filter((op) => op.type === 'del').map((op) => op.key)).toEqual(['outbox:x:000000000001..000000000003']);
+    expect(timers).toHaveLength(0);
+    // Nothing to ride with: the timer writes them.
+    before = storage.batches.length;
+    outbox.ack('x', 4);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(storage.batches.length).toBe(before);
+    timers[0]!();
+    await expect.poll(() => storage.batches.length).toBe(before + 1);
+    expect(storage.batches.at(-1)!.map((op) => [op.type, op.key])).toEqual([['del', 'outbox:x:000000000004']]);
+    await outbox.close(new Error('closed'));
+  });
+
   it('deletes everything one acknowledgement covers with one storage batch', async () => {
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });

@@ -162,6 +162,10 @@ export interface OutboxOptions {
   setTimer?: (fn: () => void, ms: number) => () => void;
 }
 
+/** How long deletes of acknowledged entries wait for an append to ride with, and how many may wait. */
+const DELETE_DELAY_MS = 25;
+const DELETE_BATCH = 4096;
+
 /** Default bounds of one destination's outbox: what a peer that is down may accumulate. */
 export const DEFAULT_OUTBOX_LIMITS = { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, waitMs: 0 } as const;
 
@@ -227,6 +231,25 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   let scheduled = false;
   let closed: Error | undefined;
 
+  // Deleting acknowledged entries can wait: they ride with the next append's batch, or go
+  // on their own after a moment. Written at once, they were a second write per round trip
+  // competing with the next envelope's (a crash before they are written only resends what
+  // the receiver drops as duplicates).
+  let deletesDue = false;
+  let cancelDeletes: (() => void) | undefined;
+  const deleteLater = () => {
+    if (deletes.length >= DELETE_BATCH) {
+      deletesDue = true;
+      return schedule();
+    }
+    if (cancelDeletes || closed) return;
+    cancelDeletes = setTimer(() => {
+      cancelDeletes = undefined;
+      deletesDue = true;
+      schedule();
+    }, DELETE_DELAY_MS);
+  };
+
   // Group commit: everything appended or acknowledged while a batch is being written goes
   // into the next one, so there is one write in flight and durability follows seq order.
   const schedule = () => {
@@ -234,7 +257,8 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     scheduled = true;
     queueMicrotask(() => {
       scheduled = false;
-      if (!writing && (appends.length > 0 || deletes.length > 0)) writing = flush().finally(() => ((writing = undefined), schedule()));
+      const due = appends.length > 0 || (deletes.length > 0 && (deletesDue || closed !== undefined));
+      if (!writing && due) writing = flush().finally(() => ((writing = undefined), schedule()));
     });
   };
 
@@ -243,6 +267,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     const dels = deletes;
     appends = [];
     deletes = [];
+    deletesDue = false;
+    cancelDeletes?.();
+    cancelDeletes = undefined;
     const ops: StorageOp[] = dels.map((key) => ({ type: 'del', key }));
     const highest = new Map<string, number>();
     // Appends to one destination are numbered in the order they were queued, so they
@@ -310,7 +337,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     if (entry.seq <= d.acked) {
       d.held--;
       d.heldBytes -= entry.bytes.byteLength;
-      if (entry.release) (deletes.push(entry.release), schedule());
+      if (entry.release) (deletes.push(entry.release), deleteLater());
       return;
     }
     let i = d.parked.length;
@@ -478,13 +505,17 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       }
       settle(d);
       makeRoom(to, d);
-      if (!closed) schedule();
+      if (!closed) deleteLater();
     },
     acked: wait,
     flushed: (to) => wait(to, dests.get(to)?.assigned ?? 0),
     destinations: () => [...dests.keys()],
     async close(reason) {
       closed ??= reason;
+      cancelDeletes?.();
+      cancelDeletes = undefined;
+      // Acknowledged entries not yet deleted go now: the next process would only send them again.
+      if (deletes.length > 0) schedule();
       while (writing || scheduled) await (writing ?? Promise.resolve());
       rejectWaiters(closed);
     },
