@@ -17,6 +17,19 @@ const team = () => crew({ id: 'shop', agents: [agent({ id: 'cashier', role: 'c',
 const asked = (node: { subscribe(l: (e: RunEvent) => void): () => void }) =>
   new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
 
+/** `disk` with a count of the scans over every approval of the database. */
+const counting = (disk: ReturnType<typeof memoryStorage>) => {
+  const scans = { all: 0 };
+  const storage = new Proxy(disk, {
+    get(target, prop, receiver) {
+      if (prop === 'entries') return (range: KeyRange) => (range.gte === 'approval:' && scans.all++, target.entries(range));
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { storage, scans };
+};
+
 describe('passivation', () => {
   it('unloads a run waiting for a human after the idle period, keeps its handle, and loads it again for the decision', async () => {
     const clock = manualClock(0);
@@ -190,36 +203,16 @@ describe('passivation', () => {
         await approval;
       }
     }
-    let approvalScans = 0;
-    const counted = new Proxy(disk, {
-      get(target, prop, receiver) {
-        if (prop === 'entries') return (range: KeyRange) => (range.gte === 'approval:' && approvalScans++, target.entries(range));
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
+    const { storage: counted, scans } = counting(disk);
     await using node = await createNode({ storage: counted, models, crews: [team()], passivateAfterMs });
     expect(node.loadedRuns()).toHaveLength(passivateAfterMs === 0 ? 20 : 0);
     expect((await node.approvals({ status: 'pending' })).length).toBe(20);
     // One scan at start, one for the approvals() call above.
-    expect(approvalScans).toBe(2);
+    expect(scans.all).toBe(2);
   });
 });
 
 describe("a run's approvals are read through its index", () => {
-  /** `disk` with a count of the scans over every approval of the database. */
-  const counting = (disk: ReturnType<typeof memoryStorage>) => {
-    const scans = { all: 0 };
-    const storage = new Proxy(disk, {
-      get(target, prop, receiver) {
-        if (prop === 'entries') return (range: KeyRange) => (range.gte === 'approval:' && scans.all++, target.entries(range));
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
-    return { storage, scans };
-  };
-
   it('loads a passivated run for its decision without reading the approvals of other runs', async () => {
     const clock = manualClock(0);
     const { storage, scans } = counting(memoryStorage());
