@@ -6,7 +6,8 @@
  * Then, with all of them unloaded, what a decision costs: `node.approve` of 20 of them, one
  * after another, each loading its run from storage (until the decision is durable in it),
  * and the approval records the node read for each (the run's own, through its index, or
- * every approval of the database).
+ * every approval of the database). The runs decided before go on meanwhile (their other
+ * agents work), so later decisions share the machine with them: the first ones take ~20 ms.
  *
  *   node --expose-gc --conditions=troupe-source --import tsx bench/passivation.ts [--quick]
  *
