@@ -36,7 +36,7 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
  * - `audit:<seq>`                     the hash-chained audit log
  * - `audit.<node>:<seq>`              one node's audit chain, in a database nodes share
  * - `meta:layout`                     the layout version of this database
- * - `outbox:`, `outseq:`, `inbox:`, `transport:` the WebSocket transport's delivery state
+ * - `outbox:`, `outseq:`, `inbox:`, `transport:`, `deadletter:` the WebSocket transport's delivery state ({@link layout.transport})
  */
 
 /** The layout this code writes. */
@@ -223,4 +223,37 @@ export const layout = {
     prefixRange(`rout:${runId}:`),
     prefixRange(`apprun:${runId}:`),
   ],
+
+  /**
+   * The built-in WebSocket transport's delivery state (transports/outbox.ts, inbox.ts):
+   * - `outbox:<toNode>:<seq>`              one envelope for `toNode` that a run's batch wrote
+   * - `outbox:<toNode>:<first>..<last>`    envelopes `first`…`last` of one group commit (a msgpack array)
+   * - `outseq:<toNode>`                    highest seq ever assigned to `toNode`
+   * - `inbox:<fromNode>`                   `{ epoch, seq }` delivered from that sender
+   * - `transport:epoch`                    this storage's outbox incarnation
+   * - `deadletter:<slot>`, `deadletter:next` the ring of refused envelopes' summaries
+   */
+  transport: {
+    outbox: (toNode: string, seq: number) => `outbox:${toNode}:${seqKey(seq)}`,
+    outboxGroup: (toNode: string, first: number, last: number) => `outbox:${toNode}:${seqKey(first)}${OUTBOX_GROUP}${seqKey(last)}`,
+    outboxes: (): KeyRange => prefixRange('outbox:'),
+    /** The destination and seqs of an outbox key (`last` = `first` for a single envelope). */
+    parseOutbox: (key: string): { toNode: string; first: number; last: number } => {
+      const cut = key.lastIndexOf(':');
+      const [first, last = first] = key.slice(cut + 1).split(OUTBOX_GROUP).map(Number);
+      return { toNode: after(key.slice(0, cut), 'outbox:'), first: first!, last: last! };
+    },
+    outseq: (toNode: string) => `outseq:${toNode}`,
+    outseqs: (): KeyRange => prefixRange('outseq:'),
+    /** The destination of an `outseq:` key. */
+    outseqNodeOf: (key: string) => after(key, 'outseq:'),
+    inbox: (fromNode: string) => `inbox:${fromNode}`,
+    epoch: 'transport:epoch',
+    deadLetter: (slot: number) => `deadletter:${seqKey(slot)}`,
+    deadLetters: (): KeyRange => prefixRange('deadletter:'),
+    deadLetterNext: 'deadletter:next',
+  },
 } as const;
+
+/** Between the first and last seq of an outbox group's key: no node id or seq holds it after the last `:`. */
+const OUTBOX_GROUP = '..';

@@ -7,7 +7,7 @@ import { encode } from '../core/codec.js';
 import { APPROVAL_DECISION, ENVELOPE_EVENT, payloadSchemaOf, registerPayloadSchemas, SystemMessage, validatePayload } from '../core/protocol.js';
 import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { CREW_PAYLOAD_SCHEMAS, CrewMessage, TaskPayloadSchema } from '../actors/protocol.js';
-import { createInbox } from '../transports/outbox.js';
+import { createInbox } from '../transports/inbox.js';
 import { pairScript, placedCrew, twoAgentCrew } from './helpers/fixtures.js';
 import { inProcessTransport, memoryNetwork, noCursor } from './helpers/memory-network.js';
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Storage, StorageOp } from '../core/storage.js';
 import { memoryStorage } from '../storage/memory.js';
-import { createInbox, createOutbox } from '../transports/outbox.js';
+import { createInbox } from '../transports/inbox.js';
+import { createOutbox } from '../transports/outbox.js';
 import { encodeEnvelope } from '../core/envelope.js';
 import { encode } from '../core/codec.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';

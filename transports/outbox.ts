@@ -1,40 +1,29 @@
 import { randomBytes } from 'node:crypto';
 import { decode, encode } from '../core/codec.js';
-import type { Envelope } from '../core/envelope.js';
-import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
-import { prefixRange, seqKey, type Storage, type StorageOp } from '../core/storage.js';
-import type { DeliverFn, OutboxReservation as CoreReservation } from '../core/transport.js';
+import { ErrorCode, TroupeError } from '../core/errors.js';
+import { layout } from '../core/layout.js';
+import type { Storage, StorageOp } from '../core/storage.js';
+import type { OutboxReservation as CoreReservation } from '../core/transport.js';
 
 /**
- * Both ends of the durable sequence protocol between two nodes, on a {@link Storage}. Keys:
- * - `outbox:<toNode>:<seq>`  an envelope (msgpack) for `toNode` that a run's batch wrote (a reservation), deleted once acked
- * - `outbox:<toNode>:<first>..<last>`  the envelopes `first`…`last` that one group commit wrote for
- *   `toNode` (a msgpack array of their bytes), written before those `send`s resolve, deleted
- *   once `last` is acked. One key per group, not per envelope: a flush of thousands of sends
- *   was mostly the storage's per-key cost, and so was deleting them.
- * - `outseq:<toNode>`        highest seq ever assigned to `toNode`, so numbering never restarts when the outbox empties
- * - `inbox:<fromNode>`       `{ epoch, seq }`: highest seq of `fromNode`'s outbox delivered locally
- * - `transport:epoch`        this storage's outbox incarnation; a receiver seeing a new one restarts its cursor
- * - `deadletter:<slot>`      a refused envelope's summary (never its payload), in a ring of `maxDeadLetters` slots
- * - `deadletter:next`        how many dead letters were ever written (the next slot, modulo the ring)
+ * The sender's side of the durable sequence protocol between two nodes, on a {@link Storage}
+ * (the receiver's is transports/inbox.ts). Its keys are built in core/layout.ts
+ * (`layout.transport`): an envelope is written before its `send` resolves, under a key of
+ * its own when a run's batch wrote it (a reservation), or with the other envelopes of its
+ * group commit under one key (`outbox:<toNode>:<first>..<last>`): a flush of thousands of
+ * sends was mostly the storage's per-key cost, and so was deleting them. A key is deleted
+ * once its last envelope is acknowledged. `outseq:<toNode>` keeps numbering from restarting
+ * when the outbox empties; `transport:epoch` names this storage's outbox incarnation.
  */
-export const transportKeys = {
-  outbox: (toNode: string, seq: number) => `outbox:${toNode}:${seqKey(seq)}`,
-  outboxGroup: (toNode: string, first: number, last: number) => `outbox:${toNode}:${seqKey(first)}${GROUP_SEPARATOR}${seqKey(last)}`,
-  outseq: (toNode: string) => `outseq:${toNode}`,
-  inbox: (fromNode: string) => `inbox:${fromNode}`,
-  epoch: 'transport:epoch',
-  deadLetter: (slot: number) => `deadletter:${seqKey(slot)}`,
-  deadLetterNext: 'deadletter:next',
-};
+
+/** The transport's keys (core/layout.ts owns them; kept here under their earlier name). */
+export const transportKeys = layout.transport;
 
 /** A durable, unacknowledged envelope. */
 export interface OutboxEntry {
   readonly seq: number;
   readonly bytes: Uint8Array;
 }
-
-const GROUP_SEPARATOR = '..';
 
 /**
  * Most envelopes, and bytes, one group key holds: large enough that the per-key cost
@@ -192,21 +181,19 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], head: 0, parked: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
     return d;
   };
-  for await (const [key, value] of storage.entries(prefixRange('outseq:'))) {
-    const d = dest(key.slice('outseq:'.length));
+  for await (const [key, value] of storage.entries(transportKeys.outseqs())) {
+    const d = dest(transportKeys.outseqNodeOf(key));
     d.assigned = d.durable = d.acked = d.high = d.highWritten = decode(value, Infinity) as number;
   }
-  for await (const [key, value] of storage.entries(prefixRange('outbox:'))) {
-    const cut = key.lastIndexOf(':');
-    const d = dest(key.slice('outbox:'.length, cut));
-    const span = key.slice(cut + 1).split(GROUP_SEPARATOR);
-    if (span.length === 1) {
-      d.entries.push({ seq: Number(span[0]), bytes: value, release: key });
+  for await (const [key, value] of storage.entries(transportKeys.outboxes())) {
+    const { toNode, first, last } = transportKeys.parseOutbox(key);
+    const d = dest(toNode);
+    if (key === transportKeys.outbox(toNode, first)) {
+      d.entries.push({ seq: first, bytes: value, release: key });
       continue;
     }
-    const first = Number(span[0]);
     const group = decode(value, Infinity);
-    if (!Array.isArray(group) || group.length !== Number(span[1]) - first + 1 || !group.every((b) => b instanceof Uint8Array)) {
+    if (!Array.isArray(group) || group.length !== last - first + 1 || !group.every((b) => b instanceof Uint8Array)) {
       throw new TroupeError(ErrorCode.STORAGE_CORRUPT, `outbox entry ${key} in ${storage.location} is not the group of envelopes its key names`, { details: { key } });
     }
     group.forEach((bytes: Uint8Array, i) => d.entries.push({ seq: first + i, bytes, ...(i === group.length - 1 ? { release: key } : {}) }));
@@ -518,197 +505,6 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       if (deletes.length > 0) schedule();
       while (writing || scheduled) await (writing ?? Promise.resolve());
       rejectWaiters(closed);
-    },
-  };
-}
-
-/** The receiver's cursor for one sender. */
-export interface InboxCursor {
-  epoch: string;
-  seq: number;
-}
-
-/** What {@link Inbox.receive} did with one batch. */
-export interface ReceiveOutcome {
-  /** The cursor to acknowledge. */
-  cursor: InboxCursor;
-  delivered: number;
-  duplicates: number;
-  deadLetters: number;
-  /** Seqs of this batch refused for good (dead letters), told to the sender with the ack. */
-  refused: number[];
-  /** The sender came back with a new epoch: its numbering restarted. */
-  epochReset: boolean;
-  /** Delivery stopped on a transient failure; the rest of the batch comes again. */
-  failure?: unknown;
-  /** Delivery stopped because `proceed()` said so; nothing should be acknowledged. */
-  stopped?: boolean;
-}
-
-/** How {@link Inbox.receive} hands envelopes over. */
-export interface ReceiveHandlers {
-  deliver: DeliverFn;
-  onDeadLetter?: ((envelope: Envelope, fromNode: string, error: unknown) => void) | undefined;
-  /** Checked before each envelope (false while the transport closes). */
-  proceed(): boolean;
-}
-
-// Refusals that no retry can fix: the envelope becomes a dead letter instead of blocking the pair.
-const PERMANENT: readonly string[] = [ErrorCode.UNKNOWN_ACTOR, ErrorCode.INVALID_ENVELOPE, ErrorCode.FRAME_TOO_LARGE, ErrorCode.ENVELOPE_REFUSED];
-
-/** What the receiver keeps of an envelope it refused: enough to investigate, never the payload. */
-export interface DeadLetter {
-  from: string;
-  seq: number;
-  id: string;
-  type: string;
-  to: string;
-  code: string;
-  message: string;
-  at: number;
-}
-
-/** Options of {@link createInbox}. */
-export interface InboxOptions {
-  /** Most dead letters kept; the oldest is overwritten. Default 1000. */
-  maxDeadLetters?: number;
-  now?: () => number;
-}
-
-/** The receiver's side: per sender, the highest seq delivered, so duplicates are dropped. */
-export interface Inbox {
-  cursor(from: string): Promise<InboxCursor>;
-  /** The dead letters kept, oldest first. */
-  deadLetters(): Promise<DeadLetter[]>;
-  /**
-   * Delivers the new envelopes of a batch from `from` one by one, then records the cursor
-   * (and any dead letters) in one storage batch for the whole frame; a deliverer that took
-   * its receipt (`takeCursorOps`) already made its cursor durable. Resolves with the cursor
-   * to acknowledge, which is always durable. Callers run batches of one sender strictly one
-   * after another.
-   */
-  receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }> }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
-}
-
-/**
- * Creates the {@link Inbox} on `storage`; cursors are read once, then cached. Dead letters
- * are written with the cursor that passes them, in a ring: a peer sending nothing but
- * refusals costs a bounded amount of disk.
- */
-export function createInbox(storage: Storage, sync: boolean, inboxOptions: InboxOptions = {}): Inbox {
-  const maxDead = inboxOptions.maxDeadLetters ?? 1000;
-  const now = inboxOptions.now ?? Date.now;
-  const cache = new Map<string, InboxCursor>();
-  const ops = (from: string, cursor: InboxCursor): StorageOp[] => [{ type: 'put', key: transportKeys.inbox(from), value: encode(cursor) }];
-  let deadNext: number | undefined;
-  const deadOps = async (letter: DeadLetter): Promise<StorageOp[]> => {
-    if (maxDead === 0) return [];
-    if (deadNext === undefined) {
-      const raw = await storage.get(transportKeys.deadLetterNext);
-      deadNext = raw ? (decode(raw, Infinity) as number) : 0;
-    }
-    const slot = deadNext % maxDead;
-    deadNext++;
-    return [
-      { type: 'put', key: transportKeys.deadLetter(slot), value: encode(letter) },
-      { type: 'put', key: transportKeys.deadLetterNext, value: encode(deadNext) },
-    ];
-  };
-  const cursorOf = async (from: string): Promise<InboxCursor> => {
-    let c = cache.get(from);
-    if (!c) {
-      const raw = await storage.get(transportKeys.inbox(from));
-      c = raw ? (decode(raw, Infinity) as InboxCursor) : { epoch: '', seq: 0 };
-      cache.set(from, c);
-    }
-    return { ...c };
-  };
-  return {
-    cursor: cursorOf,
-    async deadLetters() {
-      const letters: DeadLetter[] = [];
-      for await (const [key, value] of storage.entries(prefixRange('deadletter:'))) if (key !== transportKeys.deadLetterNext) letters.push(decode(value, Infinity) as DeadLetter);
-      return letters.sort((a, b) => a.at - b.at);
-    },
-    async receive(from, batch, handlers) {
-      const outcome: ReceiveOutcome = { cursor: { epoch: batch.epoch, seq: 0 }, delivered: 0, duplicates: 0, deadLetters: 0, refused: [], epochReset: false };
-      try {
-        const stored = await cursorOf(from);
-        // A new epoch means the sender's outbox storage started over, numbering from 1.
-        if (stored.epoch === batch.epoch) outcome.cursor = stored;
-        else outcome.epochReset = stored.epoch !== '';
-      } catch (error) {
-        return { ...outcome, failure: error };
-      }
-      // The frame's receipts are written as one batch at its end (or where delivery stops),
-      // not one per envelope: per-envelope cursor writes were most of the receive cost.
-      // `outcome.cursor` (what gets acknowledged) only ever names what is durable.
-      let processed: InboxCursor = outcome.cursor;
-      let unwritten = false; // an envelope was delivered whose cursor nobody wrote yet
-      let pending: StorageOp[] = []; // dead-letter summaries waiting for the frame's batch
-      const commit = async (): Promise<unknown> => {
-        if (unwritten || pending.length > 0) {
-          try {
-            await storage.write([...ops(from, processed), ...pending], { sync });
-          } catch (error) {
-            // Some receipts may be durable through a deliverer's own batch: read them again.
-            cache.delete(from);
-            return error;
-          }
-        }
-        unwritten = false;
-        pending = [];
-        cache.set(from, processed);
-        outcome.cursor = processed;
-        return undefined;
-      };
-      for (const { seq, envelope } of batch.items) {
-        if (!handlers.proceed()) {
-          // What was delivered stays delivered: recording it spares a redelivery after close.
-          const failure = await commit();
-          return { ...outcome, stopped: true, ...(failure === undefined ? {} : { failure }) };
-        }
-        if (seq <= processed.seq) {
-          outcome.duplicates++;
-          continue;
-        }
-        const next = { epoch: batch.epoch, seq };
-        let taken = false;
-        try {
-          await handlers.deliver(envelope, from, { seq, takeCursorOps: () => ((taken = true), ops(from, next)) });
-          outcome.delivered++;
-        } catch (error) {
-          if (!isTroupeError(error) || !PERMANENT.includes(error.code)) {
-            await commit(); // acknowledge what came before; this one comes again
-            return { ...outcome, failure: error };
-          }
-          taken = false;
-          outcome.deadLetters++;
-          outcome.refused.push(seq);
-          try {
-            pending.push(...(await deadOps({ from, seq, id: envelope.id, type: envelope.type, to: envelope.to, code: error.code, message: error.message.slice(0, 500), at: now() })));
-          } catch (failure) {
-            await commit();
-            return { ...outcome, failure };
-          }
-          try {
-            handlers.onDeadLetter?.(envelope, from, error);
-          } catch {
-            // an observer's failure must not stall the stream
-          }
-        }
-        processed = next;
-        // A taken receipt is durable once `deliver` resolved, and the cursor is cumulative:
-        // it covers every envelope before it too.
-        unwritten = !taken;
-        if (taken && pending.length === 0) {
-          cache.set(from, processed);
-          outcome.cursor = processed;
-        }
-      }
-      const failure = await commit();
-      if (failure !== undefined) return { ...outcome, failure };
-      return outcome;
     },
   };
 }

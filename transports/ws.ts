@@ -9,7 +9,8 @@ import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { assertNodeId, dialAuthenticated, listenAuthenticated, secretKey, type AuthenticatedListener, type WsLimits } from './auth.js';
 import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, encodeHello, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
-import { createInbox, createOutbox, DEFAULT_OUTBOX_LIMITS, type DeadLetter, type InboxCursor, type OutboxEntry } from './outbox.js';
+import { createInbox, type DeadLetter, type InboxCursor } from './inbox.js';
+import { createOutbox, DEFAULT_OUTBOX_LIMITS, type OutboxEntry } from './outbox.js';
 import { createFrameSeal, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';
 import { describeDialError, resolveTls, type ResolvedTls, type WsTlsOptions } from './tls.js';
 
