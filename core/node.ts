@@ -1,5 +1,6 @@
 import { envSecrets } from './secrets.js';
 import { createSecurityContext } from './security.js';
+import { createPendingAsks } from './pending-asks.js';
 import { createWriteQueue } from './write-queue.js';
 import { createBlobWriter } from './blobs.js';
 import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
@@ -174,7 +175,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const events = new EventHub<RunEvent>();
   // Tracing watches the events and names each run's trace context; the node only carries it.
   const tracing = nodeTelemetry(options.telemetry, { nodeId: o.nodeId, clock: o.clock, subscribe: (listener) => events.subscribe(listener) });
-  const asks = new Map<string, { resolve(e: Envelope): void; reject(e: unknown): void; cancel(): void }>();
+  const asks = createPendingAsks(o.clock);
   let status: NodeStatus = 'running';
   let closing: Promise<void> | undefined;
   const gate = (options as NodeOptions & GatedNodeOptions)[CALL_GATE];
@@ -276,14 +277,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   };
 
   /** Hands a reply to the pending ask of this node it answers (`_ask.<node>/<corr>`). */
-  const answerAsk = (reply: Envelope): void => {
-    const corr = parseAddress(reply.to).actorId;
-    const pending = asks.get(corr);
-    if (!pending) return; // the asker timed out; a late answer is dropped
-    asks.delete(corr);
-    pending.cancel();
-    pending.resolve(reply);
-  };
+  const answerAsk = (reply: Envelope): void => asks.answer(parseAddress(reply.to).actorId, reply);
 
   /** Routes an envelope: to a local run's mailbox, a pending ask, a new run part, or a peer. */
   const route = async (envelope: Envelope, receipt?: DeliveryReceipt, fromRun = false): Promise<void> => {
@@ -1031,18 +1025,11 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         { id: o.ids('env'), from: askOptions.from ?? `${askInbox}/${corr}`, to, type, payload, corr, replyTo: `${askInbox}/${corr}`, seq: 0, ts: o.clock.now() },
         { maxBytes: o.maxEnvelopeBytes },
       );
-      const reply = new Promise<Envelope>((resolve, reject) => {
-        const cancel = o.clock.setTimer(() => {
-          asks.delete(corr);
-          reject(new TroupeError(ErrorCode.ASK_TIMEOUT, `no reply from ${to} to "${type}" within ${timeoutMs} ms`, { details: { to, type, timeoutMs } }));
-        }, timeoutMs);
-        asks.set(corr, { resolve, reject, cancel });
-      });
+      const reply = asks.wait(corr, timeoutMs, { to, type });
       try {
         await route(envelope);
       } catch (error) {
-        asks.get(corr)?.cancel();
-        asks.delete(corr);
+        asks.cancel(corr);
         throw error;
       }
       return reply;
@@ -1067,11 +1054,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         offAvailable?.();
         offMail?.();
         await taking?.catch(() => {});
-        for (const pending of asks.values()) {
-          pending.cancel();
-          pending.reject(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
-        }
-        asks.clear();
+        asks.rejectAll(new TroupeError(ErrorCode.NODE_CLOSED, 'node closed before the reply arrived'));
         for (const cancel of idleTimers.values()) cancel();
         idleTimers.clear();
         await Promise.all([...slots.values()].map((slot) => slot.passivating));
