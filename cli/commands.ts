@@ -14,7 +14,7 @@ import { runHistory } from '../core/history.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
 import type { ModelProviders } from '../core/model.js';
 import type { RunnableDefinition } from '../core/runtime.js';
-import { createRunStore } from '../core/run-store.js';
+import { createRunStore, newestRunFirst } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import type { Storage } from '../core/storage.js';
 import { repairLevelStorage } from '../storage/level.js';
@@ -470,7 +470,7 @@ export async function forkCommand(runId: string, opts: { at: number; runId?: str
 /** `troupe runs`: the run index, newest first. */
 export async function runsCommand(opts: { db: string; json?: boolean }): Promise<void> {
   await using storage = await openExisting(opts.db);
-  const runs = (await createRunStore(storage).listRuns()).sort((a, b) => b.startedAt - a.startedAt);
+  const runs = (await createRunStore(storage).listRuns()).sort(newestRunFirst);
   if (opts.json) return void printJson({ runs: runs.map(({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error }) => ({ id, crew, status, startedAt, updatedAt, checkpoint, resumes, output, error })) });
   if (runs.length === 0) {
     process.stdout.write(`no runs in ${opts.db}\n`);

@@ -15,7 +15,7 @@ import { runHistory } from './history.js';
 import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
-import { assertRunId, createRunStore, put, type Checkpoint, type RunRecord } from './run-store.js';
+import { assertRunId, createRunStore, newestRunFirst, put, type Checkpoint, type RunRecord } from './run-store.js';
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
 import { askNodeOf, partNodeOf } from './address.js';
@@ -981,7 +981,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
 
     async runs() {
       const records = await store.listRuns();
-      return records.sort((a, b) => b.startedAt - a.startedAt || b.id.localeCompare(a.id));
+      return records.sort(newestRunFirst);
     },
 
     async approvals(filter = {}) {

@@ -127,6 +127,11 @@ export const keys = {
   outbox: layout.routed,
 };
 
+/** The order runs are listed in everywhere (API, CLI, inspector): newest first, then by id. */
+export function newestRunFirst(a: Pick<RunRecord, 'startedAt' | 'id'>, b: Pick<RunRecord, 'startedAt' | 'id'>): number {
+  return b.startedAt - a.startedAt || b.id.localeCompare(a.id);
+}
+
 /** A put op with a msgpack-encoded value. */
 export function put(key: string, value: unknown): StorageOp {
   return { type: 'put', key, value: encode(value) };

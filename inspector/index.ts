@@ -11,7 +11,7 @@ import { z } from 'zod';
 import type { RunEvent } from '../core/events.js';
 import { ROOT_ACTOR_ID, type TroupeNode } from '../core/node.js';
 import type { RunStore } from '../core/run-store.js';
-import { createRunStore, type JournalEntry, type RunRecord } from '../core/run-store.js';
+import { createRunStore, newestRunFirst, type JournalEntry, type RunRecord } from '../core/run-store.js';
 import type { RunnableDefinition } from '../core/runtime.js';
 import type { Storage } from '../core/storage.js';
 import { defaultGraphs, graphsOf, type MachineGraph } from './graph.js';
@@ -307,7 +307,7 @@ export async function createInspector(options: InspectorOptions): Promise<Inspec
   });
   const summaries = async (): Promise<RunSummary[]> =>
     (await store.listRuns())
-      .sort((a, b) => b.startedAt - a.startedAt || b.id.localeCompare(a.id))
+      .sort(newestRunFirst)
       .slice(0, MAX_RUNS)
       .map(summarize);
 
