@@ -4,6 +4,7 @@ import { defineOutput, type OutputContract } from '../core/output-schema.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
+import { assertNodeId } from '../core/address.js';
 import { BLACKBOARD_ID } from './blackboard.js';
 import { CONTROL_NAMES } from './controls.js';
 import { definePolicy, type Policy } from '../core/policy.js';
@@ -160,7 +161,7 @@ export function crew(options: CrewOptions): CrewDefinition<unknown> {
   assertMigrations(`crew "${options.id}"`, options.migrations ?? []);
   for (const [agentId, node] of Object.entries(options.placement ?? {})) {
     if (!ids.includes(agentId)) throw new TypeError(`crew "${options.id}": placement names "${agentId}", which is not one of its agents`);
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(node)) throw new TypeError(`crew "${options.id}": node id "${node}" must match /^[A-Za-z0-9_-]{1,64}$/`);
+    assertNodeId(node, `crew "${options.id}": node id`);
   }
   const supervision = resolveSupervision(`crew "${options.id}"`, options.supervision);
   const bb = options.blackboard;

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { NODE_ID } from '../core/address.js';
 
 // Only commander here: `troupe --help` loads this module, and must not load the transport
 // (ws, msgpackr); `./transport.js` builds one when a command runs.
@@ -24,7 +25,8 @@ export interface NetworkFlags {
 }
 
 const collectPeer = (value: string, previous: string[] = []) => {
-  if (!/^[A-Za-z0-9_.-]{1,64}=wss?:\/\/\S+$/.test(value)) throw new InvalidArgumentError('--peer is <node-id>=ws://host:port');
+  const cut = value.indexOf('=');
+  if (cut === -1 || !NODE_ID.test(value.slice(0, cut)) || !/^wss?:\/\/\S+$/.test(value.slice(cut + 1))) throw new InvalidArgumentError(`--peer is <node-id>=ws://host:port, the node id matching ${NODE_ID}`);
   return [...previous, value];
 };
 

@@ -1,3 +1,4 @@
+import { NODE_ID } from './address.js';
 import { prefixRange, seqKey, type KeyRange } from './storage.js';
 
 /**
@@ -49,7 +50,8 @@ export function assertRunId(runId: string): void {
   if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
 }
 
-const AUDIT_CHAIN = /^[A-Za-z0-9_-]{1,64}$/;
+// Audit chains are named by node ids: the one node id rule.
+const AUDIT_CHAIN = NODE_ID;
 
 /** Throws a `TypeError` unless `chain` may name an audit chain (a node id). */
 export function assertAuditChain(chain: string): void {

@@ -18,7 +18,7 @@ import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, newestRunFirst, put, type Checkpoint, type RunRecord } from './run-store.js';
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
-import { askNodeOf, partNodeOf } from './address.js';
+import { askNodeOf, assertNodeId, partNodeOf } from './address.js';
 import { ASK_PREFIX, RunHost, ROOT_ACTOR_ID, type RestoreReads, type RunResult } from './run-host.js';
 import { SystemMessage, type Transport, type DeliveryReceipt } from './transport.js';
 import type { RunnableDefinition } from './runtime.js';
@@ -139,7 +139,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new TypeError(`concurrency must be a positive integer (runs executed at once), got ${String(options.concurrency)}`);
   if (!Number.isFinite(o.pollMs) || o.pollMs < 10) throw new TypeError(`pollMs must be at least 10 ms, got ${String(options.pollMs)}`);
   if (!Number.isFinite(o.passivateAfterMs) || o.passivateAfterMs < 0) throw new TypeError('passivateAfterMs must be a non-negative number of milliseconds (0 keeps every run loaded)');
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.nodeId)) throw new TypeError(`nodeId "${o.nodeId}" must match /^[A-Za-z0-9_-]{1,64}$/`);
+  assertNodeId(o.nodeId, 'nodeId');
   // Replies to this node's asks come back to `_ask.<node>/<corr>`, wherever the asked actor lives.
   const askInbox = `${ASK_PREFIX}.${o.nodeId}`;
   let transport: Transport | undefined;

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { encodeEnvelope } from '../advanced.js';
-import { createNode, isTroupeError, memoryStorage, scriptedModel, type RunEvent } from '../index.js';
+import { createNode, crew, isTroupeError, memoryStorage, scriptedModel, type RunEvent } from '../index.js';
 import { encode } from '../core/codec.js';
 import { countingIds, manualClock } from '../core/clock.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { runTroupe } from './helpers/cli.js';
+import { createWsTransport } from '../transports/ws.js';
 
 const setup = async (script = pairScript) => {
   const storage = memoryStorage();
@@ -93,6 +95,17 @@ describe('node', () => {
     await expect(ctx.node.run(twoAgentCrew(), { input: 'x', runId: 'has space' })).rejects.toThrow(/run id "has space" must match/);
     await ctx.node.run(twoAgentCrew(), { input: 'x', runId: 'dup' });
     await expect(ctx.node.run(twoAgentCrew(), { input: 'x', runId: 'dup' })).rejects.toSatisfy((e: unknown) => isTroupeError(e, 'RUN_ALREADY_ACTIVE'));
+  });
+
+  it('holds node ids to one rule wherever a node is named: the node, a placement, the transport and --peer', async () => {
+    for (const bad of ['b.1', 'b:1', '', 'x'.repeat(65)]) {
+      await expect(createNode({ storage: memoryStorage(), nodeId: bad })).rejects.toThrow(/must match/);
+      expect(() => crew({ id: 'placed', agents: twoAgentCrew().agents, placement: { [twoAgentCrew().agents[1]!.id]: bad } })).toThrow(/must match/);
+      await expect(createWsTransport({ nodeId: bad, storage: memoryStorage(), secret: 'x'.repeat(32), deliver: async () => {} })).rejects.toThrow(/must match/);
+    }
+    const peer = await runTroupe(['node', '--node-id', 'a', '--peer', 'b.1=ws://127.0.0.1:1', '--db', ':memory:']);
+    expect(peer.code).toBe(2);
+    expect(peer.stderr).toMatch(/--peer is <node-id>=ws:\/\/host:port, the node id matching/);
   });
 });
 

@@ -4,6 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import { assertNodeId, NODE_ID } from '../core/address.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { deriveSessionKeys, type SessionKeys } from './session.js';
 import type { ResolvedTls } from './tls.js';
@@ -35,17 +36,13 @@ export const HEADERS = {
   challenge: 'x-troupe-challenge',
 } as const;
 
-/** Node ids: safe inside storage keys (`outbox:<node>:…`), header values and log lines. */
-export const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+// Node ids follow the kernel's one rule (core/address.ts), re-exported for the transport's users.
+export { NODE_ID, assertNodeId };
 
 const NONCE = /^[0-9a-f]{32}$/;
 const SIG = /^[0-9a-f]{64}$/;
 const TS = /^[0-9]{1,16}$/;
 
-/** Throws a `TypeError` unless `id` may be used as a node id. */
-export function assertNodeId(id: unknown, what = 'node id'): asserts id is string {
-  if (typeof id !== 'string' || !NODE_ID.test(id)) throw new TypeError(`${what} "${String(id)}" must match ${NODE_ID}`);
-}
 
 /** Normalises the shared secret; short secrets are refused because HMAC is only as strong as its key. */
 export function secretKey(secret: string | Uint8Array): Buffer {
