@@ -1,5 +1,5 @@
-import { Packr, Unpackr } from 'msgpackr';
 import { z } from 'zod';
+import { decode, encode } from '../core/codec.js';
 import { EnvelopeSchema, vouchEnvelope } from '../core/envelope.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 
@@ -53,27 +53,13 @@ export type Frame = z.infer<typeof FrameSchema>;
 /** A decoded, validated batch. */
 export type BatchFrame = z.infer<typeof BatchFrameSchema>;
 
-// Untrusted bytes: plain maps and arrays only, never records or shared structures.
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false });
-const packr = new Packr({ useRecords: false, structuredClone: false, variableMapSize: true });
-
 /**
  * Decodes and validates one frame from a peer. Anything else becomes a `TroupeError`
  * (`FRAME_TOO_LARGE` or `INVALID_ENVELOPE`); nothing here throws otherwise.
  */
 export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
-  if (bytes.byteLength > maxBytes) {
-    throw new TroupeError(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`, {
-      details: { size: bytes.byteLength, limit: maxBytes },
-    });
-  }
-  let value: unknown;
-  try {
-    value = unpackr.unpack(bytes);
-  } catch (cause) {
-    throw new TroupeError(ErrorCode.INVALID_ENVELOPE, 'frame is not valid msgpack', { cause });
-  }
-  const result = FrameSchema.safeParse(value);
+  // Untrusted bytes: the codec's decoder (plain maps and arrays only), bounded first.
+  const result = FrameSchema.safeParse(decode(bytes, maxBytes));
   if (!result.success) {
     const issue = result.error.issues[0];
     const where = issue?.path.length ? issue.path.join('.') : 'frame';
@@ -98,12 +84,12 @@ export interface BatchItem {
   bytes: Uint8Array;
 }
 
-const K_T = packr.pack('t');
-const V_BATCH = packr.pack('batch');
-const K_EPOCH = packr.pack('epoch');
-const K_ITEMS = packr.pack('items');
-const K_SEQ = packr.pack('seq');
-const K_ENVELOPE = packr.pack('envelope');
+const K_T = encode('t');
+const V_BATCH = encode('batch');
+const K_EPOCH = encode('epoch');
+const K_ITEMS = encode('items');
+const K_SEQ = encode('seq');
+const K_ENVELOPE = encode('envelope');
 const MAP2 = Uint8Array.of(0x82);
 const MAP3 = Uint8Array.of(0x83);
 
@@ -118,22 +104,22 @@ function arrayHeader(n: number): Uint8Array {
  */
 export function encodeBatch(epoch: string, items: readonly BatchItem[]): Uint8Array {
   if (items.length === 0 || items.length > MAX_BATCH_ITEMS) throw new TypeError(`a batch holds 1-${MAX_BATCH_ITEMS} items, not ${items.length}`);
-  const parts: Uint8Array[] = [MAP3, K_T, V_BATCH, K_EPOCH, packr.pack(epoch), K_ITEMS, arrayHeader(items.length)];
-  for (const item of items) parts.push(MAP2, K_SEQ, packr.pack(item.seq), K_ENVELOPE, item.bytes);
+  const parts: Uint8Array[] = [MAP3, K_T, V_BATCH, K_EPOCH, encode(epoch), K_ITEMS, arrayHeader(items.length)];
+  for (const item of items) parts.push(MAP2, K_SEQ, encode(item.seq), K_ENVELOPE, item.bytes);
   return Buffer.concat(parts);
 }
 
 /** Encodes an acknowledgement. */
 export function encodeAck(epoch: string, upTo: number, refused: readonly number[] = []): Uint8Array {
-  return packr.pack(refused.length > 0 ? { t: 'ack', epoch, upTo, refused: refused.slice(0, MAX_BATCH_ITEMS) } : { t: 'ack', epoch, upTo });
+  return encode(refused.length > 0 ? { t: 'ack', epoch, upTo, refused: refused.slice(0, MAX_BATCH_ITEMS) } : { t: 'ack', epoch, upTo });
 }
 
 /** Encodes the hello frame. */
 export function encodeHello(): Uint8Array {
-  return packr.pack({ t: 'hello' });
+  return encode({ t: 'hello' });
 }
 
 /** Encodes any frame object as it is (tests use this to build well-formed and hostile frames). */
 export function encodeFrame(frame: Frame | Record<string, unknown>): Uint8Array {
-  return packr.pack(frame);
+  return encode(frame);
 }
