@@ -1,6 +1,7 @@
 import { assign, fromPromise, setup, type ActorRefFrom } from 'xstate';
 import type { ApprovalRequest, RecordedDecision } from '../core/approvals.js';
 import { parseAddress } from '../core/envelope.js';
+import { NAME } from '../core/ids.js';
 import { ErrorCode, isRetryable as retryableError, serializeError, TroupeError, type SerializedError } from '../core/errors.js';
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
@@ -113,11 +114,10 @@ export interface AgentDefinition {
   readonly policy?: Policy;
 }
 
-const ACTOR_ID = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 /** Defines an agent. Throws a `TypeError` when the definition breaks a rule. */
 export function agent(options: AgentOptions): AgentDefinition {
-  if (!ACTOR_ID.test(options?.id ?? '')) throw new TypeError(`agent id "${options?.id}" must match ${ACTOR_ID}`);
+  if (!NAME.test(options?.id ?? '')) throw new TypeError(`agent id "${options?.id}" must match ${NAME}`);
   if (typeof options.model !== 'string' || !options.model) throw new TypeError(`agent "${options.id}" needs a model reference`);
   const tools = options.tools ?? [];
   const names = new Set<string>();

@@ -4,7 +4,7 @@ import { defineOutput, type OutputContract } from '../core/output-schema.js';
 import { assertMigrations, type Migration } from '../core/migrations.js';
 import type { Budget, RunnableDefinition } from '../core/runtime.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
-import { assertNodeId } from '../core/address.js';
+import { assertNodeId, NAME } from '../core/ids.js';
 import { BLACKBOARD_ID } from './blackboard.js';
 import { CONTROL_NAMES } from './controls.js';
 import { definePolicy, type Policy } from '../core/policy.js';
@@ -148,7 +148,7 @@ function resolveProcess(id: string, process: CrewProcess | undefined, ids: reado
 export function crew<S extends z.ZodType>(options: CrewOptions & { output: S }): CrewDefinition<z.output<S>>;
 export function crew(options: CrewOptions): CrewDefinition;
 export function crew(options: CrewOptions): CrewDefinition<unknown> {
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(options?.id ?? '')) throw new TypeError(`crew id "${options?.id}" must match /^[A-Za-z][A-Za-z0-9_-]{0,63}$/`);
+  if (!NAME.test(options?.id ?? '')) throw new TypeError(`crew id "${options?.id}" must match ${NAME}`);
   if (!options.agents?.length) throw new TypeError(`crew "${options.id}" needs at least one agent`);
   const ids: string[] = [];
   for (const a of options.agents) {

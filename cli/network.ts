@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { NODE_ID } from '../core/address.js';
+import { NODE_ID } from '../core/ids.js';
 
 // Only commander here: `troupe --help` loads this module, and must not load the transport
 // (ws, msgpackr); `./transport.js` builds one when a command runs.

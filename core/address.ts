@@ -5,19 +5,6 @@ import { PART_ACTOR_ID } from './transport.js';
  * `<runId>/<actorId>`; inside a run addresses stay relative.
  */
 
-/**
- * Node ids, one rule wherever a node is named: `createNode`, a crew's placement, `--peer`,
- * the transport's handshake and outbox keys, and audit chains (`audit.<node>:`). Safe inside
- * addresses, storage keys, header values and log lines; no `.` or `:`, which the keys that
- * embed a node id use as separators.
- */
-export const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** Throws a `TypeError` unless `id` may be used as a node id ({@link NODE_ID}). */
-export function assertNodeId(id: unknown, what = 'node id'): asserts id is string {
-  if (typeof id !== 'string' || !NODE_ID.test(id)) throw new TypeError(`${what} "${String(id)}" must match ${NODE_ID}`);
-}
-
 /** The address of the root actor inside every run. */
 export const ROOT_ACTOR_ID = 'crew';
 

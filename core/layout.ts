@@ -1,4 +1,4 @@
-import { NODE_ID } from './address.js';
+import { NODE_ID } from './ids.js';
 import { prefixRange, seqKey, type KeyRange } from './storage.js';
 
 /**
@@ -43,12 +43,8 @@ import { prefixRange, seqKey, type KeyRange } from './storage.js';
 /** The layout this code writes. */
 export const LAYOUT_VERSION = 2;
 
-const RUN_ID = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** Throws a `TypeError` unless `runId` may be used as a run id. */
-export function assertRunId(runId: string): void {
-  if (!RUN_ID.test(runId)) throw new TypeError(`run id "${runId}" must match ${RUN_ID}`);
-}
+// The run id rule is core/ids.ts's; re-exported for the layout's users.
+export { assertRunId } from './ids.js';
 
 // Audit chains are named by node ids: the one node id rule.
 const AUDIT_CHAIN = NODE_ID;
@@ -208,7 +204,10 @@ export const layout = {
   /** The keys of the chains after `chain` (`;` is the character after `:`). */
   auditChainsAfter: (chain: string): KeyRange => ({ gte: `audit.${chain};`, lt: prefixRange('audit.').lt! }),
   /** The chain of a key in {@link layout.auditChains}, `undefined` for any other key. */
-  auditChainOf: (key: string): string | undefined => /^audit\.([A-Za-z0-9_-]{1,64}):/.exec(key)?.[1],
+  auditChainOf: (key: string): string | undefined => {
+    const chain = /^audit\.([^:]*):/.exec(key)?.[1];
+    return chain !== undefined && NODE_ID.test(chain) ? chain : undefined;
+  },
 
   /** Whether `key` is one of the per-run keys of `runId` (in {@link layout.perRun}) or its run record. */
   ownedByRun: (runId: string, key: string): boolean => key === layout.run(runId) || layout.perRun(runId).some((r) => key >= r.gte! && key < r.lt!),

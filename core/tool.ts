@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { NAME } from './ids.js';
 import type { ToolSpec } from './model.js';
 import { assertScope } from './policy.js';
 
@@ -74,13 +75,12 @@ export interface Tool<S extends z.ZodType = z.ZodType, R = unknown> {
   compensate?(args: z.infer<S>, context: ToolContext): Promise<void> | void;
 }
 
-const TOOL_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 const EFFECTS: readonly ToolEffect[] = ['read', 'idempotent', 'compensatable', 'irreversible'];
 
 /** Defines a tool. Throws a `TypeError` when the definition breaks a rule. */
 export function tool<S extends z.ZodType, R>(options: ToolOptions<S, R>): Tool<S, R> {
-  if (!TOOL_NAME.test(options.name)) {
-    throw new TypeError(`tool name "${options.name}" must match ${TOOL_NAME} (providers reject other names)`);
+  if (!NAME.test(options.name)) {
+    throw new TypeError(`tool name "${options.name}" must match ${NAME} (providers reject other names)`);
   }
   if (!EFFECTS.includes(options.effect)) {
     throw new TypeError(`tool "${options.name}": effect must be one of ${EFFECTS.join(', ')}`);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RUN_ID } from '../core/ids.js';
 import { isTroupeError } from '../core/errors.js';
 import type { InspectorActions } from './index.js';
 import { clean } from './text.js';
@@ -10,7 +11,7 @@ import { clean } from './text.js';
  */
 
 const Id = z.string().min(1).max(200);
-const RunId = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/);
+const RunId = z.string().regex(RUN_ID);
 
 /** An action's body. */
 export const ActionSchema = z.discriminatedUnion('action', [

@@ -6,6 +6,7 @@
  * @module
  */
 import type { WebSocket } from 'ws';
+import { RUN_ID } from '../core/ids.js';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { RunEvent } from '../core/events.js';
@@ -229,7 +230,7 @@ interface Session {
   loading: boolean;
 }
 
-const RunId = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/);
+const RunId = z.string().regex(RUN_ID);
 const Seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 
 /** What a page may ask over the WebSocket: reads only (actions go through `POST /action`). */

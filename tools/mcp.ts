@@ -12,6 +12,7 @@ import type { z } from 'zod';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult, ContentBlock, Tool as McpToolInfo } from '@modelcontextprotocol/sdk/types.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
+import { NAME } from '../core/ids.js';
 import { createRedactor, envSecrets, resolveSecrets, type SecretsProvider } from '../core/secrets.js';
 import { tool, type Tool, type ToolContext, type ToolEffect } from '../core/tool.js';
 import { jsonSchemaToZod } from './json-schema.js';
@@ -408,7 +409,7 @@ export async function mcpTools(server: McpServerConfig, options: McpToolsOptions
       });
     }
     const description = s.description ?? info.description ?? info.title ?? `${info.name} (a tool of the MCP server "${serverName}")`;
-    if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(name)) {
+    if (!NAME.test(name)) {
       throw new TypeError(`mcpTools: MCP tool "${info.name}" would be called "${name}", which providers reject (a letter, then up to 63 letters, digits, _ or -); name it with tools.${info.name}.name`);
     }
     const built = tool({

@@ -4,7 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
-import { assertNodeId, NODE_ID } from '../core/address.js';
+import { assertNodeId, NODE_ID } from '../core/ids.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { deriveSessionKeys, type SessionKeys } from './session.js';
 import type { ResolvedTls } from './tls.js';
@@ -36,7 +36,7 @@ export const HEADERS = {
   challenge: 'x-troupe-challenge',
 } as const;
 
-// Node ids follow the kernel's one rule (core/address.ts), re-exported for the transport's users.
+// Node ids follow the kernel's one rule (core/ids.ts), re-exported for the transport's users.
 export { NODE_ID, assertNodeId };
 
 const NONCE = /^[0-9a-f]{32}$/;

@@ -5,6 +5,7 @@ import { canonicalJson } from '../audit-log.js';
 import { blobHashOf, blobRefs } from '../blobs.js';
 import { decode, encode } from '../codec.js';
 import { ErrorCode, TroupeError } from '../errors.js';
+import { RUN_ID } from '../ids.js';
 import { assertRunId, LAYOUT_VERSION, layout } from '../layout.js';
 import type { LedgerEntry, RunRecord } from '../run-store.js';
 import { createRedactor, envSecrets, type SecretsProvider } from '../secrets.js';
@@ -45,7 +46,7 @@ export const RecordingFileSchema = z
     format: z.literal(RECORDING_FORMAT),
     version: z.literal(RECORDING_VERSION),
     layout: z.literal(LAYOUT_VERSION),
-    runId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+    runId: z.string().regex(RUN_ID),
     crew: z.string().min(1).max(256),
     exportedAt: z.number().int().nonnegative(),
     /** Secret names the run used: scrubbed when the exporter could resolve them, listed as unresolved otherwise. */
