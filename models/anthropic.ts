@@ -1,4 +1,4 @@
-import { checkToolArgs, parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
+import { checkToolArgs, msg, parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
 import { providerFields, type ModelSettings } from '../core/model-settings.js';
 import {
@@ -161,9 +161,6 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
     return { message, usage: counts, model: `${id}:${served ?? request.model}`, finishReason, ...(cost !== undefined ? { cost } : {}) };
   };
 
-  const assistant = (content: string, calls: ToolCall[]): AssistantMessage =>
-    calls.length ? { role: 'assistant', content, toolCalls: calls } : { role: 'assistant', content };
-
   return {
     id,
     check: modelNameCheck(id, o.defaultModel),
@@ -201,7 +198,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
           if (block.type === 'text') text += block.text ?? '';
           else if (block.type === 'tool_use') calls.push({ id: block.id ?? `toolu_${calls.length}`, name: block.name ?? '', ...checkToolArgs(block.input) });
         }
-        return finish(request, json.model, assistant(text, calls), json.usage ?? {}, json.stop_reason);
+        return finish(request, json.model, msg.assistant(text, calls), json.usage ?? {}, json.stop_reason);
       }
 
       if (!response.body) throw modelError(id, 'streaming response has no body', { retryable: true, reason: 'protocol' });
@@ -260,7 +257,7 @@ export function anthropic(options: AnthropicOptions = {}): ModelProvider {
         if (block.type === 'text') text += block.text;
         else calls.push({ id: block.id, name: block.name, ...parseToolArgs(block.json) });
       }
-      return finish(request, served, assistant(text, calls), usage, reason);
+      return finish(request, served, msg.assistant(text, calls), usage, reason);
     },
   };
 }

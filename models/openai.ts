@@ -1,4 +1,4 @@
-import { parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
+import { msg, parseToolArgs, type AssistantMessage, type Message, type ToolCall } from '../core/messages.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolSpec } from '../core/model.js';
 import { providerFields, type ModelSettings } from '../core/model-settings.js';
 import {
@@ -163,9 +163,6 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
     return { message, usage: counts, model: `${id}:${served ?? request.model}`, finishReason, ...(cost !== undefined ? { cost } : {}) };
   };
 
-  const assistant = (content: string, calls: ToolCall[]): AssistantMessage =>
-    calls.length ? { role: 'assistant', content, toolCalls: calls } : { role: 'assistant', content };
-
   return {
     id,
     check: modelNameCheck(id, o.defaultModel),
@@ -193,7 +190,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
         const choice = json.choices?.[0];
         if (!choice?.message) throw modelError(id, 'response has no choices[0].message', { retryable: false, reason: 'protocol' });
         const calls = (choice.message.tool_calls ?? []).map(toolCall);
-        return finish(request, json.model, assistant(choice.message.content ?? '', calls), json.usage, choice.finish_reason);
+        return finish(request, json.model, msg.assistant(choice.message.content ?? '', calls), json.usage, choice.finish_reason);
       }
 
       const emit = tokenSink(o.onToken, context, request);
@@ -239,7 +236,7 @@ export function openAICompatible(options: OpenAICompatibleOptions): ModelProvide
       const toolCalls = [...calls.entries()]
         .sort(([a], [b]) => a - b)
         .map(([, c], i) => toolCall({ ...(c.id ? { id: c.id } : {}), function: { name: c.name, arguments: c.args } }, i));
-      return finish(request, served, assistant(text, toolCalls), usage, reason);
+      return finish(request, served, msg.assistant(text, toolCalls), usage, reason);
     },
   };
 }
