@@ -200,6 +200,27 @@ export interface AgentContext {
   outputProblem?: string | null;
 }
 
+/**
+ * The fields that belong to one task, as no task has them: what a new task starts from, what
+ * a reset leaves, and part of an agent's first context (one list, not three to keep in step).
+ */
+const noTask = () =>
+  ({
+    conversation: [] as Message[],
+    step: 0,
+    attempt: 0,
+    task: null,
+    pendingCalls: [] as ToolCall[],
+    lastError: null,
+    output: null,
+    approval: null,
+    decisions: {},
+    delegation: null,
+    handoff: null,
+    taskPolicy: null,
+    outputProblem: null,
+  }) satisfies Partial<AgentContext>;
+
 /** Events an agent accepts: envelopes delivered by the node's mailbox. */
 export type AgentEvent = EnvelopeEvent;
 
@@ -291,20 +312,12 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         const env = event.envelope;
         const { content, policy } = payloadOf(TaskPayloadSchema, env) ?? looseTask(env.payload);
         return {
+          ...noTask(),
           conversation: [msg.system(def.output ? `${def.instructions}\n\n${outputInstructions(def.output)}` : def.instructions), msg.user(content, parseAddress(env.from).actorId)],
           step: 1,
-          attempt: 0,
           task: { from: env.from, ...(env.corr ? { corr: env.corr } : {}), ...(env.replyTo ? { replyTo: env.replyTo } : {}) },
-          pendingCalls: [],
-          lastError: null,
-          output: null,
           tasksDone: context.tasksDone,
-          approval: null,
-          decisions: {},
-          delegation: null,
-          handoff: null,
           taskPolicy: policy ?? null,
-          outputProblem: null,
         };
       }),
       recordResponse: assign(({ context }, params: { response: ModelResponse }) => ({
@@ -450,19 +463,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         // world: the next attempts inherit its effects instead of repeating them.
         inherits: withTasks(context.inherits, context.generation ?? 1, context.tasksDone + 1),
         generation: context.tasksDone + 2,
-        conversation: [],
-        step: 0,
-        attempt: 0,
-        task: null,
-        pendingCalls: [],
-        lastError: null,
-        output: null,
-        approval: null,
-        decisions: {},
-        delegation: null,
-        handoff: null,
-        taskPolicy: null,
-        outputProblem: null,
+        ...noTask(),
         // A new task number, so a restarted agent does not replay the failed attempt's calls.
         tasksDone: context.tasksDone + 1,
         // The process starts over, so the agent's turns do too.
@@ -488,27 +489,15 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
   return machineSetup.createMachine({
     id: def.id,
     context: {
-      conversation: [],
-      step: 0,
-      attempt: 0,
-      task: null,
-      pendingCalls: [],
+      ...noTask(),
       failedPhase: 'planning',
       retryAt: 0,
-      lastError: null,
-      output: null,
       usage: { inputTokens: 0, outputTokens: 0 },
       tasksDone: 0,
-      approval: null,
-      decisions: {},
-      delegation: null,
-      handoff: null,
-      taskPolicy: null,
       deadline: null,
       inherits: [],
       generation: 1,
       turnsDone: 0,
-      outputProblem: null,
     },
     // A supervisor's reset works in any state: invocations of the left state are cancelled.
     on: { [ENVELOPE_EVENT]: { guard: 'isReset', target: '.idle', actions: 'reset' } },
