@@ -7,13 +7,21 @@ import { tempDir } from './helpers/temp.js';
 import { wrapStorage } from './helpers/wrap-storage.js';
 import desk, { deskModels } from './fixtures/mail-crew.js';
 import { createRunStore } from '../core/run-store.js';
-import type { KeyRange, StorageOp } from '../core/storage.js';
+import type { KeyRange, Storage, StorageOp } from '../core/storage.js';
 import { decode, encode } from '../core/codec.js';
 
 const IDLE = 10_000;
 const pay = tool({ name: 'pay', description: 'Pays.', input: z.object({ amount: z.number() }), effect: 'irreversible', scopes: ['money'], run: ({ amount }) => `paid ${amount}` });
 const script = { cashier: [{ toolCalls: [{ name: 'pay', args: { amount: 5 } }] }, 'all paid'] };
 const team = () => crew({ id: 'shop', agents: [agent({ id: 'cashier', role: 'c', instructions: 'Pay.', model: 'scripted', tools: [pay], policy: { ask: ['money'] } })] });
+/** Runs the shop crew on `storage` until it asks for approval, then closes its node: the approval's id. */
+async function untilApproval(storage: Storage, runId: string): Promise<string> {
+  await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
+  const approval = asked(node);
+  await node.run(team(), { input: 'go', runId });
+  // Awaited inside: the node must still be open when the approval is asked for.
+  return await approval;
+}
 const asked = (node: { subscribe(l: (e: RunEvent) => void): () => void }) =>
   new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId)));
 
@@ -57,10 +65,7 @@ describe('passivation', () => {
     let id: string;
     {
       await using storage = await levelStorage({ path: dir.path });
-      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
-      const approval = asked(node);
-      await node.run(team(), { input: 'go', runId: 'p2' });
-      id = await approval;
+      id = await untilApproval(storage, 'p2');
     }
     await using storage = await levelStorage({ path: dir.path });
     await using node = await createNode({ storage, crews: [team()], models: { scripted: scriptedModel({ script }) } });
@@ -240,11 +245,7 @@ describe("a run's approvals are read through its index", () => {
     let id: string;
     {
       await using storage = await levelStorage({ path: dir.path });
-      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) } });
-      const approval = asked(node);
-      await node.run(team(), { input: 'go', runId: 'old-1' });
-      id = await approval;
-      await node.close();
+      id = await untilApproval(storage, 'old-1');
       // What an older Troupe left: no index, and manifests that do not claim one.
       const ops: StorageOp[] = [];
       for await (const [key] of storage.entries({ gte: 'apprun:', lt: 'apprun:\uffff' })) ops.push({ type: 'del', key });
