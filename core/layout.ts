@@ -1,4 +1,4 @@
-import { NODE_ID } from './ids.js';
+import { assertNodeId, NODE_ID } from './ids.js';
 import { prefixRange, seqKey, type KeyRange } from './storage.js';
 
 /**
@@ -45,14 +45,6 @@ export const LAYOUT_VERSION = 2;
 
 // The run id rule is core/ids.ts's; re-exported for the layout's users.
 export { assertRunId } from './ids.js';
-
-// Audit chains are named by node ids: the one node id rule.
-const AUDIT_CHAIN = NODE_ID;
-
-/** Throws a `TypeError` unless `chain` may name an audit chain (a node id). */
-export function assertAuditChain(chain: string): void {
-  if (!AUDIT_CHAIN.test(chain)) throw new TypeError(`audit chain "${chain}" must match ${AUDIT_CHAIN} (it is a node id)`);
-}
 
 /** Everything after `prefix` in `key`. */
 const after = (key: string, prefix: string) => key.slice(prefix.length);
@@ -187,7 +179,8 @@ export const layout = {
    */
   auditChain: (chain?: string) => {
     if (chain === undefined) return { key: layout.audit, range: layout.audits, after: layout.auditsAfter, is: layout.isAudit, seqOf: layout.auditSeq, shape: 'audit:<12 digits>' };
-    assertAuditChain(chain);
+    // Audit chains are named by node ids: the one node id rule.
+    assertNodeId(chain, 'audit chain (a node id)');
     const prefix = `audit.${chain}:`;
     const exact = new RegExp(`^${prefix.replaceAll('.', '\\.')}\\d{12}$`);
     return {
