@@ -22,10 +22,10 @@ export interface LevelStorageOptions {
 
 type Db = ClassicLevel<string, Uint8Array>;
 
-/** LevelDB's own file names: a directory holding one of these but no CURRENT is a damaged database. */
 /** Most bytes one iterator chunk (`nextv`) gathers before it hands them over. */
 const ITERATOR_CHUNK_BYTES = 1024 * 1024;
 
+/** LevelDB's own file names: a directory holding one of these but no CURRENT is a damaged database. */
 const LEVELDB_FILE = /^(?:\d+\.(?:ldb|sst|log)|MANIFEST-\d+|LOCK|LOG|LOG\.old)$/;
 
 const repairHint = (path: string) => `run \`troupe db repair --db ${path}\` (it backs the directory up first)`;
