@@ -114,7 +114,6 @@ export interface AgentDefinition {
   readonly policy?: Policy;
 }
 
-
 /** Defines an agent. Throws a `TypeError` when the definition breaks a rule. */
 export function agent(options: AgentOptions): AgentDefinition {
   if (!NAME.test(options?.id ?? '')) throw new TypeError(`agent id "${options?.id}" must match ${NAME}`);
