@@ -223,7 +223,7 @@ async function readRing(storage: Storage, runId: string): Promise<Array<{ index:
  * `undefined` when there is none. A checkpoint whose records or logs are missing fails with
  * `STORAGE_CORRUPT`.
  */
-export async function readCheckpoint(storage: Storage, runId: string, seq: number | 'latest', hint?: CheckpointHint): Promise<Checkpoint | undefined> {
+export async function readCheckpoint(storage: Storage, runId: string, seq: number | 'latest', hint?: CheckpointHint, onRead?: (head: CheckpointHead | undefined) => void): Promise<Checkpoint | undefined> {
   // The newest record of an actor is never newer than the newest manifest (both are written
   // by one batch), so with a hint the latest checkpoint's records are read with its manifest.
   const early = seq === 'latest' && hint ? new Map<string, Promise<[string, unknown] | undefined>>() : undefined;
@@ -249,6 +249,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
           const bytes = await storage.get(layout.checkpoint(runId, seq));
           return bytes && (decode(bytes, Infinity) as Manifest | Checkpoint);
         })();
+  onRead?.(raw && headOf(raw));
   if (!raw) return undefined;
   if (checkpointLayout(raw) === 1) {
     // Layout 1: the whole snapshot is in the checkpoint, long strings in blobs.
@@ -333,16 +334,38 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
   }
 }
 
+/** Who wrote a checkpoint, and which one it is: what a node checks before it claims a run. */
+export interface CheckpointHead {
+  seq: number;
+  schemaVersion: number;
+  machine: { id: string; version: string };
+}
+
+function headOf(raw: Manifest | Checkpoint): CheckpointHead {
+  return { seq: raw.seq, schemaVersion: raw.schemaVersion, machine: raw.machine };
+}
+
 /** Who wrote the newest checkpoint of a run (schema and machine), without rebuilding it. */
-export async function latestCheckpointHead(storage: Storage, runId: string): Promise<{ seq: number; schemaVersion: number; machine: { id: string; version: string } } | undefined> {
+export async function latestCheckpointHead(storage: Storage, runId: string): Promise<CheckpointHead | undefined> {
   const raw = await newest<Manifest | Checkpoint>(storage, layout.checkpoints(runId));
-  return raw && { seq: raw.seq, schemaVersion: raw.schemaVersion, machine: raw.machine };
+  return raw && headOf(raw);
 }
 
 /**
- * The states of a run's actors at each of its checkpoints, oldest first, without rebuilding
- * snapshots. `legacyRootId` names the root in layout-1 checkpoints, which do not record it.
+ * The newest checkpoint of a run, and its head as soon as the manifest is read: one read of
+ * the manifest serves a node's checks before its claim and the rebuild after it. `head`
+ * rejects when the read fails before the manifest was read.
  */
+export function readLatestCheckpoint(storage: Storage, runId: string, hint?: CheckpointHint): { head: Promise<CheckpointHead | undefined>; checkpoint: Promise<Checkpoint | undefined> } {
+  let resolveHead!: (head: CheckpointHead | undefined) => void;
+  let rejectHead!: (error: unknown) => void;
+  const head = new Promise<CheckpointHead | undefined>((resolve, reject) => ((resolveHead = resolve), (rejectHead = reject)));
+  const checkpoint = readCheckpoint(storage, runId, 'latest', hint, resolveHead);
+  // A settled promise ignores the later call: after the manifest, this changes nothing.
+  checkpoint.catch(rejectHead);
+  return { head, checkpoint };
+}
+
 /**
  * Sequence number, time and newest journal entry of each checkpoint of a run, oldest first:
  * where a reader of the journal finds the checkpoint that holds a given step. Reads the

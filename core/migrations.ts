@@ -1,4 +1,5 @@
 import { ErrorCode, TroupeError } from './errors.js';
+import type { CheckpointHead } from './checkpoints.js';
 import { CHECKPOINT_SCHEMA_VERSION, type Checkpoint } from './run-store.js';
 
 /**
@@ -32,18 +33,13 @@ export function assertMigrations(owner: string, migrations: readonly Migration[]
   }
 }
 
-/** What {@link planUpgrade} needs of a checkpoint: who wrote it. */
-export interface CheckpointHead {
-  schemaVersion: number;
-  machine: { id: string; version: string };
-}
 
 /**
  * The migrations that take a checkpoint written by `head` to `target`, in order, or throws
  * `SNAPSHOT_VERSION` when it was written by a newer schema or a version no migration chain
  * reaches. Needs no snapshot, so a node can refuse a run before it claims or reads it.
  */
-export function planUpgrade(head: CheckpointHead, target: { id: string; version: string }, migrations: readonly Migration[]): Migration[] {
+export function planUpgrade(head: Pick<CheckpointHead, 'schemaVersion' | 'machine'>, target: { id: string; version: string }, migrations: readonly Migration[]): Migration[] {
   const describe = `${head.machine.id}@${head.machine.version} (schema ${head.schemaVersion})`;
   if (head.schemaVersion > CHECKPOINT_SCHEMA_VERSION) {
     throw new TroupeError(ErrorCode.SNAPSHOT_VERSION, `checkpoint was written by a newer Troupe: ${describe}; this code reads schema ${CHECKPOINT_SCHEMA_VERSION}`, {

@@ -703,9 +703,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // Before the claim, which is a write: a run this node cannot serve is left as it was.
       // On an embedded storage (one process) the whole checkpoint is read meanwhile, beside
       // the claim's own reads and write, instead of after them.
-      const prefetched = shared ? undefined : store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+      const prefetch = shared ? undefined : store.readLatest(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+      const prefetched = prefetch?.checkpoint;
       prefetched?.catch(() => {});
-      const head = await store.latestCheckpointHead(runId);
+      const head = await (prefetch?.head ?? store.latestCheckpointHead(runId));
       if (head) planUpgrade(head, def, def.migrations ?? []);
       checkConfig(def, runId, record.part);
       // RUN_CLAIMED while another live node executes it.

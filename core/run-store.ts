@@ -2,7 +2,7 @@ import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, type Checkpoint, type CheckpointHint } from './checkpoints.js';
+import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, readLatestCheckpoint, type Checkpoint, type CheckpointHint } from './checkpoints.js';
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
@@ -187,6 +187,8 @@ export function createRunStore(storage: Storage) {
     latestCheckpoint: (runId: string, hint?: CheckpointHint): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest', hint),
     /** Schema and machine of the newest checkpoint, without rebuilding it. */
     latestCheckpointHead: (runId: string) => latestCheckpointHead(storage, runId),
+    /** The latest checkpoint, with its head as soon as the manifest is read (see readLatestCheckpoint). */
+    readLatest: (runId: string, hint?: CheckpointHint) => readLatestCheckpoint(storage, runId, hint),
     /** Each checkpoint of a run with the state of every actor at it, oldest first. */
     checkpointStates: (runId: string, legacyRootId: string) => checkpointStates(storage, runId, legacyRootId),
     /** Each checkpoint's seq, time and newest journal entry, oldest first (manifests only). */

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { createNode, scriptedModel, type ModelProvider } from '../index.js';
+import { layout } from '../core/layout.js';
 import { createRunStore } from '../core/run-store.js';
+import type { KeyRange } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
 import { tempDir } from './helpers/temp.js';
@@ -77,5 +79,26 @@ describe('resume', () => {
     await expect(node.resume('v1', bumped)).rejects.toThrow(/checkpointed by pair@1 .* this code is pair@2/);
     expect(await store.latestCheckpoint('v1')).toEqual(before);
     expect((await store.requireRun('v1')).status).toBe('running');
+  });
+
+  it('reads the newest manifest of a run once to resume it: the version check before the claim and the rebuild share it', async () => {
+    await using dir = await tempDir();
+    await using disk = await levelStorage({ path: dir.path });
+    {
+      await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: pairScript, latencyMs: 10_000 }) } });
+      await node.run(twoAgentCrew(), { input: 'x', runId: 'once-1' });
+    }
+    const manifests = layout.checkpoints('once-1');
+    let reads = 0;
+    const storage = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'entries') return (range: KeyRange) => (range.gte === manifests.gte && range.lt === manifests.lt && reads++, target.entries(range));
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairScript, latencyMs: 10_000 }) }, crews: [twoAgentCrew()] });
+    expect(node.get('once-1')?.status).toBe('running');
+    expect(reads).toBe(1);
   });
 });
