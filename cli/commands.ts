@@ -4,6 +4,8 @@
  * or the transport.
  * @module
  */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { createNode, type RunHandle, type TroupeNode } from '../core/node.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
@@ -17,7 +19,7 @@ import type { RunnableDefinition } from '../core/runtime.js';
 import { createRunStore, newestRunFirst } from '../core/run-store.js';
 import type { RunResult } from '../core/run-host.js';
 import type { Storage } from '../core/storage.js';
-import { repairLevelStorage } from '../storage/level.js';
+import { levelStorage, repairLevelStorage } from '../storage/level.js';
 import { isDatabaseUrl, nodeIdFor, openStorage, type LeaseFlags } from './open-storage.js';
 import { serveControlSocket } from './control-socket.js';
 import { DecidedResultSchema } from './control-protocol.js';
@@ -479,6 +481,30 @@ export async function runsCommand(opts: { db: string; json?: boolean }): Promise
   for (const r of runs) {
     process.stdout.write(`${r.id.padEnd(28)} ${r.status.padEnd(10)} ${r.crew.padEnd(16)} started ${new Date(r.startedAt).toISOString()}  updated ${new Date(r.updatedAt).toISOString()}  checkpoints ${r.checkpoint}\n`);
   }
+}
+
+/** Bytes of the files directly in `dir` (a LevelDB directory has no subdirectories). */
+async function directoryBytes(dir: string): Promise<number> {
+  let bytes = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) if (entry.isFile()) bytes += (await stat(join(dir, entry.name))).size;
+  return bytes;
+}
+
+const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+
+/**
+ * `troupe db compact`: rewrites a LevelDB directory without the space its deleted keys still
+ * hold. A running node does this by itself as it deletes (`compactAfterDeletes`); this is for
+ * a database no process has open, e.g. after many runs were pruned.
+ */
+export async function dbCompactCommand(opts: { db: string; json?: boolean }): Promise<void> {
+  if (isDatabaseUrl(opts.db)) throw new InvalidArgumentError("troupe db compact compacts a LevelDB directory; Postgres reclaims the space of deleted rows with its autovacuum (or VACUUM)");
+  await using storage = await levelStorage({ path: opts.db, create: false, compactAfterDeletes: 0 });
+  const before = await directoryBytes(opts.db);
+  await storage.compact();
+  const after = await directoryBytes(opts.db);
+  if (opts.json) return void printJson({ compact: { db: opts.db, bytesBefore: before, bytesAfter: after } });
+  process.stdout.write(`compacted ${opts.db}: ${mib(before)} -> ${mib(after)}\n`);
 }
 
 /** `troupe db repair`: backs the directory up, runs LevelDB's repair, reports what it can read. */

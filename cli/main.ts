@@ -216,10 +216,15 @@ program
   .option('--json', 'print one JSON object: { "runs": [...] }')
   .action(async (opts: Parameters<typeof Commands.runsCommand>[0]) => (await commands()).runsCommand(opts));
 
-program
-  .command('db')
-  .description('maintain the database')
-  .command('repair')
+const db = program.command('db').description('maintain the database');
+
+db.command('compact')
+  .description('reclaim the space deleted keys still hold in a LevelDB directory no process has open (a running node compacts as it deletes)')
+  .addOption(dbOption())
+  .option('--json', 'print one JSON object: { "compact": { "db", "bytesBefore", "bytesAfter" } }')
+  .action(async (opts: Parameters<typeof Commands.dbCompactCommand>[0]) => (await commands()).dbCompactCommand(opts));
+
+db.command('repair')
   .description("back the database directory up, then rebuild it with LevelDB's repair and report the runs it can read")
   .addOption(dbOption())
   .addOption(storageOption())
@@ -228,7 +233,7 @@ program
 registerInspectCommand(program);
 registerMcpCommand(program);
 
-/** `troupe db repair`, for messages. */
+/** The full name of a command (`troupe db repair`), for messages. */
 const fullName = (command: Command): string => (command.parent ? `${fullName(command.parent)} ${command.name()}` : command.name());
 /** The short usage line of `command` and where to read more: what a usage error ends with. */
 const usageHint = (command: Command) => `usage: ${fullName(command)} ${command.usage()}\n(see \`${fullName(command)} --help\`)`;

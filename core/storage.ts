@@ -75,6 +75,12 @@ export interface Storage extends AsyncDisposable {
   /** Idempotent; waits for pending writes. */
   close(): Promise<void>;
   /**
+   * Reclaims the space of deleted keys in `range` (the whole database without one), for a
+   * storage that leaves tombstones behind until it compacts (LevelDB). Absent where space is
+   * reclaimed by the database itself (memory, Postgres's autovacuum).
+   */
+  compact?(range?: KeyRange): Promise<void>;
+  /**
    * Set by a storage many nodes share (Postgres): its claims are leases that expire unless
    * renewed, and any node may take the unfinished runs nobody holds. Absent on embedded
    * stores, whose runs are resumed by the one process that opens them.

@@ -4,6 +4,7 @@ import { ClassicLevel } from 'classic-level';
 import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { assertOps, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
+import { createDeletionCompaction } from './deletion-compaction.js';
 
 /** Options of {@link levelStorage}. */
 export interface LevelStorageOptions {
@@ -18,9 +19,31 @@ export interface LevelStorageOptions {
    * files is never given a new database over them.
    */
   create?: boolean;
+  /**
+   * Deletes in one key group (`actor:<run>:`, `ckpt:<run>:`, `outbox:<node>:`…) after which
+   * the range they span is compacted in the background, so space held by deleted keys comes
+   * back while a long run goes on (storage/deletion-compaction.ts). Default 10,000; 0 leaves
+   * compaction to LevelDB alone.
+   */
+  compactAfterDeletes?: number;
+}
+
+/** The LevelDB {@link Storage}, with what its background compaction tells an operator. */
+export interface LevelStorage extends Storage {
+  compact(range?: KeyRange): Promise<void>;
+  /** Background compactions (see {@link LevelStorageOptions.compactAfterDeletes}) run so far. */
+  readonly compactions: number;
+  /** Resolves once no background compaction runs or waits. */
+  compactionIdle(): Promise<void>;
 }
 
 type Db = ClassicLevel<string, Uint8Array>;
+
+/** Above every key Troupe writes (core/layout.ts keys are ASCII). */
+const KEY_SPACE_END = '\uffff';
+
+/** See {@link LevelStorageOptions.compactAfterDeletes}. */
+const DEFAULT_COMPACT_AFTER_DELETES = 10_000;
 
 /** Most bytes one iterator chunk (`nextv`) gathers before it hands them over. */
 const ITERATOR_CHUNK_BYTES = 1024 * 1024;
@@ -151,12 +174,14 @@ function readError(path: string, error: unknown): unknown {
  * database (CURRENT, the manifest or a table file missing, garbage in CURRENT, a corrupt
  * table found on read) with `STORAGE_CORRUPT`, leaving every file as it was.
  */
-export async function levelStorage(options: LevelStorageOptions): Promise<Storage> {
+export async function levelStorage(options: LevelStorageOptions): Promise<LevelStorage> {
   if (typeof options?.path !== 'string' || options.path.length === 0) {
     throw new TypeError('levelStorage({ path }) needs a directory path');
   }
   const path = options.path;
   const defaultSync = options.sync ?? false;
+  const compactAfterDeletes = options.compactAfterDeletes ?? DEFAULT_COMPACT_AFTER_DELETES;
+  if (!Number.isInteger(compactAfterDeletes) || compactAfterDeletes < 0) throw new TypeError(`compactAfterDeletes must be a non-negative integer (0 turns it off), got ${String(options.compactAfterDeletes)}`);
   const kind = await inspectDirectory(path, options.create ?? true);
   let db: Db;
   if (kind === 'new') {
@@ -186,6 +211,14 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
   const ensureOpen = () => {
     if (status !== 'open') throw new TroupeError(ErrorCode.STORAGE_CLOSED, `storage at ${path} is ${status}`);
   };
+  const compactRange = async (first: string, last: string) => {
+    try {
+      await db.compactRange(first, last);
+    } catch (error) {
+      throw readError(path, error);
+    }
+  };
+  const compaction = createDeletionCompaction({ threshold: compactAfterDeletes, compact: compactRange });
   const batch = async (ops: readonly StorageOp[], sync: boolean) => {
     try {
       await db.batch(
@@ -196,6 +229,12 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
       // A background compaction that met a damaged table makes every later write fail so.
       throw errorCode(error) === 'LEVEL_CORRUPTION' ? readError(path, error) : error;
     }
+    compaction.committed(ops);
+  };
+  /** The greatest key in `range`, if any. */
+  const lastKey = async (range: KeyRange): Promise<string | undefined> => {
+    for await (const [key] of storage.entries({ ...range, reverse: true, limit: 1 })) return key;
+    return undefined;
   };
   const claims = createLocalClaims({
     location: path,
@@ -206,7 +245,7 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
     },
   });
 
-  const storage: Storage = {
+  const storage: LevelStorage = {
     location: path,
     get status() {
       return status;
@@ -262,6 +301,28 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
       ensureOpen();
       return claims.claim(runId, owner);
     },
+    get compactions() {
+      return compaction.compactions;
+    },
+    compactionIdle: () => compaction.idle(),
+    async compact(range: KeyRange = {}) {
+      ensureOpen();
+      // Bounds, not the live keys at the edges: the tombstones beyond those are reclaimed too.
+      // Compacting the key `lt` itself as well changes nothing. Troupe's keys are ASCII: the
+      // top of their space bounds a whole-database compaction unless a key lies beyond it.
+      let last = range.lt;
+      if (last === undefined) {
+        const greatest = await lastKey(range);
+        last = greatest !== undefined && greatest > KEY_SPACE_END ? greatest : KEY_SPACE_END;
+      }
+      const done = compactRange(range.gte ?? '', last);
+      pending.add(done);
+      try {
+        await done;
+      } finally {
+        pending.delete(done);
+      }
+    },
     async release(claim) {
       if (status === 'open') claims.release(claim);
     },
@@ -273,6 +334,8 @@ export async function levelStorage(options: LevelStorageOptions): Promise<Storag
         // LevelDB would finish the batches anyway; waiting here also lets their callers see
         // them settle before close resolves, which is what the interface promises.
         await Promise.allSettled([...pending]);
+        // LevelDB must not be closed under a compaction a thread-pool thread is running.
+        await compaction.stop();
         await db.close();
         status = 'closed';
       })();

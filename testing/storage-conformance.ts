@@ -207,6 +207,22 @@ export function storageConformance(t: TestRegistrar, name: string, open: () => P
       assert.deepEqual(await (await reopen!()).claim('run-1', 'node-b.1'), { runId: 'run-1', owner: 'node-b.1', epoch: 2 });
     });
 
+    test('compact (where a store has it) keeps every live key and value, in a range or the whole store, and refuses use after close', async ({ storage }) => {
+      const compact = storage().compact?.bind(storage());
+      if (!compact) return;
+      const keys = Array.from({ length: 50 }, (_, i) => `actor:r:${String(i).padStart(12, '0')}`);
+      await storage().write([...keys.map((key) => ({ type: 'put' as const, key, value: bytes(key) })), { type: 'put', key: 'other', value: bytes('o') }]);
+      await storage().write(keys.filter((_, i) => i % 2 === 0).map((key) => ({ type: 'del' as const, key })));
+      await compact(prefixRange('actor:r:'));
+      await compact();
+      const kept = keys.filter((_, i) => i % 2 === 1);
+      assert.deepEqual(await keysOf(storage(), prefixRange('actor:r:')), kept);
+      for (const key of kept) assert.equal(text(await storage().get(key)), key);
+      assert.equal(text(await storage().get('other')), 'o');
+      await storage().close();
+      assert.equal((await troupeFailure(compact())).code, 'STORAGE_CLOSED');
+    });
+
     test('keeps data across close and reopen when durable', async ({ storage, reopen }) => {
       await storage().write([{ type: 'put', key: 'durable', value: bytes('yes') }], { sync: true });
       await storage().close();
