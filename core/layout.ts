@@ -1,5 +1,5 @@
 import { assertNodeId, NODE_ID } from './ids.js';
-import { prefixRange, seqKey, type KeyRange } from './storage.js';
+import { KEY_END, prefixRange, seqKey, type KeyRange } from './storage.js';
 
 /**
  * The storage layout: every key Troupe writes, built and parsed here and nowhere else.
@@ -90,7 +90,7 @@ export const layout = {
   logs: (runId: string): KeyRange => prefixRange(`log:${runId}:`),
   logSegment: (runId: string, logId: string, lastN: number) => `logseg:${runId}:${logId}:${seqKey(lastN)}`,
   /** Segments of a log whose last entry is `from` or later, in entry order. */
-  logSegmentsFrom: (runId: string, logId: string, from: number): KeyRange => ({ gte: layout.logSegment(runId, logId, from), lt: `logseg:${runId}:${logId}:\uffff` }),
+  logSegmentsFrom: (runId: string, logId: string, from: number): KeyRange => ({ gte: layout.logSegment(runId, logId, from), lt: `logseg:${runId}:${logId}:${KEY_END}` }),
   logSegments: (runId: string): KeyRange => prefixRange(`logseg:${runId}:`),
   isLogEntry: (key: string) => key.startsWith('log:'),
   isLogSegment: (key: string) => key.startsWith('logseg:'),
@@ -114,7 +114,7 @@ export const layout = {
   /** Mail of `actorId` with a sequence number above `cursor`, up to `last` when given. */
   mailboxAfter: (runId: string, actorId: string, cursor: number, last?: number): KeyRange => ({
     gte: layout.mailbox(runId, actorId, cursor + 1),
-    lt: last === undefined ? `mbox:${runId}:${actorId}:\uffff` : layout.mailbox(runId, actorId, last + 1),
+    lt: last === undefined ? `mbox:${runId}:${actorId}:${KEY_END}` : layout.mailbox(runId, actorId, last + 1),
   }),
   mailboxes: (runId: string): KeyRange => prefixRange(`mbox:${runId}:`),
 
@@ -168,7 +168,7 @@ export const layout = {
 
   audit: (seq: number) => `audit:${seqKey(seq)}`,
   audits: (): KeyRange => prefixRange('audit:'),
-  auditsAfter: (seq: number): KeyRange => ({ gte: layout.audit(seq + 1), lt: 'audit:\uffff' }),
+  auditsAfter: (seq: number): KeyRange => ({ gte: layout.audit(seq + 1), lt: `audit:${KEY_END}` }),
   isAudit: (key: string) => key.startsWith('audit:'),
   /** The sequence number of an audit key, or `undefined` when the key is not strictly `audit:<12 digits>`. */
   auditSeq: (key: string): number | undefined => (/^audit:\d{12}$/.test(key) ? Number(after(key, 'audit:')) : undefined),
@@ -186,7 +186,7 @@ export const layout = {
     return {
       key: (seq: number) => `${prefix}${seqKey(seq)}`,
       range: (): KeyRange => prefixRange(prefix),
-      after: (seq: number): KeyRange => ({ gte: `${prefix}${seqKey(seq + 1)}`, lt: `${prefix}\uffff` }),
+      after: (seq: number): KeyRange => ({ gte: `${prefix}${seqKey(seq + 1)}`, lt: `${prefix}${KEY_END}` }),
       is: (key: string) => key.startsWith(prefix),
       seqOf: (key: string): number | undefined => (exact.test(key) ? Number(after(key, prefix)) : undefined),
       shape: `${prefix}<12 digits>`,

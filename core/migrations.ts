@@ -33,7 +33,6 @@ export function assertMigrations(owner: string, migrations: readonly Migration[]
   }
 }
 
-
 /**
  * The migrations that take a checkpoint written by `head` to `target`, in order, or throws
  * `SNAPSHOT_VERSION` when it was written by a newer schema or a version no migration chain

@@ -148,10 +148,15 @@ function describeOp(op: unknown): string {
   return `{ type: ${JSON.stringify(type)}, key: ${JSON.stringify(key)}, value: ${value instanceof Uint8Array ? 'Uint8Array' : typeof value} }`;
 }
 
+/**
+ * What bounds the keys after a prefix: U+FFFF encodes to bytes greater than any other UTF-8
+ * sequence Troupe's keys use (core/layout.ts keys are ASCII).
+ */
+export const KEY_END = '\uffff';
+
 /** The range of every key that starts with `prefix`. */
 export function prefixRange(prefix: string, options: Omit<KeyRange, 'gte' | 'lt'> = {}): KeyRange {
-  // U+FFFF encodes to bytes greater than any other UTF-8 sequence we use in keys.
-  return { ...options, gte: prefix, lt: `${prefix}\uffff` };
+  return { ...options, gte: prefix, lt: `${prefix}${KEY_END}` };
 }
 
 /** Zero-padded decimal so numeric sequence numbers sort correctly as strings. */

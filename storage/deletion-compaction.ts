@@ -3,10 +3,10 @@
  * space only when a compaction happens to reach it, and size-triggered compactions of a
  * database that mostly replaces and deletes keys reach them late. A run that deletes what
  * retention no longer needs (old manifests and actor records, two or three keys a step),
- * acknowledged outbox groups or drained mail rows leaves tombstones behind: the directory
- * held twice its content after a 2,500-step run, and a reverse seek for an actor's newest
- * record skipped the tombstones of its older ones (1.2–1.9 ms instead of 0.2 ms, on every
- * resume). RocksDB ships the same idea as its `CompactOnDeletionCollector`.
+ * acknowledged outbox groups or drained mail rows leaves tombstones behind: a 2,500-step
+ * run's directory went from 10.5 to 4.7 MB when compacted whole, and a reverse seek for an
+ * actor's newest record skipped the tombstones of its older ones (1.2–1.9 ms instead of
+ * 0.2 ms, on every resume). RocksDB ships the same idea as its `CompactOnDeletionCollector`.
  *
  * Deletes are counted per key group: the key up to its second `:` (`actor:<run>:`,
  * `ckpt:<run>:`, `outbox:<node>:`; core/layout.ts puts the run or node there). A group that

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import { assertOps, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
+import { assertOps, KEY_END, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 import { createDeletionCompaction } from './deletion-compaction.js';
 
 /** Options of {@link levelStorage}. */
@@ -38,9 +38,6 @@ export interface LevelStorage extends Storage {
 }
 
 type Db = ClassicLevel<string, Uint8Array>;
-
-/** Above every key Troupe writes (core/layout.ts keys are ASCII). */
-const KEY_SPACE_END = '\uffff';
 
 /** See {@link LevelStorageOptions.compactAfterDeletes}. */
 const DEFAULT_COMPACT_AFTER_DELETES = 10_000;
@@ -313,7 +310,7 @@ export async function levelStorage(options: LevelStorageOptions): Promise<LevelS
       let last = range.lt;
       if (last === undefined) {
         const greatest = await lastKey(range);
-        last = greatest !== undefined && greatest > KEY_SPACE_END ? greatest : KEY_SPACE_END;
+        last = greatest !== undefined && greatest > KEY_END ? greatest : KEY_END;
       }
       const done = compactRange(range.gte ?? '', last);
       pending.add(done);
