@@ -6,7 +6,7 @@ import { ErrorCode, TroupeError } from './errors.js';
 import { layout } from './layout.js';
 import { put, type UsageLedger, type UsageTotals } from './run-store.js';
 import type { Redactor } from './secrets.js';
-import { createSnapshotSplitter, reassemble, type ActorRecord, type LogRef, type SnapshotSplitter } from './snapshot-parts.js';
+import { checkLogRange, createSnapshotSplitter, reassemble, type ActorRecord, type DeferredLog, type LogRef, type SnapshotSplitter } from './snapshot-parts.js';
 import type { Storage, StorageOp } from './storage.js';
 import { statesOf } from './state-string.js';
 
@@ -76,6 +76,11 @@ export interface Checkpoint {
   approvalIndex?: boolean;
   /** Layout 2: per log, the entries read back that are stored singly (not yet packed). */
   logTails?: Array<[string, Array<{ n: number; value: unknown }>]>;
+  /**
+   * Layout 2, read with {@link CheckpointHint.deferConversations}: the conversations left
+   * unread, empty in `snapshot` (and listed in `arrays`) until {@link fillDeferredLog}.
+   */
+  deferred?: DeferredLog[];
 }
 
 /** An actor record with the actor's mailbox position. */
@@ -115,6 +120,8 @@ export interface Checkpointer {
   capture(root: AnyActor, input: CaptureInput): { ops: StorageOp[]; blobOps: StorageOp[]; manifest: Manifest; empty: boolean };
   /** Continues after a restore: the arrays that came back from logs are not written again. */
   seed(checkpoint: Checkpoint): void;
+  /** A deferred log was read back: its writer continues from the entries stored singly. */
+  filled(log: string, singles: ReadonlyArray<{ n: number; value: unknown }>): void;
 }
 
 /** Creates the checkpoint writer of one run. */
@@ -168,6 +175,9 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
       logs.seed(new Map(checkpoint.logTails ?? []));
       positions.clear();
     },
+    filled(log, singles) {
+      logs.seedLog(log, singles);
+    },
   };
 }
 
@@ -209,6 +219,37 @@ export interface CheckpointHint {
   rootId: string;
   /** The ids of the root's children (the crew's agents). */
   actorIds: readonly string[];
+  /**
+   * Leave the children's conversations ({@link CONVERSATION_KEY} of their context) unread:
+   * they come back empty and listed in {@link Checkpoint.deferred}. Only a run host that
+   * fills one before its actor gets work may ask for this.
+   */
+  deferConversations?: boolean;
+}
+
+/**
+ * The context key of an actor's conversation (actors/agent.ts). A restore for a run host may
+ * leave it unread (see {@link CheckpointHint.deferConversations}): the host reads it back
+ * before it hands the actor an envelope, a model call or a tool call, which is everything an
+ * agent reads its conversation in.
+ */
+export const CONVERSATION_KEY = 'conversation';
+
+/**
+ * Reads a deferred conversation back into its (empty) array, in place; returns the entries
+ * stored singly, for {@link Checkpointer.filled}. A range of the wrong length, or a damaged
+ * value, fails with `STORAGE_CORRUPT` and leaves the array empty.
+ */
+export async function fillDeferredLog(storage: Storage, runId: string, seq: number, deferred: DeferredLog): Promise<Array<{ n: number; value: unknown }>> {
+  const { ref, array } = deferred;
+  try {
+    const { values, singles } = await readLogRange(storage, runId, ref);
+    checkLogRange(ref, values);
+    if (array.length === 0) for (const value of values) array.push(value);
+    return singles;
+  } catch (error) {
+    throw error instanceof TroupeError ? error : corrupt(runId, seq, error);
+  }
 }
 
 /** The ring of ids of envelopes accepted from outside the run. */
@@ -216,6 +257,18 @@ async function readRing(storage: Storage, runId: string): Promise<Array<{ index:
   const ring: Array<{ index: number; id: string }> = [];
   for await (const [, value] of storage.entries(layout.seens(runId))) ring.push(decode(value, Infinity) as { index: number; id: string });
   return ring;
+}
+
+/**
+ * `checkpoint` with every deferred conversation read back (what a migration, which rewrites
+ * the snapshot, needs): the same arrays, filled, and their singles among `logTails`.
+ */
+export async function fillDeferredLogs(storage: Storage, runId: string, checkpoint: Checkpoint): Promise<Checkpoint> {
+  if (!checkpoint.deferred) return checkpoint;
+  const tails = new Map(checkpoint.logTails ?? []);
+  for (const deferred of checkpoint.deferred) tails.set(deferred.ref.log, await fillDeferredLog(storage, runId, checkpoint.seq, deferred));
+  const { deferred: _deferred, ...rest } = checkpoint;
+  return { ...rest, logTails: [...tails] };
 }
 
 /**
@@ -281,7 +334,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
     const childIds = Object.keys(((root?.snapshot ?? {}) as { children?: object }).children ?? {});
     const actorIds = [manifest.rootId, ...childIds];
     for (const childId of childIds) void recordOf(childId).catch(() => {});
-    const [{ snapshot, arrays }, used, total, ring] = await Promise.all([
+    const [{ snapshot, arrays, deferred }, used, total, ring] = await Promise.all([
       reassemble(
         {
           actor: recordOf,
@@ -294,6 +347,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
           },
         },
         manifest.rootId,
+        hint?.deferConversations ? { defer: (_actorId, key) => key === CONVERSATION_KEY } : {},
       ),
       Promise.all(actorIds.map((actorId) => versionOf<UsageTotals>(usageOf(actorId)))),
       versionOf<UsageTotals>(USAGE_TOTAL),
@@ -327,6 +381,7 @@ export async function readCheckpoint(storage: Storage, runId: string, seq: numbe
       ...(manifest.secrets ? { secrets: manifest.secrets } : {}),
       ...(manifest.approvalIndex ? { approvalIndex: true } : {}),
       logTails: [...tails],
+      ...(deferred.length > 0 ? { deferred } : {}),
     };
   } catch (error) {
     if (error instanceof TroupeError) throw error;

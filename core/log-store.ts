@@ -63,6 +63,14 @@ export function createLogWriter(options: { runId: string; redact: Redactor; segm
     seed(restored: LogTails): void {
       tails = new Map([...restored].map(([log, list]) => [log, [...list]]));
     },
+    /**
+     * Continues log `log`, read back after the restore, from its singles. Not once entries
+     * of a newer range were written to it: the older singles then stay as they are, still
+     * found by {@link readLogRange}, which reads singles whatever the history of packing.
+     */
+    seedLog(log: string, singles: ReadonlyArray<{ n: number; value: unknown }>): void {
+      if (!tails.has(log) && singles.length > 0) tails.set(log, [...singles]);
+    },
   };
 }
 

@@ -38,9 +38,13 @@ export class Mailboxes {
     }
   }
 
-  /** Hands every queued envelope to `deliver`, in order per actor, advancing the cursors. */
-  drain(deliver: (actorId: string, envelope: Envelope) => void): void {
+  /**
+   * Hands every queued envelope to `deliver`, in order per actor, advancing the cursors. The
+   * mail of an actor `held` says is not ready stays queued, for a later drain.
+   */
+  drain(deliver: (actorId: string, envelope: Envelope) => void, held?: (actorId: string) => boolean): void {
     for (const [actorId, box] of this.#boxes) {
+      if (box.queue.length > 0 && held?.(actorId)) continue;
       while (box.queue.length > 0) {
         const envelope = box.queue.shift()!;
         box.cursor = envelope.seq;

@@ -16,6 +16,7 @@ import { forkOps } from './fork.js';
 import { planUpgrade, upgradeCheckpoint } from './migrations.js';
 import { resolveRetention, type RetentionPolicy } from './retention.js';
 import { assertRunId, createRunStore, newestRunFirst, put, type Checkpoint, type RunRecord } from './run-store.js';
+import type { CheckpointHint } from './checkpoints.js';
 import { layout } from './layout.js';
 import { leaseLostError } from './claims.js';
 import { askNodeOf, partNodeOf } from './address.js';
@@ -577,6 +578,12 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     }
   };
 
+  /**
+   * How a resume reads a run's newest checkpoint: the crew's records beside the manifest, and
+   * the conversations left for the run host to read when their agents get work.
+   */
+  const resumeHint = (def: RunnableDefinition): CheckpointHint => ({ rootId: ROOT_ACTOR_ID, actorIds: def.actorIds, deferConversations: true });
+
   /** Restores `runId` from its latest checkpoint under `claim` (read after claiming: the previous holder may have written more). */
   const restoreClaimed = async (
     runId: string,
@@ -599,7 +606,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       inbound: store.inboundMail(runId),
     };
     // With the crew's actor ids its records are read beside the manifest, not after it.
-    const latest = prefetched ?? store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+    const latest = prefetched ?? store.latestCheckpoint(runId, resumeHint(def));
     for (const read of [reads.approvals, reads.outbox, reads.inbound, latest]) read.catch(() => {});
     const record = await store.requireRun(runId);
     if (record.status === 'completed' || record.status === 'failed') {
@@ -608,7 +615,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
     }
     let checkpoint = await latest;
     // Read before the claim: a checkpoint written since (which only the claim excludes) is read again.
-    if (prefetched && (checkpoint?.seq ?? 0) < record.checkpoint) checkpoint = await store.latestCheckpoint(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+    if (prefetched && (checkpoint?.seq ?? 0) < record.checkpoint) checkpoint = await store.latestCheckpoint(runId, resumeHint(def));
     if (!checkpoint && record.checkpoint === 0 && !record.part) {
       // Submitted (node.submit) and never started: this node starts it.
       const trace = tracing.runContext({ runId, crew: record.crew, parent: record.trace });
@@ -621,6 +628,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       return handle(tracked);
     }
     if (!checkpoint) throw new TroupeError(ErrorCode.RUN_NOT_FOUND, `run "${runId}" has no checkpoint to resume from`, { details: { runId } });
+    // A migration rewrites the snapshot, conversations included: those are read back first.
+    if (checkpoint.deferred && planUpgrade(checkpoint, def, def.migrations ?? []).length > 0) checkpoint = await store.fillCheckpoint(runId, checkpoint);
     // Throws SNAPSHOT_VERSION (and writes nothing) when no migration reaches this version.
     const upgraded = upgradeCheckpoint(checkpoint, def, def.migrations ?? []);
     record.version = def.version;
@@ -703,7 +712,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // Before the claim, which is a write: a run this node cannot serve is left as it was.
       // On an embedded storage (one process) the whole checkpoint is read meanwhile, beside
       // the claim's own reads and write, instead of after them.
-      const prefetch = shared ? undefined : store.readLatest(runId, { rootId: ROOT_ACTOR_ID, actorIds: def.actorIds });
+      const prefetch = shared ? undefined : store.readLatest(runId, resumeHint(def));
       const prefetched = prefetch?.checkpoint;
       prefetched?.catch(() => {});
       const head = await (prefetch?.head ?? store.latestCheckpointHead(runId));

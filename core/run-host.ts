@@ -9,7 +9,7 @@ import type { ToolMessage } from './messages.js';
 import type { ModelProviders, ModelResponse } from './model.js';
 import type { JournalEntry, JournalKind, LedgerEntry, RunRecord, RunStore, StoredMail, UsageLedger } from './run-store.js';
 import { createRunLedger, type RunLedger } from './run-ledger.js';
-import { restoreWithoutWalkingLogs } from './snapshot-parts.js';
+import { restoreWithoutWalkingLogs, type DeferredLog } from './snapshot-parts.js';
 import { createCheckpointer, SEEN_RING, type Checkpoint, type Checkpointer } from './checkpoints.js';
 import { layout } from './layout.js';
 import { createRetention, DEFAULT_RETENTION, type Retention, type RetentionPolicy } from './retention.js';
@@ -149,6 +149,13 @@ export class RunHost implements ActorRuntime {
   /** Per node, the ids of envelopes of this run kept under `rout:` that the node has yet to take. */
   #unrouted = new Map<string, Set<string>>();
   #writeError: unknown;
+  /**
+   * Conversations the restore left unread, by actor, and the checkpoint they are of: each is
+   * read back when its actor first gets work (see {@link RunHost.#ready}).
+   */
+  readonly #deferred = new Map<string, DeferredLog[]>();
+  readonly #filling = new Map<string, Promise<void>>();
+  #deferredSeq = 0;
   #resultPromise: Promise<RunResult>;
   #settle!: (result: RunResult) => void;
 
@@ -311,6 +318,8 @@ export class RunHost implements ActorRuntime {
     this.#seenCount = this.#seen.length;
     // The arrays rebuilt from logs are not written again; every record is, once.
     this.#checkpointer.seed(checkpoint);
+    this.#deferredSeq = checkpoint.seq;
+    for (const deferred of checkpoint.deferred ?? []) this.#deferred.set(deferred.actorId, [...(this.#deferred.get(deferred.actorId) ?? []), deferred]);
     for (const [actorId, version] of Object.entries(checkpoint.recordVersions ?? {})) this.#retention.wrote(actorId, version);
     const pending: Record<string, Envelope[]> = {};
     undelivered.forEach(([actorId], i) => (pending[actorId] = mail[i]!));
@@ -533,7 +542,9 @@ export class RunHost implements ActorRuntime {
   }
 
   callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
-    return this.#busy(performModelCall(this.#calls, agentId, step, signal));
+    // A call restored in flight sends the conversation the restore deferred: the same array.
+    const ready = this.#ready(agentId);
+    return this.#busy(ready ? ready.then(() => performModelCall(this.#calls, agentId, step, signal)) : performModelCall(this.#calls, agentId, step, signal));
   }
 
   /** Counts `work` as in flight until it settles: a run with work in flight is never unloaded. */
@@ -588,7 +599,9 @@ export class RunHost implements ActorRuntime {
   }
 
   runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
-    return this.#busy(performToolCall(this.#calls, agentId, step, signal));
+    // The results join the conversation when the calls return: it must be read back by then.
+    const ready = this.#ready(agentId);
+    return this.#busy(ready ? ready.then(() => performToolCall(this.#calls, agentId, step, signal)) : performToolCall(this.#calls, agentId, step, signal));
   }
 
   requestApproval(agentId: string, request: ApprovalRequest, recordId = request.id): void {
@@ -681,8 +694,44 @@ export class RunHost implements ActorRuntime {
     });
   }
 
+  /**
+   * Resolves once the conversation of `actorId` is read back, when the restore deferred it;
+   * `undefined` when there is nothing to wait for. An agent reads its conversation only while
+   * it handles an envelope or makes a model or tool call, and each of those waits for this:
+   * so a resume reads no conversation, and a run of a thousand agents reads those that work.
+   * A log that cannot be read stops the run (`STORAGE_CORRUPT`), with nothing written.
+   */
+  #ready(actorId: string): Promise<void> | undefined {
+    const logs = this.#deferred.get(actorId);
+    if (!logs) return undefined;
+    let filling = this.#filling.get(actorId);
+    if (!filling) {
+      const seq = this.#deferredSeq;
+      const read = Promise.all(logs.map(async (deferred) => this.#checkpointer.filled(deferred.ref.log, await this.#o.store.fillDeferred(this.runId, seq, deferred))));
+      filling = this.#busy(
+        read.then(
+          () => {
+            this.#deferred.delete(actorId);
+            this.#filling.delete(actorId);
+            // Scheduled before the fill stops counting as work: the held mail goes on.
+            this.#scheduleDelivery();
+          },
+          (error: unknown) => {
+            this.#halt(error);
+            throw error;
+          },
+        ),
+      );
+      filling.catch(() => {});
+      this.#filling.set(actorId, filling);
+    }
+    return filling;
+  }
+
   #deliver(): void {
     if (this.status !== 'running') return;
+    // Mail for an actor whose conversation is still being read back waits in its mailbox.
+    const held = (actorId: string) => this.#ready(actorId) !== undefined;
     this.#mailboxes.drain((actorId, envelope) => {
       const target = actorId === this.rootId ? this.#actor : (this.#actor.system.get(actorId) as AnyActorRef | undefined);
       if (!target || target.getSnapshot().status !== 'active') {
@@ -690,7 +739,7 @@ export class RunHost implements ActorRuntime {
         return;
       }
       target.send({ type: ENVELOPE_EVENT, envelope } as { type: string });
-    });
+    }, held);
     this.#scheduleCapture();
   }
 
@@ -817,24 +866,31 @@ export class RunHost implements ActorRuntime {
     const write = this.#writeError ? Promise.reject(this.#writeError) : this.#o.writes.write(ops, this.#o.claim);
     this.#writesInFlight += 1;
     void write.finally(() => (this.#writesInFlight -= 1)).catch(() => {});
-    this.#writeChain = Promise.all([this.#writeChain, write]).then(() => {}).catch((error) => {
-      // A run that cannot persist must stop rather than run ahead of its durable state.
-      if (!this.#writeError) {
-        this.#writeError = error;
-        if (this.status === 'running') {
-          this.status = 'stopped';
-          this.#actor.stop();
-        }
-        // Settled whatever the state: a run whose final checkpoint failed never settles otherwise.
-        // LEASE_LOST as it is: the run is not failed, another owner executes it now.
-        const reason = isTroupeError(error, ErrorCode.LEASE_LOST)
-          ? error
-          : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-        this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
-        this.liveEvents.end();
-      }
-    });
+    // A run that cannot persist must stop rather than run ahead of its durable state.
+    this.#writeChain = Promise.all([this.#writeChain, write]).then(() => {}).catch((error) => this.#halt(error));
     return write;
+  }
+
+  /**
+   * Stops the run on a storage error (a failed write, a log that cannot be read back): it
+   * settles failed in this process and writes nothing more. The index still says what the
+   * last durable batch said, so a damaged database is reported, never overwritten.
+   */
+  #halt(error: unknown): void {
+    if (this.#writeError) return;
+    this.#writeError = error;
+    if (this.status === 'running') {
+      this.status = 'stopped';
+      this.#actor.stop();
+    }
+    // Settled whatever the state: a run whose final checkpoint failed never settles otherwise.
+    // LEASE_LOST as it is: the run is not failed, another owner executes it now.
+    const reason =
+      isTroupeError(error, ErrorCode.LEASE_LOST) || isTroupeError(error, ErrorCode.STORAGE_CORRUPT)
+        ? error
+        : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+    this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
+    this.liveEvents.end();
   }
 
   #finish(output: RunOutput): void {

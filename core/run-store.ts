@@ -2,7 +2,8 @@ import type { ApprovalRecord } from './approvals.js';
 import { decode, encode } from './codec.js';
 import type { Envelope } from './envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from './errors.js';
-import { checkpointMarks, checkpointStates, latestCheckpointHead, readCheckpoint, readLatestCheckpoint, type Checkpoint, type CheckpointHint } from './checkpoints.js';
+import { checkpointMarks, checkpointStates, fillDeferredLog, fillDeferredLogs, latestCheckpointHead, readCheckpoint, readLatestCheckpoint, type Checkpoint, type CheckpointHint } from './checkpoints.js';
+import type { DeferredLog } from './snapshot-parts.js';
 import { layout } from './layout.js';
 import type { KeyRange, Storage, StorageOp } from './storage.js';
 import type { ToolEffect } from './tool.js';
@@ -185,6 +186,10 @@ export function createRunStore(storage: Storage) {
     checkpoint: (runId: string, seq: number): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, seq),
     /** The newest checkpoint of a run, rebuilt whole. */
     latestCheckpoint: (runId: string, hint?: CheckpointHint): Promise<Checkpoint | undefined> => readCheckpoint(storage, runId, 'latest', hint),
+    /** Reads a conversation a restore deferred back into its array (see fillDeferredLog). */
+    fillDeferred: (runId: string, seq: number, deferred: DeferredLog) => fillDeferredLog(storage, runId, seq, deferred),
+    /** `checkpoint` with every conversation it deferred read back. */
+    fillCheckpoint: (runId: string, checkpoint: Checkpoint) => fillDeferredLogs(storage, runId, checkpoint),
     /** Schema and machine of the newest checkpoint, without rebuilding it. */
     latestCheckpointHead: (runId: string) => latestCheckpointHead(storage, runId),
     /** The latest checkpoint, with its head as soon as the manifest is read (see readLatestCheckpoint). */

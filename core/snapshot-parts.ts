@@ -95,7 +95,8 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
   const extract = (actorId: string, value: unknown, entries: LogEntry[]): unknown => {
     const walk = (v: unknown, path: string[]): unknown => {
       if (Array.isArray(v)) {
-        if (v.length >= minLog) return { [LOG_REF]: logged(logIdOf(actorId, path), v, entries) };
+        // A logged array stays one whatever its length: a deferred one is empty until filled.
+        if (v.length >= minLog || refOf.has(v)) return { [LOG_REF]: logged(logIdOf(actorId, path), v, entries) };
         return v.map((item, i) => walk(item, [...path, String(i)]));
       }
       if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
@@ -113,7 +114,9 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
     if (known) return known;
     const last = latest.get(log);
     let ref: LogRef;
-    if (last && array.length >= last.array.length && last.array.every((item, i) => item === array[i])) {
+    // A conversation restored but not yet read back (see {@link reassemble}'s `defer`) is
+    // empty: it is no prefix of anything, and an array built from it starts a new segment.
+    if (last && last.array.length === last.ref.length && array.length >= last.array.length && last.array.every((item, i) => item === array[i])) {
       // The same array with elements appended: only the new ones are written.
       const added = array.length - last.array.length;
       for (let i = last.array.length; i < array.length; i++) entries.push({ log, n: ++logSeq, value: array[i] });
@@ -143,7 +146,7 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
     if (live?.value === undefined || !context || typeof context !== 'object' || Array.isArray(context)) return child.getPersistedSnapshot() as { value?: unknown };
     let swapped: Record<string, unknown> | undefined;
     for (const [key, value] of Object.entries(context)) {
-      if (Array.isArray(value) && value.length >= minLog) (swapped ??= { ...context })[key] = { [LOG_REF]: logged(logIdOf(id, ['context', key]), value, entries) };
+      if (Array.isArray(value) && (value.length >= minLog || refOf.has(value))) (swapped ??= { ...context })[key] = { [LOG_REF]: logged(logIdOf(id, ['context', key]), value, entries) };
     }
     if (!swapped) return child.getPersistedSnapshot() as { value?: unknown };
     return (child as unknown as AnyActor).logic.getPersistedSnapshot({ ...(live as object), context: swapped } as never) as { value?: unknown };
@@ -219,27 +222,62 @@ export interface PartReader {
 }
 
 /**
- * Rebuilds the deep persisted snapshot of a run's root from its records and logs. Returns
- * the arrays it rebuilt with their references, for {@link SnapshotSplitter.seed}. A missing
- * record or a log range of the wrong length throws: the database is damaged.
+ * A logged array of an actor's context that a restore left unread: `array` is empty until
+ * `fillDeferredLog` (core/checkpoints.ts) pushes the log's entries into it, in place: the
+ * live actor holds this very object.
  */
-export async function reassemble(reader: PartReader, rootId: string): Promise<{ snapshot: unknown; arrays: Array<[unknown[], LogRef]> }> {
+export interface DeferredLog {
+  actorId: string;
+  array: unknown[];
+  ref: LogRef;
+}
+
+/** Options of {@link reassemble}. */
+export interface ReassembleOptions {
+  /**
+   * Which logged arrays of a direct child's context (`key` of `actorId`'s context) are left
+   * unread: they come back empty and are listed in `deferred`. Default: none.
+   */
+  defer?: (actorId: string, key: string) => boolean;
+}
+
+/** Throws when `values`, read for `ref`, are not all of its entries: the database is damaged. */
+export function checkLogRange(ref: LogRef, values: readonly unknown[]): void {
+  if (values.length !== ref.length) throw new RangeError(`log ${ref.log} holds ${values.length} of the ${ref.length} entries ${ref.from}..${ref.to - 1} a record refers to`);
+}
+
+/** Where a value of a record refers to a log, the reference. */
+const refIn = (value: unknown): LogRef | undefined => (value && typeof value === 'object' && !Array.isArray(value) ? ((value as Record<string, unknown>)[LOG_REF] as LogRef | undefined) : undefined);
+
+/**
+ * Rebuilds the deep persisted snapshot of a run's root from its records and logs. Returns
+ * the arrays it rebuilt with their references, for {@link SnapshotSplitter.seed}, and the
+ * ones it left unread (`options.defer`). A missing record or a log range of the wrong length
+ * throws: the database is damaged.
+ */
+export async function reassemble(
+  reader: PartReader,
+  rootId: string,
+  options: ReassembleOptions = {},
+): Promise<{ snapshot: unknown; arrays: Array<[unknown[], LogRef]>; deferred: DeferredLog[] }> {
   const arrays: Array<[unknown[], LogRef]> = [];
+  const deferred: DeferredLog[] = [];
   // Promises, so that the reads of every log (and record) a snapshot names go out together:
   // a resume of a crew waits for one round of reads, not one per agent.
   const cache = new Map<string, Promise<unknown[]>>();
   const readLog = async (ref: LogRef): Promise<unknown[]> => {
     const array = await reader.log(ref);
-    if (array.length !== ref.length) throw new RangeError(`log ${ref.log} holds ${array.length} of the ${ref.length} entries ${ref.from}..${ref.to - 1} a record refers to`);
+    checkLogRange(ref, array);
     arrays.push([array, ref]);
     return array;
   };
+  const rangeKey = (ref: LogRef) => `${ref.log}:${ref.from}:${ref.to}`;
   const resolve = async (v: unknown): Promise<unknown> => {
     if (Array.isArray(v)) return Promise.all(v.map(resolve));
     if (v && typeof v === 'object') {
-      const ref = (v as Record<string, unknown>)[LOG_REF] as LogRef | undefined;
+      const ref = refIn(v);
       if (ref) {
-        const key = `${ref.log}:${ref.from}:${ref.to}`;
+        const key = rangeKey(ref);
         let array = cache.get(key);
         if (!array) cache.set(key, (array = readLog(ref)));
         // The same range read twice is the same array, as it was in the live actor.
@@ -258,10 +296,23 @@ export async function reassemble(reader: PartReader, rootId: string): Promise<{ 
     Object.entries(snapshot.children ?? {}).map(async ([id, stub]) => {
       const record = await reader.actor(id);
       if (!record) throw new RangeError(`the record of actor "${id}" is missing`);
+      // Before anything of the record is resolved: the same range elsewhere in it (an
+      // invoked model call's input is the conversation) is then the same empty array.
+      const context = (record.snapshot as { context?: unknown } | undefined)?.context;
+      if (options.defer && context && typeof context === 'object') {
+        for (const [key, value] of Object.entries(context)) {
+          const ref = refIn(value);
+          if (!ref || !options.defer(id, key) || cache.has(rangeKey(ref))) continue;
+          const array: unknown[] = [];
+          cache.set(rangeKey(ref), Promise.resolve(array));
+          arrays.push([array, ref]);
+          deferred.push({ actorId: id, array, ref });
+        }
+      }
       stub.snapshot = await resolve(record.snapshot);
     }),
   );
-  return { snapshot, arrays };
+  return { snapshot, arrays, deferred };
 }
 
 /** A logged array taken out of a machine's context for a restore. */

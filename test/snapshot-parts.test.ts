@@ -264,6 +264,67 @@ describe('reassemble', () => {
     restored.stop();
   });
 
+  it('with `defer`, a context array comes back empty and unread, as one array wherever the record refers to it', async () => {
+    const actor = started();
+    send(actor, 'a', { type: 'work' });
+    const splitter = createSnapshotSplitter({ minLogLength: MIN });
+    const parts = partStore();
+    const capture = splitter.capture(actor, ROOT);
+    parts.apply(capture);
+    const reader = parts.reader();
+    const read: string[] = [];
+    const counted: PartReader = { ...reader, log: (ref) => (read.push(ref.log), reader.log(ref)) };
+
+    const { snapshot, arrays, deferred } = await reassemble(counted, ROOT, { defer: (actorId, key) => actorId === 'a' && key === 'items' });
+    type A = { context: { items: Item[] }; children: { worker: { snapshot: { input: { items: Item[] } } } } };
+    const a = (snapshot as { children: { a: { snapshot: A } } }).children.a.snapshot;
+    expect(deferred).toEqual([{ actorId: 'a', array: [], ref: itemsRef(capture, 'a') }]);
+    expect(a.context.items).toBe(deferred[0]!.array);
+    // The in-flight worker's input is the very same (empty) array: filling one fills both.
+    expect(a.children.worker.snapshot.input.items).toBe(a.context.items);
+    expect(arrays.some(([array]) => array === a.context.items)).toBe(true);
+    // b's list is read; a's is not.
+    expect(read).toEqual([itemsRef(capture, 'b').log]);
+
+    // Filled in place after the restore, the live actor holds the whole list.
+    const restored = restoreWithoutWalkingLogs(snapshot, arrays, () => createActor(root, { snapshot: snapshot as never }));
+    deferred[0]!.array.push(...(await reader.log(deferred[0]!.ref)));
+    restored.start();
+    expect((childOf(restored, 'a').getSnapshot() as { context: { items: Item[] } }).context.items.map((i) => i.text)).toEqual(['a1', 'a2', 'a3']);
+    expect(restored.getPersistedSnapshot()).toEqual(actor.getPersistedSnapshot());
+    actor.stop();
+    restored.stop();
+  });
+
+  it('a splitter seeded with a deferred array that was never filled starts a new segment for the next array, not an extension of it', async () => {
+    const actor = started();
+    const splitter = createSnapshotSplitter({ minLogLength: MIN });
+    const parts = partStore();
+    const capture = splitter.capture(actor, ROOT);
+    parts.apply(capture);
+    const { snapshot, arrays } = await reassemble(parts.reader(), ROOT, { defer: (actorId) => actorId === 'a' });
+    const restored = restoreWithoutWalkingLogs(snapshot, arrays, () => createActor(root, { snapshot: snapshot as never })).start();
+    const again = createSnapshotSplitter({ minLogLength: MIN, logSeq: capture.logSeq });
+    again.seed(arrays);
+    // Rewritten while still empty (another field changed): the record keeps the reference,
+    // never the empty array it holds until it is filled.
+    send(restored, 'a', { type: 'bump' });
+    const bumped = again.capture(restored, ROOT);
+    expect(bumped.entries).toEqual([]);
+    expect(itemsRef(bumped, 'a')).toEqual(itemsRef(capture, 'a'));
+    // A new task's list, built without reading the old one: every element is new, and the
+    // record must not claim the old range as its front.
+    send(restored, 'a', { type: 'reset', texts: ['n1', 'n2', 'n3'] });
+    const after = again.capture(restored, ROOT);
+    expect(after.entries.map((e) => (e.value as Item).text)).toEqual(['n1', 'n2', 'n3']);
+    expect(itemsRef(after, 'a')).toMatchObject({ from: capture.logSeq + 1, to: capture.logSeq + 4, length: 3 });
+    parts.apply(after);
+    const rebuilt = await reassemble(parts.reader(), ROOT);
+    expect((rebuilt.snapshot as { children: { a: { snapshot: { context: { items: Item[] } } } } }).children.a.snapshot.context.items.map((i) => i.text)).toEqual(['n1', 'n2', 'n3']);
+    actor.stop();
+    restored.stop();
+  });
+
   it('a missing record or a log range of the wrong length is an error, not a silently different snapshot', async () => {
     const actor = started();
     const parts = partStore();

@@ -1,0 +1,231 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agent, createNode, crew, scriptedModel, tool, type Message, type ModelProvider, type Script, type Storage } from '../index.js';
+import { layout } from '../core/layout.js';
+import { createRunStore } from '../core/run-store.js';
+import type { KeyRange } from '../core/storage.js';
+import { levelStorage } from '../storage/level.js';
+import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { tempDir } from './helpers/temp.js';
+
+/**
+ * A resume leaves the agents' conversations in their logs: each is read back when its agent
+ * gets work (an envelope, a model call, a tool call), so a resume reads none of them and a
+ * crew reads only the ones of agents that work. Reads are counted through the storage.
+ */
+
+const LOOKUPS = 6;
+
+/** A clerk that looks words up `LOOKUPS` times (a conversation long enough to be a log), then files, which needs a human. */
+function clerkCrew(filed: string[] = []) {
+  const lookup = tool({ name: 'lookup', description: 'Looks up.', input: z.object({ word: z.string() }), effect: 'read', run: ({ word }) => `${word}: found` });
+  const file = tool({
+    name: 'file',
+    description: 'Files.',
+    input: z.object({ what: z.string() }),
+    effect: 'irreversible',
+    approval: 'ask',
+    run: ({ what }) => (filed.push(what), 'filed'),
+  });
+  return crew({ id: 'desk', supervision: { maxRestarts: 0 }, agents: [agent({ id: 'clerk', role: 'files', instructions: 'File.', model: 'scripted', tools: [lookup, file] })] });
+}
+
+const clerkScript: Script = {
+  clerk: [
+    ...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })),
+    { text: 'filing', toolCalls: [{ name: 'file', args: { what: 'the report' } }] },
+    'done: filed the report',
+  ],
+};
+
+/** `disk` with the reads of conversation logs counted, by log. */
+function countingLogReads(disk: Storage, runId: string) {
+  const singles = layout.logs(runId).gte!;
+  const segments = layout.logSegments(runId).gte!;
+  const reads: string[] = [];
+  const storage = new Proxy(disk, {
+    get(target, prop, receiver) {
+      if (prop === 'entries') {
+        return (range: KeyRange) => {
+          const from = range.gte ?? '';
+          if (from.startsWith(singles) || from.startsWith(segments)) reads.push(from);
+          return target.entries(range);
+        };
+      }
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { storage, reads };
+}
+
+/** The conversation of `agentId` in a run's newest checkpoint, rebuilt whole from storage. */
+async function conversationOf(storage: Storage, runId: string, agentId: string): Promise<Message[]> {
+  const checkpoint = await createRunStore(storage).latestCheckpoint(runId);
+  return (checkpoint?.snapshot as { children: Record<string, { snapshot: { context: { conversation: Message[] } } }> }).children[agentId]!.snapshot.context.conversation;
+}
+
+/** Wraps a provider to keep the messages of every request that reaches it. */
+function recording(provider: ModelProvider) {
+  const requests: Array<{ call: string; messages: Message[] }> = [];
+  const wrapped: ModelProvider = { id: provider.id, generate: (req, ctx) => (requests.push({ call: `${req.agent}#${req.step}`, messages: structuredClone([...req.messages]) }), provider.generate(req, ctx)) };
+  return { wrapped, requests };
+}
+
+const approvalAsked = (node: { subscribe(fn: (e: { type: string; approvalId?: string }) => void): () => void }) =>
+  new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId!)));
+
+describe('deferred conversations', () => {
+  it('a run resumed while it waits for approval reads none of its conversation until the decision, then finishes with all of it', async () => {
+    // The same run without a restart: what the conversation must be in the end.
+    await using refDir = await tempDir();
+    let reference: Message[];
+    {
+      await using storage = await levelStorage({ path: refDir.path });
+      await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: clerkScript }) } });
+      const asked = approvalAsked(node);
+      const run = await node.run(clerkCrew(), { input: 'file it', runId: 'desk-1' });
+      await node.approve(await asked);
+      expect((await run.result()).output).toBe('done: filed the report');
+      reference = await conversationOf(storage, 'desk-1', 'clerk');
+    }
+    expect(reference.length).toBeGreaterThan(2 * LOOKUPS);
+
+    await using dir = await tempDir();
+    await using disk = await levelStorage({ path: dir.path });
+    let approvalId: string;
+    {
+      await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
+      const asked = approvalAsked(node);
+      await node.run(clerkCrew(), { input: 'file it', runId: 'desk-1' });
+      approvalId = await asked;
+    }
+    const { storage, reads } = countingLogReads(disk, 'desk-1');
+    const filed: string[] = [];
+    await using node = await createNode({ storage, resume: false, models: { scripted: scriptedModel({ script: clerkScript }) }, crews: [clerkCrew(filed)] });
+    const run = await node.resume('desk-1');
+    expect(run.status).toBe('running');
+    expect(reads).toEqual([]);
+
+    await node.approve(approvalId);
+    expect((await run.result()).output).toBe('done: filed the report');
+    expect(filed).toEqual(['the report']);
+    expect(reads.length).toBeGreaterThan(0);
+    // Read back whole: the model saw it, and the run wrote it on from there.
+    expect(await conversationOf(disk, 'desk-1', 'clerk')).toEqual(reference);
+  });
+
+  it('a run resumed during a model call sends the model the whole conversation, as the uninterrupted run did', async () => {
+    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
+    const reference = recording(scriptedModel({ script }));
+    {
+      await using refDir = await tempDir();
+      await using storage = await levelStorage({ path: refDir.path });
+      await using node = await createNode({ storage, models: { scripted: reference.wrapped } });
+      await (await node.run(twoAgentCrew(), { input: 'brief me', runId: 'mid-1' })).result();
+    }
+
+    await using dir = await tempDir();
+    await using disk = await levelStorage({ path: dir.path });
+    const scripted = scriptedModel({ script });
+    const stopAt = LOOKUPS; // the researcher's step before its findings
+    {
+      let asked!: () => void;
+      const inFlight = new Promise<void>((resolve) => (asked = resolve));
+      // This call never answers: the node closes while it is in flight.
+      const hanging: ModelProvider = {
+        id: 'scripted',
+        generate: (req, ctx) => {
+          if (req.agent !== 'researcher' || req.step !== stopAt) return scripted.generate(req, ctx);
+          asked();
+          return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+        },
+      };
+      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
+      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'mid-1' });
+      await inFlight;
+    }
+    const resumed = recording(scriptedModel({ script }));
+    await using node = await createNode({ storage: disk, models: { scripted: resumed.wrapped }, crews: [twoAgentCrew()] });
+    const result = await node.get('mid-1')!.result();
+    expect(result.output).toBe('final: a brief about actor and state');
+    // Every request after the resume equals the uninterrupted run's request for that call.
+    const byCall = new Map(reference.requests.map((r) => [r.call, r.messages]));
+    expect(resumed.requests.length).toBeGreaterThan(0);
+    expect(resumed.requests[0]!.messages.length).toBeGreaterThanOrEqual(8);
+    for (const request of resumed.requests) expect(request.messages).toEqual(byCall.get(request.call));
+  });
+
+  it('resuming a crew reads only the conversation of the agent that works: a finished agent’s log is never read', async () => {
+    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
+    await using dir = await tempDir();
+    await using disk = await levelStorage({ path: dir.path });
+    const scripted = scriptedModel({ script });
+    let researcherBefore: Message[];
+    {
+      // The writer's call never answers: the researcher is done, the writer works.
+      const hanging: ModelProvider = {
+        id: 'scripted',
+        generate: (req, ctx) =>
+          req.agent === 'writer' ? new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true })) : scripted.generate(req, ctx),
+      };
+      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
+      let writing!: () => void;
+      const started = new Promise<void>((resolve) => (writing = resolve));
+      node.subscribe((e) => e.type === 'state' && e.actor === 'writer' && e.state === 'planning' && writing());
+      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'crew-1' });
+      await started;
+    }
+    researcherBefore = await conversationOf(disk, 'crew-1', 'researcher');
+    expect(researcherBefore.length).toBeGreaterThanOrEqual(8);
+    const { storage, reads } = countingLogReads(disk, 'crew-1');
+    await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+    expect((await node.get('crew-1')!.result()).output).toBe('final: a brief about actor and state');
+    expect(reads.filter((from) => from.includes('researcher'))).toEqual([]);
+    // Left unread is not left out: the researcher's conversation is all there, unchanged.
+    expect(await conversationOf(disk, 'crew-1', 'researcher')).toEqual(researcherBefore);
+  });
+
+  it('a conversation log damaged after the checkpoint stops the run with STORAGE_CORRUPT when its agent gets work, and the run stays resumable as it was', async () => {
+    await using dir = await tempDir();
+    await using disk = await levelStorage({ path: dir.path });
+    let approvalId: string;
+    {
+      await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
+      const asked = approvalAsked(node);
+      await node.run(clerkCrew(), { input: 'file it', runId: 'desk-2' });
+      approvalId = await asked;
+    }
+    // One entry of the clerk's log goes missing.
+    const [key] = await (async () => {
+      const found: string[] = [];
+      for await (const [k] of disk.entries(layout.logs('desk-2'))) found.push(k);
+      return found;
+    })();
+    expect(key).toBeDefined();
+    await disk.write([{ type: 'del', key: key! }]);
+
+    const logsOf = async () => {
+      const found: Array<[string, string]> = [];
+      for (const range of [layout.logs('desk-2'), layout.logSegments('desk-2')]) for await (const [k, v] of disk.entries(range)) found.push([k, Buffer.from(v).toString('hex')]);
+      return found;
+    };
+    const damaged = await logsOf();
+
+    const filed: string[] = [];
+    const corrupt = { details: { error: { code: 'STORAGE_CORRUPT' } } };
+    {
+      await using node = await createNode({ storage: disk, resume: false, models: { scripted: scriptedModel({ script: clerkScript }) }, crews: [clerkCrew(filed)] });
+      const run = await node.resume('desk-2');
+      await node.approve(approvalId);
+      await expect(run.result()).rejects.toMatchObject(corrupt);
+    }
+    // Nothing ran, the damaged log is as it was, and the run is not marked failed: it is reported again on every start.
+    expect(filed).toEqual([]);
+    expect(await logsOf()).toEqual(damaged);
+    expect((await createRunStore(disk).requireRun('desk-2')).status).not.toBe('failed');
+    await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) }, crews: [clerkCrew(filed)] });
+    await expect(node.get('desk-2')!.result()).rejects.toMatchObject(corrupt);
+    expect(filed).toEqual([]);
+  });
+});
