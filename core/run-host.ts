@@ -889,8 +889,14 @@ export class RunHost implements ActorRuntime {
       isTroupeError(error, ErrorCode.LEASE_LOST) || isTroupeError(error, ErrorCode.STORAGE_CORRUPT)
         ? error
         : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-    this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
-    this.liveEvents.end();
+    const settle = () => {
+      this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
+      this.liveEvents.end();
+    };
+    // Once the batches already queued are written (or failed): a settled run lets go of its
+    // claim, and a batch still in flight (a decision, halted by the read after it) would
+    // then be refused, and its caller told LEASE_LOST for what is durable after all.
+    void this.#writeChain.then(settle, settle);
   }
 
   #finish(output: RunOutput): void {

@@ -1,12 +1,34 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { agent, createNode, crew, scriptedModel, tool, type Message, type ModelProvider, type Script, type Storage } from '../index.js';
+import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type Message, type ModelProvider, type Script, type Storage } from '../index.js';
 import { layout } from '../core/layout.js';
 import { createRunStore } from '../core/run-store.js';
 import type { KeyRange } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
+import { postgresStorage } from '../storage/postgres/index.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
+import { testDatabase } from './helpers/postgres.js';
 import { tempDir } from './helpers/temp.js';
+
+/** A fresh store of each kind a node runs on, removed when disposed. */
+const backends: Array<[string, () => Promise<{ storage: Storage } & AsyncDisposable>]> = [
+  [
+    'LevelDB',
+    async () => {
+      const dir = await tempDir();
+      const storage = await levelStorage({ path: dir.path });
+      return { storage, [Symbol.asyncDispose]: async () => (await storage.close(), await dir[Symbol.asyncDispose]()) };
+    },
+  ],
+  [
+    'Postgres',
+    async () => {
+      const db = await testDatabase();
+      const storage = await postgresStorage({ connectionString: db.url });
+      return { storage, [Symbol.asyncDispose]: async () => (await storage.close(), await db[Symbol.asyncDispose]()) };
+    },
+  ],
+];
 
 /**
  * A resume leaves the agents' conversations in their logs: each is read back when its agent
@@ -75,13 +97,12 @@ function recording(provider: ModelProvider) {
 const approvalAsked = (node: { subscribe(fn: (e: { type: string; approvalId?: string }) => void): () => void }) =>
   new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId!)));
 
-describe('deferred conversations', () => {
+describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   it('a run resumed while it waits for approval reads none of its conversation until the decision, then finishes with all of it', async () => {
     // The same run without a restart: what the conversation must be in the end.
-    await using refDir = await tempDir();
     let reference: Message[];
     {
-      await using storage = await levelStorage({ path: refDir.path });
+      await using storage = memoryStorage();
       await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: clerkScript }) } });
       const asked = approvalAsked(node);
       const run = await node.run(clerkCrew(), { input: 'file it', runId: 'desk-1' });
@@ -91,8 +112,8 @@ describe('deferred conversations', () => {
     }
     expect(reference.length).toBeGreaterThan(2 * LOOKUPS);
 
-    await using dir = await tempDir();
-    await using disk = await levelStorage({ path: dir.path });
+    await using db = await open();
+    const disk = db.storage;
     let approvalId: string;
     {
       await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
@@ -119,14 +140,13 @@ describe('deferred conversations', () => {
     const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
     const reference = recording(scriptedModel({ script }));
     {
-      await using refDir = await tempDir();
-      await using storage = await levelStorage({ path: refDir.path });
+      await using storage = memoryStorage();
       await using node = await createNode({ storage, models: { scripted: reference.wrapped } });
       await (await node.run(twoAgentCrew(), { input: 'brief me', runId: 'mid-1' })).result();
     }
 
-    await using dir = await tempDir();
-    await using disk = await levelStorage({ path: dir.path });
+    await using db = await open();
+    const disk = db.storage;
     const scripted = scriptedModel({ script });
     const stopAt = LOOKUPS; // the researcher's step before its findings
     {
@@ -158,8 +178,8 @@ describe('deferred conversations', () => {
 
   it('resuming a crew reads only the conversation of the agent that works: a finished agent’s log is never read', async () => {
     const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
-    await using dir = await tempDir();
-    await using disk = await levelStorage({ path: dir.path });
+    await using db = await open();
+    const disk = db.storage;
     const scripted = scriptedModel({ script });
     let researcherBefore: Message[];
     {
@@ -187,8 +207,8 @@ describe('deferred conversations', () => {
   });
 
   it('a conversation log damaged after the checkpoint stops the run with STORAGE_CORRUPT when its agent gets work, and the run stays resumable as it was', async () => {
-    await using dir = await tempDir();
-    await using disk = await levelStorage({ path: dir.path });
+    await using db = await open();
+    const disk = db.storage;
     let approvalId: string;
     {
       await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
