@@ -717,7 +717,8 @@ export class RunHost implements ActorRuntime {
             this.#scheduleDelivery();
           },
           (error: unknown) => {
-            this.#halt(error);
+            // A read cut off by the run stopping (the node closing its storage) is no damage.
+            if (this.status === 'running') this.#halt(error);
             throw error;
           },
         ),

@@ -206,6 +206,66 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     expect(await conversationOf(disk, 'crew-1', 'researcher')).toEqual(researcherBefore);
   });
 
+  it('a node closed while a conversation is being read back leaves the run stopped, not failed, and resumable', async () => {
+    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
+    await using db = await open();
+    const disk = db.storage;
+    const scripted = scriptedModel({ script });
+    {
+      let asked!: () => void;
+      const inFlight = new Promise<void>((resolve) => (asked = resolve));
+      const hanging: ModelProvider = {
+        id: 'scripted',
+        generate: (req, ctx) => {
+          if (req.agent !== 'researcher' || req.step !== LOOKUPS) return scripted.generate(req, ctx);
+          asked();
+          return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+        },
+      };
+      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
+      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'cut-1' });
+      await inFlight;
+    }
+    // The restored call's read of the conversation is held, then fails as a closed storage would.
+    let reading!: () => void;
+    const held = new Promise<void>((resolve) => (reading = resolve));
+    let cut!: (error: Error) => void;
+    const cutOff = new Promise<never>((_, reject) => (cut = reject));
+    cutOff.catch(() => {});
+    const gated = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'entries') {
+          return (range: KeyRange) => {
+            if (!(range.gte ?? '').includes(':cut-1:researcher.')) return target.entries(range);
+            reading();
+            return (async function* () {
+              await cutOff;
+              yield* target.entries(range);
+            })();
+          };
+        }
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    let settled = false;
+    {
+      await using node = await createNode({ storage: gated, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+      const run = node.get('cut-1')!;
+      void run.settled().then(() => (settled = true));
+      await held;
+      await node.close();
+      cut(new Error('storage closed'));
+      // Every continuation of the failed read runs before a macrotask: flushed, not waited for.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(run.status).toBe('stopped');
+    }
+    expect(settled).toBe(false);
+    expect((await createRunStore(disk).requireRun('cut-1')).status).toBe('running');
+    await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+    expect((await node.get('cut-1')!.result()).output).toBe('final: a brief about actor and state');
+  });
+
   it('a conversation log damaged after the checkpoint stops the run with STORAGE_CORRUPT when its agent gets work, and the run stays resumable as it was', async () => {
     await using db = await open();
     const disk = db.storage;
