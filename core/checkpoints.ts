@@ -122,6 +122,12 @@ export interface Checkpointer {
   seed(checkpoint: Checkpoint): void;
   /** A deferred log was read back: its writer continues from the entries stored singly. */
   filled(log: string, singles: ReadonlyArray<{ n: number; value: unknown }>): void;
+  /**
+   * `root`, restored from `checkpoint` and not yet started, is what its records say: the next
+   * capture writes what changed since, not every record again. Not for a checkpoint that was
+   * migrated (or is of layout 1): its records are not what the restored actors hold.
+   */
+  restored(root: AnyActor, checkpoint: Checkpoint): void;
 }
 
 /** Creates the checkpoint writer of one run. */
@@ -177,6 +183,12 @@ export function createCheckpointer(options: { runId: string; rootId: string; mac
     },
     filled(log, singles) {
       logs.seedLog(log, singles);
+    },
+    restored(root, checkpoint) {
+      if (!checkpoint.arrays || !checkpoint.recordVersions) return;
+      splitter.assumeWritten(root, rootId);
+      // The records hold these positions already: an actor whose mailbox stays put is not forced.
+      for (const [actorId, seq] of Object.entries(checkpoint.mailboxSeq)) positions.set(actorId, `${seq}/${checkpoint.cursors[actorId] ?? 0}`);
     },
   };
 }

@@ -316,7 +316,7 @@ export class RunHost implements ActorRuntime {
     this.#usage.restore(checkpoint.usage);
     for (const id of checkpoint.seen ?? []) this.#remember(id);
     this.#seenCount = this.#seen.length;
-    // The arrays rebuilt from logs are not written again; every record is, once.
+    // The arrays rebuilt from logs are not written again, nor the records of actors that did not change since.
     this.#checkpointer.seed(checkpoint);
     this.#deferredSeq = checkpoint.seq;
     for (const deferred of checkpoint.deferred ?? []) this.#deferred.set(deferred.actorId, [...(this.#deferred.get(deferred.actorId) ?? []), deferred]);
@@ -325,7 +325,9 @@ export class RunHost implements ActorRuntime {
     undelivered.forEach(([actorId], i) => (pending[actorId] = mail[i]!));
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
-    this.#boot(restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect })));
+    const actor = restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
+    this.#checkpointer.restored(actor, checkpoint);
+    this.#boot(actor);
     // A request an actor waits on with no approval of this run behind it (the run is a fork
     // of a waiting one): it gets one, or nobody could ever decide it.
     const known = new Set([...this.#waiting.values()].map((a) => a.requestId ?? a.id));

@@ -193,6 +193,18 @@ export function createSnapshotSplitter(options: SnapshotSplitterOptions = {}) {
       return { records, entries, logSeq, actorIds };
     },
 
+    /**
+     * Takes the actors of `root` as written, as they are now: a restored actor, not yet
+     * started, is what its records say. The next capture then writes only what changed since,
+     * not every record of the run again (a thousand for a crew of a thousand).
+     */
+    assumeWritten(root: AnyActor, rootId: string): void {
+      const snapshot = root.getSnapshot() as { children?: Record<string, AnyActorRef> };
+      seen.set(rootId, [snapshot]);
+      for (const [id, child] of Object.entries(snapshot.children ?? {})) seen.set(id, identities(child));
+      fullScan = false;
+    },
+
     /** Makes every actor count as changed: the next capture writes all records. */
     forget(): void {
       seen.clear();

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type Message, type ModelProvider, type Script, type Storage } from '../index.js';
 import { layout } from '../core/layout.js';
 import { createRunStore } from '../core/run-store.js';
-import type { KeyRange } from '../core/storage.js';
+import type { KeyRange, StorageOp, WriteOptions } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { postgresStorage } from '../storage/postgres/index.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
@@ -60,13 +60,15 @@ const clerkScript: Script = {
   ],
 };
 
-/** `disk` with the reads of conversation logs counted, by log. */
+/** `disk` with the reads of conversation logs counted, by log, and the keys it was given to write. */
 function countingLogReads(disk: Storage, runId: string) {
   const singles = layout.logs(runId).gte!;
   const segments = layout.logSegments(runId).gte!;
   const reads: string[] = [];
+  const written: string[][] = [];
   const storage = new Proxy(disk, {
     get(target, prop, receiver) {
+      if (prop === 'write') return (ops: StorageOp[], options?: WriteOptions) => (written.push(ops.map((op) => op.key)), target.write(ops, options));
       if (prop === 'entries') {
         return (range: KeyRange) => {
           const from = range.gte ?? '';
@@ -78,7 +80,7 @@ function countingLogReads(disk: Storage, runId: string) {
       return typeof value === 'function' ? value.bind(target) : value;
     },
   });
-  return { storage, reads };
+  return { storage, reads, written };
 }
 
 /** The conversation of `agentId` in a run's newest checkpoint, rebuilt whole from storage. */
@@ -198,10 +200,15 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     }
     researcherBefore = await conversationOf(disk, 'crew-1', 'researcher');
     expect(researcherBefore.length).toBeGreaterThanOrEqual(8);
-    const { storage, reads } = countingLogReads(disk, 'crew-1');
+    const { storage, reads, written } = countingLogReads(disk, 'crew-1');
     await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
     expect((await node.get('crew-1')!.result()).output).toBe('final: a brief about actor and state');
     expect(reads.filter((from) => from.includes('researcher'))).toEqual([]);
+    // Nor is its record written again by the resume: its first checkpoint holds what changed,
+    // not every actor (the researcher is written once more only when the finished crew stops it).
+    const first = written.find((keys) => keys.some((key) => key.startsWith(layout.checkpoints('crew-1').gte!)))!;
+    expect(first.filter((key) => key.startsWith(layout.actorRecords('crew-1', 'researcher').gte!))).toEqual([]);
+    expect(first.filter((key) => key.startsWith(layout.actorRecords('crew-1', 'crew').gte!))).toEqual([]);
     // Left unread is not left out: the researcher's conversation is all there, unchanged.
     expect(await conversationOf(disk, 'crew-1', 'researcher')).toEqual(researcherBefore);
   });
