@@ -2,7 +2,10 @@
  * Cold-resume time of a run stopped mid-conversation, next to its baseline measured in the
  * same process (open the same LevelDB and read its latest checkpoint, nothing else).
  *
- * `conversation`: the same for a one-agent run whose conversation holds ~5,000 messages
+ * `crewAgents`: twenty agents in sequence, stopped while the last works: what a resume costs
+ * when most of a crew's conversations are finished.
+ *
+ * `conversation`: a one-agent run whose conversation holds ~5,000 messages
  * (2,500 steps of {@link loopModel}), against the baseline "open the same LevelDB and read
  * one key" (the run's index record): what the persistence layout costs a resume beyond
  * opening the database. The latest-checkpoint read is reported beside it.
@@ -38,6 +41,8 @@ interface Variant {
   def: CrewDefinition;
   script: Script;
   runId: string;
+  /** Stop the seed run at the first event this accepts, instead of after K checkpoints. */
+  stopAt?: (event: RunEvent) => boolean;
 }
 
 async function dirKB(dir: string): Promise<number> {
@@ -79,8 +84,10 @@ async function seed(dir: string, variant: Variant, k: number) {
   let count = 0;
   let reached!: () => void;
   const enough = new Promise<void>((resolve) => (reached = resolve));
+  let stop = false;
   node.subscribe((event: RunEvent) => {
-    if (event.type === 'checkpoint' && event.runId === variant.runId && ++count >= k) reached();
+    if (variant.stopAt?.(event)) stop = true;
+    if (event.type === 'checkpoint' && event.runId === variant.runId && (++count >= k || stop) && (stop || !variant.stopAt)) reached();
   });
   const run = await node.run(variant.def, { input: 'go', runId: variant.runId });
   await Promise.race([enough, run.settled().then(() => Promise.reject(new Error(`seed run of ${variant.name} ended before ${k} checkpoints`)))]);
@@ -312,7 +319,18 @@ export async function benchResume(options: ResumeOptions = {}) {
     const ten = stepCrew('resume-ten', 5, tenIds);
     const oneAgent = await benchVariant(root, { name: 'one', def: one.def, script: one.script, runId: 'resume-one' }, k, trials);
     const tenAgents = await benchVariant(root, { name: 'ten', def: ten.def, script: ten.script, runId: 'resume-ten' }, k, trials);
-    return { scriptedLatencyMs: LATENCY_MS, conversation, oneAgent, tenAgents };
+    // Twenty agents in sequence, 50 steps each (~100 messages), stopped while the last one is
+    // half-way: nineteen finished conversations that a resume need not read.
+    const members = Array.from({ length: 20 }, (_, i) => `member${i + 1}`);
+    const many = stepCrew('resume-crew', 50, members);
+    let lastSteps = 0;
+    const crewAgents = await benchVariant(
+      root,
+      { name: 'crew', def: many.def, script: many.script, runId: 'resume-crew', stopAt: (e) => e.type === 'model.call' && e.actor === members.at(-1) && ++lastSteps >= 25 },
+      k,
+      trials,
+    );
+    return { scriptedLatencyMs: LATENCY_MS, conversation, oneAgent, tenAgents, crewAgents };
   } finally {
     await rm(root, { recursive: true, force: true });
   }
