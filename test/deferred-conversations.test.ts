@@ -60,6 +60,30 @@ const clerkScript: Script = {
   ],
 };
 
+/** {@link pairScript} with a researcher that looks `LOOKUPS` words up: a conversation long enough to be a log. */
+const pairLongScript: Script = {
+  ...pairScript,
+  researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'],
+};
+
+/**
+ * `inner`, except that the calls `hangs` picks never answer (until aborted, when the node
+ * closes); `reached` resolves at the first of them.
+ */
+function hangingAt(inner: ModelProvider, hangs: (req: { agent: string; step: number }) => boolean) {
+  let reach!: () => void;
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  const provider: ModelProvider = {
+    id: inner.id,
+    generate: (req, ctx) => {
+      if (!hangs(req)) return inner.generate(req, ctx);
+      reach();
+      return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
+    },
+  };
+  return { provider, reached };
+}
+
 /** `disk` with the reads of conversation logs counted, by log, and the keys it was given to write. */
 function countingLogReads(disk: Storage, runId: string) {
   const singles = layout.logs(runId).gte!;
@@ -99,6 +123,14 @@ function recording(provider: ModelProvider) {
 const approvalAsked = (node: { subscribe(fn: (e: { type: string; approvalId?: string }) => void): () => void }) =>
   new Promise<string>((resolve) => node.subscribe((e) => e.type === 'approval.requested' && resolve(e.approvalId!)));
 
+/** Runs the clerk's crew as `runId` on `storage` until it asks for approval, then closes its node: the approval's id. */
+async function untilApproval(storage: Storage, runId: string): Promise<string> {
+  await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: clerkScript }) } });
+  const asked = approvalAsked(node);
+  await node.run(clerkCrew(), { input: 'file it', runId });
+  return await asked;
+}
+
 describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   it('a run resumed while it waits for approval reads none of its conversation until the decision, then finishes with all of it', async () => {
     // The same run without a restart: what the conversation must be in the end.
@@ -116,13 +148,7 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
 
     await using db = await open();
     const disk = db.storage;
-    let approvalId: string;
-    {
-      await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
-      const asked = approvalAsked(node);
-      await node.run(clerkCrew(), { input: 'file it', runId: 'desk-1' });
-      approvalId = await asked;
-    }
+    const approvalId = await untilApproval(disk, 'desk-1');
     const { storage, reads } = countingLogReads(disk, 'desk-1');
     const filed: string[] = [];
     await using node = await createNode({ storage, resume: false, models: { scripted: scriptedModel({ script: clerkScript }) }, crews: [clerkCrew(filed)] });
@@ -139,8 +165,7 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   });
 
   it('a run resumed during a model call sends the model the whole conversation, as the uninterrupted run did', async () => {
-    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
-    const reference = recording(scriptedModel({ script }));
+    const reference = recording(scriptedModel({ script: pairLongScript }));
     {
       await using storage = memoryStorage();
       await using node = await createNode({ storage, models: { scripted: reference.wrapped } });
@@ -149,25 +174,14 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
 
     await using db = await open();
     const disk = db.storage;
-    const scripted = scriptedModel({ script });
-    const stopAt = LOOKUPS; // the researcher's step before its findings
     {
-      let asked!: () => void;
-      const inFlight = new Promise<void>((resolve) => (asked = resolve));
-      // This call never answers: the node closes while it is in flight.
-      const hanging: ModelProvider = {
-        id: 'scripted',
-        generate: (req, ctx) => {
-          if (req.agent !== 'researcher' || req.step !== stopAt) return scripted.generate(req, ctx);
-          asked();
-          return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
-        },
-      };
-      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
+      // The researcher's step before its findings never answers: the node closes while it is in flight.
+      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'researcher' && req.step === LOOKUPS);
+      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
       await node.run(twoAgentCrew(), { input: 'brief me', runId: 'mid-1' });
-      await inFlight;
+      await hanging.reached;
     }
-    const resumed = recording(scriptedModel({ script }));
+    const resumed = recording(scriptedModel({ script: pairLongScript }));
     await using node = await createNode({ storage: disk, models: { scripted: resumed.wrapped }, crews: [twoAgentCrew()] });
     const result = await node.get('mid-1')!.result();
     expect(result.output).toBe('final: a brief about actor and state');
@@ -179,29 +193,19 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   });
 
   it('resuming a crew reads only the conversation of the agent that works: a finished agent’s log is never read', async () => {
-    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
     await using db = await open();
     const disk = db.storage;
-    const scripted = scriptedModel({ script });
-    let researcherBefore: Message[];
     {
       // The writer's call never answers: the researcher is done, the writer works.
-      const hanging: ModelProvider = {
-        id: 'scripted',
-        generate: (req, ctx) =>
-          req.agent === 'writer' ? new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true })) : scripted.generate(req, ctx),
-      };
-      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
-      let writing!: () => void;
-      const started = new Promise<void>((resolve) => (writing = resolve));
-      node.subscribe((e) => e.type === 'state' && e.actor === 'writer' && e.state === 'planning' && writing());
+      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'writer');
+      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
       await node.run(twoAgentCrew(), { input: 'brief me', runId: 'crew-1' });
-      await started;
+      await hanging.reached;
     }
-    researcherBefore = await conversationOf(disk, 'crew-1', 'researcher');
+    const researcherBefore = await conversationOf(disk, 'crew-1', 'researcher');
     expect(researcherBefore.length).toBeGreaterThanOrEqual(8);
     const { storage, reads, written } = countingLogReads(disk, 'crew-1');
-    await using node = await createNode({ storage, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+    await using node = await createNode({ storage, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
     expect((await node.get('crew-1')!.result()).output).toBe('final: a brief about actor and state');
     expect(reads.filter((from) => from.includes('researcher'))).toEqual([]);
     // Nor is its record written again by the resume: its first checkpoint holds what changed,
@@ -214,24 +218,13 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   });
 
   it('a node closed while a conversation is being read back leaves the run stopped, not failed, and resumable', async () => {
-    const script: Script = { ...pairScript, researcher: [...Array.from({ length: LOOKUPS }, (_, i) => ({ text: `looking up w${i}`, toolCalls: [{ name: 'lookup', args: { word: `w${i}` } }] })), 'findings: many'] };
     await using db = await open();
     const disk = db.storage;
-    const scripted = scriptedModel({ script });
     {
-      let asked!: () => void;
-      const inFlight = new Promise<void>((resolve) => (asked = resolve));
-      const hanging: ModelProvider = {
-        id: 'scripted',
-        generate: (req, ctx) => {
-          if (req.agent !== 'researcher' || req.step !== LOOKUPS) return scripted.generate(req, ctx);
-          asked();
-          return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }));
-        },
-      };
-      await using node = await createNode({ storage: disk, models: { scripted: hanging } });
+      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'researcher' && req.step === LOOKUPS);
+      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
       await node.run(twoAgentCrew(), { input: 'brief me', runId: 'cut-1' });
-      await inFlight;
+      await hanging.reached;
     }
     // The restored call's read of the conversation is held, then fails as a closed storage would.
     let reading!: () => void;
@@ -257,7 +250,7 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     });
     let settled = false;
     {
-      await using node = await createNode({ storage: gated, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+      await using node = await createNode({ storage: gated, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
       const run = node.get('cut-1')!;
       void run.settled().then(() => (settled = true));
       await held;
@@ -269,20 +262,14 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     }
     expect(settled).toBe(false);
     expect((await createRunStore(disk).requireRun('cut-1')).status).toBe('running');
-    await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script }) }, crews: [twoAgentCrew()] });
+    await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
     expect((await node.get('cut-1')!.result()).output).toBe('final: a brief about actor and state');
   });
 
   it('a conversation log damaged after the checkpoint stops the run with STORAGE_CORRUPT when its agent gets work, and the run stays resumable as it was', async () => {
     await using db = await open();
     const disk = db.storage;
-    let approvalId: string;
-    {
-      await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: clerkScript }) } });
-      const asked = approvalAsked(node);
-      await node.run(clerkCrew(), { input: 'file it', runId: 'desk-2' });
-      approvalId = await asked;
-    }
+    const approvalId = await untilApproval(disk, 'desk-2');
     // One entry of the clerk's log goes missing.
     const [key] = await (async () => {
       const found: string[] = [];
