@@ -150,12 +150,10 @@ export class RunHost implements ActorRuntime {
   #unrouted = new Map<string, Set<string>>();
   #writeError: unknown;
   /**
-   * Conversations the restore left unread, by actor, and the checkpoint they are of: each is
-   * read back when its actor first gets work (see {@link RunHost.#ready}).
+   * Conversations the restore left unread, by actor, with the checkpoint they are of and the
+   * read under way: each is read back when its actor first gets work (see {@link RunHost.#ready}).
    */
-  readonly #deferred = new Map<string, DeferredLog[]>();
-  readonly #filling = new Map<string, Promise<void>>();
-  #deferredSeq = 0;
+  readonly #deferred = new Map<string, { logs: DeferredLog[]; seq: number; filling?: Promise<void> }>();
   #resultPromise: Promise<RunResult>;
   #settle!: (result: RunResult) => void;
 
@@ -318,8 +316,11 @@ export class RunHost implements ActorRuntime {
     this.#seenCount = this.#seen.length;
     // The arrays rebuilt from logs are not written again, nor the records of actors that did not change since.
     this.#checkpointer.seed(checkpoint);
-    this.#deferredSeq = checkpoint.seq;
-    for (const deferred of checkpoint.deferred ?? []) this.#deferred.set(deferred.actorId, [...(this.#deferred.get(deferred.actorId) ?? []), deferred]);
+    for (const deferred of checkpoint.deferred ?? []) {
+      const entry = this.#deferred.get(deferred.actorId) ?? { logs: [], seq: checkpoint.seq };
+      entry.logs.push(deferred);
+      this.#deferred.set(deferred.actorId, entry);
+    }
     for (const [actorId, version] of Object.entries(checkpoint.recordVersions ?? {})) this.#retention.wrote(actorId, version);
     const pending: Record<string, Envelope[]> = {};
     undelivered.forEach(([actorId], i) => (pending[actorId] = mail[i]!));
@@ -545,8 +546,13 @@ export class RunHost implements ActorRuntime {
 
   callModel(agentId: string, step: ModelStep, signal: AbortSignal): Promise<ModelResponse> {
     // A call restored in flight sends the conversation the restore deferred: the same array.
+    return this.#busyWhenReady(agentId, () => performModelCall(this.#calls, agentId, step, signal));
+  }
+
+  /** `work`, once `agentId`'s conversation is read back (at once when it was not deferred), counted as in flight. */
+  #busyWhenReady<T>(agentId: string, work: () => Promise<T>): Promise<T> {
     const ready = this.#ready(agentId);
-    return this.#busy(ready ? ready.then(() => performModelCall(this.#calls, agentId, step, signal)) : performModelCall(this.#calls, agentId, step, signal));
+    return this.#busy(ready ? ready.then(work) : work());
   }
 
   /** Counts `work` as in flight until it settles: a run with work in flight is never unloaded. */
@@ -602,8 +608,7 @@ export class RunHost implements ActorRuntime {
 
   runTool(agentId: string, step: ToolStep, signal: AbortSignal): Promise<ToolMessage> {
     // The results join the conversation when the calls return: it must be read back by then.
-    const ready = this.#ready(agentId);
-    return this.#busy(ready ? ready.then(() => performToolCall(this.#calls, agentId, step, signal)) : performToolCall(this.#calls, agentId, step, signal));
+    return this.#busyWhenReady(agentId, () => performToolCall(this.#calls, agentId, step, signal));
   }
 
   requestApproval(agentId: string, request: ApprovalRequest, recordId = request.id): void {
@@ -704,17 +709,14 @@ export class RunHost implements ActorRuntime {
    * A log that cannot be read stops the run (`STORAGE_CORRUPT`), with nothing written.
    */
   #ready(actorId: string): Promise<void> | undefined {
-    const logs = this.#deferred.get(actorId);
-    if (!logs) return undefined;
-    let filling = this.#filling.get(actorId);
-    if (!filling) {
-      const seq = this.#deferredSeq;
-      const read = Promise.all(logs.map(async (deferred) => this.#checkpointer.filled(deferred.ref.log, await this.#o.store.fillDeferred(this.runId, seq, deferred))));
-      filling = this.#busy(
+    const entry = this.#deferred.get(actorId);
+    if (!entry) return undefined;
+    if (!entry.filling) {
+      const read = Promise.all(entry.logs.map(async (deferred) => this.#checkpointer.filled(deferred.ref.log, await this.#o.store.fillDeferred(this.runId, entry.seq, deferred))));
+      entry.filling = this.#busy(
         read.then(
           () => {
             this.#deferred.delete(actorId);
-            this.#filling.delete(actorId);
             // Scheduled before the fill stops counting as work: the held mail goes on.
             this.#scheduleDelivery();
           },
@@ -725,10 +727,9 @@ export class RunHost implements ActorRuntime {
           },
         ),
       );
-      filling.catch(() => {});
-      this.#filling.set(actorId, filling);
+      entry.filling.catch(() => {});
     }
-    return filling;
+    return entry.filling;
   }
 
   #deliver(): void {
