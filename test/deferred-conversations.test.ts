@@ -84,6 +84,14 @@ function hangingAt(inner: ModelProvider, hangs: (req: { agent: string; step: num
   return { provider, reached };
 }
 
+/** Runs {@link twoAgentCrew} on {@link pairLongScript} as `runId` until a call `hangs` picks is in flight, then closes its node. */
+async function runUntilHanging(storage: Storage, runId: string, hangs: (req: { agent: string; step: number }) => boolean): Promise<void> {
+  const hanging = hangingAt(scriptedModel({ script: pairLongScript }), hangs);
+  await using node = await createNode({ storage, models: { scripted: hanging.provider } });
+  await node.run(twoAgentCrew(), { input: 'brief me', runId });
+  await hanging.reached;
+}
+
 /** `disk` with the reads of conversation logs counted, by log, and the keys it was given to write. */
 function countingLogReads(disk: Storage, runId: string) {
   const singles = layout.logs(runId).gte!;
@@ -174,13 +182,8 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
 
     await using db = await open();
     const disk = db.storage;
-    {
-      // The researcher's step before its findings never answers: the node closes while it is in flight.
-      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'researcher' && req.step === LOOKUPS);
-      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
-      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'mid-1' });
-      await hanging.reached;
-    }
+    // The researcher's step before its findings never answers: the node closes while it is in flight.
+    await runUntilHanging(disk, 'mid-1', (req) => req.agent === 'researcher' && req.step === LOOKUPS);
     const resumed = recording(scriptedModel({ script: pairLongScript }));
     await using node = await createNode({ storage: disk, models: { scripted: resumed.wrapped }, crews: [twoAgentCrew()] });
     const result = await node.get('mid-1')!.result();
@@ -195,13 +198,8 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   it('resuming a crew reads only the conversation of the agent that works: a finished agent’s log is never read', async () => {
     await using db = await open();
     const disk = db.storage;
-    {
-      // The writer's call never answers: the researcher is done, the writer works.
-      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'writer');
-      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
-      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'crew-1' });
-      await hanging.reached;
-    }
+    // The writer's call never answers: the researcher is done, the writer works.
+    await runUntilHanging(disk, 'crew-1', (req) => req.agent === 'writer');
     const researcherBefore = await conversationOf(disk, 'crew-1', 'researcher');
     expect(researcherBefore.length).toBeGreaterThanOrEqual(8);
     const { storage, reads, written } = countingLogReads(disk, 'crew-1');
@@ -220,12 +218,7 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
   it('a node closed while a conversation is being read back leaves the run stopped, not failed, and resumable', async () => {
     await using db = await open();
     const disk = db.storage;
-    {
-      const hanging = hangingAt(scriptedModel({ script: pairLongScript }), (req) => req.agent === 'researcher' && req.step === LOOKUPS);
-      await using node = await createNode({ storage: disk, models: { scripted: hanging.provider } });
-      await node.run(twoAgentCrew(), { input: 'brief me', runId: 'cut-1' });
-      await hanging.reached;
-    }
+    await runUntilHanging(disk, 'cut-1', (req) => req.agent === 'researcher' && req.step === LOOKUPS);
     // The restored call's read of the conversation is held, then fails as a closed storage would.
     let reading!: () => void;
     const held = new Promise<void>((resolve) => (reading = resolve));
