@@ -28,6 +28,26 @@ export function encode(value: unknown): Uint8Array {
 }
 
 /**
+ * `encode(parts)` for an array of byte strings, the same bytes, written into one buffer
+ * sized up front: an outbox group holds hundreds of encoded envelopes, and the generic
+ * encoder grows its buffer and copies them more than once.
+ */
+export function encodeByteArray(parts: readonly Uint8Array[]): Uint8Array {
+  const n = parts.length;
+  let size = n < 16 ? 1 : n <= 0xffff ? 3 : 5;
+  for (const part of parts) size += (part.byteLength <= 0xff ? 2 : part.byteLength <= 0xffff ? 3 : 5) + part.byteLength;
+  const out = Buffer.allocUnsafe(size);
+  let at = n < 16 ? out.writeUInt8(0x90 | n, 0) : n <= 0xffff ? out.writeUInt16BE(n, out.writeUInt8(0xdc, 0)) : out.writeUInt32BE(n, out.writeUInt8(0xdd, 0));
+  for (const part of parts) {
+    const len = part.byteLength;
+    at = len <= 0xff ? out.writeUInt8(len, out.writeUInt8(0xc4, at)) : len <= 0xffff ? out.writeUInt16BE(len, out.writeUInt8(0xc5, at)) : out.writeUInt32BE(len, out.writeUInt8(0xc6, at));
+    out.set(part, at);
+    at += len;
+  }
+  return out;
+}
+
+/**
  * Decodes msgpack bytes from a possibly hostile source. Oversized or undecodable input
  * becomes a {@link TroupeError}; nothing here throws anything else.
  */

@@ -27,11 +27,15 @@ export const EpochSchema = z.string().regex(/^[0-9a-f]{16,64}$/);
 
 const SeqSchema = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 
-/** A batch of envelopes with their per-pair sequence numbers, strictly increasing. */
+/**
+ * A batch of envelopes with their per-pair sequence numbers, positive and strictly
+ * increasing. Those two rules are one pass over the items after parsing (in
+ * {@link decodeFrame}), not a zod check per item: a frame holds up to a thousand.
+ */
 export const BatchFrameSchema = z.strictObject({
   t: z.literal('batch'),
   epoch: EpochSchema,
-  items: z.array(z.strictObject({ seq: SeqSchema, envelope: EnvelopeSchema })).min(1).max(MAX_BATCH_ITEMS),
+  items: z.array(z.strictObject({ seq: z.number(), envelope: EnvelopeSchema })).min(1).max(MAX_BATCH_ITEMS),
 });
 
 /** The receiver's cumulative acknowledgement, naming the seqs of the batch it refused for good. */
@@ -67,10 +71,14 @@ export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
   }
   const frame = result.data;
   if (frame.t === 'batch') {
-    for (let i = 1; i < frame.items.length; i++) {
-      if (frame.items[i]!.seq <= frame.items[i - 1]!.seq) {
-        throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: items.${i}.seq: sequence numbers must increase`, { details: { path: `items.${i}.seq` } });
+    let previous = 0;
+    for (let i = 0; i < frame.items.length; i++) {
+      const { seq } = frame.items[i]!;
+      if (!Number.isSafeInteger(seq) || seq <= previous) {
+        const rule = Number.isSafeInteger(seq) && seq > 0 ? 'sequence numbers must increase' : 'a sequence number is a positive integer';
+        throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: items.${i}.seq: ${rule}`, { details: { path: `items.${i}.seq` } });
       }
+      previous = seq;
     }
     // Every envelope just passed EnvelopeSchema: the node's deliver need not parse it again.
     for (const item of frame.items) vouchEnvelope(item.envelope, bytes.byteLength);
@@ -90,23 +98,56 @@ const K_EPOCH = encode('epoch');
 const K_ITEMS = encode('items');
 const K_SEQ = encode('seq');
 const K_ENVELOPE = encode('envelope');
-const MAP2 = Uint8Array.of(0x82);
-const MAP3 = Uint8Array.of(0x83);
+// A batch's fixed head: `{ t: 'batch', epoch: <epoch>, items: [` (the epoch is spliced in).
+const HEAD = Buffer.concat([Uint8Array.of(0x83), K_T, V_BATCH, K_EPOCH]);
+// Each item's head: `{ seq: <seq>, envelope: <envelope>` (the seq is written in place).
+const ITEM_HEAD = Buffer.concat([Uint8Array.of(0x82), K_SEQ]);
 
-function arrayHeader(n: number): Uint8Array {
-  if (n < 16) return Uint8Array.of(0x90 | n);
-  return Uint8Array.of(0xdc, n >> 8, n & 0xff); // array16; MAX_BATCH_ITEMS fits
+/** Bytes of a seq in msgpack: fixint, uint8/16/32, or a float64 for the rest of the safe integers. */
+function seqBytes(n: number): number {
+  return n < 0x80 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : n <= 0xffffffff ? 5 : 9;
+}
+
+function writeSeq(buffer: Buffer, at: number, n: number): number {
+  if (n < 0x80) return buffer.writeUInt8(n, at);
+  if (n <= 0xff) return buffer.writeUInt8(n, buffer.writeUInt8(0xcc, at));
+  if (n <= 0xffff) return buffer.writeUInt16BE(n, buffer.writeUInt8(0xcd, at));
+  if (n <= 0xffffffff) return buffer.writeUInt32BE(n, buffer.writeUInt8(0xce, at));
+  return buffer.writeDoubleBE(n, buffer.writeUInt8(0xcb, at));
 }
 
 /**
  * Encodes a batch by splicing the stored envelope bytes into the frame (a msgpack map
- * value is just the next encoded value), so envelopes are encoded once, when sent.
+ * value is just the next encoded value), so envelopes are encoded once, when sent. The frame
+ * is written into one buffer sized up front, with `tailBytes` of room after it for the
+ * sender's tag ({@link FrameSeal.sealTail}): a frame of a hundred envelopes is then copied
+ * once, not once per part and again for the tag.
  */
-export function encodeBatch(epoch: string, items: readonly BatchItem[]): Uint8Array {
+export function encodeBatch(epoch: string, items: readonly BatchItem[], tailBytes = 0): Buffer {
   if (items.length === 0 || items.length > MAX_BATCH_ITEMS) throw new TypeError(`a batch holds 1-${MAX_BATCH_ITEMS} items, not ${items.length}`);
-  const parts: Uint8Array[] = [MAP3, K_T, V_BATCH, K_EPOCH, encode(epoch), K_ITEMS, arrayHeader(items.length)];
-  for (const item of items) parts.push(MAP2, K_SEQ, encode(item.seq), K_ENVELOPE, item.bytes);
-  return Buffer.concat(parts);
+  const epochBytes = encode(epoch);
+  let size = HEAD.byteLength + epochBytes.byteLength + K_ITEMS.byteLength + (items.length < 16 ? 1 : 3) + tailBytes;
+  for (const item of items) size += ITEM_HEAD.byteLength + seqBytes(item.seq) + K_ENVELOPE.byteLength + item.bytes.byteLength;
+  const buffer = Buffer.allocUnsafe(size);
+  buffer.set(HEAD, 0);
+  let at = HEAD.byteLength;
+  buffer.set(epochBytes, at);
+  at += epochBytes.byteLength;
+  buffer.set(K_ITEMS, at);
+  at += K_ITEMS.byteLength;
+  // array16 beyond fixarray; MAX_BATCH_ITEMS fits
+  at = items.length < 16 ? buffer.writeUInt8(0x90 | items.length, at) : buffer.writeUInt16BE(items.length, buffer.writeUInt8(0xdc, at));
+  for (const item of items) {
+    buffer.set(ITEM_HEAD, at);
+    at = writeSeq(buffer, at + ITEM_HEAD.byteLength, item.seq);
+    buffer.set(K_ENVELOPE, at);
+    at += K_ENVELOPE.byteLength;
+    buffer.set(item.bytes, at);
+    at += item.bytes.byteLength;
+  }
+  if (at !== size - tailBytes) throw new Error(`batch encoding wrote ${at} of ${size - tailBytes} bytes`); // a bug here would corrupt frames
+  if (tailBytes > 0) buffer.fill(0, at); // never uninitialised memory on the wire
+  return buffer;
 }
 
 /** Encodes an acknowledgement. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { decode, encode } from '../core/codec.js';
+import { decode, encode, encodeByteArray } from '../core/codec.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { layout } from '../core/layout.js';
 import type { Storage, StorageOp } from '../core/storage.js';
@@ -151,6 +151,14 @@ export interface OutboxOptions {
   setTimer?: (fn: () => void, ms: number) => () => void;
 }
 
+/**
+ * Most appends, and envelope bytes, one outbox write takes. A burst of sends is written in
+ * slices of this size, one after another: the first slice is sent while the next one is
+ * written, instead of the whole burst waiting for one large write (and the receiver idling).
+ */
+const FLUSH_MAX_ENTRIES = 1024;
+const FLUSH_MAX_BYTES = 1024 * 1024;
+
 /** How long deletes of acknowledged entries wait for an append to ride with, and how many may wait. */
 const DELETE_DELAY_MS = 25;
 const DELETE_BATCH = 4096;
@@ -250,9 +258,14 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   };
 
   const flush = async () => {
-    const batch = appends;
+    let take = 0;
+    for (let bytes = 0; take < appends.length && take < FLUSH_MAX_ENTRIES && (take === 0 || bytes + appends[take]!.entry.bytes.byteLength <= FLUSH_MAX_BYTES); take++) {
+      bytes += appends[take]!.entry.bytes.byteLength;
+    }
+    // The rest stays queued, in order, for the write that follows this one.
+    const batch = take === appends.length ? appends : appends.slice(0, take);
+    appends = take === appends.length ? [] : appends.slice(take);
     const dels = deletes;
-    appends = [];
     deletes = [];
     deletesDue = false;
     cancelDeletes?.();
@@ -278,7 +291,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
         const first = list[i]!.entry;
         const last = list[j - 1]!.entry;
         const key = j - i === 1 ? transportKeys.outbox(to, first.seq) : transportKeys.outboxGroup(to, first.seq, last.seq);
-        ops.push({ type: 'put', key, value: j - i === 1 ? first.bytes : encode(list.slice(i, j).map((a) => a.entry.bytes)) });
+        ops.push({ type: 'put', key, value: j - i === 1 ? first.bytes : encodeByteArray(list.slice(i, j).map((a) => a.entry.bytes)) });
         last.release = key;
         i = j;
       }

@@ -35,6 +35,11 @@ export function deriveSessionKeys(secret: Buffer, client: string, server: string
 export interface FrameSeal {
   /** The frame with its tag appended; call in the order the frames go on the wire. */
   seal(frame: Uint8Array): Buffer;
+  /**
+   * {@link seal} for a frame encoded with {@link MAC_BYTES} of room at its end (see
+   * `encodeBatch`'s `tailBytes`): the tag is written there, and the same buffer returned.
+   */
+  sealTail(buffer: Buffer): Buffer;
   /** The frame without its tag, or `undefined` when the tag does not verify (the connection must end). */
   open(sealed: Uint8Array): Uint8Array | undefined;
 }
@@ -55,6 +60,12 @@ export function createFrameSeal(keys: SessionKeys, role: 'client' | 'server'): F
   return {
     seal(frame) {
       return Buffer.concat([frame, tag(sendKey, sent++, frame)]);
+    },
+    sealTail(buffer) {
+      if (buffer.byteLength < MAC_BYTES) throw new TypeError(`sealTail needs a buffer ending in ${MAC_BYTES} bytes of room for the tag`);
+      const frame = buffer.subarray(0, buffer.byteLength - MAC_BYTES);
+      tag(sendKey, sent++, frame).copy(buffer, frame.byteLength);
+      return buffer;
     },
     open(sealed) {
       // One bad frame ends trust in the connection: nothing after it is opened either.
