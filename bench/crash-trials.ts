@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoFile } from './durable-step.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { openStorage } from '../cli/open-storage.js';
@@ -29,11 +29,11 @@ import { CONFIRMED_OUTPUT, readEffects, UNCONFIRMED_OUTPUT } from '../examples/o
 import { POSTGRES_SERVER, testDatabase } from '../test/helpers/postgres-server.js';
 import { auditTrial, EFFECT_OF, type DrivenRun, type ForkPoint, type RunFacts, type TrialAudit } from './crash-trial-audit.js';
 
-const EXAMPLE = fileURLToPath(new URL('../examples/order-crew.ts', import.meta.url));
+const EXAMPLE = repoFile('examples/order-crew.ts');
 
 const opts = new Command()
   .option('--trials <n>', 'number of trials', (v) => Number.parseInt(v, 10), 20)
-  .option('--bin <path>', 'the troupe CLI to run (the test suite passes the compiled dist/bin/troupe.js)', fileURLToPath(new URL('../bin/dev.js', import.meta.url)))
+  .option('--bin <path>', 'the troupe CLI to run (the test suite passes the compiled dist/bin/troupe.js)', repoFile('bin/dev.js'))
   .option('--seed <n>', 'seed of the kill schedule and of the human decisions', (v) => Number.parseInt(v, 10), 1)
   .option('--max-kills <n>', 'kills per run (the source run and its fork each) at most', (v) => Number.parseInt(v, 10), 3)
   .option('--only <i>', 'run only trial i (to replay a failing trial of a seed)', (v) => Number.parseInt(v, 10))

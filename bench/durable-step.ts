@@ -15,7 +15,7 @@
 import { mkdtemp, rm, statfs } from 'node:fs/promises';
 import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { assign, createActor, setup } from 'xstate';
 import { z } from 'zod';
 import { agent, createNode, crew, scriptedModel, tool, type RunEvent, type Storage, type StorageOp } from '../index.js';
@@ -67,7 +67,33 @@ export async function machineInfo() {
   } catch {
     // statfs is not available everywhere; the figure is informative only.
   }
-  return { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', memGiB: round(totalmem() / 1024 ** 3), node: process.version, platform: `${platform()} ${release()}`, arch: process.arch, benchDir: { path: benchBase, fs } };
+  return { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', memGiB: round(totalmem() / 1024 ** 3), node: process.version, platform: `${platform()} ${release()}`, arch: process.arch, benchDir: { path: benchBase, fs }, code: benchCode };
+}
+
+/**
+ * How this benchmark runs: `compiled` when it is the JavaScript `npm run bench` built
+ * (scripts/bench.js), as a consumer of the package runs Troupe; `source` under tsx, whose
+ * transform adds a helper call to every function it creates (esbuild's `keepNames`) and
+ * costs a hot path up to a third of its time.
+ */
+export const benchCode: 'compiled' | 'source' = import.meta.url.endsWith('.js') ? 'compiled' : 'source';
+
+/**
+ * Node arguments that run the bench module `url` (a sibling `.ts` file as written in the
+ * sources) in a child process the way this process runs: the compiled `.js` beside this one,
+ * or the `.ts` file through tsx.
+ */
+export function childScript(url: URL): string[] {
+  if (benchCode === 'compiled') return [fileURLToPath(new URL(url.href.replace(/\.ts$/, '.js')))];
+  return ['--import', import.meta.resolve('tsx'), fileURLToPath(url)];
+}
+
+/**
+ * The path of a file of the repository (`examples/order-crew.ts`, `bin/dev.js`), from the
+ * sources or from the compiled bench, which lives one level further down (.bench-build/).
+ */
+export function repoFile(path: string): string {
+  return fileURLToPath(new URL(`${benchCode === 'compiled' ? '../../' : '../'}${path}`, import.meta.url));
 }
 
 export async function tempDir(prefix: string): Promise<string> {

@@ -21,11 +21,11 @@
  */
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { agent, createNode, crew, msg, TroupeError, ErrorCode, type ModelProvider, type RunEvent } from '../index.js';
 import { createRunStore, keys } from '../core/run-store.js';
 import { levelStorage } from '../storage/level.js';
-import { machineInfo, round, tempDir } from './durable-step.js';
+import { childScript, machineInfo, round, tempDir } from './durable-step.js';
 
 type Mode = 'finished' | 'fresh';
 
@@ -137,9 +137,8 @@ async function child(k: number, mode: Mode) {
 
 /** Runs one measurement in a fresh `node --expose-gc` child and returns its JSON line. */
 function measure(k: number, mode: Mode): Promise<Record<string, unknown>> {
-  const tsx = import.meta.resolve('tsx');
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--expose-gc', '--import', tsx, fileURLToPath(import.meta.url), '--child', String(k), mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, ['--expose-gc', ...childScript(new URL(import.meta.url)), '--child', String(k), mode], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d: Buffer) => (stdout += d));

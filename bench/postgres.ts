@@ -23,18 +23,17 @@
  */
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { createNode, scriptedModel, type RunEvent, type Storage } from '../index.js';
 import { levelStorage } from '../storage/level.js';
 import { postgresStorage } from '../storage/postgres/index.js';
-import { machineInfo, round, stepCrew, summarize, tempDir } from './durable-step.js';
+import { machineInfo, repoFile, round, stepCrew, summarize, tempDir } from './durable-step.js';
 import { testDatabase } from '../test/helpers/postgres-server.js';
 
 const quick = process.argv.includes('--quick');
 const trialsAt = process.argv.indexOf('--trials');
 const trials = trialsAt > 0 ? Number(process.argv[trialsAt + 1]) : quick ? 1 : 3;
-const BIN = fileURLToPath(new URL('../bin/dev.js', import.meta.url));
-const CREW = fileURLToPath(new URL('../test/fixtures/cluster-crew.ts', import.meta.url));
+const BIN = repoFile('bin/dev.js');
+const CREW = repoFile('test/fixtures/cluster-crew.ts');
 
 /** A fresh database for one measurement, dropped afterwards. */
 async function withDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 /**
  * Cross-process messaging through the Troupe WebSocket transport, next to raw `ws` +
  * msgpackr measured in the same run. The far side is a child process
- * (bench/transport-peer.ts, `process.execPath --import tsx`) on 127.0.0.1; envelopes are
+ * (bench/transport-peer.ts, run as this process runs: compiled or through tsx) on 127.0.0.1; envelopes are
  * ~200 B of msgpack.
  *
  * - throughput: N envelopes sent back-to-back; timed until the peer acknowledged the last.
@@ -23,16 +23,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 import WebSocket from 'ws';
 import { encodeEnvelope } from '../advanced.js';
 import type { Envelope } from '../index.js';
 import { levelStorage } from '../storage/level.js';
 import { createWsTransport } from '../transports/index.js';
-import { machineInfo, round, summarize, tempDir } from './durable-step.js';
+import { childScript, machineInfo, round, summarize, tempDir } from './durable-step.js';
 
-const PEER = fileURLToPath(new URL('./transport-peer.ts', import.meta.url));
+const PEER = new URL('./transport-peer.ts', import.meta.url);
 
 /** An envelope of about 200 bytes of msgpack. */
 function envelope(i: number, type = 'bulk'): Envelope {
@@ -43,7 +43,7 @@ type Peer = { proc: ChildProcessByStdio<Writable, Readable, Readable>; port: num
 
 /** Starts bench/transport-peer.ts with `args`; resolves once it printed its port. */
 function startPeer(args: string[]): Promise<Peer> {
-  const proc = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), PEER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...childScript(PEER), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d: Buffer) => (stderr += d));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
