@@ -12,6 +12,8 @@ export { resolveSecrets, createRedactor, redact, type Redactor } from './core/se
 export { createAuditLog, toJsonl } from './core/audit-log.js';
 export { openAuditSeal, type AuditSeal, type AuditKey } from './core/audit-seal.js';
 export { parseRetryAfter } from './models/http.js';
+// For a RunnableDefinition whose machine is built once and shared by its runs, as a crew's is.
+export { runtimeOf } from './core/runtime.js';
 export {
   exportRecording,
   importRecording,

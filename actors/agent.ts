@@ -6,7 +6,7 @@ import { ErrorCode, isRetryable as retryableError, serializeError, TroupeError, 
 import { msg, type Message, type ToolCall, type ToolMessage } from '../core/messages.js';
 import type { ModelResponse, Usage } from '../core/model.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
-import type { ActorRuntime, Budget } from '../core/runtime.js';
+import { runtimeOf, type Budget } from '../core/runtime.js';
 import type { SupervisionPolicy } from './supervision.js';
 import type { Tool } from '../core/tool.js';
 import type { ControlTool } from './controls.js';
@@ -252,8 +252,13 @@ const askedWaitMs = (error: SerializedError | null) => error?.retryAfterMs ?? 0;
 /** The last assistant turn's text: the answer of a turn that called no tool. */
 const lastAnswer = (conversation: readonly Message[]) => [...conversation].reverse().find((m) => m.role === 'assistant')?.content ?? '';
 
-/** Builds the XState machine of one agent, bound to the runtime of one run. */
-export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, controls: readonly ControlTool[] = []) {
+/**
+ * Builds the XState machine of one agent. It holds nothing of a run: every action and actor
+ * reaches the run it acts in through {@link runtimeOf}`(system)`, so a crew builds its
+ * machines once and every run of it shares them (building them was half a millisecond per
+ * agent at every start and every resume).
+ */
+export function createAgentMachine(def: AgentDefinition, controls: readonly ControlTool[] = []) {
   const offered: readonly Tool[] = [...def.tools, ...controls];
   const effectivePolicy = (context: AgentContext): Policy | undefined =>
     def.policy && context.taskPolicy ? narrow(def.policy, context.taskPolicy) : (context.taskPolicy ?? def.policy);
@@ -266,19 +271,20 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
    * jittered by a hash of who and where (run, agent, task, step, attempt) so agents failing
    * together spread out, while a replayed step computes the same deadline.
    */
-  const backoff = (context: AgentContext, attempt: number) =>
-    backoffDelay(def.retry, attempt, jitterUnit(runtime.runId, def.id, context.tasksDone + 1, context.step, attempt));
+  const backoff = (runId: string, context: AgentContext, attempt: number) =>
+    backoffDelay(def.retry, attempt, jitterUnit(runId, def.id, context.tasksDone + 1, context.step, attempt));
   /** Whether the server asked for a longer wait than the agent is willing to sit out. */
   const waitTooLong = (context: AgentContext) => askedWaitMs(context.lastError) > def.retry.maxRetryAfterMs;
 
   const machineSetup = setup({
     types: {} as { context: AgentContext; events: AgentEvent },
     actors: {
-      callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; priorTurns: number; messages: Message[] }>(({ input, signal }) =>
-        runtime.callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered, ...(def.settings ? { settings: def.settings } : {}) }, signal),
+      callModel: fromPromise<ModelResponse, { task: number; step: number; attempt: number; priorTurns: number; messages: Message[] }>(({ input, signal, system }) =>
+        runtimeOf(system).callModel(def.id, { model: def.model, task: input.task, step: input.step, attempt: input.attempt, priorTurns: input.priorTurns, messages: input.messages, tools: offered, ...(def.settings ? { settings: def.settings } : {}) }, signal),
       ),
-      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal }) => {
+      runTools: fromPromise<ToolMessage[], { task: number; step: number; calls: ToolCall[]; decisions: Record<string, RecordedDecision>; inherits: number[]; policy?: Policy }>(async ({ input, signal, system }) => {
         // One at a time and in order: a crash leaves at most one call in doubt.
+        const runtime = runtimeOf(system);
         const results: ToolMessage[] = [];
         for (const call of input.calls) {
           results.push(
@@ -287,8 +293,8 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         }
         return results;
       }),
-      durableTimer: durableTimer(runtime.clock),
-      stepTimer: durableDeadline(runtime.clock),
+      durableTimer,
+      stepTimer: durableDeadline,
     },
     guards: {
       isTask: ({ event }) => event.envelope.type === CrewMessage.task,
@@ -346,7 +352,7 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
         attempt: 0,
       })),
       nextStep: assign(({ context }) => ({ step: context.step + 1 })),
-      armDeadline: assign(() => ({ deadline: def.timeoutMs === null ? null : runtime.clock.now() + def.timeoutMs })),
+      armDeadline: assign(({ system }) => ({ deadline: def.timeoutMs === null ? null : runtimeOf(system).clock.now() + def.timeoutMs })),
       recordTimeout: assign((_, params: { phase: 'planning' | 'acting' }) => ({
         lastError: new TroupeError(ErrorCode.TIMEOUT, `${params.phase === 'planning' ? 'model call' : 'tool calls'} of agent "${def.id}" took longer than ${def.timeoutMs} ms`, {
           details: { timeoutMs: def.timeoutMs },
@@ -360,10 +366,13 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
       })),
       // The server's Retry-After is a floor, not a replacement: calling earlier than asked
       // only earns another 429, and our own backoff still grows if the server asks for less.
-      scheduleRetry: assign(({ context }) => ({
-        attempt: context.attempt + 1,
-        retryAt: runtime.clock.now() + Math.max(backoff(context, context.attempt + 1), askedWaitMs(context.lastError)),
-      })),
+      scheduleRetry: assign(({ context, system }) => {
+        const runtime = runtimeOf(system);
+        return {
+          attempt: context.attempt + 1,
+          retryAt: runtime.clock.now() + Math.max(backoff(runtime.runId, context, context.attempt + 1), askedWaitMs(context.lastError)),
+        };
+      }),
       // Out of steps while correcting its answer, the agent failed at the output, not at the work:
       // the code says which, and a restart would only go through the same steps again.
       failMaxSteps: assign(({ context }) => ({
@@ -398,23 +407,23 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           }).toJSON(),
         };
       }),
-      replyDone: ({ context }) => {
+      replyDone: ({ context, system }) => {
         if (!context.task?.replyTo) return;
         // `done` is entered with an output set (the answer, or the handoff's words).
         const output = context.output ?? '';
         const payload: ResultPayload = context.handoff ? { output, handoff: context.handoff } : { output };
-        runtime.post(def.id, { to: context.task.replyTo, type: CrewMessage.result, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+        runtimeOf(system).post(def.id, { to: context.task.replyTo, type: CrewMessage.result, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
-      replyFailed: ({ context }) => {
+      replyFailed: ({ context, system }) => {
         if (!context.task?.replyTo) return;
         const payload: FailurePayload = { error: context.lastError ?? { name: 'Error', message: `agent "${def.id}" failed` } };
-        runtime.post(def.id, { to: context.task.replyTo, type: CrewMessage.failure, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
+        runtimeOf(system).post(def.id, { to: context.task.replyTo, type: CrewMessage.failure, payload, ...(context.task.corr ? { corr: context.task.corr } : {}) });
       },
-      setApproval: assign((_, params: { error: unknown }) => {
+      setApproval: assign(({ system }, params: { error: unknown }) => {
         const details = (params.error as { details?: Record<string, unknown> }).details ?? {};
         return {
           approval: {
-            id: runtime.newId('approval'),
+            id: runtimeOf(system).newId('approval'),
             callId: String(details.callId),
             tool: String(details.tool),
             args: details.args,
@@ -423,22 +432,22 @@ export function createAgentMachine(def: AgentDefinition, runtime: ActorRuntime, 
           },
         };
       }),
-      announceApproval: ({ context }) => {
-        if (context.approval) runtime.requestApproval(def.id, context.approval);
+      announceApproval: ({ context, system }) => {
+        if (context.approval) runtimeOf(system).requestApproval(def.id, context.approval);
       },
       recordDecision: assign(({ context, event }) => {
         // The guard parsed it already.
         const payload = ApprovalDecisionPayloadSchema.parse(event.envelope.payload);
         return { approval: null, decisions: { ...context.decisions, [payload.callId]: { ...payload.decision, approvalId: payload.approvalId } } };
       }),
-      startDelegation: assign(({ context }, params: { response: ModelResponse }) => {
+      startDelegation: assign(({ context, system }, params: { response: ModelResponse }) => {
         const { call } = controlOf(params.response)!;
         const args = call.args as { agent?: unknown; task?: unknown };
         const corr = `${def.id}.t${context.tasksDone + 1}.s${context.step}.${call.id}`;
         // Other calls of the same turn are answered as not run: control changes who acts next.
         const skipped = (params.response.message.toolCalls ?? []).filter((c) => c.id !== call.id).map((c) => msg.tool(c.id, c.name, 'error: not executed: a delegation in the same turn takes precedence', true));
         const payload: DelegatePayload = { agent: String(args.agent), task: String(args.task) };
-        runtime.post(def.id, { to: ROOT_ACTOR_ID, type: CrewMessage.delegate, payload, corr, replyTo: def.id });
+        runtimeOf(system).post(def.id, { to: ROOT_ACTOR_ID, type: CrewMessage.delegate, payload, corr, replyTo: def.id });
         return { delegation: { corr, toolCallId: call.id, agent: String(args.agent) }, conversation: [...context.conversation, ...skipped] };
       }),
       recordDelegationReply: assign(({ context, event }) => {

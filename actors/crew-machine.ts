@@ -2,7 +2,7 @@ import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
-import type { ActorRuntime, MachineScope } from '../core/runtime.js';
+import { runtimeOf, type ActorRuntime, type MachineScope } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
 import { narrow, type Policy } from '../core/policy.js';
 import { createAgentMachine, type AgentDefinition } from './agent.js';
@@ -69,7 +69,7 @@ type CrewEvent = EnvelopeEvent;
 type Enqueue = { assign(update: Partial<CrewContext>): void } & ((fn: () => void) => void);
 
 /** The agents' machines, with their control tools and the crew's shared tools, by `src` name. */
-function agentLogic(def: CrewDefinition<unknown>, runtime: ActorRuntime): Record<string, AnyActorLogic> {
+function agentLogic(def: CrewDefinition<unknown>): Record<string, AnyActorLogic> {
   const process = def.process;
   // Remote agents cannot reach the crew's blackboard, which lives with the crew root.
   const shared: Tool[] = def.blackboard && !def.placement ? blackboardTools() : [];
@@ -83,7 +83,7 @@ function agentLogic(def: CrewDefinition<unknown>, runtime: ActorRuntime): Record
   return Object.fromEntries(
     def.agents.map((a) => {
       const policy = policyOf(a);
-      return [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared], ...(policy ? { policy } : {}) }, runtime, controlsOf(a.id))];
+      return [`agent:${a.id}`, createAgentMachine({ ...a, tools: [...a.tools, ...shared], ...(policy ? { policy } : {}) }, controlsOf(a.id))];
     }),
   );
 }
@@ -92,8 +92,8 @@ function agentLogic(def: CrewDefinition<unknown>, runtime: ActorRuntime): Record
  * The root of a run part: hosts the agents a crew placed on this node, as children with
  * their own `systemId`, until the crew root (on its origin node) says the run ended.
  */
-export function createCrewPartMachine(def: CrewDefinition<unknown>, runtime: ActorRuntime, actorIds: readonly string[]): AnyStateMachine {
-  const actors = agentLogic(def, runtime);
+export function createCrewPartMachine(def: CrewDefinition<unknown>, actorIds: readonly string[]): AnyStateMachine {
+  const actors = agentLogic(def);
   return setup({
     types: {} as { events: EnvelopeEvent },
     actors,
@@ -111,15 +111,16 @@ export function createCrewPartMachine(def: CrewDefinition<unknown>, runtime: Act
 }
 
 /**
- * Builds the root machine of one run of `def`: a coordinator whose children are the agents
- * (and the blackboard), invoked with explicit `id` and `systemId`, so one deep persisted
- * snapshot holds the whole crew at a consistent point. What to do next comes from the pure
- * process functions; supervision decides on failures.
+ * Builds the root machine of `def`: a coordinator whose children are the agents (and the
+ * blackboard), invoked with explicit `id` and `systemId`, so one deep persisted snapshot
+ * holds the whole crew at a consistent point. What to do next comes from the pure process
+ * functions; supervision decides on failures. It holds nothing of a run (its actions find
+ * theirs with `runtimeOf(system)`): every run of `def` with the same local agents shares it.
  */
-export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine {
+export function createCrewMachine(def: CrewDefinition<unknown>, scope?: MachineScope): AnyStateMachine {
   const process = def.process;
-  const actors = agentLogic(def, runtime);
-  actors.durableTimer = durableTimer(runtime.clock);
+  const actors = agentLogic(def);
+  actors.durableTimer = durableTimer;
   if (def.blackboard) actors[BLACKBOARD_ID] = createBlackboardLogic(def.blackboard.initial);
   // Agents placed on other nodes are not children here: they are reached by envelope.
   const local = def.agents.filter((a) => scope?.isLocal(a.id) ?? true);
@@ -129,7 +130,7 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
   ];
 
   /** Hands work to an agent and remembers the assignment under a fresh correlation id. */
-  const assign = (context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
+  const assign = (runtime: ActorRuntime, context: CrewContext, a: Assignment, enqueue: Enqueue): Record<string, Assignment> => {
     const corr = runtime.newId('task');
     const payload: TaskPayload = a.policy ? { content: a.content, policy: a.policy } : { content: a.content };
     enqueue(() => runtime.post(ROOT_ACTOR_ID, { to: a.agent, type: CrewMessage.task, payload, corr, replyTo: ROOT_ACTOR_ID }));
@@ -137,9 +138,9 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
   };
 
   /** Applies a process decision: more work, or the end of the run. */
-  const apply = (context: CrewContext, proc: ProcessState, decision: Decision, enqueue: Enqueue) => {
+  const apply = (runtime: ActorRuntime, context: CrewContext, proc: ProcessState, decision: Decision, enqueue: Enqueue) => {
     if (decision.type === 'dispatch') {
-      const assignments = assign(context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: ROOT_ACTOR_ID, ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
+      const assignments = assign(runtime, context, { agent: decision.agent, content: decision.content, purpose: decision.purpose, requester: ROOT_ACTOR_ID, ...(decision.policy ? { policy: decision.policy } : {}) }, enqueue);
       enqueue.assign({ proc, assignments });
     } else if (decision.type === 'done') {
       // The result is checked here, where it is produced, so a run never completes with an
@@ -176,9 +177,10 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
       hasFailed: ({ context }) => context.result?.status === 'failed',
     },
     actions: {
-      begin: enqueueActions(({ context, enqueue }) => apply(context, context.proc, startProcess(process, def.agents, context.proc), enqueue as unknown as Enqueue)),
+      begin: enqueueActions(({ context, enqueue, system }) => apply(runtimeOf(system), context, context.proc, startProcess(process, def.agents, context.proc), enqueue as unknown as Enqueue)),
 
-      onReply: enqueueActions(({ context, event, enqueue }) => {
+      onReply: enqueueActions(({ context, event, enqueue, system }) => {
+        const runtime = runtimeOf(system);
         const q = enqueue as unknown as Enqueue;
         const { assignment, rest } = pick(context, event.envelope)!;
         const base = { ...context, assignments: rest };
@@ -197,7 +199,7 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
             purpose: assignment.purpose,
             ...(result.handoff ? { handoff: result.handoff } : {}),
           });
-          apply(base, advanced.state, advanced.decision, q);
+          apply(runtime, base, advanced.state, advanced.decision, q);
           return;
         }
         // A failure, or an answer that does not follow the protocol (only a local sender can
@@ -235,7 +237,8 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
         });
       }),
 
-      onDelegation: enqueueActions(({ context, event, enqueue }) => {
+      onDelegation: enqueueActions(({ context, event, enqueue, system }) => {
+        const runtime = runtimeOf(system);
         const q = enqueue as unknown as Enqueue;
         const from = parseAddress(event.envelope.from).actorId;
         const delegation = payloadOf(DelegatePayloadSchema, event.envelope);
@@ -246,14 +249,15 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
           return;
         }
         const assignment: Assignment = { agent: delegation.agent, content: delegation.task, purpose: 'work', requester: from, ...(event.envelope.corr ? { requesterCorr: event.envelope.corr } : {}) };
-        q.assign({ assignments: assign(context, assignment, q) });
+        q.assign({ assignments: assign(runtime, context, assignment, q) });
       }),
 
-      restart: enqueueActions(({ context, enqueue }) => {
+      restart: enqueueActions(({ context, enqueue, system }) => {
+        const runtime = runtimeOf(system);
         const q = enqueue as unknown as Enqueue;
         const pending = context.pending!;
         if (pending.kind === 'restart') {
-          q.assign({ pending: null, assignments: assign(context, pending.assignment, q) });
+          q.assign({ pending: null, assignments: assign(runtime, context, pending.assignment, q) });
           return;
         }
         // One for all: every agent back to a clean state, and the process from the start.
@@ -261,7 +265,7 @@ export function createCrewMachine(def: CrewDefinition<unknown>, runtime: ActorRu
         const proc = initialProcessState(context.proc.input);
         const cleared = { ...context, assignments: {}, pending: null };
         q.assign({ pending: null, assignments: {} });
-        apply(cleared, proc, startProcess(process, def.agents, proc), q);
+        apply(runtime, cleared, proc, startProcess(process, def.agents, proc), q);
       }),
     },
   }).createMachine({

@@ -18,7 +18,7 @@ import { singleFlight } from './inbound-mail.js';
 import { ASK_PREFIX, isAskAddress, partActorId, partNodeOf, ROOT_ACTOR_ID } from './address.js';
 import { UsageTracker } from './budget.js';
 import { Mailboxes } from './mailbox.js';
-import type { ActorRuntime, ModelStep, OutgoingMessage, RunnableDefinition, RunOutput, ToolStep } from './runtime.js';
+import { createBoundActor, type ActorRuntime, type ModelStep, type OutgoingMessage, type RunnableDefinition, type RunOutput, type ToolStep } from './runtime.js';
 import type { RunClaim } from './storage.js';
 import type { BlackboardAccess } from './tool.js';
 import type { SecurityContext } from './security.js';
@@ -269,7 +269,7 @@ export class RunHost implements ActorRuntime {
         this.#journal.leave(this.#systemEnvelope(node, SystemMessage.spawn, payload));
       }
     }
-    this.#boot(createActor(this.#createMachine(), { input: { input }, systemId: this.rootId, inspect: this.#inspect }));
+    this.#boot(createBoundActor(this, () => createActor(this.#createMachine(), { input: { input }, systemId: this.rootId, inspect: this.#inspect })));
   }
 
   #systemEnvelope(node: string, type: string, payload: unknown): Envelope {
@@ -326,7 +326,7 @@ export class RunHost implements ActorRuntime {
     undelivered.forEach(([actorId], i) => (pending[actorId] = mail[i]!));
     this.record.resumes += 1;
     this.#emit({ type: 'run.resumed', runId: this.runId, crew: this.record.crew, checkpoint: checkpoint.seq }, this.#fact('run.resumed', this.rootId, { checkpoint: checkpoint.seq, ...(unavailable.length ? { secretsUnavailable: unavailable } : {}) }));
-    const actor = restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect }));
+    const actor = restoreWithoutWalkingLogs(checkpoint.snapshot, checkpoint.arrays ?? [], () => createBoundActor(this, () => createActor(this.#createMachine(), { snapshot: checkpoint.snapshot as never, systemId: this.rootId, inspect: this.#inspect })));
     this.#checkpointer.restored(actor, checkpoint);
     this.#boot(actor);
     // A request an actor waits on with no approval of this run behind it (the run is a fork

@@ -1,4 +1,7 @@
-import type { AnyStateMachine } from 'xstate';
+import type { ActorSystem, AnyActor, AnyStateMachine } from 'xstate';
+
+// xstate exports the generic type only; the system of any actor.
+type AnyActorSystem = ActorSystem<any>;
 import type { SerializedError } from './errors.js';
 import type { Migration } from './migrations.js';
 import type { Policy } from './policy.js';
@@ -104,6 +107,44 @@ export interface TypedOutput<T> {
 }
 
 /**
+ * The runtime of each run, by the actor system of its root actor (children share it), and
+ * the runtime of the root actor being constructed: XState computes an actor's initial state
+ * in its constructor, before the system can be bound. One registry per process, not per
+ * module instance: a crew module may import another copy of Troupe than the node running
+ * it (a crew directory with its own install, sources beside the built package).
+ */
+const REGISTRY = Symbol.for('troupe.runtime-registry.v1');
+const registry: { runtimes: WeakMap<AnyActorSystem, ActorRuntime>; constructing: ActorRuntime | undefined } = ((globalThis as Record<symbol, unknown>)[REGISTRY] as never) ??
+  ((globalThis as Record<symbol, unknown>)[REGISTRY] = { runtimes: new WeakMap(), constructing: undefined });
+
+/**
+ * Creates a run's root actor with `create` (a synchronous `createActor(...)`) and binds
+ * `runtime` to its actor system, so a machine built once and shared by many runs (a crew
+ * builds its machines once, not per run) reaches the run it acts in with {@link runtimeOf}.
+ */
+export function createBoundActor<T extends AnyActor>(runtime: ActorRuntime, create: () => T): T {
+  if (registry.constructing) throw new TypeError('createBoundActor cannot nest: one run root is constructed at a time');
+  registry.constructing = runtime;
+  try {
+    const actor = create();
+    registry.runtimes.set(actor.system, runtime);
+    return actor;
+  } finally {
+    registry.constructing = undefined;
+  }
+}
+
+/**
+ * The runtime of the run an action or actor of a Troupe machine runs in, from the `system`
+ * XState passes to every action, guard and actor creator.
+ */
+export function runtimeOf(system: AnyActorSystem): ActorRuntime {
+  const runtime = registry.runtimes.get(system) ?? registry.constructing;
+  if (!runtime) throw new TypeError('this machine acts outside a Troupe run: its actor system has no runtime (a node creates run roots with createBoundActor)');
+  return runtime;
+}
+
+/**
  * Anything a node can run: a crew, or any root machine that follows the runtime contract
  * (its children are addressable by `systemId`, its final output is a {@link RunOutput}).
  */
@@ -126,7 +167,9 @@ export interface RunnableDefinition {
   readonly placement?: Readonly<Record<string, string>>;
   /**
    * The run's root machine. `scope.isLocal(actorId)` says which actors this node hosts; the
-   * others are reached by envelope through the node's transport.
+   * others are reached by envelope through the node's transport. The machine may be one
+   * built once and returned for every run (a crew's is): its actions then find the run's
+   * runtime with {@link runtimeOf}`(system)` rather than closing over `runtime`.
    */
   createMachine(runtime: ActorRuntime, scope?: MachineScope): AnyStateMachine;
   /** A machine hosting just `actorIds` on a remote node (a run part). */

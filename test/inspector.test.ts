@@ -7,8 +7,6 @@ import WebSocket from 'ws';
 import { createNode, memoryStorage, scriptedModel, type Storage, type TroupeNode } from '../index.js';
 import { ANY_STATE, clean, createInspector, graphsOf, machineGraph, type GraphEdge, type MachineGraph, type TimelineEvent } from '../inspector/index.js';
 import { createAgentMachine, agent } from '../actors/agent.js';
-import { systemClock } from '../core/clock.js';
-import type { ActorRuntime } from '../core/runtime.js';
 import { levelStorage } from '../storage/level.js';
 import { runTroupe, spawnTroupe } from './helpers/cli.js';
 import { pairScript, twoAgentCrew } from './helpers/fixtures.js';
@@ -83,8 +81,7 @@ async function setup(latencyMs = 0, storage: Storage = memoryStorage()) {
 }
 
 describe('machine graphs', () => {
-  const stubRuntime = { runId: 'x', clock: systemClock, newId: () => 'id' } as unknown as ActorRuntime;
-  const agentGraph = () => machineGraph(createAgentMachine(agent({ id: 'a', role: 'r', instructions: 'i', model: 'scripted' }), stubRuntime));
+  const agentGraph = () => machineGraph(createAgentMachine(agent({ id: 'a', role: 'r', instructions: 'i', model: 'scripted' })));
   const edge = (g: MachineGraph, from: string, to: string) => g.edges.filter((e) => e.from === from && e.to === to);
 
   it('reads every state and transition of the real agent machine into plain data, laid out without overlaps', async () => {
