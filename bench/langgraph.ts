@@ -23,7 +23,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { benchTroupeSteps, machineInfo, round, tempDir } from './durable-step.js';
+import { benchTroupeSteps, machineInfo, repoFile, round, tempDir } from './durable-step.js';
 
 /** A provider-neutral message, as both sides persist it. */
 interface Msg {
@@ -172,7 +172,7 @@ export async function benchLangGraph(options: LangGraphOptions = {}) {
       meanBatchKB: t.meanBatchKB,
     });
     const versions = async () => {
-      const v = async (p: string) => (JSON.parse(await readFile(new URL(`../node_modules/${p}/package.json`, import.meta.url), 'utf8')) as { version: string }).version;
+      const v = async (p: string) => (JSON.parse(await readFile(repoFile(`node_modules/${p}/package.json`), 'utf8')) as { version: string }).version;
       return { '@langchain/langgraph': await v('@langchain/langgraph'), '@langchain/langgraph-checkpoint-sqlite': await v('@langchain/langgraph-checkpoint-sqlite'), 'better-sqlite3': await v('better-sqlite3') };
     };
     return {
