@@ -722,7 +722,7 @@ export class RunHost implements ActorRuntime {
           },
           (error: unknown) => {
             // A read cut off by the run stopping (the node closing its storage) is no damage.
-            if (this.status === 'running') this.#halt(error);
+            if (this.status === 'running') this.#halt(error, `reading the conversation of "${actorId}"`);
             throw error;
           },
         ),
@@ -880,7 +880,8 @@ export class RunHost implements ActorRuntime {
    * settles failed in this process and writes nothing more. The index still says what the
    * last durable batch said, so a damaged database is reported, never overwritten.
    */
-  #halt(error: unknown): void {
+  /** Stops the run for good in this process after `what` failed (by default its checkpoint write). */
+  #halt(error: unknown, what = 'checkpoint write'): void {
     if (this.#writeError) return;
     this.#writeError = error;
     if (this.status === 'running') {
@@ -892,7 +893,7 @@ export class RunHost implements ActorRuntime {
     const reason =
       isTroupeError(error, ErrorCode.LEASE_LOST) || isTroupeError(error, ErrorCode.STORAGE_CORRUPT)
         ? error
-        : new TroupeError(ErrorCode.STORAGE_FAILED, `checkpoint write failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+        : new TroupeError(ErrorCode.STORAGE_FAILED, `${what} failed, run stopped: ${(error as Error)?.message ?? String(error)}`, { cause: error });
     const settle = () => {
       this.#settle({ runId: this.runId, status: 'failed', output: '', error: serializeError(reason) });
       this.liveEvents.end();

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { agent, createNode, crew, memoryStorage, scriptedModel, tool, type Message, type ModelProvider, type Script, type Storage } from '../index.js';
 import { layout } from '../core/layout.js';
 import { createRunStore } from '../core/run-store.js';
+import { ErrorCode, TroupeError } from '../core/errors.js';
 import type { KeyRange, StorageOp, WriteOptions } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
 import { postgresStorage } from '../storage/postgres/index.js';
@@ -257,6 +258,40 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     expect((await createRunStore(disk).requireRun('cut-1')).status).toBe('running');
     await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
     expect((await node.get('cut-1')!.result()).output).toBe('final: a brief about actor and state');
+  });
+
+  it('a conversation read that fails with an I/O error stops the run with STORAGE_FAILED naming the read, and a later node completes it', async () => {
+    await using db = await open();
+    const disk = db.storage;
+    await runUntilHanging(disk, 'eio-1', (req) => req.agent === 'researcher' && req.step === LOOKUPS);
+    const failing = new Proxy(disk, {
+      get(target, prop, receiver) {
+        if (prop === 'entries') {
+          return (range: KeyRange) => {
+            if (!(range.gte ?? '').includes(':eio-1:researcher.')) return target.entries(range);
+            return (async function* () {
+              yield* [] as Array<[string, Uint8Array]>;
+              // As a storage reports its own failures (storage/level.ts): not damage, a failed read.
+              throw new TroupeError(ErrorCode.STORAGE_FAILED, 'EIO: i/o error reading a table file');
+            })();
+          };
+        }
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    {
+      await using node = await createNode({ storage: failing, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
+      const failed = await node.get('eio-1')!.result().then(
+        () => undefined,
+        (error: { details?: { error?: { code?: string; message?: string } } }) => error.details?.error,
+      );
+      expect(failed?.code).toBe('STORAGE_FAILED');
+      expect(failed?.message).toMatch(/^reading the conversation of "researcher" failed, run stopped: EIO/);
+    }
+    expect((await createRunStore(disk).requireRun('eio-1')).status).toBe('running');
+    await using node = await createNode({ storage: disk, models: { scripted: scriptedModel({ script: pairLongScript }) }, crews: [twoAgentCrew()] });
+    expect((await node.get('eio-1')!.result()).output).toBe('final: a brief about actor and state');
   });
 
   it('a conversation log damaged after the checkpoint stops the run with STORAGE_CORRUPT when its agent gets work, and the run stays resumable as it was', async () => {
