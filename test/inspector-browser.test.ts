@@ -100,7 +100,7 @@ async function act(url: string, body: unknown, headers: Record<string, string>) 
 }
 
 describe.skipIf(!hasChromium)('inspector page in headless Chromium', () => {
-  it('follows both agents live, draws nested states inside their box with labelled transitions, and replays', { timeout: 25_000 }, async () => {
+  it('follows both agents live, draws nested states inside their box with labelled transitions, and replays', { timeout: 45_000 }, async () => {
     const mod = await researchCrew();
     await using storage = memoryStorage();
     await using node = await createNode({ storage, models: mod.models, resume: false });
@@ -249,7 +249,7 @@ describe.skipIf(!hasChromium)('inspector page in headless Chromium', () => {
     expect(errors).toEqual([]);
   });
 
-  it('decides a waiting approval from the page with edited arguments; without the token or from elsewhere it is refused', { timeout: 25_000 }, async () => {
+  it('decides a waiting approval from the page with edited arguments; without the token or from elsewhere it is refused', { timeout: 45_000 }, async () => {
     await using storage = memoryStorage();
     await using node = await createNode({ storage, models: approvalModels, resume: false });
     const run = await node.run(approvalCrew, { input: 'Publish "hello world".', runId: 'waits-1' });
