@@ -1,7 +1,4 @@
 import type { ActorSystem, AnyActor, AnyStateMachine } from 'xstate';
-
-// xstate exports the generic type only; the system of any actor.
-type AnyActorSystem = ActorSystem<any>;
 import type { SerializedError } from './errors.js';
 import type { Migration } from './migrations.js';
 import type { Policy } from './policy.js';
@@ -105,6 +102,9 @@ export interface RunOutput {
 export interface TypedOutput<T> {
   readonly parseOutput?: (text: string) => T;
 }
+
+// xstate exports the generic type only: the system of any actor.
+type AnyActorSystem = ActorSystem<any>;
 
 /**
  * The runtime of each run, by the actor system of its root actor (children share it), and

@@ -281,8 +281,8 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     peer.pumpScheduled = true;
     // Entries become durable a write at a time (the outbox's, or a run's batch committing
     // its reservations), all in one callback: a microtask after it gathers them into as few
-    // frames as possible, without waiting for the event loop's next turn as setImmediate did
-    // (that wait was on the critical path of every round trip).
+    // frames as possible and sends them at once, not on the event loop's next turn (no
+    // measurable change of the round trip, but nothing waits behind other I/O callbacks).
     queueMicrotask(() => {
       peer.pumpScheduled = false;
       pump(peer);
