@@ -73,8 +73,8 @@ export async function machineInfo() {
 /**
  * How this benchmark runs: `compiled` when it is the JavaScript `npm run bench` built
  * (scripts/bench.js), as a consumer of the package runs Troupe; `source` under tsx, whose
- * transform adds a helper call to every function it creates (esbuild's `keepNames`) and
- * costs a hot path up to a third of its time.
+ * transform adds a helper call to every function it creates (esbuild's `keepNames`): up
+ * to ~15% of the transport's burst in alternating runs.
  */
 export const benchCode: 'compiled' | 'source' = import.meta.url.endsWith('.js') ? 'compiled' : 'source';
 

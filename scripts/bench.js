@@ -4,7 +4,7 @@
 //   node scripts/bench.js transport [--quick]            one file of bench/
 //
 // tsx's transform adds a helper call to every function it creates (esbuild's `keepNames`),
-// which cost the transport's hot path a third of its time; the baselines (ws, msgpackr,
+// up to ~15% of the transport's burst in alternating runs; the baselines (ws, msgpackr,
 // XState, LangGraph.js) run as the JavaScript their packages ship. So the sources and the
 // benchmarks are compiled with tsc into .bench-build/ (not dist/: the benchmarks import
 // internals the package does not ship), and the benchmark runs there. Under tsx
