@@ -16,7 +16,6 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoFile } from './durable-step.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { openStorage } from '../cli/open-storage.js';
@@ -28,6 +27,7 @@ import { createRunStore, type RunStore } from '../core/run-store.js';
 import { CONFIRMED_OUTPUT, readEffects, UNCONFIRMED_OUTPUT } from '../examples/order-crew.js';
 import { POSTGRES_SERVER, testDatabase } from '../test/helpers/postgres-server.js';
 import { auditTrial, EFFECT_OF, type DrivenRun, type ForkPoint, type RunFacts, type TrialAudit } from './crash-trial-audit.js';
+import { repoFile } from './durable-step.js';
 
 const EXAMPLE = repoFile('examples/order-crew.ts');
 

@@ -878,9 +878,9 @@ export class RunHost implements ActorRuntime {
   /**
    * Stops the run on a storage error (a failed write, a log that cannot be read back): it
    * settles failed in this process and writes nothing more. The index still says what the
-   * last durable batch said, so a damaged database is reported, never overwritten.
+   * last durable batch said, so a damaged database is reported, never overwritten. `what`
+   * names what failed in the error (by default the checkpoint write).
    */
-  /** Stops the run for good in this process after `what` failed (by default its checkpoint write). */
   #halt(error: unknown, what = 'checkpoint write'): void {
     if (this.#writeError) return;
     this.#writeError = error;
