@@ -2,7 +2,7 @@ import { enqueueActions, setup, type AnyActorLogic, type AnyStateMachine } from 
 import { parseAddress, type Envelope } from '../core/envelope.js';
 import { ErrorCode, TroupeError, type SerializedError } from '../core/errors.js';
 import { ROOT_ACTOR_ID } from '../core/run-host.js';
-import { runtimeOf, type ActorRuntime, type MachineScope } from '../core/runtime.js';
+import { runtimeOf, type ActorRuntime } from '../core/runtime.js';
 import type { Tool } from '../core/tool.js';
 import { narrow, type Policy } from '../core/policy.js';
 import { createAgentMachine, type AgentDefinition } from './agent.js';
@@ -115,15 +115,16 @@ export function createCrewPartMachine(def: CrewDefinition<unknown>, actorIds: re
  * blackboard), invoked with explicit `id` and `systemId`, so one deep persisted snapshot
  * holds the whole crew at a consistent point. What to do next comes from the pure process
  * functions; supervision decides on failures. It holds nothing of a run (its actions find
- * theirs with `runtimeOf(system)`): every run of `def` with the same local agents shares it.
+ * theirs with `runtimeOf(system)`): every run of `def` hosting the agents `localIds` here
+ * shares it (the others are placed on other nodes).
  */
-export function createCrewMachine(def: CrewDefinition<unknown>, scope?: MachineScope): AnyStateMachine {
+export function createCrewMachine(def: CrewDefinition<unknown>, localIds: readonly string[]): AnyStateMachine {
   const process = def.process;
   const actors = agentLogic(def);
   actors.durableTimer = durableTimer;
   if (def.blackboard) actors[BLACKBOARD_ID] = createBlackboardLogic(def.blackboard.initial);
   // Agents placed on other nodes are not children here: they are reached by envelope.
-  const local = def.agents.filter((a) => scope?.isLocal(a.id) ?? true);
+  const local = def.agents.filter((a) => localIds.includes(a.id));
   const invoke = [
     ...(def.blackboard ? [{ id: BLACKBOARD_ID, systemId: BLACKBOARD_ID, src: BLACKBOARD_ID }] : []),
     ...local.map((a) => ({ id: a.id, systemId: a.id, src: `agent:${a.id}` })),

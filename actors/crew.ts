@@ -194,7 +194,10 @@ export function crew(options: CrewOptions): CrewDefinition<unknown> {
     ...(output ? { output, parseOutput: (text: string) => output.read(text) } : {}),
     // Built once for each set of agents a node hosts, and shared by all its runs: building
     // them was half a millisecond per agent at every start and every resume.
-    createMachine: (_runtime, scope) => once(`crew\n${def.agents.filter((a) => scope?.isLocal(a.id) ?? true).map((a) => a.id).join('\n')}`, () => createCrewMachine(def, scope)),
+    createMachine: (_runtime, scope) => {
+      const local = def.agents.filter((a) => scope?.isLocal(a.id) ?? true).map((a) => a.id);
+      return once(`crew\n${local.join('\n')}`, () => createCrewMachine(def, local));
+    },
     createPartMachine: (_runtime, actorIds) => once(`part\n${actorIds.join('\n')}`, () => createCrewPartMachine(def, actorIds)),
   };
   return def;
