@@ -27,17 +27,31 @@ export function encode(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
+/** Bytes of the msgpack header of an array of `n` items (fixarray, array16, array32). */
+export function arrayHeaderBytes(n: number): number {
+  return n < 16 ? 1 : n <= 0xffff ? 3 : 5;
+}
+
+/**
+ * Writes the msgpack header of an array of `n` items at `at`, as the encoder writes it, and
+ * returns the offset after it: for encoders that splice already-encoded values into a frame.
+ */
+export function writeArrayHeader(buffer: Buffer, at: number, n: number): number {
+  if (n < 16) return buffer.writeUInt8(0x90 | n, at);
+  if (n <= 0xffff) return buffer.writeUInt16BE(n, buffer.writeUInt8(0xdc, at));
+  return buffer.writeUInt32BE(n, buffer.writeUInt8(0xdd, at));
+}
+
 /**
  * `encode(parts)` for an array of byte strings, the same bytes, written into one buffer
  * sized up front: an outbox group holds hundreds of encoded envelopes, and the generic
  * encoder grows its buffer and copies them more than once.
  */
 export function encodeByteArray(parts: readonly Uint8Array[]): Uint8Array {
-  const n = parts.length;
-  let size = n < 16 ? 1 : n <= 0xffff ? 3 : 5;
+  let size = arrayHeaderBytes(parts.length);
   for (const part of parts) size += (part.byteLength <= 0xff ? 2 : part.byteLength <= 0xffff ? 3 : 5) + part.byteLength;
   const out = Buffer.allocUnsafe(size);
-  let at = n < 16 ? out.writeUInt8(0x90 | n, 0) : n <= 0xffff ? out.writeUInt16BE(n, out.writeUInt8(0xdc, 0)) : out.writeUInt32BE(n, out.writeUInt8(0xdd, 0));
+  let at = writeArrayHeader(out, 0, parts.length);
   for (const part of parts) {
     const len = part.byteLength;
     at = len <= 0xff ? out.writeUInt8(len, out.writeUInt8(0xc4, at)) : len <= 0xffff ? out.writeUInt16BE(len, out.writeUInt8(0xc5, at)) : out.writeUInt32BE(len, out.writeUInt8(0xc6, at));

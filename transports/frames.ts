@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { decode, encode } from '../core/codec.js';
+import { arrayHeaderBytes, decode, encode, writeArrayHeader } from '../core/codec.js';
 import { EnvelopeSchema, vouchEnvelope } from '../core/envelope.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 
@@ -126,7 +126,7 @@ function writeSeq(buffer: Buffer, at: number, n: number): number {
 export function encodeBatch(epoch: string, items: readonly BatchItem[], tailBytes = 0): Buffer {
   if (items.length === 0 || items.length > MAX_BATCH_ITEMS) throw new TypeError(`a batch holds 1-${MAX_BATCH_ITEMS} items, not ${items.length}`);
   const epochBytes = encode(epoch);
-  let size = HEAD.byteLength + epochBytes.byteLength + K_ITEMS.byteLength + (items.length < 16 ? 1 : 3) + tailBytes;
+  let size = HEAD.byteLength + epochBytes.byteLength + K_ITEMS.byteLength + arrayHeaderBytes(items.length) + tailBytes;
   for (const item of items) size += ITEM_HEAD.byteLength + seqBytes(item.seq) + K_ENVELOPE.byteLength + item.bytes.byteLength;
   const buffer = Buffer.allocUnsafe(size);
   buffer.set(HEAD, 0);
@@ -135,8 +135,7 @@ export function encodeBatch(epoch: string, items: readonly BatchItem[], tailByte
   at += epochBytes.byteLength;
   buffer.set(K_ITEMS, at);
   at += K_ITEMS.byteLength;
-  // array16 beyond fixarray; MAX_BATCH_ITEMS fits
-  at = items.length < 16 ? buffer.writeUInt8(0x90 | items.length, at) : buffer.writeUInt16BE(items.length, buffer.writeUInt8(0xdc, at));
+  at = writeArrayHeader(buffer, at, items.length);
   for (const item of items) {
     buffer.set(ITEM_HEAD, at);
     at = writeSeq(buffer, at + ITEM_HEAD.byteLength, item.seq);
