@@ -93,24 +93,30 @@ async function runUntilHanging(storage: Storage, runId: string, hangs: (req: { a
   await hanging.reached;
 }
 
+/** `disk` with its `entries` (and `write`) replaced; everything else goes to `disk` itself. */
+function intercepted(disk: Storage, over: Partial<Pick<Storage, 'entries' | 'write'>>): Storage {
+  return new Proxy(disk, {
+    get(target, prop, receiver) {
+      if (prop === 'entries' && over.entries) return over.entries;
+      if (prop === 'write' && over.write) return over.write;
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 /** `disk` with the reads of conversation logs counted, by log, and the keys it was given to write. */
 function countingLogReads(disk: Storage, runId: string) {
   const singles = layout.logs(runId).gte!;
   const segments = layout.logSegments(runId).gte!;
   const reads: string[] = [];
   const written: string[][] = [];
-  const storage = new Proxy(disk, {
-    get(target, prop, receiver) {
-      if (prop === 'write') return (ops: StorageOp[], options?: WriteOptions) => (written.push(ops.map((op) => op.key)), target.write(ops, options));
-      if (prop === 'entries') {
-        return (range: KeyRange) => {
-          const from = range.gte ?? '';
-          if (from.startsWith(singles) || from.startsWith(segments)) reads.push(from);
-          return target.entries(range);
-        };
-      }
-      const value = Reflect.get(target, prop, receiver);
-      return typeof value === 'function' ? value.bind(target) : value;
+  const storage = intercepted(disk, {
+    write: (ops: readonly StorageOp[], options?: WriteOptions) => (written.push(ops.map((op) => op.key)), disk.write(ops, options)),
+    entries: (range: KeyRange) => {
+      const from = range.gte ?? '';
+      if (from.startsWith(singles) || from.startsWith(segments)) reads.push(from);
+      return disk.entries(range);
     },
   });
   return { storage, reads, written };
@@ -226,20 +232,14 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     let cut!: (error: Error) => void;
     const cutOff = new Promise<never>((_, reject) => (cut = reject));
     cutOff.catch(() => {});
-    const gated = new Proxy(disk, {
-      get(target, prop, receiver) {
-        if (prop === 'entries') {
-          return (range: KeyRange) => {
-            if (!(range.gte ?? '').includes(':cut-1:researcher.')) return target.entries(range);
-            reading();
-            return (async function* () {
-              await cutOff;
-              yield* target.entries(range);
-            })();
-          };
-        }
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === 'function' ? value.bind(target) : value;
+    const gated = intercepted(disk, {
+      entries: (range: KeyRange) => {
+        if (!(range.gte ?? '').includes(':cut-1:researcher.')) return disk.entries(range);
+        reading();
+        return (async function* () {
+          await cutOff;
+          yield* disk.entries(range);
+        })();
       },
     });
     let settled = false;
@@ -264,20 +264,14 @@ describe.each(backends)('deferred conversations (%s)', (_name, open) => {
     await using db = await open();
     const disk = db.storage;
     await runUntilHanging(disk, 'eio-1', (req) => req.agent === 'researcher' && req.step === LOOKUPS);
-    const failing = new Proxy(disk, {
-      get(target, prop, receiver) {
-        if (prop === 'entries') {
-          return (range: KeyRange) => {
-            if (!(range.gte ?? '').includes(':eio-1:researcher.')) return target.entries(range);
-            return (async function* () {
-              yield* [] as Array<[string, Uint8Array]>;
-              // As a storage reports its own failures (storage/level.ts): not damage, a failed read.
-              throw new TroupeError(ErrorCode.STORAGE_FAILED, 'EIO: i/o error reading a table file');
-            })();
-          };
-        }
-        const value = Reflect.get(target, prop, receiver);
-        return typeof value === 'function' ? value.bind(target) : value;
+    const failing = intercepted(disk, {
+      entries: (range: KeyRange) => {
+        if (!(range.gte ?? '').includes(':eio-1:researcher.')) return disk.entries(range);
+        return (async function* () {
+          yield* [] as Array<[string, Uint8Array]>;
+          // As a storage reports its own failures (storage/level.ts): not damage, a failed read.
+          throw new TroupeError(ErrorCode.STORAGE_FAILED, 'EIO: i/o error reading a table file');
+        })();
       },
     });
     {
