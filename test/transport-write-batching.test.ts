@@ -128,6 +128,22 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     expect(again.unacked('y').map((e) => e.bytes)).toEqual(Array.from({ length: 250 }, (_, i) => encodeEnvelope(testEnvelope(2 * i))));
   });
 
+  it('writes a burst larger than one write in slices, in seq order, each sendable as soon as it is durable', async () => {
+    const storage = countingStorage();
+    const durableAt: number[] = [];
+    let outbox!: Awaited<ReturnType<typeof createOutbox>>;
+    outbox = await createOutbox({ storage, sync: false, onDurable: (to) => durableAt.push(outbox.durable(to)), maxEntries: 10_000 });
+    const before = storage.batches.length;
+    const seqs = await Promise.all(Array.from({ length: 3_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1)))));
+    expect(seqs).toEqual(Array.from({ length: 3_000 }, (_, i) => i + 1));
+    // Slices of 1,024 appends: the first is sendable while the rest is still being written.
+    expect(durableAt).toEqual([1_024, 2_048, 3_000]);
+    expect(storage.batches.slice(before)).toHaveLength(3);
+    const { entries, from } = outbox.sendable('x', 0);
+    expect(entries.slice(from).map((e) => e.seq)).toEqual(seqs);
+    await outbox.close(new Error('closed'));
+  });
+
   it('splits a long flush into bounded groups, deletes a group only once its last envelope is acknowledged, and resends the rest after a restart', async () => {
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
