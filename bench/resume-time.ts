@@ -302,6 +302,11 @@ export interface ResumeOptions {
   messages?: number;
   /** Only the long-conversation variant. */
   conversationOnly?: boolean;
+  /**
+   * Trials of the long conversation. Default 30: its figure is a ratio of two medians of a
+   * few milliseconds each, and with 10 trials one run's median moved it by a third.
+   */
+  conversationTrials?: number;
 }
 
 export async function benchResume(options: ResumeOptions = {}) {
@@ -310,7 +315,7 @@ export async function benchResume(options: ResumeOptions = {}) {
   const root = await tempDir('resume');
   try {
     const messages = options.messages ?? 5_000;
-    const conversation = messages > 0 ? await benchConversationResume(root, { messages, trials }) : undefined;
+    const conversation = messages > 0 ? await benchConversationResume(root, { messages, trials: options.conversationTrials ?? Math.max(trials, 30) }) : undefined;
     if (options.conversationOnly) return { scriptedLatencyMs: LATENCY_MS, conversation };
     // One agent with far more steps than K checkpoints cover.
     const one = stepCrew('resume-one', 200);
@@ -337,7 +342,7 @@ export async function benchResume(options: ResumeOptions = {}) {
 }
 
 /** Smaller sizes for `--quick` (the long conversation keeps its 5,000 messages: that is the figure). */
-export const quickResume: ResumeOptions = { k: 20, trials: 3 };
+export const quickResume: ResumeOptions = { k: 20, trials: 3, conversationTrials: 3 };
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const quick = process.argv.includes('--quick');

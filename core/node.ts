@@ -157,12 +157,19 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
   const shared = o.storage.shared;
   const owner = `${o.nodeId}.${o.ids('owner')}`;
   const identity = shared ? await claimNodeId(o.storage, o.nodeId, owner) : undefined;
-  const security = await createSecurityContext(o.storage, {
+  const opening = createSecurityContext(o.storage, {
     secrets: options.secrets ?? envSecrets(),
     clock: o.clock,
     auditDir: options.auditDir,
     ...(shared ? { auditChain: o.nodeId } : {}),
-  }).catch(async (error: unknown) => {
+  });
+  // The start's resume of an embedded node lists the runs and approvals first: reads that do
+  // not need the audit log, so they go out while it opens. A cold resume is mostly waiting for
+  // such round trips to the storage's thread pool, one after another.
+  let startListing = !shared && o.resume ? Promise.all([store.listRuns(), store.listApprovals()]) : undefined;
+  // Read or not, a failure of it is the start's resume's to report, not an unhandled rejection.
+  startListing?.catch(() => {});
+  const security = await opening.catch(async (error: unknown) => {
     if (identity) await o.storage.release(identity).catch(() => {});
     throw error;
   });
@@ -933,7 +940,10 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
         }
         return taken;
       }
-      const records = (await store.listRuns()).filter((r) => (r.status === 'running' || r.status === 'waiting') && o.crews.has(r.crew));
+      const listed = startListing;
+      startListing = undefined;
+      const [runs, listedApprovals] = listed ? await listed : [await store.listRuns(), undefined];
+      const records = runs.filter((r) => (r.status === 'running' || r.status === 'waiting') && o.crews.has(r.crew));
       const resumed: Array<RunHandle<unknown> | undefined> = new Array(records.length);
       // A few at a time: a resume mostly waits for its reads, so a node with many unfinished
       // runs starts in a fraction of the time one after another takes. The first failure
@@ -945,7 +955,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // read every approval thousands of times at start. Nothing decides them meanwhile: a
       // decision for a run being resumed waits for that resume.
       let allApprovals: Promise<ApprovalRecord[]> | undefined;
-      const approvals = () => (allApprovals ??= store.listApprovals());
+      const approvals = () => (allApprovals ??= listedApprovals ? Promise.resolve(listedApprovals) : store.listApprovals());
       const worker = async () => {
         while (next < records.length && !failure) {
           const i = next++;

@@ -42,12 +42,15 @@ export async function auditDirOf(storage: Storage, option?: string | false): Pro
 }
 
 /**
- * Opens the audit log of `storage` with the seal in `dir`. A key is created on first use,
- * but never for a database whose records are already keyed: that key was lost or is
- * elsewhere, and a fresh one would leave every earlier record unverifiable (`AUDIT_KEY_MISSING`).
+ * Opens the audit log of `storage` with the seal in the audit directory `auditDir` names
+ * ({@link auditDirOf}). A key is created on first use, but never for a database whose
+ * records are already keyed: that key was lost or is elsewhere, and a fresh one would leave
+ * every earlier record unverifiable (`AUDIT_KEY_MISSING`).
  */
-export async function openSealedAuditLog(storage: Storage, dir: string | undefined, clock?: Clock, chain?: string): Promise<AuditLog> {
-  const stored = await storedAuditHead(storage, chain);
+export async function openSealedAuditLog(storage: Storage, auditDir: string | false | undefined, clock?: Clock, chain?: string): Promise<AuditLog> {
+  // Independent reads, one on the database and one on the file system: a node opens this at
+  // every start, and each read is a round trip to a thread pool.
+  const [stored, dir] = await Promise.all([storedAuditHead(storage, chain), auditDirOf(storage, auditDir)]);
   const sealDir = dir && chain !== undefined ? chainSealDir(dir, chain) : dir;
   const seal = sealDir ? await openAuditSeal(sealDir, { create: stored.keyId === undefined, initial: { seq: stored.seq, hash: stored.hash } }) : undefined;
   const log = createAuditLog(storage, { ...(clock ? { clock } : {}), ...(seal ? { seal } : {}), ...(chain !== undefined ? { chain } : {}) });
@@ -71,7 +74,7 @@ function sharedAuditLog(storage: Storage, clock: Clock, auditDir: string | false
   const name = chain ?? '';
   let log = chains.get(name);
   if (!log) {
-    log = (async () => openSealedAuditLog(storage, await auditDirOf(storage, auditDir), clock, chain))();
+    log = openSealedAuditLog(storage, auditDir, clock, chain);
     chains.set(name, log);
     // A failed open is not cached: the next node tries again.
     log.catch(() => chains.delete(name));
