@@ -6,7 +6,7 @@ import { createBlobWriter } from './blobs.js';
 import { ApprovalDecisionSchema, type ApprovalDecision, type ApprovalRecord } from './approvals.js';
 import { backgroundTimer, randomIds, systemClock, type Clock, type IdGenerator } from './clock.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './codec.js';
-import { checkEnvelope, decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
+import { decodeEnvelope, parseAddress, parseEnvelope, type Envelope } from './envelope.js';
 import { ErrorCode, isRetryable, isTroupeError, serializeError, TroupeError } from './errors.js';
 import { EventHub, type RunEvent } from './events.js';
 import { eventOfJournal, joinJournalAndLive, type RunEventsOptions } from './facts.js';
@@ -1112,7 +1112,8 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // Peers' envelopes are untrusted: validated and bounded like any other input, the
       // payload of every registered message type included (core/protocol.ts). A refusal is
       // INVALID_ENVELOPE, which the transport dead-letters: nothing reaches a run. An
-      // envelope the transport's frame decoding already validated is not parsed twice.
+      // envelope the transport's frame decoding already validated (its receipt says within
+      // how many bytes) is not parsed twice.
       // Then admitted against the authenticated sender (core/peer-admission.ts): a peer
       // speaks for itself only, about runs it takes part in; ENVELOPE_REFUSED otherwise.
       // They wait for this node's unfinished runs to be resumed (the transport acknowledges
@@ -1120,7 +1121,9 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       // find no actor yet, and its envelope would be refused for good (UNKNOWN_ACTOR).
       deliver: async (envelope, fromNode, receipt) => {
         ensureRunning();
-        const checked = validatePayload(checkEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }));
+        const checked = validatePayload(
+          receipt.checkedWithin !== undefined && receipt.checkedWithin <= o.maxEnvelopeBytes ? envelope : parseEnvelope(envelope, { maxBytes: o.maxEnvelopeBytes }),
+        );
         await runsResumed;
         ensureRunning();
         const admitted = admitPeerEnvelope(checked, fromNode, { nodeId: o.nodeId, run: placementOf });

@@ -9,6 +9,14 @@ export interface DeliveryReceipt {
   /** The sender's per-pair sequence number of this envelope. */
   readonly seq: number;
   /**
+   * Set by a transport that checked the envelope against `EnvelopeSchema` itself while
+   * decoding the frame it came in: the frame's size, a bound of the envelope's wire size.
+   * The node then applies only its own size limit to that bound instead of parsing the
+   * envelope again (an envelope is validated once on the receive path). A transport that
+   * hands over envelopes it did not check leaves it out.
+   */
+  readonly checkedWithin?: number;
+  /**
    * Returns the storage write that records this envelope as delivered. A deliverer sharing
    * the transport's storage may include it in the same atomic batch that makes the envelope
    * durable; the transport then does not write it itself, and a crash can never deliver the

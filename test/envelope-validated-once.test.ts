@@ -1,74 +1,90 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { checkEnvelope, EnvelopeSchema, vouchEnvelope, type Envelope } from '../core/envelope.js';
+import { EnvelopeSchema, encodeEnvelope, type Envelope } from '../core/envelope.js';
 import { isTroupeError } from '../core/errors.js';
-import { decodeFrame, encodeBatch } from '../transports/frames.js';
-import { encodeEnvelope } from '../core/envelope.js';
-import { testEnvelope } from '../testing/transport-conformance.js';
 import { createNode } from '../core/node.js';
+import type { DeliveryReceipt, TransportBindings } from '../core/transport.js';
 import { memoryStorage } from '../storage/memory.js';
-import type { TransportBindings } from '../core/transport.js';
+import { testEnvelope } from '../testing/transport-conformance.js';
+import { createWsTransport } from '../transports/ws.js';
 import { inProcessTransport, noCursor } from './helpers/memory-network.js';
 
-const EPOCH = 'ab'.repeat(16);
+/**
+ * An envelope from a peer is validated once: by the transport, while it decodes the frame,
+ * which says so in the envelope's receipt (`checkedWithin`, a bound of its wire size); the
+ * node parses only what no transport vouched for, or what may exceed its own size limit.
+ */
+
+const SECRET = 'validated-once-secret-0123456789';
 
 afterEach(() => vi.restoreAllMocks());
 
-describe('an envelope is validated once on the receive path', () => {
-  it('takes the envelopes of a decoded frame without parsing them again', () => {
-    const frame = decodeFrame(encodeBatch(EPOCH, [1, 2, 3].map((seq) => ({ seq, bytes: encodeEnvelope(testEnvelope(seq)) }))), 1024 * 1024);
-    if (frame.t !== 'batch') throw new Error('expected a batch');
+async function nodeWithBindings(options: { maxEnvelopeBytes?: number } = {}) {
+  let bindings!: TransportBindings;
+  const node = await createNode({
+    nodeId: 'home',
+    storage: memoryStorage(),
+    ...options,
+    transport: async (b) => ((bindings = b), inProcessTransport(b.nodeId)),
+  });
+  return { node, bindings };
+}
+
+const outcome = (delivered: Promise<void>) =>
+  delivered.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+
+describe('the node takes a transport’s word that an envelope was checked', () => {
+  it('does not parse an envelope whose receipt says it was checked, and admission still refuses what the peer may not send', async () => {
+    const { node, bindings } = await nodeWithBindings();
+    await using _node = node;
     const parse = vi.spyOn(EnvelopeSchema, 'safeParse');
-    for (const item of frame.items) expect(checkEnvelope(item.envelope)).toBe(item.envelope);
+    const checked: DeliveryReceipt = { ...noCursor(1), checkedWithin: 300 };
+    const refused = await outcome(bindings.deliver(testEnvelope(1), 'peer', checked));
     expect(parse).not.toHaveBeenCalled();
+    // A peer speaks for itself only: this one names a run it takes no part in.
+    expect(isTroupeError(refused, 'ENVELOPE_REFUSED')).toBe(true);
   });
 
-  it('parses a look-alike that this process did not validate itself', () => {
+  it('parses an envelope no transport vouched for, and refuses a malformed one before anything else', async () => {
+    const { node, bindings } = await nodeWithBindings();
+    await using _node = node;
     const parse = vi.spyOn(EnvelopeSchema, 'safeParse');
-    checkEnvelope({ ...testEnvelope(1) });
+    const refused = await outcome(bindings.deliver({ ...testEnvelope(1), to: '../../etc' }, 'peer', noCursor(1)));
     expect(parse).toHaveBeenCalledTimes(1);
+    expect(isTroupeError(refused, 'INVALID_ENVELOPE')).toBe(true);
+    expect((refused as Error).message).toMatch(/^invalid envelope: to: /);
   });
 
-  it('uses a mark up once: the same object changed afterwards is checked and refused', () => {
-    const envelope: Envelope = EnvelopeSchema.parse(testEnvelope(1));
-    vouchEnvelope(envelope, 200);
-    checkEnvelope(envelope);
-    (envelope as { to: string }).to = '../../etc';
-    expect(() => checkEnvelope(envelope)).toThrow(expect.objectContaining({ code: 'INVALID_ENVELOPE' }));
-  });
-
-  it('still enforces a size limit smaller than the frame it came in', () => {
-    const envelope: Envelope = EnvelopeSchema.parse(testEnvelope(1, { payload: 'x'.repeat(5000) }));
-    vouchEnvelope(envelope, 6000);
-    let error: unknown;
-    try {
-      checkEnvelope(envelope, { maxBytes: 4096 });
-    } catch (e) {
-      error = e;
-    }
-    expect(isTroupeError(error, 'FRAME_TOO_LARGE')).toBe(true);
+  it('still enforces a size limit smaller than the frame the envelope came in', async () => {
+    const { node, bindings } = await nodeWithBindings({ maxEnvelopeBytes: 4096 });
+    await using _node = node;
+    const big = testEnvelope(1, { payload: 'x'.repeat(5000) });
+    const refused = await outcome(bindings.deliver(big, 'peer', { ...noCursor(1), checkedWithin: 6000 }));
+    expect(isTroupeError(refused, 'FRAME_TOO_LARGE')).toBe(true);
   });
 });
 
-describe('through createNode, a peer envelope decoded from a frame', () => {
-  it('reaches peer admission without a second parse, and admission still refuses what the peer may not send', async () => {
-    let bindings!: TransportBindings;
-    await using node = await createNode({
-      nodeId: 'home',
+describe('over real sockets', () => {
+  it('hands each envelope over as decoded, with a receipt bounding its size by its frame', async () => {
+    const got: Array<{ envelope: Envelope; receipt: DeliveryReceipt }> = [];
+    await using a = await createWsTransport({ nodeId: 'a', storage: memoryStorage(), secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, deliver: async () => {} });
+    await using b = await createWsTransport({
+      nodeId: 'b',
       storage: memoryStorage(),
-      transport: async (b) => ((bindings = b), inProcessTransport(b.nodeId)),
+      secret: SECRET,
+      peers: { a: a.address!.url },
+      deliver: async (envelope, _from, receipt) => void got.push({ envelope, receipt }),
     });
-    expect(node.status).toBe('running');
-    const frame = decodeFrame(encodeBatch(EPOCH, [{ seq: 1, bytes: encodeEnvelope(testEnvelope(1)) }]), 1024 * 1024);
-    if (frame.t !== 'batch') throw new Error('expected a batch');
-    const parse = vi.spyOn(EnvelopeSchema, 'safeParse');
-    const refused = await bindings.deliver(frame.items[0]!.envelope, 'peer', noCursor()).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(parse).not.toHaveBeenCalled();
-    expect(isTroupeError(refused, 'ENVELOPE_REFUSED')).toBe(true);
-    // The same envelope as a plain object, as another transport would hand it, is parsed.
-    await bindings.deliver({ ...testEnvelope(1) }, 'peer', noCursor()).catch(() => {});
-    expect(parse).toHaveBeenCalledTimes(1);
+    const sent = Array.from({ length: 250 }, (_, i) => testEnvelope(i + 1));
+    await Promise.all(sent.map((e) => a.send('b', e)));
+    await a.flushed('b');
+    expect(got.map((g) => g.envelope)).toEqual(sent);
+    for (const { envelope, receipt } of got) {
+      expect(receipt.checkedWithin).toBeGreaterThanOrEqual(encodeEnvelope(envelope).byteLength);
+      expect(receipt.checkedWithin).toBeLessThanOrEqual(1024 * 1024);
+    }
+    expect(b.status).toBe('open');
   });
 });

@@ -71,6 +71,37 @@ describe('the envelope schema', () => {
     });
     expect(EnvelopeSchema.parse(edge)).toEqual(edge);
   });
+
+  it('returns the envelope it checked, not a copy, and leaves it as it was', () => {
+    const value = envelope({ corr: 'c1' });
+    const before = structuredClone(value);
+    expect(EnvelopeSchema.parse(value)).toBe(value);
+    expect(parseEnvelope(value)).toBe(value);
+    expect(value).toEqual(before);
+  });
+
+  it('refuses what is not a plain object: an array, a class instance, null, a string', () => {
+    class Note {
+      id = 'env_1';
+      from = 'run_1/a';
+      to = 'run_1/b';
+      type = 'task';
+      payload = {};
+      seq = 0;
+      ts = 0;
+    }
+    for (const value of [[envelope()], new Note(), null, 'env_1']) {
+      expect(() => parseEnvelope(value)).toThrow(/^invalid envelope: envelope: an envelope is (a plain )?(an )?object/);
+    }
+    // One without a prototype, as some decoders make them, is still an envelope.
+    expect(parseEnvelope(Object.assign(Object.create(null) as object, envelope()))).toMatchObject({ id: 'env_1' });
+  });
+
+  it('names the first field a frame’s envelope breaks, by its place in the frame', () => {
+    const good = encodeEnvelope(envelope() as Envelope);
+    const bad = encode(envelope({ to: 'run_1/..' }));
+    expect(() => decodeFrame(encodeBatch(EPOCH, [{ seq: 1, bytes: good }, { seq: 2, bytes: bad }]), 1 << 20)).toThrow(/^invalid frame: items\.1\.envelope\.to: an address is/);
+  });
 });
 
 describe('a batch spliced into one buffer', () => {

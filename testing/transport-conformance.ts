@@ -4,7 +4,7 @@
  * @module
  */
 import assert from 'node:assert/strict';
-import type { Envelope } from '../core/envelope.js';
+import { encodeEnvelope, EnvelopeSchema, type Envelope } from '../core/envelope.js';
 import { ErrorCode, isTroupeError, TroupeError } from '../core/errors.js';
 import type { DeliverFn, DeliveryReceipt, Transport } from '../transports/index.js';
 import { assertFields, type TestRegistrar } from './suite.js';
@@ -20,6 +20,12 @@ export interface Received {
 export interface Recorder {
   deliver: DeliverFn;
   received: Received[];
+  /**
+   * What was wrong with the receipts of delivered envelopes: a `checkedWithin` on an envelope
+   * that is not valid, or is larger than that bound (a node would take it unparsed). Empty
+   * for a sound transport.
+   */
+  unsound: string[];
   /** Resolves once `count` envelopes arrived in total. */
   until(count: number): Promise<void>;
   /** Replaces the behaviour of the next calls (throw to refuse); return `undefined` to accept. */
@@ -31,7 +37,13 @@ export function recorder(): Recorder {
   const waiters: Array<{ count: number; resolve(): void }> = [];
   const rec: Recorder = {
     received: [],
+    unsound: [],
     async deliver(envelope, from, receipt) {
+      if (receipt.checkedWithin !== undefined) {
+        const checked = EnvelopeSchema.safeParse(envelope);
+        if (!checked.success) rec.unsound.push(`seq ${receipt.seq}: checkedWithin set on an invalid envelope`);
+        else if (encodeEnvelope(envelope).byteLength > receipt.checkedWithin) rec.unsound.push(`seq ${receipt.seq}: the envelope is larger than checkedWithin (${receipt.checkedWithin})`);
+      }
       await rec.intercept?.(envelope, receipt);
       rec.received.push({ envelope, from, seq: receipt.seq });
       for (const w of [...waiters]) {
@@ -105,6 +117,16 @@ export function transportConformance(name: string, open: TransportPairFactory, t
       await a.flushed(b.nodeId);
       assert.deepStrictEqual(atB.received.map((r) => r.envelope.id), Array.from({ length: 500 }, (_, i) => `env_${i}`));
       assert.deepStrictEqual(atB.received.map((r) => r.seq), Array.from({ length: 500 }, (_, i) => i + 1));
+    });
+
+    it('vouches in a receipt (checkedWithin) only for a valid envelope within that many bytes', async () => {
+      const { a, b } = await start();
+      // Payloads from a few bytes to 64 KiB: a bound taken from the wrong frame shows up here.
+      const sizes = [0, 10, 1_000, 20_000, 65_536, 3, 40_000];
+      await Promise.all(sizes.map((n, i) => a.send(b.nodeId, testEnvelope(i, { payload: 'p'.repeat(n) }))));
+      await a.flushed(b.nodeId);
+      assert.equal(atB.received.length, sizes.length);
+      assert.deepStrictEqual(atB.unsound, []);
     });
 
     it('retries after a transient refusal and still delivers each envelope once, in order', async () => {

@@ -79,7 +79,7 @@ export interface Inbox {
    * to acknowledge, which is always durable. Callers run batches of one sender strictly one
    * after another.
    */
-  receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }> }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
+  receive(from: string, batch: { epoch: string; items: ReadonlyArray<{ seq: number; envelope: Envelope }>; checkedWithin?: number }, handlers: ReceiveHandlers): Promise<ReceiveOutcome>;
 }
 
 /**
@@ -167,7 +167,7 @@ export function createInbox(storage: Storage, sync: boolean, inboxOptions: Inbox
         const next = { epoch: batch.epoch, seq };
         let taken = false;
         try {
-          await handlers.deliver(envelope, from, { seq, takeCursorOps: () => ((taken = true), ops(from, next)) });
+          await handlers.deliver(envelope, from, { seq, checkedWithin: batch.checkedWithin, takeCursorOps: () => ((taken = true), ops(from, next)) });
           outcome.delivered++;
         } catch (error) {
           if (!isTroupeError(error) || !PERMANENT.includes(error.code)) {

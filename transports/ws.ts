@@ -374,8 +374,11 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       }
       const group = queue.frames.splice(0, n);
       const frame: BatchFrame = n === 1 ? first.frame : { t: 'batch', epoch: first.frame.epoch, items: group.flatMap((g) => g.frame.items) };
+      // decodeFrame checked every envelope against EnvelopeSchema: each is within its frame's size.
+      let checkedWithin = 0;
+      for (const g of group) checkedWithin = Math.max(checkedWithin, g.bytes);
       try {
-        await deliverBatch(first.conn, frame);
+        await deliverBatch(first.conn, frame, checkedWithin);
       } catch {
         // deliverBatch reports its own failures; the frames come again on a new connection
       }
@@ -388,9 +391,9 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     if (queues.get(remote) === queue) queues.delete(remote);
   }
 
-  async function deliverBatch(conn: Conn, frame: BatchFrame) {
+  async function deliverBatch(conn: Conn, frame: BatchFrame, checkedWithin: number) {
     if (conn.closed || status !== 'open') return; // these come again on the next connection
-    const outcome = await inbox.receive(conn.remote, frame, { deliver: o.deliver, onDeadLetter: o.onDeadLetter, proceed: () => status === 'open' });
+    const outcome = await inbox.receive(conn.remote, { epoch: frame.epoch, items: frame.items, checkedWithin }, { deliver: o.deliver, onDeadLetter: o.onDeadLetter, proceed: () => status === 'open' });
     stats.delivered += outcome.delivered;
     stats.duplicates += outcome.duplicates;
     stats.deadLetters += outcome.deadLetters;
