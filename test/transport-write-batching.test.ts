@@ -8,6 +8,7 @@ import { encode } from '../core/codec.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
+import { wrapStorage } from './helpers/wrap-storage.js';
 
 const SECRET = 'transport-test-secret-0123456789';
 
@@ -117,8 +118,10 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
     const before = storage.batches.length;
-    const seqs = await Promise.all(Array.from({ length: 500 }, (_, i) => outbox.append(i % 2 ? 'x' : 'y', encodeEnvelope(testEnvelope(i)))));
-    expect(seqs.filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    await Promise.all(Array.from({ length: 500 }, (_, i) => outbox.append(i % 2 ? 'x' : 'y', encodeEnvelope(testEnvelope(i)))));
+    // Numbered per destination, in the order they were appended.
+    expect(outbox.unacked('x').map((e) => e.bytes)).toEqual(Array.from({ length: 250 }, (_, i) => encodeEnvelope(testEnvelope(2 * i + 1))));
+    expect(outbox.unacked('x').map((e) => e.seq)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
     expect(storage.batches.slice(before)).toHaveLength(1);
     expect(storage.batches.at(-1)!.filter((op) => op.key.startsWith('outbox:'))).toHaveLength(2);
     await outbox.close(new Error('closed'));
@@ -134,13 +137,43 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     let outbox!: Awaited<ReturnType<typeof createOutbox>>;
     outbox = await createOutbox({ storage, sync: false, onDurable: (to) => durableAt.push(outbox.durable(to)), maxEntries: 10_000 });
     const before = storage.batches.length;
-    const seqs = await Promise.all(Array.from({ length: 3_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1)))));
-    expect(seqs).toEqual(Array.from({ length: 3_000 }, (_, i) => i + 1));
+    const seqs = Array.from({ length: 3_000 }, (_, i) => i + 1);
+    await Promise.all(seqs.map((i) => outbox.append('x', encodeEnvelope(testEnvelope(i)))));
     // Slices of 1,024 appends: the first is sendable while the rest is still being written.
     expect(durableAt).toEqual([1_024, 2_048, 3_000]);
     expect(storage.batches.slice(before)).toHaveLength(3);
     const { entries, from } = outbox.sendable('x', 0);
     expect(entries.slice(from).map((e) => e.seq)).toEqual(seqs);
+    await outbox.close(new Error('closed'));
+  });
+
+  it('gives the sends of one write one shared promise, and settles each slice of a burst with its own write', async () => {
+    const storage = countingStorage();
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 10_000 });
+    const promises = Array.from({ length: 3_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1))));
+    // One promise per write of 1,024, not one per send: a burst allocates three, not 3,000.
+    expect(new Set(promises).size).toBe(3);
+    expect(promises[0]).toBe(promises[1_023]);
+    expect(promises[1_023]).not.toBe(promises[1_024]);
+    await Promise.all(promises);
+    expect(outbox.durable('x')).toBe(3_000);
+    await outbox.close(new Error('closed'));
+  });
+
+  it('rejects the sends of a failed write and of every write queued behind it, keeping those already durable', async () => {
+    let writes = 0;
+    const inner = memoryStorage();
+    const storage = wrapStorage(inner, (_ops, _options, next) => (++writes === 2 ? Promise.reject(new Error('disk full')) : next()));
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 10_000 });
+    writes = 0; // the epoch's write at open is not one of the burst's
+    const settled = await Promise.allSettled(Array.from({ length: 3_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1)))));
+    const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [i + 1] : []));
+    expect(failed).toEqual(Array.from({ length: 3_000 - 1_024 }, (_, i) => i + 1_025));
+    const reasons = new Set(settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as TroupeError).code] : [])));
+    expect([...reasons]).toEqual([ErrorCode.STORAGE_FAILED]);
+    expect(outbox.durable('x')).toBe(1_024);
+    // An outbox that could not persist refuses what comes after, rather than run ahead of its state.
+    await expect(outbox.append('x', encodeEnvelope(testEnvelope(3_001)))).rejects.toMatchObject({ code: ErrorCode.STORAGE_FAILED });
     await outbox.close(new Error('closed'));
   });
 
@@ -155,7 +188,8 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     const again = await createOutbox({ storage, sync: false, onDurable: () => {} });
     // The receiver drops 257…300 as duplicates; nothing after 300 is lost.
     expect(again.unacked('x').map((e) => e.seq)).toEqual(Array.from({ length: 344 }, (_, i) => i + 257));
-    expect(await again.append('x', encodeEnvelope(testEnvelope(601)))).toBe(601);
+    await again.append('x', encodeEnvelope(testEnvelope(601)));
+    expect(again.durable('x')).toBe(601);
     again.ack('x', 601);
     await again.flushed('x');
     await again.close(new Error('closed'));

@@ -45,7 +45,7 @@ interface Waiter {
 
 interface RoomWaiter {
   bytes: Uint8Array;
-  resolve(seq: number): void;
+  resolve(): void;
   reject(error: unknown): void;
   cancel?: () => void;
 }
@@ -79,19 +79,34 @@ interface Destination {
 interface Append {
   to: string;
   entry: Held;
-  resolve(seq: number): void;
+}
+
+/** Appends one write takes, and the promise their sends share. */
+interface Slice {
+  items: Append[];
+  bytes: number;
+  done: Promise<void>;
+  resolve(): void;
   reject(error: unknown): void;
+}
+
+function newSlice(): Slice {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+  return { items: [], bytes: 0, done, resolve, reject };
 }
 
 /** The sender's side: numbered envelopes per destination, kept until acknowledged. */
 export interface Outbox {
   readonly epoch: string;
   /**
-   * Persists an encoded envelope for `to`; resolves with its seq once durable (group-committed).
+   * Persists an encoded envelope for `to`, numbered now (see {@link Outbox.durable}); resolves
+   * once durable (group-committed), with the promise every append of the same write shares.
    * When `to` already holds its limit of unacknowledged entries or bytes, waits up to
    * `waitMs` for acknowledgements to make room, then rejects with `OUTBOX_FULL` (retryable).
    */
-  append(to: string, bytes: Uint8Array): Promise<number>;
+  append(to: string, bytes: Uint8Array): Promise<void>;
   /**
    * Numbers an encoded envelope for `to` now and hands back the write of its entry, for the
    * caller to put in its own atomic batch (a run's checkpoint): one durable write for both.
@@ -220,7 +235,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     d.heldBytes = d.entries.reduce((sum, e) => sum + e.bytes.byteLength, 0);
   }
 
-  let appends: Append[] = [];
+  // Appends waiting for their write, in slices of what one write takes, each slice with the
+  // promise its sends share: a burst of sends holds one promise per write, not one per send.
+  let slices: Slice[] = [];
   let deletes: string[] = [];
   let writing: Promise<void> | undefined;
   let scheduled = false;
@@ -252,19 +269,14 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     scheduled = true;
     queueMicrotask(() => {
       scheduled = false;
-      const due = appends.length > 0 || (deletes.length > 0 && (deletesDue || closed !== undefined));
+      const due = slices.length > 0 || (deletes.length > 0 && (deletesDue || closed !== undefined));
       if (!writing && due) writing = flush().finally(() => ((writing = undefined), schedule()));
     });
   };
 
   const flush = async () => {
-    let take = 0;
-    for (let bytes = 0; take < appends.length && take < FLUSH_MAX_ENTRIES && (take === 0 || bytes + appends[take]!.entry.bytes.byteLength <= FLUSH_MAX_BYTES); take++) {
-      bytes += appends[take]!.entry.bytes.byteLength;
-    }
-    // The rest stays queued, in order, for the write that follows this one.
-    const batch = take === appends.length ? appends : appends.slice(0, take);
-    appends = take === appends.length ? [] : appends.slice(take);
+    const slice = slices.shift();
+    const batch = slice?.items ?? [];
     const dels = deletes;
     deletes = [];
     deletesDue = false;
@@ -314,8 +326,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       // harmless: the receiver drops what it already has.
       const error = new TroupeError(ErrorCode.STORAGE_FAILED, `outbox write to ${storage.location} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
       closed ??= error;
-      for (const a of [...batch, ...appends]) a.reject(error);
-      appends = [];
+      slice?.reject(error);
+      for (const rest of slices) rest.reject(error);
+      slices = [];
       rejectWaiters(closed);
       return;
     }
@@ -324,11 +337,8 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       d.highWritten = Math.max(d.highWritten, high);
       d.high = Math.max(d.high, high);
     }
-    for (const a of batch) {
-      const d = dest(a.to);
-      durable(d, a.entry);
-      a.resolve(a.entry.seq);
-    }
+    for (const a of batch) durable(dest(a.to), a.entry);
+    slice?.resolve();
     for (const to of highest.keys()) options.onDurable(to);
   };
 
@@ -376,10 +386,12 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     d.held++;
     d.heldBytes += bytes.byteLength;
     const entry: Held = { seq: ++d.assigned, bytes };
-    return new Promise<number>((resolve, reject) => {
-      appends.push({ to, entry, resolve, reject });
-      schedule();
-    });
+    let slice = slices.at(-1);
+    if (!slice || slice.items.length >= FLUSH_MAX_ENTRIES || (slice.items.length > 0 && slice.bytes + bytes.byteLength > FLUSH_MAX_BYTES)) slices.push((slice = newSlice()));
+    slice.items.push({ to, entry });
+    slice.bytes += bytes.byteLength;
+    schedule();
+    return slice.done;
   };
 
   const full = (to: string, d: Destination, bytes: number) =>
@@ -418,7 +430,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       // Behind sends already waiting, so a waiting send is never overtaken.
       if (d.queued.length === 0 && fits(d, bytes.byteLength)) return admit(to, d, bytes);
       if (waitMs === 0) return Promise.reject(full(to, d, bytes.byteLength));
-      return new Promise<number>((resolve, reject) => {
+      return new Promise<void>((resolve, reject) => {
         const waiter: RoomWaiter = { bytes, resolve, reject };
         waiter.cancel = setTimer(() => {
           d.queued = d.queued.filter((q) => q !== waiter);

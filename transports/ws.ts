@@ -600,9 +600,15 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       return status;
     },
     address: listener?.address,
-    async send(toNode, envelope) {
-      const bytes = admissible(toNode, envelope);
-      await outbox.append(toNode, bytes);
+    send(toNode, envelope) {
+      let bytes: Uint8Array;
+      try {
+        bytes = admissible(toNode, envelope);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      // The promise of the write that takes it, shared by the sends of that write.
+      return outbox.append(toNode, bytes);
     },
     reserve(toNode, envelope) {
       let bytes: Uint8Array;
