@@ -14,7 +14,7 @@
  *
  * Batched = the transport's default `batchMaxEnvelopes: 100`; one per frame = 1.
  *
- *   npx tsx bench/transport.ts [--quick]
+ *   node scripts/bench.js transport [--quick] [--burst N]
  *
  * Prints one JSON object. Not a test: nothing is asserted.
  */
@@ -229,6 +229,11 @@ export const quickTransport: TransportOptions = { batched: 20_000, onePerFrame: 
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const quick = process.argv.includes('--quick');
-  const transport = await benchTransport(quick ? quickTransport : {});
+  // `--burst N`: the batched Troupe burst sends N envelopes (default 20,000): longer bursts
+  // are less at the mercy of one slow moment of a shared VM.
+  const at = process.argv.indexOf('--burst');
+  const burst = at === -1 ? undefined : Number(process.argv[at + 1]);
+  if (burst !== undefined && !(Number.isInteger(burst) && burst > 0)) throw new TypeError(`--burst takes a positive integer, not ${process.argv[at + 1]}`);
+  const transport = await benchTransport({ ...(quick ? quickTransport : {}), ...(burst ? { troupeBatched: burst } : {}) });
   console.log(JSON.stringify({ machine: await machineInfo(), transport }, null, 2));
 }
