@@ -98,7 +98,18 @@ export interface NodeMailOptions {
   holds(runId: string): boolean;
   /** Loads the run if need be and drains its rows; `false` when the run is not running here after all. */
   drain(runId: string): Promise<boolean>;
+  /** The node's clock, for the age of replies left in other nodes' ask inboxes. */
+  now(): number;
 }
+
+/**
+ * How long a reply may wait in another node's `ask` inbox before any node deletes it. A live
+ * node drains its inbox as each reply is written, and again at every poll, and drops what is
+ * left at its next start: a reply this old belongs to a node that is gone and whose id is not
+ * used again (the nodes of a cluster that scales), and nobody else would ever delete it. An
+ * hour leaves room for clocks that disagree, and for a node stopped for a while.
+ */
+export const STALE_ASK_REPLY_MS = 60 * 60_000;
 
 /** A node's side of mail as rows: writing rows for runs it does not hold, and taking those for runs it does. */
 export function createNodeMail(o: NodeMailOptions) {
@@ -126,6 +137,22 @@ export function createNodeMail(o: NodeMailOptions) {
     if (o.holds(runId) && (await o.drain(runId))) return;
     if (!takesMail(await o.store.getRun(runId))) throw noSuchRun(`${runId}/${ROOT_ACTOR_ID}`);
   };
+  /** Deletes the replies in another node's ask inbox older than {@link STALE_ASK_REPLY_MS}; keeps what it cannot read. */
+  const dropStaleReplies = async (inbox: string) => {
+    const now = o.now();
+    const ops: StorageOp[] = [];
+    for (const { key, value, unreadable } of await o.store.inboundMail(inbox)) {
+      if (unreadable) continue;
+      let reply: Envelope;
+      try {
+        reply = o.parse(value);
+      } catch {
+        continue;
+      }
+      if (now - reply.ts > STALE_ASK_REPLY_MS) ops.push({ type: 'del', key });
+    }
+    if (ops.length > 0) await o.write(ops);
+  };
   const dropMailOf = async (runId: string) => {
     const ops: StorageOp[] = [];
     for await (const [key] of o.store.storage.entries(layout.inboundMails(runId))) ops.push({ type: 'del', key });
@@ -139,7 +166,8 @@ export function createNodeMail(o: NodeMailOptions) {
     /**
      * Drains the mail waiting for runs this node holds (at start; on a shared storage at every
      * poll, as a notification can be missed), and deletes mail left for runs that ended or do
-     * not exist: it can arrive as its run ends, and would otherwise stay for good. With
+     * not exist: it can arrive as its run ends, and would otherwise stay for good; so are
+     * replies left in another node's ask inbox for longer than {@link STALE_ASK_REPLY_MS}. With
      * `skip`, those runs are passed over (at start: the runs just loaded read their own).
      */
     async drainHeld(skip?: (runId: string) => boolean): Promise<void> {
@@ -148,7 +176,7 @@ export function createNodeMail(o: NodeMailOptions) {
         runs.map(async (runId) => {
           if (skip?.(runId)) return;
           if (runId === o.askInbox || o.holds(runId)) return mailFor(runId).catch(() => {});
-          if (askNodeOf(runId) !== undefined) return;
+          if (askNodeOf(runId) !== undefined) return dropStaleReplies(runId).catch(() => {});
           // A failed read deletes nothing: only a run known to have ended (or never been) loses its mail.
           const record = await o.store.getRun(runId).then((r) => ({ r }), () => undefined);
           if (!record || takesMail(record.r)) return;

@@ -327,6 +327,7 @@ export async function createNode(options: NodeOptions): Promise<TroupeNode> {
       await host.drainMail();
       return true;
     },
+    now: () => o.clock.now(),
   });
 
   const newRecord = (r: Pick<RunRecord, 'id' | 'crew' | 'version' | 'input' | 'part' | 'trace'> & { source: string | undefined }): RunRecord => {

@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createNode, memoryStorage, type RunEvent, type TroupeNode } from '../index.js';
 import { decode, encode } from '../core/codec.js';
 import { createRunStore, type JournalEntry } from '../core/run-store.js';
+import { STALE_ASK_REPLY_MS } from '../core/inbound-mail.js';
+import { layout } from '../core/layout.js';
 import type { Envelope } from '../core/envelope.js';
 import type { Storage, StorageOp } from '../core/storage.js';
 import { levelStorage } from '../storage/level.js';
@@ -333,5 +335,25 @@ describe('mail between runs held by different nodes of one Postgres database', (
       }, { timeout: 20_000 })
       .toEqual([{ output: 'answer: across' }]);
     await expect.poll(() => db.sql("SELECT key FROM troupe_kv WHERE key LIKE 'inq:%'")).toEqual([]);
+  });
+
+  it("deletes replies left in a gone node's ask inbox once they are an hour old, and keeps younger ones and unreadable ones", async () => {
+    // Replies to asks of a node that died and whose id never comes back: nobody else reads them.
+    const writer = await postgresStorage({ connectionString: db.url });
+    storages.push(writer);
+    const reply = (id: string, ts: number): Envelope => ({ id, from: 'q9/clerk', to: '_ask.gone/c1', type: 'result', payload: {}, corr: 'c1', seq: 0, ts });
+    const stale = layout.inboundMail('_ask.gone', 'q9', 1, 0);
+    const young = layout.inboundMail('_ask.gone', 'q9', 2, 0);
+    const unreadable = layout.inboundMail('_ask.gone', 'q9', 3, 0);
+    await writer.write([
+      { type: 'put', key: stale, value: encode(reply('env_old', Date.now() - STALE_ASK_REPLY_MS - 60_000)) },
+      { type: 'put', key: young, value: encode(reply('env_new', Date.now() - 60_000)) },
+      { type: 'put', key: unreadable, value: Uint8Array.of(0xc1) },
+    ]);
+    await open('sweeper', true, { pollMs: 100 });
+    await expect.poll(() => writer.get(stale), { timeout: 10_000 }).toBeUndefined();
+    // Swept in the same pass over that inbox as the stale one: still there.
+    expect(await writer.get(young)).toBeDefined();
+    expect(await writer.get(unreadable)).toBeDefined();
   });
 });
