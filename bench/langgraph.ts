@@ -22,6 +22,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import { benchTroupeSteps, machineInfo, repoFile, round, tempDir } from './durable-step.js';
 
@@ -117,6 +118,33 @@ async function langGraphRun(mods: LangGraphModules, dir: string, steps: number, 
   }
 }
 
+/**
+ * The most steps/s a runtime that persists a step as Troupe does can reach here: two LevelDB
+ * batches in series per step (the model's answer with the intents of its tool calls, then
+ * the results with the next step's start), each of `ops` puts totalling `bytes`, written with
+ * classic-level itself and nothing else done. A ceiling for the ratio to LangGraph, whatever
+ * the rest of the runtime costs.
+ */
+async function durableStepCeiling(dir: string, sync: boolean, steps: number, ops: number, bytes: number) {
+  const db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+  await db.open();
+  const size = Math.max(1, Math.round(bytes / ops));
+  const value = new Uint8Array(size).map((_, i) => (i * 131 + 7) & 0xff);
+  const batch = (step: number, half: number) => Array.from({ length: ops }, (_, i) => ({ type: 'put' as const, key: `run:bench:${String(step).padStart(8, '0')}:${half}:${i}`, value }));
+  try {
+    for (let i = 0; i < 20; i++) await db.batch(batch(-1, i), { sync });
+    const start = performance.now();
+    for (let step = 0; step < steps; step++) {
+      await db.batch(batch(step, 0), { sync });
+      await db.batch(batch(step, 1), { sync });
+    }
+    const totalMs = performance.now() - start;
+    return { sync, steps, batchesPerStep: 2, opsPerBatch: ops, bytesPerBatch: size * ops, totalMs: round(totalMs), stepsPerSec: Math.round((steps / totalMs) * 1000) };
+  } finally {
+    await db.close();
+  }
+}
+
 /** Runs `trial` `trials` times and keeps the median by `totalMs`. */
 async function median<T extends { totalMs: number }>(trials: number, trial: (i: number) => Promise<T>) {
   const runs: T[] = [];
@@ -169,8 +197,14 @@ export async function benchLangGraph(options: LangGraphOptions = {}) {
       totalMsAll: t.totalMsAll,
       agentStepsPerSec: stepsPerSec(t),
       msPerAgentStep: t.msPerAgentStep,
+      meanBatchOps: t.meanBatchOps,
       meanBatchKB: t.meanBatchKB,
     });
+    // Two batches of the size Troupe's own step wrote, and nothing else: the ceiling.
+    const ceiling = async (t: Awaited<ReturnType<typeof benchTroupeSteps>>, steps: number, langGraphStepsPerSec: number) => {
+      const c = await median(o.trials, async () => durableStepCeiling(dir(`ceiling-${t.sync}`), t.sync, steps, Math.round(t.meanBatchOps), t.meanBatchKB * 1024));
+      return { ...c, overLangGraphStepsPerSec: round(c.stepsPerSec / langGraphStepsPerSec) };
+    };
     const versions = async () => {
       const v = async (p: string) => (JSON.parse(await readFile(repoFile(`node_modules/${p}/package.json`), 'utf8')) as { version: string }).version;
       return { '@langchain/langgraph': await v('@langchain/langgraph'), '@langchain/langgraph-checkpoint-sqlite': await v('@langchain/langgraph-checkpoint-sqlite'), 'better-sqlite3': await v('better-sqlite3') };
@@ -183,12 +217,14 @@ export async function benchLangGraph(options: LangGraphOptions = {}) {
         troupe: pick(troupeDefault),
         langGraph: { checkpointer: 'SqliteSaver (WAL, as shipped)', ...langGraphDefault },
         troupeOverLangGraphStepsPerSec: round(stepsPerSec(troupeDefault) / langGraphDefault.agentStepsPerSec),
+        durableStepCeiling: await ceiling(troupeDefault, o.steps, langGraphDefault.agentStepsPerSec),
       },
       fsync: {
         steps: o.stepsFsync,
         troupe: pick(troupeFsync),
         langGraph: { checkpointer: 'SqliteSaver (WAL, synchronous=FULL)', ...langGraphFsync },
         troupeOverLangGraphStepsPerSec: round(stepsPerSec(troupeFsync) / langGraphFsync.agentStepsPerSec),
+        durableStepCeiling: await ceiling(troupeFsync, o.stepsFsync, langGraphFsync.agentStepsPerSec),
       },
     };
   } finally {

@@ -24,6 +24,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
+import { ClassicLevel } from 'classic-level';
 import { Packr, Unpackr } from 'msgpackr';
 import WebSocket from 'ws';
 import { encodeEnvelope } from '../advanced.js';
@@ -71,15 +72,21 @@ function startPeer(args: string[]): Promise<Peer> {
 
 // ---- raw ws + msgpackr -------------------------------------------------------------------
 
-async function rawSide(throughputN: number, roundTrips: number, perFrame: number) {
-  const peer = await startPeer(['raw']);
+/** A bare `ws` connection to the raw peer, and the msgpackr coders both raw sides use. */
+async function rawConnection(port: number) {
   const packr = new Packr({ useRecords: false });
   const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
-  const socket = new WebSocket(`ws://127.0.0.1:${peer.port}`, { perMessageDeflate: false });
+  const socket = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
   await new Promise<void>((resolve, reject) => {
     socket.once('open', resolve);
     socket.once('error', reject);
   });
+  return { packr, unpackr, socket };
+}
+
+async function rawSide(throughputN: number, roundTrips: number, perFrame: number) {
+  const peer = await startPeer(['raw']);
+  const { packr, unpackr, socket } = await rawConnection(peer.port);
   let onMessage: (value: { upTo?: number; type?: string; id?: string }) => void = () => {};
   socket.on('message', (data: Buffer) => onMessage(unpackr.unpack(data)));
   try {
@@ -116,6 +123,43 @@ async function rawSide(throughputN: number, roundTrips: number, perFrame: number
     };
   } finally {
     socket.close();
+    await peer.stop();
+  }
+}
+
+/**
+ * The round trip's floor for an envelope durable on both sides before it moves on: raw ws +
+ * msgpackr, the sender writing each ping to LevelDB (classic-level itself, no sync) before it
+ * sends it, the peer writing it before it answers. No validation, no sealing, no outbox.
+ */
+async function rawDurableRoundTrip(root: string, roundTrips: number) {
+  const peerDir = join(root, 'raw-durable-peer');
+  await mkdir(peerDir, { recursive: true });
+  const peer = await startPeer(['raw-durable', peerDir]);
+  const db = new ClassicLevel<string, Uint8Array>(join(root, 'raw-durable-local'), { keyEncoding: 'utf8', valueEncoding: 'view' });
+  await db.open();
+  const { packr, unpackr, socket } = await rawConnection(peer.port);
+  let onPong: () => void = () => {};
+  socket.on('message', (data: Buffer) => (unpackr.unpack(data) as { type?: string }).type === 'pong' && onPong());
+  try {
+    const roundTrip = async (i: number) => {
+      const t = performance.now();
+      const e = envelope(i, 'ping');
+      e.id = `ping_${i}`;
+      const bytes = packr.pack(e);
+      const back = new Promise<void>((resolve) => (onPong = resolve));
+      await db.batch([{ type: 'put', key: `out:${e.id}`, value: bytes }], { sync: false });
+      socket.send(bytes);
+      await back;
+      return performance.now() - t;
+    };
+    for (let i = 0; i < 100; i++) await roundTrip(i); // warm-up
+    const rtt: number[] = [];
+    for (let i = 0; i < roundTrips; i++) rtt.push(await roundTrip(100 + i));
+    return summarize(rtt);
+  } finally {
+    socket.close();
+    await db.close();
     await peer.stop();
   }
 }
@@ -205,10 +249,11 @@ export async function benchTransport(options: TransportOptions = {}) {
     const rawSingle = await rawSide(o.onePerFrame, o.roundTrips, 1);
     const troupeBatched = await troupeSide(root, o.troupeBatched, o.roundTrips, 100);
     const troupeSingle = await troupeSide(root, o.troupeOnePerFrame, o.roundTrips, 1);
+    const durableFloor = await rawDurableRoundTrip(root, o.roundTrips);
     return {
       what: 'parent process ↔ child process over 127.0.0.1; ~200 B envelopes; Troupe on LevelDB at both ends (durable outbox, in-order delivery, acks)',
       envelopeBytes: encodeEnvelope(envelope(123_456)).byteLength,
-      baselines: { rawWsMsgpackr: { batched100: rawBatched, onePerFrame: rawSingle } },
+      baselines: { rawWsMsgpackr: { batched100: rawBatched, onePerFrame: rawSingle }, rawWsMsgpackrDurableRoundTrip: durableFloor },
       troupe: { batched100: troupeBatched, onePerFrame: troupeSingle },
       ratios: {
         /** Raw msg/s over Troupe msg/s (higher = Troupe slower). */
@@ -217,6 +262,8 @@ export async function benchTransport(options: TransportOptions = {}) {
         /** Troupe p50 round trip over raw p50. */
         roundTripP50TroupeOverRaw: round(troupeBatched.roundTrip.p50Ms / rawBatched.roundTrip.p50Ms),
         roundTripP99TroupeOverRaw: round(troupeBatched.roundTrip.p99Ms / rawBatched.roundTrip.p99Ms),
+        /** The floor of a round trip durable on both sides (raw + two LevelDB writes) over raw, p50: the least any durable transport can reach here. */
+        roundTripP50DurableFloorOverRaw: round(durableFloor.p50Ms / rawBatched.roundTrip.p50Ms),
       },
     };
   } finally {
