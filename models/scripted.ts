@@ -48,7 +48,12 @@ export interface ScriptedModelOptions {
 const tokens = (text: string) => Math.ceil(text.length / 4);
 
 /** Assistant messages of the conversation so far: the agent's answers in the current task. */
-const answered = (request: ModelRequest) => request.messages.filter((m) => m.role === 'assistant').length;
+const answered = (request: ModelRequest) => {
+  // Counted without a filtered copy: a long conversation is walked at every call.
+  let n = 0;
+  for (const m of request.messages) if (m.role === 'assistant') n++;
+  return n;
+};
 
 /**
  * A deterministic, offline model. The turn it plays is the agent's turn in the run: its
