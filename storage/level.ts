@@ -38,7 +38,6 @@ export interface LevelStorage extends Storage {
 }
 
 type Db = ClassicLevel<string, Uint8Array>;
-type BatchOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 
 /** The options of a synced batch, one object for every one of them. */
 const SYNC = Object.freeze({ sync: true });
@@ -222,11 +221,21 @@ export async function levelStorage(options: LevelStorageOptions): Promise<LevelS
   const compaction = createDeletionCompaction({ threshold: compactAfterDeletes, compact: compactRange });
   const batch = async (ops: readonly StorageOp[], sync: boolean) => {
     try {
-      const mapped = ops.map((op): BatchOp => (op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key }));
-      // No options object unless it syncs: abstract-level copies the options into every op
-      // (`{ ...options, ...op }`), and ops carrying `sync` made its preparation of a step's
-      // batch 3-4x slower (~40 -> 100-160 us of the main thread, measured on classic-level alone).
-      await (sync ? db.batch(mapped, SYNC) : db.batch(mapped));
+      // A chained batch, options given once to its write: abstract-level's array form copies
+      // the options into every op (`{ ...options, ...op }`), and ops carrying `sync` made the
+      // preparation of a step's batch 3-4x slower (~40 against 100-250 us of the main thread,
+      // measured on classic-level alone); the chained form is as fast as the array without.
+      const chain = db.batch();
+      try {
+        for (const op of ops) {
+          if (op.type === 'put') chain.put(op.key, op.value);
+          else chain.del(op.key);
+        }
+      } catch (error) {
+        await chain.close();
+        throw error;
+      }
+      await (sync ? chain.write(SYNC) : chain.write());
     } catch (error) {
       // A background compaction that met a damaged table makes every later write fail so.
       throw errorCode(error) === 'LEVEL_CORRUPTION' ? readError(path, error) : error;
