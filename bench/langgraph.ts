@@ -132,11 +132,18 @@ async function durableStepCeiling(dir: string, sync: boolean, steps: number, ops
   const value = new Uint8Array(size).map((_, i) => (i * 131 + 7) & 0xff);
   const batch = (step: number, half: number) => Array.from({ length: ops }, (_, i) => ({ type: 'put' as const, key: `run:bench:${String(step).padStart(8, '0')}:${half}:${i}`, value }));
   try {
-    for (let i = 0; i < 20; i++) await db.batch(batch(-1, i), { sync });
+    // As levelStorage writes, a chained batch with the options given to its write once (the
+    // array form copies them into every op, which made a batch's preparation 3-4x slower).
+    const write = (ops: ReturnType<typeof batch>) => {
+      const chain = db.batch();
+      for (const op of ops) chain.put(op.key, op.value);
+      return sync ? chain.write({ sync: true }) : chain.write();
+    };
+    for (let i = 0; i < 20; i++) await write(batch(-1, i));
     const start = performance.now();
     for (let step = 0; step < steps; step++) {
-      await db.batch(batch(step, 0), { sync });
-      await db.batch(batch(step, 1), { sync });
+      await write(batch(step, 0));
+      await write(batch(step, 1));
     }
     const totalMs = performance.now() - start;
     return { sync, steps, batchesPerStep: 2, opsPerBatch: ops, bytesPerBatch: size * ops, totalMs: round(totalMs), stepsPerSec: Math.round((steps / totalMs) * 1000) };
