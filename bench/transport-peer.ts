@@ -68,7 +68,7 @@ async function rawPeer(durableDir?: string): Promise<() => Promise<void>> {
         socket.send(packr.pack({ upTo: received }));
       } else if (value.type === 'ping') {
         const pong = () => socket.send(packr.pack({ ...value, from: value.to, to: value.from, type: 'pong' }));
-        if (db) void db.batch([{ type: 'put', key: `in:${value.id}`, value: data as Buffer }], { sync: false }).then(pong);
+        if (db) void db.batch([{ type: 'put', key: `in:${value.id}`, value: data as Buffer }]).then(pong);
         else pong();
       } else {
         // One envelope per frame: acknowledged every 100, as the batched variant is.

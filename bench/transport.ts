@@ -148,7 +148,7 @@ async function rawDurableRoundTrip(root: string, roundTrips: number) {
       e.id = `ping_${i}`;
       const bytes = packr.pack(e);
       const back = new Promise<void>((resolve) => (onPong = resolve));
-      await db.batch([{ type: 'put', key: `out:${e.id}`, value: bytes }], { sync: false });
+      await db.batch([{ type: 'put', key: `out:${e.id}`, value: bytes }]); // no options: see storage/level.ts
       socket.send(bytes);
       await back;
       return performance.now() - t;
