@@ -1,8 +1,10 @@
-import { cp, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { cp, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
+import { processAlive } from '../core/process-alive.js';
 import { assertOps, KEY_END, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 import { createDeletionCompaction } from './deletion-compaction.js';
 
@@ -111,6 +113,60 @@ async function inspectDirectory(path: string, create: boolean): Promise<'existin
   throw new TroupeError(ErrorCode.STORAGE_FAILED, `${path} holds files that are not a LevelDB database; refusing to create one over them`, { details: { path } });
 }
 
+/** Where {@link createDatabase} builds a database before it is moved to `path`. */
+const SCRATCH_SUFFIX = '.creating-';
+
+/**
+ * Creates an empty database at `path` so that a process killed part way leaves nothing
+ * there, or a whole database: never a directory that every later open must refuse as
+ * damaged. LevelDB writes MANIFEST-000001 before CURRENT, and a run killed between the two
+ * (the crash trials found one) left LOCK, LOG and a manifest without CURRENT. So the database
+ * is made in a sibling directory, closed, renamed onto `path` (absent or an empty directory),
+ * and the rename made durable. Sibling scratch directories of dead processes are removed.
+ */
+async function createDatabase(path: string): Promise<void> {
+  const parent = dirname(path);
+  await mkdir(parent, { recursive: true });
+  await removeDeadScratch(parent, basename(path));
+  const scratch = `${path}${SCRATCH_SUFFIX}${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    const fresh = new ClassicLevel<string, Uint8Array>(scratch, { keyEncoding: 'utf8', valueEncoding: 'view', createIfMissing: true, errorIfExists: true });
+    await fresh.open();
+    await fresh.close();
+    try {
+      await rename(scratch, path);
+    } catch (cause) {
+      // Not an empty directory any more: a database (or anything) that appeared since we looked is not ours to replace.
+      if ((cause as NodeJS.ErrnoException).code === 'ENOTEMPTY' || (cause as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot create database at ${path}: something appeared there while it was created`, { cause, details: { path } });
+      }
+      throw cause;
+    }
+    const dir = await open(parent, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (cause) {
+    await rm(scratch, { recursive: true, force: true }).catch(() => {});
+    if (cause instanceof TroupeError) throw cause;
+    throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot create database at ${path}: ${levelCause(cause).message}`, { cause, details: { path } });
+  }
+}
+
+/** Removes `<name>.creating-<pid>-…` siblings whose process is gone: creations killed part way. */
+async function removeDeadScratch(parent: string, name: string): Promise<void> {
+  const prefix = `${name}${SCRATCH_SUFFIX}`;
+  for (const entry of await readdir(parent).catch(() => [] as string[])) {
+    if (!entry.startsWith(prefix)) continue;
+    const pid = Number(/^(\d+)-/.exec(entry.slice(prefix.length))?.[1]);
+    // This process's own may be a creation under way; a live process's is.
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    await rm(join(parent, entry), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
 /**
  * What LevelDB's open changes even when it fails: it renames LOG to LOG.old and starts a new
  * LOG before reading anything, and creates LOCK. Taken before an open of an existing
@@ -185,13 +241,12 @@ export async function levelStorage(options: LevelStorageOptions): Promise<LevelS
   const kind = await inspectDirectory(path, options.create ?? true);
   let db: Db;
   if (kind === 'new') {
-    await mkdir(path, { recursive: true });
-    // errorIfExists: a database that appeared since we looked is not ours to create.
-    db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: 'utf8', valueEncoding: 'view', createIfMissing: true, errorIfExists: true });
+    await createDatabase(path);
+    db = new ClassicLevel<string, Uint8Array>(path, { keyEncoding: 'utf8', valueEncoding: 'view', createIfMissing: false });
     try {
       await db.open();
     } catch (cause) {
-      throw new TroupeError(ErrorCode.STORAGE_FAILED, `cannot create database at ${path}: ${levelCause(cause).message}`, { cause, details: { path } });
+      throw openError(path, cause);
     }
   } else {
     const before = await logFiles(path);

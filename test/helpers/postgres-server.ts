@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
+import { processAlive } from '../../core/process-alive.js';
 
 /**
  * The Postgres server of the tests and benchmarks, and databases of their own on it. Apart
@@ -32,14 +33,7 @@ export interface TestDatabaseOptions {
 const creatorMark = `troupe-test host=${hostname()} pid=${process.pid}`;
 const MARK = /^troupe-test host=(\S+) pid=(\d+)$/;
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
+const alive = processAlive;
 
 /** Per server, the one sweep of this process (see {@link sweepAbandoned}). */
 const swept: Record<string, Promise<void>> = {};
