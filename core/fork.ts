@@ -2,7 +2,7 @@ import { checkpointLayout, type Checkpoint, type Manifest } from './checkpoints.
 import { decode } from './codec.js';
 import { layout } from './layout.js';
 import { forkLogOps } from './log-store.js';
-import { put, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
+import { put, type JournalEntry, type LedgerEntry, type RunRecord, type RunStore } from './run-store.js';
 import type { KeyRange, StorageOp } from './storage.js';
 
 /**
@@ -22,15 +22,28 @@ export async function forkOps(store: RunStore, source: RunRecord, checkpoint: Ch
   };
   const swap = (key: string) => key.replace(`:${from}:`, `:${to}:`);
 
-  await copy(layout.journals(from), swap, (_k, e) => (e as { seq: number }).seq <= checkpoint.journalSeq);
+  // Per call, the approval its newest decision to run it was taken under, up to the fork point.
+  const approvedUnder = new Map<string, string>();
+  await copy(layout.journals(from), swap, (_k, e) => {
+    const entry = e as JournalEntry;
+    if (entry.seq > checkpoint.journalSeq) return false;
+    const { callId, approvalId, decision } = entry.data ?? {};
+    if (entry.kind === 'approval.decided' && decision === 'approve' && typeof callId === 'string' && typeof approvalId === 'string') approvedUnder.set(callId, approvalId);
+    return true;
+  });
   for await (const [key, value] of storage.entries(layout.ledgers(from))) {
     const entry = decode(value, Infinity) as LedgerEntry;
     if ((entry.checkpoint ?? Infinity) <= checkpoint.seq) ops.push({ type: 'put', key: swap(key), value });
     else if (entry.intentAt !== undefined && entry.intentAt <= checkpoint.seq) {
       // In flight at the fork point: the fork sees the intent, not the later result, and
       // treats the call as interrupted (same key; an irreversible one waits for a human).
-      const { result: _result, intentAt, ...intent } = entry;
-      ops.push(put(swap(key), { ...intent, status: 'intent', checkpoint: intentAt }));
+      // The intent is the one the call had then: under the approval last given to run it
+      // by then, not one the source run was given after the fork point. With the later
+      // approval, the fork took the decision in its snapshot for one not yet used and ran an
+      // irreversible call the source may have run already (the crash trials found it).
+      const { result: _result, intentAt, approvalId: _later, ...intent } = entry;
+      const under = approvedUnder.get(entry.callId);
+      ops.push(put(swap(key), { ...intent, ...(under ? { approvalId: under } : {}), status: 'intent', checkpoint: intentAt }));
     }
   }
   for (const [actorId, last] of Object.entries(checkpoint.mailboxSeq)) {

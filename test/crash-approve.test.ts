@@ -204,3 +204,31 @@ describe('SIGKILL during resume', () => {
     expect(t.effects('email')).toHaveLength(1);
   }, TIMEOUT);
 });
+
+describe('a fork from where an approved call was in flight', () => {
+  it('parks the call for a human, even after the source was approved again and sent the e-mail', async () => {
+    await using t = await setup();
+    const first = await t.park('s1');
+    // Approved, and killed inside the approved call before its effect: its intent is under the first approval.
+    await t.killAt(['approve', first.id], /^slow tool send_confirmation started$/, { TROUPE_SLOW_TOOL: 'send_confirmation' });
+    expect((await t.troupe(['resume', 's1'])).code).toBe(3);
+    const [second] = await t.pending('s1');
+    expect(second).toMatchObject({ callId: EMAIL_CALL, reason: 'outcome-unknown' });
+    // The checkpoints where the call ran under the first approval: after its decision, before it was asked again.
+    const history = (JSON.parse((await t.troupe(['history', 's1', '--json'])).stdout) as { history: HistoryEntry[] }).history;
+    const asked = history.findLastIndex((h) => h.states.cashier === 'awaitingApproval');
+    const inFlight = history.slice(0, asked).filter((h, i, all) => h.states.cashier === 'acting' && all.slice(0, i).some((p) => p.states.cashier === 'awaitingApproval'));
+    expect(inFlight.length).toBeGreaterThan(0);
+    // The source is approved again and sends its e-mail (under the second approval) and ends.
+    const approved = await t.troupe(['approve', second!.id]);
+    expect(approved.code).toBe(0);
+    expect(t.effects('email').map((e) => e.key)).toEqual([`s1:${EMAIL_CALL}`]);
+    for (const [n, h] of inFlight.entries()) {
+      const fork = `s1-f${n}`;
+      // The fork must not take the first approval, in its snapshot, for one not yet used.
+      expect((await t.troupe(['fork', 's1', '--at', String(h.seq), '--run-id', fork])).code).toBe(3);
+      expect(await t.pending(fork)).toMatchObject([{ callId: EMAIL_CALL, tool: 'send_confirmation', reason: 'outcome-unknown' }]);
+      expect(t.effects('email')).toHaveLength(1);
+    }
+  }, TIMEOUT);
+});
