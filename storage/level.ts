@@ -4,7 +4,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { createLocalClaims } from '../core/claims.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
-import { processAlive } from '../core/process-alive.js';
+import { processAlive } from './process-alive.js';
 import { assertOps, KEY_END, type KeyRange, type Status, type Storage, type StorageOp, type WriteOptions } from '../core/storage.js';
 import { createDeletionCompaction } from './deletion-compaction.js';
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
-import { processAlive } from '../../core/process-alive.js';
+import { processAlive } from '../../storage/process-alive.js';
 
 /**
  * The Postgres server of the tests and benchmarks, and databases of their own on it. Apart
