@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { levelStorage } from '../storage/level.js';
+import { watchLines } from './helpers/lines.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -20,20 +21,14 @@ async function createThenKill(dir: string, after: number): Promise<number> {
   const child = spawn(process.execPath, ['--import', 'tsx', CREATOR, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const created = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const newest = [...out.matchAll(/^created (\d+)$/gm)].at(-1);
-      if (newest && Number(newest[1]) >= after) resolve(Number(newest[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`creator exited ${code}: ${stderr}`)));
-  });
-  // Mid-way through the creation after the one it printed, wherever that had got to.
+  // 'close', not 'exit': every line it printed has been read by then.
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const out = watchLines(child.stdout, exited, () => `creator printed ${out.lines.join(' | ')}; stderr: ${stderr}`);
+  await out.waitFor(new RegExp(`^created ${after}$`));
+  // Mid-way through the creation after the last one it printed, wherever that had got to.
   child.kill('SIGKILL');
   await exited;
-  return created;
+  return Math.max(...out.lines.map((line) => Number(/^created (\d+)$/.exec(line)?.[1] ?? -1)));
 }
 
 describe('creating a LevelDB database', () => {
