@@ -42,13 +42,20 @@ const isCount = (value: unknown) => Number.isSafeInteger(value) && (value as num
 /** The keys an envelope may have; any other is refused. */
 const ENVELOPE_KEYS = new Set(['id', 'from', 'to', 'type', 'payload', 'corr', 'replyTo', 'seq', 'ts']);
 
+/** The first rule a value breaks: the field (`undefined` for the value as a whole) and the rule. */
+export interface EnvelopeIssue {
+  path: string | undefined;
+  message: string;
+}
+
 /**
  * The first rule `value` breaks as an {@link Envelope}, or `undefined`: the one place the
- * envelope's rules are written. It reads the value and allocates nothing, so a frame of a
- * thousand envelopes is checked without a copy of any of them (zod's object schema rebuilt
- * each envelope, and a result per field: most of a receiver's garbage per envelope).
+ * envelope's rules are written ({@link EnvelopeSchema} is this rule as a zod schema). It
+ * reads the value and allocates nothing, so a frame of a thousand envelopes is checked
+ * without a copy of any of them (zod's object schema rebuilt each envelope, and a result per
+ * field: most of a receiver's garbage per envelope).
  */
-function envelopeIssue(value: unknown): { path: string | undefined; message: string } | undefined {
+export function envelopeIssue(value: unknown): EnvelopeIssue | undefined {
   if (typeof value !== 'object' || value === null) return { path: undefined, message: 'an envelope is an object' };
   // Plain objects only: what the decoder produces, and what the encoder writes key for key.
   const proto = Object.getPrototypeOf(value) as unknown;

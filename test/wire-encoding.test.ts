@@ -151,6 +151,25 @@ describe('a batch spliced into one buffer', () => {
       expect(() => decodeFrame(encodeFrame({ t: 'batch', epoch: EPOCH, items: seqs.map(item) }), 1 << 20)).toThrow(message);
     }
   });
+  it('refuses a batch whose items are not a list of 1-1000 plain { seq, envelope } objects, naming the item', () => {
+    const item = (seq: number) => ({ seq, envelope: envelope() });
+    const cases: Array<[unknown, RegExp]> = [
+      ['not a list', /^invalid frame: items: items is an array/],
+      [[], /^invalid frame: items: a batch holds 1-1000 items/],
+      [Array.from({ length: 1001 }, (_, i) => item(i + 1)), /^invalid frame: items: a batch holds 1-1000 items/],
+      [[item(1), 'envelope'], /^invalid frame: items\.1: an item is a plain object/],
+      [[item(1), null], /^invalid frame: items\.1: an item is a plain object/],
+      [[{ ...item(1), extra: true }], /^invalid frame: items\.0: unrecognized key "extra"/],
+      [[{ seq: 1 }], /^invalid frame: items\.0\.envelope: an envelope is an object/],
+      [[item(1), { seq: 2, envelope: { ...envelope(), secret: 1 } }], /^invalid frame: items\.1\.envelope: unrecognized key "secret"/],
+    ];
+    for (const [items, message] of cases) {
+      expect(() => decodeFrame(encodeFrame({ t: 'batch', epoch: EPOCH, items }), 1 << 20)).toThrow(message);
+    }
+    // The largest batch allowed passes, and parsing hands back the decoded items themselves.
+    const frame = decodeFrame(encodeFrame({ t: 'batch', epoch: EPOCH, items: Array.from({ length: 1000 }, (_, i) => item(i + 1)) }), 1 << 20);
+    expect(frame.t === 'batch' && frame.items.length).toBe(1000);
+  });
 });
 
 describe('an outbox group encoded into one buffer', () => {
