@@ -147,6 +147,37 @@ describe('the sender writes its outbox once per flush and once per acknowledgeme
     await outbox.close(new Error('closed'));
   });
 
+  it('starts the write of the next slice before it announces the slice just written, so the storage writes while frames are sent', async () => {
+    const events: string[] = [];
+    const inner = memoryStorage();
+    const gates: Array<() => void> = [];
+    const storage = countingStorage(
+      Object.assign(Object.create(inner) as Storage, {
+        get: inner.get.bind(inner),
+        entries: inner.entries.bind(inner),
+        write: async (ops: readonly StorageOp[], options?: Parameters<Storage['write']>[1]) => {
+          if (ops.some((op) => op.key.startsWith('outbox:'))) {
+            events.push('write');
+            await new Promise<void>((resolve) => gates.push(resolve));
+          }
+          return inner.write(ops, options);
+        },
+      }),
+    );
+    let outbox!: Awaited<ReturnType<typeof createOutbox>>;
+    outbox = await createOutbox({ storage, sync: false, onDurable: (to) => events.push(`durable ${outbox.durable(to)}`), maxEntries: 10_000 });
+    const sends = Array.from({ length: 2_000 }, (_, i) => outbox.append('x', encodeEnvelope(testEnvelope(i + 1))));
+    while (gates.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    gates.shift()!();
+    while (gates.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    // The second write was under way before the first slice was announced as sendable.
+    expect(events).toEqual(['write', 'write', 'durable 1024']);
+    gates.shift()!();
+    await Promise.all(sends);
+    expect(events).toEqual(['write', 'write', 'durable 1024', 'durable 2000']);
+    await outbox.close(new Error('closed'));
+  });
+
   it('gives the sends of one write one shared promise, and settles each slice of a burst with its own write', async () => {
     const storage = countingStorage();
     const outbox = await createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 10_000 });

@@ -269,12 +269,26 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     scheduled = true;
     queueMicrotask(() => {
       scheduled = false;
-      const due = slices.length > 0 || (deletes.length > 0 && (deletesDue || closed !== undefined));
-      if (!writing && due) writing = flush().finally(() => ((writing = undefined), schedule()));
+      startWrite();
     });
   };
 
-  const flush = async () => {
+  // When a write completes, the next one is started before the envelopes it made durable
+  // are announced: the storage then writes the next slice on its own thread while this one
+  // encodes and sends the frames of the last (announcing first left the storage idle for
+  // as long as a slice's frames took, between every two writes of a burst).
+  const startWrite = () => {
+    const due = slices.length > 0 || (deletes.length > 0 && (deletesDue || closed !== undefined));
+    if (writing || !due) return;
+    writing = flush().then((announce) => {
+      writing = undefined;
+      startWrite();
+      announce?.();
+    });
+  };
+
+  /** Writes the next slice (and the deletes due); resolves with what announces it, or nothing if the write failed. */
+  const flush = async (): Promise<(() => void) | undefined> => {
     const slice = slices.shift();
     const batch = slice?.items ?? [];
     const dels = deletes;
@@ -330,7 +344,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       for (const rest of slices) rest.reject(error);
       slices = [];
       rejectWaiters(closed);
-      return;
+      return undefined;
     }
     for (const [to, high] of raised) {
       const d = dest(to);
@@ -338,8 +352,10 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       d.high = Math.max(d.high, high);
     }
     for (const a of batch) durable(dest(a.to), a.entry);
-    slice?.resolve();
-    for (const to of highest.keys()) options.onDurable(to);
+    return () => {
+      slice?.resolve();
+      for (const to of highest.keys()) options.onDurable(to);
+    };
   };
 
   /** A durable entry: sendable, unless a reservation numbered before it is still open. */
