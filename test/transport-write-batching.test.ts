@@ -3,12 +3,14 @@ import type { Storage, StorageOp } from '../core/storage.js';
 import { memoryStorage } from '../storage/memory.js';
 import { createInbox } from '../transports/inbox.js';
 import { createOutbox } from '../transports/outbox.js';
+import { createMergedWrites } from '../transports/merged-writes.js';
 import { encodeEnvelope } from '../core/envelope.js';
 import { encode } from '../core/codec.js';
 import { createWsTransport, type WsTransport, type WsTransportOptions } from '../transports/ws.js';
 import { ErrorCode, TroupeError } from '../core/errors.js';
 import { recorder, testEnvelope } from '../testing/transport-conformance.js';
 import { wrapStorage } from './helpers/wrap-storage.js';
+import { manualClock, type ManualClock } from '../core/clock.js';
 
 const SECRET = 'transport-test-secret-0123456789';
 
@@ -333,5 +335,55 @@ describe('over real sockets, storage batches are per frame and per flush, not pe
     expect(touching(storeB.batches, 'inbox:').length).toBeLessThanOrEqual(frames);
     // Acknowledgements are per frame, and the deletes they cause share batches.
     expect(touching(storeA.batches, 'outbox:', 'del').length).toBeLessThanOrEqual(a.stats().framesIn);
+  });
+});
+
+describe('the transport writes of one turn', () => {
+  it('go to the storage as one batch, in the order they were asked for, and fail together', async () => {
+    const storage = countingStorage();
+    const writes = createMergedWrites(storage, false);
+    await Promise.all([writes.write([{ type: 'put', key: 'k1', value: encode(1) }]), writes.write([{ type: 'put', key: 'k2', value: encode(2) }])]);
+    expect(storage.batches.map((ops) => ops.map((op) => op.key))).toEqual([['k1', 'k2']]);
+    const failing = createMergedWrites({ write: () => Promise.reject(new Error('disk gone')) }, false);
+    const both = [failing.write([]), failing.write([])].map((p) => p.then(() => 'written', (e: Error) => e.message));
+    expect(await Promise.all(both)).toEqual(['disk gone', 'disk gone']);
+    // A storage that throws instead of rejecting fails the batches, not the process.
+    const throwing = createMergedWrites({ write: () => { throw new Error('closed'); } }, false);
+    await expect(throwing.write([])).rejects.toThrow('closed');
+  });
+});
+
+describe('a stream of envelopes answered one by one', () => {
+  // A clock that never moves unless told: held acknowledgements go out only when it does.
+  const pair = async (clock: ManualClock, answer: boolean, refuse = false) => {
+    const storeA = countingStorage();
+    const storeB = countingStorage();
+    let answered: (() => void) | undefined;
+    const a = await createWsTransport({
+      nodeId: 'a', storage: storeA, secret: SECRET, clock, listen: { host: '127.0.0.1', port: 0 },
+      deliver: async (e) => void (e.type === 'pong' && answered?.()),
+    });
+    const b: WsTransport = await createWsTransport({
+      nodeId: 'b', storage: storeB, secret: SECRET, clock, peers: { a: a.address!.url },
+      deliver: async (e) => {
+        if (refuse) throw new TroupeError(ErrorCode.UNKNOWN_ACTOR, 'nobody there');
+        if (answer) await b.send('a', { ...e, id: `pong-${e.id}`, type: 'pong', from: e.to, to: e.from });
+      },
+    });
+    const roundTrip = async (i: number) => {
+      const back = new Promise<void>((resolve) => (answered = resolve));
+      await a.send('b', testEnvelope(i));
+      await back;
+    };
+    return { a, b, storeA, storeB, roundTrip, async [Symbol.asyncDispose]() { await b.close(); await a.close(); } };
+  };
+
+  it('costs the side that asks one storage write per turn: the cursor of the answer and the outbox entry of the next question', async () => {
+    await using p = await pair(manualClock(Date.now()), true);
+    for (let i = 1; i <= 50; i++) await p.roundTrip(i);
+    const turns = p.storeA.batches.filter((ops) => ops.some((op) => op.key.startsWith('inbox:')) && ops.some((op) => op.key.startsWith('outbox:') && op.type === 'put'));
+    // Each of the 49 turns after the first answer wrote the answer's cursor with the next question.
+    expect(turns.length).toBeGreaterThanOrEqual(45);
+    expect(touching(p.storeA.batches, 'inbox:').length + touching(p.storeA.batches, 'outbox:', 'put').length - turns.length).toBeLessThanOrEqual(56);
   });
 });

@@ -4,6 +4,7 @@ import { ErrorCode, TroupeError } from '../core/errors.js';
 import { layout } from '../core/layout.js';
 import type { Storage, StorageOp } from '../core/storage.js';
 import type { OutboxReservation as CoreReservation } from '../core/transport.js';
+import type { MergedWrites } from './merged-writes.js';
 
 /**
  * The sender's side of the durable sequence protocol between two nodes, on a {@link Storage}
@@ -164,6 +165,8 @@ export interface OutboxOptions {
   waitMs?: number;
   /** Timers for `waitMs` (the transport's clock). */
   setTimer?: (fn: () => void, ms: number) => () => void;
+  /** The writes it shares with the inbox (merged per turn); default: its own to `storage`. */
+  writes?: MergedWrites;
 }
 
 /**
@@ -191,6 +194,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     epoch = randomBytes(16).toString('hex');
     await storage.write([{ type: 'put', key: transportKeys.epoch, value: encode(epoch) }], { sync: true });
   }
+  const write = options.writes ? options.writes.write : (ops: readonly StorageOp[]) => storage.write(ops, { sync });
   const dests = new Map<string, Destination>();
   const maxEntries = options.maxEntries ?? DEFAULT_OUTBOX_LIMITS.maxEntries;
   const maxBytes = options.maxBytes ?? DEFAULT_OUTBOX_LIMITS.maxBytes;
@@ -333,7 +337,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
     for (const [to, high] of raised) ops.push({ type: 'put', key: transportKeys.outseq(to), value: encode(high) });
     try {
-      await storage.write(ops, { sync });
+      await write(ops);
     } catch (cause) {
       // An outbox that cannot persist must refuse further sends rather than run ahead of
       // its durable state (a gap in flushed() would never resolve). Unsent deletes are

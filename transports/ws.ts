@@ -9,6 +9,7 @@ import type { TransportBindings, TransportFactory } from '../core/transport.js';
 import { assertNodeId, dialAuthenticated, listenAuthenticated, secretKey, type AuthenticatedListener, type WsLimits } from './auth.js';
 import { BATCH_OVERHEAD_BYTES, decodeFrame, encodeAck, encodeBatch, encodeHello, ITEM_OVERHEAD_BYTES, MAX_BATCH_ITEMS, type BatchFrame, type Frame } from './frames.js';
 import type { DeliverFn, PeerStatus, Transport, TransportStatus } from './index.js';
+import { createMergedWrites } from './merged-writes.js';
 import { createInbox, type DeadLetter, type InboxCursor } from './inbox.js';
 import { createOutbox, DEFAULT_OUTBOX_LIMITS, type OutboxEntry } from './outbox.js';
 import { createFrameSeal, MAC_BYTES, type FrameSeal, type SessionKeys } from './session.js';
@@ -244,10 +245,12 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   const peers = new Map<string, Peer>();
   const conns = new Set<Conn>();
   const queues = new Map<string, InboundQueue>();
-  const inbox = createInbox(o.storage, o.sync, { maxDeadLetters: o.maxDeadLetters, now: () => clock.now() });
+  const writes = createMergedWrites(o.storage, o.sync);
+  const inbox = createInbox(o.storage, o.sync, { maxDeadLetters: o.maxDeadLetters, now: () => clock.now(), writes });
   const outbox = await createOutbox({
     storage: o.storage,
     sync: o.sync,
+    writes,
     onDurable: (to) => schedulePump(peerOf(to)),
     maxEntries: o.maxOutboxEntries,
     maxBytes: o.maxOutboxBytes,
