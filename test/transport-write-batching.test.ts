@@ -386,4 +386,49 @@ describe('a stream of envelopes answered one by one', () => {
     expect(turns.length).toBeGreaterThanOrEqual(45);
     expect(touching(p.storeA.batches, 'inbox:').length + touching(p.storeA.batches, 'outbox:', 'put').length - turns.length).toBeLessThanOrEqual(56);
   });
+
+  it('holds acknowledgements of single envelopes back until the ack delay passes, then sends one for all of them', async () => {
+    const clock = manualClock(Date.now());
+    await using p = await pair(clock, true);
+    for (let i = 1; i <= 50; i++) await p.roundTrip(i);
+    // Only the questions and the answers went out: no frame was an acknowledgement.
+    expect(p.a.stats().framesOut).toBe(50);
+    expect(p.b.stats().framesOut).toBe(50);
+    // Every question is still held by the asking side's outbox: none was acknowledged yet.
+    expect(p.a.peers().find((s) => s.nodeId === 'b')).toMatchObject({ unacked: 50, acked: 0 });
+    let flushed = false;
+    const both = Promise.all([p.a.flushed('b'), p.b.flushed('a')]).then(() => (flushed = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(flushed).toBe(false);
+    clock.advance(5);
+    await both;
+    expect(p.a.stats().framesOut).toBe(51);
+    expect(p.b.stats().framesOut).toBe(51);
+    expect(p.a.peers().find((s) => s.nodeId === 'b')).toMatchObject({ unacked: 0, acked: 50 });
+  });
+
+  it('sends a held acknowledgement when it closes, so the peer does not resend what it has', async () => {
+    await using p = await pair(manualClock(Date.now()), false);
+    await p.a.send('b', testEnvelope(1));
+    const flushed = p.a.flushed('b');
+    while (p.b.stats().delivered < 1) await new Promise((resolve) => setImmediate(resolve));
+    await p.b.close(); // the clock never moved
+    await flushed;
+    expect(p.a.peers().find((s) => s.nodeId === 'b')).toMatchObject({ acked: 1, unacked: 0 });
+  });
+
+  it('acknowledges at once after 100 envelopes, and at once when it refuses one', async () => {
+    const clock = manualClock(Date.now());
+    {
+      await using p = await pair(clock, false);
+      await Promise.all(Array.from({ length: 100 }, (_, i) => p.a.send('b', testEnvelope(i + 1))));
+      await p.a.flushed('b'); // the clock never moved
+    }
+    {
+      await using p = await pair(clock, false, true);
+      await p.a.send('b', testEnvelope(1));
+      await p.a.flushed('b');
+      expect(p.a.stats().refusedByPeer).toBe(1);
+    }
+  });
 });

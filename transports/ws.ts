@@ -134,6 +134,9 @@ interface Conn {
   sentUpTo: number;
   blocked: boolean;
   closed: boolean;
+  /** Envelopes received since the last acknowledgement went out, and the one held back. */
+  unacked: number;
+  heldAck: { cursor: InboxCursor; cancel: () => void } | undefined;
 }
 
 /** Received batches of one sender waiting for delivery, and the loop delivering them. */
@@ -167,6 +170,9 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 // deduplication window (SEEN_RING, 4096 ids).
 export const MERGE_MAX_ENVELOPES = 500;
 const CLOSE_GRACE_MS = 1_000;
+/** Envelopes after which a receiver acknowledges at once, and how long it holds back an acknowledgement otherwise. */
+const ACK_EVERY = 100;
+const ACK_DELAY_MS = 5;
 const WS_ERRORS: Record<string, keyof WsTransportStats['closed']> = {
   WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 'oversized',
   WS_ERR_TOO_MANY_BUFFERED_PARTS: 'fragmented',
@@ -402,15 +408,42 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
     stats.deadLetters += outcome.deadLetters;
     if (outcome.epochReset) stats.epochResets++;
     if (outcome.stopped) return;
-    sendAck(conn, outcome.cursor, outcome.refused);
+    // Before a close for a failed delivery it goes at once: what was delivered is not resent.
+    sendAck(conn, outcome.cursor, outcome.refused, frame.items.length, outcome.failure !== undefined);
     if (outcome.failure === undefined) return;
     peerOf(conn.remote).lastError = `deliver failed: ${(outcome.failure as Error)?.message ?? String(outcome.failure)}`;
     // Closing makes the sender reconnect with backoff and resend from what we acknowledged.
     if (status === 'open') violate(conn, 1011, 'delivery failed, retry later', 'deliverFailed');
   }
 
-  function sendAck(conn: Conn, cursor: InboxCursor, refused: readonly number[]) {
+  /**
+   * Acknowledges at once after {@link ACK_EVERY} envelopes or a refusal, otherwise at most
+   * {@link ACK_DELAY_MS} later (delayed acknowledgement, as TCP's): in a stream of single
+   * envelopes answered one by one, an acknowledgement per envelope was a frame each way on
+   * every round trip's path, sealed, sent, opened and parsed while the answer waited.
+   */
+  function sendAck(conn: Conn, cursor: InboxCursor, refused: readonly number[], received: number, now: boolean) {
     if (conn.ws.readyState !== WebSocket.OPEN || conn.closed) return;
+    conn.unacked += received;
+    if (!now && refused.length === 0 && conn.unacked < ACK_EVERY) {
+      if (conn.heldAck) conn.heldAck.cursor = cursor;
+      else conn.heldAck = { cursor, cancel: clock.setTimer(() => flushAck(conn), ACK_DELAY_MS) };
+      return;
+    }
+    conn.heldAck?.cancel();
+    conn.heldAck = undefined;
+    writeAck(conn, cursor, refused);
+  }
+
+  function flushAck(conn: Conn) {
+    const held = conn.heldAck;
+    conn.heldAck = undefined;
+    held?.cancel();
+    if (held && conn.ws.readyState === WebSocket.OPEN && !conn.closed) writeAck(conn, held.cursor, []);
+  }
+
+  function writeAck(conn: Conn, cursor: InboxCursor, refused: readonly number[]) {
+    conn.unacked = 0;
     conn.ws.send(conn.seal.seal(encodeAck(cursor.epoch, cursor.seq, refused)));
     stats.framesOut++;
   }
@@ -433,7 +466,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
   }
 
   function attach(ws: WebSocket, remote: string, outbound: boolean, keys: SessionKeys): Conn {
-    const conn: Conn = { ws, remote, seal: createFrameSeal(keys, outbound ? 'client' : 'server'), proven: outbound, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false };
+    const conn: Conn = { ws, remote, seal: createFrameSeal(keys, outbound ? 'client' : 'server'), proven: outbound, alive: true, lastBuffered: 0, backlog: 0, sentUpTo: 0, blocked: false, closed: false, unacked: 0, heldAck: undefined };
     conns.add(conn);
     const peer = peerOf(remote);
     let cancelProof: (() => void) | undefined;
@@ -449,6 +482,8 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       conn.closed = true;
       conns.delete(conn);
       cancelProof?.();
+      conn.heldAck?.cancel();
+      conn.heldAck = undefined;
       if (outbound) {
         if (peer.out === conn) peer.out = undefined;
         scheduleReconnect(peer);
@@ -666,7 +701,10 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
           peer.dialing?.terminate();
         }
         const gone = [...conns].map((c) => new Promise<void>((ok) => (c.ws.readyState === WebSocket.CLOSED ? ok() : c.ws.once('close', () => ok()))));
-        for (const conn of conns) closeConn(conn, 1001, 'node closing');
+        for (const conn of conns) {
+          flushAck(conn); // a held acknowledgement spares the peer resending what we have
+          closeConn(conn, 1001, 'node closing');
+        }
         await listener?.close();
         await Promise.all(gone);
         await Promise.all([...queues.values()].map((q) => q.draining));
