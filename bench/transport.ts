@@ -32,7 +32,7 @@ import { encodeEnvelope } from '../advanced.js';
 import type { Envelope } from '../index.js';
 import { levelStorage } from '../storage/level.js';
 import { createWsTransport } from '../transports/index.js';
-import { childScript, machineInfo, round, summarize, tempDir } from './durable-step.js';
+import { childScript, machineInfo, percentile, round, summarize, tempDir } from './durable-step.js';
 
 const PEER = new URL('./transport-peer.ts', import.meta.url);
 
@@ -226,10 +226,11 @@ async function troupeSide(root: string, throughputN: number, roundTrips: number,
       const t = await throughput(throughputN);
       if (i > 0) bursts.push(t); // the first is the warm-up
     }
-    const mid = [...bursts].sort((a, b) => a.ms - b.ms)[bursts.length >> 1]!;
+    const summary = burstSummary(throughputN, bursts.map((b) => b.ms));
+    const mid = bursts.find((b) => round(b.ms) === summary.medianMs)!;
     return {
       envelopesPerFrame: perFrame,
-      throughput: { ...burstSummary(throughputN, bursts.map((b) => b.ms)), medianBurstAllPersistedLocallyMs: round(mid.persistedMs) },
+      throughput: { ...summary, medianBurstAllPersistedLocallyMs: round(mid.persistedMs) },
       roundTrip: summarize(rtt),
       stats: (({ framesOut, framesIn, delivered, duplicates, reconnects }) => ({ framesOut, framesIn, delivered, duplicates, reconnects }))(transport.stats()),
     };
@@ -247,8 +248,7 @@ async function troupeSide(root: string, throughputN: number, roundTrips: number,
  * of its later ones), and swung with one slow moment of a shared VM.
  */
 function burstSummary(envelopes: number, ms: readonly number[]) {
-  const sorted = [...ms].sort((a, b) => a - b);
-  const median = sorted[sorted.length >> 1]!;
+  const median = percentile(ms, 50);
   return {
     envelopes,
     bursts: ms.length,

@@ -25,7 +25,10 @@ export const ITEM_OVERHEAD_BYTES = 24;
 /** An outbox incarnation: random hex, new whenever a sender's storage starts empty. */
 export const EpochSchema = z.string().regex(/^[0-9a-f]{16,64}$/);
 
-const SeqSchema = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+/** A per-pair sequence number: a positive safe integer. */
+const isSeq = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0;
+const SEQ_RULE = 'a sequence number is a positive integer';
+const SeqSchema = z.number().refine(isSeq, SEQ_RULE);
 
 /** One envelope of a batch with its per-pair sequence number. */
 export interface BatchFrameItem {
@@ -48,9 +51,9 @@ function itemsIssue(items: unknown): { path: (string | number)[]; message: strin
     for (const key in item) if (key !== 'seq' && key !== 'envelope') return { path: [i], message: `unrecognized key "${key.slice(0, 64)}"` };
     const { seq, envelope } = item as { seq?: unknown; envelope?: unknown };
     // Positive and strictly increasing: a resent frame or a spliced one cannot go back.
-    if (!Number.isSafeInteger(seq) || (seq as number) <= 0) return { path: [i, 'seq'], message: 'a sequence number is a positive integer' };
-    if ((seq as number) <= previous) return { path: [i, 'seq'], message: 'sequence numbers must increase' };
-    previous = seq as number;
+    if (!isSeq(seq)) return { path: [i, 'seq'], message: SEQ_RULE };
+    if (seq <= previous) return { path: [i, 'seq'], message: 'sequence numbers must increase' };
+    previous = seq;
     const issue = envelopeIssue(envelope);
     if (issue) return { path: issue.path === undefined ? [i, 'envelope'] : [i, 'envelope', issue.path], message: issue.message };
   }

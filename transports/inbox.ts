@@ -4,7 +4,7 @@ import { ErrorCode, isTroupeError } from '../core/errors.js';
 import { layout } from '../core/layout.js';
 import type { Storage, StorageOp } from '../core/storage.js';
 import type { DeliverFn } from '../core/transport.js';
-import type { MergedWrites } from './merged-writes.js';
+import { directWrites, type TransportWrites } from './merged-writes.js';
 
 /**
  * The receiver's side of the durable sequence protocol between two nodes (the sender's is
@@ -67,7 +67,7 @@ export interface InboxOptions {
   maxDeadLetters?: number;
   now?: () => number;
   /** The writes it shares with the outbox (merged per turn); default: its own to `storage`. */
-  writes?: MergedWrites;
+  writes?: TransportWrites;
 }
 
 /** The receiver's side: per sender, the highest seq delivered, so duplicates are dropped. */
@@ -94,7 +94,7 @@ export function createInbox(storage: Storage, sync: boolean, inboxOptions: Inbox
   const maxDead = inboxOptions.maxDeadLetters ?? 1000;
   const now = inboxOptions.now ?? Date.now;
   const cache = new Map<string, InboxCursor>();
-  const write = inboxOptions.writes ? inboxOptions.writes.write : (batch: readonly StorageOp[]) => storage.write(batch, { sync });
+  const { write } = inboxOptions.writes ?? directWrites(storage, sync);
   const ops = (from: string, cursor: InboxCursor): StorageOp[] => [{ type: 'put', key: transportKeys.inbox(from), value: encode(cursor) }];
   let deadNext: number | undefined;
   const deadOps = async (letter: DeadLetter): Promise<StorageOp[]> => {

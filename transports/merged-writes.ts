@@ -14,7 +14,7 @@ import type { Storage, StorageOp } from '../core/storage.js';
  * two comes first in the microtask queue depends on how deep the awaits above each run, and
  * a microtask merged none of them in a test where it merged all of them in the benchmark.
  */
-export interface MergedWrites {
+export interface TransportWrites {
   /** Resolves once `ops` are durable, with every batch merged with them (which fail with them). */
   write(ops: readonly StorageOp[]): Promise<void>;
 }
@@ -26,7 +26,7 @@ interface Pending {
 }
 
 /** Merges the unfenced writes of one turn into one `storage.write` with `sync`. */
-export function createMergedWrites(storage: Pick<Storage, 'write'>, sync: boolean): MergedWrites {
+export function createMergedWrites(storage: Pick<Storage, 'write'>, sync: boolean): TransportWrites {
   let pending: Pending[] = [];
   const flush = () => {
     const group = pending;
@@ -53,4 +53,9 @@ export function createMergedWrites(storage: Pick<Storage, 'write'>, sync: boolea
       });
     },
   };
+}
+
+/** Each batch its own `storage.write` with `sync`, at once: an outbox or inbox used on its own. */
+export function directWrites(storage: Pick<Storage, 'write'>, sync: boolean): TransportWrites {
+  return { write: (ops) => storage.write(ops, { sync }) };
 }

@@ -4,7 +4,7 @@ import { ErrorCode, TroupeError } from '../core/errors.js';
 import { layout } from '../core/layout.js';
 import type { Storage, StorageOp } from '../core/storage.js';
 import type { OutboxReservation as CoreReservation } from '../core/transport.js';
-import type { MergedWrites } from './merged-writes.js';
+import { directWrites, type TransportWrites } from './merged-writes.js';
 
 /**
  * The sender's side of the durable sequence protocol between two nodes, on a {@link Storage}
@@ -166,7 +166,7 @@ export interface OutboxOptions {
   /** Timers for `waitMs` (the transport's clock). */
   setTimer?: (fn: () => void, ms: number) => () => void;
   /** The writes it shares with the inbox (merged per turn); default: its own to `storage`. */
-  writes?: MergedWrites;
+  writes?: TransportWrites;
 }
 
 /**
@@ -194,7 +194,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     epoch = randomBytes(16).toString('hex');
     await storage.write([{ type: 'put', key: transportKeys.epoch, value: encode(epoch) }], { sync: true });
   }
-  const write = options.writes ? options.writes.write : (ops: readonly StorageOp[]) => storage.write(ops, { sync });
+  const { write } = options.writes ?? directWrites(storage, sync);
   const dests = new Map<string, Destination>();
   const maxEntries = options.maxEntries ?? DEFAULT_OUTBOX_LIMITS.maxEntries;
   const maxBytes = options.maxBytes ?? DEFAULT_OUTBOX_LIMITS.maxBytes;

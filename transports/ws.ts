@@ -430,15 +430,20 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       else conn.heldAck = { cursor, cancel: clock.setTimer(() => flushAck(conn), ACK_DELAY_MS) };
       return;
     }
-    conn.heldAck?.cancel();
-    conn.heldAck = undefined;
+    takeHeldAck(conn);
     writeAck(conn, cursor, refused);
   }
 
-  function flushAck(conn: Conn) {
+  /** The held acknowledgement, if any, no longer held (its timer cancelled). */
+  function takeHeldAck(conn: Conn) {
     const held = conn.heldAck;
     conn.heldAck = undefined;
     held?.cancel();
+    return held;
+  }
+
+  function flushAck(conn: Conn) {
+    const held = takeHeldAck(conn);
     if (held && conn.ws.readyState === WebSocket.OPEN && !conn.closed) writeAck(conn, held.cursor, []);
   }
 
@@ -482,8 +487,7 @@ export async function createWsTransport(options: WsTransportOptions): Promise<Ws
       conn.closed = true;
       conns.delete(conn);
       cancelProof?.();
-      conn.heldAck?.cancel();
-      conn.heldAck = undefined;
+      takeHeldAck(conn);
       if (outbound) {
         if (peer.out === conn) peer.out = undefined;
         scheduleReconnect(peer);
