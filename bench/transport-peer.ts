@@ -4,6 +4,7 @@
  *   node --import tsx bench/transport-peer.ts troupe <dir> <batchMaxEnvelopes> <secret>
  *   node --import tsx bench/transport-peer.ts raw
  *   node --import tsx bench/transport-peer.ts raw-durable <dir>
+ *   node --import tsx bench/transport-peer.ts raw-sealed-stream|raw-durable-stream <dir> <keyHex>
  *
  * `troupe`: a Troupe WebSocket transport (node id `peer`) on a LevelDB at `<dir>`, listening
  * on 127.0.0.1; every envelope of type `ping` is answered with a `pong` to its sender,
@@ -22,6 +23,9 @@ import { createWsTransport, type WsTransport } from '../transports/index.js';
 import { ClassicLevel } from 'classic-level';
 import { levelStorage } from '../storage/level.js';
 import type { Envelope } from '../index.js';
+import { envelopeIssue } from '../core/envelope.js';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { MAC_BYTES } from '../transports/session.js';
 
 const [mode, dir, batch, secret] = process.argv.slice(2);
 
@@ -52,13 +56,79 @@ async function troupePeer(): Promise<() => Promise<void>> {
   };
 }
 
-async function rawPeer(durableDir?: string): Promise<() => Promise<void>> {
+/**
+ * What every raw mode starts with: its LevelDB at `durableDir` (when it has one), the coders
+ * raw uses, and a listening server whose port is printed; `stop` closes both.
+ */
+async function rawServer(durableDir: string | undefined) {
   const db = durableDir === undefined ? undefined : new ClassicLevel<string, Uint8Array>(durableDir, { keyEncoding: 'utf8', valueEncoding: 'view' });
   await db?.open();
   const packr = new Packr({ useRecords: false });
   const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
   const server = new WebSocketServer({ host: HOST, port: 0, perMessageDeflate: false, maxPayload: 1024 * 1024 });
   await new Promise<void>((resolve) => server.once('listening', resolve));
+  const address = server.address();
+  // No client can connect before the caller, in this same turn, attached its handlers.
+  process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address ? address.port : 0 })}\n`);
+  return {
+    db,
+    packr,
+    unpackr,
+    server,
+    async stop() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await db?.close();
+    },
+  };
+}
+
+/**
+ * `raw-sealed-stream <dir> <keyHex>` and `raw-durable-stream <dir> <keyHex>`: the receiving
+ * side of bench/transport.ts's stream floors. Each frame (an array of envelopes, then a
+ * 32-byte HMAC-SHA256 over a frame counter and the array) is verified, decoded, and every
+ * envelope checked against the envelope rule; a bad frame ends the connection. Sealed:
+ * acknowledged with `{ upTo }` (the count received) at once. Durable: the count is written
+ * to a LevelDB at `<dir>` first, one write in flight, frames arriving meanwhile sharing the
+ * next, and acknowledged once written. No delivery envelope by envelope.
+ */
+async function rawStreamPeer(durableDir: string, keyHex: string, durable: boolean): Promise<() => Promise<void>> {
+  const key = Buffer.from(keyHex, 'hex');
+  const { db, packr, unpackr, server, stop } = await rawServer(durable ? durableDir : undefined);
+  server.on('connection', (socket) => {
+    let received = 0;
+    let frames = 0n;
+    let writing = false;
+    let written = 0;
+    const writeCursor = (store: ClassicLevel<string, Uint8Array>) => {
+      if (writing || written === received) return;
+      writing = true;
+      const upTo = received;
+      void store.batch([{ type: 'put', key: 'in:cursor', value: packr.pack(upTo) }]).then(() => {
+        writing = false;
+        written = upTo;
+        socket.send(packr.pack({ upTo }));
+        writeCursor(store);
+      });
+    };
+    socket.on('message', (data: RawData) => {
+      const bytes = data as Buffer;
+      const body = bytes.subarray(0, bytes.byteLength - MAC_BYTES);
+      const counter = Buffer.alloc(8);
+      counter.writeBigUInt64BE(frames++);
+      const tag = createHmac('sha256', key).update(counter).update(body).digest();
+      if (bytes.byteLength < MAC_BYTES || !timingSafeEqual(tag, bytes.subarray(bytes.byteLength - MAC_BYTES))) return socket.terminate();
+      const value = unpackr.unpack(body) as unknown;
+      if (!Array.isArray(value) || value.some((e) => envelopeIssue(e) !== undefined)) return socket.terminate();
+      received += value.length;
+      if (db) writeCursor(db);
+      else socket.send(packr.pack({ upTo: received }));
+    });
+  });
+  return stop;
+}
+
+async function rawPeer(durableDir?: string): Promise<() => Promise<void>> {
+  const { db, packr, unpackr, server, stop } = await rawServer(durableDir);
   server.on('connection', (socket) => {
     let received = 0;
     socket.on('message', (data: RawData) => {
@@ -77,15 +147,11 @@ async function rawPeer(durableDir?: string): Promise<() => Promise<void>> {
       }
     });
   });
-  const address = server.address();
-  process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address ? address.port : 0 })}\n`);
-  return async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await db?.close();
-  };
+  return stop;
 }
 
-const close = mode === 'troupe' ? await troupePeer() : await rawPeer(mode === 'raw-durable' ? dir : undefined);
+const close =
+  mode === 'troupe' ? await troupePeer() : mode === 'raw-durable-stream' || mode === 'raw-sealed-stream' ? await rawStreamPeer(dir!, batch!, mode === 'raw-durable-stream') : await rawPeer(mode === 'raw-durable' ? dir : undefined);
 let closing = false;
 const shutdown = () => {
   if (closing) return;

@@ -12,6 +12,11 @@
  *   per frame, acknowledged every 100 envelopes; nothing persisted, nothing validated.
  * - round trip: one `ping` at a time, answered by a `pong` from the peer (Troupe: a
  *   `send` back to the sender, itself durable on the peer's side before it leaves).
+ * - floors: raw ws + msgpackr doing only what the transport's guarantees need. The round
+ *   trip with a LevelDB write on each side; a batched stream whose frames are tagged
+ *   (HMAC-SHA256) and whose envelopes are checked on arrival, and the same stream durable
+ *   at both ends (see {@link rawStreamFloor}). No transport keeping those guarantees can
+ *   pass them on this machine.
  *
  * Batched = the transport's default `batchMaxEnvelopes: 100`; one per frame = 1.
  *
@@ -20,7 +25,7 @@
  * Prints one JSON object. Not a test: nothing is asserted.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -31,6 +36,7 @@ import WebSocket from 'ws';
 import { encodeEnvelope } from '../advanced.js';
 import type { Envelope } from '../index.js';
 import { levelStorage } from '../storage/level.js';
+import { memoryStorage } from '../storage/memory.js';
 import { createWsTransport } from '../transports/index.js';
 import { childScript, machineInfo, percentile, round, summarize, tempDir } from './durable-step.js';
 
@@ -169,6 +175,109 @@ async function rawDurableRoundTrip(root: string, roundTrips: number) {
   }
 }
 
+/**
+ * Batched throughput's floor: the work the issue's guarantees need, done in raw ws +
+ * msgpackr, and nothing else. Frames of 100 envelopes (`Packr.pack(array)`, as raw), each
+ * tagged with HMAC-SHA256 over a frame counter; the peer (`raw-sealed-stream`,
+ * `raw-durable-stream`) verifies the tag, decodes, checks every envelope against the
+ * envelope rule (`envelopeIssue`, what Troupe's receiver runs), then acknowledges.
+ * - `sealed`: nothing persisted; frames go out as they are encoded, as raw's do.
+ * - `durable`: the frames of one turn (`framesPerTurn`, 10: 1,000 envelopes, as the
+ *   outbox's slice) are one LevelDB batch (classic-level itself, no sync) started as soon as
+ *   they are encoded, and sent once it is done, in order, while the next turn encodes; the
+ *   peer writes its cursor before it acknowledges, one write in flight, frames arriving
+ *   meanwhile sharing the next.
+ * Left out, though a transport needs them: delivery envelope by envelope, deleting what was
+ * acknowledged, outbox bounds, checks of the sender's own input. So a transport keeping the
+ * guarantees can come near this floor but not pass it.
+ */
+async function rawStreamFloor(root: string, n: number, repeats: number, durable: boolean, framesPerTurn = 10) {
+  const key = randomBytes(32);
+  const peerDir = join(root, durable ? 'raw-durable-stream-peer' : 'raw-sealed-stream-peer');
+  await mkdir(peerDir, { recursive: true });
+  const peer = await startPeer([durable ? 'raw-durable-stream' : 'raw-sealed-stream', peerDir, key.toString('hex')]);
+  const db = durable ? new ClassicLevel<string, Uint8Array>(join(root, 'raw-durable-stream-local'), { keyEncoding: 'utf8', valueEncoding: 'view' }) : undefined;
+  await db?.open();
+  const { packr, unpackr, socket } = await rawConnection(peer.port);
+  let onAck: (upTo: number) => void = () => {};
+  socket.on('message', (data: Buffer) => onAck((unpackr.unpack(data) as { upTo: number }).upTo));
+  let frames = 0n;
+  let frameKey = 0;
+  const seal = (body: Uint8Array) => {
+    const counter = Buffer.alloc(8);
+    counter.writeBigUInt64BE(frames++);
+    return Buffer.concat([body, createHmac('sha256', key).update(counter).update(body).digest()]);
+  };
+  try {
+    const burst = async (offset: number) => {
+      const envelopes = Array.from({ length: n }, (_, i) => envelope(offset + i));
+      const target = offset + n;
+      const start = performance.now();
+      const acked = new Promise<void>((resolve) => (onAck = (upTo) => upTo >= target && resolve()));
+      if (!db) {
+        for (let i = 0; i < n; i += 100) socket.send(seal(packr.pack(envelopes.slice(i, i + 100))));
+      } else {
+        const ready: Array<Buffer[] | undefined> = [];
+        let next = 0;
+        for (let i = 0; i < n; ) {
+          const group: Buffer[] = [];
+          for (const end = Math.min(n, i + framesPerTurn * 100); i < end; i += 100) group.push(seal(packr.pack(envelopes.slice(i, i + 100))));
+          const at = ready.push(undefined) - 1;
+          void db.batch(group.map((value) => ({ type: 'put' as const, key: `out:${String(frameKey++).padStart(12, '0')}`, value }))).then(() => {
+            ready[at] = group;
+            while (next < ready.length && ready[next]) for (const framed of ready[next++]!) socket.send(framed);
+          });
+          // The next turn encodes while LevelDB writes this one, and its completion can run.
+          if (i < n) await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      }
+      await acked;
+      return performance.now() - start;
+    };
+    const bursts: number[] = [];
+    for (let i = 0; i <= repeats; i++) {
+      const ms = await burst(i * n);
+      if (i > 0) bursts.push(ms); // the first is the warm-up
+    }
+    return { envelopesPerFrame: 100, ...(db ? { framesPerTurn } : {}), throughput: burstSummary(n, bursts) };
+  } finally {
+    socket.close();
+    await db?.close();
+    await peer.stop();
+  }
+}
+
+/**
+ * What one `send` costs before its frame can leave, with no storage I/O and no peer: a
+ * transport on `memoryStorage`, sending to a node it has no connection to, timed from the
+ * call to the durable promise. Hot: one send right after another. After an idle: each after
+ * a 1 ms timer, as every step of a round trip runs (each side waits for the other). The
+ * round trip's budget above its floor has to hold four such stretches of JavaScript: the
+ * ping's send and receipt, the pong's send and receipt.
+ */
+async function sendToDurable(samples: number) {
+  const transport = await createWsTransport({ nodeId: 'bench', secret: randomBytes(24).toString('hex'), storage: memoryStorage(), deliver: async () => {}, maxOutboxEntries: 2 * samples + 1_000 });
+  try {
+    let i = 0;
+    const timed = async (pause: () => Promise<unknown>) => {
+      const ms: number[] = [];
+      for (let n = 0; n < samples; n++) {
+        await pause();
+        const e = envelope(i++, 'ping');
+        const t = performance.now();
+        await transport.send('nowhere', e);
+        ms.push(performance.now() - t);
+      }
+      return ms;
+    };
+    const hot = await timed(() => Promise.resolve());
+    const afterIdle = await timed(() => new Promise((resolve) => setTimeout(resolve, 1)));
+    return { storage: 'memoryStorage', samples, hotP50Ms: round(percentile(hot, 50)), afterIdleP50Ms: round(percentile(afterIdle, 50)) };
+  } finally {
+    await transport.close();
+  }
+}
+
 // ---- Troupe ws transport -----------------------------------------------------------------
 
 async function troupeSide(root: string, throughputN: number, roundTrips: number, perFrame: number, repeats: number) {
@@ -279,11 +388,14 @@ export async function benchTransport(options: TransportOptions = {}) {
     const troupeBatched = await troupeSide(root, o.troupeBatched, o.roundTrips, 100, o.repeats);
     const troupeSingle = await troupeSide(root, o.troupeOnePerFrame, o.roundTrips, 1, o.repeats);
     const durableFloor = await rawDurableRoundTrip(root, o.roundTrips);
+    const sealedStream = await rawStreamFloor(root, o.batched, o.repeats, false);
+    const durableStream = await rawStreamFloor(root, o.batched, o.repeats, true);
+    const oneSend = await sendToDurable(o.roundTrips);
     return {
       what: 'parent process ↔ child process over 127.0.0.1; ~200 B envelopes; Troupe on LevelDB at both ends (durable outbox, in-order delivery, acks)',
       envelopeBytes: encodeEnvelope(envelope(123_456)).byteLength,
-      baselines: { rawWsMsgpackr: { batched100: rawBatched, onePerFrame: rawSingle }, rawWsMsgpackrDurableRoundTrip: durableFloor },
-      troupe: { batched100: troupeBatched, onePerFrame: troupeSingle },
+      baselines: { rawWsMsgpackr: { batched100: rawBatched, onePerFrame: rawSingle }, rawWsMsgpackrDurableRoundTrip: durableFloor, rawWsMsgpackrSealedStream: sealedStream, rawWsMsgpackrDurableStream: durableStream },
+      troupe: { batched100: troupeBatched, onePerFrame: troupeSingle, sendToDurable: oneSend },
       ratios: {
         /** Raw msg/s over Troupe msg/s (higher = Troupe slower). */
         batched100RawOverTroupe: round(rawBatched.throughput.msgPerSec / troupeBatched.throughput.msgPerSec),
@@ -293,6 +405,11 @@ export async function benchTransport(options: TransportOptions = {}) {
         roundTripP99TroupeOverRaw: round(troupeBatched.roundTrip.p99Ms / rawBatched.roundTrip.p99Ms),
         /** The floor of a round trip durable on both sides (raw + two LevelDB writes) over raw, p50: the least any durable transport can reach here. */
         roundTripP50DurableFloorOverRaw: round(durableFloor.p50Ms / rawBatched.roundTrip.p50Ms),
+        /** Batched floors over raw msg/s (higher = the floor slower): frames tagged and every envelope checked; and also durable at both ends. */
+        batched100RawOverSealedFloor: round(rawBatched.throughput.msgPerSec / sealedStream.throughput.msgPerSec),
+        batched100RawOverDurableFloor: round(rawBatched.throughput.msgPerSec / durableStream.throughput.msgPerSec),
+        /** Troupe batched msg/s over the durable floor's: how near the floor Troupe comes (1 = at it). */
+        batched100TroupeOverDurableFloor: round(troupeBatched.throughput.msgPerSec / durableStream.throughput.msgPerSec),
       },
     };
   } finally {
