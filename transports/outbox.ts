@@ -370,6 +370,13 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       if (entry.release) (deletes.push(entry.release), deleteLater());
       return;
     }
+    if (d.reserved.size === 0 && d.parked.length === 0) {
+      // Nothing numbered before it is still open: sendable now, as promote() would make it,
+      // without a parked list and a scan of the reservations for each of a burst's entries.
+      d.entries.push(entry);
+      d.durable = Math.max(d.durable, entry.seq);
+      return;
+    }
     let i = d.parked.length;
     while (i > 0 && d.parked[i - 1]!.seq > entry.seq) i--;
     d.parked.splice(i, 0, entry);
