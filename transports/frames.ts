@@ -161,10 +161,10 @@ export function encodeBatch(epoch: string, items: readonly BatchItem[], tailByte
   at += K_ITEMS.byteLength;
   at = writeArrayHeader(buffer, at, items.length);
   for (const item of items) {
-    buffer.set(ITEM_HEAD, at);
-    at = writeSeq(buffer, at + ITEM_HEAD.byteLength, item.seq);
-    buffer.set(K_ENVELOPE, at);
-    at += K_ENVELOPE.byteLength;
+    // The two fixed heads byte by byte: a `set` call each cost more than copying the envelope.
+    for (let k = 0; k < ITEM_HEAD.length; k++) buffer[at++] = ITEM_HEAD[k]!;
+    at = writeSeq(buffer, at, item.seq);
+    for (let k = 0; k < K_ENVELOPE.length; k++) buffer[at++] = K_ENVELOPE[k]!;
     buffer.set(item.bytes, at);
     at += item.bytes.byteLength;
   }
