@@ -473,9 +473,20 @@ const sum = {
 };
 const notCompleted: string[] = [];
 const failedTrials: number[] = [];
+// A trial the harness itself could not finish (a command's output it could not read, say) is
+// reported with its error and counted failed; the others still run, and the summary prints.
+const harnessErrors: Array<{ trial: number; error: string }> = [];
 const indices = opts.only !== undefined ? [opts.only] : Array.from({ length: opts.trials }, (_, i) => i + 1);
 for (const i of indices) {
-  const t = await trial(i, reference, totals);
+  let t: TrialResult;
+  try {
+    t = await trial(i, reference, totals);
+  } catch (error) {
+    sum.trials++;
+    harnessErrors.push({ trial: i, error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    failedTrials.push(i);
+    continue;
+  }
   const a = t.audit;
   sum.trials++;
   sum.runs += t.runs;
@@ -502,6 +513,6 @@ for (const i of indices) {
 }
 const ok = failedTrials.length === 0 && sum.completed === sum.trials && sum.expectedOutputs === sum.runs;
 process.stdout.write(
-  `${JSON.stringify({ benchmark: 'crash-trials', storage: opts.storage, ...(opts.storage === 'postgres' ? { leaseMs: LEASE_MS } : {}), seed: opts.seed, ...sum, ...totals, leaseWaitSeconds: Math.round(totals.leaseWaitSeconds * 10) / 10, notCompleted, failedTrials, ok, seconds: Math.round((performance.now() - started) / 100) / 10 }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'crash-trials', storage: opts.storage, ...(opts.storage === 'postgres' ? { leaseMs: LEASE_MS } : {}), seed: opts.seed, ...sum, ...totals, leaseWaitSeconds: Math.round(totals.leaseWaitSeconds * 10) / 10, notCompleted, failedTrials, harnessErrors, ok, seconds: Math.round((performance.now() - started) / 100) / 10 }, null, 2)}\n`,
 );
 process.exitCode = ok ? 0 : 1;
