@@ -478,17 +478,16 @@ const failedTrials: number[] = [];
 const harnessErrors: Array<{ trial: number; error: string }> = [];
 const indices = opts.only !== undefined ? [opts.only] : Array.from({ length: opts.trials }, (_, i) => i + 1);
 for (const i of indices) {
+  sum.trials++;
   let t: TrialResult;
   try {
     t = await trial(i, reference, totals);
   } catch (error) {
-    sum.trials++;
     harnessErrors.push({ trial: i, error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
     failedTrials.push(i);
     continue;
   }
   const a = t.audit;
-  sum.trials++;
   sum.runs += t.runs;
   if (t.completed) sum.completed++;
   sum.expectedOutputs += a.completedRuns - a.unexpectedOutputs;

@@ -24,8 +24,7 @@ import { ClassicLevel } from 'classic-level';
 import { levelStorage } from '../storage/level.js';
 import type { Envelope } from '../index.js';
 import { envelopeIssue } from '../core/envelope.js';
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { MAC_BYTES } from '../transports/session.js';
+import { createFrameSeal } from '../transports/session.js';
 
 const [mode, dir, batch, secret] = process.argv.slice(2);
 
@@ -84,8 +83,8 @@ async function rawServer(durableDir: string | undefined) {
 
 /**
  * `raw-sealed-stream <dir> <keyHex>` and `raw-durable-stream <dir> <keyHex>`: the receiving
- * side of bench/transport.ts's stream floors. Each frame (an array of envelopes, then a
- * 32-byte HMAC-SHA256 over a frame counter and the array) is verified, decoded, and every
+ * side of bench/transport.ts's stream floors. Each frame (an array of envelopes, sealed by
+ * Troupe's `createFrameSeal`) is opened, decoded, and every
  * envelope checked against the envelope rule; a bad frame ends the connection. Sealed:
  * acknowledged with `{ upTo }` (the count received) at once. Durable: the count is written
  * to a LevelDB at `<dir>` first, one write in flight, frames arriving meanwhile sharing the
@@ -95,8 +94,8 @@ async function rawStreamPeer(durableDir: string, keyHex: string, durable: boolea
   const key = Buffer.from(keyHex, 'hex');
   const { db, packr, unpackr, server, stop } = await rawServer(durable ? durableDir : undefined);
   server.on('connection', (socket) => {
+    const seal = createFrameSeal({ clientToServer: key, serverToClient: key }, 'server');
     let received = 0;
-    let frames = 0n;
     let writing = false;
     let written = 0;
     const writeCursor = (store: ClassicLevel<string, Uint8Array>) => {
@@ -111,12 +110,8 @@ async function rawStreamPeer(durableDir: string, keyHex: string, durable: boolea
       });
     };
     socket.on('message', (data: RawData) => {
-      const bytes = data as Buffer;
-      const body = bytes.subarray(0, bytes.byteLength - MAC_BYTES);
-      const counter = Buffer.alloc(8);
-      counter.writeBigUInt64BE(frames++);
-      const tag = createHmac('sha256', key).update(counter).update(body).digest();
-      if (bytes.byteLength < MAC_BYTES || !timingSafeEqual(tag, bytes.subarray(bytes.byteLength - MAC_BYTES))) return socket.terminate();
+      const body = seal.open(data as Buffer);
+      if (!body) return socket.terminate();
       const value = unpackr.unpack(body) as unknown;
       if (!Array.isArray(value) || value.some((e) => envelopeIssue(e) !== undefined)) return socket.terminate();
       received += value.length;

@@ -25,7 +25,7 @@
  * Prints one JSON object. Not a test: nothing is asserted.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -38,6 +38,7 @@ import type { Envelope } from '../index.js';
 import { levelStorage } from '../storage/level.js';
 import { memoryStorage } from '../storage/memory.js';
 import { createWsTransport } from '../transports/index.js';
+import { createFrameSeal } from '../transports/session.js';
 import { childScript, machineInfo, percentile, round, summarize, tempDir } from './durable-step.js';
 
 const PEER = new URL('./transport-peer.ts', import.meta.url);
@@ -178,7 +179,7 @@ async function rawDurableRoundTrip(root: string, roundTrips: number) {
 /**
  * Batched throughput's floor: the work the issue's guarantees need, done in raw ws +
  * msgpackr, and nothing else. Frames of 100 envelopes (`Packr.pack(array)`, as raw), each
- * tagged with HMAC-SHA256 over a frame counter; the peer (`raw-sealed-stream`,
+ * tagged as Troupe's are (`createFrameSeal`: HMAC-SHA256 over a frame counter); the peer (`raw-sealed-stream`,
  * `raw-durable-stream`) verifies the tag, decodes, checks every envelope against the
  * envelope rule (`envelopeIssue`, what Troupe's receiver runs), then acknowledges.
  * - `sealed`: nothing persisted; frames go out as they are encoded, as raw's do.
@@ -201,13 +202,9 @@ async function rawStreamFloor(root: string, n: number, repeats: number, durable:
   const { packr, unpackr, socket } = await rawConnection(peer.port);
   let onAck: (upTo: number) => void = () => {};
   socket.on('message', (data: Buffer) => onAck((unpackr.unpack(data) as { upTo: number }).upTo));
-  let frames = 0n;
   let frameKey = 0;
-  const seal = (body: Uint8Array) => {
-    const counter = Buffer.alloc(8);
-    counter.writeBigUInt64BE(frames++);
-    return Buffer.concat([body, createHmac('sha256', key).update(counter).update(body).digest()]);
-  };
+  // Troupe's own frame seal (HMAC-SHA256 over a per-direction counter), one key both ways.
+  const { seal } = createFrameSeal({ clientToServer: key, serverToClient: key }, 'client');
   try {
     const burst = async (offset: number) => {
       const envelopes = Array.from({ length: n }, (_, i) => envelope(offset + i));
