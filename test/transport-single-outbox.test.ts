@@ -92,6 +92,35 @@ describe('Outbox.reserve', () => {
     }
   });
 
+  it('does not send a reservation committed while an older append is still being written ahead of it', async () => {
+    await using dir = await tempDir();
+    const level = await levelStorage({ path: dir.path });
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const storage = wrapStorage(level, async (ops, _options, next) => {
+      if (ops.some((op) => op.key === transportKeys.outbox('b', 1))) await gate;
+      return next();
+    });
+    const outbox = await createOutbox({ storage, sync: false, onDurable: () => {} });
+    try {
+      const first = outbox.append('b', bytes(1)); // seq 1: its write is held
+      const r = outbox.reserve('b', bytes(2))!;
+      expect(r.seq).toBe(2);
+      await level.write([...r.ops]); // the run's batch lands first
+      r.commit();
+      // Sent now, seq 2 would reach the receiver first, and seq 1 would be dropped there as old.
+      expect(outbox.unacked('b').map((e) => e.seq)).toEqual([]);
+      expect(outbox.durable('b')).toBe(0);
+      open();
+      await first;
+      expect(outbox.unacked('b').map((e) => e.seq)).toEqual([1, 2]);
+    } finally {
+      open(); // a failed expectation must not leave close() waiting on the held write
+      await outbox.close(new Error('done'));
+      await level.close();
+    }
+  });
+
   it('leaves a gap for an aborted reservation that others follow, and gives the newest number back', async () => {
     await using dir = await tempDir();
     const { storage, outbox } = await open(dir.path);

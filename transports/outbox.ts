@@ -64,6 +64,13 @@ interface Destination {
   head: number;
   /** Durable entries behind an open reservation, in seq order: sent once it settles. */
   parked: Held[];
+  /**
+   * The first seq of each slice holding appends to this destination that are not yet
+   * durable (queued or being written), oldest first. A reservation committed meanwhile is
+   * numbered after them and waits for them: sent first, it would reach the receiver ahead
+   * of a lower seq, which the receiver would then drop as already seen.
+   */
+  unwritten: number[];
   /** Seqs reserved for a caller's batch that is not yet durable (see {@link Outbox.reserve}). */
   reserved: Set<number>;
   /** Highest seq durable through an append or a committed reservation, and the `outseq` written. */
@@ -86,6 +93,8 @@ interface Append {
 interface Slice {
   items: Append[];
   bytes: number;
+  /** Destinations with appends in this slice (each has its first seq in {@link Destination.unwritten}). */
+  to: Set<string>;
   done: Promise<void>;
   resolve(): void;
   reject(error: unknown): void;
@@ -95,7 +104,7 @@ function newSlice(): Slice {
   let resolve!: () => void;
   let reject!: (error: unknown) => void;
   const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-  return { items: [], bytes: 0, done, resolve, reject };
+  return { items: [], bytes: 0, to: new Set(), done, resolve, reject };
 }
 
 /** The sender's side: numbered envelopes per destination, kept until acknowledged. */
@@ -205,7 +214,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   });
   const dest = (to: string) => {
     let d = dests.get(to);
-    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], head: 0, parked: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
+    if (!d) dests.set(to, (d = { assigned: 0, durable: 0, acked: 0, entries: [], head: 0, parked: [], unwritten: [], reserved: new Set(), high: 0, highWritten: 0, waiters: [], held: 0, heldBytes: 0, queued: [] }));
     return d;
   };
   for await (const [key, value] of storage.entries(transportKeys.outseqs())) {
@@ -355,6 +364,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       d.highWritten = Math.max(d.highWritten, high);
       d.high = Math.max(d.high, high);
     }
+    // Slices are written in the order they were filled: this one's are the oldest unwritten.
+    // (A failed write leaves them there: nothing numbered after them is sent by this process.)
+    for (const to of highest.keys()) dest(to).unwritten.shift();
     // Parked one by one, promoted once per destination: a reservation scan and a splice per
     // entry of a burst were most of the outbox's time after each write.
     for (const a of batch) park(dest(a.to), a.entry);
@@ -386,7 +398,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   };
 
   const promote = (d: Destination) => {
-    const oldest = d.reserved.size > 0 ? Math.min(...d.reserved) : Infinity;
+    const oldest = Math.min(d.reserved.size > 0 ? Math.min(...d.reserved) : Infinity, d.unwritten[0] ?? Infinity);
     let n = 0;
     while (n < d.parked.length && d.parked[n]!.seq < oldest) n++;
     if (n === 0) return;
@@ -417,6 +429,10 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     const entry: Held = { seq: ++d.assigned, bytes };
     let slice = slices.at(-1);
     if (!slice || slice.items.length >= FLUSH_MAX_ENTRIES || (slice.items.length > 0 && slice.bytes + bytes.byteLength > FLUSH_MAX_BYTES)) slices.push((slice = newSlice()));
+    if (!slice.to.has(to)) {
+      slice.to.add(to);
+      d.unwritten.push(entry.seq);
+    }
     slice.items.push({ to, entry });
     slice.bytes += bytes.byteLength;
     schedule();
