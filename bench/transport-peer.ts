@@ -1,7 +1,7 @@
 /**
  * The far side of bench/transport.ts, run in its own process:
  *
- *   node --import tsx bench/transport-peer.ts troupe <dir> <batchMaxEnvelopes> <secret>
+ *   node --import tsx bench/transport-peer.ts troupe <dir> <batchMaxEnvelopes> <secret> [batch|send]
  *   node --import tsx bench/transport-peer.ts raw
  *   node --import tsx bench/transport-peer.ts raw-durable <dir>
  *   node --import tsx bench/transport-peer.ts raw-sealed-stream|raw-durable-stream <dir> <keyHex>
@@ -15,7 +15,8 @@
  * itself, one batch, no sync) before its `pong` goes back: a round trip's floor when the
  * envelope must be durable on the receiving side before it is answered.
  *
- * Prints `{"port":N}` on stdout once listening; exits on SIGTERM or when stdin closes.
+ * Prints `{"port":N}` on stdout once listening; answers a line `cpu` on stdin with
+ * `{"cpuUs":N}`, the CPU time it used so far; exits on SIGTERM or when stdin closes.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { WebSocketServer, type RawData } from 'ws';
@@ -26,7 +27,7 @@ import type { Envelope } from '../index.js';
 import { envelopeIssue } from '../core/envelope.js';
 import { createFrameSeal } from '../transports/session.js';
 
-const [mode, dir, batch, secret] = process.argv.slice(2);
+const [mode, dir, batch, secret, answer = 'batch'] = process.argv.slice(2);
 
 /** Loopback only: the benchmark never talks to anything but this machine. */
 const HOST = '127.0.0.1';
@@ -41,11 +42,23 @@ async function troupePeer(): Promise<() => Promise<void>> {
     storage,
     listen: { host: HOST, port: 0 },
     batchMaxEnvelopes: Number(batch),
-    deliver: async (envelope: Envelope, fromNode: string) => {
+    deliver: async (envelope: Envelope, fromNode: string, receipt) => {
       if (envelope.type !== 'ping') return;
       pongs += 1;
       // Answered over the connection the sender dialled (this peer has no url for it).
-      await transport.send(fromNode, { ...envelope, id: `pong-${pongs}`, from: envelope.to, to: envelope.from, type: 'pong' });
+      const pong: Envelope = { ...envelope, id: `pong-${pongs}`, from: envelope.to, to: envelope.from, type: 'pong' };
+      if (answer === 'send') return transport.send(fromNode, pong);
+      // As a node's run answers: the answer's outbox entry and the ping's receipt in one
+      // atomic storage batch (the transport then writes no cursor of its own for the ping).
+      const reserved = transport.reserve?.(fromNode, pong);
+      if (!reserved) return transport.send(fromNode, pong);
+      try {
+        await storage.write([...reserved.ops, ...receipt.takeCursorOps()]);
+      } catch (error) {
+        reserved.abort();
+        throw error;
+      }
+      reserved.commit();
     },
   });
   process.stdout.write(`${JSON.stringify({ port: transport.address!.port })}\n`);
@@ -154,6 +167,18 @@ const shutdown = () => {
   void close().finally(() => process.exit(0));
 };
 process.on('SIGTERM', shutdown);
-// The parent holds our stdin; if it dies, we go too.
+// The parent holds our stdin; if it dies, we go too. A line `cpu` asks for the CPU time this
+// process used so far (every thread), answered with one line of JSON.
 process.stdin.on('end', shutdown);
-process.stdin.resume();
+let asked = '';
+process.stdin.on('data', (d: Buffer) => {
+  asked += d;
+  for (let at = asked.indexOf('\n'); at !== -1; at = asked.indexOf('\n')) {
+    const line = asked.slice(0, at).trim();
+    asked = asked.slice(at + 1);
+    if (line === 'cpu') {
+      const { user, system } = process.cpuUsage();
+      process.stdout.write(`${JSON.stringify({ cpuUs: user + system })}\n`);
+    }
+  }
+});

@@ -10,13 +10,19 @@
  *   tick share a batch), then `flushed(peer)`: the peer delivered every one in order and
  *   persisted its cursor. Raw: frames of 100 envelopes (`Packr.pack(array)`), or one envelope
  *   per frame, acknowledged every 100 envelopes; nothing persisted, nothing validated.
- * - round trip: one `ping` at a time, answered by a `pong` from the peer (Troupe: a
- *   `send` back to the sender, itself durable on the peer's side before it leaves).
+ * - round trip: one `ping` at a time, answered by a `pong` from the peer. Troupe: the pong
+ *   durable on the peer's side before it leaves, written in one batch with the ping's
+ *   receipt (as a run records what it received with what it sends); and, as a second row,
+ *   answered through `send`, the transport then writing the ping's cursor on its own.
  * - floors: raw ws + msgpackr doing only what the transport's guarantees need. The round
  *   trip with a LevelDB write on each side; a batched stream whose frames are tagged
  *   (HMAC-SHA256) and whose envelopes are checked on arrival, and the same stream durable
  *   at both ends (see {@link rawStreamFloor}). No transport keeping those guarantees can
  *   pass them on this machine.
+ *
+ * - CPU: every throughput row reports the CPU time its timed bursts cost both processes per
+ *   envelope (`cpuPerEnvelope`, see {@link cpuMeter}), and the rate that CPU time allows on
+ *   this machine's cores at best.
  *
  * Batched = the transport's default `batchMaxEnvelopes: 100`; one per frame = 1.
  *
@@ -27,6 +33,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -48,7 +55,13 @@ function envelope(i: number, type = 'bulk'): Envelope {
   return { id: `env_${String(i).padStart(10, '0')}`, from: 'run_bench0001/sender', to: 'run_bench0001/receiver', type, payload: { n: i, text: 'y'.repeat(84) }, seq: 0, ts: Date.now() };
 }
 
-type Peer = { proc: ChildProcessByStdio<Writable, Readable, Readable>; port: number; stop(): Promise<void> };
+type Peer = {
+  proc: ChildProcessByStdio<Writable, Readable, Readable>;
+  port: number;
+  /** CPU time the peer process used so far (all its threads), in microseconds. */
+  cpuUs(): Promise<number>;
+  stop(): Promise<void>;
+};
 
 /** Starts bench/transport-peer.ts with `args`; resolves once it printed its port. */
 function startPeer(args: string[]): Promise<Peer> {
@@ -58,15 +71,32 @@ function startPeer(args: string[]): Promise<Peer> {
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   return new Promise((resolve, reject) => {
     let stdout = '';
+    // Lines after the first answer `cpu` requests, one at a time, in order.
+    const answers: Array<(line: string) => void> = [];
     const onData = (d: Buffer) => {
       stdout += d;
       const line = stdout.split('\n')[0];
       if (!stdout.includes('\n') || !line) return;
+      stdout = stdout.slice(line.length + 1);
       proc.stdout.off('data', onData);
+      proc.stdout.on('data', (more: Buffer) => {
+        stdout += more;
+        for (let at = stdout.indexOf('\n'); at !== -1; at = stdout.indexOf('\n')) {
+          const answer = stdout.slice(0, at);
+          stdout = stdout.slice(at + 1);
+          answers.shift()?.(answer);
+        }
+      });
       const { port } = JSON.parse(line) as { port: number };
       resolve({
         proc,
         port,
+        cpuUs() {
+          return new Promise<number>((answer) => {
+            answers.push((reply) => answer((JSON.parse(reply) as { cpuUs: number }).cpuUs));
+            proc.stdin.write('cpu\n');
+          });
+        },
         async stop() {
           proc.kill('SIGTERM');
           await exited;
@@ -109,9 +139,11 @@ async function rawSide(throughputN: number, roundTrips: number, perFrame: number
     const rtt: number[] = [];
     for (let i = 0; i < roundTrips; i++) rtt.push(await roundTrip(i));
 
-    const throughput = async (n: number, offset: number) => {
+    const cpu = cpuMeter(peer);
+    const throughput = async (n: number, offset: number, timed: boolean) => {
       const envelopes = Array.from({ length: n }, (_, i) => envelope(i));
       let target = 0;
+      if (timed) await cpu.start();
       const start = performance.now();
       const acked = new Promise<void>((resolve) => (onMessage = (v) => v.upTo !== undefined && v.upTo >= target && resolve()));
       target = offset + n;
@@ -119,18 +151,20 @@ async function rawSide(throughputN: number, roundTrips: number, perFrame: number
       if (perFrame === 1) for (const e of envelopes) socket.send(packr.pack(e));
       else for (let i = 0; i < n; i += perFrame) socket.send(packr.pack(envelopes.slice(i, i + perFrame)));
       await acked;
-      return performance.now() - start;
+      const ms = performance.now() - start;
+      if (timed) await cpu.stop();
+      return ms;
     };
     let offset = 0;
     const bursts: number[] = [];
     for (let i = 0; i <= repeats; i++) {
-      const ms = await throughput(throughputN, offset);
+      const ms = await throughput(throughputN, offset, i > 0);
       offset += throughputN;
       if (i > 0) bursts.push(ms); // the first is the warm-up
     }
     return {
       envelopesPerFrame: perFrame,
-      throughput: burstSummary(throughputN, bursts),
+      throughput: { ...burstSummary(throughputN, bursts), cpuPerEnvelope: cpu.perEnvelope(throughputN * repeats) },
       roundTrip: summarize(rtt),
     };
   } finally {
@@ -206,9 +240,11 @@ async function rawStreamFloor(root: string, n: number, repeats: number, durable:
   // Troupe's own frame seal (HMAC-SHA256 over a per-direction counter), one key both ways.
   const { seal } = createFrameSeal({ clientToServer: key, serverToClient: key }, 'client');
   try {
-    const burst = async (offset: number) => {
+    const cpu = cpuMeter(peer);
+    const burst = async (offset: number, timed: boolean) => {
       const envelopes = Array.from({ length: n }, (_, i) => envelope(offset + i));
       const target = offset + n;
+      if (timed) await cpu.start();
       const start = performance.now();
       const acked = new Promise<void>((resolve) => (onAck = (upTo) => upTo >= target && resolve()));
       if (!db) {
@@ -229,14 +265,16 @@ async function rawStreamFloor(root: string, n: number, repeats: number, durable:
         }
       }
       await acked;
-      return performance.now() - start;
+      const ms = performance.now() - start;
+      if (timed) await cpu.stop();
+      return ms;
     };
     const bursts: number[] = [];
     for (let i = 0; i <= repeats; i++) {
-      const ms = await burst(i * n);
+      const ms = await burst(i * n, i > 0);
       if (i > 0) bursts.push(ms); // the first is the warm-up
     }
-    return { envelopesPerFrame: 100, ...(db ? { framesPerTurn } : {}), throughput: burstSummary(n, bursts) };
+    return { envelopesPerFrame: 100, ...(db ? { framesPerTurn } : {}), throughput: { ...burstSummary(n, bursts), cpuPerEnvelope: cpu.perEnvelope(n * repeats) } };
   } finally {
     socket.close();
     await db?.close();
@@ -277,12 +315,19 @@ async function sendToDurable(samples: number) {
 
 // ---- Troupe ws transport -----------------------------------------------------------------
 
-async function troupeSide(root: string, throughputN: number, roundTrips: number, perFrame: number, repeats: number) {
+/**
+ * Troupe on both sides, and its round trips. `answer`: how the peer answers a ping
+ * (bench/transport-peer.ts). `batch`: the pong's outbox entry and the ping's receipt in one
+ * storage batch, as a run records what it received with what it sends (`reserve` +
+ * `takeCursorOps`). `send`: the pong through `send`, after which the transport writes the
+ * ping's cursor: a second write of the peer's storage, overlapping the next round trip.
+ */
+async function troupePair(root: string, perFrame: number, answer: 'batch' | 'send', maxOutboxEntries: number) {
   const secret = randomBytes(24).toString('hex');
-  const peerDir = join(root, `peer-${perFrame}`);
+  const peerDir = join(root, `peer-${perFrame}-${answer}`);
   await mkdir(peerDir, { recursive: true });
-  const peer = await startPeer(['troupe', peerDir, String(perFrame), secret]);
-  const storage = await levelStorage({ path: join(root, `local-${perFrame}`) });
+  const peer = await startPeer(['troupe', peerDir, String(perFrame), secret, answer]);
+  const storage = await levelStorage({ path: join(root, `local-${perFrame}-${answer}`) });
   const waiting = new Map<string, () => void>();
   const transport = await createWsTransport({
     nodeId: 'bench',
@@ -290,60 +335,90 @@ async function troupeSide(root: string, throughputN: number, roundTrips: number,
     storage,
     peers: { peer: `ws://127.0.0.1:${peer.port}` },
     batchMaxEnvelopes: perFrame,
-    // The throughput run sends all of its envelopes at once: room for every one of them.
-    maxOutboxEntries: Math.max(throughputN, 2_000) + 1_000,
+    maxOutboxEntries,
     deliver: async (e) => {
       if (e.type !== 'pong') return;
       const done = waiting.get(e.payload && typeof e.payload === 'object' ? String((e.payload as { n: number }).n) : '');
       done?.();
     },
   });
-  try {
-    let pingId = 0;
-    const roundTrip = async () => {
-      const e = envelope(pingId++, 'ping');
-      e.id = `ping_${pingId}`;
-      const t = performance.now();
-      const back = new Promise<void>((resolve) => waiting.set(String((e.payload as { n: number }).n), resolve));
-      await transport.send('peer', e);
-      await back;
-      waiting.delete(String((e.payload as { n: number }).n));
-      return performance.now() - t;
-    };
-    for (let i = 0; i < 100; i++) await roundTrip(); // warm-up (and the connection)
-    const rtt: number[] = [];
-    for (let i = 0; i < roundTrips; i++) rtt.push(await roundTrip());
+  let pingId = 0;
+  const roundTrip = async () => {
+    const e = envelope(pingId++, 'ping');
+    e.id = `ping_${pingId}`;
+    const t = performance.now();
+    const back = new Promise<void>((resolve) => waiting.set(String((e.payload as { n: number }).n), resolve));
+    await transport.send('peer', e);
+    await back;
+    waiting.delete(String((e.payload as { n: number }).n));
+    return performance.now() - t;
+  };
+  return {
+    peer,
+    transport,
+    /** Round trip times of `n` pings, one at a time, after 100 to warm up (and connect). */
+    async roundTrips(n: number) {
+      for (let i = 0; i < 100; i++) await roundTrip();
+      const rtt: number[] = [];
+      for (let i = 0; i < n; i++) rtt.push(await roundTrip());
+      return summarize(rtt);
+    },
+    async close() {
+      await transport.close();
+      await storage.close();
+      await peer.stop();
+    },
+  };
+}
 
+/** Round trips only, the peer answering as `answer` says (see {@link troupePair}). */
+async function troupeRoundTrip(root: string, roundTrips: number, answer: 'batch' | 'send') {
+  const pair = await troupePair(root, 100, answer, 2_000);
+  try {
+    return { answer, ...(await pair.roundTrips(roundTrips)) };
+  } finally {
+    await pair.close();
+  }
+}
+
+async function troupeSide(root: string, throughputN: number, roundTrips: number, perFrame: number, repeats: number) {
+  // The throughput run sends all of its envelopes at once: room for every one of them.
+  const { peer, transport, ...pair } = await troupePair(root, perFrame, 'batch', Math.max(throughputN, 2_000) + 1_000);
+  try {
+    const roundTrip = await pair.roundTrips(roundTrips);
     let sent = 0;
-    const throughput = async (n: number) => {
+    const cpu = cpuMeter(peer);
+    const throughput = async (n: number, timed: boolean) => {
       const envelopes = Array.from({ length: n }, () => {
         const e = envelope(sent);
         e.id = `bulk_${sent++}`;
         return e;
       });
+      if (timed) await cpu.start();
       const start = performance.now();
       await Promise.all(envelopes.map((e) => transport.send('peer', e)));
       const persisted = performance.now() - start;
       await transport.flushed('peer');
-      return { ms: performance.now() - start, persistedMs: persisted };
+      const ms = performance.now() - start;
+      if (timed) await cpu.stop();
+      return { ms, persistedMs: persisted };
     };
     const bursts: Array<{ ms: number; persistedMs: number }> = [];
     for (let i = 0; i <= repeats; i++) {
-      const t = await throughput(throughputN);
+      const t = await throughput(throughputN, i > 0);
       if (i > 0) bursts.push(t); // the first is the warm-up
     }
+    const cpuPerEnvelope = cpu.perEnvelope(throughputN * repeats);
     const summary = burstSummary(throughputN, bursts.map((b) => b.ms));
     const mid = bursts.find((b) => round(b.ms) === summary.medianMs)!;
     return {
       envelopesPerFrame: perFrame,
-      throughput: { ...summary, medianBurstAllPersistedLocallyMs: round(mid.persistedMs) },
-      roundTrip: summarize(rtt),
+      throughput: { ...summary, medianBurstAllPersistedLocallyMs: round(mid.persistedMs), cpuPerEnvelope },
+      roundTrip: { answer: 'batch', ...roundTrip },
       stats: (({ framesOut, framesIn, delivered, duplicates, reconnects }) => ({ framesOut, framesIn, delivered, duplicates, reconnects }))(transport.stats()),
     };
   } finally {
-    await transport.close();
-    await storage.close();
-    await peer.stop();
+    await pair.close();
   }
 }
 
@@ -361,6 +436,34 @@ function burstSummary(envelopes: number, ms: readonly number[]) {
     medianMs: round(median),
     msgPerSec: Math.round((envelopes / median) * 1000),
     burstsMsgPerSec: ms.map((t) => Math.round((envelopes / t) * 1000)),
+  };
+}
+
+/**
+ * CPU time of both processes inside the timed bursts, per envelope (user + system, every
+ * thread: storage, GC, sockets), summed over the bursts `start`…`stop` brackets. On a
+ * machine of `cores` cores no schedule of this work moves more than `cores × 10⁶ / total`
+ * envelopes a second (`cpuBoundMsgPerSec`, next to what the row reached): a row near its
+ * bound is working, one far below it is waiting. And a target rate `r` asks for
+ * `total ≤ cores × 10⁶ / r` µs an envelope.
+ */
+function cpuMeter(peer: Peer) {
+  let senderUs = 0;
+  let receiverUs = 0;
+  let since: { sender: NodeJS.CpuUsage; receiver: number } | undefined;
+  return {
+    async start() {
+      since = { sender: process.cpuUsage(), receiver: await peer.cpuUs() };
+    },
+    async stop() {
+      const used = process.cpuUsage(since!.sender);
+      senderUs += used.user + used.system;
+      receiverUs += (await peer.cpuUs()) - since!.receiver;
+    },
+    perEnvelope(envelopes: number) {
+      const total = (senderUs + receiverUs) / envelopes;
+      return { senderUs: round(senderUs / envelopes), receiverUs: round(receiverUs / envelopes), totalUs: round(total), cpuBoundMsgPerSec: Math.round((availableParallelism() * 1e6) / total) };
+    },
   };
 }
 
@@ -384,6 +487,7 @@ export async function benchTransport(options: TransportOptions = {}) {
     const rawSingle = await rawSide(o.onePerFrame, o.roundTrips, 1, o.repeats);
     const troupeBatched = await troupeSide(root, o.troupeBatched, o.roundTrips, 100, o.repeats);
     const troupeSingle = await troupeSide(root, o.troupeOnePerFrame, o.roundTrips, 1, o.repeats);
+    const troupeAnsweredBySend = await troupeRoundTrip(root, o.roundTrips, 'send');
     const durableFloor = await rawDurableRoundTrip(root, o.roundTrips);
     const sealedStream = await rawStreamFloor(root, o.batched, o.repeats, false);
     const durableStream = await rawStreamFloor(root, o.batched, o.repeats, true);
@@ -392,7 +496,7 @@ export async function benchTransport(options: TransportOptions = {}) {
       what: 'parent process ↔ child process over 127.0.0.1; ~200 B envelopes; Troupe on LevelDB at both ends (durable outbox, in-order delivery, acks)',
       envelopeBytes: encodeEnvelope(envelope(123_456)).byteLength,
       baselines: { rawWsMsgpackr: { batched100: rawBatched, onePerFrame: rawSingle }, rawWsMsgpackrDurableRoundTrip: durableFloor, rawWsMsgpackrSealedStream: sealedStream, rawWsMsgpackrDurableStream: durableStream },
-      troupe: { batched100: troupeBatched, onePerFrame: troupeSingle, sendToDurable: oneSend },
+      troupe: { batched100: troupeBatched, onePerFrame: troupeSingle, roundTripAnsweredBySend: troupeAnsweredBySend, sendToDurable: oneSend },
       ratios: {
         /** Raw msg/s over Troupe msg/s (higher = Troupe slower). */
         batched100RawOverTroupe: round(rawBatched.throughput.msgPerSec / troupeBatched.throughput.msgPerSec),
@@ -400,6 +504,8 @@ export async function benchTransport(options: TransportOptions = {}) {
         /** Troupe p50 round trip over raw p50. */
         roundTripP50TroupeOverRaw: round(troupeBatched.roundTrip.p50Ms / rawBatched.roundTrip.p50Ms),
         roundTripP99TroupeOverRaw: round(troupeBatched.roundTrip.p99Ms / rawBatched.roundTrip.p99Ms),
+        /** The same with the peer answering through `send` (two writes of its storage per ping, see {@link troupeSide}). */
+        roundTripP50AnsweredBySendOverRaw: round(troupeAnsweredBySend.p50Ms / rawBatched.roundTrip.p50Ms),
         /** The floor of a round trip durable on both sides (raw + two LevelDB writes) over raw, p50: the least any durable transport can reach here. */
         roundTripP50DurableFloorOverRaw: round(durableFloor.p50Ms / rawBatched.roundTrip.p50Ms),
         /** Batched floors over raw msg/s (higher = the floor slower): frames tagged and every envelope checked; and also durable at both ends. */
@@ -407,6 +513,11 @@ export async function benchTransport(options: TransportOptions = {}) {
         batched100RawOverDurableFloor: round(rawBatched.throughput.msgPerSec / durableStream.throughput.msgPerSec),
         /** Troupe batched msg/s over the durable floor's: how near the floor Troupe comes (1 = at it). */
         batched100TroupeOverDurableFloor: round(troupeBatched.throughput.msgPerSec / durableStream.throughput.msgPerSec),
+        /** CPU time an envelope costs both processes, over raw's and over the durable floor's. */
+        batched100CpuTroupeOverRaw: round(troupeBatched.throughput.cpuPerEnvelope.totalUs / rawBatched.throughput.cpuPerEnvelope.totalUs),
+        batched100CpuTroupeOverDurableFloor: round(troupeBatched.throughput.cpuPerEnvelope.totalUs / durableStream.throughput.cpuPerEnvelope.totalUs),
+        /** The most CPU time (µs, both processes) an envelope may cost for 0.5x raw's rate on this machine's cores, at best. */
+        batched100TargetCpuBudgetUs: round((availableParallelism() * 1e6) / (0.5 * rawBatched.throughput.msgPerSec)),
       },
     };
   } finally {
