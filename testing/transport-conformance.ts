@@ -161,6 +161,33 @@ export function transportConformance(name: string, open: TransportPairFactory, t
       assertFields(a.peers().find((p) => p.nodeId === b.nodeId), { assigned: 1 }, 'peer b as a sees it');
     });
 
+    // `reserve` is optional: a transport without it passes these two as they are.
+    it('sends an envelope taken through reserve after the sends numbered before it, even when its batch commits before their write is done', async () => {
+      const { a, b } = await start();
+      if (!a.reserve) return;
+      const first = a.send(b.nodeId, testEnvelope(1)); // numbered 1, its write under way
+      const reserved = a.reserve(b.nodeId, testEnvelope(2));
+      assert.ok(reserved, 'reserve took the envelope');
+      // The caller's batch (where `reserved.ops` go) is durable: commit before send 1's write
+      // is. Sent at once, seq 2 would arrive first and seq 1 be dropped as already seen.
+      reserved.commit();
+      await first;
+      await a.flushed(b.nodeId);
+      assert.deepStrictEqual(atB.received.map((r) => [r.envelope.id, r.seq]), [['env_1', 1], ['env_2', 2]]);
+    });
+
+    it('skips an aborted reservation: the sends numbered after it are delivered, in order', async () => {
+      const { a, b } = await start();
+      if (!a.reserve) return;
+      const reserved = a.reserve(b.nodeId, testEnvelope(1));
+      assert.ok(reserved, 'reserve took the envelope');
+      const later = [a.send(b.nodeId, testEnvelope(2)), a.send(b.nodeId, testEnvelope(3))];
+      reserved.abort(); // the caller's batch failed: the envelope does not exist
+      await Promise.all(later);
+      await a.flushed(b.nodeId);
+      assert.deepStrictEqual(atB.received.map((r) => r.envelope.id), ['env_2', 'env_3']);
+    });
+
     it('closes idempotently; afterwards sends fail with NODE_CLOSED and waiters are released', async () => {
       const { a, b } = await start();
       let release!: () => void;
