@@ -44,16 +44,24 @@ async function trial(seed: number) {
       }
     }
   });
+  // The outbox's timers (its delayed deletes) fire when the trial says, not by the wall clock:
+  // a seed replays the same steps on any machine.
+  let timers: Array<() => void> = [];
+  const setTimer = (fn: () => void) => {
+    timers.push(fn);
+    return () => void (timers = timers.filter((t) => t !== fn));
+  };
   // Room for everything: a send is numbered when it is made, never queued for room.
-  const open = () => createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 100_000 });
+  const open = () => createOutbox({ storage, sync: false, onDurable: () => {}, maxEntries: 100_000, setTimer });
   let outbox: Outbox = await open();
   holding = true;
   const batches: Array<() => Promise<void>> = []; // reservations' own batches, landing when picked
   let acked = 0;
   let assigned = 0; // the outbox's numbering: the newest seq given (an aborted newest one is given back)
   let n = 0;
-  // A random step lets the event loop turn a few times, as a busy node's would.
+  // A random step lets time pass: the outbox's timers fire, and the event loop turns.
   const turns = async () => {
+    for (const fire of timers.splice(0)) fire();
     for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
   };
   const check = (where: string) => {
