@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { decode, encode, encodeByteArray } from '../core/codec.js';
 import { encodeEnvelope, EnvelopeSchema, parseEnvelope, type Envelope } from '../core/envelope.js';
 import { isTroupeError } from '../core/errors.js';
-import { decodeFrame, encodeBatch, encodeFrame } from '../transports/frames.js';
+import { seededRandom } from '../core/clock.js';
+import { decodeFrame, encodeBatch, encodeFrame, FrameSchema } from '../transports/frames.js';
 import { createFrameSeal, deriveSessionKeys, MAC_BYTES } from '../transports/session.js';
 
 /**
@@ -169,6 +170,57 @@ describe('a batch spliced into one buffer', () => {
     // The largest batch allowed passes, and parsing hands back the decoded items themselves.
     const frame = decodeFrame(encodeFrame({ t: 'batch', epoch: EPOCH, items: Array.from({ length: 1000 }, (_, i) => item(i + 1)) }), 1 << 20);
     expect(frame.t === 'batch' && frame.items.length).toBe(1000);
+  });
+});
+
+describe('a received frame', () => {
+  // decodeFrame takes a batch that breaks no rule without running the schema; anything else
+  // goes through it. This holds it to the schema: on seeded mutations of a valid batch, it
+  // takes exactly the frames FrameSchema takes, and hands back what the schema would.
+  it('is taken by decodeFrame exactly when FrameSchema takes it, whatever is mutated', () => {
+    const random = seededRandom(0xf4a3e);
+    const int = (n: number) => Math.floor(random() * n);
+    const odd = (): unknown => [undefined, null, 0, -1, 1.5, '', 'x', 'BATCH', [], {}, 2 ** 53, true, 'ab'.repeat(8), 'AB'.repeat(8), 'ab'.repeat(33)][int(15)];
+    const mutate = (frame: Record<string, unknown>): Record<string, unknown> => {
+      const items = (frame.items as Array<Record<string, unknown>>).map((item): Record<string, unknown> => ({ ...item, envelope: { ...(item.envelope as object) } }));
+      const out: Record<string, unknown> = { ...frame, items };
+      for (let k = int(3); k >= 0; k--) {
+        const at = items[int(items.length)];
+        switch (int(9)) {
+          case 0: out.t = odd(); break;
+          case 1: out.epoch = odd(); break;
+          case 2: out[['extra', 'seq', 'upTo', '__proto__', 'constructor'][int(5)]!] = odd(); break;
+          case 3: delete out[['t', 'epoch', 'items'][int(3)]!]; break;
+          case 4: if (at) at.seq = odd(); break;
+          case 5: if (at) at[['extra', 'envelope', 'seq'][int(3)]!] = odd(); break;
+          case 6: if (at && typeof at.envelope === 'object' && at.envelope !== null) (at.envelope as Record<string, unknown>)[['id', 'from', 'to', 'type', 'seq', 'ts', 'corr', 'secret'][int(8)]!] = odd(); break;
+          case 7: out.items = [odd(), items, items.slice(0, 0), [...items, ...items]][int(4)]; break;
+          default: break; // some stay valid
+        }
+      }
+      return out;
+    };
+    let taken = 0;
+    let refused = 0;
+    for (let n = 0; n < 3000; n++) {
+      const count = 1 + int(5);
+      const valid = { t: 'batch', epoch: 'ab'.repeat(8 + int(25)), items: Array.from({ length: count }, (_, i) => ({ seq: 1 + i * (1 + int(3)), envelope: envelope({ id: `e${i}` }) })) };
+      const bytes = encodeFrame(n % 10 === 0 ? valid : mutate(valid));
+      const expected = FrameSchema.safeParse(decode(bytes));
+      let got: unknown;
+      try {
+        got = decodeFrame(bytes, 1 << 20);
+      } catch (error) {
+        expect(isTroupeError(error, 'INVALID_ENVELOPE'), String(error)).toBe(true);
+        got = undefined;
+      }
+      expect(got !== undefined, `frame ${n}: ${JSON.stringify(decode(bytes)).slice(0, 300)}`).toBe(expected.success);
+      if (expected.success) expect(got).toEqual(expected.data);
+      got === undefined ? refused++ : taken++;
+    }
+    // Both ways, many times: the generator does reach both.
+    expect(taken).toBeGreaterThan(300);
+    expect(refused).toBeGreaterThan(1000);
   });
 });
 

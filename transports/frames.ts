@@ -22,8 +22,9 @@ export const BATCH_OVERHEAD_BYTES = 128;
 /** Bytes each item adds around its envelope, at most. */
 export const ITEM_OVERHEAD_BYTES = 24;
 
+const EPOCH = /^[0-9a-f]{16,64}$/;
 /** An outbox incarnation: random hex, new whenever a sender's storage starts empty. */
-export const EpochSchema = z.string().regex(/^[0-9a-f]{16,64}$/);
+export const EpochSchema = z.string().regex(EPOCH);
 
 /** A per-pair sequence number: a positive safe integer. */
 const isSeq = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0;
@@ -101,13 +102,26 @@ export type BatchFrame = z.infer<typeof BatchFrameSchema>;
  */
 export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
   // Untrusted bytes: the codec's decoder (plain maps and arrays only), bounded first.
-  const result = FrameSchema.safeParse(decode(bytes, maxBytes));
+  const value = decode(bytes, maxBytes);
+  // A batch that breaks no rule is taken as it is: the schema's own checks, written out, cost
+  // a frame of one envelope ~15 µs after an idle, on both sides of every round trip. Anything
+  // else, or a batch that breaks a rule, goes through the schema, for its result or its issue.
+  if (isBatch(value)) return value;
+  const result = FrameSchema.safeParse(value);
   if (!result.success) {
     const issue = result.error.issues[0];
     const where = issue?.path.length ? issue.path.join('.') : 'frame';
     throw new TroupeError(ErrorCode.INVALID_ENVELOPE, `invalid frame: ${where}: ${issue?.message ?? 'malformed'}`, { cause: result.error, details: { path: where } });
   }
   return result.data;
+}
+
+/** {@link BatchFrameSchema}'s rule without zod: a plain object of `t`, `epoch` and `items` only, each valid. */
+function isBatch(value: unknown): value is BatchFrame {
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return false;
+  for (const key in value) if (key !== 't' && key !== 'epoch' && key !== 'items') return false;
+  const { t, epoch, items } = value as { t?: unknown; epoch?: unknown; items?: unknown };
+  return t === 'batch' && typeof epoch === 'string' && EPOCH.test(epoch) && itemsIssue(items) === undefined;
 }
 
 /** One outbox entry as it goes on the wire: the envelope stays in its stored msgpack bytes. */
