@@ -103,9 +103,10 @@ export type BatchFrame = z.infer<typeof BatchFrameSchema>;
 export function decodeFrame(bytes: Uint8Array, maxBytes: number): Frame {
   // Untrusted bytes: the codec's decoder (plain maps and arrays only), bounded first.
   const value = decode(bytes, maxBytes);
-  // A batch that breaks no rule is taken as it is: the schema's own checks, written out, cost
-  // a frame of one envelope ~15 µs after an idle, on both sides of every round trip. Anything
-  // else, or a batch that breaks a rule, goes through the schema, for its result or its issue.
+  // A batch that breaks no rule is taken as it is, checked by the schema's rule written out:
+  // zod's schema took ~1.7 µs an envelope of a frame of 100, and ~9 µs more of a frame of one
+  // after an idle (both sides of every round trip). Anything else, or a batch that breaks a
+  // rule, goes through the schema, for its result or its issue.
   if (isBatch(value)) return value;
   const result = FrameSchema.safeParse(value);
   if (!result.success) {
