@@ -364,9 +364,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
       d.highWritten = Math.max(d.highWritten, high);
       d.high = Math.max(d.high, high);
     }
-    // Slices are written in the order they were filled: this one's are the oldest unwritten.
-    // (A failed write leaves them there: nothing numbered after them is sent by this process.)
-    for (const to of highest.keys()) dest(to).unwritten.shift();
+    // Slices are written in the order they were filled: what this one put in `unwritten` is
+    // the oldest there. (A failed write leaves it: nothing numbered after it is sent by this process.)
+    for (const to of slice?.to ?? []) dest(to).unwritten.shift();
     // Parked one by one, promoted once per destination: a reservation scan and a splice per
     // entry of a burst were most of the outbox's time after each write.
     for (const a of batch) park(dest(a.to), a.entry);
