@@ -22,6 +22,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { WebSocketServer, type RawData } from 'ws';
 import { createWsTransport, type WsTransport } from '../transports/index.js';
 import { ClassicLevel } from 'classic-level';
+import { createInterface } from 'node:readline';
 import { levelStorage } from '../storage/level.js';
 import type { Envelope } from '../index.js';
 import { envelopeIssue } from '../core/envelope.js';
@@ -97,8 +98,8 @@ async function rawServer(durableDir: string | undefined) {
 /**
  * `raw-sealed-stream <dir> <keyHex>` and `raw-durable-stream <dir> <keyHex>`: the receiving
  * side of bench/transport.ts's stream floors. Each frame (an array of envelopes, sealed by
- * Troupe's `createFrameSeal`) is opened, decoded, and every
- * envelope checked against the envelope rule; a bad frame ends the connection. Sealed:
+ * Troupe's `createFrameSeal`) is opened, decoded, and every envelope checked against the
+ * envelope rule; a bad frame ends the connection. Sealed:
  * acknowledged with `{ upTo }` (the count received) at once. Durable: the count is written
  * to a LevelDB at `<dir>` first, one write in flight, frames arriving meanwhile sharing the
  * next, and acknowledged once written. No delivery envelope by envelope.
@@ -170,15 +171,8 @@ process.on('SIGTERM', shutdown);
 // The parent holds our stdin; if it dies, we go too. A line `cpu` asks for the CPU time this
 // process used so far (every thread), answered with one line of JSON.
 process.stdin.on('end', shutdown);
-let asked = '';
-process.stdin.on('data', (d: Buffer) => {
-  asked += d;
-  for (let at = asked.indexOf('\n'); at !== -1; at = asked.indexOf('\n')) {
-    const line = asked.slice(0, at).trim();
-    asked = asked.slice(at + 1);
-    if (line === 'cpu') {
-      const { user, system } = process.cpuUsage();
-      process.stdout.write(`${JSON.stringify({ cpuUs: user + system })}\n`);
-    }
-  }
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() !== 'cpu') return;
+  const { user, system } = process.cpuUsage();
+  process.stdout.write(`${JSON.stringify({ cpuUs: user + system })}\n`);
 });

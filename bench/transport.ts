@@ -19,7 +19,6 @@
  *   (HMAC-SHA256) and whose envelopes are checked on arrival, and the same stream durable
  *   at both ends (see {@link rawStreamFloor}). No transport keeping those guarantees can
  *   pass them on this machine.
- *
  * - CPU: every throughput row reports the CPU time its timed bursts cost both processes per
  *   envelope (`cpuPerEnvelope`, see {@link cpuMeter}), and the rate that CPU time allows on
  *   this machine's cores at best.
@@ -35,6 +34,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ClassicLevel } from 'classic-level';
@@ -69,24 +69,13 @@ function startPeer(args: string[]): Promise<Peer> {
   let stderr = '';
   proc.stderr.on('data', (d: Buffer) => (stderr += d));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  // The first line is the port; each later one answers a `cpu` request, in order.
+  const answers: Array<(line: string) => void> = [];
+  let listening = false;
   return new Promise((resolve, reject) => {
-    let stdout = '';
-    // Lines after the first answer `cpu` requests, one at a time, in order.
-    const answers: Array<(line: string) => void> = [];
-    const onData = (d: Buffer) => {
-      stdout += d;
-      const line = stdout.split('\n')[0];
-      if (!stdout.includes('\n') || !line) return;
-      stdout = stdout.slice(line.length + 1);
-      proc.stdout.off('data', onData);
-      proc.stdout.on('data', (more: Buffer) => {
-        stdout += more;
-        for (let at = stdout.indexOf('\n'); at !== -1; at = stdout.indexOf('\n')) {
-          const answer = stdout.slice(0, at);
-          stdout = stdout.slice(at + 1);
-          answers.shift()?.(answer);
-        }
-      });
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      if (listening) return answers.shift()?.(line);
+      listening = true;
       const { port } = JSON.parse(line) as { port: number };
       resolve({
         proc,
@@ -102,8 +91,7 @@ function startPeer(args: string[]): Promise<Peer> {
           await exited;
         },
       });
-    };
-    proc.stdout.on('data', onData);
+    });
     proc.once('exit', (code) => reject(new Error(`transport peer exited ${code} before listening: ${stderr.slice(-2000)}`)));
   });
 }
@@ -213,9 +201,10 @@ async function rawDurableRoundTrip(root: string, roundTrips: number) {
 /**
  * Batched throughput's floor: the work the issue's guarantees need, done in raw ws +
  * msgpackr, and nothing else. Frames of 100 envelopes (`Packr.pack(array)`, as raw), each
- * tagged as Troupe's are (`createFrameSeal`: HMAC-SHA256 over a frame counter); the peer (`raw-sealed-stream`,
- * `raw-durable-stream`) verifies the tag, decodes, checks every envelope against the
- * envelope rule (`envelopeIssue`, what Troupe's receiver runs), then acknowledges.
+ * tagged as Troupe's are (`createFrameSeal`: HMAC-SHA256 over a frame counter); the peer
+ * (`raw-sealed-stream`, `raw-durable-stream`) verifies the tag, decodes, checks every
+ * envelope against the envelope rule (`envelopeIssue`, what Troupe's receiver runs), then
+ * acknowledges.
  * - `sealed`: nothing persisted; frames go out as they are encoded, as raw's do.
  * - `durable`: the frames of one turn (`framesPerTurn`, 10: 1,000 envelopes, as the
  *   outbox's slice) are one LevelDB batch (classic-level itself, no sync) started as soon as
@@ -504,7 +493,7 @@ export async function benchTransport(options: TransportOptions = {}) {
         /** Troupe p50 round trip over raw p50. */
         roundTripP50TroupeOverRaw: round(troupeBatched.roundTrip.p50Ms / rawBatched.roundTrip.p50Ms),
         roundTripP99TroupeOverRaw: round(troupeBatched.roundTrip.p99Ms / rawBatched.roundTrip.p99Ms),
-        /** The same with the peer answering through `send` (two writes of its storage per ping, see {@link troupeSide}). */
+        /** The same with the peer answering through `send` (two writes of its storage per ping, see {@link troupePair}). */
         roundTripP50AnsweredBySendOverRaw: round(troupeAnsweredBySend.p50Ms / rawBatched.roundTrip.p50Ms),
         /** The floor of a round trip durable on both sides (raw + two LevelDB writes) over raw, p50: the least any durable transport can reach here. */
         roundTripP50DurableFloorOverRaw: round(durableFloor.p50Ms / rawBatched.roundTrip.p50Ms),
