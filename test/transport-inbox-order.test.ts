@@ -29,9 +29,11 @@ const FRAMES = 80;
 async function trial(seed: number) {
   const random = seededRandom(seed);
   const storage = memoryStorage();
-  const durableCursor = async (): Promise<InboxCursor | undefined> => {
+  // The cursor the storage holds for the current epoch (0 when it holds another epoch's or none).
+  const durableSeq = async (): Promise<number> => {
     const raw = await storage.get(layout.transport.inbox('a'));
-    return raw ? (decode(raw) as InboxCursor) : undefined;
+    const stored = raw ? (decode(raw) as InboxCursor) : undefined;
+    return stored?.epoch === epoch ? stored.seq : 0;
   };
   let inbox: Inbox = createInbox(storage, false);
   let epoch = 'e0000000000000000';
@@ -43,8 +45,7 @@ async function trial(seed: number) {
   let lastDurable = 0; // the cursor this epoch had when this process read or wrote it last
   const violations: string[] = [];
   const receive = async (items: number[]) => {
-    const before = await durableCursor();
-    const floor = before?.epoch === epoch ? before.seq : 0;
+    const floor = await durableSeq();
     const outcome = await inbox.receive('a', { epoch, items: items.map((seq) => ({ seq, envelope: testEnvelope(seq) })) }, {
       proceed: () => true,
       deliver: async (_envelope, _from, receipt) => {
@@ -68,8 +69,7 @@ async function trial(seed: number) {
         settled.add(key);
       },
     });
-    const stored = await durableCursor();
-    const durable = stored?.epoch === epoch ? stored.seq : 0;
+    const durable = await durableSeq();
     expect(outcome.cursor.seq, `seed ${seed}: acknowledges ${outcome.cursor.seq} beyond the durable ${durable}`).toBeLessThanOrEqual(outcome.cursor.epoch === epoch ? durable : 0);
     lastDurable = durable;
     if (outcome.cursor.epoch === epoch) acked = Math.max(acked, outcome.cursor.seq);
@@ -90,12 +90,13 @@ async function trial(seed: number) {
       lastDelivered = lastDurable;
     }
     // New seqs, some skipped (aborted reservations), then a frame of some of what is unacknowledged.
-    let next = (sent.at(-1) ?? 0) + 1;
-    for (let k = Math.floor(random() * 6); k > 0; k--) sent.push((next += random() < 0.15 ? 2 : 1) - 1);
+    let last = sent.at(-1) ?? 0;
+    for (let k = Math.floor(random() * 6); k > 0; k--) sent.push((last += random() < 0.15 ? 2 : 1));
     // A sender sends what is not acknowledged, in order, from the oldest; when an
     // acknowledgement was lost on the way it starts further back, with seqs already delivered.
-    const from = random() < 0.3 ? Math.max(0, sent.findIndex((seq) => seq > acked) - 1 - Math.floor(random() * 4)) : sent.findIndex((seq) => seq > acked);
-    if (from === -1) continue;
+    const oldest = sent.findIndex((seq) => seq > acked);
+    if (oldest === -1) continue;
+    const from = random() < 0.3 ? Math.max(0, oldest - 1 - Math.floor(random() * 4)) : oldest;
     await receive(sent.slice(from, from + 1 + Math.floor(random() * 12)));
   }
   // The sender resends from what was acknowledged until everything is.

@@ -64,9 +64,21 @@ async function trial(seed: number) {
     for (const fire of timers.splice(0)) fire();
     for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
   };
-  const check = (where: string) => {
+  const sendableSeqs = () => {
     const { entries, from } = outbox.sendable('b', 0);
-    const sendable = entries.slice(from).map((e) => e.seq);
+    return entries.slice(from).map((e) => e.seq);
+  };
+  // Every held write and every reservation batch lands, then the outbox closes (waiting for
+  // every write it started): the point where a restart, or the end, looks at what is durable.
+  const landAllAndClose = async (why: string) => {
+    holding = false;
+    for (const release of held.splice(0)) release();
+    for (const batch of batches.splice(0)) await batch();
+    await outbox.close(new Error(why));
+  };
+  const durableUnacked = () => [...seqs].filter(([seq, state]) => state === 'durable' && seq > acked).map(([seq]) => seq).sort((a, b) => a - b);
+  const check = (where: string) => {
+    const sendable = sendableSeqs();
     for (let i = 1; i < sendable.length; i++) expect(sendable[i], `${where}: sendable out of order ${sendable.join(',')}`).toBeGreaterThan(sendable[i - 1]!);
     const top = sendable.at(-1) ?? acked;
     for (const [seq, state] of seqs) {
@@ -105,27 +117,22 @@ async function trial(seed: number) {
     } else if (what === 'turns') {
       await turns();
     } else if (what === 'ack') {
-      const { entries, from } = outbox.sendable('b', 0);
-      const candidates = entries.slice(from).map((e) => e.seq);
+      const candidates = sendableSeqs();
       if (candidates.length > 0) {
         acked = pick(candidates);
         outbox.ack('b', acked);
       }
     } else if (what === 'restart') {
       // Everything in flight lands or is given up, then a new outbox opens the same storage.
-      holding = false;
-      for (const release of held.splice(0)) release();
-      for (const batch of batches.splice(0)) await batch();
-      await outbox.close(new Error('restart')); // waits for every write it started
+      await landAllAndClose('restart');
       check(`seed ${seed} step ${step} before restart`);
       outbox = await open();
       holding = true;
       // Everything durable and not acknowledged is sendable again; acknowledged ones may come
       // too (a group key goes only with its last envelope), which the receiver drops as old.
-      const unacked = [...seqs].filter(([seq, state]) => state === 'durable' && seq > acked).map(([seq]) => seq);
-      const reopened = outbox.sendable('b', 0);
-      const again = reopened.entries.slice(reopened.from).map((e) => e.seq);
-      expect(again.filter((seq) => seq > acked), `seed ${seed}: sendable after a restart`).toEqual(unacked.sort((a, b) => a - b));
+      const unacked = durableUnacked();
+      const again = sendableSeqs();
+      expect(again.filter((seq) => seq > acked), `seed ${seed}: sendable after a restart`).toEqual(unacked);
       seqs.clear();
       for (const seq of again) seqs.set(seq, 'durable');
       acked = outbox.ackedUpTo('b');
@@ -137,14 +144,9 @@ async function trial(seed: number) {
     await Promise.resolve();
     check(`seed ${seed} step ${step} (${what})`);
   }
-  holding = false;
-  for (const release of held.splice(0)) release();
-  for (const batch of batches.splice(0)) await batch();
-  await outbox.close(new Error('done')); // waits for every write it started
+  await landAllAndClose('done');
   check(`seed ${seed} at the end`);
-  const { entries, from } = outbox.sendable('b', 0);
-  const durable = [...seqs].filter(([seq, state]) => state === 'durable' && seq > acked).map(([seq]) => seq).sort((a, b) => a - b);
-  expect(entries.slice(from).map((e) => e.seq), `seed ${seed}: every durable envelope is sendable at the end`).toEqual(durable);
+  expect(sendableSeqs(), `seed ${seed}: every durable envelope is sendable at the end`).toEqual(durableUnacked());
 }
 
 describe('the outbox keeps the pair’s order under any interleaving of sends, reservations, writes, acknowledgements and restarts', () => {
