@@ -66,6 +66,26 @@ async function researchCrew() {
   }
 }
 
+/**
+ * `provider` with the first call of each of `agents` held until the test lets it go: that
+ * agent stays in `planning` until the page has shown it, however slow the machine. (The
+ * scripted latency alone let a loaded CI machine's browser miss the writer's planning.)
+ */
+function holdingFirstCalls(provider: ModelProvider, agents: readonly string[]) {
+  const opened = new Map<string, () => void>();
+  const gates = new Map(agents.map((a) => [a, new Promise<void>((resolve) => opened.set(a, resolve))]));
+  const held: ModelProvider = {
+    id: provider.id,
+    async generate(request, context) {
+      const gate = gates.get(request.agent);
+      gates.delete(request.agent); // only the first call waits
+      await gate;
+      return provider.generate(request, context);
+    },
+  };
+  return { provider: held, release: (agent: string) => opened.get(agent)!() };
+}
+
 const PLANTED = 'sk-planted-7c1e9a44d2b04f6e';
 const APPROVAL_CREW = 'test/fixtures/approval-crew.ts';
 
@@ -103,7 +123,8 @@ describe.skipIf(!hasChromium)('inspector page in headless Chromium', () => {
   it('follows both agents live, draws nested states inside their box with labelled transitions, and replays', { timeout: 45_000 }, async () => {
     const mod = await researchCrew();
     await using storage = memoryStorage();
-    await using node = await createNode({ storage, models: mod.models, resume: false });
+    const router = holdingFirstCalls(mod.models.router, ['researcher', 'writer']);
+    await using node = await createNode({ storage, models: { ...mod.models, router: router.provider }, resume: false });
     await using inspector = await createInspector({ node, storage, machines: [mod.default] });
     const { page, errors } = await openPage();
     await page.goto(inspector.url);
@@ -127,7 +148,9 @@ describe.skipIf(!hasChromium)('inspector page in headless Chromium', () => {
     await page.waitForSelector('[data-actor="researcher"] g.state.current[data-state="planning"]');
     // The agent at work is the first card, above the crew's.
     await page.waitForSelector('#actors > section:first-child[data-actor="researcher"][data-working="true"]');
+    router.release('researcher');
     await page.waitForSelector('[data-actor="writer"] g.state.current[data-state="planning"]');
+    router.release('writer');
     await page.waitForSelector('[data-actor="writer"][data-current-state="done"]');
     await run.result();
     await page.waitForSelector('#run-title .badge.completed');
